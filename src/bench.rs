@@ -1,0 +1,74 @@
+//! Throughput of the image pipeline with a real model's shapes and random weights, end to end
+//! from image files (decode + preprocess + encode) and for the model alone. Speed is measured
+//! here, never asserted in tests.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::encoder::ClipEncoder;
+use crate::hub::ModelDir;
+use crate::imagery::{DecodeOptions, Preprocessor};
+use crate::models::{ClipConfig, ClipModel, Weights};
+use crate::tokenizer::TextTokenizer;
+
+#[derive(Debug, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub images: usize,
+    pub batch_size: usize,
+    pub threads: usize,
+    /// Decode + preprocess + encode, images per second.
+    pub end_to_end_images_per_s: f64,
+    /// Encode only (pixels already in memory), images per second.
+    pub model_images_per_s: f64,
+    pub device: String,
+}
+
+/// A ViT-B/32 CLIP (openai/clip-vit-base-patch32's config) with random weights.
+pub fn random_vit_b32(device: &Device, tokenizer: &std::path::Path) -> Result<ClipEncoder> {
+    let config = ClipConfig::vit_base_patch32();
+    let model = ClipModel::new(config, &Weights::random(device))?;
+    let tokenizer = TextTokenizer::from_file(tokenizer, model.context_length())?;
+    let source = ModelDir { spec: "random ViT-B/32".into(), dir: PathBuf::from("<random>") };
+    ClipEncoder::from_parts(model, tokenizer, Preprocessor::clip_default(224), source)
+}
+
+/// Runs the pipeline over `paths` once to warm up (first batch only), then timed.
+pub fn run(clip: &ClipEncoder, paths: &[PathBuf], batch_size: usize) -> Result<BenchReport> {
+    let decode = DecodeOptions::default();
+    // Warm-up: one batch through the model (allocations, thread pool start).
+    let warm: Vec<Vec<f32>> = paths.iter().take(batch_size).map(|p| clip.load_pixels(p, &decode)).collect::<Result<_>>()?;
+    clip.embed_pixels(&warm)?;
+
+    let start = Instant::now();
+    let mut n = 0usize;
+    clip.embed_files(paths, batch_size, &decode, |_, _, r| {
+        r?;
+        n += 1;
+        Ok(())
+    })?;
+    let end_to_end = n as f64 / start.elapsed().as_secs_f64();
+
+    let pixels: Vec<Vec<f32>> = paths.iter().map(|p| clip.load_pixels(p, &decode)).collect::<Result<_>>()?;
+    let start = Instant::now();
+    for chunk in pixels.chunks(batch_size.max(1)) {
+        let out = clip.embed_pixels(chunk)?;
+        std::hint::black_box(out);
+    }
+    // Synchronise with the device before reading the clock.
+    let _ = Tensor::zeros(1, candle_core::DType::F32, clip.device())?.to_vec1::<f32>()?;
+    let model_only = pixels.len() as f64 / start.elapsed().as_secs_f64();
+    Ok(BenchReport {
+        model: clip.source.spec.clone(),
+        images: n,
+        batch_size,
+        threads: rayon::current_num_threads(),
+        end_to_end_images_per_s: end_to_end,
+        model_images_per_s: model_only,
+        device: format!("{:?}", clip.device()),
+    })
+}

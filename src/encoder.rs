@@ -1,0 +1,144 @@
+//! A CLIP model with everything needed to feed it — tokenizer and image preprocessor — and the
+//! batched image pipeline: files are decoded and preprocessed in parallel (rayon) on a
+//! producer thread while the model encodes the previous batch.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+
+use anyhow::{Result, bail};
+use candle_core::{Device, Tensor};
+use rayon::prelude::*;
+
+use crate::hub::{self, ModelDir};
+use crate::imagery::{self, DecodeOptions, Preprocessor};
+use crate::models::ClipModel;
+use crate::tokenizer::TextTokenizer;
+
+/// CLIP ready to embed text and image files.
+pub struct ClipEncoder {
+    pub model: ClipModel,
+    pub tokenizer: TextTokenizer,
+    pub preprocessor: Preprocessor,
+    pub source: ModelDir,
+}
+
+impl ClipEncoder {
+    /// Loads a CLIP directory or hub id (see [`hub::resolve_clip`]).
+    pub fn load(spec: &str, device: &Device) -> Result<Self> {
+        let source = hub::resolve_clip(spec)?;
+        let model = ClipModel::load_dir(&source.dir, device)?;
+        let tokenizer = TextTokenizer::from_file(&source.file("tokenizer.json"), model.context_length())?;
+        let preprocessor = Preprocessor::from_file(&source.file("preprocessor_config.json"))?;
+        Self::from_parts(model, tokenizer, preprocessor, source)
+    }
+
+    pub fn from_parts(model: ClipModel, tokenizer: TextTokenizer, preprocessor: Preprocessor, source: ModelDir) -> Result<Self> {
+        let s = model.image_size() as u32;
+        let (h, w) = preprocessor.output_size(s, s);
+        if (h, w) != (s, s) {
+            bail!(
+                "{}: preprocessor_config.json makes {w}×{h} images, but the model takes {s}×{s}",
+                source.dir.display()
+            );
+        }
+        if preprocessor.crop.is_none() && !matches!(preprocessor.resize, imagery::Resize::Exact { .. }) {
+            bail!("{}: preprocessor_config.json neither crops nor resizes to a fixed size", source.dir.display());
+        }
+        Ok(Self { model, tokenizer, preprocessor, source })
+    }
+
+    pub fn device(&self) -> &Device {
+        self.model.device()
+    }
+
+    /// Projected text embeddings (not normalised), `batch_size` texts per forward pass.
+    pub fn embed_texts(&self, texts: &[String], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(batch_size.max(1)) {
+            let ids = self.tokenizer.encode_batch_padded(chunk)?;
+            out.extend(self.model.text_features(&ids)?.to_vec2::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Decodes and preprocesses one file into the `(3, S, S)` floats the vision tower takes.
+    pub fn load_pixels(&self, path: &Path, decode: &DecodeOptions) -> Result<Vec<f32>> {
+        let img = imagery::load_rgb(path, decode)?;
+        self.preprocessor.preprocess(&img)
+    }
+
+    /// Projected image embeddings (not normalised) of preprocessed images.
+    pub fn embed_pixels(&self, pixels: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
+        if pixels.is_empty() {
+            return Ok(vec![]);
+        }
+        let s = self.model.image_size();
+        let flat: Vec<f32> = pixels.iter().flat_map(|p| p.iter().copied()).collect();
+        let t = Tensor::from_vec(flat, (pixels.len(), 3, s, s), self.device())?;
+        Ok(self.model.image_features(&t)?.to_vec2::<f32>()?)
+    }
+
+    /// Embeds image files in batches, calling `sink` in input order with each file's embedding or
+    /// the reason it could not be read. Decoding of batch n+1 overlaps encoding of batch n.
+    pub fn embed_files(
+        &self,
+        paths: &[PathBuf],
+        batch_size: usize,
+        decode: &DecodeOptions,
+        mut sink: impl FnMut(usize, &Path, Result<Vec<f32>>) -> Result<()>,
+    ) -> Result<()> {
+        let batch_size = batch_size.max(1);
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) = mpsc::sync_channel::<(usize, Vec<Result<Vec<f32>>>)>(1);
+            scope.spawn(move || {
+                for (b, chunk) in paths.chunks(batch_size).enumerate() {
+                    let pixels: Vec<Result<Vec<f32>>> = chunk.par_iter().map(|p| self.load_pixels(p, decode)).collect();
+                    if tx.send((b * batch_size, pixels)).is_err() {
+                        break; // the consumer stopped early (an error); stop decoding.
+                    }
+                }
+            });
+            for (start, pixels) in rx {
+                let good: Vec<Vec<f32>> = pixels.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+                let mut embeds = self.embed_pixels(&good)?.into_iter();
+                for (i, p) in pixels.into_iter().enumerate() {
+                    let idx = start + i;
+                    let result = match p {
+                        Ok(_) => Ok(embeds.next().expect("one embedding per decoded image")),
+                        Err(e) => Err(e),
+                    };
+                    sink(idx, &paths[idx], result)?;
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Expands files and directories (walked recursively, images only, sorted) into image paths.
+/// A path that does not exist or a directory without images is an error naming it.
+pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let before = out.len();
+            let mut found: Vec<PathBuf> = walkdir::WalkDir::new(input)
+                .follow_links(true)
+                .into_iter()
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_file() && imagery::is_image_path(e.path()))
+                .map(|e| e.into_path())
+                .collect();
+            found.sort();
+            out.extend(found);
+            if out.len() == before {
+                bail!("{}: folder has no images (looked for .jpg .jpeg .png .webp .tif .tiff .bmp .gif)", input.display());
+            }
+        } else if input.exists() {
+            out.push(input.clone());
+        } else {
+            bail!("{}: no such file or directory", input.display());
+        }
+    }
+    Ok(out)
+}

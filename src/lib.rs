@@ -1,0 +1,30 @@
+//! skyscribe: what is in a satellite or aerial image, with CLIP.
+//!
+//! The modules follow the data:
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`imagery`] | decoding files (JPEG, PNG, WebP, multi-band TIFF) and CLIP preprocessing |
+//! | [`tokenizer`] | text to token ids with a model's `tokenizer.json` |
+//! | [`models`] | the networks (CLIP), one model a file, weights checked on load |
+//! | [`hub`] | finding model files: a local directory or a Hugging Face hub id |
+//! | [`encoder`] | a CLIP model with its tokenizer and preprocessor; the batched image pipeline |
+//! | [`labels`] | label sets, presets, wordings and prompt templates |
+//! | [`zeroshot`] | scoring images against a label set |
+//! | [`bench`] | throughput measurement with the real model shapes and random weights |
+
+pub mod bench;
+pub mod encoder;
+pub mod hub;
+pub mod imagery;
+pub mod labels;
+pub mod models;
+pub mod tokenizer;
+pub mod zeroshot;
+
+/// Where the shared data sets live: `SKYSCRIBE_DATA`, else `../shared/data`.
+pub fn data_root() -> std::path::PathBuf {
+    std::env::var_os("SKYSCRIBE_DATA")
+        .map(Into::into)
+        .unwrap_or_else(|| std::path::PathBuf::from("../shared/data"))
+}

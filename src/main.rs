@@ -1,0 +1,297 @@
+//! The `skyscribe` command line: argument parsing and output formatting over the library.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use skyscribe::encoder::{ClipEncoder, collect_images};
+use skyscribe::hub::DEFAULT_CLIP;
+use skyscribe::imagery::{DEFAULT_MAX_PIXELS, DecodeOptions};
+use skyscribe::labels::{LabelSet, Templates};
+use skyscribe::zeroshot::ZeroShotClassifier;
+
+#[derive(Parser)]
+#[command(name = "skyscribe", version, about = "What is in a satellite or aerial image, with CLIP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Labels from a sensible default vocabulary of land cover and scenes.
+    Describe {
+        #[command(flatten)]
+        common: Common,
+        /// How many labels to show per image.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Image files or folders (walked recursively).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Zero-shot labels from a label set.
+    Labels {
+        #[command(flatten)]
+        common: Common,
+        /// A preset (eurosat, eurosat-folders, eurosat-reduced, xview, rsicd, describe), a file
+        /// (one label a line, or `label: wording | synonym`), or `a,b,c`.
+        #[arg(long)]
+        labels: String,
+        /// A template with `{}` ("a satellite photo of {}.") or a template set (satellite,
+        /// eurosat, aerial, plain, remote-sensing); repeat to ensemble.
+        #[arg(long = "template")]
+        templates: Vec<String>,
+        /// Keep the k best labels (default: all in JSON, 5 in the table).
+        #[arg(long)]
+        top_k: Option<usize>,
+        /// Image files or folders (walked recursively).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Projected CLIP embeddings (before L2 normalisation) of texts and images.
+    Embed {
+        #[command(flatten)]
+        common: Common,
+        /// A text to embed; repeatable.
+        #[arg(long = "text")]
+        texts: Vec<String>,
+        /// Image files or folders (walked recursively).
+        inputs: Vec<PathBuf>,
+    },
+    /// Images per second of the image pipeline (ViT-B/32 shapes, random weights by default).
+    Bench {
+        /// Folder or files of images to run through the pipeline.
+        #[arg(long, default_value = "../shared/data/eurosat/images/Forest")]
+        images: PathBuf,
+        /// How many images to use.
+        #[arg(long, default_value_t = 256)]
+        limit: usize,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// A real model instead of random ViT-B/32 weights.
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        #[arg(long)]
+        jsonl: bool,
+    },
+}
+
+#[derive(Args)]
+struct Common {
+    /// A CLIP model directory (Hugging Face layout) or hub id.
+    #[arg(long, default_value = DEFAULT_CLIP)]
+    model: String,
+    /// Print JSON Lines instead of a table.
+    #[arg(long)]
+    jsonl: bool,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// 1-based bands to use as red,green,blue for multi-band images (e.g. 4,3,2), or one band.
+    #[arg(long, value_delimiter = ',')]
+    bands: Option<Vec<usize>>,
+    /// Refuse images with more pixels than this.
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+    /// cpu, cuda, or auto (cuda when built with it and available).
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+impl Common {
+    fn decode(&self) -> DecodeOptions {
+        DecodeOptions { bands: self.bands.clone(), max_pixels: self.max_pixels }
+    }
+}
+
+fn device(name: &str) -> Result<Device> {
+    Ok(match name {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0).context("cannot use CUDA (was skyscribe built with --features cuda?)")?,
+        "auto" => Device::cuda_if_available(0).unwrap_or(Device::Cpu),
+        other => bail!("unknown device '{other}' (cpu, cuda, auto)"),
+    })
+}
+
+/// Writes result lines; a closed pipe (`| head`) ends output quietly.
+struct Out {
+    stdout: std::io::Stdout,
+    closed: bool,
+}
+
+impl Out {
+    fn new() -> Self {
+        Self { stdout: std::io::stdout(), closed: false }
+    }
+
+    fn line(&mut self, s: &str) -> Result<()> {
+        if self.closed {
+            return Ok(());
+        }
+        let mut lock = self.stdout.lock();
+        match writeln!(lock, "{s}").and_then(|_| lock.flush()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+fn progress(n: usize) -> ProgressBar {
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos}/{len} images [{elapsed_precise}] {per_sec} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    if n < 64 {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar
+}
+
+/// Runs `paths` through the encoder, reporting unreadable files on stderr; returns how many
+/// failed.
+fn for_each_image(
+    clip: &ClipEncoder,
+    paths: &[PathBuf],
+    common: &Common,
+    mut each: impl FnMut(&std::path::Path, Vec<f32>) -> Result<()>,
+) -> Result<usize> {
+    let bar = progress(paths.len());
+    let mut failed = 0;
+    clip.embed_files(paths, common.batch_size, &common.decode(), |_, path, result| {
+        bar.inc(1);
+        match result {
+            Ok(e) => each(path, e),
+            Err(err) => {
+                failed += 1;
+                bar.suspend(|| eprintln!("skyscribe: {err:#}"));
+                Ok(())
+            }
+        }
+    })?;
+    bar.finish_and_clear();
+    Ok(failed)
+}
+
+fn print_labels(out: &mut Out, jsonl: bool, path: &std::path::Path, labels: &[skyscribe::zeroshot::LabelScore]) -> Result<()> {
+    if jsonl {
+        out.line(&json!({"input": path.display().to_string(), "labels": labels}).to_string())
+    } else {
+        out.line(&path.display().to_string())?;
+        for l in labels {
+            out.line(&format!("  {:<40} {:>6.3}", l.label, l.score))?;
+        }
+        Ok(())
+    }
+}
+
+fn labels_command(
+    common: &Common,
+    labels: LabelSet,
+    templates: Templates,
+    top_k_json: Option<usize>,
+    top_k_table: usize,
+    inputs: &[PathBuf],
+) -> Result<usize> {
+    let paths = collect_images(inputs)?;
+    let clip = ClipEncoder::load(&common.model, &device(&common.device)?)?;
+    let classifier = ZeroShotClassifier::new(&clip, labels, templates)?;
+    let top_k = if common.jsonl { top_k_json } else { Some(top_k_json.unwrap_or(top_k_table)) };
+    let mut out = Out::new();
+    for_each_image(&clip, &paths, common, |path, embedding| {
+        print_labels(&mut out, common.jsonl, path, &classifier.ranked(&embedding, top_k))
+    })
+}
+
+fn embed_command(common: &Common, texts: &[String], inputs: &[PathBuf]) -> Result<usize> {
+    if texts.is_empty() && inputs.is_empty() {
+        bail!("nothing to embed: give image files or folders, or --text");
+    }
+    let paths = collect_images(inputs)?;
+    let clip = ClipEncoder::load(&common.model, &device(&common.device)?)?;
+    let mut out = Out::new();
+    let emit = |out: &mut Out, input: &str, kind: &str, e: &[f32]| -> Result<()> {
+        if common.jsonl {
+            out.line(&json!({"input": input, "kind": kind, "embedding": e}).to_string())
+        } else {
+            let head: Vec<String> = e.iter().take(4).map(|v| format!("{v:.4}")).collect();
+            out.line(&format!("{kind:<5} {input}  [{}, … ({} values)]", head.join(", "), e.len()))
+        }
+    };
+    if !texts.is_empty() {
+        for (t, e) in texts.iter().zip(clip.embed_texts(texts, common.batch_size)?) {
+            emit(&mut out, t, "text", &e)?;
+        }
+    }
+    for_each_image(&clip, &paths, common, |path, e| emit(&mut out, &path.display().to_string(), "image", &e))
+}
+
+fn run(cli: Cli) -> Result<usize> {
+    match cli.command {
+        Command::Describe { common, top_k, inputs } => {
+            labels_command(&common, LabelSet::parse("describe")?, Templates::parse(&[])?, Some(top_k), top_k, &inputs)
+        }
+        Command::Labels { common, labels, templates, top_k, inputs } => {
+            let labels = LabelSet::parse(&labels)?;
+            let templates = Templates::parse(&templates)?;
+            labels_command(&common, labels, templates, top_k, 5, &inputs)
+        }
+        Command::Embed { common, texts, inputs } => embed_command(&common, &texts, &inputs),
+        Command::Bench { images, limit, batch_size, model, device: dev, jsonl } => {
+            let mut paths = collect_images(&[images])?;
+            paths.truncate(limit);
+            let dev = device(&dev)?;
+            let clip = match model {
+                Some(m) => ClipEncoder::load(&m, &dev)?,
+                None => skyscribe::bench::random_vit_b32(&dev, &tokenizer_asset()?)?,
+            };
+            let r = skyscribe::bench::run(&clip, &paths, batch_size)?;
+            if jsonl {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{}: {} images, batch {}, {} threads, {}\n  end to end (decode + preprocess + encode): {:.1} images/s\n  model only: {:.1} images/s",
+                    r.model, r.images, r.batch_size, r.threads, r.device, r.end_to_end_images_per_s, r.model_images_per_s
+                );
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// CLIP's tokenizer.json shipped in the repository (for random-weight benchmarks).
+fn tokenizer_asset() -> Result<PathBuf> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tokenizers/clip/tokenizer.json");
+    if !p.is_file() {
+        bail!("{}: missing (run from a checkout of skyscribe)", p.display());
+    }
+    Ok(p)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(failed) => {
+            eprintln!("skyscribe: {failed} input(s) could not be read; every other result was written");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("skyscribe: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

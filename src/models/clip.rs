@@ -1,0 +1,483 @@
+//! CLIP as transformers' `CLIPModel` computes it: a ViT image tower and a causal text
+//! transformer, each followed by a bias-free projection into the shared embedding space.
+//!
+//! Weight paths are the checkpoint keys of the Hugging Face layout
+//! (`vision_model.encoder.layers.0.self_attn.q_proj.weight`, …). Every tensor is fetched through
+//! [`Weights::get`] with the shape the config implies, so a missing or mis-shaped tensor is an
+//! error naming it — never a silently invented value.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{D, DType, Device, Tensor};
+use serde::Deserialize;
+
+use super::layers::{Activation, Attention, LayerNorm, Linear, Mlp};
+use super::weights::Weights;
+
+/// `text_config` of a Hugging Face CLIP `config.json`; defaults are transformers' defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClipTextConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub max_position_embeddings: usize,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f64,
+    /// `2` is transformers' legacy marker: pool at the arg-max token id (the end token of the
+    /// original vocabulary); otherwise pool at the first occurrence of this id.
+    pub eos_token_id: u32,
+}
+
+impl Default for ClipTextConfig {
+    fn default() -> Self {
+        Self {
+            vocab_size: 49408,
+            hidden_size: 512,
+            intermediate_size: 2048,
+            num_hidden_layers: 12,
+            num_attention_heads: 8,
+            max_position_embeddings: 77,
+            hidden_act: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+            eos_token_id: 2,
+        }
+    }
+}
+
+/// `vision_config` of a Hugging Face CLIP `config.json`; defaults are transformers' defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClipVisionConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_channels: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub hidden_act: Activation,
+    pub layer_norm_eps: f64,
+}
+
+impl Default for ClipVisionConfig {
+    fn default() -> Self {
+        Self {
+            hidden_size: 768,
+            intermediate_size: 3072,
+            num_hidden_layers: 12,
+            num_attention_heads: 12,
+            num_channels: 3,
+            image_size: 224,
+            patch_size: 32,
+            hidden_act: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+        }
+    }
+}
+
+/// A Hugging Face CLIP `config.json` (every size: ViT-B/32, B/16, L/14, L/14-336, …).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClipConfig {
+    pub text_config: ClipTextConfig,
+    pub vision_config: ClipVisionConfig,
+    pub projection_dim: usize,
+    pub logit_scale_init_value: f64,
+}
+
+impl Default for ClipConfig {
+    fn default() -> Self {
+        Self {
+            text_config: ClipTextConfig::default(),
+            vision_config: ClipVisionConfig::default(),
+            projection_dim: 512,
+            logit_scale_init_value: 2.6592,
+        }
+    }
+}
+
+impl ClipConfig {
+    /// Reads and checks `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read CLIP config", path.display()))?;
+        let config: ClipConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid CLIP config.json", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("{}: impossible CLIP configuration", path.display()))?;
+        Ok(config)
+    }
+
+    /// openai/clip-vit-base-patch32's shapes, for benchmarks with random weights.
+    pub fn vit_base_patch32() -> Self {
+        Self::default()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.text_config;
+        let v = &self.vision_config;
+        for (what, hidden, heads) in [
+            ("text", t.hidden_size, t.num_attention_heads),
+            ("vision", v.hidden_size, v.num_attention_heads),
+        ] {
+            if hidden == 0 || heads == 0 || hidden % heads != 0 {
+                bail!("{what} hidden_size {hidden} is not a positive multiple of num_attention_heads {heads}");
+            }
+        }
+        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+            bail!(
+                "vision image_size {} is not a multiple of patch_size {}",
+                v.image_size,
+                v.patch_size
+            );
+        }
+        if self.projection_dim == 0 || t.max_position_embeddings == 0 || t.vocab_size == 0 {
+            bail!("projection_dim, max_position_embeddings and vocab_size must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Pre-LayerNorm transformer block shared by both towers.
+struct EncoderLayer {
+    layer_norm1: LayerNorm,
+    self_attn: Attention,
+    layer_norm2: LayerNorm,
+    mlp: Mlp,
+}
+
+impl EncoderLayer {
+    fn load(
+        w: &Weights,
+        prefix: &str,
+        hidden: usize,
+        inter: usize,
+        heads: usize,
+        act: Activation,
+        eps: f64,
+    ) -> Result<Self> {
+        Ok(Self {
+            layer_norm1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), hidden, eps)?,
+            self_attn: Attention::load(w, &format!("{prefix}.self_attn"), hidden, heads)?,
+            layer_norm2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), hidden, eps)?,
+            mlp: Mlp::load(w, &format!("{prefix}.mlp"), hidden, inter, act)?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor, causal_mask: Option<&Tensor>) -> Result<Tensor> {
+        let h = self
+            .self_attn
+            .forward(&self.layer_norm1.forward(xs)?, causal_mask)?;
+        let xs = (xs + h)?;
+        let h = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
+        Ok((xs + h)?)
+    }
+}
+
+fn load_layers(
+    w: &Weights,
+    prefix: &str,
+    n: usize,
+    hidden: usize,
+    inter: usize,
+    heads: usize,
+    act: Activation,
+    eps: f64,
+) -> Result<Vec<EncoderLayer>> {
+    (0..n)
+        .map(|i| {
+            EncoderLayer::load(
+                w,
+                &format!("{prefix}.encoder.layers.{i}"),
+                hidden,
+                inter,
+                heads,
+                act,
+                eps,
+            )
+        })
+        .collect()
+}
+
+/// `text_model.*`: token + position embeddings, causal encoder, final LayerNorm.
+struct TextTransformer {
+    token_embedding: Tensor,
+    position_embedding: Tensor,
+    layers: Vec<EncoderLayer>,
+    final_layer_norm: LayerNorm,
+    eos_token_id: u32,
+    vocab_size: usize,
+}
+
+impl TextTransformer {
+    fn load(w: &Weights, c: &ClipTextConfig) -> Result<Self> {
+        let d = c.hidden_size;
+        Ok(Self {
+            token_embedding: w.get(
+                "text_model.embeddings.token_embedding.weight",
+                &[c.vocab_size, d],
+            )?,
+            position_embedding: w.get(
+                "text_model.embeddings.position_embedding.weight",
+                &[c.max_position_embeddings, d],
+            )?,
+            layers: load_layers(
+                w,
+                "text_model",
+                c.num_hidden_layers,
+                d,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.hidden_act,
+                c.layer_norm_eps,
+            )?,
+            final_layer_norm: LayerNorm::load(
+                w,
+                "text_model.final_layer_norm",
+                d,
+                c.layer_norm_eps,
+            )?,
+            eos_token_id: c.eos_token_id,
+            vocab_size: c.vocab_size,
+        })
+    }
+
+    /// Index of the pooled token of one sequence, exactly as transformers chooses it.
+    fn pooled_index(&self, ids: &[u32]) -> usize {
+        if self.eos_token_id == 2 {
+            // torch.argmax returns the first maximal element.
+            let max = ids.iter().copied().max().unwrap_or(0);
+            ids.iter().position(|&i| i == max).unwrap_or(0)
+        } else {
+            ids.iter()
+                .position(|&i| i == self.eos_token_id)
+                .unwrap_or(0)
+        }
+    }
+
+    /// `ids`: equal-length rows. Returns the pooled (final-LayerNorm'd) states, `(B, hidden)`.
+    fn forward(&self, ids: &[Vec<u32>], device: &Device) -> Result<Tensor> {
+        let b = ids.len();
+        let t = ids.first().map(|r| r.len()).unwrap_or(0);
+        let max_t = self.position_embedding.dim(0)?;
+        if t == 0 || t > max_t {
+            bail!("token sequence length {t} is outside 1..={max_t}");
+        }
+        let mut flat = Vec::with_capacity(b * t);
+        for row in ids {
+            if row.len() != t {
+                bail!("token rows of a batch must have equal length");
+            }
+            if let Some(&bad) = row.iter().find(|&&i| i as usize >= self.vocab_size) {
+                bail!("token id {bad} is outside the model's vocabulary ({})", self.vocab_size);
+            }
+            flat.extend_from_slice(row);
+        }
+        let d = self.token_embedding.dim(1)?;
+        let flat = Tensor::from_vec(flat, b * t, device)?;
+        let tokens = self.token_embedding.index_select(&flat, 0)?.reshape((b, t, d))?;
+        let positions = self.position_embedding.narrow(0, 0, t)?;
+        let mut xs = tokens.broadcast_add(&positions)?;
+        let mask = causal_mask(t, device)?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs, Some(&mask))?;
+        }
+        let xs = self.final_layer_norm.forward(&xs)?;
+        // Only the pooled row is needed: because attention is causal, padding after it never
+        // changes it, so batches may be padded to their own longest row.
+        let rows: Vec<u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i * t + self.pooled_index(r)) as u32)
+            .collect();
+        let rows = Tensor::from_vec(rows, b, device)?;
+        Ok(xs.reshape((b * t, d))?.index_select(&rows, 0)?)
+    }
+}
+
+fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (t, t), device)?)
+}
+
+/// `vision_model.*`: patch + class + position embeddings, `pre_layrnorm` (sic, the checkpoint
+/// key), encoder, `post_layernorm` on the class token.
+struct VisionTransformer {
+    /// `(C·p·p, D)`: the bias-free patch convolution as one matrix product.
+    patch_weight_t: Tensor,
+    class_embedding: Tensor,
+    position_embedding: Tensor,
+    pre_layrnorm: LayerNorm,
+    layers: Vec<EncoderLayer>,
+    post_layernorm: LayerNorm,
+    image_size: usize,
+    patch_size: usize,
+    channels: usize,
+}
+
+impl VisionTransformer {
+    fn load(w: &Weights, c: &ClipVisionConfig) -> Result<Self> {
+        let d = c.hidden_size;
+        let p = c.patch_size;
+        let n_pos = (c.image_size / p).pow(2) + 1;
+        let patch = w.get(
+            "vision_model.embeddings.patch_embedding.weight",
+            &[d, c.num_channels, p, p],
+        )?;
+        Ok(Self {
+            patch_weight_t: patch
+                .reshape((d, c.num_channels * p * p))?
+                .t()?
+                .contiguous()?,
+            class_embedding: w.get("vision_model.embeddings.class_embedding", &[d])?,
+            position_embedding: w.get(
+                "vision_model.embeddings.position_embedding.weight",
+                &[n_pos, d],
+            )?,
+            pre_layrnorm: LayerNorm::load(w, "vision_model.pre_layrnorm", d, c.layer_norm_eps)?,
+            layers: load_layers(
+                w,
+                "vision_model",
+                c.num_hidden_layers,
+                d,
+                c.intermediate_size,
+                c.num_attention_heads,
+                c.hidden_act,
+                c.layer_norm_eps,
+            )?,
+            post_layernorm: LayerNorm::load(w, "vision_model.post_layernorm", d, c.layer_norm_eps)?,
+            image_size: c.image_size,
+            patch_size: p,
+            channels: c.num_channels,
+        })
+    }
+
+    /// `pixel_values`: `(B, C, S, S)`. Returns the pooled, post-LayerNorm'd class token `(B, D)`.
+    fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let (b, c, h, w) = pixel_values.dims4()?;
+        let s = self.image_size;
+        if c != self.channels || h != s || w != s {
+            bail!(
+                "pixel values have shape ({b}, {c}, {h}, {w}); the model expects (B, {}, {s}, {s})",
+                self.channels
+            );
+        }
+        let p = self.patch_size;
+        let g = s / p;
+        let d = self.class_embedding.dim(0)?;
+        // Non-overlapping patches, flattened in (channel, row, column) order like the conv kernel.
+        let patches = pixel_values
+            .reshape((b, c, g, p, g, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b * g * g, c * p * p))?;
+        let patches = patches.matmul(&self.patch_weight_t)?.reshape((b, g * g, d))?;
+        let class = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
+        let xs = Tensor::cat(&[&class, &patches], 1)?;
+        let xs = xs.broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
+        let mut xs = self.pre_layrnorm.forward(&xs)?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs, None)?;
+        }
+        let pooled = xs.narrow(1, 0, 1)?.squeeze(1)?;
+        self.post_layernorm.forward(&pooled)
+    }
+}
+
+/// The whole CLIP model: both towers, both projections and the learned temperature.
+pub struct ClipModel {
+    text: TextTransformer,
+    vision: VisionTransformer,
+    visual_projection: Linear,
+    text_projection: Linear,
+    logit_scale: f32,
+    config: ClipConfig,
+    device: Device,
+}
+
+impl ClipModel {
+    /// Builds the model from checked weights (see [`Weights`]).
+    pub fn new(config: ClipConfig, weights: &Weights) -> Result<Self> {
+        config.validate()?;
+        let p = config.projection_dim;
+        let text = TextTransformer::load(weights, &config.text_config)?;
+        let vision = VisionTransformer::load(weights, &config.vision_config)?;
+        let visual_projection = Linear::load_no_bias(
+            weights,
+            "visual_projection",
+            config.vision_config.hidden_size,
+            p,
+        )?;
+        let text_projection =
+            Linear::load_no_bias(weights, "text_projection", config.text_config.hidden_size, p)?;
+        let logit_scale = weights
+            .get("logit_scale", &[])?
+            .to_dtype(DType::F32)?
+            .to_scalar::<f32>()?;
+        Ok(Self {
+            text,
+            vision,
+            visual_projection,
+            text_projection,
+            logit_scale,
+            config,
+            device: weights.device().clone(),
+        })
+    }
+
+    /// Loads `config.json` and `model.safetensors` (or `pytorch_model.bin`) from a directory.
+    pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let config = ClipConfig::from_file(&dir.join("config.json"))?;
+        let weights = Weights::from_model_dir(dir, device)?;
+        Self::new(config, &weights)
+    }
+
+    pub fn config(&self) -> &ClipConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The side length of the square images the vision tower takes.
+    pub fn image_size(&self) -> usize {
+        self.config.vision_config.image_size
+    }
+
+    /// The longest token sequence the text tower takes (77 for every OpenAI CLIP).
+    pub fn context_length(&self) -> usize {
+        self.config.text_config.max_position_embeddings
+    }
+
+    /// `exp(logit_scale)`: the factor on cosine similarities in `logits_per_image`.
+    pub fn logit_scale_exp(&self) -> f32 {
+        self.logit_scale.exp()
+    }
+
+    /// Projected image embeddings before L2 normalisation, as `get_image_features`.
+    pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let pooled = self.vision.forward(pixel_values)?;
+        self.visual_projection.forward(&pooled)
+    }
+
+    /// Projected text embeddings before L2 normalisation, as `get_text_features`. Rows must
+    /// have equal length (pad with any id after the end token).
+    pub fn text_features(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
+        let pooled = self.text.forward(ids, &self.device)?;
+        self.text_projection.forward(&pooled)
+    }
+}
+
+/// Rows divided by their L2 norm.
+pub fn l2_normalize(xs: &Tensor) -> Result<Tensor> {
+    let norm = xs.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    Ok(xs.broadcast_div(&norm)?)
+}

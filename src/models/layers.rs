@@ -1,0 +1,201 @@
+//! The building blocks the transformer models share: linear layers, LayerNorm, multi-head
+//! attention and the MLP, each loaded from checkpoint keys with checked shapes.
+//!
+//! These are inference paths and use candle's fused kernels (`layer_norm`,
+//! `softmax_last_dim`), which have no backward pass: training code must not reuse them.
+
+use anyhow::{Result, bail};
+use candle_core::{D, Tensor};
+use serde::Deserialize;
+
+use super::weights::Weights;
+
+/// `hidden_act` of a transformers config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Activation {
+    #[serde(rename = "quick_gelu")]
+    QuickGelu,
+    /// The exact, erf-based GELU (`nn.GELU()`).
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// The tanh approximation.
+    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    GeluTanh,
+    #[serde(rename = "relu")]
+    Relu,
+}
+
+impl Activation {
+    pub fn forward(self, xs: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::QuickGelu => (xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?)?,
+            Activation::Gelu => xs.gelu_erf()?,
+            Activation::GeluTanh => xs.gelu()?,
+            Activation::Relu => xs.relu()?,
+        })
+    }
+}
+
+/// `y = x·Wᵀ + b`, with `Wᵀ` stored contiguous so every call is one plain matrix product over
+/// all leading dimensions at once.
+pub struct Linear {
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        let bias = w.get(&format!("{prefix}.bias"), &[out_dim])?;
+        Self::from_weights(weight, Some(bias))
+    }
+
+    pub fn load_no_bias(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+        Self::from_weights(weight, None)
+    }
+
+    /// `weight`: `(out, in)` as PyTorch stores it.
+    pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        Ok(Self {
+            weight_t: weight.t()?.contiguous()?,
+            bias,
+        })
+    }
+
+    /// Concatenates several layers reading the same input into one wider layer.
+    pub fn fuse(layers: &[Linear]) -> Result<Self> {
+        let ws: Vec<&Tensor> = layers.iter().map(|l| &l.weight_t).collect();
+        let weight_t = Tensor::cat(&ws, 1)?;
+        let bias = if layers.iter().all(|l| l.bias.is_some()) {
+            let bs: Vec<&Tensor> = layers.iter().filter_map(|l| l.bias.as_ref()).collect();
+            Some(Tensor::cat(&bs, 0)?)
+        } else if layers.iter().all(|l| l.bias.is_none()) {
+            None
+        } else {
+            bail!("cannot fuse linear layers with and without bias");
+        };
+        Ok(Self { weight_t, bias })
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.weight_t.dims()[1]
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let dims = xs.dims().to_vec();
+        let in_dim = *dims.last().unwrap_or(&0);
+        let rows = xs.elem_count() / in_dim.max(1);
+        let ys = xs.reshape((rows, in_dim))?.matmul(&self.weight_t)?;
+        let ys = match &self.bias {
+            Some(b) => ys.broadcast_add(b)?,
+            None => ys,
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().unwrap() = self.out_dim();
+        Ok(ys.reshape(out_dims)?)
+    }
+}
+
+/// LayerNorm over the last dimension (inference: candle's fused kernel).
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f32,
+}
+
+impl LayerNorm {
+    pub fn load(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: w.get(&format!("{prefix}.weight"), &[dim])?,
+            bias: w.get(&format!("{prefix}.bias"), &[dim])?,
+            eps: eps as f32,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        Ok(candle_nn::ops::layer_norm(
+            &xs.contiguous()?,
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )?)
+    }
+}
+
+/// Multi-head self-attention with `q_proj`, `k_proj`, `v_proj` (fused into one product) and
+/// `out_proj`, queries scaled by `head_dim^-0.5` as transformers does.
+pub struct Attention {
+    qkv: Linear,
+    out_proj: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    pub fn load(w: &Weights, prefix: &str, hidden: usize, heads: usize) -> Result<Self> {
+        let q = Linear::load(w, &format!("{prefix}.q_proj"), hidden, hidden)?;
+        let k = Linear::load(w, &format!("{prefix}.k_proj"), hidden, hidden)?;
+        let v = Linear::load(w, &format!("{prefix}.v_proj"), hidden, hidden)?;
+        Ok(Self {
+            qkv: Linear::fuse(&[q, k, v])?,
+            out_proj: Linear::load(w, &format!("{prefix}.out_proj"), hidden, hidden)?,
+            heads,
+            head_dim: hidden / heads,
+        })
+    }
+
+    /// `xs`: `(B, T, hidden)`; `mask`: added to the `(T, T)` scores (`-inf` hides a key).
+    pub fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, t, hidden) = xs.dims3()?;
+        let (h, hd) = (self.heads, self.head_dim);
+        let qkv = self
+            .qkv
+            .forward(xs)?
+            .reshape((b, t, 3, h, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let scale = (hd as f64).powf(-0.5);
+        let q = (qkv.get(0)?.contiguous()? * scale)?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let scores = q.matmul(&k.t()?)?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, t, hidden))?;
+        self.out_proj.forward(&out)
+    }
+}
+
+/// `fc1 → activation → fc2`.
+pub struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+}
+
+impl Mlp {
+    pub fn load(w: &Weights, prefix: &str, hidden: usize, inter: usize, act: Activation) -> Result<Self> {
+        Ok(Self {
+            fc1: Linear::load(w, &format!("{prefix}.fc1"), hidden, inter)?,
+            fc2: Linear::load(w, &format!("{prefix}.fc2"), inter, hidden)?,
+            act,
+        })
+    }
+
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let h = self.act.forward(&self.fc1.forward(xs)?)?;
+        self.fc2.forward(&h)
+    }
+}
+
+/// Softmax over the last dimension computed in f32 (used for small score matrices).
+pub fn softmax(xs: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::softmax(xs, D::Minus1)?)
+}

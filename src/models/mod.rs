@@ -1,0 +1,8 @@
+//! The neural networks, one model a file, with weight paths equal to checkpoint keys.
+
+pub mod clip;
+pub mod layers;
+pub mod weights;
+
+pub use clip::{ClipConfig, ClipModel};
+pub use weights::Weights;

@@ -1,0 +1,57 @@
+//! Text to token ids with a model's `tokenizer.json` (the `tokenizers` crate), truncated to the
+//! model's context the way transformers truncates: the end token is always kept.
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+
+/// A CLIP (or any BOS/EOS-wrapped BPE) tokenizer bound to a context length.
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    context_length: usize,
+    end_id: Option<u32>,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json`; `context_length` is the model's `max_position_embeddings`.
+    pub fn from_file(path: &Path, context_length: usize) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| anyhow!("{}: not a valid tokenizer.json: {e}", path.display()))?;
+        // CLIP's end token; GPT-2's single special token plays the same role.
+        let end_id = inner.token_to_id("<|endoftext|>");
+        Ok(Self { inner, context_length, end_id })
+    }
+
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    /// Ids with the tokenizer's special tokens, cut to the context length keeping the last
+    /// (end) token, as `tokenizer(text, truncation=True, max_length=context)` gives.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode(text, true)
+            .map_err(|e| anyhow!("cannot tokenize {text:?}: {e}"))?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.len() > self.context_length {
+            let last = *ids.last().unwrap();
+            ids.truncate(self.context_length);
+            let keep = self.end_id.filter(|&e| e == last).unwrap_or(last);
+            *ids.last_mut().unwrap() = keep;
+        }
+        Ok(ids)
+    }
+
+    /// Encodes several texts and pads them to the longest with the end token (which is what
+    /// CLIP's tokenizer pads with; causal attention makes the padding invisible anyway).
+    pub fn encode_batch_padded(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
+        let mut rows: Vec<Vec<u32>> = texts.iter().map(|t| self.encode(t)).collect::<Result<_>>()?;
+        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let pad = self.end_id.unwrap_or(0);
+        for r in &mut rows {
+            r.resize(longest, pad);
+        }
+        Ok(rows)
+    }
+}

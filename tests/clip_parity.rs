@@ -1,0 +1,135 @@
+//! CLIP parity with transformers: tiny random models of the real architecture, reference
+//! outputs from `scripts/make_reference.py`.
+
+mod common;
+
+use candle_core::{Device, Tensor};
+use common::*;
+use skyscribe::encoder::ClipEncoder;
+use skyscribe::imagery::DecodeOptions;
+use skyscribe::labels::{Label, LabelSet, Templates};
+use skyscribe::zeroshot::ZeroShotClassifier;
+
+const MODELS: &[&str] = &["tiny-a", "tiny-b"];
+
+fn load(name: &str) -> (ClipEncoder, serde_json::Value) {
+    let dir = tiny_clip(name);
+    let clip = ClipEncoder::load(dir.to_str().unwrap(), &Device::Cpu).unwrap();
+    let reference = read_json(&dir.join("reference.json"));
+    (clip, reference)
+}
+
+#[test]
+fn image_embeddings_match_for_identical_pixels() {
+    for name in MODELS {
+        let (clip, r) = load(name);
+        let rp = &r["random_pixels"];
+        let shape: Vec<usize> = rp["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let pixels = Tensor::from_vec(floats(&rp["pixel_values"]), shape, &Device::Cpu).unwrap();
+        let ours = clip.model.image_features(&pixels).unwrap().to_vec2::<f32>().unwrap();
+        let expected = rows(&rp["image_embeds"]);
+        for (o, e) in ours.iter().zip(&expected) {
+            let d = max_abs_diff(o, e);
+            assert!(d < 1e-4, "{name}: image embedding differs by {d}");
+        }
+    }
+}
+
+#[test]
+fn text_embeddings_and_token_ids_match() {
+    for name in MODELS {
+        let (clip, r) = load(name);
+        let t = &r["texts"];
+        let texts: Vec<String> = t["texts"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        for (text, ids) in texts.iter().zip(t["input_ids"].as_array().unwrap()) {
+            let ours = clip.tokenizer.encode(text).unwrap();
+            let theirs: Vec<u32> = ids.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            assert_eq!(&theirs[..ours.len()], &ours[..], "{name}: ids of {text:?}");
+            // The reference pads to 77 with the end token.
+            assert!(theirs[ours.len()..].iter().all(|&i| i == 49407));
+        }
+        let ours = clip.embed_texts(&texts, 4).unwrap();
+        for ((o, e), text) in ours.iter().zip(rows(&t["text_embeds"])).zip(&texts) {
+            let d = max_abs_diff(o, &e);
+            assert!(d < 1e-4, "{name}: text embedding of {text:?} differs by {d}");
+        }
+    }
+}
+
+#[test]
+fn image_files_match_end_to_end() {
+    let Some(data) = data_root("image_files_match_end_to_end") else { return };
+    for name in MODELS {
+        let (clip, r) = load(name);
+        for rec in r["images"].as_array().unwrap() {
+            let key = rec["input"].as_str().unwrap();
+            let pixels = clip.load_pixels(&input_path(key, &data), &DecodeOptions::default()).unwrap();
+            let ours = clip.embed_pixels(&[pixels]).unwrap().remove(0);
+            let c = cosine(&ours, &floats(&rec["image_embeds"]));
+            assert!(c >= 0.9999, "{name}: {key}: cosine {c}");
+        }
+    }
+}
+
+#[test]
+fn zero_shot_probabilities_match() {
+    let Some(data) = data_root("zero_shot_probabilities_match") else { return };
+    for name in MODELS {
+        let (clip, r) = load(name);
+        let z = &r["zero_shot"];
+        let wordings: Vec<&str> = z["wordings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        let labels = LabelSet::new("test", wordings.iter().map(|w| Label::plain(w)).collect()).unwrap();
+        let single = ZeroShotClassifier::new(&clip, labels.clone(), Templates::parse(&[z["single_template"].as_str().unwrap().into()]).unwrap()).unwrap();
+        let ens_templates: Vec<String> = z["ensemble_templates"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().into()).collect();
+        let ensemble = ZeroShotClassifier::new(&clip, labels, Templates::parse(&ens_templates).unwrap()).unwrap();
+        let inputs = z["inputs"].as_array().unwrap();
+        let mut spread = 0f32;
+        for (i, key) in inputs.iter().enumerate() {
+            let path = input_path(key.as_str().unwrap(), &data);
+            let pixels = clip.load_pixels(&path, &DecodeOptions::default()).unwrap();
+            let emb = clip.embed_pixels(&[pixels]).unwrap().remove(0);
+            for (classifier, field) in [(&single, "single_probs"), (&ensemble, "ensemble_probs")] {
+                let ours = classifier.probabilities(&emb);
+                let expected = floats(&z[field][i]);
+                let d = max_abs_diff(&ours, &expected);
+                assert!(d < 1e-3, "{name}: {key} {field}: differs by {d}");
+                spread = spread.max(expected.iter().copied().fold(0.0, f32::max));
+            }
+        }
+        // The fixture is only a test if the model prefers some labels strongly.
+        assert!(spread > 0.5, "{name}: reference probabilities are too flat to test anything");
+    }
+}
+
+#[test]
+fn model_directory_must_hold_every_tensor_with_its_shape() {
+    use std::collections::HashMap;
+    let dir = tiny_clip("tiny-a");
+    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    for (case, edit) in [
+        ("missing", "vision_model.embeddings.class_embedding"),
+        ("missing", "logit_scale"),
+        ("shape", "text_model.encoder.layers.1.mlp.fc1.weight"),
+    ] {
+        let broken = scratch(&format!("broken-{case}-{}", edit.replace('.', "_")));
+        for f in ["config.json", "preprocessor_config.json", "tokenizer.json"] {
+            std::fs::copy(dir.join(f), broken.join(f)).unwrap();
+        }
+        let mut t: HashMap<String, Tensor> = tensors.clone();
+        if case == "missing" {
+            t.remove(edit);
+        } else {
+            t.insert(edit.to_string(), Tensor::zeros((3, 5), candle_core::DType::F32, &Device::Cpu).unwrap());
+        }
+        candle_core::safetensors::save(&t, broken.join("model.safetensors")).unwrap();
+        let err = match ClipEncoder::load(broken.to_str().unwrap(), &Device::Cpu) {
+            Ok(_) => panic!("{edit}: a broken model loaded"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains(edit), "{err}");
+        assert!(err.contains("model.safetensors"), "{err}");
+        if case == "shape" {
+            assert!(err.contains("[3, 5]") && err.contains("[48, 24]"), "{err}");
+        }
+    }
+}
