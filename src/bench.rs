@@ -33,7 +33,10 @@ pub fn random_vit_b32(device: &Device, tokenizer: &std::path::Path) -> Result<Cl
     let config = ClipConfig::vit_base_patch32();
     let model = ClipModel::new(config, &Weights::random(device))?;
     let tokenizer = TextTokenizer::from_file(tokenizer, model.context_length())?;
-    let source = ModelDir { spec: "random ViT-B/32".into(), dir: PathBuf::from("<random>") };
+    let source = ModelDir {
+        spec: "random ViT-B/32".into(),
+        dir: PathBuf::from("<random>"),
+    };
     ClipEncoder::from_parts(model, tokenizer, Preprocessor::clip_default(224), source)
 }
 
@@ -41,7 +44,11 @@ pub fn random_vit_b32(device: &Device, tokenizer: &std::path::Path) -> Result<Cl
 pub fn run(clip: &ClipEncoder, paths: &[PathBuf], batch_size: usize) -> Result<BenchReport> {
     let decode = DecodeOptions::default();
     // Warm-up: one batch through the model (allocations, thread pool start).
-    let warm: Vec<Vec<f32>> = paths.iter().take(batch_size).map(|p| clip.load_pixels(p, &decode)).collect::<Result<_>>()?;
+    let warm: Vec<Vec<f32>> = paths
+        .iter()
+        .take(batch_size)
+        .map(|p| clip.load_pixels(p, &decode))
+        .collect::<Result<_>>()?;
     clip.embed_pixels(&warm)?;
 
     let start = Instant::now();
@@ -53,7 +60,10 @@ pub fn run(clip: &ClipEncoder, paths: &[PathBuf], batch_size: usize) -> Result<B
     })?;
     let end_to_end = n as f64 / start.elapsed().as_secs_f64();
 
-    let pixels: Vec<Vec<f32>> = paths.iter().map(|p| clip.load_pixels(p, &decode)).collect::<Result<_>>()?;
+    let pixels: Vec<Vec<f32>> = paths
+        .iter()
+        .map(|p| clip.load_pixels(p, &decode))
+        .collect::<Result<_>>()?;
     let start = Instant::now();
     for chunk in pixels.chunks(batch_size.max(1)) {
         let out = clip.embed_pixels(chunk)?;

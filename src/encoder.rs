@@ -27,12 +27,18 @@ impl ClipEncoder {
     pub fn load(spec: &str, device: &Device) -> Result<Self> {
         let source = hub::resolve_clip(spec)?;
         let model = ClipModel::load_dir(&source.dir, device)?;
-        let tokenizer = TextTokenizer::from_file(&source.file("tokenizer.json"), model.context_length())?;
+        let tokenizer =
+            TextTokenizer::from_file(&source.file("tokenizer.json"), model.context_length())?;
         let preprocessor = Preprocessor::from_file(&source.file("preprocessor_config.json"))?;
         Self::from_parts(model, tokenizer, preprocessor, source)
     }
 
-    pub fn from_parts(model: ClipModel, tokenizer: TextTokenizer, preprocessor: Preprocessor, source: ModelDir) -> Result<Self> {
+    pub fn from_parts(
+        model: ClipModel,
+        tokenizer: TextTokenizer,
+        preprocessor: Preprocessor,
+        source: ModelDir,
+    ) -> Result<Self> {
         let s = model.image_size() as u32;
         let (h, w) = preprocessor.output_size(s, s);
         if (h, w) != (s, s) {
@@ -41,10 +47,20 @@ impl ClipEncoder {
                 source.dir.display()
             );
         }
-        if preprocessor.crop.is_none() && !matches!(preprocessor.resize, imagery::Resize::Exact { .. }) {
-            bail!("{}: preprocessor_config.json neither crops nor resizes to a fixed size", source.dir.display());
+        if preprocessor.crop.is_none()
+            && !matches!(preprocessor.resize, imagery::Resize::Exact { .. })
+        {
+            bail!(
+                "{}: preprocessor_config.json neither crops nor resizes to a fixed size",
+                source.dir.display()
+            );
         }
-        Ok(Self { model, tokenizer, preprocessor, source })
+        Ok(Self {
+            model,
+            tokenizer,
+            preprocessor,
+            source,
+        })
     }
 
     pub fn device(&self) -> &Device {
@@ -92,14 +108,20 @@ impl ClipEncoder {
             let (tx, rx) = mpsc::sync_channel::<(usize, Vec<Result<Vec<f32>>>)>(1);
             scope.spawn(move || {
                 for (b, chunk) in paths.chunks(batch_size).enumerate() {
-                    let pixels: Vec<Result<Vec<f32>>> = chunk.par_iter().map(|p| self.load_pixels(p, decode)).collect();
+                    let pixels: Vec<Result<Vec<f32>>> = chunk
+                        .par_iter()
+                        .map(|p| self.load_pixels(p, decode))
+                        .collect();
                     if tx.send((b * batch_size, pixels)).is_err() {
                         break; // the consumer stopped early (an error); stop decoding.
                     }
                 }
             });
             for (start, pixels) in rx {
-                let good: Vec<Vec<f32>> = pixels.iter().filter_map(|p| p.as_ref().ok().cloned()).collect();
+                let good: Vec<Vec<f32>> = pixels
+                    .iter()
+                    .filter_map(|p| p.as_ref().ok().cloned())
+                    .collect();
                 let mut embeds = self.embed_pixels(&good)?.into_iter();
                 for (i, p) in pixels.into_iter().enumerate() {
                     let idx = start + i;
@@ -116,12 +138,13 @@ impl ClipEncoder {
 }
 
 /// Expands files and directories (walked recursively, images only, sorted) into image paths.
-/// A path that does not exist or a directory without images is an error naming it.
-pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// Inputs that do not exist and directories without images come back as errors naming them,
+/// so the caller can report them and still process everything else.
+pub fn collect_images(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<anyhow::Error>) {
+    let mut paths = Vec::new();
+    let mut errors = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let before = out.len();
             let mut found: Vec<PathBuf> = walkdir::WalkDir::new(input)
                 .follow_links(true)
                 .into_iter()
@@ -129,16 +152,22 @@ pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .filter(|e| e.file_type().is_file() && imagery::is_image_path(e.path()))
                 .map(|e| e.into_path())
                 .collect();
-            found.sort();
-            out.extend(found);
-            if out.len() == before {
-                bail!("{}: folder has no images (looked for .jpg .jpeg .png .webp .tif .tiff .bmp .gif)", input.display());
+            if found.is_empty() {
+                errors.push(anyhow::anyhow!(
+                    "{}: folder has no images (looked for .jpg .jpeg .png .webp .tif .tiff .bmp .gif)",
+                    input.display()
+                ));
             }
+            found.sort();
+            paths.extend(found);
         } else if input.exists() {
-            out.push(input.clone());
+            paths.push(input.clone());
         } else {
-            bail!("{}: no such file or directory", input.display());
+            errors.push(anyhow::anyhow!(
+                "{}: no such file or directory",
+                input.display()
+            ));
         }
     }
-    Ok(out)
+    (paths, errors)
 }

@@ -25,7 +25,8 @@ impl ModelDir {
 }
 
 fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
+    std::env::var("HF_HUB_OFFLINE")
+        .is_ok_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false"))
 }
 
 /// Resolves `spec` (a directory, or a hub id such as `openai/clip-vit-base-patch32`) to local
@@ -40,14 +41,25 @@ pub fn resolve(spec: &str, required: &[&str], weights: &[&str]) -> Result<ModelD
             }
         }
         if !weights.is_empty() && !weights.iter().any(|w| path.join(w).is_file()) {
-            bail!("{}: model directory has none of {}", path.display(), weights.join(", "));
+            bail!(
+                "{}: model directory has none of {}",
+                path.display(),
+                weights.join(", ")
+            );
         }
-        return Ok(ModelDir { spec: spec.to_string(), dir: path.to_path_buf() });
+        return Ok(ModelDir {
+            spec: spec.to_string(),
+            dir: path.to_path_buf(),
+        });
     }
     if path.exists() {
         bail!("{spec}: not a model directory");
     }
-    if spec.starts_with('.') || spec.starts_with('/') || spec.contains('\\') || spec.split('/').count() > 2 {
+    if spec.starts_with('.')
+        || spec.starts_with('/')
+        || spec.contains('\\')
+        || spec.split('/').count() > 2
+    {
         bail!("{spec}: no such model directory");
     }
     resolve_hub(spec, required, weights)
@@ -104,7 +116,10 @@ fn resolve_hub(spec: &str, required: &[&str], weights: &[&str]) -> Result<ModelD
         }
     }
     let dir = dir.ok_or_else(|| anyhow!("{spec}: nothing to resolve"))?;
-    Ok(ModelDir { spec: spec.to_string(), dir })
+    Ok(ModelDir {
+        spec: spec.to_string(),
+        dir,
+    })
 }
 
 /// A CLIP model: config, tokenizer, preprocessor and one weights file.

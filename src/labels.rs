@@ -19,7 +19,11 @@ pub struct Label {
 
 impl Label {
     pub fn plain(name: &str) -> Self {
-        Self { name: name.to_string(), wordings: vec![name.to_string()], classes: vec![] }
+        Self {
+            name: name.to_string(),
+            wordings: vec![name.to_string()],
+            classes: vec![],
+        }
     }
 
     fn worded(name: &str, wordings: &[&str], classes: &[&str]) -> Self {
@@ -40,7 +44,14 @@ pub struct LabelSet {
 }
 
 /// The names `--labels` accepts as presets.
-pub const PRESETS: &[&str] = &["eurosat", "eurosat-folders", "eurosat-reduced", "xview", "rsicd", "describe"];
+pub const PRESETS: &[&str] = &[
+    "eurosat",
+    "eurosat-folders",
+    "eurosat-reduced",
+    "xview",
+    "rsicd",
+    "describe",
+];
 
 /// EuroSAT's class folders with the wordings CLIP's paper used for them.
 const EUROSAT: &[(&str, &str)] = &[
@@ -51,7 +62,10 @@ const EUROSAT: &[(&str, &str)] = &[
     ("Industrial", "industrial buildings or commercial buildings"),
     ("Pasture", "pasture land"),
     ("PermanentCrop", "permanent crop land"),
-    ("Residential", "residential buildings or homes or apartments"),
+    (
+        "Residential",
+        "residential buildings or homes or apartments",
+    ),
     ("River", "river"),
     ("SeaLake", "lake or sea"),
 ];
@@ -92,29 +106,86 @@ const RSICD: &[(&str, &str)] = &[
 
 /// xView's 60 object classes (`xview_class_labels.txt`), in type-id order.
 pub const XVIEW: &[(u32, &str)] = &[
-    (11, "Fixed-wing Aircraft"), (12, "Small Aircraft"), (13, "Cargo Plane"), (15, "Helicopter"),
-    (17, "Passenger Vehicle"), (18, "Small Car"), (19, "Bus"), (20, "Pickup Truck"),
-    (21, "Utility Truck"), (23, "Truck"), (24, "Cargo Truck"), (25, "Truck w/Box"),
-    (26, "Truck Tractor"), (27, "Trailer"), (28, "Truck w/Flatbed"), (29, "Truck w/Liquid"),
-    (32, "Crane Truck"), (33, "Railway Vehicle"), (34, "Passenger Car"), (35, "Cargo Car"),
-    (36, "Flat Car"), (37, "Tank car"), (38, "Locomotive"), (40, "Maritime Vessel"),
-    (41, "Motorboat"), (42, "Sailboat"), (44, "Tugboat"), (45, "Barge"), (47, "Fishing Vessel"),
-    (49, "Ferry"), (50, "Yacht"), (51, "Container Ship"), (52, "Oil Tanker"),
-    (53, "Engineering Vehicle"), (54, "Tower crane"), (55, "Container Crane"),
-    (56, "Reach Stacker"), (57, "Straddle Carrier"), (59, "Mobile Crane"), (60, "Dump Truck"),
-    (61, "Haul Truck"), (62, "Scraper/Tractor"), (63, "Front loader/Bulldozer"), (64, "Excavator"),
-    (65, "Cement Mixer"), (66, "Ground Grader"), (71, "Hut/Tent"), (72, "Shed"), (73, "Building"),
-    (74, "Aircraft Hangar"), (76, "Damaged Building"), (77, "Facility"), (79, "Construction Site"),
-    (83, "Vehicle Lot"), (84, "Helipad"), (86, "Storage Tank"), (89, "Shipping container lot"),
-    (91, "Shipping Container"), (93, "Pylon"), (94, "Tower"),
+    (11, "Fixed-wing Aircraft"),
+    (12, "Small Aircraft"),
+    (13, "Cargo Plane"),
+    (15, "Helicopter"),
+    (17, "Passenger Vehicle"),
+    (18, "Small Car"),
+    (19, "Bus"),
+    (20, "Pickup Truck"),
+    (21, "Utility Truck"),
+    (23, "Truck"),
+    (24, "Cargo Truck"),
+    (25, "Truck w/Box"),
+    (26, "Truck Tractor"),
+    (27, "Trailer"),
+    (28, "Truck w/Flatbed"),
+    (29, "Truck w/Liquid"),
+    (32, "Crane Truck"),
+    (33, "Railway Vehicle"),
+    (34, "Passenger Car"),
+    (35, "Cargo Car"),
+    (36, "Flat Car"),
+    (37, "Tank car"),
+    (38, "Locomotive"),
+    (40, "Maritime Vessel"),
+    (41, "Motorboat"),
+    (42, "Sailboat"),
+    (44, "Tugboat"),
+    (45, "Barge"),
+    (47, "Fishing Vessel"),
+    (49, "Ferry"),
+    (50, "Yacht"),
+    (51, "Container Ship"),
+    (52, "Oil Tanker"),
+    (53, "Engineering Vehicle"),
+    (54, "Tower crane"),
+    (55, "Container Crane"),
+    (56, "Reach Stacker"),
+    (57, "Straddle Carrier"),
+    (59, "Mobile Crane"),
+    (60, "Dump Truck"),
+    (61, "Haul Truck"),
+    (62, "Scraper/Tractor"),
+    (63, "Front loader/Bulldozer"),
+    (64, "Excavator"),
+    (65, "Cement Mixer"),
+    (66, "Ground Grader"),
+    (71, "Hut/Tent"),
+    (72, "Shed"),
+    (73, "Building"),
+    (74, "Aircraft Hangar"),
+    (76, "Damaged Building"),
+    (77, "Facility"),
+    (79, "Construction Site"),
+    (83, "Vehicle Lot"),
+    (84, "Helipad"),
+    (86, "Storage Tank"),
+    (89, "Shipping container lot"),
+    (91, "Shipping Container"),
+    (93, "Pylon"),
+    (94, "Tower"),
 ];
 
 fn preset(name: &str) -> Option<Vec<Label>> {
     Some(match name {
-        "eurosat" => EUROSAT.iter().map(|(c, w)| Label::worded(c, &[w], &[c])).collect(),
+        "eurosat" => EUROSAT
+            .iter()
+            .map(|(c, w)| Label::worded(c, &[w], &[c]))
+            .collect(),
         "eurosat-folders" => EUROSAT.iter().map(|(c, _)| Label::plain(c)).collect(),
         "eurosat-reduced" => vec![
-            Label::worded("field", &["field"], &["AnnualCrop", "PermanentCrop", "Pasture", "HerbaceousVegetation"]),
+            Label::worded(
+                "field",
+                &["field"],
+                &[
+                    "AnnualCrop",
+                    "PermanentCrop",
+                    "Pasture",
+                    "HerbaceousVegetation",
+                ],
+            ),
             Label::worded("forest", &["forest"], &["Forest"]),
             Label::worded("highway", &["highway"], &["Highway"]),
             Label::worded("buildings", &["buildings"], &["Residential", "Industrial"]),
@@ -124,11 +195,20 @@ fn preset(name: &str) -> Option<Vec<Label>> {
             .iter()
             .map(|(_, n)| Label::worded(n, &[&n.to_lowercase().replace('/', " or ")], &[n]))
             .collect(),
-        "rsicd" => RSICD.iter().map(|(c, w)| Label::worded(c, &[w], &[c])).collect(),
+        "rsicd" => RSICD
+            .iter()
+            .map(|(c, w)| Label::worded(c, &[w], &[c]))
+            .collect(),
         // The first command a user types: land cover and scene types seen from above.
         "describe" => {
             let mut v: Vec<Label> = RSICD.iter().map(|(_, w)| Label::plain(w)).collect();
-            for w in ["annual crop land", "brushland or shrubland", "highway or road", "pasture land", "lake or sea"] {
+            for w in [
+                "annual crop land",
+                "brushland or shrubland",
+                "highway or road",
+                "pasture land",
+                "lake or sea",
+            ] {
                 v.push(Label::plain(w));
             }
             v
@@ -149,11 +229,19 @@ impl LabelSet {
             return Self::from_file(path);
         }
         if spec.contains(',') {
-            let labels = spec.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Label::plain).collect();
+            let labels = spec
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Label::plain)
+                .collect();
             return Self::new("inline", labels);
         }
         if spec.is_empty() {
-            bail!("empty label list: give a preset ({}), a file, or labels separated by commas", PRESETS.join(", "));
+            bail!(
+                "empty label list: give a preset ({}), a file, or labels separated by commas",
+                PRESETS.join(", ")
+            );
         }
         bail!(
             "'{spec}' is not a label preset ({}) nor an existing label file; inline labels are separated by commas",
@@ -163,7 +251,8 @@ impl LabelSet {
 
     /// One label a line: `name` or `name: wording | synonym | …`; `#` starts a comment.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read label file", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read label file", path.display()))?;
         let mut labels = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
@@ -172,11 +261,23 @@ impl LabelSet {
             }
             let label = match line.split_once(':') {
                 Some((name, rest)) => {
-                    let wordings: Vec<String> = rest.split('|').map(|w| w.trim().to_string()).filter(|w| !w.is_empty()).collect();
+                    let wordings: Vec<String> = rest
+                        .split('|')
+                        .map(|w| w.trim().to_string())
+                        .filter(|w| !w.is_empty())
+                        .collect();
                     if name.trim().is_empty() || wordings.is_empty() {
-                        bail!("{}:{}: expected `label: wording | synonym`, got {line:?}", path.display(), i + 1);
+                        bail!(
+                            "{}:{}: expected `label: wording | synonym`, got {line:?}",
+                            path.display(),
+                            i + 1
+                        );
                     }
-                    Label { name: name.trim().to_string(), wordings, classes: vec![] }
+                    Label {
+                        name: name.trim().to_string(),
+                        wordings,
+                        classes: vec![],
+                    }
                 }
                 None => Label::plain(line),
             };
@@ -195,7 +296,10 @@ impl LabelSet {
                 bail!("{source}: label '{}' appears twice", l.name);
             }
         }
-        Ok(Self { source: source.to_string(), labels })
+        Ok(Self {
+            source: source.to_string(),
+            labels,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -221,8 +325,16 @@ fn template_set(name: &str) -> Option<Vec<&'static str>> {
     Some(match name {
         "satellite" => vec![DEFAULT_TEMPLATE],
         // CLIP's published EuroSAT templates.
-        "eurosat" => vec!["a centered satellite photo of {}.", "a centered satellite photo of a {}.", "a centered satellite photo of the {}."],
-        "aerial" => vec!["an aerial photo of {}.", "an aerial photograph of a {}.", "an aerial view of the {}."],
+        "eurosat" => vec![
+            "a centered satellite photo of {}.",
+            "a centered satellite photo of a {}.",
+            "a centered satellite photo of the {}.",
+        ],
+        "aerial" => vec![
+            "an aerial photo of {}.",
+            "an aerial photograph of a {}.",
+            "an aerial view of the {}.",
+        ],
         "plain" => vec!["{}"],
         "remote-sensing" => vec![
             "a satellite photo of {}.",
@@ -283,7 +395,11 @@ mod tests {
         assert_eq!(LabelSet::parse("xview").unwrap().len(), 60);
         assert_eq!(LabelSet::parse("rsicd").unwrap().len(), 30);
         let e = LabelSet::parse("eurosat").unwrap();
-        let herb = e.labels.iter().find(|l| l.name == "HerbaceousVegetation").unwrap();
+        let herb = e
+            .labels
+            .iter()
+            .find(|l| l.name == "HerbaceousVegetation")
+            .unwrap();
         assert_eq!(herb.wordings, vec!["brushland or shrubland"]);
         let r = LabelSet::parse("eurosat-reduced").unwrap();
         let covered: usize = r.labels.iter().map(|l| l.classes.len()).sum();
@@ -294,10 +410,30 @@ mod tests {
     fn inline_and_errors() {
         let s = LabelSet::parse("forest, river ,harbor").unwrap();
         assert_eq!(s.names(), vec!["forest", "river", "harbor"]);
-        assert!(LabelSet::parse("").unwrap_err().to_string().contains("empty"));
-        assert!(LabelSet::parse(" , ,").unwrap_err().to_string().contains("empty"));
-        assert!(LabelSet::parse("euro-sat").unwrap_err().to_string().contains("not a label preset"));
-        assert!(LabelSet::parse("a,a").unwrap_err().to_string().contains("twice"));
+        assert!(
+            LabelSet::parse("")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+        assert!(
+            LabelSet::parse(" , ,")
+                .unwrap_err()
+                .to_string()
+                .contains("empty")
+        );
+        assert!(
+            LabelSet::parse("euro-sat")
+                .unwrap_err()
+                .to_string()
+                .contains("not a label preset")
+        );
+        assert!(
+            LabelSet::parse("a,a")
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
     }
 
     #[test]
@@ -305,18 +441,30 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("skyscribe-labels-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("l.txt");
-        std::fs::write(&f, "# land cover\nforest\nwater: lake | river | sea  # synonyms\n\n").unwrap();
+        std::fs::write(
+            &f,
+            "# land cover\nforest\nwater: lake | river | sea  # synonyms\n\n",
+        )
+        .unwrap();
         let s = LabelSet::parse(f.to_str().unwrap()).unwrap();
         assert_eq!(s.labels[1].wordings, vec!["lake", "river", "sea"]);
         let t = Templates::parse(&["a photo of {}.".into()]).unwrap();
-        assert_eq!(t.prompts(&s.labels[1]), vec!["a photo of lake.", "a photo of river.", "a photo of sea."]);
+        assert_eq!(
+            t.prompts(&s.labels[1]),
+            vec!["a photo of lake.", "a photo of river.", "a photo of sea."]
+        );
     }
 
     #[test]
     fn templates() {
         assert_eq!(Templates::parse(&[]).unwrap().0, vec![DEFAULT_TEMPLATE]);
         assert_eq!(Templates::parse(&["eurosat".into()]).unwrap().0.len(), 3);
-        assert!(Templates::parse(&["a photo".into()]).unwrap_err().to_string().contains("no {}"));
+        assert!(
+            Templates::parse(&["a photo".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("no {}")
+        );
         assert!(Templates::parse(&["{} and {}".into()]).is_err());
     }
 }

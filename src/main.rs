@@ -17,7 +17,11 @@ use skyscribe::labels::{LabelSet, Templates};
 use skyscribe::zeroshot::ZeroShotClassifier;
 
 #[derive(Parser)]
-#[command(name = "skyscribe", version, about = "What is in a satellite or aerial image, with CLIP")]
+#[command(
+    name = "skyscribe",
+    version,
+    about = "What is in a satellite or aerial image, with CLIP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,14 +113,18 @@ struct Common {
 
 impl Common {
     fn decode(&self) -> DecodeOptions {
-        DecodeOptions { bands: self.bands.clone(), max_pixels: self.max_pixels }
+        DecodeOptions {
+            bands: self.bands.clone(),
+            max_pixels: self.max_pixels,
+        }
     }
 }
 
 fn device(name: &str) -> Result<Device> {
     Ok(match name {
         "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0).context("cannot use CUDA (was skyscribe built with --features cuda?)")?,
+        "cuda" => Device::new_cuda(0)
+            .context("cannot use CUDA (was skyscribe built with --features cuda?)")?,
         "auto" => Device::cuda_if_available(0).unwrap_or(Device::Cpu),
         other => bail!("unknown device '{other}' (cpu, cuda, auto)"),
     })
@@ -130,7 +138,10 @@ struct Out {
 
 impl Out {
     fn new() -> Self {
-        Self { stdout: std::io::stdout(), closed: false }
+        Self {
+            stdout: std::io::stdout(),
+            closed: false,
+        }
     }
 
     fn line(&mut self, s: &str) -> Result<()> {
@@ -152,8 +163,10 @@ impl Out {
 fn progress(n: usize) -> ProgressBar {
     let bar = ProgressBar::new(n as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {pos}/{len} images [{elapsed_precise}] {per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} {pos}/{len} images [{elapsed_precise}] {per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     if n < 64 {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -161,32 +174,52 @@ fn progress(n: usize) -> ProgressBar {
     bar
 }
 
+/// The images named by `inputs`; inputs that are missing or hold no images are reported on
+/// stderr and counted, not fatal.
+fn gather(inputs: &[PathBuf]) -> (Vec<PathBuf>, usize) {
+    let (paths, errors) = collect_images(inputs);
+    for e in &errors {
+        eprintln!("skyscribe: {e:#}");
+    }
+    (paths, errors.len())
+}
+
 /// Runs `paths` through the encoder, reporting unreadable files on stderr; returns how many
-/// failed.
+/// failed (plus `failed` already).
 fn for_each_image(
     clip: &ClipEncoder,
     paths: &[PathBuf],
     common: &Common,
+    mut failed: usize,
     mut each: impl FnMut(&std::path::Path, Vec<f32>) -> Result<()>,
 ) -> Result<usize> {
     let bar = progress(paths.len());
-    let mut failed = 0;
-    clip.embed_files(paths, common.batch_size, &common.decode(), |_, path, result| {
-        bar.inc(1);
-        match result {
-            Ok(e) => each(path, e),
-            Err(err) => {
-                failed += 1;
-                bar.suspend(|| eprintln!("skyscribe: {err:#}"));
-                Ok(())
+    clip.embed_files(
+        paths,
+        common.batch_size,
+        &common.decode(),
+        |_, path, result| {
+            bar.inc(1);
+            match result {
+                Ok(e) => each(path, e),
+                Err(err) => {
+                    failed += 1;
+                    bar.suspend(|| eprintln!("skyscribe: {err:#}"));
+                    Ok(())
+                }
             }
-        }
-    })?;
+        },
+    )?;
     bar.finish_and_clear();
     Ok(failed)
 }
 
-fn print_labels(out: &mut Out, jsonl: bool, path: &std::path::Path, labels: &[skyscribe::zeroshot::LabelScore]) -> Result<()> {
+fn print_labels(
+    out: &mut Out,
+    jsonl: bool,
+    path: &std::path::Path,
+    labels: &[skyscribe::zeroshot::LabelScore],
+) -> Result<()> {
     if jsonl {
         out.line(&json!({"input": path.display().to_string(), "labels": labels}).to_string())
     } else {
@@ -206,13 +239,22 @@ fn labels_command(
     top_k_table: usize,
     inputs: &[PathBuf],
 ) -> Result<usize> {
-    let paths = collect_images(inputs)?;
+    let (paths, failed) = gather(inputs);
     let clip = ClipEncoder::load(&common.model, &device(&common.device)?)?;
     let classifier = ZeroShotClassifier::new(&clip, labels, templates)?;
-    let top_k = if common.jsonl { top_k_json } else { Some(top_k_json.unwrap_or(top_k_table)) };
+    let top_k = if common.jsonl {
+        top_k_json
+    } else {
+        Some(top_k_json.unwrap_or(top_k_table))
+    };
     let mut out = Out::new();
-    for_each_image(&clip, &paths, common, |path, embedding| {
-        print_labels(&mut out, common.jsonl, path, &classifier.ranked(&embedding, top_k))
+    for_each_image(&clip, &paths, common, failed, |path, embedding| {
+        print_labels(
+            &mut out,
+            common.jsonl,
+            path,
+            &classifier.ranked(&embedding, top_k),
+        )
     })
 }
 
@@ -220,7 +262,7 @@ fn embed_command(common: &Common, texts: &[String], inputs: &[PathBuf]) -> Resul
     if texts.is_empty() && inputs.is_empty() {
         bail!("nothing to embed: give image files or folders, or --text");
     }
-    let paths = collect_images(inputs)?;
+    let (paths, failed) = gather(inputs);
     let clip = ClipEncoder::load(&common.model, &device(&common.device)?)?;
     let mut out = Out::new();
     let emit = |out: &mut Out, input: &str, kind: &str, e: &[f32]| -> Result<()> {
@@ -228,30 +270,68 @@ fn embed_command(common: &Common, texts: &[String], inputs: &[PathBuf]) -> Resul
             out.line(&json!({"input": input, "kind": kind, "embedding": e}).to_string())
         } else {
             let head: Vec<String> = e.iter().take(4).map(|v| format!("{v:.4}")).collect();
-            out.line(&format!("{kind:<5} {input}  [{}, … ({} values)]", head.join(", "), e.len()))
+            out.line(&format!(
+                "{kind:<5} {input}  [{}, … ({} values)]",
+                head.join(", "),
+                e.len()
+            ))
         }
     };
     if !texts.is_empty() {
-        for (t, e) in texts.iter().zip(clip.embed_texts(texts, common.batch_size)?) {
+        for (t, e) in texts
+            .iter()
+            .zip(clip.embed_texts(texts, common.batch_size)?)
+        {
             emit(&mut out, t, "text", &e)?;
         }
     }
-    for_each_image(&clip, &paths, common, |path, e| emit(&mut out, &path.display().to_string(), "image", &e))
+    for_each_image(&clip, &paths, common, failed, |path, e| {
+        emit(&mut out, &path.display().to_string(), "image", &e)
+    })
 }
 
 fn run(cli: Cli) -> Result<usize> {
     match cli.command {
-        Command::Describe { common, top_k, inputs } => {
-            labels_command(&common, LabelSet::parse("describe")?, Templates::parse(&[])?, Some(top_k), top_k, &inputs)
-        }
-        Command::Labels { common, labels, templates, top_k, inputs } => {
+        Command::Describe {
+            common,
+            top_k,
+            inputs,
+        } => labels_command(
+            &common,
+            LabelSet::parse("describe")?,
+            Templates::parse(&[])?,
+            Some(top_k),
+            top_k,
+            &inputs,
+        ),
+        Command::Labels {
+            common,
+            labels,
+            templates,
+            top_k,
+            inputs,
+        } => {
             let labels = LabelSet::parse(&labels)?;
             let templates = Templates::parse(&templates)?;
             labels_command(&common, labels, templates, top_k, 5, &inputs)
         }
-        Command::Embed { common, texts, inputs } => embed_command(&common, &texts, &inputs),
-        Command::Bench { images, limit, batch_size, model, device: dev, jsonl } => {
-            let mut paths = collect_images(&[images])?;
+        Command::Embed {
+            common,
+            texts,
+            inputs,
+        } => embed_command(&common, &texts, &inputs),
+        Command::Bench {
+            images,
+            limit,
+            batch_size,
+            model,
+            device: dev,
+            jsonl,
+        } => {
+            let (mut paths, errors) = collect_images(&[images]);
+            if let Some(e) = errors.into_iter().next() {
+                return Err(e);
+            }
             paths.truncate(limit);
             let dev = device(&dev)?;
             let clip = match model {
@@ -264,7 +344,13 @@ fn run(cli: Cli) -> Result<usize> {
             } else {
                 println!(
                     "{}: {} images, batch {}, {} threads, {}\n  end to end (decode + preprocess + encode): {:.1} images/s\n  model only: {:.1} images/s",
-                    r.model, r.images, r.batch_size, r.threads, r.device, r.end_to_end_images_per_s, r.model_images_per_s
+                    r.model,
+                    r.images,
+                    r.batch_size,
+                    r.threads,
+                    r.device,
+                    r.end_to_end_images_per_s,
+                    r.model_images_per_s
                 );
             }
             Ok(0)
@@ -276,7 +362,10 @@ fn run(cli: Cli) -> Result<usize> {
 fn tokenizer_asset() -> Result<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets/tokenizers/clip/tokenizer.json");
     if !p.is_file() {
-        bail!("{}: missing (run from a checkout of skyscribe)", p.display());
+        bail!(
+            "{}: missing (run from a checkout of skyscribe)",
+            p.display()
+        );
     }
     Ok(p)
 }
@@ -286,7 +375,9 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(failed) => {
-            eprintln!("skyscribe: {failed} input(s) could not be read; every other result was written");
+            eprintln!(
+                "skyscribe: {failed} input(s) could not be read; every other result was written"
+            );
             ExitCode::from(1)
         }
         Err(e) => {

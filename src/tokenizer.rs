@@ -19,7 +19,11 @@ impl TextTokenizer {
             .map_err(|e| anyhow!("{}: not a valid tokenizer.json: {e}", path.display()))?;
         // CLIP's end token; GPT-2's single special token plays the same role.
         let end_id = inner.token_to_id("<|endoftext|>");
-        Ok(Self { inner, context_length, end_id })
+        Ok(Self {
+            inner,
+            context_length,
+            end_id,
+        })
     }
 
     pub fn inner(&self) -> &tokenizers::Tokenizer {
@@ -46,7 +50,10 @@ impl TextTokenizer {
     /// Encodes several texts and pads them to the longest with the end token (which is what
     /// CLIP's tokenizer pads with; causal attention makes the padding invisible anyway).
     pub fn encode_batch_padded(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
-        let mut rows: Vec<Vec<u32>> = texts.iter().map(|t| self.encode(t)).collect::<Result<_>>()?;
+        let mut rows: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.encode(t))
+            .collect::<Result<_>>()?;
         let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
         let pad = self.end_id.unwrap_or(0);
         for r in &mut rows {

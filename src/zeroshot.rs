@@ -29,7 +29,8 @@ impl ZeroShotClassifier {
     /// L2-normalised prompt embeddings (all wordings × all templates), normalised again; with a
     /// single prompt this is exactly CLIP's normalised text embedding.
     pub fn new(clip: &ClipEncoder, labels: LabelSet, templates: Templates) -> Result<Self> {
-        let prompts: Vec<Vec<String>> = labels.labels.iter().map(|l| templates.prompts(l)).collect();
+        let prompts: Vec<Vec<String>> =
+            labels.labels.iter().map(|l| templates.prompts(l)).collect();
         let flat: Vec<String> = prompts.iter().flatten().cloned().collect();
         let embeds = clip.embed_texts(&flat, 64)?;
         let mut class_embeddings = Vec::with_capacity(prompts.len());
@@ -45,7 +46,12 @@ impl ZeroShotClassifier {
             }
             class_embeddings.push(normalized(&mean));
         }
-        Ok(Self { labels, templates, class_embeddings, logit_scale: clip.model.logit_scale_exp() })
+        Ok(Self {
+            labels,
+            templates,
+            class_embeddings,
+            logit_scale: clip.model.logit_scale_exp(),
+        })
     }
 
     pub fn class_embeddings(&self) -> &[Vec<f32>] {
@@ -71,7 +77,10 @@ impl ZeroShotClassifier {
             .labels
             .iter()
             .zip(probs)
-            .map(|(l, score)| LabelScore { label: l.name.clone(), score })
+            .map(|(l, score)| LabelScore {
+                label: l.name.clone(),
+                score,
+            })
             .collect();
         // Stable sort: ties keep label-set order.
         out.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -85,7 +94,11 @@ impl ZeroShotClassifier {
 /// `x / |x|` (zero stays zero).
 pub fn normalized(x: &[f32]) -> Vec<f32> {
     let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt();
-    if norm == 0.0 { x.to_vec() } else { x.iter().map(|v| v / norm).collect() }
+    if norm == 0.0 {
+        x.to_vec()
+    } else {
+        x.iter().map(|v| v / norm).collect()
+    }
 }
 
 /// Numerically stable softmax.
@@ -119,7 +132,7 @@ mod tests {
 
     #[test]
     fn cosine_and_normalize() {
-        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - 0.707_106_8).abs() < 1e-6);
+        assert!((cosine(&[1.0, 0.0], &[1.0, 1.0]) - std::f32::consts::FRAC_1_SQRT_2).abs() < 1e-6);
         assert_eq!(normalized(&[3.0, 4.0]), vec![0.6, 0.8]);
     }
 }

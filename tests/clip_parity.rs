@@ -24,9 +24,19 @@ fn image_embeddings_match_for_identical_pixels() {
     for name in MODELS {
         let (clip, r) = load(name);
         let rp = &r["random_pixels"];
-        let shape: Vec<usize> = rp["shape"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = rp["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         let pixels = Tensor::from_vec(floats(&rp["pixel_values"]), shape, &Device::Cpu).unwrap();
-        let ours = clip.model.image_features(&pixels).unwrap().to_vec2::<f32>().unwrap();
+        let ours = clip
+            .model
+            .image_features(&pixels)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
         let expected = rows(&rp["image_embeds"]);
         for (o, e) in ours.iter().zip(&expected) {
             let d = max_abs_diff(o, e);
@@ -40,10 +50,20 @@ fn text_embeddings_and_token_ids_match() {
     for name in MODELS {
         let (clip, r) = load(name);
         let t = &r["texts"];
-        let texts: Vec<String> = t["texts"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        let texts: Vec<String> = t["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
         for (text, ids) in texts.iter().zip(t["input_ids"].as_array().unwrap()) {
             let ours = clip.tokenizer.encode(text).unwrap();
-            let theirs: Vec<u32> = ids.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+            let theirs: Vec<u32> = ids
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
             assert_eq!(&theirs[..ours.len()], &ours[..], "{name}: ids of {text:?}");
             // The reference pads to 77 with the end token.
             assert!(theirs[ours.len()..].iter().all(|&i| i == 49407));
@@ -51,19 +71,26 @@ fn text_embeddings_and_token_ids_match() {
         let ours = clip.embed_texts(&texts, 4).unwrap();
         for ((o, e), text) in ours.iter().zip(rows(&t["text_embeds"])).zip(&texts) {
             let d = max_abs_diff(o, &e);
-            assert!(d < 1e-4, "{name}: text embedding of {text:?} differs by {d}");
+            assert!(
+                d < 1e-4,
+                "{name}: text embedding of {text:?} differs by {d}"
+            );
         }
     }
 }
 
 #[test]
 fn image_files_match_end_to_end() {
-    let Some(data) = data_root("image_files_match_end_to_end") else { return };
+    let Some(data) = data_root("image_files_match_end_to_end") else {
+        return;
+    };
     for name in MODELS {
         let (clip, r) = load(name);
         for rec in r["images"].as_array().unwrap() {
             let key = rec["input"].as_str().unwrap();
-            let pixels = clip.load_pixels(&input_path(key, &data), &DecodeOptions::default()).unwrap();
+            let pixels = clip
+                .load_pixels(&input_path(key, &data), &DecodeOptions::default())
+                .unwrap();
             let ours = clip.embed_pixels(&[pixels]).unwrap().remove(0);
             let c = cosine(&ours, &floats(&rec["image_embeds"]));
             assert!(c >= 0.9999, "{name}: {key}: cosine {c}");
@@ -73,15 +100,35 @@ fn image_files_match_end_to_end() {
 
 #[test]
 fn zero_shot_probabilities_match() {
-    let Some(data) = data_root("zero_shot_probabilities_match") else { return };
+    let Some(data) = data_root("zero_shot_probabilities_match") else {
+        return;
+    };
     for name in MODELS {
         let (clip, r) = load(name);
         let z = &r["zero_shot"];
-        let wordings: Vec<&str> = z["wordings"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-        let labels = LabelSet::new("test", wordings.iter().map(|w| Label::plain(w)).collect()).unwrap();
-        let single = ZeroShotClassifier::new(&clip, labels.clone(), Templates::parse(&[z["single_template"].as_str().unwrap().into()]).unwrap()).unwrap();
-        let ens_templates: Vec<String> = z["ensemble_templates"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().into()).collect();
-        let ensemble = ZeroShotClassifier::new(&clip, labels, Templates::parse(&ens_templates).unwrap()).unwrap();
+        let wordings: Vec<&str> = z["wordings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        let labels =
+            LabelSet::new("test", wordings.iter().map(|w| Label::plain(w)).collect()).unwrap();
+        let single = ZeroShotClassifier::new(
+            &clip,
+            labels.clone(),
+            Templates::parse(&[z["single_template"].as_str().unwrap().into()]).unwrap(),
+        )
+        .unwrap();
+        let ens_templates: Vec<String> = z["ensemble_templates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().into())
+            .collect();
+        let ensemble =
+            ZeroShotClassifier::new(&clip, labels, Templates::parse(&ens_templates).unwrap())
+                .unwrap();
         let inputs = z["inputs"].as_array().unwrap();
         let mut spread = 0f32;
         for (i, key) in inputs.iter().enumerate() {
@@ -97,7 +144,10 @@ fn zero_shot_probabilities_match() {
             }
         }
         // The fixture is only a test if the model prefers some labels strongly.
-        assert!(spread > 0.5, "{name}: reference probabilities are too flat to test anything");
+        assert!(
+            spread > 0.5,
+            "{name}: reference probabilities are too flat to test anything"
+        );
     }
 }
 
@@ -105,7 +155,8 @@ fn zero_shot_probabilities_match() {
 fn model_directory_must_hold_every_tensor_with_its_shape() {
     use std::collections::HashMap;
     let dir = tiny_clip("tiny-a");
-    let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
+    let tensors =
+        candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap();
     for (case, edit) in [
         ("missing", "vision_model.embeddings.class_embedding"),
         ("missing", "logit_scale"),
@@ -119,7 +170,10 @@ fn model_directory_must_hold_every_tensor_with_its_shape() {
         if case == "missing" {
             t.remove(edit);
         } else {
-            t.insert(edit.to_string(), Tensor::zeros((3, 5), candle_core::DType::F32, &Device::Cpu).unwrap());
+            t.insert(
+                edit.to_string(),
+                Tensor::zeros((3, 5), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            );
         }
         candle_core::safetensors::save(&t, broken.join("model.safetensors")).unwrap();
         let err = match ClipEncoder::load(broken.to_str().unwrap(), &Device::Cpu) {

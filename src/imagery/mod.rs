@@ -85,10 +85,13 @@ fn decode(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
     let mut reader = ImageReader::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
     reader.set_format(format);
     reader.no_limits();
-    let decoder = reader.into_decoder().map_err(|e| anyhow!("bad {format:?} header: {e}"))?;
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| anyhow!("bad {format:?} header: {e}"))?;
     let (w, h) = decoder.dimensions();
     check_size(w, h, opts)?;
-    let img = DynamicImage::from_decoder(decoder).map_err(|e| anyhow!("cannot decode {format:?}: {e}"))?;
+    let img = DynamicImage::from_decoder(decoder)
+        .map_err(|e| anyhow!("cannot decode {format:?}: {e}"))?;
     dynamic_to_rgb(img, opts)
 }
 
@@ -130,11 +133,26 @@ fn decode_jpeg_like_pillow(path: &Path, opts: &DecodeOptions) -> Result<Option<R
             return Ok(None);
         }
         let (w, h) = (d.width() as u32, d.height() as u32);
-        check_size(w, h, &DecodeOptions { bands: None, max_pixels })?;
+        check_size(
+            w,
+            h,
+            &DecodeOptions {
+                bands: None,
+                max_pixels,
+            },
+        )?;
         let mut started = d.rgb().map_err(|e| anyhow!("cannot decode JPEG: {e}"))?;
-        let pixels = started.read_scanlines_flat().map_err(|e| anyhow!("cannot decode JPEG: {e}"))?;
-        started.finish().map_err(|e| anyhow!("cannot decode JPEG: {e}"))?;
-        Ok(Some(RgbImage { width: w, height: h, pixels }))
+        let pixels = started
+            .read_scanlines::<u8>()
+            .map_err(|e| anyhow!("cannot decode JPEG: {e}"))?;
+        started
+            .finish()
+            .map_err(|e| anyhow!("cannot decode JPEG: {e}"))?;
+        Ok(Some(RgbImage {
+            width: w,
+            height: h,
+            pixels,
+        }))
     });
     IN_LIBJPEG.with(|f| f.set(false));
     match result {
@@ -180,29 +198,115 @@ fn dynamic_to_rgb(img: DynamicImage, opts: &DecodeOptions) -> Result<RgbImage> {
         // 8-bit images as transformers' convert_to_rgb sees them: grey is repeated, palettes
         // are expanded by the decoder, transparency is composited onto white.
         DynamicImage::ImageRgb8(b) if opts.bands.is_none() => {
-            return Ok(RgbImage { width, height, pixels: b.into_raw() });
+            return Ok(RgbImage {
+                width,
+                height,
+                pixels: b.into_raw(),
+            });
         }
         DynamicImage::ImageRgba8(b) if opts.bands.is_none() => {
-            let pixels = b.as_raw().chunks_exact(4).flat_map(|p| over_white([p[0], p[1], p[2]], p[3])).collect();
-            return Ok(RgbImage { width, height, pixels });
+            let pixels = b
+                .as_raw()
+                .chunks_exact(4)
+                .flat_map(|p| over_white([p[0], p[1], p[2]], p[3]))
+                .collect();
+            return Ok(RgbImage {
+                width,
+                height,
+                pixels,
+            });
         }
         DynamicImage::ImageLumaA8(b) if opts.bands.is_none() => {
-            let pixels = b.as_raw().chunks_exact(2).flat_map(|p| over_white([p[0]; 3], p[1])).collect();
-            return Ok(RgbImage { width, height, pixels });
+            let pixels = b
+                .as_raw()
+                .chunks_exact(2)
+                .flat_map(|p| over_white([p[0]; 3], p[1]))
+                .collect();
+            return Ok(RgbImage {
+                width,
+                height,
+                pixels,
+            });
         }
-        DynamicImage::ImageLuma8(b) => Bands { width, height, count: 1, eight_bit: true, samples: to_f32(b.as_raw()) },
-        DynamicImage::ImageLumaA8(b) => Bands { width, height, count: 2, eight_bit: true, samples: to_f32(b.as_raw()) },
-        DynamicImage::ImageRgb8(b) => Bands { width, height, count: 3, eight_bit: true, samples: to_f32(b.as_raw()) },
-        DynamicImage::ImageRgba8(b) => Bands { width, height, count: 4, eight_bit: true, samples: to_f32(b.as_raw()) },
-        DynamicImage::ImageLuma16(b) => Bands { width, height, count: 1, eight_bit: false, samples: to_f32(b.as_raw()) },
-        DynamicImage::ImageLumaA16(b) => Bands { width, height, count: 2, eight_bit: false, samples: to_f32(b.as_raw()) },
-        DynamicImage::ImageRgb16(b) => Bands { width, height, count: 3, eight_bit: false, samples: to_f32(b.as_raw()) },
-        DynamicImage::ImageRgba16(b) => Bands { width, height, count: 4, eight_bit: false, samples: to_f32(b.as_raw()) },
-        DynamicImage::ImageRgb32F(b) => Bands { width, height, count: 3, eight_bit: false, samples: b.into_raw() },
-        DynamicImage::ImageRgba32F(b) => Bands { width, height, count: 4, eight_bit: false, samples: b.into_raw() },
+        DynamicImage::ImageLuma8(b) => Bands {
+            width,
+            height,
+            count: 1,
+            eight_bit: true,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageLumaA8(b) => Bands {
+            width,
+            height,
+            count: 2,
+            eight_bit: true,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageRgb8(b) => Bands {
+            width,
+            height,
+            count: 3,
+            eight_bit: true,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageRgba8(b) => Bands {
+            width,
+            height,
+            count: 4,
+            eight_bit: true,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageLuma16(b) => Bands {
+            width,
+            height,
+            count: 1,
+            eight_bit: false,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageLumaA16(b) => Bands {
+            width,
+            height,
+            count: 2,
+            eight_bit: false,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageRgb16(b) => Bands {
+            width,
+            height,
+            count: 3,
+            eight_bit: false,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageRgba16(b) => Bands {
+            width,
+            height,
+            count: 4,
+            eight_bit: false,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageRgb32F(b) => Bands {
+            width,
+            height,
+            count: 3,
+            eight_bit: false,
+            samples: b.into_raw(),
+        },
+        DynamicImage::ImageRgba32F(b) => Bands {
+            width,
+            height,
+            count: 4,
+            eight_bit: false,
+            samples: b.into_raw(),
+        },
         other => {
             let rgb = other.to_rgb8();
-            Bands { width, height, count: 3, eight_bit: true, samples: to_f32(rgb.as_raw()) }
+            Bands {
+                width,
+                height,
+                count: 3,
+                eight_bit: true,
+                samples: to_f32(rgb.as_raw()),
+            }
         }
     };
     bands_to_rgb(bands, opts)
@@ -235,11 +339,17 @@ fn bands_to_rgb(b: Bands, opts: &DecodeOptions) -> Result<RgbImage> {
     let chosen: Vec<usize> = match &opts.bands {
         Some(list) => {
             if list.len() != 1 && list.len() != 3 {
-                bail!("--bands takes one band or three (red,green,blue), got {}", list.len());
+                bail!(
+                    "--bands takes one band or three (red,green,blue), got {}",
+                    list.len()
+                );
             }
             for &band in list {
                 if band == 0 || band > b.count {
-                    bail!("band {band} does not exist: the image has {} band(s), numbered from 1", b.count);
+                    bail!(
+                        "band {band} does not exist: the image has {} band(s), numbered from 1",
+                        b.count
+                    );
                 }
             }
             list.iter().map(|&x| x - 1).collect()
@@ -248,7 +358,11 @@ fn bands_to_rgb(b: Bands, opts: &DecodeOptions) -> Result<RgbImage> {
         None if b.count < 3 => vec![0],
         None => vec![0, 1, 2],
     };
-    let pick: [usize; 3] = if chosen.len() == 1 { [chosen[0]; 3] } else { [chosen[0], chosen[1], chosen[2]] };
+    let pick: [usize; 3] = if chosen.len() == 1 {
+        [chosen[0]; 3]
+    } else {
+        [chosen[0], chosen[1], chosen[2]]
+    };
     let n = (b.width * b.height) as usize;
     let (offset, scale) = if b.eight_bit {
         (0.0f32, 1.0f32)
@@ -273,20 +387,37 @@ fn bands_to_rgb(b: Bands, opts: &DecodeOptions) -> Result<RgbImage> {
     for i in 0..n {
         for &c in &pick {
             let v = b.samples[i * b.count + c];
-            let v = if b.eight_bit { v } else { ((v - offset) * scale).round() };
-            pixels.push(if v.is_finite() { v.clamp(0.0, 255.0) as u8 } else { 0 });
+            let v = if b.eight_bit {
+                v
+            } else {
+                ((v - offset) * scale).round()
+            };
+            pixels.push(if v.is_finite() {
+                v.clamp(0.0, 255.0) as u8
+            } else {
+                0
+            });
         }
     }
-    Ok(RgbImage { width: b.width, height: b.height, pixels })
+    Ok(RgbImage {
+        width: b.width,
+        height: b.height,
+        pixels,
+    })
 }
 
 fn decode_tiff(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
     use tiff::decoder::{Decoder, DecodingResult, Limits};
     let file = File::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
-    let mut dec = Decoder::new(BufReader::new(file)).map_err(|e| anyhow!("bad TIFF header: {e}"))?;
-    let (w, h) = dec.dimensions().map_err(|e| anyhow!("bad TIFF header: {e}"))?;
+    let mut dec =
+        Decoder::new(BufReader::new(file)).map_err(|e| anyhow!("bad TIFF header: {e}"))?;
+    let (w, h) = dec
+        .dimensions()
+        .map_err(|e| anyhow!("bad TIFF header: {e}"))?;
     check_size(w, h, opts)?;
-    let colortype = dec.colortype().map_err(|e| anyhow!("unsupported TIFF: {e}"))?;
+    let colortype = dec
+        .colortype()
+        .map_err(|e| anyhow!("unsupported TIFF: {e}"))?;
     let count = colortype.num_samples() as usize;
     let planar = dec
         .get_tag_u32(tiff::tags::Tag::PlanarConfiguration)
@@ -310,7 +441,12 @@ fn decode_tiff(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
     };
     let n = (w * h) as usize;
     if samples.len() < n * count {
-        bail!("TIFF holds {} samples, {}×{}×{count} expected", samples.len(), w, h);
+        bail!(
+            "TIFF holds {} samples, {}×{}×{count} expected",
+            samples.len(),
+            w,
+            h
+        );
     }
     // Planar files store band after band; interleave them like chunky ones.
     let samples = if planar && count > 1 {
@@ -324,7 +460,16 @@ fn decode_tiff(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
     } else {
         samples
     };
-    bands_to_rgb(Bands { width: w, height: h, count, eight_bit, samples }, opts)
+    bands_to_rgb(
+        Bands {
+            width: w,
+            height: h,
+            count,
+            eight_bit,
+            samples,
+        },
+        opts,
+    )
 }
 
 /// `size` / `crop_size` in a preprocessor config: an int, `{"shortest_edge": n}` or
@@ -373,7 +518,10 @@ pub enum Resize {
     None,
     /// The shorter side becomes `n`, the longer `floor(n · long / short)`, as transformers does.
     ShortestEdge(u32),
-    Exact { height: u32, width: u32 },
+    Exact {
+        height: u32,
+        width: u32,
+    },
 }
 
 /// The `CLIPImageProcessor` settings of a model (`preprocessor_config.json`).
@@ -395,37 +543,54 @@ impl Preprocessor {
             .with_context(|| format!("{}: cannot read preprocessor config", path.display()))?;
         let raw: RawPreprocessorConfig = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a valid preprocessor_config.json", path.display()))?;
-        Self::from_raw(raw).with_context(|| format!("{}: unusable preprocessor config", path.display()))
+        Self::from_raw(raw)
+            .with_context(|| format!("{}: unusable preprocessor config", path.display()))
     }
 
     /// What CLIP's own processor does for a model taking `size`-pixel images.
+    #[allow(clippy::excessive_precision)] // CLIP's published mean and std, digit for digit.
     pub fn clip_default(size: u32) -> Self {
         Self {
             resize: Resize::ShortestEdge(size),
             resample: 3,
             crop: Some((size, size)),
             rescale_factor: Some(1.0 / 255.0),
-            mean_std: Some(([0.481_454_66, 0.457_827_5, 0.408_210_73], [0.268_629_54, 0.261_302_58, 0.275_777_1])),
+            mean_std: Some((
+                [0.481_454_66, 0.457_827_5, 0.408_210_73],
+                [0.268_629_54, 0.261_302_58, 0.275_777_1],
+            )),
         }
     }
 
     fn from_raw(raw: RawPreprocessorConfig) -> Result<Self> {
         let resize = match (raw.do_resize, raw.size) {
             (false, _) => Resize::None,
-            (true, Some(SizeSpec::Int(n))) | (true, Some(SizeSpec::Shortest { shortest_edge: n })) => Resize::ShortestEdge(n),
-            (true, Some(SizeSpec::HeightWidth { height, width })) => Resize::Exact { height, width },
+            (true, Some(SizeSpec::Int(n)))
+            | (true, Some(SizeSpec::Shortest { shortest_edge: n })) => Resize::ShortestEdge(n),
+            (true, Some(SizeSpec::HeightWidth { height, width })) => {
+                Resize::Exact { height, width }
+            }
             (true, None) => Resize::ShortestEdge(224),
         };
         let crop = match (raw.do_center_crop, raw.crop_size) {
             (false, _) => None,
-            (true, Some(SizeSpec::Int(n))) | (true, Some(SizeSpec::Shortest { shortest_edge: n })) => Some((n, n)),
+            (true, Some(SizeSpec::Int(n)))
+            | (true, Some(SizeSpec::Shortest { shortest_edge: n })) => Some((n, n)),
             (true, Some(SizeSpec::HeightWidth { height, width })) => Some((height, width)),
             (true, None) => Some((224, 224)),
         };
         let mean_std = if raw.do_normalize {
-            let mean = three(raw.image_mean.unwrap_or(vec![0.48145466, 0.4578275, 0.40821073]), "image_mean")?;
-            let std = three(raw.image_std.unwrap_or(vec![0.26862954, 0.26130258, 0.27577711]), "image_std")?;
-            if std.iter().any(|&s| s == 0.0) {
+            let mean = three(
+                raw.image_mean
+                    .unwrap_or(vec![0.48145466, 0.4578275, 0.40821073]),
+                "image_mean",
+            )?;
+            let std = three(
+                raw.image_std
+                    .unwrap_or(vec![0.26862954, 0.26130258, 0.27577711]),
+                "image_std",
+            )?;
+            if std.contains(&0.0) {
                 bail!("image_std has a zero");
             }
             Some((mean, std))
@@ -516,7 +681,8 @@ fn resize_rgb(img: &RgbImage, width: u32, height: u32, resample: u32) -> Result<
     if width == 0 || height == 0 {
         bail!("resize to an empty image ({width}×{height})");
     }
-    let filter = Filter::from_pil(resample).ok_or_else(|| anyhow!("unknown resample filter {resample}"))?;
+    let filter =
+        Filter::from_pil(resample).ok_or_else(|| anyhow!("unknown resample filter {resample}"))?;
     let pixels = resample::resize_rgb8(
         &img.pixels,
         img.width as usize,
@@ -525,7 +691,11 @@ fn resize_rgb(img: &RgbImage, width: u32, height: u32, resample: u32) -> Result<
         height as usize,
         filter,
     );
-    Ok(RgbImage { width, height, pixels })
+    Ok(RgbImage {
+        width,
+        height,
+        pixels,
+    })
 }
 
 /// transformers' `center_crop`: offsets `(size - crop) // 2`, zero padding where the image is
@@ -552,7 +722,11 @@ fn center_crop(img: &RgbImage, crop_h: u32, crop_w: u32) -> RgbImage {
             pixels[d..d + 3].copy_from_slice(&img.pixels[s..s + 3]);
         }
     }
-    RgbImage { width: crop_w, height: crop_h, pixels }
+    RgbImage {
+        width: crop_w,
+        height: crop_h,
+        pixels,
+    }
 }
 
 #[cfg(test)]
@@ -570,7 +744,11 @@ mod tests {
 
     #[test]
     fn center_crop_uses_floor_offsets_and_pads() {
-        let img = RgbImage { width: 5, height: 1, pixels: (0..15).collect() };
+        let img = RgbImage {
+            width: 5,
+            height: 1,
+            pixels: (0..15).collect(),
+        };
         let c = center_crop(&img, 1, 2);
         // (5 - 2) // 2 = 1: columns 1 and 2.
         assert_eq!(c.pixels, vec![3, 4, 5, 6, 7, 8]);
@@ -591,7 +769,13 @@ mod tests {
 
     #[test]
     fn sixteen_bit_bands_are_stretched_to_their_range() {
-        let b = Bands { width: 2, height: 1, count: 4, eight_bit: false, samples: vec![100., 200., 300., 9999., 500., 400., 100., 0.] };
+        let b = Bands {
+            width: 2,
+            height: 1,
+            count: 4,
+            eight_bit: false,
+            samples: vec![100., 200., 300., 9999., 500., 400., 100., 0.],
+        };
         let rgb = bands_to_rgb(b, &DecodeOptions::default()).unwrap();
         // range over bands 1-3: 100..500
         assert_eq!(rgb.pixels, vec![0, 64, 128, 255, 191, 0]);

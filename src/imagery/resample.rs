@@ -79,7 +79,11 @@ impl Filter {
                 }
             }
             Filter::Lanczos => {
-                if (-3.0..3.0).contains(&x) { sinc(x) * sinc(x / 3.0) } else { 0.0 }
+                if (-3.0..3.0).contains(&x) {
+                    sinc(x) * sinc(x / 3.0)
+                } else {
+                    0.0
+                }
             }
         }
     }
@@ -124,11 +128,19 @@ fn coefficients(in_size: usize, out_size: usize, filter: Filter) -> Coefficients
         for x in 0..xmax {
             let w = if ww != 0.0 { k[x] / ww } else { k[x] };
             let f = w * (1u32 << PRECISION_BITS) as f64;
-            weights[xx * ksize + x] = if w < 0.0 { (-0.5 + f) as i32 } else { (0.5 + f) as i32 };
+            weights[xx * ksize + x] = if w < 0.0 {
+                (-0.5 + f) as i32
+            } else {
+                (0.5 + f) as i32
+            };
         }
         bounds.push((xmin, xmax));
     }
-    Coefficients { bounds, ksize, weights }
+    Coefficients {
+        bounds,
+        ksize,
+        weights,
+    }
 }
 
 fn clip8(v: i64) -> u8 {
@@ -136,7 +148,14 @@ fn clip8(v: i64) -> u8 {
 }
 
 /// Resizes interleaved RGB8 `pixels` (`w`×`h`) to `out_w`×`out_h` as Pillow does.
-pub fn resize_rgb8(pixels: &[u8], w: usize, h: usize, out_w: usize, out_h: usize, filter: Filter) -> Vec<u8> {
+pub fn resize_rgb8(
+    pixels: &[u8],
+    w: usize,
+    h: usize,
+    out_w: usize,
+    out_h: usize,
+    filter: Filter,
+) -> Vec<u8> {
     if filter == Filter::Nearest {
         return nearest(pixels, w, h, out_w, out_h);
     }
@@ -211,8 +230,17 @@ mod tests {
     #[test]
     fn constant_images_stay_constant_and_weights_sum_to_one() {
         let img = vec![77u8; 10 * 7 * 3];
-        for f in [Filter::Bicubic, Filter::Bilinear, Filter::Lanczos, Filter::Box, Filter::Hamming] {
-            assert!(resize_rgb8(&img, 10, 7, 23, 3, f).iter().all(|&v| v == 77), "{f:?}");
+        for f in [
+            Filter::Bicubic,
+            Filter::Bilinear,
+            Filter::Lanczos,
+            Filter::Box,
+            Filter::Hamming,
+        ] {
+            assert!(
+                resize_rgb8(&img, 10, 7, 23, 3, f).iter().all(|&v| v == 77),
+                "{f:?}"
+            );
             let c = coefficients(64, 224, f);
             for (i, &(_, n)) in c.bounds.iter().enumerate() {
                 let s: i32 = c.weights[i * c.ksize..i * c.ksize + n].iter().sum();

@@ -126,10 +126,12 @@ impl ClipConfig {
             ("vision", v.hidden_size, v.num_attention_heads),
         ] {
             if hidden == 0 || heads == 0 || hidden % heads != 0 {
-                bail!("{what} hidden_size {hidden} is not a positive multiple of num_attention_heads {heads}");
+                bail!(
+                    "{what} hidden_size {hidden} is not a positive multiple of num_attention_heads {heads}"
+                );
             }
         }
-        if v.patch_size == 0 || v.image_size % v.patch_size != 0 {
+        if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             bail!(
                 "vision image_size {} is not a multiple of patch_size {}",
                 v.image_size,
@@ -143,6 +145,16 @@ impl ClipConfig {
     }
 }
 
+/// The sizes of one tower's encoder layers.
+#[derive(Clone, Copy)]
+struct LayerShape {
+    hidden: usize,
+    inter: usize,
+    heads: usize,
+    act: Activation,
+    eps: f64,
+}
+
 /// Pre-LayerNorm transformer block shared by both towers.
 struct EncoderLayer {
     layer_norm1: LayerNorm,
@@ -152,20 +164,12 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn load(
-        w: &Weights,
-        prefix: &str,
-        hidden: usize,
-        inter: usize,
-        heads: usize,
-        act: Activation,
-        eps: f64,
-    ) -> Result<Self> {
+    fn load(w: &Weights, prefix: &str, s: LayerShape) -> Result<Self> {
         Ok(Self {
-            layer_norm1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), hidden, eps)?,
-            self_attn: Attention::load(w, &format!("{prefix}.self_attn"), hidden, heads)?,
-            layer_norm2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), hidden, eps)?,
-            mlp: Mlp::load(w, &format!("{prefix}.mlp"), hidden, inter, act)?,
+            layer_norm1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), s.hidden, s.eps)?,
+            self_attn: Attention::load(w, &format!("{prefix}.self_attn"), s.hidden, s.heads)?,
+            layer_norm2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), s.hidden, s.eps)?,
+            mlp: Mlp::load(w, &format!("{prefix}.mlp"), s.hidden, s.inter, s.act)?,
         })
     }
 
@@ -179,28 +183,15 @@ impl EncoderLayer {
     }
 }
 
+/// `{prefix}.encoder.layers.{0..n}`.
 fn load_layers(
     w: &Weights,
     prefix: &str,
     n: usize,
-    hidden: usize,
-    inter: usize,
-    heads: usize,
-    act: Activation,
-    eps: f64,
+    shape: LayerShape,
 ) -> Result<Vec<EncoderLayer>> {
     (0..n)
-        .map(|i| {
-            EncoderLayer::load(
-                w,
-                &format!("{prefix}.encoder.layers.{i}"),
-                hidden,
-                inter,
-                heads,
-                act,
-                eps,
-            )
-        })
+        .map(|i| EncoderLayer::load(w, &format!("{prefix}.encoder.layers.{i}"), shape))
         .collect()
 }
 
@@ -230,11 +221,13 @@ impl TextTransformer {
                 w,
                 "text_model",
                 c.num_hidden_layers,
-                d,
-                c.intermediate_size,
-                c.num_attention_heads,
-                c.hidden_act,
-                c.layer_norm_eps,
+                LayerShape {
+                    hidden: d,
+                    inter: c.intermediate_size,
+                    heads: c.num_attention_heads,
+                    act: c.hidden_act,
+                    eps: c.layer_norm_eps,
+                },
             )?,
             final_layer_norm: LayerNorm::load(
                 w,
@@ -274,13 +267,19 @@ impl TextTransformer {
                 bail!("token rows of a batch must have equal length");
             }
             if let Some(&bad) = row.iter().find(|&&i| i as usize >= self.vocab_size) {
-                bail!("token id {bad} is outside the model's vocabulary ({})", self.vocab_size);
+                bail!(
+                    "token id {bad} is outside the model's vocabulary ({})",
+                    self.vocab_size
+                );
             }
             flat.extend_from_slice(row);
         }
         let d = self.token_embedding.dim(1)?;
         let flat = Tensor::from_vec(flat, b * t, device)?;
-        let tokens = self.token_embedding.index_select(&flat, 0)?.reshape((b, t, d))?;
+        let tokens = self
+            .token_embedding
+            .index_select(&flat, 0)?
+            .reshape((b, t, d))?;
         let positions = self.position_embedding.narrow(0, 0, t)?;
         let mut xs = tokens.broadcast_add(&positions)?;
         let mask = causal_mask(t, device)?;
@@ -346,11 +345,13 @@ impl VisionTransformer {
                 w,
                 "vision_model",
                 c.num_hidden_layers,
-                d,
-                c.intermediate_size,
-                c.num_attention_heads,
-                c.hidden_act,
-                c.layer_norm_eps,
+                LayerShape {
+                    hidden: d,
+                    inter: c.intermediate_size,
+                    heads: c.num_attention_heads,
+                    act: c.hidden_act,
+                    eps: c.layer_norm_eps,
+                },
             )?,
             post_layernorm: LayerNorm::load(w, "vision_model.post_layernorm", d, c.layer_norm_eps)?,
             image_size: c.image_size,
@@ -378,8 +379,13 @@ impl VisionTransformer {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((b * g * g, c * p * p))?;
-        let patches = patches.matmul(&self.patch_weight_t)?.reshape((b, g * g, d))?;
-        let class = self.class_embedding.reshape((1, 1, d))?.broadcast_as((b, 1, d))?;
+        let patches = patches
+            .matmul(&self.patch_weight_t)?
+            .reshape((b, g * g, d))?;
+        let class = self
+            .class_embedding
+            .reshape((1, 1, d))?
+            .broadcast_as((b, 1, d))?;
         let xs = Tensor::cat(&[&class, &patches], 1)?;
         let xs = xs.broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
         let mut xs = self.pre_layrnorm.forward(&xs)?;
@@ -415,8 +421,12 @@ impl ClipModel {
             config.vision_config.hidden_size,
             p,
         )?;
-        let text_projection =
-            Linear::load_no_bias(weights, "text_projection", config.text_config.hidden_size, p)?;
+        let text_projection = Linear::load_no_bias(
+            weights,
+            "text_projection",
+            config.text_config.hidden_size,
+            p,
+        )?;
         let logit_scale = weights
             .get("logit_scale", &[])?
             .to_dtype(DType::F32)?

@@ -181,7 +181,13 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn load(w: &Weights, prefix: &str, hidden: usize, inter: usize, act: Activation) -> Result<Self> {
+    pub fn load(
+        w: &Weights,
+        prefix: &str,
+        hidden: usize,
+        inter: usize,
+        act: Activation,
+    ) -> Result<Self> {
         Ok(Self {
             fc1: Linear::load(w, &format!("{prefix}.fc1"), hidden, inter)?,
             fc2: Linear::load(w, &format!("{prefix}.fc2"), inter, hidden)?,

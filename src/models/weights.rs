@@ -51,8 +51,9 @@ impl Weights {
                 .with_context(|| format!("{}: not a readable safetensors file", path.display()))?;
             Source::Safetensors(st)
         } else {
-            let tensors = candle_core::pickle::read_all(path)
-                .with_context(|| format!("{}: not a readable PyTorch state dict", path.display()))?;
+            let tensors = candle_core::pickle::read_all(path).with_context(|| {
+                format!("{}: not a readable PyTorch state dict", path.display())
+            })?;
             Source::Loaded(tensors.into_iter().collect())
         };
         Ok(Self {

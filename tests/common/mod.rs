@@ -20,7 +20,10 @@ pub fn data_root(test: &str) -> Option<PathBuf> {
     if root.join("eurosat").is_dir() {
         Some(root)
     } else {
-        eprintln!("{test}: skipped, no data folder at {} (set SKYSCRIBE_DATA)", root.display());
+        eprintln!(
+            "{test}: skipped, no data folder at {} (set SKYSCRIBE_DATA)",
+            root.display()
+        );
         None
     }
 }
@@ -61,7 +64,11 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 }
 
 pub fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 pub fn rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
@@ -88,5 +95,8 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length differs");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

@@ -1,0 +1,434 @@
+//! The `skyscribe` command as other tools use it: JSON Lines contracts of `embed` and `labels`,
+//! agreement with the reference, and clear errors (never a panic) on bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn skyscribe(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(!r.stderr.contains("panicked"), "panic: {}", r.stderr);
+    r
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn model(name: &str) -> String {
+    tiny_clip(name).display().to_string()
+}
+
+fn good_image() -> PathBuf {
+    fixtures().join("images/wide.jpg")
+}
+
+#[test]
+fn embed_jsonl_matches_the_reference() {
+    let dir = tiny_clip("tiny-b");
+    let r = read_json(&dir.join("reference.json"));
+    let text = r["texts"]["texts"][0].as_str().unwrap();
+    let run = skyscribe(&[
+        "embed",
+        "--model",
+        &model("tiny-b"),
+        "--text",
+        text,
+        "--jsonl",
+        good_image().to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines = json_lines(&run.stdout);
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[0]["kind"], "text");
+    assert_eq!(lines[0]["input"], text);
+    let c = cosine(
+        &floats(&lines[0]["embedding"]),
+        &floats(&r["texts"]["text_embeds"][0]),
+    );
+    assert!(c >= 0.9999, "text cosine {c}");
+    assert_eq!(lines[1]["kind"], "image");
+    assert_eq!(lines[1]["input"], good_image().display().to_string());
+    let reference = r["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["input"] == "fixture:wide.jpg")
+        .unwrap();
+    let c = cosine(
+        &floats(&lines[1]["embedding"]),
+        &floats(&reference["image_embeds"]),
+    );
+    assert!(c >= 0.9999, "image cosine {c}");
+}
+
+#[test]
+fn labels_jsonl_matches_the_reference_probabilities() {
+    let dir = tiny_clip("tiny-a");
+    let r = read_json(&dir.join("reference.json"));
+    let z = &r["zero_shot"];
+    let wordings: Vec<&str> = z["wordings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let scratch = scratch("labels-jsonl");
+    let label_file = scratch.join("labels.txt");
+    std::fs::write(&label_file, wordings.join("\n")).unwrap();
+    let i = z["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|k| k == "fixture:wide.jpg")
+        .unwrap();
+    let expected = floats(&z["single_probs"][i]);
+    let run = skyscribe(&[
+        "labels",
+        "--model",
+        &model("tiny-a"),
+        "--labels",
+        label_file.to_str().unwrap(),
+        "--template",
+        "a satellite photo of {}.",
+        "--jsonl",
+        good_image().to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines = json_lines(&run.stdout);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["input"], good_image().display().to_string());
+    let labels = lines[0]["labels"].as_array().unwrap();
+    assert_eq!(labels.len(), wordings.len());
+    let mut last = f64::INFINITY;
+    for l in labels {
+        let score = l["score"].as_f64().unwrap();
+        assert!(score <= last, "not sorted");
+        last = score;
+        let k = wordings
+            .iter()
+            .position(|w| *w == l["label"].as_str().unwrap())
+            .unwrap();
+        assert!(
+            (score as f32 - expected[k]).abs() < 1e-3,
+            "{}: {score} vs {}",
+            wordings[k],
+            expected[k]
+        );
+    }
+    // --top-k keeps the best k, in the same order.
+    let run = skyscribe(&[
+        "labels",
+        "--model",
+        &model("tiny-a"),
+        "--labels",
+        label_file.to_str().unwrap(),
+        "--template",
+        "a satellite photo of {}.",
+        "--jsonl",
+        "--top-k",
+        "3",
+        good_image().to_str().unwrap(),
+    ]);
+    let top = json_lines(&run.stdout)[0]["labels"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(top.len(), 3);
+    assert_eq!(top[..], labels[..3]);
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn chunk(png: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
+    let mut body = kind.to_vec();
+    body.extend(data);
+    png.extend((data.len() as u32).to_be_bytes());
+    png.extend(&body);
+    png.extend(crc32(&body).to_be_bytes());
+}
+
+/// A well-formed PNG whose header claims `w`×`h` pixels, with a few bytes of image data.
+fn huge_png_header(path: &Path, w: u32, h: u32) {
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend(h.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    chunk(&mut png, b"IHDR", &ihdr);
+    chunk(
+        &mut png,
+        b"IDAT",
+        &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+    );
+    chunk(&mut png, b"IEND", &[]);
+    std::fs::write(path, png).unwrap();
+}
+
+#[test]
+fn unreadable_files_are_reported_skipped_and_fail_the_run() {
+    let dir = scratch("bad-files");
+    let text = dir.join("notes.jpg");
+    std::fs::write(&text, "these are field notes, not an image\n").unwrap();
+    let empty = dir.join("empty.png");
+    std::fs::write(&empty, b"").unwrap();
+    let jpeg = std::fs::read(good_image()).unwrap();
+    let truncated = dir.join("truncated.jpg");
+    std::fs::write(&truncated, &jpeg[..jpeg.len() / 2]).unwrap();
+    let huge = dir.join("huge.png");
+    huge_png_header(&huge, 100_000, 100_000);
+    let empty_dir = dir.join("no-images");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    std::fs::write(empty_dir.join("readme.txt"), "nothing").unwrap();
+    let missing = dir.join("missing.jpg");
+
+    let cases: [(&Path, &str); 6] = [
+        (&text, "not an image"),
+        (&empty, "empty file"),
+        (&truncated, "truncated JPEG"),
+        (&huge, "exceeds the limit"),
+        (&empty_dir, "folder has no images"),
+        (&missing, "no such file"),
+    ];
+    let mut args: Vec<String> = vec![
+        "labels".into(),
+        "--model".into(),
+        model("tiny-a"),
+        "--labels".into(),
+        "eurosat".into(),
+        "--jsonl".into(),
+    ];
+    args.push(good_image().display().to_string());
+    for (p, _) in &cases {
+        args.push(p.display().to_string());
+    }
+    args.push(fixtures().join("images/gray.png").display().to_string());
+    let run = skyscribe(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    // Every good image still has its result.
+    let lines = json_lines(&run.stdout);
+    assert_eq!(lines.len(), 2, "{}", run.stdout);
+    assert_eq!(
+        lines[1]["input"],
+        fixtures().join("images/gray.png").display().to_string()
+    );
+    for (p, why) in cases {
+        let line = run
+            .stderr
+            .lines()
+            .find(|l| l.contains(&*p.display().to_string()));
+        let line = line.unwrap_or_else(|| panic!("{} not reported: {}", p.display(), run.stderr));
+        assert!(
+            line.contains(why),
+            "{}: expected {why:?} in {line:?}",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn bad_options_are_clear_errors() {
+    let img = good_image().display().to_string();
+    let m = model("tiny-a");
+    for (args, why) in [
+        (
+            vec!["labels", "--model", &m, "--labels", "eurosatt", &img],
+            "not a label preset",
+        ),
+        (
+            vec!["labels", "--model", &m, "--labels", "", &img],
+            "empty label list",
+        ),
+        (
+            vec!["labels", "--model", &m, "--labels", " , ", &img],
+            "empty",
+        ),
+        (
+            vec![
+                "labels",
+                "--model",
+                &m,
+                "--labels",
+                "forest,river",
+                "--template",
+                "a photo of",
+                &img,
+            ],
+            "has no {}",
+        ),
+        (
+            vec![
+                "labels",
+                "--model",
+                "/nonexistent/model-dir",
+                "--labels",
+                "eurosat",
+                &img,
+            ],
+            "no such model directory",
+        ),
+        (
+            vec![
+                "labels",
+                "--model",
+                "some-org/some-model-not-cached",
+                "--labels",
+                "eurosat",
+                &img,
+            ],
+            "--model DIR",
+        ),
+        (vec!["embed", "--model", &m], "nothing to embed"),
+        (
+            vec![
+                "labels", "--model", &m, "--labels", "eurosat", "--bands", "5,6,7", &img,
+            ],
+            "band 5 does not exist",
+        ),
+    ] {
+        let run = skyscribe(&args);
+        assert_ne!(run.code, 0, "{args:?} succeeded");
+        assert!(
+            run.stderr.contains(why),
+            "{args:?}: expected {why:?} in {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_model_directory_with_a_missing_tensor_is_refused() {
+    let src = tiny_clip("tiny-b");
+    let dir = scratch("model-missing-tensor");
+    for f in ["config.json", "preprocessor_config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let mut tensors = candle_core::pickle::read_all(src.join("pytorch_model.bin")).unwrap();
+    tensors.retain(|(n, _)| n != "visual_projection.weight");
+    let map: std::collections::HashMap<String, candle_core::Tensor> = tensors.into_iter().collect();
+    candle_core::safetensors::save(&map, dir.join("model.safetensors")).unwrap();
+    let run = skyscribe(&[
+        "embed",
+        "--model",
+        dir.to_str().unwrap(),
+        "--text",
+        "harbor",
+    ]);
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("missing tensor 'visual_projection.weight'"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn multi_band_16_bit_tiff_with_band_choice() {
+    use tiff::encoder::{TiffEncoder, colortype::RGBA16};
+    let dir = scratch("tiff");
+    let path = dir.join("scene.tif");
+    let (w, h) = (40u32, 30u32);
+    // Band 4 (near infrared) is bright where band 1 is dark.
+    let data: Vec<u16> = (0..w * h)
+        .flat_map(|i| {
+            let x = (i % w) as u16;
+            [
+                1000 + 50 * x,
+                3000,
+                2000 + (i / w) as u16 * 10,
+                9000 - 100 * x,
+            ]
+        })
+        .collect();
+    let mut enc = TiffEncoder::new(std::fs::File::create(&path).unwrap()).unwrap();
+    enc.write_image::<RGBA16>(w, h, &data).unwrap();
+    let opts = skyscribe::imagery::DecodeOptions::default();
+    let rgb = skyscribe::imagery::load_rgb(&path, &opts).unwrap();
+    // Bands 1-3 stretched jointly over their range 1000..3000: (1000, 3000, 2000) at (0, 0).
+    assert_eq!(&rgb.pixels[..3], &[0, 255, 128]);
+    let nir = skyscribe::imagery::DecodeOptions {
+        bands: Some(vec![4, 3, 2]),
+        ..opts
+    };
+    let rgb = skyscribe::imagery::load_rgb(&path, &nir).unwrap();
+    assert_eq!(rgb.pixels[0], 255);
+    let run = skyscribe(&[
+        "labels",
+        "--model",
+        &model("tiny-a"),
+        "--labels",
+        "eurosat",
+        "--bands",
+        "4,3,2",
+        "--jsonl",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        json_lines(&run.stdout)[0]["labels"]
+            .as_array()
+            .unwrap()
+            .len(),
+        10
+    );
+}
+
+#[test]
+fn describe_prints_a_table_of_five_labels() {
+    let sample = repo().join("assets/samples/eurosat-river.jpg");
+    let run = skyscribe(&["describe", "--model", &model("tiny-a"), sample.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{}", run.stdout);
+    assert_eq!(lines[0], sample.display().to_string());
+    let scores: Vec<f32> = lines[1..].iter().map(|l| l.split_whitespace().last().unwrap().parse().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+}
+
+#[test]
+fn describe_without_a_cached_model_offline_says_what_to_do() {
+    let sample = repo().join("assets/samples/eurosat-river.jpg");
+    let empty_home = scratch("empty-hf-home");
+    let out = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
+        .args(["describe", sample.to_str().unwrap()])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", &empty_home)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains("openai/clip-vit-base-patch32") && stderr.contains("--model DIR"), "{stderr}");
+}
