@@ -1,6 +1,11 @@
 //! The `skyscribe` command line: argument parsing and output formatting over the library.
 
 use std::io::Write;
+
+/// Candle allocates a fresh buffer for every op; mimalloc reuses freed ones instead of
+/// returning them to the kernel, which saves the page faults of each new buffer.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -409,12 +409,20 @@ fn multi_band_16_bit_tiff_with_band_choice() {
 #[test]
 fn describe_prints_a_table_of_five_labels() {
     let sample = repo().join("assets/samples/eurosat-river.jpg");
-    let run = skyscribe(&["describe", "--model", &model("tiny-a"), sample.to_str().unwrap()]);
+    let run = skyscribe(&[
+        "describe",
+        "--model",
+        &model("tiny-a"),
+        sample.to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert_eq!(lines.len(), 6, "{}", run.stdout);
     assert_eq!(lines[0], sample.display().to_string());
-    let scores: Vec<f32> = lines[1..].iter().map(|l| l.split_whitespace().last().unwrap().parse().unwrap()).collect();
+    let scores: Vec<f32> = lines[1..]
+        .iter()
+        .map(|l| l.split_whitespace().last().unwrap().parse().unwrap())
+        .collect();
     assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
 }
 
@@ -430,5 +438,8 @@ fn describe_without_a_cached_model_offline_says_what_to_do() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr.contains("openai/clip-vit-base-patch32") && stderr.contains("--model DIR"), "{stderr}");
+    assert!(
+        stderr.contains("openai/clip-vit-base-patch32") && stderr.contains("--model DIR"),
+        "{stderr}"
+    );
 }

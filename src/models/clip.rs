@@ -173,10 +173,10 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, causal_mask: Option<&Tensor>) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
         let h = self
             .self_attn
-            .forward(&self.layer_norm1.forward(xs)?, causal_mask)?;
+            .forward(&self.layer_norm1.forward(xs)?, causal)?;
         let xs = (xs + h)?;
         let h = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
         Ok((xs + h)?)
@@ -282,9 +282,8 @@ impl TextTransformer {
             .reshape((b, t, d))?;
         let positions = self.position_embedding.narrow(0, 0, t)?;
         let mut xs = tokens.broadcast_add(&positions)?;
-        let mask = causal_mask(t, device)?;
         for layer in &self.layers {
-            xs = layer.forward(&xs, Some(&mask))?;
+            xs = layer.forward(&xs, true)?;
         }
         let xs = self.final_layer_norm.forward(&xs)?;
         // Only the pooled row is needed: because attention is causal, padding after it never
@@ -297,13 +296,6 @@ impl TextTransformer {
         let rows = Tensor::from_vec(rows, b, device)?;
         Ok(xs.reshape((b * t, d))?.index_select(&rows, 0)?)
     }
-}
-
-fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Ok(Tensor::from_vec(mask, (t, t), device)?)
 }
 
 /// `vision_model.*`: patch + class + position embeddings, `pre_layrnorm` (sic, the checkpoint
@@ -390,7 +382,7 @@ impl VisionTransformer {
         let xs = xs.broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
         let mut xs = self.pre_layrnorm.forward(&xs)?;
         for layer in &self.layers {
-            xs = layer.forward(&xs, None)?;
+            xs = layer.forward(&xs, false)?;
         }
         let pooled = xs.narrow(1, 0, 1)?.squeeze(1)?;
         self.post_layernorm.forward(&pooled)

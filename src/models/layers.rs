@@ -5,9 +5,10 @@
 //! `softmax_last_dim`), which have no backward pass: training code must not reuse them.
 
 use anyhow::{Result, bail};
-use candle_core::{D, Tensor};
+use candle_core::{D, DType, Tensor};
 use serde::Deserialize;
 
+use super::cpu_kernels;
 use super::weights::Weights;
 
 /// `hidden_act` of a transformers config.
@@ -28,11 +29,48 @@ pub enum Activation {
 impl Activation {
     pub fn forward(self, xs: &Tensor) -> Result<Tensor> {
         Ok(match self {
+            Activation::QuickGelu if xs.device().is_cpu() && xs.dtype() == DType::F32 => {
+                xs.contiguous()?.apply_op1_no_bwd(&QuickGeluCpu)?
+            }
             Activation::QuickGelu => (xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?)?,
             Activation::Gelu => xs.gelu_erf()?,
             Activation::GeluTanh => xs.gelu()?,
             Activation::Relu => xs.relu()?,
         })
+    }
+}
+
+/// `x · sigmoid(1.702 x)` in one parallel pass on the CPU. The composed version costs three
+/// single-threaded passes and two temporaries, a quarter of ViT-B/32's time on two cores.
+struct QuickGeluCpu;
+
+impl candle_core::CustomOp1 for QuickGeluCpu {
+    fn name(&self) -> &'static str {
+        "quick-gelu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("quick-gelu: f32 only")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("quick-gelu: input must be contiguous")
+        };
+        let input = &data[start..end];
+        let mut out = vec![0f32; input.len()];
+        out.par_chunks_mut(8192)
+            .zip(input.par_chunks(8192))
+            .for_each(|(o, i)| {
+                for (o, &x) in o.iter_mut().zip(i) {
+                    *o = x / (1.0 + (-1.702 * x).exp());
+                }
+            });
+        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
@@ -86,10 +124,13 @@ impl Linear {
         let dims = xs.dims().to_vec();
         let in_dim = *dims.last().unwrap_or(&0);
         let rows = xs.elem_count() / in_dim.max(1);
-        let ys = xs.reshape((rows, in_dim))?.matmul(&self.weight_t)?;
+        let xs2 = xs.reshape((rows, in_dim))?;
         let ys = match &self.bias {
-            Some(b) => ys.broadcast_add(b)?,
-            None => ys,
+            Some(b) if xs.device().is_cpu() && xs.dtype() == DType::F32 => {
+                cpu_kernels::linear_bias(&xs2.contiguous()?, &self.weight_t, b)?
+            }
+            Some(b) => xs2.matmul(&self.weight_t)?.broadcast_add(b)?,
+            None => xs2.matmul(&self.weight_t)?,
         };
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.out_dim();
@@ -145,23 +186,25 @@ impl Attention {
         })
     }
 
-    /// `xs`: `(B, T, hidden)`; `mask`: added to the `(T, T)` scores (`-inf` hides a key).
-    pub fn forward(&self, xs: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    /// `xs`: `(B, T, hidden)`; `causal` hides later positions from each query.
+    pub fn forward(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
         let (b, t, hidden) = xs.dims3()?;
         let (h, hd) = (self.heads, self.head_dim);
-        let qkv = self
-            .qkv
-            .forward(xs)?
-            .reshape((b, t, 3, h, hd))?
-            .permute((2, 0, 3, 1, 4))?;
+        let qkv = self.qkv.forward(xs)?;
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            let out = cpu_kernels::attention(&qkv, h, causal)?;
+            return self.out_proj.forward(&out);
+        }
+        let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?;
         let scale = (hd as f64).powf(-0.5);
         let q = (qkv.get(0)?.contiguous()? * scale)?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
         let scores = q.matmul(&k.t()?)?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
+        let scores = if causal {
+            scores.broadcast_add(&causal_mask(t, xs.device())?)?
+        } else {
+            scores
         };
         let probs = candle_nn::ops::softmax_last_dim(&scores)?;
         let out = probs
@@ -171,6 +214,14 @@ impl Attention {
             .reshape((b, t, hidden))?;
         self.out_proj.forward(&out)
     }
+}
+
+/// `(T, T)`: 0 where a query may see a key, `-inf` above the diagonal.
+fn causal_mask(t: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (t, t), device)?)
 }
 
 /// `fc1 → activation → fc2`.

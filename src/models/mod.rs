@@ -1,6 +1,7 @@
 //! The neural networks, one model a file, with weight paths equal to checkpoint keys.
 
 pub mod clip;
+pub mod cpu_kernels;
 pub mod layers;
 pub mod weights;
 

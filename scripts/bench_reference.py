@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""The reference side of `skyscribe bench`: the same pipeline in transformers + torch.
+
+ViT-B/32 shapes (CLIPConfig's defaults are openai/clip-vit-base-patch32's), random weights,
+EuroSAT JPEGs, 2 threads. Prints images/s end to end (PIL decode + CLIPImageProcessor + model)
+and for the model alone.
+
+  /tmp/pyref/bin/python scripts/bench_reference.py [--images DIR] [--limit 256] [--batch-size 32]
+"""
+import argparse
+import glob
+import os
+import time
+
+import torch
+from PIL import Image
+from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", default=os.path.join(os.path.dirname(__file__), "../../shared/data/eurosat/images/Forest"))
+    ap.add_argument("--limit", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    paths = sorted(glob.glob(os.path.join(args.images, "**", "*.jpg"), recursive=True))[: args.limit]
+    model = CLIPModel(CLIPConfig()).eval()
+    proc = CLIPImageProcessorPil()
+    bs = args.batch_size
+
+    def pixels(batch):
+        return proc(images=[Image.open(p) for p in batch], return_tensors="pt")["pixel_values"]
+
+    with torch.inference_mode():
+        model.get_image_features(pixel_values=pixels(paths[:bs]))  # warm-up
+        start = time.perf_counter()
+        for i in range(0, len(paths), bs):
+            model.get_image_features(pixel_values=pixels(paths[i:i + bs]))
+        end_to_end = len(paths) / (time.perf_counter() - start)
+        all_pixels = [pixels(paths[i:i + bs]) for i in range(0, len(paths), bs)]
+        start = time.perf_counter()
+        for pv in all_pixels:
+            model.get_image_features(pixel_values=pv)
+        model_only = len(paths) / (time.perf_counter() - start)
+    print(f"transformers {__import__('transformers').__version__} + torch {torch.__version__}: "
+          f"{len(paths)} images, batch {bs}, {torch.get_num_threads()} threads")
+    print(f"  end to end (decode + preprocess + encode): {end_to_end:.1f} images/s")
+    print(f"  model only: {model_only:.1f} images/s")
+
+
+if __name__ == "__main__":
+    main()
