@@ -5,10 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
-use anyhow::{Result, bail};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
+use crate::data::ImageRef;
 use crate::hub::{self, ModelDir};
 use crate::imagery::{self, DecodeOptions, Preprocessor};
 use crate::models::ClipModel;
@@ -103,15 +106,49 @@ impl ClipEncoder {
         decode: &DecodeOptions,
         mut sink: impl FnMut(usize, &Path, Result<Vec<f32>>) -> Result<()>,
     ) -> Result<()> {
+        self.embed_batched(
+            paths,
+            batch_size,
+            |p| self.load_pixels(p, decode),
+            |i, r| sink(i, &paths[i], r),
+        )
+    }
+
+    /// Decodes and preprocesses an image or a chip of it; `scenes` keeps the last decoded
+    /// scene so that consecutive chips of one scene decode it once.
+    pub fn load_pixels_ref(
+        &self,
+        image: &ImageRef,
+        decode: &DecodeOptions,
+        scenes: &SceneCache,
+    ) -> Result<Vec<f32>> {
+        match image.crop {
+            None => self.load_pixels(&image.path, decode),
+            Some(rect) => {
+                let scene = scenes.get(&image.path, decode)?;
+                let chip = imagery::crop(&scene, rect).with_context(|| image.display())?;
+                self.preprocessor.preprocess(&chip)
+            }
+        }
+    }
+
+    /// The batched pipeline over any items: `load` turns an item into pixels (in parallel, on
+    /// a producer thread), the model encodes whole batches, and `sink` gets every result in
+    /// input order.
+    pub fn embed_batched<T: Sync>(
+        &self,
+        items: &[T],
+        batch_size: usize,
+        load: impl Fn(&T) -> Result<Vec<f32>> + Sync,
+        mut sink: impl FnMut(usize, Result<Vec<f32>>) -> Result<()>,
+    ) -> Result<()> {
         let batch_size = batch_size.max(1);
+        let load = &load;
         std::thread::scope(|scope| -> Result<()> {
             let (tx, rx) = mpsc::sync_channel::<(usize, Vec<Result<Vec<f32>>>)>(1);
             scope.spawn(move || {
-                for (b, chunk) in paths.chunks(batch_size).enumerate() {
-                    let pixels: Vec<Result<Vec<f32>>> = chunk
-                        .par_iter()
-                        .map(|p| self.load_pixels(p, decode))
-                        .collect();
+                for (b, chunk) in items.chunks(batch_size).enumerate() {
+                    let pixels: Vec<Result<Vec<f32>>> = chunk.par_iter().map(load).collect();
                     if tx.send((b * batch_size, pixels)).is_err() {
                         break; // the consumer stopped early (an error); stop decoding.
                     }
@@ -124,16 +161,35 @@ impl ClipEncoder {
                     .collect();
                 let mut embeds = self.embed_pixels(&good)?.into_iter();
                 for (i, p) in pixels.into_iter().enumerate() {
-                    let idx = start + i;
                     let result = match p {
                         Ok(_) => Ok(embeds.next().expect("one embedding per decoded image")),
                         Err(e) => Err(e),
                     };
-                    sink(idx, &paths[idx], result)?;
+                    sink(start + i, result)?;
                 }
             }
             Ok(())
         })
+    }
+}
+
+/// The most recently decoded large scene, shared by the decoding threads.
+#[derive(Default)]
+pub struct SceneCache {
+    last: Mutex<Option<(PathBuf, Arc<imagery::RgbImage>)>>,
+}
+
+impl SceneCache {
+    pub fn get(&self, path: &Path, decode: &DecodeOptions) -> Result<Arc<imagery::RgbImage>> {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((p, img)) = last.as_ref()
+            && p == path
+        {
+            return Ok(img.clone());
+        }
+        let img = Arc::new(imagery::load_rgb(path, decode)?);
+        *last = Some((path.to_path_buf(), img.clone()));
+        Ok(img)
     }
 }
 

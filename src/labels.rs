@@ -249,7 +249,8 @@ impl LabelSet {
         )
     }
 
-    /// One label a line: `name` or `name: wording | synonym | …`; `#` starts a comment.
+    /// One label a line: `name` or `name: wording | synonym | …`, optionally followed by
+    /// `=> ClassA, ClassB` (the dataset classes the label stands for); `#` starts a comment.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read label file", path.display()))?;
@@ -259,6 +260,16 @@ impl LabelSet {
             if line.is_empty() {
                 continue;
             }
+            let (line, classes) = match line.split_once("=>") {
+                Some((l, c)) => (
+                    l.trim(),
+                    c.split(',')
+                        .map(|c| c.trim().to_string())
+                        .filter(|c| !c.is_empty())
+                        .collect(),
+                ),
+                None => (line, vec![]),
+            };
             let label = match line.split_once(':') {
                 Some((name, rest)) => {
                     let wordings: Vec<String> = rest
@@ -281,7 +292,7 @@ impl LabelSet {
                 }
                 None => Label::plain(line),
             };
-            labels.push(label);
+            labels.push(Label { classes, ..label });
         }
         Self::new(&path.display().to_string(), labels)
     }

@@ -11,10 +11,16 @@
 //! | [`encoder`] | a CLIP model with its tokenizer and preprocessor; the batched image pipeline |
 //! | [`labels`] | label sets, presets, wordings and prompt templates |
 //! | [`zeroshot`] | scoring images against a label set |
+//! | [`data`] | labelled datasets behind one trait: folder, RSICD scenes, JSONL, DOTA, xView |
+//! | [`cache`] | the on-disk embedding cache |
+//! | [`eval`] | zero-shot evaluation: metrics, wording sensitivity, reports and plots |
 //! | [`bench`] | throughput measurement with the real model shapes and random weights |
 
 pub mod bench;
+pub mod cache;
+pub mod data;
 pub mod encoder;
+pub mod eval;
 pub mod hub;
 pub mod imagery;
 pub mod labels;

@@ -74,6 +74,9 @@ enum Command {
         /// Image files or folders (walked recursively).
         inputs: Vec<PathBuf>,
     },
+    /// Measure CLIP on labelled data.
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Images per second of the image pipeline (ViT-B/32 shapes, random weights by default).
     Bench {
         /// Folder or files of images to run through the pipeline.
@@ -91,6 +94,49 @@ enum Command {
         device: String,
         #[arg(long)]
         jsonl: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Zero-shot accuracy on a labelled dataset, with a grid of label wordings and templates.
+    ZeroShot {
+        #[command(flatten)]
+        common: Common,
+        /// KIND:PATH — folder:DIR, rsicd-scenes:IMAGES, jsonl:FILE, dota:DIR, xview:DIR|GEOJSON.
+        #[arg(long)]
+        dataset: String,
+        /// Keep only the images this file lists (paths relative to the dataset, one a line).
+        #[arg(long)]
+        split: Option<PathBuf>,
+        /// A label set (preset, file, or a,b,c); repeat to compare wordings. The first is the
+        /// main one.
+        #[arg(long = "labels", required = true)]
+        labels: Vec<String>,
+        /// A template or template set; repeat to compare (and ensemble) them.
+        #[arg(long = "template")]
+        templates: Vec<String>,
+        /// k of top-k measures (default 5 single-label, 10 multi-label).
+        #[arg(long)]
+        k: Option<usize>,
+        /// Write report.md, report.html, plots, CSV and JSON here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Embedding cache folder (default $SKYSCRIBE_CACHE or ~/.cache/skyscribe).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Encode every image again and do not touch the cache.
+        #[arg(long)]
+        no_cache: bool,
+        /// Chip side for scene datasets (xview, dota).
+        #[arg(long, default_value_t = 300)]
+        chip_size: u32,
+        /// Chip stride (default: the chip size, no overlap).
+        #[arg(long)]
+        chip_stride: Option<u32>,
+        /// Share of a box's area that must lie in a chip for its class to count.
+        #[arg(long, default_value_t = 0.5)]
+        min_box_share: f64,
     },
 }
 
@@ -295,8 +341,120 @@ fn embed_command(common: &Common, texts: &[String], inputs: &[PathBuf]) -> Resul
     })
 }
 
+fn default_cache_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("SKYSCRIBE_CACHE") {
+        return p.into();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("skyscribe").join("embeddings")
+}
+
+fn eval_command(cmd: EvalCommand) -> Result<usize> {
+    let EvalCommand::ZeroShot {
+        common,
+        dataset,
+        split,
+        labels,
+        templates,
+        k,
+        report,
+        cache,
+        no_cache,
+        chip_size,
+        chip_stride,
+        min_box_share,
+    } = cmd;
+    let chips = skyscribe::data::ChipOptions {
+        size: chip_size,
+        stride: chip_stride.unwrap_or(chip_size),
+        min_box_share,
+    };
+    let ds = skyscribe::data::open(&dataset, split.as_deref(), &chips)?;
+    let label_sets: Vec<LabelSet> = labels
+        .iter()
+        .map(|l| LabelSet::parse(l))
+        .collect::<Result<_>>()?;
+    skyscribe::eval::template_variants(&templates)?;
+    let clip = ClipEncoder::load(&common.model, &device(&common.device)?)?;
+    let decode = common.decode();
+    let cache = if no_cache {
+        None
+    } else {
+        Some(skyscribe::cache::EmbeddingCache::open(
+            &cache.unwrap_or_else(default_cache_dir),
+            &clip,
+            &decode,
+        )?)
+    };
+    let bar = progress(ds.samples.len());
+    let (embeddings, stats) = skyscribe::eval::embed_samples(
+        &clip,
+        &ds.samples,
+        cache.as_ref(),
+        common.batch_size,
+        &decode,
+        &bar,
+    )?;
+    bar.finish_and_clear();
+    for (image, why) in &stats.failed {
+        eprintln!("skyscribe: {why}");
+        let _ = image;
+    }
+    let failed = stats.failed.len();
+    let eval =
+        skyscribe::eval::evaluate(&clip, &ds, &embeddings, &label_sets, &templates, k, stats)?;
+    if let Some(dir) = &report {
+        skyscribe::eval::report::write(&eval, dir)?;
+    }
+    let mut out = Out::new();
+    if common.jsonl {
+        for p in &eval.predictions {
+            out.line(&serde_json::to_string(p)?)?;
+        }
+        out.line(&json!({"summary": &eval}).to_string())?;
+    } else {
+        out.line(&format!(
+            "{} — {} images evaluated of {}",
+            eval.dataset, eval.evaluated, eval.images
+        ))?;
+        out.line(&format!(
+            "embeddings: {} encoded, {} from cache, {} corrupt entries recomputed",
+            eval.encode.encoded, eval.encode.from_cache, eval.encode.corrupt_entries
+        ))?;
+        for g in &eval.grid {
+            let what = match (&g.single, &g.multi) {
+                (Some(s), _) => format!(
+                    "top-1 {:.1} %  top-{} {:.1} %  macro F1 {:.1} %",
+                    100.0 * s.top1,
+                    s.k,
+                    100.0 * s.topk,
+                    100.0 * s.macro_f1
+                ),
+                (_, Some(m)) => format!(
+                    "mAP {:.1} %  ≥1 in top-{} {:.1} %  all in top-{} {:.1} %",
+                    100.0 * m.mean_average_precision,
+                    m.k,
+                    100.0 * m.at_least_one_in_top_k,
+                    m.k,
+                    100.0 * m.all_in_top_k
+                ),
+                _ => String::new(),
+            };
+            out.line(&format!("  {:<28} {:<40} {what}", g.labels, g.templates))?;
+        }
+        if let Some(dir) = &report {
+            out.line(&format!("report: {}", dir.join("report.md").display()))?;
+        }
+    }
+    Ok(failed)
+}
+
 fn run(cli: Cli) -> Result<usize> {
     match cli.command {
+        Command::Eval(cmd) => eval_command(cmd),
         Command::Describe {
             common,
             top_k,

@@ -55,6 +55,31 @@ pub fn is_image_path(path: &Path) -> bool {
     )
 }
 
+/// The `(x, y, width, height)` rectangle of an image.
+pub fn crop(img: &RgbImage, (x, y, w, h): (u32, u32, u32, u32)) -> Result<RgbImage> {
+    if w == 0
+        || h == 0
+        || x.checked_add(w).is_none_or(|r| r > img.width)
+        || y.checked_add(h).is_none_or(|b| b > img.height)
+    {
+        bail!(
+            "chip {x},{y},{w},{h} is outside the {}×{} image",
+            img.width,
+            img.height
+        );
+    }
+    let mut pixels = Vec::with_capacity((w * h * 3) as usize);
+    for row in y..y + h {
+        let start = ((row * img.width + x) * 3) as usize;
+        pixels.extend_from_slice(&img.pixels[start..start + (w * 3) as usize]);
+    }
+    Ok(RgbImage {
+        width: w,
+        height: h,
+        pixels,
+    })
+}
+
 /// Decodes a file into 8-bit RGB. Every error names the file.
 pub fn load_rgb(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
     decode(path, opts).with_context(|| format!("{}", path.display()))

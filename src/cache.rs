@@ -1,0 +1,181 @@
+//! The on-disk embedding cache: one file per image embedding, keyed by the model's identity,
+//! the decoding settings, the image file's content hash and the chip rectangle. A second
+//! evaluation with other labels or templates only encodes text; an interrupted run resumes from
+//! what was written. Entries are written atomically (temporary file + rename) and carry a
+//! checksum: a stale or corrupt entry is detected, recomputed and replaced, never trusted.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+use crate::data::ImageRef;
+use crate::encoder::ClipEncoder;
+use crate::imagery::DecodeOptions;
+
+const MAGIC: &[u8; 4] = b"SKE1";
+
+/// Where cached embeddings of one model under one set of decoding settings live.
+pub struct EmbeddingCache {
+    dir: PathBuf,
+    model_key: blake3::Hash,
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Hit(Vec<f32>),
+    Missing,
+    /// The entry exists but fails its checks; it will be recomputed.
+    Corrupt,
+}
+
+fn hash_file_sample(h: &mut blake3::Hasher, path: &Path) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let len = f.metadata()?.len();
+    h.update(&len.to_le_bytes());
+    // The first and last MiB identify a weights file well enough without reading gigabytes.
+    let mut buf = vec![0u8; 1 << 20];
+    let n = f.read(&mut buf)?;
+    h.update(&buf[..n]);
+    if len > (2 << 20) {
+        f.seek(SeekFrom::End(-(1 << 20)))?;
+        let n = f.read(&mut buf)?;
+        h.update(&buf[..n]);
+    }
+    Ok(())
+}
+
+impl EmbeddingCache {
+    /// The cache for `clip` under `root` (created if needed).
+    pub fn open(root: &Path, clip: &ClipEncoder, decode: &DecodeOptions) -> Result<Self> {
+        let mut h = blake3::Hasher::new();
+        h.update(b"skyscribe embedding cache v1\0");
+        for f in [
+            "config.json",
+            "preprocessor_config.json",
+            "model.safetensors",
+            "pytorch_model.bin",
+        ] {
+            let p = clip.source.file(f);
+            if p.is_file() {
+                h.update(f.as_bytes());
+                hash_file_sample(&mut h, &p)?;
+            }
+        }
+        h.update(format!("{:?}", clip.preprocessor).as_bytes());
+        h.update(format!("{:?}", decode.bands).as_bytes());
+        let model_key = h.finalize();
+        let dir = root.join(&model_key.to_hex()[..16]);
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("{}: cannot create cache folder", dir.display()))?;
+        Ok(Self { dir, model_key })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The entry key of an image whose file content hashes to `content`.
+    pub fn key(&self, image: &ImageRef, content: &blake3::Hash) -> String {
+        let mut h = blake3::Hasher::new();
+        h.update(self.model_key.as_bytes());
+        h.update(content.as_bytes());
+        h.update(format!("{:?}", image.crop).as_bytes());
+        h.finalize().to_hex().to_string()
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(&key[..2]).join(format!("{key}.emb"))
+    }
+
+    pub fn get(&self, key: &str) -> Lookup {
+        let Ok(bytes) = std::fs::read(self.path(key)) else {
+            return Lookup::Missing;
+        };
+        decode_entry(&bytes).map_or(Lookup::Corrupt, Lookup::Hit)
+    }
+
+    /// Writes an entry atomically: readers see the old file or the whole new one.
+    pub fn put(&self, key: &str, embedding: &[f32]) -> Result<()> {
+        let path = self.path(key);
+        let dir = path.parent().expect("entries live in a subfolder");
+        std::fs::create_dir_all(dir)?;
+        let mut bytes = Vec::with_capacity(8 + embedding.len() * 4 + 32);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&(embedding.len() as u32).to_le_bytes());
+        for v in embedding {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        let sum = blake3::hash(&bytes);
+        bytes.extend_from_slice(sum.as_bytes());
+        let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("{}: cannot write cache entry", tmp.display()))?;
+        f.write_all(&bytes)?;
+        drop(f);
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("{}: cannot write cache entry", path.display()))?;
+        Ok(())
+    }
+}
+
+fn decode_entry(bytes: &[u8]) -> Option<Vec<f32>> {
+    if bytes.len() < 8 + 32 || &bytes[..4] != MAGIC {
+        return None;
+    }
+    let n = u32::from_le_bytes(bytes[4..8].try_into().ok()?) as usize;
+    if bytes.len() != 8 + n * 4 + 32 {
+        return None;
+    }
+    let (body, sum) = bytes.split_at(8 + n * 4);
+    if blake3::hash(body).as_bytes() != sum {
+        return None;
+    }
+    Some(
+        body[8..]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+    )
+}
+
+/// Content hashes of the distinct files behind `images`, computed in parallel. Files that
+/// cannot be read are left out (their images fail later with the reason).
+pub fn content_hashes(images: &[&ImageRef]) -> HashMap<PathBuf, blake3::Hash> {
+    let mut paths: Vec<&PathBuf> = images.iter().map(|i| &i.path).collect();
+    paths.sort();
+    paths.dedup();
+    paths
+        .par_iter()
+        .filter_map(|p| {
+            let bytes = std::fs::read(p).ok()?;
+            Some(((*p).clone(), blake3::hash(&bytes)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_corruption_is_detected() {
+        let e = vec![1.5f32, -2.0, 0.25];
+        let mut bytes = MAGIC.to_vec();
+        bytes.extend(3u32.to_le_bytes());
+        for v in &e {
+            bytes.extend(v.to_le_bytes());
+        }
+        let sum = blake3::hash(&bytes);
+        bytes.extend(sum.as_bytes());
+        assert_eq!(decode_entry(&bytes), Some(e));
+        let mut flipped = bytes.clone();
+        flipped[10] ^= 1;
+        assert_eq!(decode_entry(&flipped), None);
+        assert_eq!(decode_entry(&bytes[..bytes.len() - 1]), None);
+    }
+}

@@ -1,0 +1,353 @@
+//! Zero-shot evaluation on labelled data: embed every image once (through the cache), score it
+//! against each label set × template variant of a grid, and measure how often CLIP is right and
+//! how much the wording matters.
+
+pub mod metrics;
+pub mod report;
+
+use std::collections::HashMap;
+
+use anyhow::{Result, bail};
+use indicatif::ProgressBar;
+use serde::Serialize;
+
+use crate::cache::{EmbeddingCache, Lookup, content_hashes};
+use crate::data::{Dataset, Sample};
+use crate::encoder::{ClipEncoder, SceneCache};
+use crate::imagery::DecodeOptions;
+use crate::labels::{LabelSet, Templates};
+use crate::zeroshot::ZeroShotClassifier;
+use metrics::{MultiLabelMetrics, SingleLabelMetrics};
+
+/// What embedding the samples cost.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct EncodeStats {
+    pub encoded: usize,
+    pub from_cache: usize,
+    /// Cache entries that failed their checks and were recomputed.
+    pub corrupt_entries: usize,
+    /// `(image, reason)` of images that could not be read.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Embeds every sample's image; `None` where it could not be read. Cached embeddings are
+/// reused, new ones are written to the cache as soon as they are computed.
+pub fn embed_samples(
+    clip: &ClipEncoder,
+    samples: &[Sample],
+    cache: Option<&EmbeddingCache>,
+    batch_size: usize,
+    decode: &DecodeOptions,
+    progress: &ProgressBar,
+) -> Result<(Vec<Option<Vec<f32>>>, EncodeStats)> {
+    use rayon::prelude::*;
+    let mut stats = EncodeStats::default();
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; samples.len()];
+    let mut keys: Vec<Option<String>> = vec![None; samples.len()];
+    if let Some(cache) = cache {
+        let refs: Vec<_> = samples.iter().map(|s| &s.image).collect();
+        let hashes = content_hashes(&refs);
+        keys = samples
+            .iter()
+            .map(|s| hashes.get(&s.image.path).map(|h| cache.key(&s.image, h)))
+            .collect();
+        let found: Vec<Lookup> = keys
+            .par_iter()
+            .map(|k| k.as_ref().map_or(Lookup::Missing, |k| cache.get(k)))
+            .collect();
+        for (i, f) in found.into_iter().enumerate() {
+            match f {
+                Lookup::Hit(e) => {
+                    out[i] = Some(e);
+                    stats.from_cache += 1;
+                }
+                Lookup::Corrupt => stats.corrupt_entries += 1,
+                Lookup::Missing => {}
+            }
+        }
+        progress.inc(stats.from_cache as u64);
+    }
+    let todo: Vec<usize> = (0..samples.len()).filter(|&i| out[i].is_none()).collect();
+    let scenes = SceneCache::default();
+    clip.embed_batched(
+        &todo,
+        batch_size,
+        |&i| clip.load_pixels_ref(&samples[i].image, decode, &scenes),
+        |j, result| {
+            let i = todo[j];
+            progress.inc(1);
+            match result {
+                Ok(e) => {
+                    if let (Some(cache), Some(key)) = (cache, &keys[i]) {
+                        cache.put(key, &e)?;
+                    }
+                    stats.encoded += 1;
+                    out[i] = Some(e);
+                }
+                Err(err) => stats
+                    .failed
+                    .push((samples[i].image.display(), format!("{err:#}"))),
+            }
+            Ok(())
+        },
+    )?;
+    Ok((out, stats))
+}
+
+fn normalized_class(s: &str) -> String {
+    s.trim().to_lowercase().replace(['-', '_'], " ")
+}
+
+/// Which label stands for each dataset class: a label's `classes` (or its own name), compared
+/// case-insensitively with `-` and `_` read as spaces.
+pub fn map_classes(
+    labels: &LabelSet,
+    classes: &[String],
+) -> Result<(HashMap<String, usize>, Vec<String>)> {
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for (i, l) in labels.labels.iter().enumerate() {
+        let stands_for = if l.classes.is_empty() {
+            std::slice::from_ref(&l.name)
+        } else {
+            &l.classes[..]
+        };
+        for c in stands_for {
+            if let Some(prev) = by_name.insert(normalized_class(c), i)
+                && prev != i
+            {
+                bail!(
+                    "{}: class '{c}' is claimed by labels '{}' and '{}'",
+                    labels.source,
+                    labels.labels[prev].name,
+                    l.name
+                );
+            }
+        }
+    }
+    let mut mapped = HashMap::new();
+    let mut unmapped = Vec::new();
+    for c in classes {
+        match by_name.get(&normalized_class(c)) {
+            Some(&i) => {
+                mapped.insert(c.clone(), i);
+            }
+            None => unmapped.push(c.clone()),
+        }
+    }
+    Ok((mapped, unmapped))
+}
+
+/// One cell of the grid: a label set with one template variant (or the ensemble of all).
+#[derive(Debug, Clone, Serialize)]
+pub struct GridResult {
+    pub labels: String,
+    pub templates: String,
+    pub single: Option<SingleLabelMetrics>,
+    pub multi: Option<MultiLabelMetrics>,
+    /// Per evaluated image: every label's probability, in label-set order.
+    #[serde(skip)]
+    pub probabilities: Vec<Vec<f32>>,
+}
+
+impl GridResult {
+    /// The headline number: top-1 accuracy, or mAP for multi-label data.
+    pub fn headline(&self) -> f64 {
+        match (&self.single, &self.multi) {
+            (Some(s), _) => s.top1,
+            (_, Some(m)) => m.mean_average_precision,
+            _ => 0.0,
+        }
+    }
+}
+
+/// An evaluated image of the main configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Prediction {
+    pub input: String,
+    #[serde(rename = "true")]
+    pub truth: Vec<String>,
+    pub predicted: Vec<crate::zeroshot::LabelScore>,
+}
+
+/// The whole evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    pub dataset: String,
+    pub model: String,
+    pub multi_label: bool,
+    pub images: usize,
+    pub evaluated: usize,
+    /// Images whose classes no label of the main set stands for (multi-label data keeps the
+    /// image and drops those classes; this counts dropped class names).
+    pub unmapped_classes: Vec<String>,
+    pub encode: EncodeStats,
+    pub k: usize,
+    /// The main configuration: first label set, all templates together.
+    pub main: GridResult,
+    pub grid: Vec<GridResult>,
+    #[serde(skip)]
+    pub predictions: Vec<Prediction>,
+    #[serde(skip)]
+    pub label_names: Vec<String>,
+}
+
+/// Template variants: each `--template` value (a template or a named set) on its own.
+pub fn template_variants(values: &[String]) -> Result<Vec<(String, Templates)>> {
+    if values.is_empty() {
+        return Ok(vec![(
+            crate::labels::DEFAULT_TEMPLATE.to_string(),
+            Templates::parse(&[])?,
+        )]);
+    }
+    values
+        .iter()
+        .map(|v| Ok((v.clone(), Templates::parse(std::slice::from_ref(v))?)))
+        .collect()
+}
+
+/// Scores `embeddings` (one per sample, `None` for unreadable images) against the grid.
+pub fn evaluate(
+    clip: &ClipEncoder,
+    dataset: &dyn Dataset,
+    embeddings: &[Option<Vec<f32>>],
+    label_sets: &[LabelSet],
+    template_values: &[String],
+    k: Option<usize>,
+    encode: EncodeStats,
+) -> Result<Evaluation> {
+    if label_sets.is_empty() {
+        bail!("no label set to evaluate");
+    }
+    let variants = template_variants(template_values)?;
+    let multi = dataset.multi_label();
+    let k = k.unwrap_or(if multi { 10 } else { 5 });
+    let samples = dataset.samples();
+    let mut grid = Vec::new();
+    let mut main = None;
+    let mut main_truth: Vec<Vec<usize>> = Vec::new();
+    let mut main_idx: Vec<usize> = Vec::new();
+    let mut unmapped_main = Vec::new();
+    for (si, set) in label_sets.iter().enumerate() {
+        let (mapped, unmapped) = map_classes(set, dataset.classes())?;
+        // Truth in label space, for the images that can be evaluated.
+        let mut idx = Vec::new();
+        let mut truth: Vec<Vec<usize>> = Vec::new();
+        for (i, s) in samples.iter().enumerate() {
+            if embeddings[i].is_none() {
+                continue;
+            }
+            let t: Vec<usize> = s
+                .labels
+                .iter()
+                .filter_map(|c| mapped.get(c).copied())
+                .collect();
+            if !multi && t.len() != s.labels.len() {
+                continue; // reported below as unmapped
+            }
+            let mut t = t;
+            t.sort();
+            t.dedup();
+            idx.push(i);
+            truth.push(t);
+        }
+        let used_unmapped: Vec<String> = unmapped
+            .iter()
+            .filter(|c| samples.iter().any(|s| s.labels.contains(c)))
+            .cloned()
+            .collect();
+        if !multi && !used_unmapped.is_empty() {
+            bail!(
+                "label set {}: no label stands for the dataset class(es) {}; add them, or map them with `label: wording => Class`",
+                set.source,
+                used_unmapped.join(", ")
+            );
+        }
+        let names: Vec<String> = set.labels.iter().map(|l| l.name.clone()).collect();
+        let mut cells: Vec<(String, Templates)> = variants.clone();
+        if variants.len() > 1 {
+            let all: Vec<String> = variants.iter().flat_map(|(_, t)| t.0.clone()).collect();
+            cells.push(("ensemble of all".to_string(), Templates(all)));
+        }
+        let last = cells.len() - 1;
+        for (ci, (tname, templates)) in cells.into_iter().enumerate() {
+            let classifier = ZeroShotClassifier::new(clip, set.clone(), templates)?;
+            let probabilities: Vec<Vec<f32>> = idx
+                .iter()
+                .map(|&i| {
+                    classifier.probabilities(
+                        embeddings[i]
+                            .as_ref()
+                            .expect("evaluated images have embeddings"),
+                    )
+                })
+                .collect();
+            let (single, multi_m) = if multi {
+                (
+                    None,
+                    Some(metrics::multi_label(&names, &truth, &probabilities, k)),
+                )
+            } else {
+                let t: Vec<usize> = truth.iter().map(|t| t[0]).collect();
+                (
+                    Some(metrics::single_label(&names, &t, &probabilities, k)),
+                    None,
+                )
+            };
+            let cell = GridResult {
+                labels: set.source.clone(),
+                templates: tname,
+                single,
+                multi: multi_m,
+                probabilities,
+            };
+            if si == 0 && ci == last {
+                main = Some(cell.clone());
+                main_truth = truth.clone();
+                main_idx = idx.clone();
+                unmapped_main = used_unmapped.clone();
+            }
+            grid.push(cell);
+        }
+    }
+    let main = main.expect("the first label set has a main cell");
+    let names: Vec<String> = label_sets[0]
+        .labels
+        .iter()
+        .map(|l| l.name.clone())
+        .collect();
+    let predictions = main_idx
+        .iter()
+        .zip(&main_truth)
+        .zip(&main.probabilities)
+        .map(|((&i, t), p)| {
+            let mut predicted: Vec<crate::zeroshot::LabelScore> = names
+                .iter()
+                .zip(p)
+                .map(|(n, &s)| crate::zeroshot::LabelScore {
+                    label: n.clone(),
+                    score: s,
+                })
+                .collect();
+            predicted.sort_by(|a, b| b.score.total_cmp(&a.score));
+            Prediction {
+                input: samples[i].image.display(),
+                truth: t.iter().map(|&j| names[j].clone()).collect(),
+                predicted,
+            }
+        })
+        .collect();
+    Ok(Evaluation {
+        dataset: dataset.name().to_string(),
+        model: clip.source.spec.clone(),
+        multi_label: multi,
+        images: samples.len(),
+        evaluated: main_idx.len(),
+        unmapped_classes: unmapped_main,
+        encode,
+        k,
+        main,
+        grid,
+        predictions,
+        label_names: names,
+    })
+}
