@@ -15,6 +15,7 @@ What it writes:
                                           and vocab.bpe, likewise through GPT2Tokenizer
   tests/fixtures/tokenizers/reference_ids.json   ids of >500 strings from both reference tokenizers
   tests/fixtures/clip/tiny-a, tiny-b      tiny random CLIP models (HF layout) + reference.json
+  tests/fixtures/gpt2/tiny                a tiny random GPT-2 + reference logits
   tests/fixtures/images/*                 small images in modes the data set lacks (L, RGBA, P, WebP)
   tests/fixtures/preprocess/*.png         transformers' resized + cropped uint8 pixels at 224 px
 """
@@ -31,6 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
     CLIPConfig,
     CLIPImageProcessorPil,
     CLIPModel,
@@ -278,6 +281,38 @@ def write_preprocess_fixture(images):
         json.dump(index, f, indent=1)
 
 
+def make_gpt2(name, seed, **cfg):
+    """A tiny random GPT-2 and its reference logits: full pass, embeddings input, cached steps."""
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(**cfg)).eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    out = FIX / "gpt2" / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    model.save_pretrained(out)
+    (out / "generation_config.json").unlink(missing_ok=True)
+    ids = torch.randint(0, cfg["vocab_size"], (2, 9), generator=g)
+    prefix = torch.randn((2, 4, cfg["n_embd"]), generator=g)
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+        embeds = torch.cat([prefix, model.transformer.wte(ids)], dim=1)
+        logits_embeds = model(inputs_embeds=embeds).logits
+    ref = {
+        "input_ids": ids.tolist(),
+        "logits": logits.flatten().tolist(),
+        "logits_shape": list(logits.shape),
+        "prefix": prefix.flatten().tolist(),
+        "prefix_shape": list(prefix.shape),
+        "logits_with_prefix": logits_embeds.flatten().tolist(),
+    }
+    with open(out / "reference.json", "w") as f:
+        json.dump(ref, f)
+    print(f"gpt2 {name}: {sum(p.stat().st_size for p in out.iterdir()) / 1e6:.2f} MB")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default=os.environ.get("SKYSCRIBE_DATA", str(ROOT.parent / "shared" / "data")))
@@ -289,6 +324,8 @@ def main():
     write_token_fixture(clip_tok, gpt2_tok, data)
     images = fixture_images(data)
     write_preprocess_fixture(images)
+    make_gpt2("tiny", 3, vocab_size=256, n_positions=32, n_embd=32, n_layer=2, n_head=4,
+              bos_token_id=255, eos_token_id=255)
     make_clip(
         "tiny-a",
         text=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,

@@ -2,6 +2,7 @@
 
 pub mod clip;
 pub mod cpu_kernels;
+pub mod gpt2;
 pub mod layers;
 pub mod weights;
 

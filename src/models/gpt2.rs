@@ -1,0 +1,289 @@
+//! GPT-2 as transformers' `GPT2LMHeadModel` computes it, for ClipCap captioning: it takes input
+//! embeddings (so an image prefix can be prepended to token embeddings) and keeps a KV cache for
+//! generation. The language-model head is tied to the token embeddings, as in every GPT-2.
+//!
+//! Checkpoint keys are those of the Hugging Face `gpt2` layout, with or without the
+//! `transformer.` prefix. GPT-2's `Conv1D` layers store weights as `(in, out)`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use candle_core::{D, Device, Tensor};
+use serde::Deserialize;
+
+use super::layers::{Activation, LayerNorm, Linear};
+use super::weights::Weights;
+
+/// A Hugging Face GPT-2 `config.json`; defaults are `gpt2`'s (124M).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_inner: Option<usize>,
+    pub activation_function: Activation,
+    pub layer_norm_epsilon: f64,
+}
+
+impl Default for Gpt2Config {
+    fn default() -> Self {
+        Self {
+            vocab_size: 50257,
+            n_positions: 1024,
+            n_embd: 768,
+            n_layer: 12,
+            n_head: 12,
+            n_inner: None,
+            activation_function: Activation::GeluTanh,
+            layer_norm_epsilon: 1e-5,
+        }
+    }
+}
+
+impl Gpt2Config {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read GPT-2 config", path.display()))?;
+        let c: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid GPT-2 config.json", path.display()))?;
+        if c.n_head == 0 || c.n_embd % c.n_head != 0 {
+            bail!(
+                "{}: n_embd {} is not a multiple of n_head {}",
+                path.display(),
+                c.n_embd,
+                c.n_head
+            );
+        }
+        Ok(c)
+    }
+
+    pub fn inner(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    c_attn: Linear,
+    c_proj: Linear,
+    ln_2: LayerNorm,
+    c_fc: Linear,
+    mlp_proj: Linear,
+    heads: usize,
+    act: Activation,
+}
+
+/// Keys and values of the positions seen so far, per layer: `(B, H, T, head_dim)`.
+#[derive(Default, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(layers: usize) -> Self {
+        Self {
+            layers: vec![None; layers],
+        }
+    }
+
+    /// How many positions are cached.
+    pub fn len(&self) -> usize {
+        self.layers
+            .first()
+            .and_then(|l| l.as_ref())
+            .map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the batch rows in `rows` (beam search reorders hypotheses).
+    pub fn select(&self, rows: &Tensor) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match l {
+                Some((k, v)) => Ok(Some((k.index_select(rows, 0)?, v.index_select(rows, 0)?))),
+                None => Ok(None),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { layers })
+    }
+}
+
+fn conv1d(w: &Weights, prefix: &str, n_in: usize, n_out: usize) -> Result<Linear> {
+    let weight = w.get(&format!("{prefix}.weight"), &[n_in, n_out])?;
+    let bias = w.get(&format!("{prefix}.bias"), &[n_out])?;
+    // Conv1D stores (in, out): its transpose is the (out, in) weight of a linear layer.
+    Linear::from_weights(weight.t()?, Some(bias))
+}
+
+impl Block {
+    fn load(w: &Weights, p: &str, c: &Gpt2Config) -> Result<Self> {
+        let d = c.n_embd;
+        Ok(Self {
+            ln_1: LayerNorm::load(w, &format!("{p}.ln_1"), d, c.layer_norm_epsilon)?,
+            c_attn: conv1d(w, &format!("{p}.attn.c_attn"), d, 3 * d)?,
+            c_proj: conv1d(w, &format!("{p}.attn.c_proj"), d, d)?,
+            ln_2: LayerNorm::load(w, &format!("{p}.ln_2"), d, c.layer_norm_epsilon)?,
+            c_fc: conv1d(w, &format!("{p}.mlp.c_fc"), d, c.inner())?,
+            mlp_proj: conv1d(w, &format!("{p}.mlp.c_proj"), c.inner(), d)?,
+            heads: c.n_head,
+            act: c.activation_function,
+        })
+    }
+
+    fn attention(&self, xs: &Tensor, cache: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
+        let (b, t, d) = xs.dims3()?;
+        let h = self.heads;
+        let hd = d / h;
+        let qkv = self
+            .c_attn
+            .forward(xs)?
+            .reshape((b, t, 3, h, hd))?
+            .permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let mut k = qkv.get(1)?.contiguous()?;
+        let mut v = qkv.get(2)?.contiguous()?;
+        let past = match cache {
+            Some((pk, pv)) => {
+                let p = pk.dim(2)?;
+                k = Tensor::cat(&[&*pk, &k], 2)?.contiguous()?;
+                v = Tensor::cat(&[&*pv, &v], 2)?.contiguous()?;
+                p
+            }
+            None => 0,
+        };
+        *cache = Some((k.clone(), v.clone()));
+        let total = past + t;
+        let scores = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?;
+        // Query i sits at absolute position past + i and sees keys up to it.
+        let mask: Vec<f32> = (0..t)
+            .flat_map(|i| {
+                (0..total).map(move |j| if j > past + i { f32::NEG_INFINITY } else { 0.0 })
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (t, total), xs.device())?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, t, d))?;
+        self.c_proj.forward(&out)
+    }
+
+    fn forward(&self, xs: &Tensor, cache: &mut Option<(Tensor, Tensor)>) -> Result<Tensor> {
+        let a = self.attention(&self.ln_1.forward(xs)?, cache)?;
+        let xs = (xs + a)?;
+        let m = self.mlp_proj.forward(
+            &self
+                .act
+                .forward(&self.c_fc.forward(&self.ln_2.forward(&xs)?)?)?,
+        )?;
+        Ok((xs + m)?)
+    }
+}
+
+/// GPT-2 with its tied language-model head.
+pub struct Gpt2 {
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    /// `wte` transposed, `(n_embd, vocab)`: the tied head as one matrix product.
+    head_t: Tensor,
+    config: Gpt2Config,
+    device: Device,
+}
+
+impl Gpt2 {
+    pub fn new(config: Gpt2Config, w: &Weights) -> Result<Self> {
+        // `gpt2` on the hub stores bare keys; GPT2LMHeadModel.save_pretrained adds `transformer.`.
+        let prefix = if w.contains("transformer.wte.weight") {
+            "transformer."
+        } else {
+            ""
+        };
+        let d = config.n_embd;
+        let wte = w.get(&format!("{prefix}wte.weight"), &[config.vocab_size, d])?;
+        let wpe = w.get(&format!("{prefix}wpe.weight"), &[config.n_positions, d])?;
+        let blocks = (0..config.n_layer)
+            .map(|i| Block::load(w, &format!("{prefix}h.{i}"), &config))
+            .collect::<Result<_>>()?;
+        let ln_f = LayerNorm::load(w, &format!("{prefix}ln_f"), d, config.layer_norm_epsilon)?;
+        let head_t = wte.t()?.contiguous()?;
+        Ok(Self {
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            head_t,
+            config,
+            device: w.device().clone(),
+        })
+    }
+
+    pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+        let config = Gpt2Config::from_file(&dir.join("config.json"))?;
+        Self::new(config, &Weights::from_model_dir(dir, device)?)
+    }
+
+    pub fn config(&self) -> &Gpt2Config {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.blocks.len())
+    }
+
+    /// Token embeddings `(B, T, n_embd)` of ids `(B, T)`.
+    pub fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        Ok(self
+            .wte
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.config.n_embd))?)
+    }
+
+    /// Logits `(B, T, vocab)` for input embeddings `(B, T, n_embd)` that follow the
+    /// `cache.len()` positions already in `cache` (which is extended).
+    pub fn forward_embeds(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t, d) = embeds.dims3()?;
+        let past = cache.len();
+        if past + t > self.config.n_positions {
+            bail!(
+                "sequence of {} positions exceeds GPT-2's context of {}",
+                past + t,
+                self.config.n_positions
+            );
+        }
+        let mut xs = embeds.broadcast_add(&self.wpe.narrow(0, past, t)?)?;
+        for (block, c) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            xs = block.forward(&xs, c)?;
+        }
+        let xs = self.ln_f.forward(&xs)?;
+        Ok(xs
+            .reshape((b * t, d))?
+            .matmul(&self.head_t)?
+            .reshape((b, t, self.config.vocab_size))?)
+    }
+
+    /// Logits for token ids `(B, T)`.
+    pub fn forward_ids(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        self.forward_embeds(&self.embed_tokens(ids)?, cache)
+    }
+}
+
+/// Index of the largest value of each row of `(B, V)` logits.
+pub fn argmax_last(logits: &Tensor) -> Result<Vec<u32>> {
+    Ok(logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
+}
