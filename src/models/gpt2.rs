@@ -49,7 +49,7 @@ impl Gpt2Config {
             .with_context(|| format!("{}: cannot read GPT-2 config", path.display()))?;
         let c: Self = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a valid GPT-2 config.json", path.display()))?;
-        if c.n_head == 0 || c.n_embd % c.n_head != 0 {
+        if c.n_head == 0 || !c.n_embd.is_multiple_of(c.n_head) {
             bail!(
                 "{}: n_embd {} is not a multiple of n_head {}",
                 path.display(),
