@@ -2,6 +2,7 @@
 //! against each label set × template variant of a grid, and measure how often CLIP is right and
 //! how much the wording matters.
 
+pub mod captions;
 pub mod metrics;
 pub mod report;
 

@@ -1,0 +1,274 @@
+//! Caption metrics as the COCO caption evaluation code (pycocoevalcap) computes them, on
+//! pre-tokenised captions (tokens separated by spaces): BLEU-1..4 (closest reference length),
+//! ROUGE-L (β = 1.2) and CIDEr-D (σ = 6, clipped, ×10). Corpus and per-image scores.
+//!
+//! References are counted as given: a sentence repeated among an image's references counts
+//! twice, exactly as the reference scorers count it.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+type Ngram<'a> = Vec<&'a str>;
+
+fn ngram_counts<'a>(words: &[&'a str], n: usize) -> HashMap<Ngram<'a>, usize> {
+    let mut counts = HashMap::new();
+    for k in 1..=n {
+        for w in words.windows(k) {
+            *counts.entry(w.to_vec()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// One image's hypothesis and references.
+pub struct CaptionPair<'a> {
+    pub hypothesis: &'a str,
+    pub references: Vec<&'a str>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CaptionScores {
+    pub bleu: [f64; 4],
+    pub rouge_l: f64,
+    pub cider_d: f64,
+}
+
+/// Per-image and corpus BLEU-1..4: `(corpus, per_image)`.
+pub fn bleu(pairs: &[CaptionPair]) -> ([f64; 4], Vec<[f64; 4]>) {
+    const TINY: f64 = 1e-15;
+    const SMALL: f64 = 1e-9;
+    let n = 4;
+    let (mut test_total, mut ref_total) = (0f64, 0f64);
+    let mut guess_total = [0f64; 4];
+    let mut correct_total = [0f64; 4];
+    let mut per_image = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let words: Vec<&str> = p.hypothesis.split_whitespace().collect();
+        let counts = ngram_counts(&words, n);
+        let mut max_ref: HashMap<Ngram, usize> = HashMap::new();
+        let mut ref_lens = Vec::new();
+        for r in &p.references {
+            let rw: Vec<&str> = r.split_whitespace().collect();
+            ref_lens.push(rw.len());
+            for (g, c) in ngram_counts(&rw, n) {
+                let e = max_ref.entry(g).or_insert(0);
+                *e = (*e).max(c);
+            }
+        }
+        let testlen = words.len();
+        // "closest": the reference length nearest the hypothesis', the shorter on a tie.
+        let reflen = ref_lens
+            .iter()
+            .map(|&l| ((l as i64 - testlen as i64).abs(), l))
+            .min()
+            .map_or(0, |x| x.1);
+        let mut guess = [0f64; 4];
+        let mut correct = [0f64; 4];
+        for k in 0..n {
+            guess[k] = (testlen as i64 - k as i64).max(0) as f64;
+        }
+        for (g, c) in &counts {
+            correct[g.len() - 1] += (*c).min(*max_ref.get(g).unwrap_or(&0)) as f64;
+        }
+        test_total += testlen as f64;
+        ref_total += reflen as f64;
+        let mut scores = [0f64; 4];
+        let mut b = 1.0;
+        for k in 0..n {
+            guess_total[k] += guess[k];
+            correct_total[k] += correct[k];
+            b *= (correct[k] + TINY) / (guess[k] + SMALL);
+            scores[k] = b.powf(1.0 / (k + 1) as f64);
+        }
+        let ratio = (testlen as f64 + TINY) / (reflen as f64 + SMALL);
+        if ratio < 1.0 {
+            for s in &mut scores {
+                *s *= (1.0 - 1.0 / ratio).exp();
+            }
+        }
+        per_image.push(scores);
+    }
+    let mut corpus = [0f64; 4];
+    let mut b = 1.0;
+    for k in 0..n {
+        b *= (correct_total[k] + TINY) / (guess_total[k] + SMALL);
+        corpus[k] = b.powf(1.0 / (k + 1) as f64);
+    }
+    let ratio = (test_total + TINY) / (ref_total + SMALL);
+    if ratio < 1.0 {
+        for s in &mut corpus {
+            *s *= (1.0 - 1.0 / ratio).exp();
+        }
+    }
+    (corpus, per_image)
+}
+
+fn lcs(a: &[&str], b: &[&str]) -> usize {
+    let mut prev = vec![0usize; b.len() + 1];
+    for x in a {
+        let mut cur = vec![0usize; b.len() + 1];
+        for (j, y) in b.iter().enumerate() {
+            cur[j + 1] = if x == y {
+                prev[j] + 1
+            } else {
+                cur[j].max(prev[j + 1])
+            };
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// ROUGE-L per image (the corpus score is their mean). Tokens are split on single spaces,
+/// as the reference does.
+pub fn rouge_l(pairs: &[CaptionPair]) -> (f64, Vec<f64>) {
+    const BETA: f64 = 1.2;
+    let scores: Vec<f64> = pairs
+        .iter()
+        .map(|p| {
+            let c: Vec<&str> = p.hypothesis.split(' ').collect();
+            let (mut pmax, mut rmax) = (0f64, 0f64);
+            for r in &p.references {
+                let t: Vec<&str> = r.split(' ').collect();
+                let l = lcs(&t, &c) as f64;
+                pmax = pmax.max(l / c.len() as f64);
+                rmax = rmax.max(l / t.len() as f64);
+            }
+            if pmax != 0.0 && rmax != 0.0 {
+                (1.0 + BETA * BETA) * pmax * rmax / (rmax + BETA * BETA * pmax)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    (mean(&scores), scores)
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        0.0
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// CIDEr's n-gram vectors: term frequency × (log #images − log document frequency), per n,
+/// with their norms and the bigram count (CIDEr-D's length term).
+#[allow(clippy::type_complexity)]
+fn tf_idf<'a>(
+    counts: &HashMap<Ngram<'a>, usize>,
+    df: &HashMap<&Ngram, f64>,
+    ref_len: f64,
+) -> (Vec<HashMap<Ngram<'a>, f64>>, [f64; 4], usize) {
+    let mut vec: Vec<HashMap<Ngram<'a>, f64>> = vec![HashMap::new(); 4];
+    let mut norm = [0f64; 4];
+    let mut length = 0;
+    for (g, &tf) in counts {
+        let d = df.get(g).copied().unwrap_or(0.0).max(1.0).ln();
+        let n = g.len() - 1;
+        let w = tf as f64 * (ref_len - d);
+        vec[n].insert(g.clone(), w);
+        norm[n] += w * w;
+        if n == 1 {
+            length += tf;
+        }
+    }
+    (vec, norm.map(f64::sqrt), length)
+}
+
+/// CIDEr-D per image (the corpus score is their mean). Document frequencies come from the
+/// references of all images given.
+pub fn cider_d(pairs: &[CaptionPair]) -> (f64, Vec<f64>) {
+    const N: usize = 4;
+    const SIGMA: f64 = 6.0;
+    let refs: Vec<Vec<HashMap<Ngram, usize>>> = pairs
+        .iter()
+        .map(|p| {
+            p.references
+                .iter()
+                .map(|r| ngram_counts(&r.split_whitespace().collect::<Vec<_>>(), N))
+                .collect()
+        })
+        .collect();
+    let mut df: HashMap<&Ngram, f64> = HashMap::new();
+    for image in &refs {
+        let mut seen: std::collections::HashSet<&Ngram> = std::collections::HashSet::new();
+        for r in image {
+            seen.extend(r.keys());
+        }
+        for g in seen {
+            *df.entry(g).or_insert(0.0) += 1.0;
+        }
+    }
+    let ref_len = (pairs.len() as f64).ln();
+    let scores: Vec<f64> = pairs
+        .iter()
+        .zip(&refs)
+        .map(|(p, image_refs)| {
+            let hyp = ngram_counts(&p.hypothesis.split_whitespace().collect::<Vec<_>>(), N);
+            let (vh, nh, lh) = tf_idf(&hyp, &df, ref_len);
+            let mut score = [0f64; N];
+            for r in image_refs {
+                let (vr, nr, lr) = tf_idf(r, &df, ref_len);
+                let delta = lh as f64 - lr as f64;
+                for n in 0..N {
+                    let mut val: f64 = vh[n]
+                        .iter()
+                        .map(|(g, &w)| {
+                            w.min(*vr[n].get(g).unwrap_or(&0.0)) * vr[n].get(g).unwrap_or(&0.0)
+                        })
+                        .sum();
+                    if nh[n] != 0.0 && nr[n] != 0.0 {
+                        val /= nh[n] * nr[n];
+                    }
+                    score[n] += val * (-(delta * delta) / (2.0 * SIGMA * SIGMA)).exp();
+                }
+            }
+            mean(&score) / image_refs.len() as f64 * 10.0
+        })
+        .collect();
+    (mean(&scores), scores)
+}
+
+/// All metrics, corpus-level and per image.
+pub fn score(pairs: &[CaptionPair]) -> (CaptionScores, Vec<CaptionScores>) {
+    let (b, bs) = bleu(pairs);
+    let (r, rs) = rouge_l(pairs);
+    let (c, cs) = cider_d(pairs);
+    let per = bs
+        .into_iter()
+        .zip(rs)
+        .zip(cs)
+        .map(|((bleu, rouge_l), cider_d)| CaptionScores {
+            bleu,
+            rouge_l,
+            cider_d,
+        })
+        .collect();
+    (
+        CaptionScores {
+            bleu: b,
+            rouge_l: r,
+            cider_d: c,
+        },
+        per,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_captions_score_perfectly_on_bleu_and_rouge() {
+        let pairs = vec![CaptionPair {
+            hypothesis: "a large airport with many planes",
+            references: vec!["a large airport with many planes"],
+        }];
+        let (b, _) = bleu(&pairs);
+        assert!(b.iter().all(|&x| (x - 1.0).abs() < 1e-9), "{b:?}");
+        assert!((rouge_l(&pairs).0 - 1.0).abs() < 1e-12);
+        assert_eq!(lcs(&["a", "b", "c", "d"], &["b", "d", "e"]), 2);
+    }
+}
