@@ -63,11 +63,8 @@ pub fn bleu(pairs: &[CaptionPair]) -> ([f64; 4], Vec<[f64; 4]>) {
             .map(|&l| ((l as i64 - testlen as i64).abs(), l))
             .min()
             .map_or(0, |x| x.1);
-        let mut guess = [0f64; 4];
+        let guess: [f64; 4] = std::array::from_fn(|k| (testlen as i64 - k as i64).max(0) as f64);
         let mut correct = [0f64; 4];
-        for k in 0..n {
-            guess[k] = (testlen as i64 - k as i64).max(0) as f64;
-        }
         for (g, c) in &counts {
             correct[g.len() - 1] += (*c).min(*max_ref.get(g).unwrap_or(&0)) as f64;
         }
