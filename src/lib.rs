@@ -11,6 +11,7 @@
 //! | [`encoder`] | a CLIP model with its tokenizer and preprocessor; the batched image pipeline |
 //! | [`labels`] | label sets, presets, wordings and prompt templates |
 //! | [`zeroshot`] | scoring images against a label set |
+//! | [`caption`] | ClipCap captioners: mapping network + GPT-2, greedy decoding, checkpoint import |
 //! | [`data`] | labelled datasets behind one trait: folder, RSICD scenes, JSONL, DOTA, xView |
 //! | [`cache`] | the on-disk embedding cache |
 //! | [`eval`] | zero-shot evaluation: metrics, wording sensitivity, reports and plots |
@@ -18,6 +19,7 @@
 
 pub mod bench;
 pub mod cache;
+pub mod caption;
 pub mod data;
 pub mod encoder;
 pub mod eval;

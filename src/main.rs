@@ -74,6 +74,48 @@ enum Command {
         /// Image files or folders (walked recursively).
         inputs: Vec<PathBuf>,
     },
+    /// Captions from a ClipCap captioner (greedy decoding, as the reference's generate2).
+    Caption {
+        #[command(flatten)]
+        common: Common,
+        /// A captioner directory (config.json, model.safetensors, tokenizer.json).
+        #[arg(long)]
+        captioner: PathBuf,
+        /// greedy (beam search and sampling are not built yet).
+        #[arg(long, default_value = "greedy")]
+        decode: String,
+        /// At most this many tokens per caption.
+        #[arg(long, default_value_t = 67)]
+        max_tokens: usize,
+        /// Image files or folders (walked recursively).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Convert a checkpoint saved by the reference ClipCap code into a captioner directory.
+    ImportClipcap {
+        /// The `.pt` state dict (clip_project.* and gpt.* tensors).
+        #[arg(long)]
+        weights: PathBuf,
+        /// The GPT-2 it was trained with: a directory (config.json, tokenizer.json) or hub id.
+        #[arg(long)]
+        gpt2: String,
+        /// The CLIP model it was trained with: a directory or hub id.
+        #[arg(long)]
+        clip: String,
+        /// mlp or transformer.
+        #[arg(long)]
+        mapping: String,
+        #[arg(long, default_value_t = 10)]
+        prefix_length: usize,
+        #[arg(long, default_value_t = 10)]
+        clip_length: usize,
+        #[arg(long, default_value_t = 8)]
+        num_layers: usize,
+        #[arg(long)]
+        normalize_prefix: bool,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Measure CLIP on labelled data.
     #[command(subcommand)]
     Eval(EvalCommand),
@@ -452,8 +494,127 @@ fn eval_command(cmd: EvalCommand) -> Result<usize> {
     Ok(failed)
 }
 
+fn caption_command(
+    common: &Common,
+    captioner: &std::path::Path,
+    decode: &str,
+    max_tokens: usize,
+    inputs: &[PathBuf],
+) -> Result<usize> {
+    if decode != "greedy" {
+        bail!("--decode {decode}: only greedy decoding is built so far");
+    }
+    let dev = device(&common.device)?;
+    let cap = skyscribe::caption::Captioner::load(captioner, &dev)?;
+    // --model overrides the CLIP model the captioner was trained with.
+    let clip_spec = if common.model == DEFAULT_CLIP {
+        cap.config.clip_model.clone()
+    } else {
+        common.model.clone()
+    };
+    let (paths, failed) = gather(inputs);
+    let clip = ClipEncoder::load(&clip_spec, &dev)?;
+    let opts = skyscribe::caption::DecodeOptions { max_tokens };
+    let mut out = Out::new();
+    let mut batch: Vec<(PathBuf, Vec<f32>)> = Vec::new();
+    let flush = |batch: &mut Vec<(PathBuf, Vec<f32>)>, out: &mut Out| -> Result<()> {
+        let embeds: Vec<Vec<f32>> = batch.iter().map(|b| b.1.clone()).collect();
+        for ((path, _), ids) in batch.iter().zip(cap.greedy(&embeds, &opts)?) {
+            let caption = cap.decode_text(&ids)?;
+            if common.jsonl {
+                out.line(
+                    &json!({"input": path.display().to_string(), "caption": caption}).to_string(),
+                )?;
+            } else {
+                out.line(&format!("{}\t{caption}", path.display()))?;
+            }
+        }
+        batch.clear();
+        Ok(())
+    };
+    let batch_size = common.batch_size;
+    let failed = for_each_image(&clip, &paths, common, failed, |path, e| {
+        batch.push((path.to_path_buf(), e));
+        if batch.len() >= batch_size {
+            flush(&mut batch, &mut out)
+        } else {
+            Ok(())
+        }
+    })?;
+    flush(&mut batch, &mut out)?;
+    Ok(failed)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn import_command(
+    weights: &std::path::Path,
+    gpt2: &str,
+    clip: &str,
+    mapping: &str,
+    prefix_length: usize,
+    clip_length: usize,
+    num_layers: usize,
+    normalize_prefix: bool,
+    out: &std::path::Path,
+) -> Result<usize> {
+    use skyscribe::models::mapper::MappingType;
+    let mapping_type = match mapping {
+        "mlp" => MappingType::Mlp,
+        "transformer" => MappingType::Transformer,
+        other => bail!("--mapping {other}: expected mlp or transformer"),
+    };
+    let gpt2_dir = skyscribe::hub::resolve(gpt2, &["config.json", "tokenizer.json"], &[])?;
+    let clip_dir = skyscribe::hub::resolve(clip, &["config.json"], &[])?;
+    let clip_config = skyscribe::models::ClipConfig::from_file(&clip_dir.file("config.json"))?;
+    skyscribe::caption::import_clipcap(
+        &skyscribe::caption::ImportOptions {
+            weights,
+            gpt2_dir: &gpt2_dir.dir,
+            gpt2_spec: gpt2,
+            clip_spec: clip,
+            prefix_size: clip_config.projection_dim,
+            mapping_type,
+            prefix_length,
+            clip_length,
+            num_layers,
+            normalize_prefix,
+        },
+        out,
+    )?;
+    eprintln!("skyscribe: wrote captioner {}", out.display());
+    Ok(0)
+}
+
 fn run(cli: Cli) -> Result<usize> {
     match cli.command {
+        Command::Caption {
+            common,
+            captioner,
+            decode,
+            max_tokens,
+            inputs,
+        } => caption_command(&common, &captioner, &decode, max_tokens, &inputs),
+        Command::ImportClipcap {
+            weights,
+            gpt2,
+            clip,
+            mapping,
+            prefix_length,
+            clip_length,
+            num_layers,
+            normalize_prefix,
+            out,
+        } => import_command(
+            &weights,
+            &gpt2,
+            &clip,
+            &mapping,
+            prefix_length,
+            clip_length,
+            num_layers,
+            normalize_prefix,
+            &out,
+        ),
         Command::Eval(cmd) => eval_command(cmd),
         Command::Describe {
             common,

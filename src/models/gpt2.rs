@@ -15,7 +15,7 @@ use super::layers::{Activation, LayerNorm, Linear};
 use super::weights::Weights;
 
 /// A Hugging Face GPT-2 `config.json`; defaults are `gpt2`'s (124M).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct Gpt2Config {
     pub vocab_size: usize,
@@ -209,6 +209,11 @@ impl Gpt2 {
         } else {
             ""
         };
+        Self::with_prefix(config, w, prefix)
+    }
+
+    /// Loads the weights under `prefix` (`gpt.transformer.` in ClipCap checkpoints).
+    pub fn with_prefix(config: Gpt2Config, w: &Weights, prefix: &str) -> Result<Self> {
         let d = config.n_embd;
         let wte = w.get(&format!("{prefix}wte.weight"), &[config.vocab_size, d])?;
         let wpe = w.get(&format!("{prefix}wpe.weight"), &[config.n_positions, d])?;

@@ -12,7 +12,7 @@ use super::cpu_kernels;
 use super::weights::Weights;
 
 /// `hidden_act` of a transformers config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub enum Activation {
     #[serde(rename = "quick_gelu")]
     QuickGelu,
@@ -20,7 +20,7 @@ pub enum Activation {
     #[serde(rename = "gelu")]
     Gelu,
     /// The tanh approximation.
-    #[serde(alias = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    #[serde(rename = "gelu_new", alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
     GeluTanh,
     #[serde(rename = "relu")]
     Relu,

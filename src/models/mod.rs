@@ -4,6 +4,7 @@ pub mod clip;
 pub mod cpu_kernels;
 pub mod gpt2;
 pub mod layers;
+pub mod mapper;
 pub mod weights;
 
 pub use clip::{ClipConfig, ClipModel};

@@ -137,6 +137,21 @@ impl Weights {
         Ok(tensor.to_dtype(DType::F32)?)
     }
 
+    /// The tensor `name` with whatever shape it has, as f32 on this device.
+    pub fn get_any(&self, name: &str) -> Result<Tensor> {
+        let t = match &self.source {
+            Source::Safetensors(st) => st
+                .load(name, &self.device)
+                .map_err(|_| self.missing(name, &[]))?,
+            Source::Loaded(map) => map
+                .get(name)
+                .ok_or_else(|| self.missing(name, &[]))?
+                .to_device(&self.device)?,
+            Source::Random => bail!("random weights have no shapes of their own"),
+        };
+        Ok(t.to_dtype(DType::F32)?)
+    }
+
     fn missing(&self, name: &str, shape: &[usize]) -> anyhow::Error {
         anyhow::anyhow!(
             "{}: missing tensor '{name}' (expected shape {shape:?}); is this a checkpoint of the model its config.json describes?",

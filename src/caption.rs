@@ -1,0 +1,226 @@
+//! Captions without labels (ClipCap): a captioner directory — mapping network + GPT-2 + GPT-2's
+//! tokenizer — turns CLIP image embeddings into sentences. Also the import of checkpoints saved
+//! by the reference PyTorch code (`clip_project.*` + `gpt.*` state dicts).
+//!
+//! Captioner directory: `config.json` ([`CaptionerConfig`]), `model.safetensors` (keys
+//! `clip_project.*` and `gpt.transformer.*`, as the reference names them), `tokenizer.json`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::models::gpt2::{Gpt2, Gpt2Config};
+use crate::models::mapper::{Mapper, MapperConfig};
+use crate::models::weights::Weights;
+
+/// `config.json` of a captioner directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaptionerConfig {
+    pub mapping: MapperConfig,
+    /// Whether CLIP embeddings are L2-normalised before the mapping network.
+    pub normalize_prefix: bool,
+    /// The CLIP model (directory or hub id) the captioner was trained with.
+    pub clip_model: String,
+    /// The GPT-2 it was trained with, and its shapes.
+    pub gpt2_model: String,
+    pub gpt2_config: Gpt2Config,
+}
+
+/// A loaded captioner.
+pub struct Captioner {
+    pub config: CaptionerConfig,
+    pub mapper: Mapper,
+    pub gpt2: Gpt2,
+    pub tokenizer: tokenizers::Tokenizer,
+    stop_token: u32,
+}
+
+/// How captions are decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeOptions {
+    /// At most this many generated tokens (the reference's `entry_length`, 67).
+    pub max_tokens: usize,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self { max_tokens: 67 }
+    }
+}
+
+impl Captioner {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path)
+            .with_context(|| format!("{}: cannot read captioner config", cfg_path.display()))?;
+        let config: CaptionerConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a captioner config.json", cfg_path.display()))?;
+        let weights = Weights::from_file(&dir.join("model.safetensors"), device)?;
+        let tokenizer =
+            tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| {
+                anyhow!(
+                    "{}: not a valid tokenizer.json: {e}",
+                    dir.join("tokenizer.json").display()
+                )
+            })?;
+        Self::from_weights(config, &weights, tokenizer)
+    }
+
+    pub fn from_weights(
+        config: CaptionerConfig,
+        weights: &Weights,
+        tokenizer: tokenizers::Tokenizer,
+    ) -> Result<Self> {
+        if config.mapping.gpt_width != config.gpt2_config.n_embd {
+            bail!(
+                "the mapping network writes {}-wide embeddings but GPT-2 is {} wide",
+                config.mapping.gpt_width,
+                config.gpt2_config.n_embd
+            );
+        }
+        let mapper = Mapper::load(weights, "clip_project", config.mapping.clone())?;
+        let gpt2 = Gpt2::with_prefix(config.gpt2_config.clone(), weights, "gpt.transformer.")?;
+        // The reference stops after the first "." token.
+        let stop_token = tokenizer
+            .token_to_id(".")
+            .ok_or_else(|| anyhow!("the GPT-2 tokenizer has no '.' token"))?;
+        Ok(Self {
+            config,
+            mapper,
+            gpt2,
+            tokenizer,
+            stop_token,
+        })
+    }
+
+    /// The prefix embeddings `(B, K, E)` of CLIP image embeddings (one per row).
+    pub fn prefix(&self, clip_embeddings: &[Vec<f32>]) -> Result<Tensor> {
+        let rows: Vec<Vec<f32>> = if self.config.normalize_prefix {
+            clip_embeddings
+                .iter()
+                .map(|e| crate::zeroshot::normalized(e))
+                .collect()
+        } else {
+            clip_embeddings.to_vec()
+        };
+        let t = Tensor::new(rows, self.gpt2.device())?;
+        self.mapper.forward(&t)
+    }
+
+    /// Greedy decoding as the reference's `generate2`: the most likely token each step, until the
+    /// "." token (kept) or `max_tokens`. All images decode together as one batch.
+    pub fn greedy(
+        &self,
+        clip_embeddings: &[Vec<f32>],
+        opts: &DecodeOptions,
+    ) -> Result<Vec<Vec<u32>>> {
+        let n = clip_embeddings.len();
+        if n == 0 {
+            return Ok(vec![]);
+        }
+        let mut cache = self.gpt2.new_cache();
+        let mut logits = self
+            .gpt2
+            .forward_embeds(&self.prefix(clip_embeddings)?, &mut cache)?;
+        let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
+        let mut done = vec![false; n];
+        for _ in 0..opts.max_tokens {
+            let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.squeeze(1)?;
+            let next = crate::models::gpt2::argmax_last(&last)?;
+            for (i, &t) in next.iter().enumerate() {
+                if !done[i] {
+                    out[i].push(t);
+                    done[i] = t == self.stop_token;
+                }
+            }
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            let ids = Tensor::from_vec(next, (n, 1), self.gpt2.device())?;
+            logits = self.gpt2.forward_ids(&ids, &mut cache)?;
+        }
+        Ok(out)
+    }
+
+    pub fn decode_text(&self, ids: &[u32]) -> Result<String> {
+        self.tokenizer
+            .decode(ids, false)
+            .map_err(|e| anyhow!("cannot decode tokens: {e}"))
+    }
+}
+
+/// Options of `import-clipcap`.
+pub struct ImportOptions<'a> {
+    pub weights: &'a Path,
+    pub gpt2_dir: &'a Path,
+    pub gpt2_spec: &'a str,
+    pub clip_spec: &'a str,
+    /// The CLIP embedding width (the CLIP model's `projection_dim`).
+    pub prefix_size: usize,
+    pub mapping_type: crate::models::mapper::MappingType,
+    pub prefix_length: usize,
+    pub clip_length: usize,
+    pub num_layers: usize,
+    pub normalize_prefix: bool,
+}
+
+/// Converts a reference ClipCap checkpoint into a captioner directory, checking every tensor
+/// by loading it; `out` appears whole or not at all.
+pub fn import_clipcap(o: &ImportOptions, out: &Path) -> Result<()> {
+    let device = Device::Cpu;
+    let weights = Weights::from_file(o.weights, &device)?;
+    let names = weights.names();
+    if !names.iter().any(|n| n.starts_with("clip_project."))
+        || !names.iter().any(|n| n.starts_with("gpt."))
+    {
+        bail!(
+            "{}: not a ClipCap state dict (expected clip_project.* and gpt.* tensors)",
+            o.weights.display()
+        );
+    }
+    let gpt2_config = Gpt2Config::from_file(&o.gpt2_dir.join("config.json"))?;
+    let config = CaptionerConfig {
+        mapping: MapperConfig {
+            mapping_type: o.mapping_type,
+            prefix_size: o.prefix_size,
+            prefix_length: o.prefix_length,
+            clip_length: o.clip_length,
+            num_layers: o.num_layers,
+            gpt_width: gpt2_config.n_embd,
+        },
+        normalize_prefix: o.normalize_prefix,
+        clip_model: o.clip_spec.to_string(),
+        gpt2_model: o.gpt2_spec.to_string(),
+        gpt2_config,
+    };
+    let tok_path = o.gpt2_dir.join("tokenizer.json");
+    let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
+        .map_err(|e| anyhow!("{}: not a valid tokenizer.json: {e}", tok_path.display()))?;
+    // Building the model checks every tensor's name and shape against the options.
+    Captioner::from_weights(config.clone(), &weights, tokenizer)
+        .with_context(|| format!("{}: does not fit the given options", o.weights.display()))?;
+    let tensors: HashMap<String, Tensor> = names
+        .iter()
+        .filter(|n| n.starts_with("clip_project.") || n.starts_with("gpt.transformer."))
+        .map(|n| Ok((n.clone(), weights.get_any(n)?.to_dtype(DType::F32)?)))
+        .collect::<Result<_>>()?;
+    if out.exists() {
+        bail!(
+            "{}: already exists; choose a new output folder",
+            out.display()
+        );
+    }
+    let tmp = out.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
+    std::fs::write(
+        tmp.join("config.json"),
+        serde_json::to_string_pretty(&config)?,
+    )?;
+    std::fs::copy(&tok_path, tmp.join("tokenizer.json"))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("{}: cannot create", out.display()))?;
+    Ok(())
+}
