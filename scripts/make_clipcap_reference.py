@@ -107,6 +107,41 @@ def greedy(model, clip, stop=13, length=67):
     return tokens
 
 
+def beam(model, clip, beam_size=3, stop=13, length=67):
+    """The reference's generate_beam: length-normalised beam scores, finished beams carried."""
+    generated = model.prefix(clip)
+    tokens = scores = None
+    seq_lengths = torch.ones(beam_size)
+    is_stopped = torch.zeros(beam_size, dtype=torch.bool)
+    for _ in range(length):
+        logits = model.gpt(inputs_embeds=generated).logits[:, -1, :].softmax(-1).log()
+        if scores is None:
+            scores, next_tokens = logits.topk(beam_size, -1)
+            generated = generated.expand(beam_size, *generated.shape[1:])
+            next_tokens, scores = next_tokens.permute(1, 0), scores.squeeze(0)
+            tokens = next_tokens
+        else:
+            logits[is_stopped] = -float("inf")
+            logits[is_stopped, 0] = 0
+            scores_sum = scores[:, None] + logits
+            seq_lengths[~is_stopped] += 1
+            avg = scores_sum / seq_lengths[:, None]
+            avg, next_tokens = avg.view(-1).topk(beam_size, -1)
+            source = next_tokens // scores_sum.shape[1]
+            seq_lengths = seq_lengths[source]
+            next_tokens = (next_tokens % scores_sum.shape[1]).unsqueeze(1)
+            tokens = torch.cat((tokens[source], next_tokens), dim=1)
+            generated = generated[source]
+            scores = avg * seq_lengths
+            is_stopped = is_stopped[source]
+        generated = torch.cat((generated, model.gpt.transformer.wte(next_tokens.squeeze(1)).unsqueeze(1)), dim=1)
+        is_stopped = is_stopped | next_tokens.eq(stop).squeeze(1)
+        if is_stopped.all():
+            break
+    best = int((scores / seq_lengths).argmax())
+    return tokens[best][: int(seq_lengths[best])].tolist()
+
+
 def main():
     torch.manual_seed(7)
     shutil.rmtree(OUT, ignore_errors=True)
@@ -148,7 +183,9 @@ def main():
         model.load_state_dict({n: t.float() for n, t in state.items()}, strict=False)
         with torch.no_grad():
             caps = [greedy(model, embeds[i:i + 1]) for i in range(len(images))]
-        expected["checkpoints"][kind] = {"prefix_length": k, "clip_length": 4, "num_layers": 2, "tokens": caps}
+            beams = [beam(model, embeds[i:i + 1]) for i in range(len(images))]
+        expected["checkpoints"][kind] = {"prefix_length": k, "clip_length": 4, "num_layers": 2, "tokens": caps,
+                                         "beam_size": 3, "beam_tokens": beams}
         print(kind, [len(c) for c in caps], [len(set(c)) for c in caps])
     (OUT / "expected.json").write_text(json.dumps(expected))
 

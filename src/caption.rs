@@ -43,12 +43,35 @@ pub struct Captioner {
 pub struct DecodeOptions {
     /// At most this many generated tokens (the reference's `entry_length`, 67).
     pub max_tokens: usize,
+    /// Logits are divided by this before beam search and sampling.
+    pub temperature: f32,
 }
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        Self { max_tokens: 67 }
+        Self {
+            max_tokens: 67,
+            temperature: 1.0,
+        }
     }
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let lse = row.iter().map(|x| (x - max).exp()).sum::<f32>().ln() + max;
+    row.iter().map(|x| x - lse).collect()
+}
+
+/// Indices of the `k` largest values, largest first (ties: lower index first).
+fn top_k(values: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    let k = k.min(idx.len());
+    idx.select_nth_unstable_by(k.saturating_sub(1), |&a, &b| {
+        values[b].total_cmp(&values[a]).then(a.cmp(&b))
+    });
+    idx.truncate(k);
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    idx
 }
 
 impl Captioner {
@@ -141,6 +164,173 @@ impl Captioner {
             }
             let ids = Tensor::from_vec(next, (n, 1), self.gpt2.device())?;
             logits = self.gpt2.forward_ids(&ids, &mut cache)?;
+        }
+        Ok(out)
+    }
+
+    /// Beam search as the reference's `generate_beam`: beams ranked by their summed
+    /// log-probability divided by their length; a finished beam (ended by ".") is carried
+    /// along unchanged. Returns the best beam's tokens.
+    pub fn beam(
+        &self,
+        clip_embedding: &[f32],
+        beam_size: usize,
+        opts: &DecodeOptions,
+    ) -> Result<Vec<u32>> {
+        let beam_size = beam_size.max(1);
+        let vocab = self.gpt2.config().vocab_size;
+        let temperature = if opts.temperature > 0.0 {
+            opts.temperature
+        } else {
+            1.0
+        };
+        let mut cache = self.gpt2.new_cache();
+        let prefix = self.prefix(&[clip_embedding.to_vec()])?;
+        let logits = self.gpt2.forward_embeds(&prefix, &mut cache)?;
+        let last: Vec<f32> = logits
+            .narrow(1, logits.dim(1)? - 1, 1)?
+            .flatten_all()?
+            .to_vec1()?;
+        let first = log_softmax(&last.iter().map(|x| x / temperature).collect::<Vec<_>>());
+        let start = top_k(&first, beam_size);
+        let beams = start.len();
+        let mut scores: Vec<f32> = start.iter().map(|&t| first[t]).collect();
+        let mut tokens: Vec<Vec<u32>> = start.iter().map(|&t| vec![t as u32]).collect();
+        let mut lengths = vec![1f32; beams];
+        let mut stopped: Vec<bool> = start.iter().map(|&t| t as u32 == self.stop_token).collect();
+        cache = cache.select(&Tensor::from_vec(
+            vec![0u32; beams],
+            beams,
+            self.gpt2.device(),
+        )?)?;
+        let mut next: Vec<u32> = start.iter().map(|&t| t as u32).collect();
+        for _ in 1..opts.max_tokens {
+            if stopped.iter().all(|&s| s) {
+                break;
+            }
+            let ids = Tensor::from_vec(next.clone(), (beams, 1), self.gpt2.device())?;
+            let logits = self
+                .gpt2
+                .forward_ids(&ids, &mut cache)?
+                .squeeze(1)?
+                .to_vec2::<f32>()?;
+            let mut averaged = vec![f32::NEG_INFINITY; beams * vocab];
+            for b in 0..beams {
+                let lp = if stopped[b] {
+                    // A finished beam may only "continue" with token 0 at no cost.
+                    let mut v = vec![f32::NEG_INFINITY; vocab];
+                    v[0] = 0.0;
+                    v
+                } else {
+                    lengths[b] += 1.0;
+                    log_softmax(
+                        &logits[b]
+                            .iter()
+                            .map(|x| x / temperature)
+                            .collect::<Vec<_>>(),
+                    )
+                };
+                for (t, l) in lp.iter().enumerate() {
+                    averaged[b * vocab + t] = (scores[b] + l) / lengths[b];
+                }
+            }
+            let best = top_k(&averaged, beams);
+            let src: Vec<usize> = best.iter().map(|&i| i / vocab).collect();
+            next = best.iter().map(|&i| (i % vocab) as u32).collect();
+            lengths = src.iter().map(|&s| lengths[s]).collect();
+            scores = best
+                .iter()
+                .zip(&lengths)
+                .map(|(&i, &l)| averaged[i] * l)
+                .collect();
+            tokens = src
+                .iter()
+                .zip(&next)
+                .map(|(&s, &t)| {
+                    let mut v = tokens[s].clone();
+                    v.push(t);
+                    v
+                })
+                .collect();
+            stopped = src
+                .iter()
+                .zip(&next)
+                .map(|(&s, &t)| stopped[s] || t == self.stop_token)
+                .collect();
+            let rows = Tensor::from_vec(
+                src.iter().map(|&s| s as u32).collect::<Vec<_>>(),
+                beams,
+                self.gpt2.device(),
+            )?;
+            cache = cache.select(&rows)?;
+        }
+        let best = (0..beams)
+            .max_by(|&a, &b| {
+                (scores[a] / lengths[a])
+                    .total_cmp(&(scores[b] / lengths[b]))
+                    .then(b.cmp(&a))
+            })
+            .unwrap_or(0);
+        let mut out = tokens[best].clone();
+        out.truncate(lengths[best] as usize);
+        Ok(out)
+    }
+
+    /// Nucleus sampling: from the smallest set of most likely tokens whose probability reaches
+    /// `top_p`, after dividing logits by the temperature; repeatable with `seed`.
+    pub fn sample(
+        &self,
+        clip_embedding: &[f32],
+        top_p: f32,
+        seed: u64,
+        opts: &DecodeOptions,
+    ) -> Result<Vec<u32>> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let temperature = if opts.temperature > 0.0 {
+            opts.temperature
+        } else {
+            1.0
+        };
+        let mut cache = self.gpt2.new_cache();
+        let mut logits = self
+            .gpt2
+            .forward_embeds(&self.prefix(&[clip_embedding.to_vec()])?, &mut cache)?;
+        let mut out = Vec::new();
+        for _ in 0..opts.max_tokens {
+            let last: Vec<f32> = logits
+                .narrow(1, logits.dim(1)? - 1, 1)?
+                .flatten_all()?
+                .to_vec1()?;
+            let lp = log_softmax(&last.iter().map(|x| x / temperature).collect::<Vec<_>>());
+            let order = top_k(&lp, lp.len());
+            let mut kept = Vec::new();
+            let mut mass = 0.0;
+            for &t in &order {
+                kept.push(t);
+                mass += lp[t].exp();
+                if mass >= top_p {
+                    break;
+                }
+            }
+            let mut r = rng.random::<f32>() * mass;
+            let mut token = kept[kept.len() - 1];
+            for &t in &kept {
+                r -= lp[t].exp();
+                if r <= 0.0 {
+                    token = t;
+                    break;
+                }
+            }
+            let token = token as u32;
+            out.push(token);
+            if token == self.stop_token {
+                break;
+            }
+            logits = self.gpt2.forward_ids(
+                &Tensor::from_vec(vec![token], (1, 1), self.gpt2.device())?,
+                &mut cache,
+            )?;
         }
         Ok(out)
     }

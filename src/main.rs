@@ -81,9 +81,19 @@ enum Command {
         /// A captioner directory (config.json, model.safetensors, tokenizer.json).
         #[arg(long)]
         captioner: PathBuf,
-        /// greedy (beam search and sampling are not built yet).
+        /// greedy (the reference's generate2), beam (generate_beam) or sample (nucleus).
         #[arg(long, default_value = "greedy")]
         decode: String,
+        #[arg(long, default_value_t = 5)]
+        beam_size: usize,
+        /// Nucleus size for --decode sample.
+        #[arg(long, default_value_t = 0.9)]
+        top_p: f32,
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
+        /// Seed for --decode sample (each image uses seed + its index).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         /// At most this many tokens per caption.
         #[arg(long, default_value_t = 67)]
         max_tokens: usize,
@@ -494,15 +504,27 @@ fn eval_command(cmd: EvalCommand) -> Result<usize> {
     Ok(failed)
 }
 
+/// How `caption` decodes.
+struct CaptionArgs {
+    decode: String,
+    beam_size: usize,
+    top_p: f32,
+    temperature: f32,
+    seed: u64,
+    max_tokens: usize,
+}
+
 fn caption_command(
     common: &Common,
     captioner: &std::path::Path,
-    decode: &str,
-    max_tokens: usize,
+    a: &CaptionArgs,
     inputs: &[PathBuf],
 ) -> Result<usize> {
-    if decode != "greedy" {
-        bail!("--decode {decode}: only greedy decoding is built so far");
+    if !matches!(a.decode.as_str(), "greedy" | "beam" | "sample") {
+        bail!("--decode {}: expected greedy, beam or sample", a.decode);
+    }
+    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
+        bail!("--top-p {} must be in (0, 1]", a.top_p);
     }
     let dev = device(&common.device)?;
     let cap = skyscribe::caption::Captioner::load(captioner, &dev)?;
@@ -514,12 +536,30 @@ fn caption_command(
     };
     let (paths, failed) = gather(inputs);
     let clip = ClipEncoder::load(&clip_spec, &dev)?;
-    let opts = skyscribe::caption::DecodeOptions { max_tokens };
+    let opts = skyscribe::caption::DecodeOptions {
+        max_tokens: a.max_tokens,
+        temperature: a.temperature,
+    };
     let mut out = Out::new();
     let mut batch: Vec<(PathBuf, Vec<f32>)> = Vec::new();
-    let flush = |batch: &mut Vec<(PathBuf, Vec<f32>)>, out: &mut Out| -> Result<()> {
+    let mut index = 0u64;
+    let mut flush = |batch: &mut Vec<(PathBuf, Vec<f32>)>, out: &mut Out| -> Result<()> {
         let embeds: Vec<Vec<f32>> = batch.iter().map(|b| b.1.clone()).collect();
-        for ((path, _), ids) in batch.iter().zip(cap.greedy(&embeds, &opts)?) {
+        let all_ids: Vec<Vec<u32>> = match a.decode.as_str() {
+            "greedy" => cap.greedy(&embeds, &opts)?,
+            "beam" => embeds
+                .iter()
+                .map(|e| cap.beam(e, a.beam_size, &opts))
+                .collect::<Result<_>>()?,
+            _ => embeds
+                .iter()
+                .map(|e| {
+                    index += 1;
+                    cap.sample(e, a.top_p, a.seed.wrapping_add(index - 1), &opts)
+                })
+                .collect::<Result<_>>()?,
+        };
+        for ((path, _), ids) in batch.iter().zip(all_ids) {
             let caption = cap.decode_text(&ids)?;
             if common.jsonl {
                 out.line(
@@ -591,9 +631,23 @@ fn run(cli: Cli) -> Result<usize> {
             common,
             captioner,
             decode,
+            beam_size,
+            top_p,
+            temperature,
+            seed,
             max_tokens,
             inputs,
-        } => caption_command(&common, &captioner, &decode, max_tokens, &inputs),
+        } => {
+            let args = CaptionArgs {
+                decode,
+                beam_size,
+                top_p,
+                temperature,
+                seed,
+                max_tokens,
+            };
+            caption_command(&common, &captioner, &args, &inputs)
+        }
         Command::ImportClipcap {
             weights,
             gpt2,

@@ -113,6 +113,41 @@ fn imported_checkpoints_caption_like_the_reference() {
             .collect();
         let ids = cap.greedy(&embeds, &Default::default()).unwrap();
         assert_eq!(ids, expected, "{kind}: greedy tokens");
+        let beam_size = e["checkpoints"][kind]["beam_size"].as_u64().unwrap() as usize;
+        for (i, want) in e["checkpoints"][kind]["beam_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+        {
+            let want: Vec<u32> = want
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as u32)
+                .collect();
+            assert_eq!(
+                cap.beam(&embeds[i], beam_size, &Default::default())
+                    .unwrap(),
+                want,
+                "{kind}: beam tokens of image {i}"
+            );
+        }
+        // Sampling: repeatable with a seed; a vanishing nucleus leaves only the greedy choice.
+        let a = cap.sample(&embeds[0], 0.9, 7, &Default::default()).unwrap();
+        assert_eq!(
+            a,
+            cap.sample(&embeds[0], 0.9, 7, &Default::default()).unwrap()
+        );
+        assert_ne!(
+            a,
+            cap.sample(&embeds[0], 0.9, 8, &Default::default()).unwrap()
+        );
+        assert_eq!(
+            cap.sample(&embeds[0], 1e-6, 7, &Default::default())
+                .unwrap(),
+            expected[0]
+        );
 
         // Command line: the same captions as text.
         let mut args = vec![
