@@ -41,6 +41,9 @@ enum Command {
         /// How many labels to show per image.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
+        /// A captioner directory: also write a caption under the labels.
+        #[arg(long)]
+        captioner: Option<PathBuf>,
         /// Image files or folders (walked recursively).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -322,18 +325,27 @@ fn print_labels(
     jsonl: bool,
     path: &std::path::Path,
     labels: &[skyscribe::zeroshot::LabelScore],
+    caption: Option<&str>,
 ) -> Result<()> {
     if jsonl {
-        out.line(&json!({"input": path.display().to_string(), "labels": labels}).to_string())
+        let mut v = json!({"input": path.display().to_string(), "labels": labels});
+        if let Some(c) = caption {
+            v["caption"] = c.into();
+        }
+        out.line(&v.to_string())
     } else {
         out.line(&path.display().to_string())?;
         for l in labels {
             out.line(&format!("  {:<40} {:>6.3}", l.label, l.score))?;
         }
+        if let Some(c) = caption {
+            out.line(&format!("  caption: {}", c.trim()))?;
+        }
         Ok(())
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn labels_command(
     common: &Common,
     labels: LabelSet,
@@ -341,9 +353,19 @@ fn labels_command(
     top_k_json: Option<usize>,
     top_k_table: usize,
     inputs: &[PathBuf],
+    captioner: Option<&std::path::Path>,
 ) -> Result<usize> {
     let (paths, failed) = gather(inputs);
-    let clip = ClipEncoder::load(&common.model, &device(&common.device)?)?;
+    let dev = device(&common.device)?;
+    let captioner = captioner
+        .map(|c| skyscribe::caption::Captioner::load(c, &dev))
+        .transpose()?;
+    // With a captioner and no --model, use the CLIP model the captioner was trained with.
+    let clip_spec = match &captioner {
+        Some(c) if common.model == DEFAULT_CLIP => c.config.clip_model.clone(),
+        _ => common.model.clone(),
+    };
+    let clip = ClipEncoder::load(&clip_spec, &dev)?;
     let classifier = ZeroShotClassifier::new(&clip, labels, templates)?;
     let top_k = if common.jsonl {
         top_k_json
@@ -352,11 +374,19 @@ fn labels_command(
     };
     let mut out = Out::new();
     for_each_image(&clip, &paths, common, failed, |path, embedding| {
+        let caption = match &captioner {
+            Some(c) => {
+                let ids = c.greedy(std::slice::from_ref(&embedding), &Default::default())?;
+                Some(c.decode_text(&ids[0])?)
+            }
+            None => None,
+        };
         print_labels(
             &mut out,
             common.jsonl,
             path,
             &classifier.ranked(&embedding, top_k),
+            caption.as_deref(),
         )
     })
 }
@@ -673,6 +703,7 @@ fn run(cli: Cli) -> Result<usize> {
         Command::Describe {
             common,
             top_k,
+            captioner,
             inputs,
         } => labels_command(
             &common,
@@ -681,6 +712,7 @@ fn run(cli: Cli) -> Result<usize> {
             Some(top_k),
             top_k,
             &inputs,
+            captioner.as_deref(),
         ),
         Command::Labels {
             common,
@@ -691,7 +723,7 @@ fn run(cli: Cli) -> Result<usize> {
         } => {
             let labels = LabelSet::parse(&labels)?;
             let templates = Templates::parse(&templates)?;
-            labels_command(&common, labels, templates, top_k, 5, &inputs)
+            labels_command(&common, labels, templates, top_k, 5, &inputs, None)
         }
         Command::Embed {
             common,

@@ -175,6 +175,18 @@ fn imported_checkpoints_caption_like_the_reference() {
             assert_eq!(line["input"], *path);
             assert_eq!(line["caption"], cap.decode_text(ids).unwrap());
         }
+        // describe shows the caption under the labels, from the captioner's own CLIP model.
+        let (code, stdout, err) = run(&[
+            "describe",
+            "--captioner",
+            out.to_str().unwrap(),
+            "--jsonl",
+            &paths[0],
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let line: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+        assert_eq!(line["caption"], cap.decode_text(&expected[0]).unwrap());
+        assert_eq!(line["labels"].as_array().unwrap().len(), 5);
     }
 }
 
