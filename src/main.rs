@@ -154,6 +154,21 @@ enum Command {
 
 #[derive(Subcommand)]
 enum EvalCommand {
+    /// BLEU-1..4, ROUGE-L and CIDEr-D of predicted captions against references.
+    Captions {
+        /// `{"input": "<path>", "caption": "..."}` lines, as `caption --jsonl` writes them.
+        #[arg(long)]
+        predictions: PathBuf,
+        /// RSICD `captions.jsonl` or COCO caption JSON; matched to predictions by file name.
+        #[arg(long)]
+        references: PathBuf,
+        /// Score the captions as they are, without lower-casing or dropping punctuation.
+        #[arg(long)]
+        pretokenized: bool,
+        /// Per-image scores as JSON Lines, then the corpus scores.
+        #[arg(long)]
+        jsonl: bool,
+    },
     /// Zero-shot accuracy on a labelled dataset, with a grid of label wordings and templates.
     ZeroShot {
         #[command(flatten)]
@@ -434,7 +449,95 @@ fn default_cache_dir() -> PathBuf {
     base.join("skyscribe").join("embeddings")
 }
 
+fn eval_captions(
+    predictions: &std::path::Path,
+    references: &std::path::Path,
+    pretokenized: bool,
+    jsonl: bool,
+) -> Result<usize> {
+    use skyscribe::eval::captions::{CaptionPair, read_references, score, simple_tokenize};
+    let refs = read_references(references)?;
+    let text = std::fs::read_to_string(predictions)
+        .with_context(|| format!("{}: cannot read predictions", predictions.display()))?;
+    let tok = |s: &str| {
+        if pretokenized {
+            s.to_string()
+        } else {
+            simple_tokenize(s)
+        }
+    };
+    let mut rows: Vec<(String, String, Vec<String>)> = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", predictions.display(), i + 1))?;
+        let input = v["input"]
+            .as_str()
+            .with_context(|| format!("{}:{}: no \"input\"", predictions.display(), i + 1))?;
+        let caption = v["caption"]
+            .as_str()
+            .with_context(|| format!("{}:{}: no \"caption\"", predictions.display(), i + 1))?;
+        let name = std::path::Path::new(input)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let r = refs.get(&name).with_context(|| {
+            format!(
+                "{}:{}: no reference captions for {name} in {}",
+                predictions.display(),
+                i + 1,
+                references.display()
+            )
+        })?;
+        rows.push((
+            input.to_string(),
+            tok(caption),
+            r.iter().map(|c| tok(c)).collect(),
+        ));
+    }
+    if rows.is_empty() {
+        bail!("{}: no predictions", predictions.display());
+    }
+    let pairs: Vec<CaptionPair> = rows
+        .iter()
+        .map(|(_, h, r)| CaptionPair {
+            hypothesis: h,
+            references: r.iter().map(String::as_str).collect(),
+        })
+        .collect();
+    let (corpus, per) = score(&pairs);
+    let mut out = Out::new();
+    if jsonl {
+        for ((input, _, _), s) in rows.iter().zip(&per) {
+            out.line(&json!({"input": input, "scores": s}).to_string())?;
+        }
+        out.line(&json!({"corpus": corpus, "images": rows.len()}).to_string())?;
+    } else {
+        out.line(&format!("{} images", rows.len()))?;
+        for (k, b) in corpus.bleu.iter().enumerate() {
+            out.line(&format!("  BLEU-{}   {:.4}", k + 1, b))?;
+        }
+        out.line(&format!(
+            "  ROUGE-L  {:.4}\n  CIDEr-D  {:.4}",
+            corpus.rouge_l, corpus.cider_d
+        ))?;
+    }
+    Ok(0)
+}
+
 fn eval_command(cmd: EvalCommand) -> Result<usize> {
+    if let EvalCommand::Captions {
+        predictions,
+        references,
+        pretokenized,
+        jsonl,
+    } = &cmd
+    {
+        return eval_captions(predictions, references, *pretokenized, *jsonl);
+    }
     let EvalCommand::ZeroShot {
         common,
         dataset,
@@ -448,7 +551,10 @@ fn eval_command(cmd: EvalCommand) -> Result<usize> {
         chip_size,
         chip_stride,
         min_box_share,
-    } = cmd;
+    } = cmd
+    else {
+        unreachable!("captions handled above")
+    };
     let chips = skyscribe::data::ChipOptions {
         size: chip_size,
         stride: chip_stride.unwrap_or(chip_size),

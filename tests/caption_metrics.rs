@@ -74,3 +74,95 @@ fn caption_metrics_match_pycocoevalcap() {
         );
     }
 }
+
+#[test]
+fn eval_captions_command_reads_jsonl_and_coco_references() {
+    let r = read_json(&fixtures().join("captions/rsicd_reference_scores.json"));
+    let dir = scratch("eval-captions");
+    let mut preds = String::new();
+    let mut jsonl_refs = String::new();
+    let mut images = Vec::new();
+    let mut annotations = Vec::new();
+    for (i, p) in r["pairs"].as_array().unwrap().iter().enumerate() {
+        preds.push_str(
+            &serde_json::json!({"input": format!("some/dir/{i}.jpg"), "caption": p["hypothesis"]})
+                .to_string(),
+        );
+        preds.push('\n');
+        jsonl_refs.push_str(
+            &serde_json::json!({"filename": format!("{i}.jpg"), "captions": p["references"]})
+                .to_string(),
+        );
+        jsonl_refs.push('\n');
+        images.push(serde_json::json!({"id": i, "file_name": format!("{i}.jpg")}));
+        for c in p["references"].as_array().unwrap() {
+            annotations.push(serde_json::json!({"image_id": i, "caption": c}));
+        }
+    }
+    std::fs::write(dir.join("pred.jsonl"), &preds).unwrap();
+    std::fs::write(dir.join("refs.jsonl"), &jsonl_refs).unwrap();
+    std::fs::write(
+        dir.join("refs_coco.json"),
+        serde_json::json!({"images": images, "annotations": annotations}).to_string(),
+    )
+    .unwrap();
+    for refs in ["refs.jsonl", "refs_coco.json"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skyscribe"))
+            .args([
+                "eval",
+                "captions",
+                "--pretokenized",
+                "--jsonl",
+                "--predictions",
+            ])
+            .arg(dir.join("pred.jsonl"))
+            .arg("--references")
+            .arg(dir.join(refs))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(stdout.lines().count(), 301);
+        let got = last["corpus"]["cider_d"].as_f64().unwrap();
+        assert!(
+            (got - r["corpus"]["cider_d"].as_f64().unwrap()).abs() < 1e-4,
+            "{refs}: CIDEr-D {got}"
+        );
+        let got = last["corpus"]["bleu"][3].as_f64().unwrap();
+        assert!(
+            (got - r["corpus"]["bleu"][3].as_f64().unwrap()).abs() < 1e-4,
+            "{refs}: BLEU-4 {got}"
+        );
+    }
+    // A prediction without references, and an empty reference caption: clear errors.
+    std::fs::write(
+        dir.join("bad_pred.jsonl"),
+        "{\"input\": \"nowhere.jpg\", \"caption\": \"a port\"}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("bad_refs.jsonl"), "{\"filename\": \"a.jpg\", \"captions\": [\"\"]}\n{\"filename\": \"b.jpg\", \"captions\": [\"x\"]}\n").unwrap();
+    for (pred, refs, why) in [
+        (
+            "bad_pred.jsonl",
+            "refs.jsonl",
+            "no reference captions for nowhere.jpg",
+        ),
+        ("pred.jsonl", "bad_refs.jsonl", "empty caption for a.jpg"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skyscribe"))
+            .args(["eval", "captions", "--predictions"])
+            .arg(dir.join(pred))
+            .arg("--references")
+            .arg(dir.join(refs))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(stderr.contains(why), "{stderr}");
+    }
+}

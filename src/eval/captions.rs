@@ -253,8 +253,96 @@ pub fn score(pairs: &[CaptionPair]) -> (CaptionScores, Vec<CaptionScores>) {
     )
 }
 
+/// Lower case, words and numbers kept, punctuation dropped — an approximation of the PTB
+/// tokenisation that the COCO evaluation applies before scoring.
+pub fn simple_tokenize(s: &str) -> String {
+    let mut out = Vec::new();
+    let mut word = String::new();
+    for ch in s.to_lowercase().chars() {
+        if ch.is_alphanumeric() || ch == '\'' {
+            word.push(ch);
+        } else if !word.is_empty() {
+            out.push(std::mem::take(&mut word));
+        }
+    }
+    if !word.is_empty() {
+        out.push(word);
+    }
+    out.join(" ")
+}
+
+/// Reference captions by image file name, from RSICD's `captions.jsonl`
+/// (`{"filename", "captions"}` lines) or a COCO caption JSON (`images` + `annotations`).
+pub fn read_references(path: &std::path::Path) -> anyhow::Result<HashMap<String, Vec<String>>> {
+    use anyhow::{Context, anyhow, bail};
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read references", path.display()))?;
+    let mut refs: HashMap<String, Vec<String>> = HashMap::new();
+    if text.trim_start().starts_with('{')
+        && text.lines().filter(|l| !l.trim().is_empty()).count() > 1
+    {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+            let name = v["filename"]
+                .as_str()
+                .ok_or_else(|| anyhow!("{}:{}: no \"filename\"", path.display(), i + 1))?;
+            let caps = v["captions"]
+                .as_array()
+                .ok_or_else(|| anyhow!("{}:{}: no \"captions\" list", path.display(), i + 1))?;
+            let caps: Vec<String> = caps
+                .iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect();
+            if caps.is_empty() || caps.iter().any(|c| c.trim().is_empty()) {
+                bail!("{}:{}: empty caption for {name}", path.display(), i + 1);
+            }
+            refs.insert(name.to_string(), caps);
+        }
+    } else {
+        let v: serde_json::Value =
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+        let images = v["images"]
+            .as_array()
+            .ok_or_else(|| anyhow!("{}: no \"images\" (COCO caption format)", path.display()))?;
+        let names: HashMap<String, String> = images
+            .iter()
+            .filter_map(|im| Some((im["id"].to_string(), im["file_name"].as_str()?.to_string())))
+            .collect();
+        for a in v["annotations"]
+            .as_array()
+            .ok_or_else(|| anyhow!("{}: no \"annotations\"", path.display()))?
+        {
+            let id = a["image_id"].to_string();
+            let name = names.get(&id).ok_or_else(|| {
+                anyhow!("{}: annotation for unknown image id {id}", path.display())
+            })?;
+            let cap = a["caption"]
+                .as_str()
+                .ok_or_else(|| anyhow!("{}: annotation without caption", path.display()))?;
+            refs.entry(name.clone()).or_default().push(cap.to_string());
+        }
+    }
+    if refs.is_empty() {
+        bail!("{}: no reference captions", path.display());
+    }
+    Ok(refs)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tokenizer_drops_punctuation() {
+        assert_eq!(
+            super::simple_tokenize("Many  planes, parked at the AIRPORT."),
+            "many planes parked at the airport"
+        );
+    }
+
     use super::*;
 
     #[test]
