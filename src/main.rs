@@ -152,6 +152,8 @@ enum Command {
     },
 }
 
+// Parsed once per run: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum EvalCommand {
     /// BLEU-1..4, ROUGE-L and CIDEr-D of predicted captions against references.
