@@ -84,22 +84,8 @@ enum Command {
         /// A captioner directory (config.json, model.safetensors, tokenizer.json).
         #[arg(long)]
         captioner: PathBuf,
-        /// greedy (the reference's generate2), beam (generate_beam) or sample (nucleus).
-        #[arg(long, default_value = "greedy")]
-        decode: String,
-        #[arg(long, default_value_t = 5)]
-        beam_size: usize,
-        /// Nucleus size for --decode sample.
-        #[arg(long, default_value_t = 0.9)]
-        top_p: f32,
-        #[arg(long, default_value_t = 1.0)]
-        temperature: f32,
-        /// Seed for --decode sample (each image uses seed + its index).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// At most this many tokens per caption.
-        #[arg(long, default_value_t = 67)]
-        max_tokens: usize,
+        #[command(flatten)]
+        decoding: CaptionArgs,
         /// Image files or folders (walked recursively).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -643,12 +629,23 @@ fn eval_command(cmd: EvalCommand) -> Result<usize> {
 }
 
 /// How `caption` decodes.
+#[derive(Args)]
 struct CaptionArgs {
+    /// greedy (the reference's generate2), beam (generate_beam) or sample (nucleus).
+    #[arg(long, default_value = "greedy")]
     decode: String,
+    #[arg(long, default_value_t = 5)]
     beam_size: usize,
+    /// Nucleus size for --decode sample.
+    #[arg(long, default_value_t = 0.9)]
     top_p: f32,
+    #[arg(long, default_value_t = 1.0)]
     temperature: f32,
+    /// Seed for --decode sample (each image uses seed + its index).
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// At most this many tokens per caption.
+    #[arg(long, default_value_t = 67)]
     max_tokens: usize,
 }
 
@@ -768,24 +765,9 @@ fn run(cli: Cli) -> Result<usize> {
         Command::Caption {
             common,
             captioner,
-            decode,
-            beam_size,
-            top_p,
-            temperature,
-            seed,
-            max_tokens,
+            decoding,
             inputs,
-        } => {
-            let args = CaptionArgs {
-                decode,
-                beam_size,
-                top_p,
-                temperature,
-                seed,
-                max_tokens,
-            };
-            caption_command(&common, &captioner, &args, &inputs)
-        }
+        } => caption_command(&common, &captioner, &decoding, &inputs),
         Command::ImportClipcap {
             weights,
             gpt2,

@@ -155,6 +155,28 @@ struct LayerShape {
     eps: f64,
 }
 
+impl LayerShape {
+    fn of_text(c: &ClipTextConfig) -> Self {
+        Self {
+            hidden: c.hidden_size,
+            inter: c.intermediate_size,
+            heads: c.num_attention_heads,
+            act: c.hidden_act,
+            eps: c.layer_norm_eps,
+        }
+    }
+
+    fn of_vision(c: &ClipVisionConfig) -> Self {
+        Self {
+            hidden: c.hidden_size,
+            inter: c.intermediate_size,
+            heads: c.num_attention_heads,
+            act: c.hidden_act,
+            eps: c.layer_norm_eps,
+        }
+    }
+}
+
 /// Pre-LayerNorm transformer block shared by both towers.
 struct EncoderLayer {
     layer_norm1: LayerNorm,
@@ -217,18 +239,7 @@ impl TextTransformer {
                 "text_model.embeddings.position_embedding.weight",
                 &[c.max_position_embeddings, d],
             )?,
-            layers: load_layers(
-                w,
-                "text_model",
-                c.num_hidden_layers,
-                LayerShape {
-                    hidden: d,
-                    inter: c.intermediate_size,
-                    heads: c.num_attention_heads,
-                    act: c.hidden_act,
-                    eps: c.layer_norm_eps,
-                },
-            )?,
+            layers: load_layers(w, "text_model", c.num_hidden_layers, LayerShape::of_text(c))?,
             final_layer_norm: LayerNorm::load(
                 w,
                 "text_model.final_layer_norm",
@@ -337,13 +348,7 @@ impl VisionTransformer {
                 w,
                 "vision_model",
                 c.num_hidden_layers,
-                LayerShape {
-                    hidden: d,
-                    inter: c.intermediate_size,
-                    heads: c.num_attention_heads,
-                    act: c.hidden_act,
-                    eps: c.layer_norm_eps,
-                },
+                LayerShape::of_vision(c),
             )?,
             post_layernorm: LayerNorm::load(w, "vision_model.post_layernorm", d, c.layer_norm_eps)?,
             image_size: c.image_size,
