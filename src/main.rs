@@ -554,6 +554,7 @@ fn eval_command(cmd: EvalCommand) -> Result<usize> {
         .map(|l| LabelSet::parse(l))
         .collect::<Result<_>>()?;
     skyscribe::eval::template_variants(&templates)?;
+    skyscribe::eval::check_label_sets(&ds, &label_sets)?;
     let clip = ClipEncoder::load(&common.model, &device(&common.device)?)?;
     let decode = common.decode();
     let cache = if no_cache {

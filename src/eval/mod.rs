@@ -138,6 +138,30 @@ pub fn map_classes(
     Ok((mapped, unmapped))
 }
 
+/// Fails early, before any image is encoded, when a label set leaves classes of single-label
+/// data without a label.
+pub fn check_label_sets(dataset: &dyn Dataset, label_sets: &[LabelSet]) -> Result<()> {
+    if dataset.multi_label() {
+        return Ok(());
+    }
+    for set in label_sets {
+        let (_, unmapped) = map_classes(set, dataset.classes())?;
+        let used: Vec<&String> = unmapped
+            .iter()
+            .filter(|c| dataset.samples().iter().any(|s| s.labels.contains(c)))
+            .collect();
+        if !used.is_empty() {
+            let names: Vec<&str> = used.iter().map(|s| s.as_str()).collect();
+            bail!(
+                "label set {}: no label stands for the dataset class(es) {}; add them, or map them with `label: wording => Class`",
+                set.source,
+                names.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
 /// One cell of the grid: a label set with one template variant (or the ensemble of all).
 #[derive(Debug, Clone, Serialize)]
 pub struct GridResult {
