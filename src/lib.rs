@@ -6,15 +6,15 @@
 //! |---|---|
 //! | [`imagery`] | decoding files (JPEG, PNG, WebP, multi-band TIFF) and CLIP preprocessing |
 //! | [`tokenizer`] | text to token ids with a model's `tokenizer.json` |
-//! | [`models`] | the networks (CLIP), one model a file, weights checked on load |
+//! | [`models`] | the networks (CLIP, GPT-2, ClipCap mappers), one model a file, weights checked on load |
 //! | [`hub`] | finding model files: a local directory or a Hugging Face hub id |
 //! | [`encoder`] | a CLIP model with its tokenizer and preprocessor; the batched image pipeline |
 //! | [`labels`] | label sets, presets, wordings and prompt templates |
 //! | [`zeroshot`] | scoring images against a label set |
-//! | [`caption`] | ClipCap captioners: mapping network + GPT-2, greedy decoding, checkpoint import |
+//! | [`caption`] | ClipCap captioners: mapping network + GPT-2, greedy / beam / sampled decoding, checkpoint import |
 //! | [`data`] | labelled datasets behind one trait: folder, RSICD scenes, JSONL, DOTA, xView |
 //! | [`cache`] | the on-disk embedding cache |
-//! | [`eval`] | zero-shot evaluation: metrics, wording sensitivity, reports and plots |
+//! | [`eval`] | zero-shot evaluation (metrics, wording sensitivity, reports, plots) and caption metrics |
 //! | [`bench`] | throughput measurement with the real model shapes and random weights |
 
 pub mod bench;

@@ -120,9 +120,10 @@ enum Command {
     Eval(EvalCommand),
     /// Images per second of the image pipeline (ViT-B/32 shapes, random weights by default).
     Bench {
-        /// Folder or files of images to run through the pipeline.
-        #[arg(long, default_value = "../shared/data/eurosat/images/Forest")]
-        images: PathBuf,
+        /// A folder of images to run through the pipeline (default: EuroSAT's Forest class
+        /// under $SKYSCRIBE_DATA or ../shared/data).
+        #[arg(long)]
+        images: Option<PathBuf>,
         /// How many images to use.
         #[arg(long, default_value_t = 256)]
         limit: usize,
@@ -169,8 +170,11 @@ enum EvalCommand {
         split: Option<PathBuf>,
         /// A label set (preset, file, or a,b,c); repeat to compare wordings. The first is the
         /// main one.
-        #[arg(long = "labels", required = true)]
+        #[arg(long = "labels", required_unless_present = "grid")]
         labels: Vec<String>,
+        /// A grid file: `labels: SPEC` and `template: SPEC` lines, added after the options.
+        #[arg(long)]
+        grid: Option<PathBuf>,
         /// A template or template set; repeat to compare (and ensemble) them.
         #[arg(long = "template")]
         templates: Vec<String>,
@@ -516,6 +520,44 @@ fn eval_captions(
     Ok(0)
 }
 
+/// Adds a grid file's `labels:` and `template:` lines; label files are found relative to it.
+fn read_grid(
+    path: &std::path::Path,
+    labels: &mut Vec<String>,
+    templates: &mut Vec<String>,
+) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read grid file", path.display()))?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some(("labels", spec)) => {
+                let spec = spec.trim();
+                let relative = base.join(spec);
+                labels.push(if relative.is_file() {
+                    relative.display().to_string()
+                } else {
+                    spec.to_string()
+                });
+            }
+            Some(("template", spec)) => templates.push(spec.trim().to_string()),
+            _ => bail!(
+                "{}:{}: expected `labels: SPEC` or `template: SPEC`, got {line:?}",
+                path.display(),
+                i + 1
+            ),
+        }
+    }
+    if labels.is_empty() {
+        bail!("{}: the grid names no label set", path.display());
+    }
+    Ok(())
+}
+
 fn eval_command(cmd: EvalCommand) -> Result<usize> {
     if let EvalCommand::Captions {
         predictions,
@@ -530,8 +572,9 @@ fn eval_command(cmd: EvalCommand) -> Result<usize> {
         common,
         dataset,
         split,
-        labels,
-        templates,
+        mut labels,
+        mut templates,
+        grid,
         k,
         report,
         cache,
@@ -543,6 +586,9 @@ fn eval_command(cmd: EvalCommand) -> Result<usize> {
     else {
         unreachable!("captions handled above")
     };
+    if let Some(grid) = &grid {
+        read_grid(grid, &mut labels, &mut templates)?;
+    }
     let chips = skyscribe::data::ChipOptions {
         size: chip_size,
         stride: chip_stride.unwrap_or(chip_size),
@@ -829,6 +875,8 @@ fn run(cli: Cli) -> Result<usize> {
             device: dev,
             jsonl,
         } => {
+            let images =
+                images.unwrap_or_else(|| skyscribe::data_root().join("eurosat/images/Forest"));
             let (mut paths, errors) = collect_images(&[images]);
             if let Some(e) = errors.into_iter().next() {
                 return Err(e);

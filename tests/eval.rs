@@ -283,6 +283,13 @@ fn eval_report_and_per_image_lines_recompute_to_the_summary() {
             .collect();
     std::fs::write(&split, lines.join("\n")).unwrap();
     let report = dir.join("report");
+    // The wording grid: a second label set and a second template from a grid file.
+    let grid = dir.join("grid.txt");
+    std::fs::write(
+        &grid,
+        "# wordings to compare\nlabels: eurosat-reduced\ntemplate: eurosat\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
         .args([
             "eval",
