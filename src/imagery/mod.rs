@@ -100,9 +100,10 @@ fn decode(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
         return decode_tiff(path, opts);
     }
     if format == ImageFormat::Jpeg {
-        check_jpeg_complete(path)?;
+        let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
+        check_jpeg_complete(&bytes)?;
         if opts.bands.is_none()
-            && let Some(img) = decode_jpeg_like_pillow(path, opts)?
+            && let Some(img) = decode_jpeg_like_pillow(&bytes, opts)?
         {
             return Ok(img);
         }
@@ -122,8 +123,7 @@ fn decode(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
 
 /// zune-jpeg decodes truncated files by inventing the missing rows; Pillow refuses them, and so
 /// do we: a complete JPEG ends with the EOI marker (trailing zero padding tolerated).
-fn check_jpeg_complete(path: &Path) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
+fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
     let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
     if end < 4 || bytes[end - 2..end] != [0xFF, 0xD9] {
         bail!("truncated JPEG (no end-of-image marker)");
@@ -139,7 +139,7 @@ thread_local! {
 /// Decodes a JPEG with libjpeg-turbo's decoder (through mozjpeg): the same integer IDCT and
 /// "fancy" chroma upsampling as Pillow, so pixels are bit-identical to what transformers sees.
 /// `None` for colour spaces libjpeg cannot turn into RGB (CMYK, YCCK): the caller falls back.
-fn decode_jpeg_like_pillow(path: &Path, opts: &DecodeOptions) -> Result<Option<RgbImage>> {
+fn decode_jpeg_like_pillow(bytes: &[u8], opts: &DecodeOptions) -> Result<Option<RgbImage>> {
     static QUIET: std::sync::Once = std::sync::Once::new();
     QUIET.call_once(|| {
         let previous = std::panic::take_hook();
@@ -152,7 +152,7 @@ fn decode_jpeg_like_pillow(path: &Path, opts: &DecodeOptions) -> Result<Option<R
     let max_pixels = opts.max_pixels;
     IN_LIBJPEG.with(|f| f.set(true));
     let result = std::panic::catch_unwind(|| -> Result<Option<RgbImage>> {
-        let d = mozjpeg::Decompress::new_path(path).map_err(|e| anyhow!("bad JPEG: {e}"))?;
+        let d = mozjpeg::Decompress::new_mem(bytes).map_err(|e| anyhow!("bad JPEG: {e}"))?;
         use mozjpeg::ColorSpace;
         if matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK) {
             return Ok(None);
