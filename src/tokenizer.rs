@@ -39,10 +39,10 @@ impl TextTokenizer {
             .map_err(|e| anyhow!("cannot tokenize {text:?}: {e}"))?;
         let mut ids = enc.get_ids().to_vec();
         if ids.len() > self.context_length {
+            // The last token is the end token the post-processor added: it survives the cut.
             let last = *ids.last().unwrap();
             ids.truncate(self.context_length);
-            let keep = self.end_id.filter(|&e| e == last).unwrap_or(last);
-            *ids.last_mut().unwrap() = keep;
+            *ids.last_mut().unwrap() = last;
         }
         Ok(ids)
     }

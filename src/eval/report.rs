@@ -351,8 +351,9 @@ fn confusion_png(path: &Path, names: &[String], confusion: &[Vec<usize>]) -> Res
     let cell = (600 / n.max(1)).clamp(12, 60) as u32;
     let margin = 200u32;
     let size = (margin + cell * n as u32 + 20, margin + cell * n as u32 + 40);
+    let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
     {
-        let root = BitMapBackend::new(path, size).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let font = ("sans-serif", (cell as f64 * 0.35).clamp(9.0, 14.0)).into_font();
         root.draw(&Text::new(
@@ -413,14 +414,15 @@ fn confusion_png(path: &Path, names: &[String], confusion: &[Vec<usize>]) -> Res
         }
         root.present().map_err(plot_err)?;
     }
-    Ok(())
+    save_png(path, size.0, size.1, pixels)
 }
 
 fn bars_png(path: &Path, title: &str, bars: &[(String, f64)]) -> Result<()> {
     register_font();
     let height = 80 + 22 * bars.len() as u32;
+    let mut pixels = vec![0u8; (900 * height * 3) as usize];
     {
-        let root = BitMapBackend::new(path, (900, height)).into_drawing_area();
+        let root = BitMapBackend::with_buffer(&mut pixels, (900, height)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
@@ -455,7 +457,20 @@ fn bars_png(path: &Path, title: &str, bars: &[(String, f64)]) -> Result<()> {
             .map_err(plot_err)?;
         root.present().map_err(plot_err)?;
     }
-    Ok(())
+    save_png(path, 900, height, pixels)
+}
+
+/// Encodes an RGB buffer as PNG, atomically.
+fn save_png(path: &Path, width: u32, height: u32, pixels: Vec<u8>) -> Result<()> {
+    let img = image::RgbImage::from_raw(width, height, pixels)
+        .ok_or_else(|| anyhow::anyhow!("plot buffer has the wrong size"))?;
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .with_context(|| format!("{}: cannot encode PNG", path.display()))?;
+    write_atomic(path, &bytes)
 }
 
 /// Writes the report into `dir` (created if needed).
