@@ -201,20 +201,13 @@ pub fn collect_images(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<anyhow::Error>) 
     let mut errors = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let mut found: Vec<PathBuf> = walkdir::WalkDir::new(input)
-                .follow_links(true)
-                .into_iter()
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_type().is_file() && imagery::is_image_path(e.path()))
-                .map(|e| e.into_path())
-                .collect();
+            let found = imagery::images_under(input);
             if found.is_empty() {
                 errors.push(anyhow::anyhow!(
                     "{}: folder has no images (looked for .jpg .jpeg .png .webp .tif .tiff .bmp .gif)",
                     input.display()
                 ));
             }
-            found.sort();
             paths.extend(found);
         } else if input.exists() {
             paths.push(input.clone());

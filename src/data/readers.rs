@@ -7,19 +7,7 @@ use anyhow::{Context, Result, anyhow, bail};
 
 use super::chips::{ChipOptions, LabelledBox, chip_grid, chip_labels};
 use super::{ImageRef, LabelledImages, Sample};
-use crate::imagery::is_image_path;
-
-fn images_under(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walkdir::WalkDir::new(dir)
-        .follow_links(true)
-        .into_iter()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_file() && is_image_path(e.path()))
-        .map(|e| e.into_path())
-        .collect();
-    v.sort();
-    v
-}
+use crate::imagery::images_under;
 
 /// One subfolder per class (EuroSAT's layout).
 pub fn folder(root: &Path) -> Result<LabelledImages> {

@@ -80,6 +80,19 @@ pub fn crop(img: &RgbImage, (x, y, w, h): (u32, u32, u32, u32)) -> Result<RgbIma
     })
 }
 
+/// The image files under `dir`, walked recursively (following links), sorted.
+pub fn images_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found: Vec<std::path::PathBuf> = walkdir::WalkDir::new(dir)
+        .follow_links(true)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file() && is_image_path(e.path()))
+        .map(|e| e.into_path())
+        .collect();
+    found.sort();
+    found
+}
+
 /// Decodes a file into 8-bit RGB. Every error names the file.
 pub fn load_rgb(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
     decode(path, opts).with_context(|| format!("{}", path.display()))

@@ -5,7 +5,7 @@
 //! `softmax_last_dim`), which have no backward pass: training code must not reuse them.
 
 use anyhow::{Result, bail};
-use candle_core::{D, DType, Tensor};
+use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
 use super::cpu_kernels;
@@ -250,9 +250,4 @@ impl Mlp {
         let h = self.act.forward(&self.fc1.forward(xs)?)?;
         self.fc2.forward(&h)
     }
-}
-
-/// Softmax over the last dimension computed in f32 (used for small score matrices).
-pub fn softmax(xs: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::ops::softmax(xs, D::Minus1)?)
 }
