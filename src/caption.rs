@@ -104,6 +104,13 @@ impl Captioner {
                 config.gpt2_config.n_embd
             );
         }
+        if config.mapping.prefix_length >= config.gpt2_config.n_positions {
+            bail!(
+                "a prefix of {} leaves no room in GPT-2's context of {}",
+                config.mapping.prefix_length,
+                config.gpt2_config.n_positions
+            );
+        }
         let mapper = Mapper::load(weights, "clip_project", config.mapping.clone())?;
         let gpt2 = Gpt2::with_prefix(config.gpt2_config.clone(), weights, "gpt.transformer.")?;
         // The reference stops after the first "." token.
@@ -117,6 +124,13 @@ impl Captioner {
             tokenizer,
             stop_token,
         })
+    }
+
+    /// How many tokens decoding may generate: `max_tokens`, or fewer where GPT-2's context
+    /// (after the prefix) ends first.
+    fn token_budget(&self, opts: &DecodeOptions) -> usize {
+        let room = self.gpt2.config().n_positions - self.config.mapping.prefix_length;
+        opts.max_tokens.min(room)
     }
 
     /// The prefix embeddings `(B, K, E)` of CLIP image embeddings (one per row).
@@ -150,7 +164,7 @@ impl Captioner {
             .forward_embeds(&self.prefix(clip_embeddings)?, &mut cache)?;
         let mut out: Vec<Vec<u32>> = vec![Vec::new(); n];
         let mut done = vec![false; n];
-        for _ in 0..opts.max_tokens {
+        for _ in 0..self.token_budget(opts) {
             let last = logits.narrow(1, logits.dim(1)? - 1, 1)?.squeeze(1)?;
             let next = crate::models::gpt2::argmax_last(&last)?;
             for (i, &t) in next.iter().enumerate() {
@@ -204,7 +218,7 @@ impl Captioner {
             self.gpt2.device(),
         )?)?;
         let mut next: Vec<u32> = start.iter().map(|&t| t as u32).collect();
-        for _ in 1..opts.max_tokens {
+        for _ in 1..self.token_budget(opts) {
             if stopped.iter().all(|&s| s) {
                 break;
             }
@@ -297,7 +311,7 @@ impl Captioner {
             .gpt2
             .forward_embeds(&self.prefix(&[clip_embedding.to_vec()])?, &mut cache)?;
         let mut out = Vec::new();
-        for _ in 0..opts.max_tokens {
+        for _ in 0..self.token_budget(opts) {
             let last: Vec<f32> = logits
                 .narrow(1, logits.dim(1)? - 1, 1)?
                 .flatten_all()?

@@ -15,6 +15,7 @@
 //! | [`data`] | labelled datasets behind one trait: folder, RSICD scenes, JSONL, DOTA, xView |
 //! | [`cache`] | the on-disk embedding cache |
 //! | [`eval`] | zero-shot evaluation (metrics, wording sensitivity, reports, plots) and caption metrics |
+//! | [`train`] | training: the ClipCap captioner and CLIP (contrastive), AdamW, schedules, checkpoints, BPE |
 //! | [`bench`] | throughput measurement with the real model shapes and random weights |
 
 pub mod bench;
@@ -28,6 +29,7 @@ pub mod imagery;
 pub mod labels;
 pub mod models;
 pub mod tokenizer;
+pub mod train;
 pub mod zeroshot;
 
 /// Where the shared data sets live: `SKYSCRIBE_DATA`, else `../shared/data`.

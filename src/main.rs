@@ -118,6 +118,9 @@ enum Command {
     /// Measure CLIP on labelled data.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Train a captioner or CLIP.
+    #[command(subcommand)]
+    Train(TrainCommand),
     /// Images per second of the image pipeline (ViT-B/32 shapes, random weights by default).
     Bench {
         /// A folder of images to run through the pipeline (default: EuroSAT's Forest class
@@ -137,6 +140,246 @@ enum Command {
         #[arg(long)]
         jsonl: bool,
     },
+}
+
+/// Options every training run shares.
+#[derive(clap::Args)]
+struct TrainCommon {
+    /// Captioned images: rsicd:DIR (captions.jsonl + images) or coco:FILE.json.
+    #[arg(long)]
+    data: String,
+    /// Output folder: the trained model, plus checkpoint/ for --resume.
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Peak learning rate (after warm-up).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Warm-up steps.
+    #[arg(long)]
+    warmup: Option<usize>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Clip the global gradient norm to this (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f64,
+    /// Share of images held out for validation.
+    #[arg(long, default_value_t = 0.05)]
+    val_fraction: f64,
+    /// Checkpoint every N steps (and at every epoch's end).
+    #[arg(long, default_value_t = 500)]
+    save_every: usize,
+    /// Continue the run in --out exactly where it stopped.
+    #[arg(long)]
+    resume: bool,
+    /// Stop with a checkpoint after this step, as if interrupted.
+    #[arg(long)]
+    stop_after: Option<usize>,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Size of the BPE vocabulary trained on the captions when a model is trained from scratch
+    /// without --tokenizer.
+    #[arg(long, default_value_t = 2048)]
+    vocab_size: usize,
+    /// tokenizer.json for a model trained from scratch.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Print the per-epoch history as JSON Lines.
+    #[arg(long)]
+    jsonl: bool,
+}
+
+#[derive(Subcommand)]
+enum TrainCommand {
+    /// ClipCap: a mapping network (and optionally GPT-2) on CLIP image embeddings.
+    Captioner {
+        #[command(flatten)]
+        common: TrainCommon,
+        /// The CLIP model whose image embeddings are the prefix (directory or hub id).
+        #[arg(long)]
+        clip: String,
+        /// A pretrained GPT-2 (directory or hub id).
+        #[arg(long, conflicts_with = "gpt2_config")]
+        gpt2: Option<String>,
+        /// Train GPT-2 from scratch with these shapes: `mini` or a GPT-2 config.json.
+        #[arg(long)]
+        gpt2_config: Option<String>,
+        /// Train the pretrained GPT-2 together with the mapper (default: frozen).
+        #[arg(long)]
+        train_gpt2: bool,
+        #[arg(long, value_parser = ["mlp", "transformer"], default_value = "mlp")]
+        mapping: String,
+        #[arg(long, default_value_t = 10)]
+        prefix_length: usize,
+        #[arg(long, default_value_t = 10)]
+        clip_length: usize,
+        #[arg(long, default_value_t = 8)]
+        num_layers: usize,
+        #[arg(long)]
+        normalize_prefix: bool,
+        #[arg(long, default_value_t = 40)]
+        batch_size: usize,
+        /// Embedding cache folder (default $SKYSCRIBE_CACHE or ~/.cache/skyscribe).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// CLIP, contrastively: fine-tune (--init) or from scratch (--config).
+    Clip {
+        #[command(flatten)]
+        common: TrainCommon,
+        /// A pretrained CLIP to fine-tune (directory or hub id).
+        #[arg(long, conflicts_with = "config")]
+        init: Option<String>,
+        /// Train from scratch with these shapes: `mini` or a CLIP config.json.
+        #[arg(long)]
+        config: Option<String>,
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        /// Train on the images as they are (no crops, flips, rotations, colour jitter).
+        #[arg(long)]
+        no_augment: bool,
+    },
+}
+
+fn print_training(
+    summary: &skyscribe::train::captioner::TrainSummary,
+    jsonl: bool,
+    out: &std::path::Path,
+) -> Result<()> {
+    if jsonl {
+        for r in &summary.history {
+            println!("{}", serde_json::to_string(r)?);
+        }
+    } else {
+        for r in &summary.history {
+            let extra: Vec<String> = r
+                .metrics
+                .iter()
+                .map(|(k, v)| format!("{k} {v:.3}"))
+                .collect();
+            println!(
+                "epoch {:>3}  step {:>6}  train loss {:.4}  validation loss {}  {:.0} s  {}",
+                r.epoch,
+                r.step,
+                r.train_loss,
+                r.val_loss.map_or("-".into(), |v| format!("{v:.4}")),
+                r.seconds,
+                extra.join("  ")
+            );
+        }
+    }
+    eprintln!(
+        "skyscribe: {} after {} steps in {:.0} s; model in {}",
+        if summary.finished {
+            "finished"
+        } else {
+            "stopped"
+        },
+        summary.steps,
+        summary.seconds,
+        out.display()
+    );
+    Ok(())
+}
+
+fn train_command(cmd: TrainCommand) -> Result<usize> {
+    use skyscribe::train::{captioner, clip};
+    match cmd {
+        TrainCommand::Captioner {
+            common: c,
+            clip,
+            gpt2,
+            gpt2_config,
+            train_gpt2,
+            mapping,
+            prefix_length,
+            clip_length,
+            num_layers,
+            normalize_prefix,
+            batch_size,
+            cache,
+            no_cache,
+        } => {
+            let dev = device(&c.device)?;
+            let opts = captioner::CaptionerTrainOptions {
+                data: c.data,
+                clip,
+                gpt2,
+                gpt2_config,
+                tokenizer: c.tokenizer,
+                vocab_size: c.vocab_size,
+                mapping: if mapping == "mlp" {
+                    skyscribe::models::mapper::MappingType::Mlp
+                } else {
+                    skyscribe::models::mapper::MappingType::Transformer
+                },
+                prefix_length,
+                clip_length,
+                num_layers,
+                normalize_prefix,
+                train_gpt2,
+                epochs: c.epochs,
+                batch_size,
+                lr: c.lr.unwrap_or(2e-5),
+                warmup: c.warmup.unwrap_or(5000),
+                weight_decay: c.weight_decay.unwrap_or(0.01),
+                grad_clip: c.grad_clip,
+                val_fraction: c.val_fraction,
+                seed: c.seed,
+                save_every: c.save_every,
+                resume: c.resume,
+                stop_after: c.stop_after,
+                cache: if no_cache {
+                    None
+                } else {
+                    Some(cache.unwrap_or_else(default_cache_dir))
+                },
+                out: c.out.clone(),
+                quiet: false,
+            };
+            let summary = captioner::train_captioner(&opts, &dev)?;
+            print_training(&summary, c.jsonl, &c.out)?;
+        }
+        TrainCommand::Clip {
+            common: c,
+            init,
+            config,
+            batch_size,
+            no_augment,
+        } => {
+            let dev = device(&c.device)?;
+            let scratch = init.is_none();
+            let opts = clip::ClipTrainOptions {
+                data: c.data,
+                init,
+                config,
+                tokenizer: c.tokenizer,
+                vocab_size: c.vocab_size,
+                epochs: c.epochs,
+                batch_size,
+                lr: c.lr.unwrap_or(if scratch { 5e-4 } else { 1e-5 }),
+                warmup: c.warmup.unwrap_or(if scratch { 200 } else { 100 }),
+                weight_decay: c.weight_decay.unwrap_or(0.1),
+                grad_clip: c.grad_clip,
+                val_fraction: c.val_fraction,
+                augment: !no_augment,
+                seed: c.seed,
+                save_every: c.save_every,
+                resume: c.resume,
+                stop_after: c.stop_after,
+                out: c.out.clone(),
+                quiet: false,
+            };
+            let summary = clip::train_clip(&opts, &dev)?;
+            print_training(&summary, c.jsonl, &c.out)?;
+        }
+    }
+    Ok(0)
 }
 
 // Parsed once per run: the size difference between variants costs nothing.
@@ -837,6 +1080,7 @@ fn run(cli: Cli) -> Result<usize> {
             &out,
         ),
         Command::Eval(cmd) => eval_command(cmd),
+        Command::Train(cmd) => train_command(cmd),
         Command::Describe {
             common,
             top_k,

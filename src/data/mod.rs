@@ -3,6 +3,7 @@
 //!
 //! `--dataset KIND:PATH` picks a reader: `folder`, `rsicd-scenes`, `jsonl`, `dota`, `xview`.
 
+mod captions;
 mod chips;
 mod readers;
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+pub use captions::{CaptionedImage, CaptionedImages, open_captions, training_sentence};
 pub use chips::{ChipOptions, chip_grid};
 pub use readers::{dota, folder, jsonl, rsicd_scenes, xview};
 

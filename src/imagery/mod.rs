@@ -715,7 +715,7 @@ fn three(v: Vec<f64>, what: &str) -> Result<[f32; 3]> {
 }
 
 /// Resizes as Pillow does (see [`resample`]).
-fn resize_rgb(img: &RgbImage, width: u32, height: u32, resample: u32) -> Result<RgbImage> {
+pub fn resize_rgb(img: &RgbImage, width: u32, height: u32, resample: u32) -> Result<RgbImage> {
     if width == 0 || height == 0 {
         bail!("resize to an empty image ({width}×{height})");
     }

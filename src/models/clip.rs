@@ -16,7 +16,7 @@ use super::layers::{Activation, Attention, LayerNorm, Linear, Mlp};
 use super::weights::Weights;
 
 /// `text_config` of a Hugging Face CLIP `config.json`; defaults are transformers' defaults.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct ClipTextConfig {
     pub vocab_size: usize,
@@ -49,7 +49,7 @@ impl Default for ClipTextConfig {
 }
 
 /// `vision_config` of a Hugging Face CLIP `config.json`; defaults are transformers' defaults.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct ClipVisionConfig {
     pub hidden_size: usize,
@@ -80,7 +80,7 @@ impl Default for ClipVisionConfig {
 }
 
 /// A Hugging Face CLIP `config.json` (every size: ViT-B/32, B/16, L/14, L/14-336, …).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default)]
 pub struct ClipConfig {
     pub text_config: ClipTextConfig,
@@ -334,10 +334,11 @@ impl VisionTransformer {
             &[d, c.num_channels, p, p],
         )?;
         Ok(Self {
-            patch_weight_t: patch
-                .reshape((d, c.num_channels * p * p))?
-                .t()?
-                .contiguous()?,
+            patch_weight_t: {
+                let t = patch.reshape((d, c.num_channels * p * p))?.t()?;
+                // A trained weight stays a view of its variable.
+                if t.track_op() { t } else { t.contiguous()? }
+            },
             class_embedding: w.get("vision_model.embeddings.class_embedding", &[d])?,
             position_embedding: w.get(
                 "vision_model.embeddings.position_embedding.weight",

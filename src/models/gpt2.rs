@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use candle_core::{D, Device, Tensor};
 use serde::Deserialize;
 
-use super::layers::{Activation, LayerNorm, Linear};
+use super::layers::{Activation, LayerNorm, Linear, softmax_last};
 use super::weights::Weights;
 
 /// A Hugging Face GPT-2 `config.json`; defaults are `gpt2`'s (124M).
@@ -168,7 +168,7 @@ impl Block {
             })
             .collect();
         let mask = Tensor::from_vec(mask, (t, total), xs.device())?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+        let probs = softmax_last(&scores.broadcast_add(&mask)?)?;
         let out = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -195,8 +195,8 @@ pub struct Gpt2 {
     wpe: Tensor,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
-    /// `wte` transposed, `(n_embd, vocab)`: the tied head as one matrix product.
-    head_t: Tensor,
+    /// The tied head: `wte` as a bias-free linear layer.
+    head: Linear,
     config: Gpt2Config,
     device: Device,
 }
@@ -221,13 +221,13 @@ impl Gpt2 {
             .map(|i| Block::load(w, &format!("{prefix}h.{i}"), &config))
             .collect::<Result<_>>()?;
         let ln_f = LayerNorm::load(w, &format!("{prefix}ln_f"), d, config.layer_norm_epsilon)?;
-        let head_t = wte.t()?.contiguous()?;
+        let head = Linear::from_weights(wte.clone(), None)?;
         Ok(Self {
             wte,
             wpe,
             blocks,
             ln_f,
-            head_t,
+            head,
             config,
             device: w.device().clone(),
         })
@@ -262,7 +262,18 @@ impl Gpt2 {
     /// Logits `(B, T, vocab)` for input embeddings `(B, T, n_embd)` that follow the
     /// `cache.len()` positions already in `cache` (which is extended).
     pub fn forward_embeds(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
-        let (b, t, d) = embeds.dims3()?;
+        let hidden = self.hidden_states(embeds, cache)?;
+        self.logits(&hidden)
+    }
+
+    /// The tied head: logits `(…, vocab)` of final hidden states `(…, n_embd)`.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.head.forward(hidden)
+    }
+
+    /// Final (LayerNorm'd) hidden states `(B, T, n_embd)`, before the head.
+    pub fn hidden_states(&self, embeds: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (_, t, _) = embeds.dims3()?;
         let past = cache.len();
         if past + t > self.config.n_positions {
             bail!(
@@ -275,11 +286,7 @@ impl Gpt2 {
         for (block, c) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             xs = block.forward(&xs, c)?;
         }
-        let xs = self.ln_f.forward(&xs)?;
-        Ok(xs
-            .reshape((b * t, d))?
-            .matmul(&self.head_t)?
-            .reshape((b, t, self.config.vocab_size))?)
+        self.ln_f.forward(&xs)
     }
 
     /// Logits for token ids `(B, T)`.

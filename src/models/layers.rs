@@ -1,8 +1,13 @@
 //! The building blocks the transformer models share: linear layers, LayerNorm, multi-head
 //! attention and the MLP, each loaded from checkpoint keys with checked shapes.
 //!
-//! These are inference paths and use candle's fused kernels (`layer_norm`,
-//! `softmax_last_dim`), which have no backward pass: training code must not reuse them.
+//! Every layer serves inference and training. Inference uses fused kernels (candle's
+//! `layer_norm` and `softmax_last_dim`, this crate's CPU kernels), which have no backward pass
+//! and would silently give zero gradients; so as soon as a gradient can flow through a layer
+//! (its input or its weights are tracked: `Tensor::track_op`) it switches to composed,
+//! differentiable operations. Frozen weights under a tracked input (a frozen GPT-2 under a
+//! trained prefix) go through [`FrozenLinear`], whose backward computes the input's gradient
+//! only: candle's matmul backward would also compute the weight's, which nobody reads.
 
 use anyhow::{Result, bail};
 use candle_core::{DType, Tensor};
@@ -29,7 +34,9 @@ pub enum Activation {
 impl Activation {
     pub fn forward(self, xs: &Tensor) -> Result<Tensor> {
         Ok(match self {
-            Activation::QuickGelu if xs.device().is_cpu() && xs.dtype() == DType::F32 => {
+            Activation::QuickGelu
+                if xs.device().is_cpu() && xs.dtype() == DType::F32 && !xs.track_op() =>
+            {
                 xs.contiguous()?.apply_op1_no_bwd(&QuickGeluCpu)?
             }
             Activation::QuickGelu => (xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?)?,
@@ -93,12 +100,20 @@ impl Linear {
         Self::from_weights(weight, None)
     }
 
-    /// `weight`: `(out, in)` as PyTorch stores it.
+    /// `weight`: `(out, in)` as PyTorch stores it. A trainable weight is kept as a view of its
+    /// variable (a copy would not see the optimiser's updates).
     pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        Ok(Self {
-            weight_t: weight.t()?.contiguous()?,
-            bias,
-        })
+        let weight_t = if weight.track_op() {
+            weight.t()?
+        } else {
+            weight.t()?.contiguous()?
+        };
+        Ok(Self { weight_t, bias })
+    }
+
+    /// Whether the weights are trained (then the layer cannot be fused with another).
+    pub fn is_trainable(&self) -> bool {
+        self.weight_t.track_op() || self.bias.as_ref().is_some_and(|b| b.track_op())
     }
 
     /// Concatenates several layers reading the same input into one wider layer.
@@ -125,12 +140,20 @@ impl Linear {
         let in_dim = *dims.last().unwrap_or(&0);
         let rows = xs.elem_count() / in_dim.max(1);
         let xs2 = xs.reshape((rows, in_dim))?;
-        let ys = match &self.bias {
-            Some(b) if xs.device().is_cpu() && xs.dtype() == DType::F32 => {
-                cpu_kernels::linear_bias(&xs2.contiguous()?, &self.weight_t, b)?
+        let cpu_f32 = xs.device().is_cpu() && xs.dtype() == DType::F32;
+        let ys = if !self.is_trainable() && cpu_f32 && xs.track_op() {
+            xs2.contiguous()?.apply_op1(FrozenLinear {
+                weight_t: self.weight_t.clone(),
+                bias: self.bias.clone(),
+            })?
+        } else {
+            match &self.bias {
+                Some(b) if cpu_f32 && !self.is_trainable() => {
+                    cpu_kernels::linear_bias(&xs2.contiguous()?, &self.weight_t, b)?
+                }
+                Some(b) => xs2.matmul(&self.weight_t)?.broadcast_add(b)?,
+                None => xs2.matmul(&self.weight_t)?,
             }
-            Some(b) => xs2.matmul(&self.weight_t)?.broadcast_add(b)?,
-            None => xs2.matmul(&self.weight_t)?,
         };
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.out_dim();
@@ -138,7 +161,65 @@ impl Linear {
     }
 }
 
-/// LayerNorm over the last dimension (inference: candle's fused kernel).
+/// `x·Wᵀ + b` with a frozen `W`: the forward pass is the fast kernel, the backward pass gives
+/// the input's gradient `g·W` and nothing else.
+struct FrozenLinear {
+    weight_t: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl candle_core::CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("frozen-linear: f32 only")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen-linear: input must be contiguous")
+        };
+        let xs = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?;
+        let ys = match &self.bias {
+            Some(b) => cpu_kernels::linear_bias(&xs, &self.weight_t, b)
+                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+            None => xs.matmul(&self.weight_t)?,
+        };
+        let shape = ys.shape().clone();
+        Ok((
+            candle_core::CpuStorage::F32(ys.flatten_all()?.to_vec1::<f32>()?),
+            shape,
+        ))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.weight_t.t()?)?))
+    }
+}
+
+/// Softmax over the last dimension: the fused kernel for inference, composed operations when a
+/// gradient must flow (the shift by the row maximum is a constant for the gradient).
+pub fn softmax_last(xs: &Tensor) -> Result<Tensor> {
+    if !xs.track_op() {
+        return Ok(candle_nn::ops::softmax_last_dim(xs)?);
+    }
+    let max = xs.max_keepdim(candle_core::D::Minus1)?.detach();
+    let e = xs.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(candle_core::D::Minus1)?;
+    Ok(e.broadcast_div(&sum)?)
+}
+
+/// LayerNorm over the last dimension (candle's fused kernel for inference, composed for training).
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -155,6 +236,16 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if xs.track_op() || self.weight.track_op() {
+            let d = candle_core::D::Minus1;
+            let mean = xs.mean_keepdim(d)?;
+            let centred = xs.broadcast_sub(&mean)?;
+            let var = centred.sqr()?.mean_keepdim(d)?;
+            let normed = centred.broadcast_div(&(var + self.eps as f64)?.sqrt()?)?;
+            return Ok(normed
+                .broadcast_mul(&self.weight)?
+                .broadcast_add(&self.bias)?);
+        }
         Ok(candle_nn::ops::layer_norm(
             &xs.contiguous()?,
             &self.weight,
@@ -167,7 +258,8 @@ impl LayerNorm {
 /// Multi-head self-attention with `q_proj`, `k_proj`, `v_proj` (fused into one product) and
 /// `out_proj`, queries scaled by `head_dim^-0.5` as transformers does.
 pub struct Attention {
-    qkv: Linear,
+    /// One fused layer for inference; three when they are trained (see [`Linear::fuse`]).
+    qkv: Vec<Linear>,
     out_proj: Linear,
     heads: usize,
     head_dim: usize,
@@ -178,8 +270,13 @@ impl Attention {
         let q = Linear::load(w, &format!("{prefix}.q_proj"), hidden, hidden)?;
         let k = Linear::load(w, &format!("{prefix}.k_proj"), hidden, hidden)?;
         let v = Linear::load(w, &format!("{prefix}.v_proj"), hidden, hidden)?;
+        let qkv = if q.is_trainable() {
+            vec![q, k, v]
+        } else {
+            vec![Linear::fuse(&[q, k, v])?]
+        };
         Ok(Self {
-            qkv: Linear::fuse(&[q, k, v])?,
+            qkv,
             out_proj: Linear::load(w, &format!("{prefix}.out_proj"), hidden, hidden)?,
             heads,
             head_dim: hidden / heads,
@@ -190,8 +287,17 @@ impl Attention {
     pub fn forward(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
         let (b, t, hidden) = xs.dims3()?;
         let (h, hd) = (self.heads, self.head_dim);
-        let qkv = self.qkv.forward(xs)?;
-        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        let qkv = match self.qkv.as_slice() {
+            [fused] => fused.forward(xs)?,
+            parts => {
+                let outs = parts
+                    .iter()
+                    .map(|l| l.forward(xs))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&outs, 2)?
+            }
+        };
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 && !qkv.track_op() {
             let out = cpu_kernels::attention(&qkv, h, causal)?;
             return self.out_proj.forward(&out);
         }
@@ -206,7 +312,7 @@ impl Attention {
         } else {
             scores
         };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = softmax_last(&scores)?;
         let out = probs
             .matmul(&v)?
             .transpose(1, 2)?

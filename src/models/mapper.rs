@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::layers::{LayerNorm, Linear};
+use super::layers::{LayerNorm, Linear, softmax_last};
 use super::weights::Weights;
 
 /// Which mapping network.
@@ -90,7 +90,7 @@ impl MapperLayer {
             .transpose(1, 2)?
             .contiguous()?;
         let scores = (q.matmul(&k.t()?)? * (hd as f64).powf(-0.5))?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        let probs = softmax_last(&scores)?;
         let out = probs
             .matmul(&v)?
             .transpose(1, 2)?

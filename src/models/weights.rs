@@ -3,10 +3,12 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 use candle_core::safetensors::MmapedSafetensors;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
+use rand::SeedableRng;
 
 enum Source {
     /// `model.safetensors`, memory-mapped: shapes are checked before anything is copied.
@@ -15,13 +17,22 @@ enum Source {
     Loaded(HashMap<String, Tensor>),
     /// Every tensor asked for is made up: small normal noise (benchmarks with real shapes).
     Random,
+    /// Fresh weights for training from scratch, seeded: see [`initial_value`].
+    Init(Mutex<rand::rngs::StdRng>),
 }
 
 /// The tensors of one checkpoint file, read as f32 on one device.
+///
+/// In trainable mode ([`Weights::trainable`]) every tensor handed out is a [`Var`], recorded
+/// under its checkpoint key: the models built from it are then the training graph, and
+/// [`Weights::vars`] is what the optimiser updates and what a checkpoint saves.
 pub struct Weights {
     source: Source,
     file: PathBuf,
     device: Device,
+    vars: Option<Mutex<Vec<(String, Var)>>>,
+    /// In trainable mode, only names starting with one of these are variables (all if empty).
+    trainable_prefixes: Vec<String>,
 }
 
 impl Weights {
@@ -60,6 +71,8 @@ impl Weights {
             source,
             file: path.to_path_buf(),
             device: device.clone(),
+            vars: None,
+            trainable_prefixes: vec![],
         })
     }
 
@@ -69,6 +82,8 @@ impl Weights {
             source: Source::Loaded(tensors),
             file: PathBuf::from("<memory>"),
             device: device.clone(),
+            vars: None,
+            trainable_prefixes: vec![],
         }
     }
 
@@ -79,7 +94,42 @@ impl Weights {
             source: Source::Random,
             file: PathBuf::from("<random>"),
             device: device.clone(),
+            vars: None,
+            trainable_prefixes: vec![],
         }
+    }
+
+    /// Fresh weights for training from scratch, drawn from `seed` (see [`initial_value`]).
+    pub fn init(seed: u64, device: &Device) -> Self {
+        Self {
+            source: Source::Init(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed))),
+            file: PathBuf::from("<new>"),
+            device: device.clone(),
+            vars: None,
+            trainable_prefixes: vec![],
+        }
+    }
+
+    /// Hands out every tensor as a trainable [`Var`].
+    pub fn trainable(mut self) -> Self {
+        self.vars = Some(Mutex::new(Vec::new()));
+        self
+    }
+
+    /// Hands out the tensors whose names start with one of `prefixes` as trainable [`Var`]s,
+    /// the others as constants (a frozen part of the model).
+    pub fn trainable_under(mut self, prefixes: &[&str]) -> Self {
+        self.vars = Some(Mutex::new(Vec::new()));
+        self.trainable_prefixes = prefixes.iter().map(|p| p.to_string()).collect();
+        self
+    }
+
+    /// The variables handed out so far, in the order the model asked for them.
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        self.vars
+            .as_ref()
+            .map(|v| v.lock().expect("weights lock").clone())
+            .unwrap_or_default()
     }
 
     pub fn device(&self) -> &Device {
@@ -95,7 +145,7 @@ impl Weights {
         match &self.source {
             Source::Safetensors(st) => st.get(name).is_ok(),
             Source::Loaded(map) => map.contains_key(name),
-            Source::Random => true,
+            Source::Random | Source::Init(_) => true,
         }
     }
 
@@ -104,14 +154,35 @@ impl Weights {
         let mut names: Vec<String> = match &self.source {
             Source::Safetensors(st) => st.tensors().into_iter().map(|(n, _)| n).collect(),
             Source::Loaded(map) => map.keys().cloned().collect(),
-            Source::Random => vec![],
+            Source::Random | Source::Init(_) => vec![],
         };
         names.sort();
         names
     }
 
-    /// The tensor `name`, which must have exactly `shape`, as f32 on this device.
+    /// The tensor `name`, which must have exactly `shape`, as f32 on this device (a [`Var`] in
+    /// trainable mode).
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let tensor = self.read(name, shape)?;
+        let Some(vars) = &self.vars else {
+            return Ok(tensor);
+        };
+        if !self.trainable_prefixes.is_empty()
+            && !self.trainable_prefixes.iter().any(|p| name.starts_with(p))
+        {
+            return Ok(tensor);
+        }
+        let mut vars = vars.lock().expect("weights lock");
+        if let Some((_, v)) = vars.iter().find(|(n, _)| n == name) {
+            // Read twice (a tied weight): the same variable, so gradients add up.
+            return Ok(v.as_tensor().clone());
+        }
+        let var = Var::from_tensor(&tensor)?;
+        vars.push((name.to_string(), var.clone()));
+        Ok(var.as_tensor().clone())
+    }
+
+    fn read(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let found: Vec<usize> = match &self.source {
             Source::Safetensors(st) => match st.get(name) {
                 Ok(view) => view.shape().to_vec(),
@@ -122,6 +193,11 @@ impl Weights {
                 None => return Err(self.missing(name, shape)),
             },
             Source::Random => return Ok((Tensor::randn(0f32, 1.0, shape, &self.device)? * 0.02)?),
+            Source::Init(rng) => {
+                let mut rng = rng.lock().expect("weights rng lock");
+                let values = initial_value(name, shape, &mut *rng);
+                return Ok(Tensor::from_vec(values, shape, &self.device)?);
+            }
         };
         if found != shape {
             bail!(
@@ -132,7 +208,7 @@ impl Weights {
         let tensor = match &self.source {
             Source::Safetensors(st) => st.load(name, &self.device)?,
             Source::Loaded(map) => map[name].to_device(&self.device)?,
-            Source::Random => unreachable!("answered above"),
+            Source::Random | Source::Init(_) => unreachable!("answered above"),
         };
         Ok(tensor.to_dtype(DType::F32)?)
     }
@@ -147,7 +223,9 @@ impl Weights {
                 .get(name)
                 .ok_or_else(|| self.missing(name, &[]))?
                 .to_device(&self.device)?,
-            Source::Random => bail!("random weights have no shapes of their own"),
+            Source::Random | Source::Init(_) => {
+                bail!("new weights have no shapes of their own")
+            }
         };
         Ok(t.to_dtype(DType::F32)?)
     }
@@ -158,4 +236,32 @@ impl Weights {
             self.file.display()
         )
     }
+}
+
+/// The starting value of a parameter trained from scratch, chosen by its checkpoint key as
+/// CLIP and GPT-2 start: biases 0, LayerNorm gains 1 (every 1-D `*.weight` in these models),
+/// CLIP's `logit_scale` ln(1/0.07), everything else normal with standard deviation 0.02.
+pub fn initial_value(name: &str, shape: &[usize], rng: &mut impl rand::Rng) -> Vec<f32> {
+    let n: usize = shape.iter().product();
+    if name.ends_with("bias") {
+        return vec![0.0; n];
+    }
+    if name.ends_with(".weight") && shape.len() == 1 {
+        return vec![1.0; n];
+    }
+    if name == "logit_scale" {
+        return vec![(1.0f32 / 0.07).ln(); n];
+    }
+    // Box-Muller: two uniforms give two independent standard normals.
+    let mut out = Vec::with_capacity(n + 1);
+    while out.len() < n {
+        let u1: f32 = rng.random::<f32>().max(f32::MIN_POSITIVE);
+        let u2: f32 = rng.random();
+        let r = (-2.0 * u1.ln()).sqrt() * 0.02;
+        let a = std::f32::consts::TAU * u2;
+        out.push(r * a.cos());
+        out.push(r * a.sin());
+    }
+    out.truncate(n);
+    out
 }
