@@ -6,7 +6,7 @@
 //! `clip_project.*` and `gpt.transformer.*`, as the reference names them), `tokenizer.json`.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use candle_core::{DType, Device, Tensor};
@@ -36,6 +36,22 @@ pub struct Captioner {
     pub gpt2: Gpt2,
     pub tokenizer: tokenizers::Tokenizer,
     stop_token: u32,
+    /// The folder it was loaded from (relative `clip_model` paths are resolved against it).
+    dir: Option<PathBuf>,
+}
+
+/// How captions are chosen.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Decoding {
+    Greedy,
+    Beam {
+        size: usize,
+    },
+    /// Nucleus sampling; image `i` of a run uses `seed + i`.
+    Sample {
+        top_p: f32,
+        seed: u64,
+    },
 }
 
 /// How captions are decoded.
@@ -89,7 +105,49 @@ impl Captioner {
                     dir.join("tokenizer.json").display()
                 )
             })?;
-        Self::from_weights(config, &weights, tokenizer)
+        let mut captioner = Self::from_weights(config, &weights, tokenizer)?;
+        captioner.dir = Some(dir.to_path_buf());
+        Ok(captioner)
+    }
+
+    /// The CLIP model the captioner was trained with: `clip_model` from its config, resolved
+    /// against the captioner's folder when that names a folder (shipped models refer to their
+    /// CLIP as `../mini-clip`).
+    pub fn clip_model_spec(&self) -> String {
+        let spec = &self.config.clip_model;
+        if let Some(dir) = &self.dir {
+            let p = Path::new(spec);
+            if p.is_relative() && dir.join(p).is_dir() {
+                return dir.join(p).display().to_string();
+            }
+        }
+        spec.clone()
+    }
+
+    /// Captions (text) of a batch of CLIP embeddings; `first_index` numbers the first image
+    /// for sampling seeds.
+    pub fn captions(
+        &self,
+        embeds: &[Vec<f32>],
+        how: Decoding,
+        opts: &DecodeOptions,
+        first_index: u64,
+    ) -> Result<Vec<String>> {
+        let ids: Vec<Vec<u32>> = match how {
+            Decoding::Greedy => self.greedy(embeds, opts)?,
+            Decoding::Beam { size } => embeds
+                .iter()
+                .map(|e| self.beam(e, size, opts))
+                .collect::<Result<_>>()?,
+            Decoding::Sample { top_p, seed } => embeds
+                .iter()
+                .enumerate()
+                .map(|(i, e)| {
+                    self.sample(e, top_p, seed.wrapping_add(first_index + i as u64), opts)
+                })
+                .collect::<Result<_>>()?,
+        };
+        ids.iter().map(|i| self.decode_text(i)).collect()
     }
 
     pub fn from_weights(
@@ -123,6 +181,7 @@ impl Captioner {
             gpt2,
             tokenizer,
             stop_token,
+            dir: None,
         })
     }
 

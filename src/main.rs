@@ -135,6 +135,17 @@ enum Command {
         /// A real model instead of random ViT-B/32 weights.
         #[arg(long)]
         model: Option<String>,
+        /// Time ClipCap training steps instead (gpt2 124M shapes, random weights, MLP mapper,
+        /// --batch-size captions of --caption-tokens tokens).
+        #[arg(long)]
+        captioner_step: bool,
+        #[arg(long, default_value_t = 20)]
+        caption_tokens: usize,
+        /// With --captioner-step: train GPT-2 too (default: frozen).
+        #[arg(long)]
+        train_gpt2: bool,
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
         #[arg(long, default_value = "auto")]
         device: String,
         #[arg(long)]
@@ -386,14 +397,41 @@ fn train_command(cmd: TrainCommand) -> Result<usize> {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum EvalCommand {
-    /// BLEU-1..4, ROUGE-L and CIDEr-D of predicted captions against references.
+    /// BLEU-1..4, ROUGE-L and CIDEr-D of captions against references: from a predictions
+    /// file, from a captioner run on a dataset, or from the nearest-neighbour baseline.
     Captions {
         /// `{"input": "<path>", "caption": "..."}` lines, as `caption --jsonl` writes them.
+        #[arg(long, conflicts_with_all = ["captioner", "nearest_neighbour"])]
+        predictions: Option<PathBuf>,
+        /// RSICD `captions.jsonl` or COCO caption JSON; matched to predictions by file name
+        /// (default: the captions of --data).
         #[arg(long)]
-        predictions: PathBuf,
-        /// RSICD `captions.jsonl` or COCO caption JSON; matched to predictions by file name.
+        references: Option<PathBuf>,
+        /// Caption the images of --data with this captioner directory.
+        #[arg(long, conflicts_with = "nearest_neighbour")]
+        captioner: Option<PathBuf>,
+        /// Baseline: caption each image of --data with the first caption of the most similar
+        /// image (cosine of CLIP image embeddings) of this captioned set, e.g. rsicd:TRAIN.
         #[arg(long)]
-        references: PathBuf,
+        nearest_neighbour: Option<String>,
+        /// The images to caption and their references: rsicd:DIR or coco:FILE.json.
+        #[arg(long)]
+        data: Option<String>,
+        /// CLIP model (default: the captioner's own; required for --nearest-neighbour).
+        #[arg(long)]
+        clip: Option<String>,
+        #[command(flatten)]
+        decoding: CaptionArgs,
+        /// Also write the generated captions here (JSON Lines).
+        #[arg(long)]
+        save_predictions: Option<PathBuf>,
+        /// Embedding cache folder (default $SKYSCRIBE_CACHE or ~/.cache/skyscribe).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        no_cache: bool,
+        #[arg(long, default_value = "auto")]
+        device: String,
         /// Score the captions as they are, without lower-casing or dropping punctuation.
         #[arg(long)]
         pretokenized: bool,
@@ -612,7 +650,7 @@ fn labels_command(
         .transpose()?;
     // With a captioner and no --model, use the CLIP model the captioner was trained with.
     let clip_spec = match &captioner {
-        Some(c) if common.model == DEFAULT_CLIP => c.config.clip_model.clone(),
+        Some(c) if common.model == DEFAULT_CLIP => c.clip_model_spec(),
         _ => common.model.clone(),
     };
     let clip = ClipEncoder::load(&clip_spec, &dev)?;
@@ -684,16 +722,137 @@ fn default_cache_dir() -> PathBuf {
     base.join("skyscribe").join("embeddings")
 }
 
+/// Where `eval captions` gets its captions from.
+struct CaptionSource<'a> {
+    predictions: Option<&'a std::path::Path>,
+    captioner: Option<&'a std::path::Path>,
+    nearest_neighbour: Option<&'a str>,
+    data: Option<&'a str>,
+    clip: Option<&'a str>,
+    decoding: &'a CaptionArgs,
+    save_predictions: Option<&'a std::path::Path>,
+    cache: Option<PathBuf>,
+    device: &'a str,
+}
+
+/// `(input, caption)` pairs generated for `--data` by a captioner or the nearest-neighbour
+/// baseline.
+fn generate_captions(src: &CaptionSource) -> Result<Vec<(String, String)>> {
+    use skyscribe::train::captioner::embed_images;
+    let spec = src
+        .data
+        .context("--captioner and --nearest-neighbour need --data (the images to caption)")?;
+    let data = skyscribe::data::open_captions(spec)?;
+    let dev = device(src.device)?;
+    let open_cache = |clip: &ClipEncoder| -> Result<Option<skyscribe::cache::EmbeddingCache>> {
+        src.cache
+            .as_ref()
+            .map(|dir| skyscribe::cache::EmbeddingCache::open(dir, clip, &DecodeOptions::default()))
+            .transpose()
+    };
+    let inputs: Vec<String> = data
+        .items
+        .iter()
+        .map(|i| i.path.display().to_string())
+        .collect();
+    let captions: Vec<String> = if let Some(dir) = src.captioner {
+        let cap = skyscribe::caption::Captioner::load(dir, &dev)?;
+        let clip_spec = src
+            .clip
+            .map_or_else(|| cap.clip_model_spec(), str::to_string);
+        let clip = ClipEncoder::load(&clip_spec, &dev)?;
+        let embeds = embed_images(&clip, &data, open_cache(&clip)?.as_ref(), false)?;
+        let how = src.decoding.decoding()?;
+        let opts = src.decoding.options();
+        let pb = progress(embeds.len());
+        pb.set_message("captions");
+        let mut out = Vec::with_capacity(embeds.len());
+        for chunk in embeds.chunks(32) {
+            out.extend(cap.captions(chunk, how, &opts, out.len() as u64)?);
+            pb.inc(chunk.len() as u64);
+        }
+        pb.finish_and_clear();
+        out
+    } else {
+        let train_spec = src.nearest_neighbour.expect("one source is given");
+        let clip_spec = src
+            .clip
+            .context("--nearest-neighbour needs --clip (the model that finds the neighbours)")?;
+        let clip = ClipEncoder::load(clip_spec, &dev)?;
+        let cache = open_cache(&clip)?;
+        let train = skyscribe::data::open_captions(train_spec)?;
+        let norm = |v: Vec<Vec<f32>>| -> Vec<Vec<f32>> {
+            v.iter()
+                .map(|e| skyscribe::zeroshot::normalized(e))
+                .collect()
+        };
+        let train_e = norm(embed_images(&clip, &train, cache.as_ref(), false)?);
+        let test_e = norm(embed_images(&clip, &data, cache.as_ref(), false)?);
+        use rayon::prelude::*;
+        test_e
+            .par_iter()
+            .map(|q| {
+                let best = train_e
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (i, q.iter().zip(t).map(|(a, b)| a * b).sum::<f32>()))
+                    .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+                    .map_or(0, |(i, _)| i);
+                train.items[best].captions[0].clone()
+            })
+            .collect()
+    };
+    let rows: Vec<(String, String)> = inputs.into_iter().zip(captions).collect();
+    if let Some(path) = src.save_predictions {
+        let text: String = rows
+            .iter()
+            .map(|(i, c)| format!("{}\n", json!({"input": i, "caption": c})))
+            .collect();
+        skyscribe::eval::report::write_atomic(path, text.as_bytes())?;
+    }
+    Ok(rows)
+}
+
 fn eval_captions(
-    predictions: &std::path::Path,
-    references: &std::path::Path,
+    src: &CaptionSource,
+    references: Option<&std::path::Path>,
     pretokenized: bool,
     jsonl: bool,
 ) -> Result<usize> {
     use skyscribe::eval::captions::{CaptionPair, read_references, score, simple_tokenize};
-    let refs = read_references(references)?;
-    let text = std::fs::read_to_string(predictions)
-        .with_context(|| format!("{}: cannot read predictions", predictions.display()))?;
+    let (predictions, refs, refs_name): (Vec<(String, String)>, _, String) = match src.predictions {
+        Some(file) => {
+            let references =
+                references.context("--predictions needs --references (the reference captions)")?;
+            (
+                read_predictions(file)?,
+                read_references(references)?,
+                references.display().to_string(),
+            )
+        }
+        None => {
+            if src.captioner.is_none() && src.nearest_neighbour.is_none() {
+                bail!("give --predictions FILE, --captioner DIR or --nearest-neighbour DATA");
+            }
+            let rows = generate_captions(src)?;
+            let (refs, name) = match references {
+                Some(r) => (read_references(r)?, r.display().to_string()),
+                None => {
+                    let data = skyscribe::data::open_captions(src.data.expect("checked"))?;
+                    let refs = data
+                        .items
+                        .iter()
+                        .map(|i| {
+                            let name = i.path.file_name().map(|n| n.to_string_lossy().into_owned());
+                            (name.unwrap_or_default(), i.captions.clone())
+                        })
+                        .collect();
+                    (refs, src.data.unwrap_or_default().to_string())
+                }
+            };
+            (rows, refs, name)
+        }
+    };
     let tok = |s: &str| {
         if pretokenized {
             s.to_string()
@@ -702,31 +861,14 @@ fn eval_captions(
         }
     };
     let mut rows: Vec<(String, String, Vec<String>)> = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", predictions.display(), i + 1))?;
-        let input = v["input"]
-            .as_str()
-            .with_context(|| format!("{}:{}: no \"input\"", predictions.display(), i + 1))?;
-        let caption = v["caption"]
-            .as_str()
-            .with_context(|| format!("{}:{}: no \"caption\"", predictions.display(), i + 1))?;
+    for (input, caption) in &predictions {
         let name = std::path::Path::new(input)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let r = refs.get(&name).with_context(|| {
-            format!(
-                "{}:{}: no reference captions for {name} in {}",
-                predictions.display(),
-                i + 1,
-                references.display()
-            )
-        })?;
+        let r = refs
+            .get(&name)
+            .with_context(|| format!("{input}: no reference captions for {name} in {refs_name}"))?;
         rows.push((
             input.to_string(),
             tok(caption),
@@ -734,7 +876,7 @@ fn eval_captions(
         ));
     }
     if rows.is_empty() {
-        bail!("{}: no predictions", predictions.display());
+        bail!("no predictions to score");
     }
     let pairs: Vec<CaptionPair> = rows
         .iter()
@@ -761,6 +903,32 @@ fn eval_captions(
         ))?;
     }
     Ok(0)
+}
+
+/// `{"input", "caption"}` lines.
+fn read_predictions(predictions: &std::path::Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(predictions)
+        .with_context(|| format!("{}: cannot read predictions", predictions.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", predictions.display(), i + 1))?;
+        let input = v["input"]
+            .as_str()
+            .with_context(|| format!("{}:{}: no \"input\"", predictions.display(), i + 1))?;
+        let caption = v["caption"]
+            .as_str()
+            .with_context(|| format!("{}:{}: no \"caption\"", predictions.display(), i + 1))?;
+        rows.push((input.to_string(), caption.to_string()));
+    }
+    if rows.is_empty() {
+        bail!("{}: no predictions", predictions.display());
+    }
+    Ok(rows)
 }
 
 /// Adds a grid file's `labels:` and `template:` lines; label files are found relative to it.
@@ -805,11 +973,35 @@ fn eval_command(cmd: EvalCommand) -> Result<usize> {
     if let EvalCommand::Captions {
         predictions,
         references,
+        captioner,
+        nearest_neighbour,
+        data,
+        clip,
+        decoding,
+        save_predictions,
+        cache,
+        no_cache,
+        device,
         pretokenized,
         jsonl,
     } = &cmd
     {
-        return eval_captions(predictions, references, *pretokenized, *jsonl);
+        let src = CaptionSource {
+            predictions: predictions.as_deref(),
+            captioner: captioner.as_deref(),
+            nearest_neighbour: nearest_neighbour.as_deref(),
+            data: data.as_deref(),
+            clip: clip.as_deref(),
+            decoding,
+            save_predictions: save_predictions.as_deref(),
+            cache: if *no_cache {
+                None
+            } else {
+                Some(cache.clone().unwrap_or_else(default_cache_dir))
+            },
+            device,
+        };
+        return eval_captions(&src, references.as_deref(), *pretokenized, *jsonl);
     }
     let EvalCommand::ZeroShot {
         common,
@@ -939,53 +1131,62 @@ struct CaptionArgs {
     max_tokens: usize,
 }
 
+impl CaptionArgs {
+    fn decoding(&self) -> Result<skyscribe::caption::Decoding> {
+        use skyscribe::caption::Decoding;
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            bail!("--top-p {} must be in (0, 1]", self.top_p);
+        }
+        Ok(match self.decode.as_str() {
+            "greedy" => Decoding::Greedy,
+            "beam" => Decoding::Beam {
+                size: self.beam_size.max(1),
+            },
+            "sample" => Decoding::Sample {
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+            other => bail!("--decode {other}: expected greedy, beam or sample"),
+        })
+    }
+
+    fn options(&self) -> skyscribe::caption::DecodeOptions {
+        skyscribe::caption::DecodeOptions {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+        }
+    }
+}
+
+/// The captioner's own CLIP unless --model names another.
+fn captioner_clip(common: &Common, cap: &skyscribe::caption::Captioner) -> String {
+    if common.model == DEFAULT_CLIP {
+        cap.clip_model_spec()
+    } else {
+        common.model.clone()
+    }
+}
+
 fn caption_command(
     common: &Common,
     captioner: &std::path::Path,
     a: &CaptionArgs,
     inputs: &[PathBuf],
 ) -> Result<usize> {
-    if !matches!(a.decode.as_str(), "greedy" | "beam" | "sample") {
-        bail!("--decode {}: expected greedy, beam or sample", a.decode);
-    }
-    if !(a.top_p > 0.0 && a.top_p <= 1.0) {
-        bail!("--top-p {} must be in (0, 1]", a.top_p);
-    }
+    let how = a.decoding()?;
+    let opts = a.options();
     let dev = device(&common.device)?;
     let cap = skyscribe::caption::Captioner::load(captioner, &dev)?;
-    // --model overrides the CLIP model the captioner was trained with.
-    let clip_spec = if common.model == DEFAULT_CLIP {
-        cap.config.clip_model.clone()
-    } else {
-        common.model.clone()
-    };
     let (paths, failed) = gather(inputs);
-    let clip = ClipEncoder::load(&clip_spec, &dev)?;
-    let opts = skyscribe::caption::DecodeOptions {
-        max_tokens: a.max_tokens,
-        temperature: a.temperature,
-    };
+    let clip = ClipEncoder::load(&captioner_clip(common, &cap), &dev)?;
     let mut out = Out::new();
     let mut batch: Vec<(PathBuf, Vec<f32>)> = Vec::new();
     let mut index = 0u64;
     let mut flush = |batch: &mut Vec<(PathBuf, Vec<f32>)>, out: &mut Out| -> Result<()> {
         let embeds: Vec<Vec<f32>> = batch.iter().map(|b| b.1.clone()).collect();
-        let all_ids: Vec<Vec<u32>> = match a.decode.as_str() {
-            "greedy" => cap.greedy(&embeds, &opts)?,
-            "beam" => embeds
-                .iter()
-                .map(|e| cap.beam(e, a.beam_size, &opts))
-                .collect::<Result<_>>()?,
-            _ => embeds
-                .iter()
-                .map(|e| {
-                    index += 1;
-                    cap.sample(e, a.top_p, a.seed.wrapping_add(index - 1), &opts)
-                })
-                .collect::<Result<_>>()?,
-        };
-        for ((path, _), ids) in batch.iter().zip(all_ids) {
-            let caption = cap.decode_text(&ids)?;
+        let captions = cap.captions(&embeds, how, &opts, index)?;
+        index += embeds.len() as u64;
+        for ((path, _), caption) in batch.iter().zip(captions) {
             if common.jsonl {
                 out.line(
                     &json!({"input": path.display().to_string(), "caption": caption}).to_string(),
@@ -1118,7 +1319,36 @@ fn run(cli: Cli) -> Result<usize> {
             model,
             device: dev,
             jsonl,
+            captioner_step,
+            caption_tokens,
+            train_gpt2,
+            steps,
         } => {
+            if captioner_step {
+                let r = skyscribe::bench::captioner_step(
+                    &device(&dev)?,
+                    batch_size,
+                    caption_tokens,
+                    steps.max(1),
+                    train_gpt2,
+                )?;
+                if jsonl {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "{}: batch {}, {} caption tokens + prefix {}, {} threads, {}\n  median step {:.3} s over {} steps",
+                        r.what,
+                        r.batch_size,
+                        r.caption_tokens,
+                        r.prefix_length,
+                        r.threads,
+                        r.device,
+                        r.median_step_s,
+                        r.steps
+                    );
+                }
+                return Ok(0);
+            }
             let images =
                 images.unwrap_or_else(|| skyscribe::data_root().join("eurosat/images/Forest"));
             let (mut paths, errors) = collect_images(&[images]);

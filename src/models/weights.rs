@@ -18,7 +18,7 @@ enum Source {
     /// Every tensor asked for is made up: small normal noise (benchmarks with real shapes).
     Random,
     /// Fresh weights for training from scratch, seeded: see [`initial_value`].
-    Init(Mutex<rand::rngs::StdRng>),
+    Init(Box<Mutex<rand::rngs::StdRng>>),
 }
 
 /// The tensors of one checkpoint file, read as f32 on one device.
@@ -102,7 +102,9 @@ impl Weights {
     /// Fresh weights for training from scratch, drawn from `seed` (see [`initial_value`]).
     pub fn init(seed: u64, device: &Device) -> Self {
         Self {
-            source: Source::Init(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed))),
+            source: Source::Init(Box::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(
+                seed,
+            )))),
             file: PathBuf::from("<new>"),
             device: device.clone(),
             vars: None,

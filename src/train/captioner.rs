@@ -205,6 +205,26 @@ pub fn build_model(
     })
 }
 
+/// Builds the model from a mapper source and a GPT-2 source whose keys are under
+/// `gpt.transformer.` (either may be trainable; benchmarks use random weights).
+pub fn build_model_from_weights(
+    config: &CaptionerConfig,
+    mapper_weights: &Weights,
+    gpt2_weights: &Weights,
+) -> Result<CaptionerModel> {
+    let mapper = Mapper::load(mapper_weights, "clip_project", config.mapping.clone())?;
+    let gpt2 = Gpt2::with_prefix(config.gpt2_config.clone(), gpt2_weights, "gpt.transformer.")?;
+    let mut vars = mapper_weights.vars();
+    vars.extend(gpt2_weights.vars());
+    Ok(CaptionerModel {
+        mapper,
+        gpt2,
+        vars,
+        frozen: HashMap::new(),
+        normalize_prefix: config.normalize_prefix,
+    })
+}
+
 /// Where a model's starting weights come from.
 pub enum ModelSource<'a> {
     /// Mapper (and GPT-2 when `gpt2_dir` is `None`) new; GPT-2 from `gpt2_dir` otherwise.
