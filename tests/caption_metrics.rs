@@ -166,3 +166,58 @@ fn eval_captions_command_reads_jsonl_and_coco_references() {
         assert!(stderr.contains(why), "{stderr}");
     }
 }
+
+/// METEOR against the Meteor 1.5 jar (pycocoevalcap) on the same 300 RSICD pairs. The jar also
+/// matches WordNet synonyms and paraphrases and uses its own function-word list, which this
+/// crate does not have: the scores are close, not equal (README states how close).
+#[test]
+fn meteor_is_close_to_the_meteor_jar() {
+    let fixture = read_json(&fixtures().join("captions/rsicd_reference_scores.json"));
+    let expected = read_json(&fixtures().join("captions/rsicd_meteor_scores.json"));
+    let pairs: Vec<(String, Vec<String>)> = fixture["pairs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["hypothesis"].as_str().unwrap().to_string(),
+                p["references"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    let borrowed: Vec<(&str, Vec<&str>)> = pairs
+        .iter()
+        .map(|(h, r)| (h.as_str(), r.iter().map(String::as_str).collect()))
+        .collect();
+    let (corpus, per) = skyscribe::eval::meteor::meteor(&borrowed);
+    let want = expected["corpus"].as_f64().unwrap();
+    let want_per: Vec<f64> = expected["per_image"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let mean_abs = per
+        .iter()
+        .zip(&want_per)
+        .map(|(a, b)| (a - b).abs())
+        .sum::<f64>()
+        / per.len() as f64;
+    let exact = per
+        .iter()
+        .zip(&want_per)
+        .filter(|(a, b)| (*a - *b).abs() < 1e-3)
+        .count();
+    eprintln!(
+        "METEOR corpus {corpus:.4} vs jar {want:.4}; per-image mean |diff| {mean_abs:.4}; {exact}/{} within 1e-3",
+        per.len()
+    );
+    assert!((corpus - want).abs() < 0.03, "corpus {corpus} vs {want}");
+    assert!(mean_abs < 0.04, "per-image mean abs diff {mean_abs}");
+    assert!(exact >= 120, "{exact} of 300 equal to the jar's");
+}

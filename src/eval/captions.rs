@@ -30,6 +30,8 @@ pub struct CaptionPair<'a> {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct CaptionScores {
     pub bleu: [f64; 4],
+    /// Exact + stem modules only (see [`super::meteor`]): close to, not equal to, the jar's.
+    pub meteor: f64,
     pub rouge_l: f64,
     pub cider_d: f64,
 }
@@ -233,12 +235,19 @@ pub fn score(pairs: &[CaptionPair]) -> (CaptionScores, Vec<CaptionScores>) {
     let (b, bs) = bleu(pairs);
     let (r, rs) = rouge_l(pairs);
     let (c, cs) = cider_d(pairs);
+    let m_pairs: Vec<(&str, Vec<&str>)> = pairs
+        .iter()
+        .map(|p| (p.hypothesis, p.references.clone()))
+        .collect();
+    let (m, ms) = super::meteor::meteor(&m_pairs);
     let per = bs
         .into_iter()
         .zip(rs)
         .zip(cs)
-        .map(|((bleu, rouge_l), cider_d)| CaptionScores {
+        .zip(ms)
+        .map(|(((bleu, rouge_l), cider_d), meteor)| CaptionScores {
             bleu,
+            meteor,
             rouge_l,
             cider_d,
         })
@@ -246,6 +255,7 @@ pub fn score(pairs: &[CaptionPair]) -> (CaptionScores, Vec<CaptionScores>) {
     (
         CaptionScores {
             bleu: b,
+            meteor: m,
             rouge_l: r,
             cider_d: c,
         },

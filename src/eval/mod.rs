@@ -3,6 +3,7 @@
 //! how much the wording matters.
 
 pub mod captions;
+pub mod meteor;
 pub mod metrics;
 pub mod report;
 
