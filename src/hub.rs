@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow, bail};
 
-/// The hub id used when no `--model` is given.
+/// The real CLIP most users want (`--model openai/clip-vit-base-patch32`); without `--model`
+/// the built-in mini model ([`crate::builtin::MINI_CLIP`]) is used.
 pub const DEFAULT_CLIP: &str = "openai/clip-vit-base-patch32";
 
 /// The files of one model, all present on disk.
@@ -33,6 +34,12 @@ fn offline() -> bool {
 /// files, downloading what is missing unless offline. `required` files must exist;
 /// `weights` lists alternatives of which one must exist.
 pub fn resolve(spec: &str, required: &[&str], weights: &[&str]) -> Result<ModelDir> {
+    if let Some(dir) = crate::builtin::model_dir(spec) {
+        return Ok(ModelDir {
+            spec: spec.to_string(),
+            dir: dir?,
+        });
+    }
     let path = Path::new(spec);
     if path.is_dir() {
         for f in required {

@@ -7,6 +7,7 @@
 //! | [`imagery`] | decoding files (JPEG, PNG, WebP, multi-band TIFF) and CLIP preprocessing |
 //! | [`tokenizer`] | text to token ids with a model's `tokenizer.json` |
 //! | [`models`] | the networks (CLIP, GPT-2, ClipCap mappers), one model a file, weights checked on load |
+//! | [`builtin`] | the mini CLIP and captioner built into the binary (the offline default) |
 //! | [`hub`] | finding model files: a local directory or a Hugging Face hub id |
 //! | [`encoder`] | a CLIP model with its tokenizer and preprocessor; the batched image pipeline |
 //! | [`labels`] | label sets, presets, wordings and prompt templates |
@@ -19,6 +20,7 @@
 //! | [`bench`] | throughput measurement with the real model shapes and random weights |
 
 pub mod bench;
+pub mod builtin;
 pub mod cache;
 pub mod caption;
 pub mod data;
@@ -37,4 +39,18 @@ pub fn data_root() -> std::path::PathBuf {
     std::env::var_os("SKYSCRIBE_DATA")
         .map(Into::into)
         .unwrap_or_else(|| std::path::PathBuf::from("../shared/data"))
+}
+
+/// skyscribe's cache folder: `SKYSCRIBE_CACHE`, else `$XDG_CACHE_HOME/skyscribe`, else
+/// `~/.cache/skyscribe`. Embeddings, built-in models and images unpacked from parquet files
+/// live in subfolders.
+pub fn cache_root() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("SKYSCRIBE_CACHE") {
+        return p.into();
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| std::path::PathBuf::from(".cache"))
+        .join("skyscribe")
 }

@@ -16,7 +16,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use skyscribe::encoder::{ClipEncoder, collect_images};
-use skyscribe::hub::DEFAULT_CLIP;
 use skyscribe::imagery::{DEFAULT_MAX_PIXELS, DecodeOptions};
 use skyscribe::labels::{LabelSet, Templates};
 use skyscribe::zeroshot::ZeroShotClassifier;
@@ -41,9 +40,13 @@ enum Command {
         /// How many labels to show per image.
         #[arg(long, default_value_t = 5)]
         top_k: usize,
-        /// A captioner directory: also write a caption under the labels.
+        /// A captioner directory: also write a caption under the labels (default: the built-in
+        /// skyscribe-mini-captioner when --model is not given).
         #[arg(long)]
-        captioner: Option<PathBuf>,
+        captioner: Option<String>,
+        /// Labels only, no caption.
+        #[arg(long, conflicts_with = "captioner")]
+        no_caption: bool,
         /// Image files or folders (walked recursively).
         #[arg(required = true)]
         inputs: Vec<PathBuf>,
@@ -81,9 +84,10 @@ enum Command {
     Caption {
         #[command(flatten)]
         common: Common,
-        /// A captioner directory (config.json, model.safetensors, tokenizer.json).
+        /// A captioner directory (config.json, model.safetensors, tokenizer.json), or the built-in
+        /// skyscribe-mini-captioner.
         #[arg(long)]
-        captioner: PathBuf,
+        captioner: String,
         #[command(flatten)]
         decoding: CaptionArgs,
         /// Image files or folders (walked recursively).
@@ -114,6 +118,16 @@ enum Command {
         normalize_prefix: bool,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Copy a model or captioner folder without its training checkpoint, weights in f16 or f32
+    /// (f16 halves the size; models compute in f32 either way).
+    Export {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+        #[arg(long, value_parser = ["f16", "f32"], default_value = "f16")]
+        dtype: String,
     },
     /// Measure CLIP on labelled data.
     #[command(subcommand)]
@@ -156,7 +170,8 @@ enum Command {
 /// Options every training run shares.
 #[derive(clap::Args)]
 struct TrainCommon {
-    /// Captioned images: rsicd:DIR (captions.jsonl + images) or coco:FILE.json.
+    /// Captioned images: rsicd:DIR (captions.jsonl + images), coco:FILE.json, or
+    /// parquet:FILE.parquet (the Hugging Face arampacha/rsicd layout).
     #[arg(long)]
     data: String,
     /// Output folder: the trained model, plus checkpoint/ for --resume.
@@ -164,12 +179,15 @@ struct TrainCommon {
     out: PathBuf,
     #[arg(long, default_value_t = 10)]
     epochs: usize,
-    /// Peak learning rate (after warm-up).
+    /// Peak learning rate after warm-up (default: captioner 2e-5, as the reference; CLIP 5e-4
+    /// from scratch, 1e-5 fine-tuning).
     #[arg(long)]
     lr: Option<f64>,
-    /// Warm-up steps.
+    /// Warm-up steps (default: captioner 5000, as the reference; CLIP 200 from scratch, 100
+    /// fine-tuning).
     #[arg(long)]
     warmup: Option<usize>,
+    /// AdamW weight decay on weight matrices (default: captioner 0.01, CLIP 0.1).
     #[arg(long)]
     weight_decay: Option<f64>,
     /// Clip the global gradient norm to this (0: off).
@@ -223,12 +241,16 @@ enum TrainCommand {
         train_gpt2: bool,
         #[arg(long, value_parser = ["mlp", "transformer"], default_value = "mlp")]
         mapping: String,
+        /// K: GPT-2 embeddings the mapper writes.
         #[arg(long, default_value_t = 10)]
         prefix_length: usize,
+        /// Tokens the CLIP embedding is spread over (transformer mapper).
         #[arg(long, default_value_t = 10)]
         clip_length: usize,
+        /// Transformer mapper layers.
         #[arg(long, default_value_t = 8)]
         num_layers: usize,
+        /// L2-normalise CLIP embeddings before the mapper.
         #[arg(long)]
         normalize_prefix: bool,
         #[arg(long, default_value_t = 40)]
@@ -397,7 +419,7 @@ fn train_command(cmd: TrainCommand) -> Result<usize> {
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum EvalCommand {
-    /// BLEU-1..4, ROUGE-L and CIDEr-D of captions against references: from a predictions
+    /// BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of captions against references: from a predictions
     /// file, from a captioner run on a dataset, or from the nearest-neighbour baseline.
     Captions {
         /// `{"input": "<path>", "caption": "..."}` lines, as `caption --jsonl` writes them.
@@ -407,14 +429,16 @@ enum EvalCommand {
         /// (default: the captions of --data).
         #[arg(long)]
         references: Option<PathBuf>,
-        /// Caption the images of --data with this captioner directory.
+        /// Caption the images of --data with this captioner directory (or
+        /// skyscribe-mini-captioner).
         #[arg(long, conflicts_with = "nearest_neighbour")]
-        captioner: Option<PathBuf>,
+        captioner: Option<String>,
         /// Baseline: caption each image of --data with the first caption of the most similar
         /// image (cosine of CLIP image embeddings) of this captioned set, e.g. rsicd:TRAIN.
         #[arg(long)]
         nearest_neighbour: Option<String>,
-        /// The images to caption and their references: rsicd:DIR or coco:FILE.json.
+        /// The images to caption and their references: rsicd:DIR, coco:FILE.json or
+        /// parquet:FILE.parquet.
         #[arg(long)]
         data: Option<String>,
         /// CLIP model (default: the captioner's own; required for --nearest-neighbour).
@@ -485,9 +509,10 @@ enum EvalCommand {
 
 #[derive(Args)]
 struct Common {
-    /// A CLIP model directory (Hugging Face layout) or hub id.
-    #[arg(long, default_value = DEFAULT_CLIP)]
-    model: String,
+    /// A CLIP model directory (Hugging Face layout) or hub id, e.g.
+    /// openai/clip-vit-base-patch32 (default: the built-in skyscribe-mini).
+    #[arg(long)]
+    model: Option<String>,
     /// Print JSON Lines instead of a table.
     #[arg(long)]
     jsonl: bool,
@@ -506,6 +531,13 @@ struct Common {
 }
 
 impl Common {
+    /// --model, or the built-in mini CLIP.
+    fn model(&self) -> String {
+        self.model
+            .clone()
+            .unwrap_or_else(|| skyscribe::builtin::MINI_CLIP.to_string())
+    }
+
     fn decode(&self) -> DecodeOptions {
         DecodeOptions {
             bands: self.bands.clone(),
@@ -641,17 +673,17 @@ fn labels_command(
     top_k_json: Option<usize>,
     top_k_table: usize,
     inputs: &[PathBuf],
-    captioner: Option<&std::path::Path>,
+    captioner: Option<&str>,
 ) -> Result<usize> {
     let (paths, failed) = gather(inputs);
     let dev = device(&common.device)?;
     let captioner = captioner
-        .map(|c| skyscribe::caption::Captioner::load(c, &dev))
+        .map(|c| skyscribe::caption::Captioner::load(&captioner_dir(c)?, &dev))
         .transpose()?;
     // With a captioner and no --model, use the CLIP model the captioner was trained with.
     let clip_spec = match &captioner {
-        Some(c) if common.model == DEFAULT_CLIP => c.clip_model_spec(),
-        _ => common.model.clone(),
+        Some(c) if common.model.is_none() => c.clip_model_spec(),
+        _ => common.model(),
     };
     let clip = ClipEncoder::load(&clip_spec, &dev)?;
     let classifier = ZeroShotClassifier::new(&clip, labels, templates)?;
@@ -684,7 +716,7 @@ fn embed_command(common: &Common, texts: &[String], inputs: &[PathBuf]) -> Resul
         bail!("nothing to embed: give image files or folders, or --text");
     }
     let (paths, failed) = gather(inputs);
-    let clip = ClipEncoder::load(&common.model, &device(&common.device)?)?;
+    let clip = ClipEncoder::load(&common.model(), &device(&common.device)?)?;
     let mut out = Out::new();
     let emit = |out: &mut Out, input: &str, kind: &str, e: &[f32]| -> Result<()> {
         if common.jsonl {
@@ -712,20 +744,17 @@ fn embed_command(common: &Common, texts: &[String], inputs: &[PathBuf]) -> Resul
 }
 
 fn default_cache_dir() -> PathBuf {
-    if let Some(p) = std::env::var_os("SKYSCRIBE_CACHE") {
-        return p.into();
+    // SKYSCRIBE_CACHE names the embedding cache itself (as before the other caches existed).
+    match std::env::var_os("SKYSCRIBE_CACHE") {
+        Some(p) => p.into(),
+        None => skyscribe::cache_root().join("embeddings"),
     }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    base.join("skyscribe").join("embeddings")
 }
 
 /// Where `eval captions` gets its captions from.
 struct CaptionSource<'a> {
     predictions: Option<&'a std::path::Path>,
-    captioner: Option<&'a std::path::Path>,
+    captioner: Option<&'a str>,
     nearest_neighbour: Option<&'a str>,
     data: Option<&'a str>,
     clip: Option<&'a str>,
@@ -756,7 +785,7 @@ fn generate_captions(src: &CaptionSource) -> Result<Vec<(String, String)>> {
         .map(|i| i.path.display().to_string())
         .collect();
     let captions: Vec<String> = if let Some(dir) = src.captioner {
-        let cap = skyscribe::caption::Captioner::load(dir, &dev)?;
+        let cap = skyscribe::caption::Captioner::load(&captioner_dir(dir)?, &dev)?;
         let clip_spec = src
             .clip
             .map_or_else(|| cap.clip_model_spec(), str::to_string);
@@ -898,8 +927,8 @@ fn eval_captions(
             out.line(&format!("  BLEU-{}   {:.4}", k + 1, b))?;
         }
         out.line(&format!(
-            "  ROUGE-L  {:.4}\n  CIDEr-D  {:.4}",
-            corpus.rouge_l, corpus.cider_d
+            "  METEOR   {:.4}  (exact + stem modules)\n  ROUGE-L  {:.4}\n  CIDEr-D  {:.4}",
+            corpus.meteor, corpus.rouge_l, corpus.cider_d
         ))?;
     }
     Ok(0)
@@ -1036,7 +1065,7 @@ fn eval_command(cmd: EvalCommand) -> Result<usize> {
         .collect::<Result<_>>()?;
     skyscribe::eval::template_variants(&templates)?;
     skyscribe::eval::check_label_sets(&ds, &label_sets)?;
-    let clip = ClipEncoder::load(&common.model, &device(&common.device)?)?;
+    let clip = ClipEncoder::load(&common.model(), &device(&common.device)?)?;
     let decode = common.decode();
     let cache = if no_cache {
         None
@@ -1160,23 +1189,59 @@ impl CaptionArgs {
 
 /// The captioner's own CLIP unless --model names another.
 fn captioner_clip(common: &Common, cap: &skyscribe::caption::Captioner) -> String {
-    if common.model == DEFAULT_CLIP {
+    if common.model.is_none() {
         cap.clip_model_spec()
     } else {
-        common.model.clone()
+        common.model()
+    }
+}
+
+fn export_model(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    dtype: candle_core::DType,
+) -> Result<()> {
+    let weights = from.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu)
+        .with_context(|| format!("{}: cannot read", weights.display()))?;
+    if to.exists() {
+        bail!("{}: already exists; choose a new folder", to.display());
+    }
+    let tmp = to.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let converted = tensors
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_dtype(dtype)?)))
+        .collect::<Result<std::collections::HashMap<_, _>>>()?;
+    candle_core::safetensors::save(&converted, tmp.join("model.safetensors"))?;
+    for f in ["config.json", "tokenizer.json", "preprocessor_config.json"] {
+        if from.join(f).is_file() {
+            std::fs::copy(from.join(f), tmp.join(f))
+                .with_context(|| format!("{}: cannot copy", from.join(f).display()))?;
+        }
+    }
+    std::fs::rename(&tmp, to).with_context(|| format!("{}: cannot create", to.display()))?;
+    Ok(())
+}
+
+/// A captioner folder, or a built-in captioner written out.
+fn captioner_dir(spec: &str) -> Result<PathBuf> {
+    match skyscribe::builtin::model_dir(spec) {
+        Some(dir) => dir,
+        None => Ok(PathBuf::from(spec)),
     }
 }
 
 fn caption_command(
     common: &Common,
-    captioner: &std::path::Path,
+    captioner: &str,
     a: &CaptionArgs,
     inputs: &[PathBuf],
 ) -> Result<usize> {
     let how = a.decoding()?;
     let opts = a.options();
     let dev = device(&common.device)?;
-    let cap = skyscribe::caption::Captioner::load(captioner, &dev)?;
+    let cap = skyscribe::caption::Captioner::load(&captioner_dir(captioner)?, &dev)?;
     let (paths, failed) = gather(inputs);
     let clip = ClipEncoder::load(&captioner_clip(common, &cap), &dev)?;
     let mut out = Out::new();
@@ -1281,21 +1346,41 @@ fn run(cli: Cli) -> Result<usize> {
             &out,
         ),
         Command::Eval(cmd) => eval_command(cmd),
+        Command::Export { from, to, dtype } => {
+            let dtype = if dtype == "f16" {
+                candle_core::DType::F16
+            } else {
+                candle_core::DType::F32
+            };
+            export_model(&from, &to, dtype)?;
+            eprintln!("skyscribe: wrote {}", to.display());
+            Ok(0)
+        }
         Command::Train(cmd) => train_command(cmd),
         Command::Describe {
             common,
             top_k,
             captioner,
+            no_caption,
             inputs,
-        } => labels_command(
-            &common,
-            LabelSet::parse("describe")?,
-            Templates::parse(&[])?,
-            Some(top_k),
-            top_k,
-            &inputs,
-            captioner.as_deref(),
-        ),
+        } => {
+            // The built-in captioner reads the built-in CLIP: it is the default only with it.
+            let captioner = match (&captioner, &common.model, no_caption) {
+                (_, _, true) => None,
+                (Some(c), _, _) => Some(c.clone()),
+                (None, None, false) => Some(skyscribe::builtin::MINI_CAPTIONER.to_string()),
+                (None, Some(_), false) => None,
+            };
+            labels_command(
+                &common,
+                LabelSet::parse("describe")?,
+                Templates::parse(&[])?,
+                Some(top_k),
+                top_k,
+                &inputs,
+                captioner.as_deref(),
+            )
+        }
         Command::Labels {
             common,
             labels,

@@ -427,11 +427,37 @@ fn describe_prints_a_table_of_five_labels() {
 }
 
 #[test]
-fn describe_without_a_cached_model_offline_says_what_to_do() {
+fn describe_works_offline_with_the_built_in_models() {
+    // A fresh machine: no hub cache, no skyscribe cache, no network.
+    let sample = repo().join("assets/samples/eurosat-river.jpg");
+    let empty_home = scratch("empty-hf-home-builtin");
+    let out = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
+        .args(["describe", "--jsonl", sample.to_str().unwrap()])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", &empty_home)
+        .env("SKYSCRIBE_CACHE", empty_home.join("skyscribe"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(v["labels"].as_array().unwrap().len(), 5);
+    let caption = v["caption"].as_str().unwrap();
+    assert!(caption.ends_with('.') && caption.len() > 10, "{caption:?}");
+}
+
+#[test]
+fn describe_with_an_uncached_hub_model_offline_says_what_to_do() {
     let sample = repo().join("assets/samples/eurosat-river.jpg");
     let empty_home = scratch("empty-hf-home");
     let out = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
-        .args(["describe", sample.to_str().unwrap()])
+        .args([
+            "describe",
+            "--model",
+            "openai/clip-vit-base-patch32",
+            sample.to_str().unwrap(),
+        ])
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HOME", &empty_home)
         .output()

@@ -4,7 +4,10 @@
 //! - `rsicd:DIR` — `DIR/captions.jsonl` (`{"filename", "captions": [...]}` a line) and the images
 //!   beside it, as in `../shared/data/rsicd/{train,test}`;
 //! - `coco:FILE.json` — COCO caption JSON (`images[].{id, file_name}`,
-//!   `annotations[].{image_id, caption}`), image files relative to the JSON's folder.
+//!   `annotations[].{image_id, caption}`), image files relative to the JSON's folder;
+//! - `parquet:FILE.parquet` — the Hugging Face `arampacha/rsicd` layout (`filename`, `captions`,
+//!   `image.bytes`; uncompressed or snappy), whose images are unpacked once into
+//!   `parquet/<hash>/` under [`crate::cache_root`] so that everything downstream reads files.
 //!
 //! Every problem is an error naming the file and the line or image: a caption naming an image
 //! that does not exist, an empty caption, an image without captions.
@@ -49,11 +52,8 @@ pub fn open_captions(spec: &str) -> Result<CaptionedImages> {
     let items = match kind {
         "rsicd" => rsicd(path)?,
         "coco" => coco(path)?,
-        "parquet" => bail!(
-            "--data {spec}: the Hugging Face parquet layout is not supported yet; export it to \
-             captions.jsonl + image files and use rsicd:DIR"
-        ),
-        other => bail!("--data {spec}: unknown caption data kind {other:?} (rsicd, coco)"),
+        "parquet" => parquet(path)?,
+        other => bail!("--data {spec}: unknown caption data kind {other:?} (rsicd, coco, parquet)"),
     };
     if items.is_empty() {
         bail!("{}: no captioned images", path.display());
@@ -208,6 +208,76 @@ fn coco(file: &Path) -> Result<Vec<CaptionedImage>> {
     Ok(items)
 }
 
+fn parquet(file: &Path) -> Result<Vec<CaptionedImage>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let f = std::fs::File::open(file)
+        .with_context(|| format!("{}: cannot read the parquet file", file.display()))?;
+    let reader = SerializedFileReader::new(f)
+        .with_context(|| format!("{}: not a readable parquet file", file.display()))?;
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(file)?)?;
+    let dir = crate::cache_root()
+        .join("parquet")
+        .join(&hasher.finalize().to_hex()[..16]);
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let mut items = Vec::new();
+    let rows = reader
+        .get_row_iter(None)
+        .with_context(|| format!("{}: cannot read rows", file.display()))?;
+    for (i, row) in rows.enumerate() {
+        let row = row.with_context(|| format!("{}: row {i} is unreadable", file.display()))?;
+        let (mut name, mut captions, mut bytes) = (None, None, None);
+        for (column, field) in row.get_column_iter() {
+            match (column.as_str(), field) {
+                ("filename", Field::Str(s)) => name = Some(s.clone()),
+                ("captions", Field::ListInternal(list)) => {
+                    captions = Some(
+                        list.elements()
+                            .iter()
+                            .map(|e| match e {
+                                Field::Str(s) => Ok(s.clone()),
+                                _ => {
+                                    bail!("{}: row {i}: a caption is not a string", file.display())
+                                }
+                            })
+                            .collect::<Result<Vec<_>>>()?,
+                    )
+                }
+                ("image", Field::Group(image)) => {
+                    for (k, v) in image.get_column_iter() {
+                        if let ("bytes", Field::Bytes(b)) = (k.as_str(), v) {
+                            bytes = Some(b.data().to_vec());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (Some(name), Some(captions), Some(bytes)) = (name, captions, bytes) else {
+            bail!(
+                "{}: row {i} lacks `filename`, `captions` or `image.bytes` (the arampacha/rsicd layout)",
+                file.display()
+            );
+        };
+        if captions.is_empty() {
+            bail!("{}: row {i}: image {name} has no captions", file.display());
+        }
+        for c in &captions {
+            check_caption(file, i, &name, c)?;
+        }
+        let safe = Path::new(&name)
+            .file_name()
+            .with_context(|| format!("{}: row {i}: bad file name {name:?}", file.display()))?;
+        let path = dir.join(safe);
+        if !path.is_file() {
+            crate::eval::report::write_atomic(&path, &bytes)?;
+        }
+        items.push(CaptionedImage { path, captions });
+    }
+    Ok(items)
+}
+
 /// The sentence a captioner learns for a reference caption: trimmed, with RSICD's detached
 /// final " ." joined to the last word and a "." added when missing, so that every training
 /// sentence ends in the token greedy decoding stops at.
@@ -226,6 +296,37 @@ pub fn training_sentence(caption: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parquet_in_the_hugging_face_layout() {
+        let file =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/captions/rsicd-3.parquet");
+        let data = open_captions(&format!("parquet:{}", file.display())).unwrap();
+        let names: Vec<String> = data
+            .items
+            .iter()
+            .map(|i| i.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["airport_348.jpg", "forest_72.jpg", "river_410.jpg"]);
+        assert!(data.items.iter().all(|i| !i.captions.is_empty()));
+        // The unpacked images decode.
+        for item in &data.items {
+            crate::imagery::load_rgb(&item.path, &Default::default()).unwrap();
+        }
+        // Same captions and bytes as the RSICD folder they were made from.
+        let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/rsicd/test");
+        if folder.is_dir() {
+            let rsicd = open_captions(&format!("rsicd:{}", folder.display())).unwrap();
+            for (item, name) in data.items.iter().zip(&names) {
+                let twin = rsicd.items.iter().find(|i| i.path.ends_with(name)).unwrap();
+                assert_eq!(item.captions, twin.captions);
+                assert_eq!(
+                    std::fs::read(&item.path).unwrap(),
+                    std::fs::read(&twin.path).unwrap()
+                );
+            }
+        }
+    }
 
     #[test]
     fn training_sentences_end_in_one_period() {

@@ -179,7 +179,10 @@ pub fn build_model(
                     let mut map = HashMap::new();
                     for name in src.names() {
                         let bare = name.strip_prefix("transformer.").unwrap_or(&name);
-                        if name == "lm_head.weight" || bare.ends_with(".attn.bias") {
+                        if name == "lm_head.weight"
+                            || bare.ends_with(".attn.bias")
+                            || bare.ends_with(".attn.masked_bias")
+                        {
                             continue; // tied to wte / a causal-mask buffer
                         }
                         map.insert(format!("{gpt_prefix}{bare}"), src.get_any(&name)?);

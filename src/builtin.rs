@@ -1,0 +1,91 @@
+//! The mini models built into the binary, so that `skyscribe describe` works on a machine
+//! without network or downloaded models: `skyscribe-mini` (a CLIP) and
+//! `skyscribe-mini-captioner` (a ClipCap captioner on it), trained from scratch on RSICD's
+//! training split by the commands in the README (see `assets/models/README.md`).
+//!
+//! They are written out once to `builtin/<name>-<hash>/` under [`crate::cache_root`] (atomically: a
+//! temporary folder renamed into place) and then load like any model folder.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+/// The built-in CLIP.
+pub const MINI_CLIP: &str = "skyscribe-mini";
+/// The built-in captioner (reads [`MINI_CLIP`]'s embeddings).
+pub const MINI_CAPTIONER: &str = "skyscribe-mini-captioner";
+
+type Files = &'static [(&'static str, &'static [u8])];
+
+const CLIP_FILES: Files = &[
+    (
+        "config.json",
+        include_bytes!("../assets/models/mini-clip/config.json"),
+    ),
+    (
+        "model.safetensors",
+        include_bytes!("../assets/models/mini-clip/model.safetensors"),
+    ),
+    (
+        "tokenizer.json",
+        include_bytes!("../assets/models/mini-clip/tokenizer.json"),
+    ),
+    (
+        "preprocessor_config.json",
+        include_bytes!("../assets/models/mini-clip/preprocessor_config.json"),
+    ),
+];
+
+const CAPTIONER_FILES: Files = &[
+    (
+        "config.json",
+        include_bytes!("../assets/models/mini-captioner/config.json"),
+    ),
+    (
+        "model.safetensors",
+        include_bytes!("../assets/models/mini-captioner/model.safetensors"),
+    ),
+    (
+        "tokenizer.json",
+        include_bytes!("../assets/models/mini-captioner/tokenizer.json"),
+    ),
+];
+
+/// The folder of built-in model `name`, written out on first use; `None` for other names.
+pub fn model_dir(name: &str) -> Option<Result<PathBuf>> {
+    let files = match name {
+        MINI_CLIP => CLIP_FILES,
+        MINI_CAPTIONER => CAPTIONER_FILES,
+        _ => return None,
+    };
+    Some(write_out(name, files))
+}
+
+fn write_out(name: &str, files: Files) -> Result<PathBuf> {
+    let mut h = blake3::Hasher::new();
+    for (file, bytes) in files {
+        h.update(file.as_bytes());
+        h.update(bytes);
+    }
+    let hash = h.finalize().to_hex();
+    let root = crate::cache_root().join("builtin");
+    let dir = root.join(format!("{name}-{}", &hash[..12]));
+    if dir.join("config.json").is_file() {
+        return Ok(dir);
+    }
+    let tmp = root.join(format!("{name}.{}.tmp", std::process::id()));
+    std::fs::create_dir_all(&tmp)
+        .with_context(|| format!("{}: cannot write the built-in model", tmp.display()))?;
+    for (file, bytes) in files {
+        std::fs::write(tmp.join(file), bytes)
+            .with_context(|| format!("{}: cannot write", tmp.join(file).display()))?;
+    }
+    if let Err(e) = std::fs::rename(&tmp, &dir) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        // Another process may have written it first.
+        if !dir.join("config.json").is_file() {
+            return Err(e).with_context(|| format!("{}: cannot write", dir.display()));
+        }
+    }
+    Ok(dir)
+}
