@@ -28,7 +28,7 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     gpt = GPT2LMHeadModel(GPT2Config())  # gpt2's shapes, random weights
-    gpt.train()
+    gpt.eval()  # no dropout: skyscribe trains without it, so both do the same arithmetic
     for p in gpt.parameters():
         p.requires_grad_(a.train_gpt2)
     k, e = 10, gpt.config.n_embd

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Trains the mini CLIP and captioner from scratch on RSICD's training split, evaluates them
+# (README "Mini models trained here"), and writes the f16 copies built into the binary.
+#
+#   scripts/mini-models.sh [RUNS_DIR]     (default: ../runs)
+#
+# Every step prints its wall time and peak memory (/usr/bin/time -v). Steps whose output exists
+# are skipped, so a stopped run can be continued by running the script again; the training
+# steps themselves resume with --resume.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${SKYSCRIBE_DATA:-../shared/data}
+RUNS=${1:-../runs}
+mkdir -p "$RUNS"
+cargo build --release
+BIN=target/release/skyscribe
+timed() { /usr/bin/time -f "$1: %e s wall, %M KB peak" "${@:2}"; }
+resume_flag() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
+
+# 1. CLIP from scratch (mini config, own 2048-token BPE), 10 epochs.
+timed "train clip" $BIN train clip --data rsicd:$DATA/rsicd/train --config mini \
+  --out "$RUNS/clip-mini" --epochs 10 $(resume_flag "$RUNS/clip-mini") --jsonl \
+  | tee "$RUNS/clip-mini.history.jsonl"
+
+# 2. Zero-shot. The template is chosen on RSICD *train* scenes; test numbers use it.
+cat > "$RUNS/templates.grid" <<'GRID'
+template: a satellite photo of {}.
+template: {}
+template: there is a {} .
+template: this is a {} .
+template: many {} are here .
+GRID
+timed "zero-shot rsicd train (template choice)" $BIN eval zero-shot --model "$RUNS/clip-mini" \
+  --dataset rsicd-scenes:$DATA/rsicd/train --labels rsicd --grid "$RUNS/templates.grid" \
+  --report "$RUNS/zs-rsicd-train" --no-cache
+timed "zero-shot rsicd test" $BIN eval zero-shot --model "$RUNS/clip-mini" \
+  --dataset rsicd-scenes:$DATA/rsicd/test --labels rsicd --grid "$RUNS/templates.grid" \
+  --report "$RUNS/zs-rsicd-test" --no-cache
+timed "zero-shot eurosat test" $BIN eval zero-shot --model "$RUNS/clip-mini" \
+  --dataset folder:$DATA/eurosat/images --split $DATA/eurosat/splits/test.txt \
+  --labels eurosat --grid "$RUNS/templates.grid" --report "$RUNS/zs-eurosat-test" --no-cache
+
+# 3. Captioner: GPT-2 mini from scratch with an MLP mapper, K=10, on the mini CLIP.
+timed "train captioner" $BIN train captioner --data rsicd:$DATA/rsicd/train \
+  --clip "$RUNS/clip-mini" --gpt2-config mini --out "$RUNS/captioner-mini" \
+  --epochs 6 --batch-size 40 --lr 1e-3 --warmup 300 --no-cache \
+  $(resume_flag "$RUNS/captioner-mini") --jsonl | tee "$RUNS/captioner-mini.history.jsonl"
+
+# 4. Captions on RSICD test: the captioner (greedy, beam 5) and the nearest-neighbour baseline.
+timed "eval captions greedy" $BIN eval captions --captioner "$RUNS/captioner-mini" \
+  --data rsicd:$DATA/rsicd/test --save-predictions "$RUNS/captions-greedy.jsonl" --no-cache
+timed "eval captions beam" $BIN eval captions --captioner "$RUNS/captioner-mini" \
+  --data rsicd:$DATA/rsicd/test --decode beam --save-predictions "$RUNS/captions-beam.jsonl" \
+  --no-cache
+timed "eval captions nearest neighbour" $BIN eval captions \
+  --nearest-neighbour rsicd:$DATA/rsicd/train --clip "$RUNS/clip-mini" \
+  --data rsicd:$DATA/rsicd/test --save-predictions "$RUNS/captions-nn.jsonl" --no-cache
+
+# 5. The built-in copies (f16); the captioner refers to the built-in CLIP by name.
+rm -rf assets/models/mini-clip assets/models/mini-captioner
+$BIN export --from "$RUNS/clip-mini" --to assets/models/mini-clip --dtype f16
+$BIN export --from "$RUNS/captioner-mini" --to assets/models/mini-captioner --dtype f16
+sed -i "s#\"clip_model\": \".*\"#\"clip_model\": \"skyscribe-mini\"#" assets/models/mini-captioner/config.json
+du -ch assets/models/*/model.safetensors
