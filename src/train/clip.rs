@@ -409,8 +409,10 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
     if train_images.len() < 2 {
         bail!("{}: too few images to train on", opts.data);
     }
+    // A batch larger than the training set is the whole set.
+    let batch_size = opts.batch_size.min(train_images.len());
     if resumed.is_none() {
-        state.steps_per_epoch = train_images.len() / opts.batch_size.min(train_images.len());
+        state.steps_per_epoch = train_images.len() / batch_size;
         state.total_steps = state.steps_per_epoch * opts.epochs;
     }
     let val_pixels: Vec<Vec<f32>> = val_images
@@ -478,7 +480,7 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
             order = Some((epoch, epoch_order(opts.seed, epoch, train_images.len())));
         }
         let (_, perm) = order.as_ref().expect("set above");
-        let batch: Vec<usize> = perm[index * opts.batch_size..(index + 1) * opts.batch_size]
+        let batch: Vec<usize> = perm[index * batch_size..(index + 1) * batch_size]
             .iter()
             .map(|&p| train_images[p])
             .collect();
