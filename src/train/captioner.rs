@@ -15,9 +15,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
 
+pub use super::TrainSummary;
 use super::{
-    AdamW, Checkpoint, Decay, EpochRecord, Schedule, TrainState, check_fresh_out, check_same_run,
-    clip_grad_norm, epoch_order, masked_cross_entropy, progress_bar, save_weights, snapshot,
+    AdamW, AfterStep, Checkpoint, Decay, Schedule, StepLog, TrainState, check_fresh_out,
+    check_same_run, clip_grad_norm, epoch_order, masked_cross_entropy, save_weights, snapshot,
     validation_split,
 };
 use crate::cache::EmbeddingCache;
@@ -84,15 +85,6 @@ pub fn mini_gpt2(vocab_size: usize) -> Gpt2Config {
         activation_function: Activation::GeluTanh,
         layer_norm_epsilon: 1e-5,
     }
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, Serialize)]
-pub struct TrainSummary {
-    pub steps: usize,
-    pub finished: bool,
-    pub history: Vec<EpochRecord>,
-    pub seconds: f64,
 }
 
 /// One training example: an image embedding and a caption's token ids.
@@ -495,14 +487,8 @@ pub fn train_captioner(opts: &CaptionerTrainOptions, device: &Device) -> Result<
         Ok(Some(sum / n as f64))
     };
 
-    let pb = if opts.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        progress_bar(state.total_steps, state.step)
-    };
+    let mut log = StepLog::new(&state, opts.quiet, opts.save_every, opts.stop_after);
     let mut order: Option<(usize, Vec<usize>)> = None;
-    let mut epoch_started = Instant::now();
-    let mut window = (Instant::now(), 0usize);
     while state.step < state.total_steps {
         let step = state.step + 1;
         let epoch = (step - 1) / state.steps_per_epoch;
@@ -523,66 +509,25 @@ pub fn train_captioner(opts: &CaptionerTrainOptions, device: &Device) -> Result<
         optimizer.step(&grads, lr, step)?;
 
         let loss = loss.to_scalar::<f32>()? as f64;
-        if !loss.is_finite() {
-            bail!("the loss became {loss} at step {step}; try a lower --lr");
-        }
-        state.step = step;
-        state.epoch_loss_sum += loss;
-        state.epoch_loss_count += 1;
-        window.1 += ids.len();
-        let rate = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
-        pb.set_position(step as u64);
-        pb.set_message(format!("loss {loss:.3} lr {lr:.2e} {rate:.0} samples/s"));
-
-        let end_of_epoch = step % state.steps_per_epoch == 0;
-        if end_of_epoch {
-            let record = EpochRecord {
-                epoch: epoch + 1,
-                step,
-                train_loss: state.epoch_loss_sum / state.epoch_loss_count.max(1) as f64,
-                val_loss: val_loss(&model)?,
-                metrics: Default::default(),
-                seconds: epoch_started.elapsed().as_secs_f64(),
-            };
-            super::say(
-                &pb,
-                format!(
-                    "epoch {}: train loss {:.4}, validation loss {}",
-                    record.epoch,
-                    record.train_loss,
-                    record.val_loss.map_or("-".into(), |v| format!("{v:.4}"))
-                ),
-            );
-            state.history.push(record);
-            state.epoch_loss_sum = 0.0;
-            state.epoch_loss_count = 0;
-            epoch_started = Instant::now();
-            window = (Instant::now(), 0);
-        }
-        let stop_now = opts.stop_after == Some(step);
-        if end_of_epoch || stop_now || (opts.save_every > 0 && step % opts.save_every == 0) {
+        let after = log.record(&mut state, loss, lr, ids.len(), || {
+            Ok((val_loss(&model)?, Default::default()))
+        })?;
+        if after != AfterStep::Continue {
             let weights = model.weights();
             checkpoint.save(&weights, &optimizer, &state)?;
-            save_weights(out, &weights)?;
+            save_weights(out, &weights)
+                .with_context(|| format!("{}: saving the model", out.display()))?;
         }
-        if stop_now {
-            pb.abandon_with_message(format!("stopped after step {step} (checkpoint saved)"));
-            return Ok(TrainSummary {
-                steps: step,
-                finished: false,
-                history: state.history,
-                seconds: started.elapsed().as_secs_f64(),
-            });
+        if after == AfterStep::SaveAndStop {
+            break;
         }
     }
-    pb.finish_and_clear();
-    let weights = model.weights();
-    checkpoint.save(&weights, &optimizer, &state)?;
-    save_weights(out, &weights).with_context(|| format!("{}: saving the model", out.display()))?;
-    Ok(TrainSummary {
-        steps: state.step,
-        finished: true,
-        history: state.history,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    if state.step >= state.total_steps {
+        // A resumed finished run (or one whose last step was not a save point) ends saved.
+        let weights = model.weights();
+        checkpoint.save(&weights, &optimizer, &state)?;
+        save_weights(out, &weights)
+            .with_context(|| format!("{}: saving the model", out.display()))?;
+    }
+    Ok(log.summary(&state, started))
 }

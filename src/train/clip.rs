@@ -18,11 +18,10 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::captioner::TrainSummary;
 use super::{
-    AdamW, Checkpoint, Decay, EpochRecord, Schedule, TrainState, check_fresh_out, check_same_run,
-    clip_grad_norm, epoch_order, masked_cross_entropy, progress_bar, rng_for, save_weights,
-    snapshot, validation_split,
+    AdamW, AfterStep, Checkpoint, Decay, Schedule, StepLog, TrainState, TrainSummary,
+    check_fresh_out, check_same_run, clip_grad_norm, epoch_order, masked_cross_entropy, rng_for,
+    save_weights, snapshot, validation_split,
 };
 use crate::data::{CaptionedImages, open_captions};
 use crate::imagery::{self, DecodeOptions, Preprocessor, RgbImage};
@@ -464,14 +463,8 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
         ))
     };
 
-    let pb = if opts.quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        progress_bar(state.total_steps, state.step)
-    };
+    let mut log = StepLog::new(&state, opts.quiet, opts.save_every, opts.stop_after);
     let mut order: Option<(usize, Vec<usize>)> = None;
-    let mut epoch_started = Instant::now();
-    let mut window = (Instant::now(), 0usize);
     while state.step < state.total_steps {
         let step = state.step + 1;
         let epoch = (step - 1) / state.steps_per_epoch;
@@ -522,79 +515,22 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
         trainee.clamp_temperature()?;
 
         let loss = loss.to_scalar::<f32>()? as f64;
-        if !loss.is_finite() {
-            bail!("the loss became {loss} at step {step}; try a lower --lr");
-        }
-        state.step = step;
-        state.epoch_loss_sum += loss;
-        state.epoch_loss_count += 1;
-        window.1 += batch.len();
-        let rate = window.1 as f64 / window.0.elapsed().as_secs_f64().max(1e-9);
-        pb.set_position(step as u64);
-        pb.set_message(format!("loss {loss:.3} lr {lr:.2e} {rate:.0} samples/s"));
-
-        let end_of_epoch = step % state.steps_per_epoch == 0;
-        if end_of_epoch {
-            let (val_loss, metrics) = validate(&trainee)?;
-            let record = EpochRecord {
-                epoch: epoch + 1,
-                step,
-                train_loss: state.epoch_loss_sum / state.epoch_loss_count.max(1) as f64,
-                val_loss,
-                metrics,
-                seconds: epoch_started.elapsed().as_secs_f64(),
-            };
-            super::say(
-                &pb,
-                format!(
-                    "epoch {}: train loss {:.4}, validation loss {}, i→t R@1 {:.3}, t→i R@1 {:.3}",
-                    record.epoch,
-                    record.train_loss,
-                    record.val_loss.map_or("-".into(), |v| format!("{v:.4}")),
-                    record
-                        .metrics
-                        .get("image_to_text_r@1")
-                        .copied()
-                        .unwrap_or(f64::NAN),
-                    record
-                        .metrics
-                        .get("text_to_image_r@1")
-                        .copied()
-                        .unwrap_or(f64::NAN),
-                ),
-            );
-            state.history.push(record);
-            state.epoch_loss_sum = 0.0;
-            state.epoch_loss_count = 0;
-            epoch_started = Instant::now();
-            window = (Instant::now(), 0);
-        }
-        let stop_now = opts.stop_after == Some(step);
-        if end_of_epoch || stop_now || (opts.save_every > 0 && step % opts.save_every == 0) {
+        let after = log.record(&mut state, loss, lr, batch.len(), || validate(&trainee))?;
+        if after != AfterStep::Continue {
             let weights = snapshot(&trainee.vars, &HashMap::new());
             checkpoint.save(&weights, &optimizer, &state)?;
             save_weights(out, &weights)?;
         }
-        if stop_now {
-            pb.abandon_with_message(format!("stopped after step {step} (checkpoint saved)"));
-            return Ok(TrainSummary {
-                steps: step,
-                finished: false,
-                history: state.history,
-                seconds: started.elapsed().as_secs_f64(),
-            });
+        if after == AfterStep::SaveAndStop {
+            break;
         }
     }
-    pb.finish_and_clear();
-    let weights = snapshot(&trainee.vars, &HashMap::new());
-    checkpoint.save(&weights, &optimizer, &state)?;
-    save_weights(out, &weights)?;
-    Ok(TrainSummary {
-        steps: state.step,
-        finished: true,
-        history: state.history,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    if state.step >= state.total_steps {
+        let weights = snapshot(&trainee.vars, &HashMap::new());
+        checkpoint.save(&weights, &optimizer, &state)?;
+        save_weights(out, &weights)?;
+    }
+    Ok(log.summary(&state, started))
 }
 
 fn copy_atomic(from: &Path, to: &Path) -> Result<()> {

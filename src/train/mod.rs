@@ -363,6 +363,139 @@ pub fn progress_bar(total: usize, done: usize) -> indicatif::ProgressBar {
     pb
 }
 
+/// How a run ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub finished: bool,
+    pub history: Vec<EpochRecord>,
+    pub seconds: f64,
+}
+
+/// What a trainer does after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterStep {
+    Continue,
+    /// Write a checkpoint (an epoch ended, or `--save-every` steps passed).
+    Save,
+    /// Write a checkpoint and stop (`--stop-after`).
+    SaveAndStop,
+}
+
+/// The bookkeeping both trainers share after each optimiser step: the epoch's running loss,
+/// the progress bar, the per-epoch record with validation numbers, and when to checkpoint.
+pub struct StepLog {
+    pb: indicatif::ProgressBar,
+    epoch_started: std::time::Instant,
+    window: (std::time::Instant, usize),
+    save_every: usize,
+    stop_after: Option<usize>,
+}
+
+impl StepLog {
+    pub fn new(
+        state: &TrainState,
+        quiet: bool,
+        save_every: usize,
+        stop_after: Option<usize>,
+    ) -> Self {
+        let pb = if quiet {
+            indicatif::ProgressBar::hidden()
+        } else {
+            progress_bar(state.total_steps, state.step)
+        };
+        Self {
+            pb,
+            epoch_started: std::time::Instant::now(),
+            window: (std::time::Instant::now(), 0),
+            save_every,
+            stop_after,
+        }
+    }
+
+    /// Records step `state.step + 1` with its loss, learning rate and batch size; at an epoch's
+    /// end `validate` gives the validation loss and metrics of the epoch's record.
+    pub fn record(
+        &mut self,
+        state: &mut TrainState,
+        loss: f64,
+        lr: f64,
+        samples: usize,
+        validate: impl FnOnce() -> Result<(Option<f64>, std::collections::BTreeMap<String, f64>)>,
+    ) -> Result<AfterStep> {
+        let step = state.step + 1;
+        if !loss.is_finite() {
+            bail!("the loss became {loss} at step {step}; try a lower --lr");
+        }
+        state.step = step;
+        state.epoch_loss_sum += loss;
+        state.epoch_loss_count += 1;
+        self.window.1 += samples;
+        let rate = self.window.1 as f64 / self.window.0.elapsed().as_secs_f64().max(1e-9);
+        self.pb.set_position(step as u64);
+        self.pb
+            .set_message(format!("loss {loss:.3} lr {lr:.2e} {rate:.0} samples/s"));
+        let end_of_epoch = step.is_multiple_of(state.steps_per_epoch);
+        if end_of_epoch {
+            let (val_loss, metrics) = validate()?;
+            let record = EpochRecord {
+                epoch: step / state.steps_per_epoch,
+                step,
+                train_loss: state.epoch_loss_sum / state.epoch_loss_count.max(1) as f64,
+                val_loss,
+                metrics,
+                seconds: self.epoch_started.elapsed().as_secs_f64(),
+            };
+            let recalls: String = record
+                .metrics
+                .iter()
+                .filter(|(k, _)| k.ends_with("r@1"))
+                .map(|(k, v)| format!(", {k} {v:.3}"))
+                .collect();
+            say(
+                &self.pb,
+                format!(
+                    "epoch {}: train loss {:.4}, validation loss {}{recalls}",
+                    record.epoch,
+                    record.train_loss,
+                    record.val_loss.map_or("-".into(), |v| format!("{v:.4}")),
+                ),
+            );
+            state.history.push(record);
+            state.epoch_loss_sum = 0.0;
+            state.epoch_loss_count = 0;
+            self.epoch_started = std::time::Instant::now();
+            self.window = (std::time::Instant::now(), 0);
+        }
+        Ok(if self.stop_after == Some(step) {
+            AfterStep::SaveAndStop
+        } else if end_of_epoch || (self.save_every > 0 && step.is_multiple_of(self.save_every)) {
+            AfterStep::Save
+        } else {
+            AfterStep::Continue
+        })
+    }
+
+    /// Ends the bar; the summary of the run so far.
+    pub fn summary(self, state: &TrainState, started: std::time::Instant) -> TrainSummary {
+        let finished = state.step >= state.total_steps;
+        if finished {
+            self.pb.finish_and_clear();
+        } else {
+            self.pb.abandon_with_message(format!(
+                "stopped after step {} (checkpoint saved)",
+                state.step
+            ));
+        }
+        TrainSummary {
+            steps: state.step,
+            finished,
+            history: state.history.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 /// A line for the log: above the progress bar, or on stderr when there is no bar (not a
 /// terminal), so that logs of unattended runs keep the per-epoch lines.
 pub fn say(pb: &indicatif::ProgressBar, line: String) {
