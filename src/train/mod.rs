@@ -390,6 +390,7 @@ pub struct StepLog {
     window: (std::time::Instant, usize),
     save_every: usize,
     stop_after: Option<usize>,
+    quiet: bool,
 }
 
 impl StepLog {
@@ -410,6 +411,7 @@ impl StepLog {
             window: (std::time::Instant::now(), 0),
             save_every,
             stop_after,
+            quiet,
         }
     }
 
@@ -452,15 +454,17 @@ impl StepLog {
                 .filter(|(k, _)| k.ends_with("r@1"))
                 .map(|(k, v)| format!(", {k} {v:.3}"))
                 .collect();
-            say(
-                &self.pb,
-                format!(
-                    "epoch {}: train loss {:.4}, validation loss {}{recalls}",
-                    record.epoch,
-                    record.train_loss,
-                    record.val_loss.map_or("-".into(), |v| format!("{v:.4}")),
-                ),
-            );
+            if !self.quiet {
+                say(
+                    &self.pb,
+                    format!(
+                        "epoch {}: train loss {:.4}, validation loss {}{recalls}",
+                        record.epoch,
+                        record.train_loss,
+                        record.val_loss.map_or("-".into(), |v| format!("{v:.4}")),
+                    ),
+                );
+            }
             state.history.push(record);
             state.epoch_loss_sum = 0.0;
             state.epoch_loss_count = 0;
