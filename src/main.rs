@@ -765,8 +765,10 @@ struct CaptionSource<'a> {
 }
 
 /// `(input, caption)` pairs generated for `--data` by a captioner or the nearest-neighbour
-/// baseline.
-fn generate_captions(src: &CaptionSource) -> Result<Vec<(String, String)>> {
+/// baseline, and the `--data` set itself (its captions are the default references).
+fn generate_captions(
+    src: &CaptionSource,
+) -> Result<(Vec<(String, String)>, skyscribe::data::CaptionedImages)> {
     use skyscribe::train::captioner::embed_images;
     let spec = src
         .data
@@ -839,7 +841,7 @@ fn generate_captions(src: &CaptionSource) -> Result<Vec<(String, String)>> {
             .collect();
         skyscribe::eval::report::write_atomic(path, text.as_bytes())?;
     }
-    Ok(rows)
+    Ok((rows, data))
 }
 
 fn eval_captions(
@@ -863,11 +865,10 @@ fn eval_captions(
             if src.captioner.is_none() && src.nearest_neighbour.is_none() {
                 bail!("give --predictions FILE, --captioner DIR or --nearest-neighbour DATA");
             }
-            let rows = generate_captions(src)?;
+            let (rows, data) = generate_captions(src)?;
             let (refs, name) = match references {
                 Some(r) => (read_references(r)?, r.display().to_string()),
                 None => {
-                    let data = skyscribe::data::open_captions(src.data.expect("checked"))?;
                     let refs = data
                         .items
                         .iter()
