@@ -51,6 +51,14 @@ const CAPTIONER_FILES: Files = &[
     ),
 ];
 
+/// CLIP's own `tokenizer.json` (openai/clip-vit-base-patch32's), for models built without a
+/// folder (random-weight benchmarks).
+pub fn clip_tokenizer() -> Result<tokenizers::Tokenizer> {
+    static JSON: &[u8] = include_bytes!("../assets/tokenizers/clip/tokenizer.json");
+    tokenizers::Tokenizer::from_bytes(JSON)
+        .map_err(|e| anyhow::anyhow!("the built-in CLIP tokenizer: {e}"))
+}
+
 /// The folder of built-in model `name`, written out on first use; `None` for other names.
 pub fn model_dir(name: &str) -> Option<Result<PathBuf>> {
     let files = match name {
@@ -73,18 +81,15 @@ fn write_out(name: &str, files: Files) -> Result<PathBuf> {
     if dir.join("config.json").is_file() {
         return Ok(dir);
     }
-    let tmp = root.join(format!("{name}.{}.tmp", std::process::id()));
-    std::fs::create_dir_all(&tmp)
-        .with_context(|| format!("{}: cannot write the built-in model", tmp.display()))?;
+    let folder = crate::atomic::NewDir::replacing(&dir)
+        .with_context(|| format!("{}: cannot write the built-in model", dir.display()))?;
     for (file, bytes) in files {
-        std::fs::write(tmp.join(file), bytes)
-            .with_context(|| format!("{}: cannot write", tmp.join(file).display()))?;
+        folder.write(file, bytes)?;
     }
-    if let Err(e) = std::fs::rename(&tmp, &dir) {
-        let _ = std::fs::remove_dir_all(&tmp);
+    if let Err(e) = folder.commit() {
         // Another process may have written it first.
         if !dir.join("config.json").is_file() {
-            return Err(e).with_context(|| format!("{}: cannot write", dir.display()));
+            return Err(e);
         }
     }
     Ok(dir)

@@ -3,19 +3,129 @@
 //! evaluation with other labels or templates only encodes text; an interrupted run resumes from
 //! what was written. Entries are written atomically (temporary file + rename) and carry a
 //! checksum: a stale or corrupt entry is detected, recomputed and replaced, never trusted.
+//!
+//! [`embed_samples`] is the one way a list of images (or chips) is embedded through the cache,
+//! for evaluation, training and baselines alike.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
+use indicatif::ProgressBar;
 use rayon::prelude::*;
+use serde::Serialize;
 
-use crate::data::ImageRef;
-use crate::encoder::ClipEncoder;
+use crate::data::{ImageRef, Sample};
+use crate::encoder::{ClipEncoder, SceneCache};
 use crate::imagery::DecodeOptions;
 
+/// The embedding cache's default folder: `embeddings/` under [`crate::cache_root`] (which is
+/// `$SKYSCRIBE_CACHE` when set).
+pub fn default_dir() -> PathBuf {
+    crate::cache_root().join("embeddings")
+}
+
 const MAGIC: &[u8; 4] = b"SKE1";
+
+/// What embedding the samples cost.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub struct EncodeStats {
+    pub encoded: usize,
+    pub from_cache: usize,
+    /// Cache entries that failed their checks and were recomputed.
+    pub corrupt_entries: usize,
+    /// `(image, reason)` of images that could not be read.
+    pub failed: Vec<(String, String)>,
+}
+
+/// Embeds every sample's image; `None` where it could not be read. Cached embeddings are
+/// reused, new ones are written to the cache as soon as they are computed.
+pub fn embed_samples(
+    clip: &ClipEncoder,
+    samples: &[Sample],
+    cache: Option<&EmbeddingCache>,
+    batch_size: usize,
+    decode: &DecodeOptions,
+    progress: &ProgressBar,
+) -> Result<(Vec<Option<Vec<f32>>>, EncodeStats)> {
+    use rayon::prelude::*;
+    let mut stats = EncodeStats::default();
+    let mut out: Vec<Option<Vec<f32>>> = vec![None; samples.len()];
+    let mut keys: Vec<Option<String>> = vec![None; samples.len()];
+    if let Some(cache) = cache {
+        let refs: Vec<_> = samples.iter().map(|s| &s.image).collect();
+        let hashes = content_hashes(&refs);
+        keys = samples
+            .iter()
+            .map(|s| hashes.get(&s.image.path).map(|h| cache.key(&s.image, h)))
+            .collect();
+        let found: Vec<Lookup> = keys
+            .par_iter()
+            .map(|k| k.as_ref().map_or(Lookup::Missing, |k| cache.get(k)))
+            .collect();
+        for (i, f) in found.into_iter().enumerate() {
+            match f {
+                Lookup::Hit(e) => {
+                    out[i] = Some(e);
+                    stats.from_cache += 1;
+                }
+                Lookup::Corrupt => stats.corrupt_entries += 1,
+                Lookup::Missing => {}
+            }
+        }
+        progress.inc(stats.from_cache as u64);
+    }
+    let todo: Vec<usize> = (0..samples.len()).filter(|&i| out[i].is_none()).collect();
+    let scenes = SceneCache::default();
+    clip.embed_batched(
+        &todo,
+        batch_size,
+        |&i| clip.load_pixels_ref(&samples[i].image, decode, &scenes),
+        |j, result| {
+            let i = todo[j];
+            progress.inc(1);
+            match result {
+                Ok(e) => {
+                    if let (Some(cache), Some(key)) = (cache, &keys[i]) {
+                        cache.put(key, &e)?;
+                    }
+                    stats.encoded += 1;
+                    out[i] = Some(e);
+                }
+                Err(err) => stats
+                    .failed
+                    .push((samples[i].image.display(), format!("{err:#}"))),
+            }
+            Ok(())
+        },
+    )?;
+    Ok((out, stats))
+}
+
+/// Embeds every image of `paths` (through `cache` when given); an unreadable image is an
+/// error naming it.
+pub fn embed_images(
+    clip: &ClipEncoder,
+    paths: &[PathBuf],
+    cache: Option<&EmbeddingCache>,
+    quiet: bool,
+) -> Result<Vec<Vec<f32>>> {
+    let samples: Vec<Sample> = paths
+        .iter()
+        .map(|p| Sample {
+            image: ImageRef::file(p.clone()),
+            labels: vec![],
+        })
+        .collect();
+    let bar = crate::progress::items(samples.len(), "images", "CLIP embeddings", quiet);
+    let (embeds, _) = embed_samples(clip, &samples, cache, 32, &DecodeOptions::default(), &bar)?;
+    bar.finish_and_clear();
+    embeds
+        .into_iter()
+        .zip(paths)
+        .map(|(e, path)| e.ok_or_else(|| anyhow!("{}: cannot read this image", path.display())))
+        .collect()
+}
 
 /// Where cached embeddings of one model under one set of decoding settings live.
 pub struct EmbeddingCache {
@@ -112,14 +222,7 @@ impl EmbeddingCache {
         }
         let sum = blake3::hash(&bytes);
         bytes.extend_from_slice(sum.as_bytes());
-        let tmp = dir.join(format!(".{key}.{}.tmp", std::process::id()));
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("{}: cannot write cache entry", tmp.display()))?;
-        f.write_all(&bytes)?;
-        drop(f);
-        std::fs::rename(&tmp, &path)
-            .with_context(|| format!("{}: cannot write cache entry", path.display()))?;
-        Ok(())
+        crate::atomic::write_file(&path, &bytes).context("cannot write cache entry")
     }
 }
 

@@ -16,6 +16,11 @@ use crate::models::gpt2::{Gpt2, Gpt2Config};
 use crate::models::mapper::{Mapper, MapperConfig};
 use crate::models::weights::Weights;
 
+/// Where a ClipCap checkpoint keeps the mapping network (the reference's `clip_project`).
+pub const MAPPER_SCOPE: &str = "clip_project";
+/// Where a ClipCap checkpoint keeps GPT-2 (the reference's `gpt` is a `GPT2LMHeadModel`).
+pub const GPT2_SCOPE: &str = "gpt.transformer";
+
 /// `config.json` of a captioner directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CaptionerConfig {
@@ -91,6 +96,14 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
 }
 
 impl Captioner {
+    /// A captioner folder, or a built-in captioner by name (written out on first use).
+    pub fn load_spec(spec: &str, device: &Device) -> Result<Self> {
+        match crate::builtin::model_dir(spec) {
+            Some(dir) => Self::load(&dir?, device),
+            None => Self::load(Path::new(spec), device),
+        }
+    }
+
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path)
@@ -98,13 +111,7 @@ impl Captioner {
         let config: CaptionerConfig = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a captioner config.json", cfg_path.display()))?;
         let weights = Weights::from_file(&dir.join("model.safetensors"), device)?;
-        let tokenizer =
-            tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).map_err(|e| {
-                anyhow!(
-                    "{}: not a valid tokenizer.json: {e}",
-                    dir.join("tokenizer.json").display()
-                )
-            })?;
+        let tokenizer = crate::tokenizer::load_json(&dir.join("tokenizer.json"))?;
         let mut captioner = Self::from_weights(config, &weights, tokenizer)?;
         captioner.dir = Some(dir.to_path_buf());
         Ok(captioner)
@@ -169,8 +176,8 @@ impl Captioner {
                 config.gpt2_config.n_positions
             );
         }
-        let mapper = Mapper::load(weights, "clip_project", config.mapping.clone())?;
-        let gpt2 = Gpt2::with_prefix(config.gpt2_config.clone(), weights, "gpt.transformer.")?;
+        let mapper = Mapper::load(&weights.pp(MAPPER_SCOPE), config.mapping.clone())?;
+        let gpt2 = Gpt2::load(config.gpt2_config.clone(), &weights.pp(GPT2_SCOPE))?;
         // The reference stops after the first "." token.
         let stop_token = tokenizer
             .token_to_id(".")
@@ -197,7 +204,7 @@ impl Captioner {
         let rows: Vec<Vec<f32>> = if self.config.normalize_prefix {
             clip_embeddings
                 .iter()
-                .map(|e| crate::zeroshot::normalized(e))
+                .map(|e| crate::encoder::normalized(e))
                 .collect()
         } else {
             clip_embeddings.to_vec()
@@ -460,8 +467,7 @@ pub fn import_clipcap(o: &ImportOptions, out: &Path) -> Result<()> {
         gpt2_config,
     };
     let tok_path = o.gpt2_dir.join("tokenizer.json");
-    let tokenizer = tokenizers::Tokenizer::from_file(&tok_path)
-        .map_err(|e| anyhow!("{}: not a valid tokenizer.json: {e}", tok_path.display()))?;
+    let tokenizer = crate::tokenizer::load_json(&tok_path)?;
     // Building the model checks every tensor's name and shape against the options.
     Captioner::from_weights(config.clone(), &weights, tokenizer)
         .with_context(|| format!("{}: does not fit the given options", o.weights.display()))?;
@@ -470,20 +476,13 @@ pub fn import_clipcap(o: &ImportOptions, out: &Path) -> Result<()> {
         .filter(|n| n.starts_with("clip_project.") || n.starts_with("gpt.transformer."))
         .map(|n| Ok((n.clone(), weights.get_any(n)?.to_dtype(DType::F32)?)))
         .collect::<Result<_>>()?;
-    if out.exists() {
-        bail!(
-            "{}: already exists; choose a new output folder",
-            out.display()
-        );
-    }
-    let tmp = out.with_extension(format!("partial-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
-    candle_core::safetensors::save(&tensors, tmp.join("model.safetensors"))?;
-    std::fs::write(
-        tmp.join("config.json"),
-        serde_json::to_string_pretty(&config)?,
+    let folder = crate::atomic::NewDir::create(out)?;
+    folder.write_safetensors("model.safetensors", &tensors)?;
+    folder.write(
+        "config.json",
+        serde_json::to_string_pretty(&config)?.as_bytes(),
     )?;
-    std::fs::copy(&tok_path, tmp.join("tokenizer.json"))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("{}: cannot create", out.display()))?;
+    folder.copy(&tok_path, "tokenizer.json")?;
+    folder.commit()?;
     Ok(())
 }

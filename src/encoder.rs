@@ -220,3 +220,13 @@ pub fn collect_images(inputs: &[PathBuf]) -> (Vec<PathBuf>, Vec<anyhow::Error>) 
     }
     (paths, errors)
 }
+
+/// `x / |x|` (zero stays zero).
+pub fn normalized(x: &[f32]) -> Vec<f32> {
+    let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm == 0.0 {
+        x.to_vec()
+    } else {
+        x.iter().map(|v| v / norm).collect()
+    }
+}

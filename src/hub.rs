@@ -1,6 +1,7 @@
-//! Where model files come from: a local directory in the Hugging Face layout, or a hub id
-//! resolved through `hf-hub` and its cache (honouring `HF_HOME`, `HF_ENDPOINT` and
-//! `HF_HUB_OFFLINE`).
+//! Where model files come from: a local directory in the Hugging Face layout, a built-in model
+//! by name, or a hub id resolved through `hf-hub` and its cache (honouring `HF_HOME`,
+//! `HF_ENDPOINT` and `HF_HUB_OFFLINE`); and [`export`], a model folder copied without its
+//! training checkpoint.
 
 use std::path::{Path, PathBuf};
 
@@ -136,4 +137,37 @@ pub fn resolve_clip(spec: &str) -> Result<ModelDir> {
         &["config.json", "tokenizer.json", "preprocessor_config.json"],
         &["model.safetensors", "pytorch_model.bin"],
     )
+}
+
+/// The precision `export` writes weights in (models compute in f32 either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightsDtype {
+    F16,
+    F32,
+}
+
+/// Copies the model or captioner folder `from` to the new folder `to` without its training
+/// checkpoint, weights converted to `dtype`; `to` appears whole or not at all.
+pub fn export(from: &Path, to: &Path, dtype: WeightsDtype) -> Result<()> {
+    use anyhow::Context;
+    let weights = from.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&weights, &candle_core::Device::Cpu)
+        .with_context(|| format!("{}: cannot read", weights.display()))?;
+    let dtype = match dtype {
+        WeightsDtype::F16 => candle_core::DType::F16,
+        WeightsDtype::F32 => candle_core::DType::F32,
+    };
+    let converted = tensors
+        .into_iter()
+        .map(|(n, t)| Ok((n, t.to_dtype(dtype)?)))
+        .collect::<Result<std::collections::HashMap<_, _>>>()?;
+    let folder = crate::atomic::NewDir::create(to)?;
+    folder.write_safetensors("model.safetensors", &converted)?;
+    for f in ["config.json", "tokenizer.json", "preprocessor_config.json"] {
+        if from.join(f).is_file() {
+            folder.copy(&from.join(f), f)?;
+        }
+    }
+    folder.commit()?;
+    Ok(())
 }

@@ -1,24 +1,28 @@
 //! skyscribe: what is in a satellite or aerial image, with CLIP.
 //!
-//! The modules follow the data:
+//! The modules follow the data, in layers that depend only on the layers above them
+//! (`tests/it/layers.rs` checks it):
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`imagery`] | decoding files (JPEG, PNG, WebP, multi-band TIFF) and CLIP preprocessing |
-//! | [`tokenizer`] | text to token ids with a model's `tokenizer.json` |
-//! | [`models`] | the networks (CLIP, GPT-2, ClipCap mappers), one model a file, weights checked on load |
-//! | [`builtin`] | the mini CLIP and captioner built into the binary (the offline default) |
-//! | [`hub`] | finding model files: a local directory or a Hugging Face hub id |
-//! | [`encoder`] | a CLIP model with its tokenizer and preprocessor; the batched image pipeline |
-//! | [`labels`] | label sets, presets, wordings and prompt templates |
-//! | [`zeroshot`] | scoring images against a label set |
-//! | [`caption`] | ClipCap captioners: mapping network + GPT-2, greedy / beam / sampled decoding, checkpoint import |
-//! | [`data`] | labelled datasets behind one trait: folder, RSICD scenes, JSONL, DOTA, xView |
-//! | [`cache`] | the on-disk embedding cache |
-//! | [`eval`] | zero-shot evaluation (metrics, wording sensitivity, reports, plots) and caption metrics |
-//! | [`train`] | training: the ClipCap captioner and CLIP (contrastive), AdamW, schedules, checkpoints, BPE |
-//! | [`bench`] | throughput measurement with the real model shapes and random weights |
+//! | layer | module | owns |
+//! |---|---|---|
+//! | plumbing | [`atomic`] | writing files and folders atomically |
+//! | | [`progress`] | progress bars and log lines beside them |
+//! | inputs | [`imagery`] | decoding files (JPEG, PNG, WebP, multi-band TIFF) and CLIP preprocessing |
+//! | | [`tokenizer`] | text to token ids with a model's `tokenizer.json` |
+//! | | [`labels`] | label sets, presets, wordings and prompt templates |
+//! | | [`data`] | labelled datasets behind one trait; captioned image sets |
+//! | networks | [`models`] | CLIP, GPT-2, ClipCap mappers, one model a file, weights checked on load |
+//! | running models | [`builtin`] | the mini CLIP and captioner built into the binary (the offline default) |
+//! | | [`hub`] | model specs: a local directory, a built-in name or a Hugging Face hub id; export |
+//! | | [`encoder`] | a CLIP model with its tokenizer and preprocessor; the batched image pipeline |
+//! | | [`cache`] | the on-disk embedding cache; embedding lists of images through it |
+//! | tasks | [`zeroshot`] | scoring images against a label set |
+//! | | [`caption`] | ClipCap captioners: mapping network + GPT-2, greedy / beam / sampled decoding, checkpoint import |
+//! | measuring & training | [`eval`] | zero-shot evaluation (metrics, wording sensitivity, reports, plots) and caption metrics |
+//! | | [`train`] | one training loop; the ClipCap and CLIP trainers, AdamW, schedules, checkpoints, BPE |
+//! | | [`bench`] | throughput measurement with the real model shapes and random weights |
 
+pub mod atomic;
 pub mod bench;
 pub mod builtin;
 pub mod cache;
@@ -30,6 +34,7 @@ pub mod hub;
 pub mod imagery;
 pub mod labels;
 pub mod models;
+pub mod progress;
 pub mod tokenizer;
 pub mod train;
 pub mod zeroshot;

@@ -5,6 +5,12 @@ use std::path::Path;
 
 use anyhow::{Result, anyhow};
 
+/// Reads a `tokenizer.json`; the error names the file.
+pub fn load_json(path: &Path) -> Result<tokenizers::Tokenizer> {
+    tokenizers::Tokenizer::from_file(path)
+        .map_err(|e| anyhow!("{}: not a valid tokenizer.json: {e}", path.display()))
+}
+
 /// A CLIP (or any BOS/EOS-wrapped BPE) tokenizer bound to a context length.
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
@@ -15,15 +21,18 @@ pub struct TextTokenizer {
 impl TextTokenizer {
     /// Loads `tokenizer.json`; `context_length` is the model's `max_position_embeddings`.
     pub fn from_file(path: &Path, context_length: usize) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| anyhow!("{}: not a valid tokenizer.json: {e}", path.display()))?;
+        Ok(Self::new(load_json(path)?, context_length))
+    }
+
+    /// Wraps a loaded tokenizer; `context_length` is the model's `max_position_embeddings`.
+    pub fn new(inner: tokenizers::Tokenizer, context_length: usize) -> Self {
         // CLIP's end token; GPT-2's single special token plays the same role.
         let end_id = inner.token_to_id("<|endoftext|>");
-        Ok(Self {
+        Self {
             inner,
             context_length,
             end_id,
-        })
+        }
     }
 
     pub fn inner(&self) -> &tokenizers::Tokenizer {

@@ -6,6 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::encoder::ClipEncoder;
+pub use crate::encoder::normalized;
 use crate::labels::{LabelSet, Templates};
 
 /// One label's score for one image.
@@ -88,16 +89,6 @@ impl ZeroShotClassifier {
             out.truncate(k);
         }
         out
-    }
-}
-
-/// `x / |x|` (zero stays zero).
-pub fn normalized(x: &[f32]) -> Vec<f32> {
-    let norm = x.iter().map(|v| v * v).sum::<f32>().sqrt();
-    if norm == 0.0 {
-        x.to_vec()
-    } else {
-        x.iter().map(|v| v / norm).collect()
     }
 }
 

@@ -271,7 +271,7 @@ fn parquet(file: &Path) -> Result<Vec<CaptionedImage>> {
             .with_context(|| format!("{}: row {i}: bad file name {name:?}", file.display()))?;
         let path = dir.join(safe);
         if !path.is_file() {
-            crate::eval::report::write_atomic(&path, &bytes)?;
+            crate::atomic::write_file(&path, &bytes)?;
         }
         items.push(CaptionedImage { path, captions });
     }

@@ -343,6 +343,125 @@ pub fn read_references(path: &std::path::Path) -> anyhow::Result<HashMap<String,
     Ok(refs)
 }
 
+/// `{"input", "caption"}` lines, as `caption --jsonl` writes them.
+pub fn read_predictions(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
+    use anyhow::{Context, bail};
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read predictions", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        let input = v["input"]
+            .as_str()
+            .with_context(|| format!("{}:{}: no \"input\"", path.display(), i + 1))?;
+        let caption = v["caption"]
+            .as_str()
+            .with_context(|| format!("{}:{}: no \"caption\"", path.display(), i + 1))?;
+        rows.push((input.to_string(), caption.to_string()));
+    }
+    if rows.is_empty() {
+        bail!("{}: no predictions", path.display());
+    }
+    Ok(rows)
+}
+
+/// The references of a captioned data set by image file name, as [`read_references`] gives.
+pub fn references_of(data: &crate::data::CaptionedImages) -> HashMap<String, Vec<String>> {
+    data.items
+        .iter()
+        .map(|i| {
+            let name = i.path.file_name().map(|n| n.to_string_lossy().into_owned());
+            (name.unwrap_or_default(), i.captions.clone())
+        })
+        .collect()
+}
+
+/// A prediction matched to its references, tokenised for scoring.
+#[derive(Debug, Clone)]
+pub struct ScoredCaption {
+    pub input: String,
+    pub hypothesis: String,
+    pub references: Vec<String>,
+}
+
+impl ScoredCaption {
+    pub fn pair(&self) -> CaptionPair<'_> {
+        CaptionPair {
+            hypothesis: &self.hypothesis,
+            references: self.references.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// Matches `(input, caption)` predictions to `refs` by file name and tokenises both
+/// ([`simple_tokenize`], unless `pretokenized`); a prediction without references is an error
+/// naming it and `refs_name`.
+pub fn match_references(
+    predictions: &[(String, String)],
+    refs: &HashMap<String, Vec<String>>,
+    refs_name: &str,
+    pretokenized: bool,
+) -> anyhow::Result<Vec<ScoredCaption>> {
+    use anyhow::{Context, bail};
+    let tok = |s: &str| {
+        if pretokenized {
+            s.to_string()
+        } else {
+            simple_tokenize(s)
+        }
+    };
+    let mut rows = Vec::with_capacity(predictions.len());
+    for (input, caption) in predictions {
+        let name = std::path::Path::new(input)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let r = refs
+            .get(&name)
+            .with_context(|| format!("{input}: no reference captions for {name} in {refs_name}"))?;
+        rows.push(ScoredCaption {
+            input: input.clone(),
+            hypothesis: tok(caption),
+            references: r.iter().map(|c| tok(c)).collect(),
+        });
+    }
+    if rows.is_empty() {
+        bail!("no predictions to score");
+    }
+    Ok(rows)
+}
+
+/// The nearest-neighbour caption baseline: each query gets the first caption of the most
+/// similar (cosine; lower index on ties) training image. Embeddings need not be normalised.
+pub fn nearest_neighbour_captions(
+    train: &[Vec<f32>],
+    train_captions: &[&str],
+    queries: &[Vec<f32>],
+) -> Vec<String> {
+    use rayon::prelude::*;
+    let norm = |v: &[Vec<f32>]| -> Vec<Vec<f32>> {
+        v.iter().map(|e| crate::encoder::normalized(e)).collect()
+    };
+    let (train, queries) = (norm(train), norm(queries));
+    queries
+        .par_iter()
+        .map(|q| {
+            let best = train
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (i, q.iter().zip(t).map(|(a, b)| a * b).sum::<f32>()))
+                .max_by(|a, b| a.1.total_cmp(&b.1).then(b.0.cmp(&a.0)))
+                .map_or(0, |(i, _)| i);
+            train_captions[best].to_string()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -365,5 +484,36 @@ mod tests {
         assert!(b.iter().all(|&x| (x - 1.0).abs() < 1e-9), "{b:?}");
         assert!((rouge_l(&pairs).0 - 1.0).abs() < 1e-12);
         assert_eq!(lcs(&["a", "b", "c", "d"], &["b", "d", "e"]), 2);
+    }
+
+    #[test]
+    fn nearest_neighbour_takes_the_most_similar_training_caption() {
+        let train = vec![vec![1.0, 0.0], vec![0.0, 2.0], vec![0.0, 1.0]];
+        let caps = ["east", "north", "north again"];
+        let q = vec![vec![5.0, 0.1], vec![0.2, 3.0], vec![-1.0, 0.0]];
+        // Scale does not matter; ties go to the first; the least dissimilar wins.
+        assert_eq!(
+            nearest_neighbour_captions(&train, &caps, &q),
+            vec!["east", "north", "north"]
+        );
+    }
+
+    #[test]
+    fn predictions_match_references_by_file_name() {
+        let refs: HashMap<String, Vec<String>> =
+            [("a.jpg".to_string(), vec!["Two planes.".to_string()])].into();
+        let rows = match_references(
+            &[("dir/a.jpg".into(), "A Plane!".into())],
+            &refs,
+            "refs",
+            false,
+        )
+        .unwrap();
+        assert_eq!(rows[0].hypothesis, "a plane");
+        assert_eq!(rows[0].references, vec!["two planes"]);
+        let err = match_references(&[("b.jpg".into(), "x".into())], &refs, "refs", false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("b.jpg") && err.contains("refs"), "{err}");
     }
 }

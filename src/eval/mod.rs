@@ -10,91 +10,14 @@ pub mod report;
 use std::collections::HashMap;
 
 use anyhow::{Result, bail};
-use indicatif::ProgressBar;
 use serde::Serialize;
 
-use crate::cache::{EmbeddingCache, Lookup, content_hashes};
-use crate::data::{Dataset, Sample};
-use crate::encoder::{ClipEncoder, SceneCache};
-use crate::imagery::DecodeOptions;
+use crate::cache::EncodeStats;
+use crate::data::Dataset;
+use crate::encoder::ClipEncoder;
 use crate::labels::{LabelSet, Templates};
 use crate::zeroshot::ZeroShotClassifier;
 use metrics::{MultiLabelMetrics, SingleLabelMetrics};
-
-/// What embedding the samples cost.
-#[derive(Debug, Default, Clone, Serialize, PartialEq)]
-pub struct EncodeStats {
-    pub encoded: usize,
-    pub from_cache: usize,
-    /// Cache entries that failed their checks and were recomputed.
-    pub corrupt_entries: usize,
-    /// `(image, reason)` of images that could not be read.
-    pub failed: Vec<(String, String)>,
-}
-
-/// Embeds every sample's image; `None` where it could not be read. Cached embeddings are
-/// reused, new ones are written to the cache as soon as they are computed.
-pub fn embed_samples(
-    clip: &ClipEncoder,
-    samples: &[Sample],
-    cache: Option<&EmbeddingCache>,
-    batch_size: usize,
-    decode: &DecodeOptions,
-    progress: &ProgressBar,
-) -> Result<(Vec<Option<Vec<f32>>>, EncodeStats)> {
-    use rayon::prelude::*;
-    let mut stats = EncodeStats::default();
-    let mut out: Vec<Option<Vec<f32>>> = vec![None; samples.len()];
-    let mut keys: Vec<Option<String>> = vec![None; samples.len()];
-    if let Some(cache) = cache {
-        let refs: Vec<_> = samples.iter().map(|s| &s.image).collect();
-        let hashes = content_hashes(&refs);
-        keys = samples
-            .iter()
-            .map(|s| hashes.get(&s.image.path).map(|h| cache.key(&s.image, h)))
-            .collect();
-        let found: Vec<Lookup> = keys
-            .par_iter()
-            .map(|k| k.as_ref().map_or(Lookup::Missing, |k| cache.get(k)))
-            .collect();
-        for (i, f) in found.into_iter().enumerate() {
-            match f {
-                Lookup::Hit(e) => {
-                    out[i] = Some(e);
-                    stats.from_cache += 1;
-                }
-                Lookup::Corrupt => stats.corrupt_entries += 1,
-                Lookup::Missing => {}
-            }
-        }
-        progress.inc(stats.from_cache as u64);
-    }
-    let todo: Vec<usize> = (0..samples.len()).filter(|&i| out[i].is_none()).collect();
-    let scenes = SceneCache::default();
-    clip.embed_batched(
-        &todo,
-        batch_size,
-        |&i| clip.load_pixels_ref(&samples[i].image, decode, &scenes),
-        |j, result| {
-            let i = todo[j];
-            progress.inc(1);
-            match result {
-                Ok(e) => {
-                    if let (Some(cache), Some(key)) = (cache, &keys[i]) {
-                        cache.put(key, &e)?;
-                    }
-                    stats.encoded += 1;
-                    out[i] = Some(e);
-                }
-                Err(err) => stats
-                    .failed
-                    .push((samples[i].image.display(), format!("{err:#}"))),
-            }
-            Ok(())
-        },
-    )?;
-    Ok((out, stats))
-}
 
 fn normalized_class(s: &str) -> String {
     s.trim().to_lowercase().replace(['-', '_'], " ")
@@ -215,6 +138,46 @@ pub struct Evaluation {
     pub predictions: Vec<Prediction>,
     #[serde(skip)]
     pub label_names: Vec<String>,
+}
+
+/// Adds a grid file's `labels: SPEC` and `template: SPEC` lines (`#` comments, blank lines
+/// skipped) to `labels` and `templates`; label files are found relative to the grid file.
+pub fn read_grid(
+    path: &std::path::Path,
+    labels: &mut Vec<String>,
+    templates: &mut Vec<String>,
+) -> Result<()> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read grid file", path.display()))?;
+    let base = path.parent().unwrap_or(std::path::Path::new("."));
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some(("labels", spec)) => {
+                let spec = spec.trim();
+                let relative = base.join(spec);
+                labels.push(if relative.is_file() {
+                    relative.display().to_string()
+                } else {
+                    spec.to_string()
+                });
+            }
+            Some(("template", spec)) => templates.push(spec.trim().to_string()),
+            _ => bail!(
+                "{}:{}: expected `labels: SPEC` or `template: SPEC`, got {line:?}",
+                path.display(),
+                i + 1
+            ),
+        }
+    }
+    if labels.is_empty() {
+        bail!("{}: the grid names no label set", path.display());
+    }
+    Ok(())
 }
 
 /// Template variants: each `--template` value (a template or a named set) on its own.

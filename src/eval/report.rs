@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::metrics::{most_confused, spread};
 use super::{Evaluation, GridResult};
+use crate::atomic::write_file;
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
@@ -19,14 +20,6 @@ fn register_font() {
     ONCE.call_once(|| {
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
     });
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
-    Ok(())
 }
 
 /// How much the wording moves the headline number.
@@ -470,7 +463,7 @@ fn save_png(path: &Path, width: u32, height: u32, pixels: Vec<u8>) -> Result<()>
         image::ImageFormat::Png,
     )
     .with_context(|| format!("{}: cannot encode PNG", path.display()))?;
-    write_atomic(path, &bytes)
+    write_file(path, &bytes)
 }
 
 /// Writes the report into `dir` (created if needed).
@@ -492,7 +485,7 @@ pub fn write(eval: &Evaluation, dir: &Path) -> Result<()> {
             }
             csv.push('\n');
         }
-        write_atomic(&dir.join("confusion.csv"), csv.as_bytes())?;
+        write_file(&dir.join("confusion.csv"), csv.as_bytes())?;
         confusion_png(&dir.join("confusion.png"), &eval.label_names, &s.confusion)?;
         plots.push(("Confusion matrix", "confusion.png"));
         let bars: Vec<(String, f64)> = s
@@ -541,15 +534,15 @@ pub fn write(eval: &Evaluation, dir: &Path) -> Result<()> {
         jsonl.push_str(&serde_json::to_string(p)?);
         jsonl.push('\n');
     }
-    write_atomic(&dir.join("predictions.jsonl"), jsonl.as_bytes())?;
+    write_file(&dir.join("predictions.jsonl"), jsonl.as_bytes())?;
     let summary = serde_json::json!({"evaluation": eval, "sensitivity": sens});
-    write_atomic(
+    write_file(
         &dir.join("summary.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
     let md = markdown(eval, &sens, &plots);
-    write_atomic(&dir.join("report.md"), md.as_bytes())?;
-    write_atomic(&dir.join("report.html"), html(&md, dir)?.as_bytes())?;
+    write_file(&dir.join("report.md"), md.as_bytes())?;
+    write_file(&dir.join("report.html"), html(&md, dir)?.as_bytes())?;
     Ok(())
 }
 

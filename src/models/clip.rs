@@ -13,7 +13,7 @@ use candle_core::{D, DType, Device, Tensor};
 use serde::Deserialize;
 
 use super::layers::{Activation, Attention, LayerNorm, Linear, Mlp};
-use super::weights::Weights;
+use super::weights::{Scope, Weights};
 
 /// `text_config` of a Hugging Face CLIP `config.json`; defaults are transformers' defaults.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -186,12 +186,12 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn load(w: &Weights, prefix: &str, s: LayerShape) -> Result<Self> {
+    fn load(w: &Scope, s: LayerShape) -> Result<Self> {
         Ok(Self {
-            layer_norm1: LayerNorm::load(w, &format!("{prefix}.layer_norm1"), s.hidden, s.eps)?,
-            self_attn: Attention::load(w, &format!("{prefix}.self_attn"), s.hidden, s.heads)?,
-            layer_norm2: LayerNorm::load(w, &format!("{prefix}.layer_norm2"), s.hidden, s.eps)?,
-            mlp: Mlp::load(w, &format!("{prefix}.mlp"), s.hidden, s.inter, s.act)?,
+            layer_norm1: LayerNorm::load(&w.pp("layer_norm1"), s.hidden, s.eps)?,
+            self_attn: Attention::load(&w.pp("self_attn"), s.hidden, s.heads)?,
+            layer_norm2: LayerNorm::load(&w.pp("layer_norm2"), s.hidden, s.eps)?,
+            mlp: Mlp::load(&w.pp("mlp"), s.hidden, s.inter, s.act)?,
         })
     }
 
@@ -205,15 +205,11 @@ impl EncoderLayer {
     }
 }
 
-/// `{prefix}.encoder.layers.{0..n}`.
-fn load_layers(
-    w: &Weights,
-    prefix: &str,
-    n: usize,
-    shape: LayerShape,
-) -> Result<Vec<EncoderLayer>> {
+/// `encoder.layers.{0..n}` of a tower.
+fn load_layers(w: &Scope, n: usize, shape: LayerShape) -> Result<Vec<EncoderLayer>> {
+    let layers = w.pp("encoder").pp("layers");
     (0..n)
-        .map(|i| EncoderLayer::load(w, &format!("{prefix}.encoder.layers.{i}"), shape))
+        .map(|i| EncoderLayer::load(&layers.pp(i), shape))
         .collect()
 }
 
@@ -228,24 +224,19 @@ struct TextTransformer {
 }
 
 impl TextTransformer {
-    fn load(w: &Weights, c: &ClipTextConfig) -> Result<Self> {
+    /// `w`: the `text_model` scope.
+    fn load(w: &Scope, c: &ClipTextConfig) -> Result<Self> {
         let d = c.hidden_size;
+        let embeddings = w.pp("embeddings");
         Ok(Self {
-            token_embedding: w.get(
-                "text_model.embeddings.token_embedding.weight",
-                &[c.vocab_size, d],
-            )?,
-            position_embedding: w.get(
-                "text_model.embeddings.position_embedding.weight",
-                &[c.max_position_embeddings, d],
-            )?,
-            layers: load_layers(w, "text_model", c.num_hidden_layers, LayerShape::of_text(c))?,
-            final_layer_norm: LayerNorm::load(
-                w,
-                "text_model.final_layer_norm",
-                d,
-                c.layer_norm_eps,
-            )?,
+            token_embedding: embeddings
+                .pp("token_embedding")
+                .get("weight", &[c.vocab_size, d])?,
+            position_embedding: embeddings
+                .pp("position_embedding")
+                .get("weight", &[c.max_position_embeddings, d])?,
+            layers: load_layers(w, c.num_hidden_layers, LayerShape::of_text(c))?,
+            final_layer_norm: LayerNorm::load(&w.pp("final_layer_norm"), d, c.layer_norm_eps)?,
             eos_token_id: c.eos_token_id,
             vocab_size: c.vocab_size,
         })
@@ -325,33 +316,29 @@ struct VisionTransformer {
 }
 
 impl VisionTransformer {
-    fn load(w: &Weights, c: &ClipVisionConfig) -> Result<Self> {
+    /// `w`: the `vision_model` scope.
+    fn load(w: &Scope, c: &ClipVisionConfig) -> Result<Self> {
         let d = c.hidden_size;
         let p = c.patch_size;
         let n_pos = (c.image_size / p).pow(2) + 1;
-        let patch = w.get(
-            "vision_model.embeddings.patch_embedding.weight",
-            &[d, c.num_channels, p, p],
-        )?;
+        let embeddings = w.pp("embeddings");
+        let patch = embeddings
+            .pp("patch_embedding")
+            .get("weight", &[d, c.num_channels, p, p])?;
         Ok(Self {
             patch_weight_t: {
                 let t = patch.reshape((d, c.num_channels * p * p))?.t()?;
                 // A trained weight stays a view of its variable.
                 if t.track_op() { t } else { t.contiguous()? }
             },
-            class_embedding: w.get("vision_model.embeddings.class_embedding", &[d])?,
-            position_embedding: w.get(
-                "vision_model.embeddings.position_embedding.weight",
-                &[n_pos, d],
-            )?,
-            pre_layrnorm: LayerNorm::load(w, "vision_model.pre_layrnorm", d, c.layer_norm_eps)?,
-            layers: load_layers(
-                w,
-                "vision_model",
-                c.num_hidden_layers,
-                LayerShape::of_vision(c),
-            )?,
-            post_layernorm: LayerNorm::load(w, "vision_model.post_layernorm", d, c.layer_norm_eps)?,
+            class_embedding: embeddings.get("class_embedding", &[d])?,
+            position_embedding: embeddings
+                .pp("position_embedding")
+                .get("weight", &[n_pos, d])?,
+            // (sic: transformers' name)
+            pre_layrnorm: LayerNorm::load(&w.pp("pre_layrnorm"), d, c.layer_norm_eps)?,
+            layers: load_layers(w, c.num_hidden_layers, LayerShape::of_vision(c))?,
+            post_layernorm: LayerNorm::load(&w.pp("post_layernorm"), d, c.layer_norm_eps)?,
             image_size: c.image_size,
             patch_size: p,
             channels: c.num_channels,
@@ -411,17 +398,15 @@ impl ClipModel {
     pub fn new(config: ClipConfig, weights: &Weights) -> Result<Self> {
         config.validate()?;
         let p = config.projection_dim;
-        let text = TextTransformer::load(weights, &config.text_config)?;
-        let vision = VisionTransformer::load(weights, &config.vision_config)?;
+        let text = TextTransformer::load(&weights.pp("text_model"), &config.text_config)?;
+        let vision = VisionTransformer::load(&weights.pp("vision_model"), &config.vision_config)?;
         let visual_projection = Linear::load_no_bias(
-            weights,
-            "visual_projection",
+            &weights.pp("visual_projection"),
             config.vision_config.hidden_size,
             p,
         )?;
         let text_projection = Linear::load_no_bias(
-            weights,
-            "text_projection",
+            &weights.pp("text_projection"),
             config.text_config.hidden_size,
             p,
         )?;

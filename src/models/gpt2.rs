@@ -12,7 +12,7 @@ use candle_core::{D, Device, Tensor};
 use serde::Deserialize;
 
 use super::layers::{Activation, LayerNorm, Linear, softmax_last};
-use super::weights::Weights;
+use super::weights::{Scope, Weights};
 
 /// A Hugging Face GPT-2 `config.json`; defaults are `gpt2`'s (124M).
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -115,23 +115,24 @@ impl KvCache {
     }
 }
 
-fn conv1d(w: &Weights, prefix: &str, n_in: usize, n_out: usize) -> Result<Linear> {
-    let weight = w.get(&format!("{prefix}.weight"), &[n_in, n_out])?;
-    let bias = w.get(&format!("{prefix}.bias"), &[n_out])?;
+fn conv1d(w: &Scope, n_in: usize, n_out: usize) -> Result<Linear> {
+    let weight = w.get("weight", &[n_in, n_out])?;
+    let bias = w.get("bias", &[n_out])?;
     // Conv1D stores (in, out): its transpose is the (out, in) weight of a linear layer.
     Linear::from_weights(weight.t()?, Some(bias))
 }
 
 impl Block {
-    fn load(w: &Weights, p: &str, c: &Gpt2Config) -> Result<Self> {
+    fn load(w: &Scope, c: &Gpt2Config) -> Result<Self> {
         let d = c.n_embd;
+        let (attn, mlp) = (w.pp("attn"), w.pp("mlp"));
         Ok(Self {
-            ln_1: LayerNorm::load(w, &format!("{p}.ln_1"), d, c.layer_norm_epsilon)?,
-            c_attn: conv1d(w, &format!("{p}.attn.c_attn"), d, 3 * d)?,
-            c_proj: conv1d(w, &format!("{p}.attn.c_proj"), d, d)?,
-            ln_2: LayerNorm::load(w, &format!("{p}.ln_2"), d, c.layer_norm_epsilon)?,
-            c_fc: conv1d(w, &format!("{p}.mlp.c_fc"), d, c.inner())?,
-            mlp_proj: conv1d(w, &format!("{p}.mlp.c_proj"), c.inner(), d)?,
+            ln_1: LayerNorm::load(&w.pp("ln_1"), d, c.layer_norm_epsilon)?,
+            c_attn: conv1d(&attn.pp("c_attn"), d, 3 * d)?,
+            c_proj: conv1d(&attn.pp("c_proj"), d, d)?,
+            ln_2: LayerNorm::load(&w.pp("ln_2"), d, c.layer_norm_epsilon)?,
+            c_fc: conv1d(&mlp.pp("c_fc"), d, c.inner())?,
+            mlp_proj: conv1d(&mlp.pp("c_proj"), c.inner(), d)?,
             heads: c.n_head,
             act: c.activation_function,
         })
@@ -204,23 +205,22 @@ pub struct Gpt2 {
 impl Gpt2 {
     pub fn new(config: Gpt2Config, w: &Weights) -> Result<Self> {
         // `gpt2` on the hub stores bare keys; GPT2LMHeadModel.save_pretrained adds `transformer.`.
-        let prefix = if w.contains("transformer.wte.weight") {
-            "transformer."
+        if w.contains("transformer.wte.weight") {
+            Self::load(config, &w.pp("transformer"))
         } else {
-            ""
-        };
-        Self::with_prefix(config, w, prefix)
+            Self::load(config, &w.root())
+        }
     }
 
-    /// Loads the weights under `prefix` (`gpt.transformer.` in ClipCap checkpoints).
-    pub fn with_prefix(config: Gpt2Config, w: &Weights, prefix: &str) -> Result<Self> {
+    /// Loads the weights of scope `w` (`gpt.transformer` in ClipCap checkpoints).
+    pub fn load(config: Gpt2Config, w: &Scope) -> Result<Self> {
         let d = config.n_embd;
-        let wte = w.get(&format!("{prefix}wte.weight"), &[config.vocab_size, d])?;
-        let wpe = w.get(&format!("{prefix}wpe.weight"), &[config.n_positions, d])?;
+        let wte = w.pp("wte").get("weight", &[config.vocab_size, d])?;
+        let wpe = w.pp("wpe").get("weight", &[config.n_positions, d])?;
         let blocks = (0..config.n_layer)
-            .map(|i| Block::load(w, &format!("{prefix}h.{i}"), &config))
+            .map(|i| Block::load(&w.pp("h").pp(i), &config))
             .collect::<Result<_>>()?;
-        let ln_f = LayerNorm::load(w, &format!("{prefix}ln_f"), d, config.layer_norm_epsilon)?;
+        let ln_f = LayerNorm::load(&w.pp("ln_f"), d, config.layer_norm_epsilon)?;
         let head = Linear::from_weights(wte.clone(), None)?;
         Ok(Self {
             wte,

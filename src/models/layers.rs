@@ -14,7 +14,7 @@ use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
 use super::cpu_kernels;
-use super::weights::Weights;
+use super::weights::Scope;
 
 /// `hidden_act` of a transformers config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -89,14 +89,14 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn load(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
-        let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
-        let bias = w.get(&format!("{prefix}.bias"), &[out_dim])?;
+    pub fn load(w: &Scope, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let weight = w.get("weight", &[out_dim, in_dim])?;
+        let bias = w.get("bias", &[out_dim])?;
         Self::from_weights(weight, Some(bias))
     }
 
-    pub fn load_no_bias(w: &Weights, prefix: &str, in_dim: usize, out_dim: usize) -> Result<Self> {
-        let weight = w.get(&format!("{prefix}.weight"), &[out_dim, in_dim])?;
+    pub fn load_no_bias(w: &Scope, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let weight = w.get("weight", &[out_dim, in_dim])?;
         Self::from_weights(weight, None)
     }
 
@@ -227,10 +227,10 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
-    pub fn load(w: &Weights, prefix: &str, dim: usize, eps: f64) -> Result<Self> {
+    pub fn load(w: &Scope, dim: usize, eps: f64) -> Result<Self> {
         Ok(Self {
-            weight: w.get(&format!("{prefix}.weight"), &[dim])?,
-            bias: w.get(&format!("{prefix}.bias"), &[dim])?,
+            weight: w.get("weight", &[dim])?,
+            bias: w.get("bias", &[dim])?,
             eps: eps as f32,
         })
     }
@@ -266,10 +266,10 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn load(w: &Weights, prefix: &str, hidden: usize, heads: usize) -> Result<Self> {
-        let q = Linear::load(w, &format!("{prefix}.q_proj"), hidden, hidden)?;
-        let k = Linear::load(w, &format!("{prefix}.k_proj"), hidden, hidden)?;
-        let v = Linear::load(w, &format!("{prefix}.v_proj"), hidden, hidden)?;
+    pub fn load(w: &Scope, hidden: usize, heads: usize) -> Result<Self> {
+        let q = Linear::load(&w.pp("q_proj"), hidden, hidden)?;
+        let k = Linear::load(&w.pp("k_proj"), hidden, hidden)?;
+        let v = Linear::load(&w.pp("v_proj"), hidden, hidden)?;
         let qkv = if q.is_trainable() {
             vec![q, k, v]
         } else {
@@ -277,7 +277,7 @@ impl Attention {
         };
         Ok(Self {
             qkv,
-            out_proj: Linear::load(w, &format!("{prefix}.out_proj"), hidden, hidden)?,
+            out_proj: Linear::load(&w.pp("out_proj"), hidden, hidden)?,
             heads,
             head_dim: hidden / heads,
         })
@@ -338,16 +338,10 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn load(
-        w: &Weights,
-        prefix: &str,
-        hidden: usize,
-        inter: usize,
-        act: Activation,
-    ) -> Result<Self> {
+    pub fn load(w: &Scope, hidden: usize, inter: usize, act: Activation) -> Result<Self> {
         Ok(Self {
-            fc1: Linear::load(w, &format!("{prefix}.fc1"), hidden, inter)?,
-            fc2: Linear::load(w, &format!("{prefix}.fc2"), inter, hidden)?,
+            fc1: Linear::load(&w.pp("fc1"), hidden, inter)?,
+            fc2: Linear::load(&w.pp("fc2"), inter, hidden)?,
             act,
         })
     }

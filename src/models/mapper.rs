@@ -14,7 +14,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
 use super::layers::{LayerNorm, Linear, softmax_last};
-use super::weights::Weights;
+use super::weights::Scope;
 
 /// Which mapping network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,15 +54,16 @@ pub struct MapperLayer {
 }
 
 impl MapperLayer {
-    fn load(w: &Weights, p: &str, e: usize) -> Result<Self> {
+    fn load(w: &Scope, e: usize) -> Result<Self> {
+        let (attn, mlp) = (w.pp("attn"), w.pp("mlp"));
         Ok(Self {
-            norm1: LayerNorm::load(w, &format!("{p}.norm1"), e, 1e-5)?,
-            to_queries: Linear::load_no_bias(w, &format!("{p}.attn.to_queries"), e, e)?,
-            to_keys_values: Linear::load_no_bias(w, &format!("{p}.attn.to_keys_values"), e, 2 * e)?,
-            project: Linear::load(w, &format!("{p}.attn.project"), e, e)?,
-            norm2: LayerNorm::load(w, &format!("{p}.norm2"), e, 1e-5)?,
-            fc1: Linear::load(w, &format!("{p}.mlp.fc1"), e, 2 * e)?,
-            fc2: Linear::load(w, &format!("{p}.mlp.fc2"), 2 * e, e)?,
+            norm1: LayerNorm::load(&w.pp("norm1"), e, 1e-5)?,
+            to_queries: Linear::load_no_bias(&attn.pp("to_queries"), e, e)?,
+            to_keys_values: Linear::load_no_bias(&attn.pp("to_keys_values"), e, 2 * e)?,
+            project: Linear::load(&attn.pp("project"), e, e)?,
+            norm2: LayerNorm::load(&w.pp("norm2"), e, 1e-5)?,
+            fc1: Linear::load(&mlp.pp("fc1"), e, 2 * e)?,
+            fc2: Linear::load(&mlp.pp("fc2"), 2 * e, e)?,
         })
     }
 
@@ -124,8 +125,8 @@ pub enum Mapper {
 }
 
 impl Mapper {
-    /// Loads the weights under `prefix` (`clip_project` in reference checkpoints).
-    pub fn load(w: &Weights, prefix: &str, config: MapperConfig) -> Result<Self> {
+    /// Loads the weights of scope `w` (`clip_project` in reference checkpoints).
+    pub fn load(w: &Scope, config: MapperConfig) -> Result<Self> {
         let (p, k, e) = (config.prefix_size, config.prefix_length, config.gpt_width);
         if k == 0 || e == 0 || p == 0 {
             bail!(
@@ -134,8 +135,8 @@ impl Mapper {
         }
         Ok(match config.mapping_type {
             MappingType::Mlp => Mapper::Mlp {
-                fc1: Linear::load(w, &format!("{prefix}.model.0"), p, e * k / 2)?,
-                fc2: Linear::load(w, &format!("{prefix}.model.2"), e * k / 2, e * k)?,
+                fc1: Linear::load(&w.pp("model").pp(0), p, e * k / 2)?,
+                fc2: Linear::load(&w.pp("model").pp(2), e * k / 2, e * k)?,
                 config,
             },
             MappingType::Transformer => {
@@ -145,17 +146,10 @@ impl Mapper {
                     );
                 }
                 Mapper::Transformer {
-                    linear: Linear::load(
-                        w,
-                        &format!("{prefix}.linear"),
-                        p,
-                        config.clip_length * e,
-                    )?,
-                    prefix_const: w.get(&format!("{prefix}.prefix_const"), &[k, e])?,
+                    linear: Linear::load(&w.pp("linear"), p, config.clip_length * e)?,
+                    prefix_const: w.get("prefix_const", &[k, e])?,
                     layers: (0..config.num_layers)
-                        .map(|i| {
-                            MapperLayer::load(w, &format!("{prefix}.transformer.layers.{i}"), e)
-                        })
+                        .map(|i| MapperLayer::load(&w.pp("transformer").pp("layers").pp(i), e))
                         .collect::<Result<_>>()?,
                     config,
                 }

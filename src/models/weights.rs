@@ -1,5 +1,9 @@
 //! Checked access to a checkpoint's tensors: every read names the tensor and the shape the
 //! model expects, and a missing or mis-shaped tensor is an error that says which one and where.
+//!
+//! Models read through a [`Scope`], a view of the checkpoint at a key prefix (candle's
+//! `VarBuilder::pp`): each sub-module is handed `scope.pp("layer_norm1")` and asks for
+//! `"weight"`, so key paths are built in one place and read like the module tree.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -232,11 +236,65 @@ impl Weights {
         Ok(t.to_dtype(DType::F32)?)
     }
 
+    /// The whole checkpoint as a [`Scope`] with no prefix.
+    pub fn root(&self) -> Scope<'_> {
+        Scope {
+            weights: self,
+            path: String::new(),
+        }
+    }
+
+    /// A view of the tensors under `prefix` (`w.pp("text_model")` reads `text_model.*`).
+    pub fn pp(&self, prefix: &str) -> Scope<'_> {
+        self.root().pp(prefix)
+    }
+
     fn missing(&self, name: &str, shape: &[usize]) -> anyhow::Error {
         anyhow::anyhow!(
             "{}: missing tensor '{name}' (expected shape {shape:?}); is this a checkpoint of the model its config.json describes?",
             self.file.display()
         )
+    }
+}
+
+/// The tensors of a [`Weights`] under one key prefix: what a sub-module loads from.
+#[derive(Clone)]
+pub struct Scope<'a> {
+    weights: &'a Weights,
+    /// The key prefix without its trailing dot; empty at the root.
+    path: String,
+}
+
+impl<'a> Scope<'a> {
+    /// The scope one level down: `pp("fc1")` of `mlp` reads `mlp.fc1.*`.
+    pub fn pp(&self, name: impl std::fmt::Display) -> Scope<'a> {
+        Scope {
+            weights: self.weights,
+            path: self.key(&name.to_string()),
+        }
+    }
+
+    /// The full checkpoint key of `name` in this scope.
+    pub fn key(&self, name: &str) -> String {
+        if self.path.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.path)
+        }
+    }
+
+    /// The tensor `name` of this scope, which must have exactly `shape` (see [`Weights::get`]).
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.weights.get(&self.key(name), shape)
+    }
+
+    /// Whether the checkpoint holds `name` in this scope.
+    pub fn contains(&self, name: &str) -> bool {
+        self.weights.contains(&self.key(name))
+    }
+
+    pub fn device(&self) -> &Device {
+        self.weights.device()
     }
 }
 

@@ -60,7 +60,7 @@ pub fn save(tokenizer: &Tokenizer, path: &Path) -> Result<()> {
     let json = tokenizer
         .to_string(false)
         .map_err(|e| anyhow!("serialising the tokenizer: {e}"))?;
-    crate::eval::report::write_atomic(path, json.as_bytes())
+    crate::atomic::write_file(path, json.as_bytes())
 }
 
 #[cfg(test)]

@@ -7,23 +7,19 @@
 //! the mapping network learns; its weights get no gradients at all) or trained with the
 //! mapper; a GPT-2 trained from scratch (`--gpt2-config mini`) always learns.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
 
-pub use super::TrainSummary;
-use super::{
-    AdamW, AfterStep, Checkpoint, Decay, Schedule, StepLog, TrainState, check_fresh_out,
-    check_same_run, clip_grad_norm, epoch_order, masked_cross_entropy, save_weights, snapshot,
-    validation_split,
-};
-use crate::cache::EmbeddingCache;
-use crate::caption::CaptionerConfig;
-use crate::data::{CaptionedImages, ImageRef, Sample, open_captions, training_sentence};
+use super::run::{Plan, RunOptions, Start, TrainSummary, Trainer, train};
+use super::{Decay, masked_cross_entropy, snapshot, validation_split};
+use crate::cache::{EmbeddingCache, embed_images};
+use crate::caption::{CaptionerConfig, GPT2_SCOPE, MAPPER_SCOPE};
+use crate::data::{open_captions, training_sentence};
 use crate::encoder::ClipEncoder;
 use crate::imagery::DecodeOptions;
 use crate::models::gpt2::{Gpt2, Gpt2Config};
@@ -34,43 +30,54 @@ use crate::models::weights::Weights;
 /// What `train captioner` was asked to do.
 #[derive(Debug, Clone, Serialize)]
 pub struct CaptionerTrainOptions {
-    pub data: String,
+    #[serde(flatten)]
+    pub run: RunOptions,
+    /// The CLIP whose image embeddings are the prefix (directory, hub id or built-in name).
     pub clip: String,
     /// A pretrained GPT-2 (directory or hub id)…
     pub gpt2: Option<String>,
     /// …or the shapes of one to train from scratch: `mini` or a GPT-2 `config.json`.
     pub gpt2_config: Option<String>,
-    /// Tokenizer for a GPT-2 trained from scratch (default: a BPE trained on the captions).
-    pub tokenizer: Option<PathBuf>,
-    pub vocab_size: usize,
     pub mapping: MappingType,
+    /// K: the GPT-2 embeddings the mapper writes.
     pub prefix_length: usize,
+    /// Tokens the CLIP embedding is spread over (transformer mapper).
     pub clip_length: usize,
+    /// Transformer mapper layers.
     pub num_layers: usize,
+    /// L2-normalise CLIP embeddings before the mapper.
     pub normalize_prefix: bool,
     /// Train GPT-2 together with the mapper (always, from scratch).
     pub train_gpt2: bool,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub warmup: usize,
-    pub weight_decay: f64,
-    pub grad_clip: f64,
-    pub val_fraction: f64,
-    pub seed: u64,
+    /// The embedding cache folder (none: embed every image again).
     #[serde(skip)]
-    pub save_every: usize,
-    #[serde(skip)]
-    pub resume: bool,
-    /// Stop (with a checkpoint) after this step, as if interrupted.
-    #[serde(skip)]
-    pub stop_after: Option<usize>,
-    #[serde(skip)]
-    pub cache: Option<PathBuf>,
-    #[serde(skip)]
-    pub out: PathBuf,
-    #[serde(skip)]
-    pub quiet: bool,
+    pub cache: Option<std::path::PathBuf>,
+}
+
+/// The reference ClipCap recipe: MLP mapper, K = 10, batch 40, lr 2e-5 after 5,000 warm-up
+/// steps, weight decay 0.01, 10 epochs, on the built-in CLIP unless told otherwise.
+impl Default for CaptionerTrainOptions {
+    fn default() -> Self {
+        Self {
+            run: RunOptions {
+                batch_size: 40,
+                lr: 2e-5,
+                warmup: 5000,
+                weight_decay: 0.01,
+                ..RunOptions::default()
+            },
+            clip: crate::builtin::MINI_CLIP.to_string(),
+            gpt2: None,
+            gpt2_config: None,
+            mapping: MappingType::Mlp,
+            prefix_length: 10,
+            clip_length: 10,
+            num_layers: 8,
+            normalize_prefix: false,
+            train_gpt2: false,
+            cache: Some(crate::cache::default_dir()),
+        }
+    }
 }
 
 /// The mini GPT-2: 4 layers of width 192, 64 positions.
@@ -114,7 +121,7 @@ impl CaptionerModel {
         let rows: Vec<Vec<f32>> = if self.normalize_prefix {
             embeds
                 .iter()
-                .map(|e| crate::zeroshot::normalized(e))
+                .map(|e| crate::encoder::normalized(e))
                 .collect()
         } else {
             embeds.to_vec()
@@ -151,20 +158,19 @@ pub fn build_model(
     seed: u64,
     device: &Device,
 ) -> Result<CaptionerModel> {
-    let gpt_prefix = "gpt.transformer.";
     let (mapper, gpt2, vars, frozen) = match from {
         ModelSource::Checkpoint(file) => {
             let trainable: &[&str] = if train_gpt2 { &[] } else { &["clip_project."] };
             let w = Weights::from_file(file, device)?.trainable_under(trainable);
-            let mapper = Mapper::load(&w, "clip_project", config.mapping.clone())?;
-            let gpt2 = Gpt2::with_prefix(config.gpt2_config.clone(), &w, gpt_prefix)?;
+            let mapper = Mapper::load(&w.pp(MAPPER_SCOPE), config.mapping.clone())?;
+            let gpt2 = Gpt2::load(config.gpt2_config.clone(), &w.pp(GPT2_SCOPE))?;
             let vars = w.vars();
             let frozen = frozen_rest(&w, &vars)?;
             (mapper, gpt2, vars, frozen)
         }
         ModelSource::Fresh { gpt2_dir } => {
             let mw = Weights::init(seed, device).trainable();
-            let mapper = Mapper::load(&mw, "clip_project", config.mapping.clone())?;
+            let mapper = Mapper::load(&mw.pp(MAPPER_SCOPE), config.mapping.clone())?;
             let gw = match gpt2_dir {
                 Some(dir) => {
                     let src = Weights::from_model_dir(dir, device)?;
@@ -177,14 +183,14 @@ pub fn build_model(
                         {
                             continue; // tied to wte / a causal-mask buffer
                         }
-                        map.insert(format!("{gpt_prefix}{bare}"), src.get_any(&name)?);
+                        map.insert(format!("{GPT2_SCOPE}.{bare}"), src.get_any(&name)?);
                     }
                     let w = Weights::from_tensors(map, device);
                     if train_gpt2 { w.trainable() } else { w }
                 }
                 None => Weights::init(seed.wrapping_add(1), device).trainable(),
             };
-            let gpt2 = Gpt2::with_prefix(config.gpt2_config.clone(), &gw, gpt_prefix)?;
+            let gpt2 = Gpt2::load(config.gpt2_config.clone(), &gw.pp(GPT2_SCOPE))?;
             let mut vars = mw.vars();
             vars.extend(gw.vars());
             let frozen = frozen_rest(&gw, &vars)?;
@@ -207,8 +213,8 @@ pub fn build_model_from_weights(
     mapper_weights: &Weights,
     gpt2_weights: &Weights,
 ) -> Result<CaptionerModel> {
-    let mapper = Mapper::load(mapper_weights, "clip_project", config.mapping.clone())?;
-    let gpt2 = Gpt2::with_prefix(config.gpt2_config.clone(), gpt2_weights, "gpt.transformer.")?;
+    let mapper = Mapper::load(&mapper_weights.pp(MAPPER_SCOPE), config.mapping.clone())?;
+    let gpt2 = Gpt2::load(config.gpt2_config.clone(), &gpt2_weights.pp(GPT2_SCOPE))?;
     let mut vars = mapper_weights.vars();
     vars.extend(gpt2_weights.vars());
     Ok(CaptionerModel {
@@ -240,72 +246,61 @@ fn frozen_rest(w: &Weights, vars: &[(String, Var)]) -> Result<HashMap<String, Te
     Ok(out)
 }
 
-/// Embeds every image of `data` with `clip` (through `cache`); an unreadable image is an error.
-pub fn embed_images(
-    clip: &ClipEncoder,
-    data: &CaptionedImages,
-    cache: Option<&EmbeddingCache>,
-    quiet: bool,
-) -> Result<Vec<Vec<f32>>> {
-    let samples: Vec<Sample> = data
-        .items
-        .iter()
-        .map(|i| Sample {
-            image: ImageRef::file(i.path.clone()),
-            labels: vec![],
-        })
-        .collect();
-    let pb = if quiet {
-        indicatif::ProgressBar::hidden()
-    } else {
-        let pb = indicatif::ProgressBar::new(samples.len() as u64);
-        pb.set_message("CLIP embeddings");
-        pb
-    };
-    let (embeds, _) =
-        crate::eval::embed_samples(clip, &samples, cache, 32, &DecodeOptions::default(), &pb)?;
-    pb.finish_and_clear();
-    embeds
-        .into_iter()
-        .zip(&data.items)
-        .map(|(e, item)| {
-            e.ok_or_else(|| anyhow!("{}: cannot read this image", item.path.display()))
-        })
-        .collect()
+/// A captioner being trained: what [`super::run::train`] needs.
+struct CaptionerRun<'a> {
+    model: CaptionerModel,
+    opts: &'a CaptionerTrainOptions,
+    /// CLIP embeddings of the images, and every (image, caption) example.
+    embeds: Vec<Vec<f32>>,
+    examples: Vec<Example>,
+    /// Indices into `examples` of the training and validation captions.
+    train_ex: Vec<usize>,
+    val_ex: Vec<usize>,
 }
 
-fn load_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
-    tokenizers::Tokenizer::from_file(path)
-        .map_err(|e| anyhow!("{}: not a valid tokenizer.json: {e}", path.display()))
+impl CaptionerRun<'_> {
+    fn batch_of(&self, ids: &[usize]) -> (Vec<Vec<f32>>, Vec<Vec<u32>>) {
+        ids.iter()
+            .map(|&e| {
+                let ex = &self.examples[e];
+                (self.embeds[ex.image].clone(), ex.tokens.clone())
+            })
+            .unzip()
+    }
 }
 
-/// Trains (or resumes training) a captioner into `opts.out`.
-pub fn train_captioner(opts: &CaptionerTrainOptions, device: &Device) -> Result<TrainSummary> {
-    let started = Instant::now();
-    let out = &opts.out;
-    let checkpoint = Checkpoint::new(out);
-    let resumed = if opts.resume {
-        Some(checkpoint.load(device)?)
-    } else {
-        check_fresh_out(out)?;
-        None
-    };
-    if opts.batch_size == 0 || opts.epochs == 0 {
-        bail!("--batch-size and --epochs must be positive");
+impl Trainer for CaptionerRun<'_> {
+    fn vars(&self) -> &[(String, Var)] {
+        &self.model.vars
     }
 
-    // Data and CLIP embeddings.
-    let data = open_captions(&opts.data)?;
-    let clip = ClipEncoder::load(&opts.clip, device)?;
-    let cache = match &opts.cache {
-        Some(dir) => Some(EmbeddingCache::open(dir, &clip, &DecodeOptions::default())?),
-        None => None,
-    };
-    let embeds = embed_images(&clip, &data, cache.as_ref(), opts.quiet)?;
-    let prefix_size = clip.model.config().projection_dim;
-    drop(clip);
+    fn loss(&self, batch: &[usize], _step: usize) -> Result<Tensor> {
+        let ids: Vec<usize> = batch.iter().map(|&p| self.train_ex[p]).collect();
+        let (e, t) = self.batch_of(&ids);
+        self.model.loss(&e, &t)
+    }
 
-    // Tokenizer and GPT-2 shapes.
+    fn validate(&self) -> Result<(Option<f64>, BTreeMap<String, f64>)> {
+        if self.val_ex.is_empty() {
+            return Ok((None, BTreeMap::new()));
+        }
+        let (mut sum, mut n) = (0.0, 0usize);
+        for chunk in self.val_ex.chunks(self.opts.run.batch_size.max(32)) {
+            let (e, t) = self.batch_of(chunk);
+            sum += self.model.loss(&e, &t)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+            n += chunk.len();
+        }
+        Ok((Some(sum / n as f64), BTreeMap::new()))
+    }
+
+    fn weights(&self) -> HashMap<String, Tensor> {
+        self.model.weights()
+    }
+}
+
+/// Trains (or resumes training) a captioner into `opts.run.out`.
+pub fn train_captioner(opts: &CaptionerTrainOptions, device: &Device) -> Result<TrainSummary> {
+    opts.run.check()?;
     let gpt2_dir = match (&opts.gpt2, &opts.gpt2_config) {
         (Some(spec), None) => Some(crate::hub::resolve(
             spec,
@@ -315,19 +310,36 @@ pub fn train_captioner(opts: &CaptionerTrainOptions, device: &Device) -> Result<
         (None, Some(_)) => None,
         _ => bail!("give exactly one of --gpt2 (pretrained) and --gpt2-config (from scratch)"),
     };
+    let start = Start::new(&opts.run, serde_json::to_value(opts)?, device)?;
+    let out = &opts.run.out;
+
+    // Data and CLIP embeddings.
+    let data = open_captions(&opts.run.data)?;
+    let clip = ClipEncoder::load(&opts.clip, device)?;
+    let cache = match &opts.cache {
+        Some(dir) => Some(EmbeddingCache::open(dir, &clip, &DecodeOptions::default())?),
+        None => None,
+    };
+    let paths: Vec<_> = data.items.iter().map(|i| i.path.clone()).collect();
+    let embeds = embed_images(&clip, &paths, cache.as_ref(), opts.run.quiet)?;
+    let prefix_size = clip.model.config().projection_dim;
+    drop(clip);
+
+    // Tokenizer and GPT-2 shapes.
     let sentences: Vec<String> = data
         .items
         .iter()
         .flat_map(|i| i.captions.iter().map(|c| training_sentence(c)))
         .collect();
-    let tokenizer = if resumed.is_some() {
-        load_tokenizer(&out.join("tokenizer.json"))?
+    let load = crate::tokenizer::load_json;
+    let tokenizer = if start.is_resumed() {
+        load(&out.join("tokenizer.json"))?
     } else if let Some(dir) = &gpt2_dir {
-        load_tokenizer(&dir.file("tokenizer.json"))?
-    } else if let Some(path) = &opts.tokenizer {
-        load_tokenizer(path)?
+        load(&dir.file("tokenizer.json"))?
+    } else if let Some(path) = &opts.run.tokenizer {
+        load(path)?
     } else {
-        super::bpe::train_bpe(&sentences, opts.vocab_size)?
+        super::bpe::train_bpe(&sentences, opts.run.vocab_size)?
     };
     let gpt2_config = match (&gpt2_dir, opts.gpt2_config.as_deref()) {
         (Some(dir), _) => Gpt2Config::from_file(&dir.file("config.json"))?,
@@ -379,7 +391,7 @@ pub fn train_captioner(opts: &CaptionerTrainOptions, device: &Device) -> Result<
                 bail!(
                     "{}: a caption of {} is {} tokens long; with a prefix of {} GPT-2's context \
                      of {} leaves room for {room}: {c:?}",
-                    opts.data,
+                    opts.run.data,
                     item.path.display(),
                     ids.len(),
                     opts.prefix_length,
@@ -396,7 +408,7 @@ pub fn train_captioner(opts: &CaptionerTrainOptions, device: &Device) -> Result<
 
     // Validation images are held out whole, so their captions are never trained on.
     let (train_images, val_images) =
-        validation_split(opts.seed, data.items.len(), opts.val_fraction);
+        validation_split(opts.run.seed, data.items.len(), opts.run.val_fraction);
     let train_ex: Vec<usize> = train_images
         .iter()
         .flat_map(|&i| per_image[i].clone())
@@ -406,128 +418,127 @@ pub fn train_captioner(opts: &CaptionerTrainOptions, device: &Device) -> Result<
         .flat_map(|&i| per_image[i].clone())
         .collect();
 
-    let options_json = serde_json::to_value(opts)?;
-    let (model_source, mut state) = match &resumed {
-        Some((state, weights_file, _)) => {
-            check_same_run(&state.options, &options_json, out)?;
-            (weights_file.clone(), state.clone())
-        }
-        None => {
-            let steps_per_epoch = train_ex.len().div_ceil(opts.batch_size);
-            let state = TrainState {
-                step: 0,
-                total_steps: steps_per_epoch * opts.epochs,
-                steps_per_epoch,
-                options: options_json,
-                history: vec![],
-                epoch_loss_sum: 0.0,
-                epoch_loss_count: 0,
-            };
-            (PathBuf::new(), state)
-        }
+    let source = match start.resumed_weights() {
+        Some(file) => ModelSource::Checkpoint(file),
+        None => ModelSource::Fresh {
+            gpt2_dir: gpt2_dir.as_ref().map(|d| d.dir.as_path()),
+        },
     };
-    let model = match &resumed {
-        Some(_) => build_model(
-            &config,
-            ModelSource::Checkpoint(&model_source),
-            train_gpt2,
-            opts.seed,
-            device,
-        )?,
-        None => build_model(
-            &config,
-            ModelSource::Fresh {
-                gpt2_dir: gpt2_dir.as_ref().map(|d| d.dir.as_path()),
-            },
-            train_gpt2,
-            opts.seed,
-            device,
-        )?,
-    };
-    let mut optimizer = AdamW::new(&model.vars, opts.weight_decay)?;
-    if let Some((_, _, moments)) = &resumed {
-        optimizer.load_state(&out.join("checkpoint/optimizer.safetensors"), moments)?;
-    }
+    let model = build_model(&config, source, train_gpt2, opts.run.seed, device)?;
     // The folder is a loadable captioner from the start.
-    std::fs::create_dir_all(out)?;
-    crate::eval::report::write_atomic(
+    crate::atomic::write_file(
         &out.join("config.json"),
         serde_json::to_string_pretty(&config)?.as_bytes(),
     )?;
-    if resumed.is_none() {
+    if !start.is_resumed() {
         super::bpe::save(&tokenizer, &out.join("tokenizer.json"))?;
     }
 
-    let schedule = Schedule {
-        peak: opts.lr,
-        warmup: opts.warmup,
-        total: state.total_steps,
+    let plan = Plan {
+        examples: train_ex.len(),
+        drop_last: false,
         decay: Decay::Linear,
     };
-    let batch_of = |ids: &[usize]| -> (Vec<Vec<f32>>, Vec<Vec<u32>>) {
-        ids.iter()
-            .map(|&e| {
-                (
-                    embeds[examples[e].image].clone(),
-                    examples[e].tokens.clone(),
-                )
+    let run = CaptionerRun {
+        model,
+        opts,
+        embeds,
+        examples,
+        train_ex,
+        val_ex,
+    };
+    train(&run, start, plan, &opts.run, "train captioner")
+}
+
+/// Time of ClipCap training steps (measured here, never asserted in tests) with `gpt2`'s shapes (124M, random weights).
+#[derive(Debug, Serialize)]
+pub struct CaptionerStepReport {
+    pub what: String,
+    pub batch_size: usize,
+    pub caption_tokens: usize,
+    pub prefix_length: usize,
+    pub train_gpt2: bool,
+    pub threads: usize,
+    /// Median seconds of one step (forward, backward, AdamW) over `steps` timed steps.
+    pub median_step_s: f64,
+    pub steps: usize,
+    pub device: String,
+}
+
+/// Training steps of an MLP-mapper ClipCap on a random `gpt2` (frozen unless `train_gpt2`),
+/// batches of random 512-wide CLIP embeddings and `caption_tokens`-token captions.
+pub fn step_time(
+    device: &Device,
+    batch_size: usize,
+    caption_tokens: usize,
+    steps: usize,
+    train_gpt2: bool,
+) -> Result<CaptionerStepReport> {
+    use rand::{Rng, SeedableRng};
+    if steps == 0 || batch_size == 0 || caption_tokens == 0 {
+        bail!("--steps, --batch-size and --caption-tokens must be positive");
+    }
+
+    let gpt2_config = Gpt2Config::default();
+    let config = CaptionerConfig {
+        mapping: MapperConfig {
+            mapping_type: MappingType::Mlp,
+            prefix_size: 512,
+            prefix_length: 10,
+            clip_length: 10,
+            num_layers: 8,
+            gpt_width: gpt2_config.n_embd,
+        },
+        normalize_prefix: false,
+        clip_model: "random".into(),
+        gpt2_model: "random gpt2".into(),
+        gpt2_config,
+    };
+    let gpt_weights = Weights::random(device);
+    let gpt_weights = if train_gpt2 {
+        gpt_weights.trainable()
+    } else {
+        gpt_weights
+    };
+    let model: CaptionerModel =
+        build_model_from_weights(&config, &Weights::init(0, device).trainable(), &gpt_weights)?;
+    let mut optimizer = super::AdamW::new(&model.vars, 0.01)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut times = Vec::new();
+    for step in 1..=steps + 1 {
+        let embeds: Vec<Vec<f32>> = (0..batch_size)
+            .map(|_| (0..512).map(|_| rng.random::<f32>() - 0.5).collect())
+            .collect();
+        let tokens: Vec<Vec<u32>> = (0..batch_size)
+            .map(|_| {
+                (0..caption_tokens)
+                    .map(|_| rng.random_range(0..50257))
+                    .collect()
             })
-            .unzip()
-    };
-    let val_loss = |model: &CaptionerModel| -> Result<Option<f64>> {
-        if val_ex.is_empty() {
-            return Ok(None);
-        }
-        let (mut sum, mut n) = (0.0, 0usize);
-        for chunk in val_ex.chunks(opts.batch_size.max(32)) {
-            let (e, t) = batch_of(chunk);
-            sum += model.loss(&e, &t)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
-            n += chunk.len();
-        }
-        Ok(Some(sum / n as f64))
-    };
-
-    let mut log = StepLog::new(&state, opts.quiet, opts.save_every, opts.stop_after);
-    let mut order: Option<(usize, Vec<usize>)> = None;
-    while state.step < state.total_steps {
-        let step = state.step + 1;
-        let epoch = (step - 1) / state.steps_per_epoch;
-        let index = (step - 1) % state.steps_per_epoch;
-        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            order = Some((epoch, epoch_order(opts.seed, epoch, train_ex.len())));
-        }
-        let (_, perm) = order.as_ref().expect("set above");
-        let lo = index * opts.batch_size;
-        let hi = (lo + opts.batch_size).min(perm.len());
-        let ids: Vec<usize> = perm[lo..hi].iter().map(|&p| train_ex[p]).collect();
-        let (e, t) = batch_of(&ids);
-
-        let loss = model.loss(&e, &t)?;
-        let mut grads = loss.backward()?;
-        clip_grad_norm(&mut grads, &model.vars, opts.grad_clip)?;
-        let lr = schedule.lr(step);
-        optimizer.step(&grads, lr, step)?;
-
-        let loss = loss.to_scalar::<f32>()? as f64;
-        let after = log.record(&mut state, loss, lr, ids.len(), || {
-            Ok((val_loss(&model)?, Default::default()))
-        })?;
-        if after != AfterStep::Continue {
-            let weights = model.weights();
-            checkpoint.save(&weights, &optimizer, &state)?;
-            save_weights(out, &weights)
-                .with_context(|| format!("{}: saving the model", out.display()))?;
-        }
-        if after == AfterStep::SaveAndStop {
-            break;
+            .collect();
+        let start = Instant::now();
+        let loss = model.loss(&embeds, &tokens)?;
+        let grads = loss.backward()?;
+        optimizer.step(&grads, 1e-5, step)?;
+        let _ = loss.to_scalar::<f32>()?;
+        if step > 1 {
+            // The first step warms up allocations and threads.
+            times.push(start.elapsed().as_secs_f64());
         }
     }
-    if state.step >= state.total_steps {
-        // A resumed finished run (or one whose last step was not a save point) ends saved.
-        let weights = model.weights();
-        checkpoint.save(&weights, &optimizer, &state)?;
-        save_weights(out, &weights)
-            .with_context(|| format!("{}: saving the model", out.display()))?;
-    }
-    Ok(log.summary(&state, started))
+    times.sort_by(f64::total_cmp);
+    Ok(CaptionerStepReport {
+        what: format!(
+            "ClipCap step, MLP mapper, gpt2 124M {}",
+            if train_gpt2 { "trained" } else { "frozen" }
+        ),
+        batch_size,
+        caption_tokens,
+        prefix_length: 10,
+        train_gpt2,
+        threads: rayon::current_num_threads(),
+        median_step_s: times[times.len() / 2],
+        steps,
+        device: format!("{device:?}"),
+    })
 }

@@ -6,11 +6,11 @@
 //! mild brightness/contrast jitter) and minimises CLIP's symmetric cross-entropy over the
 //! batch's image–text similarities, scaled by the learned temperature. Validation (held-out
 //! images, no augmentation, their first caption) reports the loss and retrieval recall@1/5/10.
-//! The output folder is a CLIP directory in the Hugging Face layout.
+//! The output folder is a CLIP directory in the Hugging Face layout. The loop itself is
+//! [`super::run`]'s.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use candle_core::{Device, Tensor, Var};
@@ -18,11 +18,8 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::{
-    AdamW, AfterStep, Checkpoint, Decay, Schedule, StepLog, TrainState, TrainSummary,
-    check_fresh_out, check_same_run, clip_grad_norm, epoch_order, masked_cross_entropy, rng_for,
-    save_weights, snapshot, validation_split,
-};
+use super::run::{Plan, RunOptions, Start, TrainSummary, Trainer, train};
+use super::{Decay, masked_cross_entropy, rng_for, snapshot, validation_split};
 use crate::data::{CaptionedImages, open_captions};
 use crate::imagery::{self, DecodeOptions, Preprocessor, RgbImage};
 use crate::models::clip::{ClipConfig, ClipModel, ClipTextConfig, ClipVisionConfig, l2_normalize};
@@ -33,32 +30,43 @@ use crate::tokenizer::TextTokenizer;
 /// What `train clip` was asked to do.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClipTrainOptions {
-    pub data: String,
+    #[serde(flatten)]
+    pub run: RunOptions,
     /// A pretrained CLIP to fine-tune (directory or hub id)…
     pub init: Option<String>,
     /// …or the shapes of one to train from scratch: `mini` or a CLIP `config.json`.
     pub config: Option<String>,
-    pub tokenizer: Option<PathBuf>,
-    pub vocab_size: usize,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub warmup: usize,
-    pub weight_decay: f64,
-    pub grad_clip: f64,
-    pub val_fraction: f64,
+    /// Random crops, flips, rotations and colour jitter of the training images.
     pub augment: bool,
-    pub seed: u64,
-    #[serde(skip)]
-    pub save_every: usize,
-    #[serde(skip)]
-    pub resume: bool,
-    #[serde(skip)]
-    pub stop_after: Option<usize>,
-    #[serde(skip)]
-    pub out: PathBuf,
-    #[serde(skip)]
-    pub quiet: bool,
+}
+
+/// Fine-tuning defaults (roughly CLIP-rsicd's): batch 128, lr 1e-5 after 100 warm-up steps,
+/// weight decay 0.1, 10 epochs.
+impl Default for ClipTrainOptions {
+    fn default() -> Self {
+        Self {
+            run: RunOptions {
+                batch_size: 128,
+                lr: 1e-5,
+                warmup: 100,
+                weight_decay: 0.1,
+                ..RunOptions::default()
+            },
+            init: None,
+            config: None,
+            augment: true,
+        }
+    }
+}
+
+impl ClipTrainOptions {
+    /// Defaults for a model trained from scratch: lr 5e-4 after 200 warm-up steps.
+    pub fn from_scratch() -> Self {
+        let mut o = Self::default();
+        o.run.lr = 5e-4;
+        o.run.warmup = 200;
+        o
+    }
 }
 
 /// The mini CLIP: 64-pixel images in 16-pixel patches, 4 vision and 3 text layers of width 192,
@@ -101,11 +109,11 @@ fn preprocessor_json(size: usize) -> serde_json::Value {
         "do_normalize": true,
         "do_rescale": true,
         "do_resize": true,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_mean": imagery::CLIP_MEAN,
+        "image_std": imagery::CLIP_STD,
         "image_processor_type": "CLIPImageProcessor",
         "resample": 3,
-        "rescale_factor": 0.00392156862745098,
+        "rescale_factor": 1.0 / 255.0,
         "size": {"shortest_edge": size}
     })
 }
@@ -117,13 +125,7 @@ struct ImageBank {
 
 impl ImageBank {
     fn load(data: &CaptionedImages, size: usize, quiet: bool) -> Result<Self> {
-        let pb = if quiet {
-            indicatif::ProgressBar::hidden()
-        } else {
-            let pb = indicatif::ProgressBar::new(data.items.len() as u64);
-            pb.set_message("decoding images");
-            pb
-        };
+        let pb = crate::progress::items(data.items.len(), "images", "decoding", quiet);
         let keep = (2 * size) as u32;
         let images = data
             .items
@@ -147,15 +149,18 @@ impl ImageBank {
     }
 }
 
-#[allow(clippy::excessive_precision)]
-const MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
-#[allow(clippy::excessive_precision)]
-const STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
-
-/// One augmented view of `img` as normalised `(3, size, size)` floats: a random crop of 50–100 %
-/// of the area (aspect 3:4 to 4:3) resampled bilinearly, flips, a quarter-turn rotation, and
-/// ±10 % brightness and contrast.
-pub fn augment(img: &RgbImage, size: usize, rng: &mut impl Rng) -> Vec<f32> {
+/// One augmented view of `img` as `(3, size, size)` floats, rescaled and normalised as the
+/// model's `preprocessor` does: a random crop of 50–100 % of the area (aspect 3:4 to 4:3)
+/// resampled bilinearly, flips, a quarter-turn rotation, and ±10 % brightness and contrast.
+pub fn augment(
+    img: &RgbImage,
+    size: usize,
+    preprocessor: &Preprocessor,
+    rng: &mut impl Rng,
+) -> Vec<f32> {
+    // Jitter works on [0, 1] values; the model's own rescale and mean/std come after.
+    let rescale = (255.0 * preprocessor.rescale_factor.unwrap_or(1.0)) as f32;
+    let (mean, std) = preprocessor.mean_std.unwrap_or(([0.0; 3], [1.0; 3]));
     let (w, h) = (img.width as f32, img.height as f32);
     let area = w * h * rng.random_range(0.5..=1.0f32);
     let ratio = (rng.random_range((0.75f32).ln()..=(4.0f32 / 3.0).ln())).exp();
@@ -199,8 +204,8 @@ pub fn augment(img: &RgbImage, size: usize, rng: &mut impl Rng) -> Vec<f32> {
             let (sx, sy) = (x0 + u * cw, y0 + v * ch);
             for c in 0..3 {
                 let value = sample(sx, sy, c) / 255.0;
-                let value = ((value - 0.5) * contrast + 0.5) * brightness;
-                out[c * n + oy * size + ox] = (value - MEAN[c]) / STD[c];
+                let value = ((value - 0.5) * contrast + 0.5) * brightness * rescale;
+                out[c * n + oy * size + ox] = (value - mean[c]) / std[c];
             }
         }
     }
@@ -288,50 +293,146 @@ pub fn retrieval_recalls(img: &[Vec<f32>], txt: &[Vec<f32>]) -> BTreeMap<String,
     out
 }
 
-/// Trains (or resumes training) a CLIP into `opts.out`.
-pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSummary> {
-    let started = Instant::now();
-    let out = &opts.out;
-    let checkpoint = Checkpoint::new(out);
-    let resumed = if opts.resume {
-        Some(checkpoint.load(device)?)
-    } else {
-        check_fresh_out(out)?;
-        None
-    };
-    if opts.batch_size < 2 || opts.epochs == 0 {
-        bail!("--batch-size must be at least 2 (contrastive) and --epochs positive");
-    }
-    let data = open_captions(&opts.data)?;
+/// A CLIP being trained on a captioned image set: what [`super::run::train`] needs.
+struct ClipRun<'a> {
+    trainee: ClipTrainee,
+    opts: &'a ClipTrainOptions,
+    data: CaptionedImages,
+    bank: ImageBank,
+    /// Indices into `data` of the training and validation images.
+    train_images: Vec<usize>,
+    val_images: Vec<usize>,
+    /// Validation inputs, prepared once: pixels without augmentation, first captions.
+    val_pixels: Vec<Vec<f32>>,
+    val_texts: Vec<String>,
+    tokenizer: TextTokenizer,
+    preprocessor: Preprocessor,
+    size: usize,
+    device: Device,
+}
 
-    // Tokenizer, shapes and starting weights.
+impl ClipRun<'_> {
+    /// `(B, 3, S, S)` pixels of flattened per-image rows.
+    fn pixel_tensor(&self, rows: Vec<Vec<f32>>) -> Result<Tensor> {
+        let n = rows.len();
+        let flat: Vec<f32> = rows.into_iter().flatten().collect();
+        Ok(Tensor::from_vec(
+            flat,
+            (n, 3, self.size, self.size),
+            &self.device,
+        )?)
+    }
+}
+
+impl Trainer for ClipRun<'_> {
+    fn vars(&self) -> &[(String, Var)] {
+        &self.trainee.vars
+    }
+
+    fn loss(&self, batch: &[usize], step: usize) -> Result<Tensor> {
+        let images: Vec<usize> = batch.iter().map(|&p| self.train_images[p]).collect();
+        // Every random choice of this step comes from (seed, step): resumable exactly.
+        let mut rng = rng_for(self.opts.run.seed, "clip-step", step as u64);
+        let seeds: Vec<u64> = images.iter().map(|_| rng.random()).collect();
+        let texts: Vec<String> = images
+            .iter()
+            .map(|&i| {
+                let caps = &self.data.items[i].captions;
+                caps[rng.random_range(0..caps.len())].clone()
+            })
+            .collect();
+        let pixels: Vec<Vec<f32>> = images
+            .par_iter()
+            .zip(&seeds)
+            .map(|(&i, &s)| {
+                let img = &self.bank.images[i];
+                if self.opts.augment {
+                    let mut rng = rng_for(s, "augment", 0);
+                    Ok(augment(img, self.size, &self.preprocessor, &mut rng))
+                } else {
+                    self.preprocessor.preprocess(img)
+                }
+            })
+            .collect::<Result<_>>()?;
+        let ids = self.tokenizer.encode_batch_padded(&texts)?;
+        let (img, txt) = self.trainee.embed(&self.pixel_tensor(pixels)?, &ids)?;
+        self.trainee.loss(&img, &txt)
+    }
+
+    fn after_update(&self) -> Result<()> {
+        self.trainee.clamp_temperature()
+    }
+
+    fn validate(&self) -> Result<(Option<f64>, BTreeMap<String, f64>)> {
+        if self.val_images.len() < 2 {
+            return Ok((None, BTreeMap::new()));
+        }
+        let (mut imgs, mut txts) = (Vec::new(), Vec::new());
+        for (p, s) in self.val_pixels.chunks(128).zip(self.val_texts.chunks(128)) {
+            let ids = self.tokenizer.encode_batch_padded(s)?;
+            let (i, t) = self.trainee.embed(&self.pixel_tensor(p.to_vec())?, &ids)?;
+            imgs.extend(i.detach().to_vec2::<f32>()?);
+            txts.extend(t.detach().to_vec2::<f32>()?);
+        }
+        // The loss over fixed batches of the batch size, so it compares across epochs.
+        let batch = self.opts.run.batch_size;
+        let (mut sum, mut n) = (0.0, 0);
+        for (a, b) in imgs.chunks(batch).zip(txts.chunks(batch)) {
+            if a.len() < 2 {
+                continue;
+            }
+            let ia = Tensor::new(a.to_vec(), &self.device)?;
+            let tb = Tensor::new(b.to_vec(), &self.device)?;
+            sum += self.trainee.loss(&ia, &tb)?.to_scalar::<f32>()? as f64;
+            n += 1;
+        }
+        Ok((
+            (n > 0).then(|| sum / n as f64),
+            retrieval_recalls(&imgs, &txts),
+        ))
+    }
+
+    fn weights(&self) -> HashMap<String, Tensor> {
+        snapshot(&self.trainee.vars, &HashMap::new())
+    }
+}
+
+/// Trains (or resumes training) a CLIP into `opts.run.out`.
+pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSummary> {
+    opts.run.check()?;
+    if opts.run.batch_size < 2 {
+        bail!("--batch-size must be at least 2 (the loss contrasts the images of a batch)");
+    }
     let init_dir = match (&opts.init, &opts.config) {
         (Some(spec), None) => Some(crate::hub::resolve_clip(spec)?),
         (None, Some(_)) => None,
         _ => bail!("give exactly one of --init (fine-tune) and --config (from scratch)"),
     };
+    let start = Start::new(&opts.run, serde_json::to_value(opts)?, device)?;
+    let out = &opts.run.out;
+    let data = open_captions(&opts.run.data)?;
+
+    // Tokenizer, shapes and preprocessing: copied or made on a fresh start, read back after.
     let tokenizer_path = out.join("tokenizer.json");
-    if resumed.is_none() {
-        match (&init_dir, &opts.tokenizer) {
-            (Some(dir), _) => copy_atomic(&dir.file("tokenizer.json"), &tokenizer_path)?,
-            (None, Some(path)) => copy_atomic(path, &tokenizer_path)?,
+    let preprocessor_path = out.join("preprocessor_config.json");
+    if !start.is_resumed() {
+        match (&init_dir, &opts.run.tokenizer) {
+            (Some(dir), _) => {
+                crate::atomic::copy_file(&dir.file("tokenizer.json"), &tokenizer_path)?
+            }
+            (None, Some(path)) => crate::atomic::copy_file(path, &tokenizer_path)?,
             (None, None) => {
                 let texts: Vec<String> = data
                     .items
                     .iter()
                     .flat_map(|i| i.captions.iter().cloned())
                     .collect();
-                let tok = super::bpe::train_bpe(&texts, opts.vocab_size)?;
+                let tok = super::bpe::train_bpe(&texts, opts.run.vocab_size)?;
                 super::bpe::save(&tok, &tokenizer_path)?;
             }
         }
     }
-    let raw_tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path).map_err(|e| {
-        anyhow!(
-            "{}: not a valid tokenizer.json: {e}",
-            tokenizer_path.display()
-        )
-    })?;
+    let raw_tokenizer = crate::tokenizer::load_json(&tokenizer_path)?;
     let config = match (&init_dir, opts.config.as_deref()) {
         (Some(dir), _) => ClipConfig::from_file(&dir.file("config.json"))?,
         (None, Some("mini")) => mini_clip(
@@ -352,67 +453,38 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
         );
     }
     let size = config.vision_config.image_size;
-    let tokenizer =
-        TextTokenizer::from_file(&tokenizer_path, config.text_config.max_position_embeddings)?;
-    let preprocessor_path = out.join("preprocessor_config.json");
-    if resumed.is_none() {
+    let tokenizer = TextTokenizer::new(raw_tokenizer, config.text_config.max_position_embeddings);
+    if !start.is_resumed() {
         match &init_dir {
-            Some(dir) => copy_atomic(&dir.file("preprocessor_config.json"), &preprocessor_path)?,
-            None => crate::eval::report::write_atomic(
+            Some(dir) => {
+                crate::atomic::copy_file(&dir.file("preprocessor_config.json"), &preprocessor_path)?
+            }
+            None => crate::atomic::write_file(
                 &preprocessor_path,
                 serde_json::to_string_pretty(&preprocessor_json(size))?.as_bytes(),
             )?,
         }
     }
     let preprocessor = Preprocessor::from_file(&preprocessor_path)?;
-    crate::eval::report::write_atomic(
+    crate::atomic::write_file(
         &out.join("config.json"),
         serde_json::to_string_pretty(&config)?.as_bytes(),
     )?;
 
-    let options_json = serde_json::to_value(opts)?;
-    let (weights, mut state) = match &resumed {
-        Some((state, file, _)) => {
-            check_same_run(&state.options, &options_json, out)?;
-            (Weights::from_file(file, device)?, state.clone())
-        }
-        None => {
-            let w = match &init_dir {
-                Some(dir) => Weights::from_model_dir(&dir.dir, device)?,
-                None => Weights::init(opts.seed, device),
-            };
-            (
-                w,
-                TrainState {
-                    step: 0,
-                    total_steps: 0,
-                    steps_per_epoch: 0,
-                    options: options_json,
-                    history: vec![],
-                    epoch_loss_sum: 0.0,
-                    epoch_loss_count: 0,
-                },
-            )
-        }
+    // Starting weights: the checkpoint's, the pretrained model's, or new ones.
+    let weights = match (start.resumed_weights(), &init_dir) {
+        (Some(file), _) => Weights::from_file(file, device)?,
+        (None, Some(dir)) => Weights::from_model_dir(&dir.dir, device)?,
+        (None, None) => Weights::init(opts.run.seed, device),
     };
-    let trainee = ClipTrainee::new(config.clone(), weights)?;
-    let mut optimizer = AdamW::new(&trainee.vars, opts.weight_decay)?;
-    if let Some((_, _, moments)) = &resumed {
-        optimizer.load_state(&out.join("checkpoint/optimizer.safetensors"), moments)?;
-    }
+    let trainee = ClipTrainee::new(config, weights)?;
 
     // Images in memory; validation images held out whole.
-    let bank = ImageBank::load(&data, size, opts.quiet)?;
+    let bank = ImageBank::load(&data, size, opts.run.quiet)?;
     let (train_images, val_images) =
-        validation_split(opts.seed, data.items.len(), opts.val_fraction);
+        validation_split(opts.run.seed, data.items.len(), opts.run.val_fraction);
     if train_images.len() < 2 {
-        bail!("{}: too few images to train on", opts.data);
-    }
-    // A batch larger than the training set is the whole set.
-    let batch_size = opts.batch_size.min(train_images.len());
-    if resumed.is_none() {
-        state.steps_per_epoch = train_images.len() / batch_size;
-        state.total_steps = state.steps_per_epoch * opts.epochs;
+        bail!("{}: too few images to train on", opts.run.data);
     }
     let val_pixels: Vec<Vec<f32>> = val_images
         .par_iter()
@@ -422,118 +494,51 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
         .iter()
         .map(|&i| data.items[i].captions[0].clone())
         .collect();
-
-    let schedule = Schedule {
-        peak: opts.lr,
-        warmup: opts.warmup,
-        total: state.total_steps,
+    let plan = Plan {
+        examples: train_images.len(),
+        drop_last: true,
         decay: Decay::Cosine,
     };
-    let validate = |t: &ClipTrainee| -> Result<(Option<f64>, BTreeMap<String, f64>)> {
-        if val_images.len() < 2 {
-            return Ok((None, BTreeMap::new()));
-        }
-        let (mut imgs, mut txts) = (Vec::new(), Vec::new());
-        for (p, s) in val_pixels.chunks(128).zip(val_texts.chunks(128)) {
-            let flat: Vec<f32> = p.iter().flatten().copied().collect();
-            let px = Tensor::from_vec(flat, (p.len(), 3, size, size), device)?;
-            let ids = tokenizer.encode_batch_padded(s)?;
-            let (i, t) = t.embed(&px, &ids)?;
-            imgs.extend(i.detach().to_vec2::<f32>()?);
-            txts.extend(t.detach().to_vec2::<f32>()?);
-        }
-        // The loss over fixed batches of the batch size, so it compares across epochs.
-        let mut sum = 0.0;
-        let mut n = 0;
-        for (a, b) in imgs
-            .chunks(opts.batch_size)
-            .zip(txts.chunks(opts.batch_size))
-        {
-            if a.len() < 2 {
-                continue;
-            }
-            let ia = Tensor::new(a.to_vec(), device)?;
-            let tb = Tensor::new(b.to_vec(), device)?;
-            sum += t.loss(&ia, &tb)?.to_scalar::<f32>()? as f64;
-            n += 1;
-        }
-        Ok((
-            (n > 0).then(|| sum / n as f64),
-            retrieval_recalls(&imgs, &txts),
-        ))
+    let run = ClipRun {
+        trainee,
+        opts,
+        data,
+        bank,
+        train_images,
+        val_images,
+        val_pixels,
+        val_texts,
+        tokenizer,
+        preprocessor,
+        size,
+        device: device.clone(),
     };
-
-    let mut log = StepLog::new(&state, opts.quiet, opts.save_every, opts.stop_after);
-    let mut order: Option<(usize, Vec<usize>)> = None;
-    while state.step < state.total_steps {
-        let step = state.step + 1;
-        let epoch = (step - 1) / state.steps_per_epoch;
-        let index = (step - 1) % state.steps_per_epoch;
-        if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            order = Some((epoch, epoch_order(opts.seed, epoch, train_images.len())));
-        }
-        let (_, perm) = order.as_ref().expect("set above");
-        let batch: Vec<usize> = perm[index * batch_size..(index + 1) * batch_size]
-            .iter()
-            .map(|&p| train_images[p])
-            .collect();
-        // Every random choice of this step comes from (seed, step): resumable exactly.
-        let mut rng = rng_for(opts.seed, "clip-step", step as u64);
-        let seeds: Vec<u64> = batch.iter().map(|_| rng.random()).collect();
-        let texts: Vec<String> = batch
-            .iter()
-            .map(|&i| {
-                let caps = &data.items[i].captions;
-                caps[rng.random_range(0..caps.len())].clone()
-            })
-            .collect();
-        let pixels: Vec<Vec<f32>> = batch
-            .par_iter()
-            .zip(&seeds)
-            .map(|(&i, &s)| {
-                if opts.augment {
-                    Ok(augment(
-                        &bank.images[i],
-                        size,
-                        &mut rng_for(s, "augment", 0),
-                    ))
-                } else {
-                    preprocessor.preprocess(&bank.images[i])
-                }
-            })
-            .collect::<Result<_>>()?;
-        let flat: Vec<f32> = pixels.into_iter().flatten().collect();
-        let px = Tensor::from_vec(flat, (batch.len(), 3, size, size), device)?;
-        let ids = tokenizer.encode_batch_padded(&texts)?;
-
-        let (img, txt) = trainee.embed(&px, &ids)?;
-        let loss = trainee.loss(&img, &txt)?;
-        let mut grads = loss.backward()?;
-        clip_grad_norm(&mut grads, &trainee.vars, opts.grad_clip)?;
-        let lr = schedule.lr(step);
-        optimizer.step(&grads, lr, step)?;
-        trainee.clamp_temperature()?;
-
-        let loss = loss.to_scalar::<f32>()? as f64;
-        let after = log.record(&mut state, loss, lr, batch.len(), || validate(&trainee))?;
-        if after != AfterStep::Continue {
-            let weights = snapshot(&trainee.vars, &HashMap::new());
-            checkpoint.save(&weights, &optimizer, &state)?;
-            save_weights(out, &weights)?;
-        }
-        if after == AfterStep::SaveAndStop {
-            break;
-        }
-    }
-    if state.step >= state.total_steps {
-        let weights = snapshot(&trainee.vars, &HashMap::new());
-        checkpoint.save(&weights, &optimizer, &state)?;
-        save_weights(out, &weights)?;
-    }
-    Ok(log.summary(&state, started))
+    train(&run, start, plan, &opts.run, "train clip")
 }
 
-fn copy_atomic(from: &Path, to: &Path) -> Result<()> {
-    let bytes = std::fs::read(from).with_context(|| format!("{}: cannot read", from.display()))?;
-    crate::eval::report::write_atomic(to, &bytes)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn augmentation_normalises_with_the_models_own_statistics() {
+        // A mid-grey image: crops, flips and rotations leave it grey, the jitter moves it by at
+        // most 10 %, so every value is (0.5 ± 0.05 − mean) / std of the model's preprocessor.
+        let img = RgbImage {
+            width: 32,
+            height: 32,
+            pixels: vec![128; 32 * 32 * 3],
+        };
+        let mut p = Preprocessor::clip_default(16);
+        p.mean_std = Some(([0.9; 3], [0.05; 3]));
+        let v = 128.0 / 255.0;
+        let (lo, hi) = ((v * 0.9 * 0.9 - 0.9) / 0.05, (v * 1.1 - 0.9) / 0.05);
+        for seed in 0..8 {
+            let out = augment(&img, 16, &p, &mut rng_for(seed, "t", 0));
+            assert_eq!(out.len(), 3 * 16 * 16);
+            for x in out {
+                assert!(x >= lo - 1e-4 && x <= hi + 1e-4, "{x} outside [{lo}, {hi}]");
+            }
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! Resize + centre crop against transformers' CLIPImageProcessor (PIL path) at CLIP's real
 //! 224-pixel size: the expected 8-bit pixels are PNGs written by `scripts/make_reference.py`.
 
-mod common;
+use crate::common;
 
 use common::*;
 use skyscribe::imagery::{DecodeOptions, Preprocessor, load_rgb};

@@ -1,39 +1,11 @@
 //! The `skyscribe` command as other tools use it: JSON Lines contracts of `embed` and `labels`,
 //! agreement with the reference, and clear errors (never a panic) on bad input.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use common::*;
-
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-fn skyscribe(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    let r = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(!r.stderr.contains("panicked"), "panic: {}", r.stderr);
-    r
-}
-
-fn json_lines(s: &str) -> Vec<serde_json::Value> {
-    s.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 fn model(name: &str) -> String {
     tiny_clip(name).display().to_string()
@@ -431,17 +403,13 @@ fn describe_works_offline_with_the_built_in_models() {
     // A fresh machine: no hub cache, no skyscribe cache, no network.
     let sample = repo().join("assets/samples/eurosat-river.jpg");
     let empty_home = scratch("empty-hf-home-builtin");
-    let out = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
-        .args(["describe", "--jsonl", sample.to_str().unwrap()])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", &empty_home)
-        .env("SKYSCRIBE_CACHE", empty_home.join("skyscribe"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let v: serde_json::Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let cache = empty_home.join("skyscribe");
+    let r = skyscribe_env(
+        &["describe", "--jsonl", sample.to_str().unwrap()],
+        &[("HF_HOME", &empty_home), ("SKYSCRIBE_CACHE", &cache)],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
     assert_eq!(v["labels"].as_array().unwrap().len(), 5);
     let caption = v["caption"].as_str().unwrap();
     assert!(caption.ends_with('.') && caption.len() > 10, "{caption:?}");
@@ -451,21 +419,143 @@ fn describe_works_offline_with_the_built_in_models() {
 fn describe_with_an_uncached_hub_model_offline_says_what_to_do() {
     let sample = repo().join("assets/samples/eurosat-river.jpg");
     let empty_home = scratch("empty-hf-home");
-    let out = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
-        .args([
+    let r = skyscribe_env(
+        &[
             "describe",
             "--model",
             "openai/clip-vit-base-patch32",
             sample.to_str().unwrap(),
-        ])
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", &empty_home)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+        ],
+        &[("HF_HOME", &empty_home)],
+    );
+    let stderr = r.stderr;
+    assert_eq!(r.code, 2);
     assert!(
         stderr.contains("openai/clip-vit-base-patch32") && stderr.contains("--model DIR"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn an_image_too_large_for_memory_fails_alone() {
+    // With the pixel cap raised, a 100,000 × 100,000 PNG header asks for 30 GB: that image
+    // fails with its reason, and the other images of the run keep their results.
+    let dir = scratch("too-large-for-memory");
+    let huge = dir.join("huge.png");
+    huge_png_header(&huge, 100_000, 100_000);
+    let run = skyscribe(&[
+        "embed",
+        "--model",
+        &model("tiny-a"),
+        "--jsonl",
+        "--max-pixels",
+        "100000000000",
+        good_image().to_str().unwrap(),
+        huge.to_str().unwrap(),
+        fixtures().join("images/gray.png").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(json_lines(&run.stdout).len(), 2, "{}", run.stdout);
+    let line = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("huge.png"))
+        .unwrap_or_else(|| panic!("huge.png not reported: {}", run.stderr));
+    assert!(line.contains("30.0 GB"), "{line}");
+}
+
+/// Runs the binary in `cwd` with stdout closed before it writes anything.
+fn run_with_closed_stdout(args: &[&str], cwd: &Path) -> (i32, String) {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
+        .args(args)
+        .current_dir(cwd)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bench_runs_anywhere_and_survives_a_closed_pipe() {
+    // An installed binary: run from a folder outside the checkout (the CLIP tokenizer is
+    // built in), its report written to a reader that has gone away.
+    let elsewhere = std::env::temp_dir();
+    let images = fixtures().join("images").display().to_string();
+    let (code, stderr) = run_with_closed_stdout(
+        &[
+            "bench",
+            "--images",
+            &images,
+            "--limit",
+            "2",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+        ],
+        &elsewhere,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let run = skyscribe(&["bench", "--captioner-step", "--steps", "0"]);
+    assert_eq!(run.code, 2);
+    assert!(run.stderr.contains("--steps"), "{}", run.stderr);
+}
+
+#[test]
+fn the_embedding_cache_lives_under_skyscribe_cache() {
+    // SKYSCRIBE_CACHE is skyscribe's cache root: embeddings go to its embeddings/ folder.
+    let dir = scratch("cache-root");
+    let list = dir.join("set.jsonl");
+    std::fs::write(
+        &list,
+        format!(
+            "{{\"image\": \"{}\", \"labels\": [\"Forest\"]}}\n{{\"image\": \"{}\", \"labels\": [\"River\"]}}\n",
+            good_image().display(),
+            fixtures().join("images/gray.png").display()
+        ),
+    )
+    .unwrap();
+    let root = dir.join("cache");
+    let dataset = format!("jsonl:{}", list.display());
+    let r = skyscribe_env(
+        &[
+            "eval",
+            "zero-shot",
+            "--model",
+            &model("tiny-a"),
+            "--dataset",
+            &dataset,
+            "--labels",
+            "forest,river",
+        ],
+        &[("SKYSCRIBE_CACHE", &root)],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let entries = |d: &Path| -> usize {
+        fn count(d: &Path) -> usize {
+            std::fs::read_dir(d).map_or(0, |rd| {
+                rd.map(|e| e.unwrap().path())
+                    .map(|p| if p.is_dir() { count(&p) } else { 1 })
+                    .sum()
+            })
+        }
+        count(d)
+    };
+    assert_eq!(entries(&root.join("embeddings")), 2);
+    assert_eq!(entries(&root), 2, "only embeddings are written");
+    let help = skyscribe(&["eval", "zero-shot", "--help"]).stdout;
+    assert!(
+        help.contains("embeddings/ under $SKYSCRIBE_CACHE"),
+        "{help}"
     );
 }

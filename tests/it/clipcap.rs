@@ -1,27 +1,16 @@
 //! ClipCap: checkpoints in the reference layout, imported with `import-clipcap`, caption images
 //! token for token as the reference's greedy decoding (`scripts/make_clipcap_reference.py`).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use candle_core::Device;
 use common::*;
 
 fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr,
-    )
+    let r = skyscribe(args);
+    (r.code, r.stdout, r.stderr)
 }
 
 /// The tiny GPT-2's directory: its config plus the real GPT-2 tokenizer.

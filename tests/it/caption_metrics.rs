@@ -1,7 +1,7 @@
 //! BLEU-1..4, ROUGE-L and CIDEr-D against pycocoevalcap on 300 RSICD test images
 //! (`scripts/make_caption_reference.py`), corpus and per image, to 1e-4.
 
-mod common;
+use crate::common;
 
 use common::*;
 use skyscribe::eval::captions::{CaptionPair, score};
@@ -107,25 +107,19 @@ fn eval_captions_command_reads_jsonl_and_coco_references() {
     )
     .unwrap();
     for refs in ["refs.jsonl", "refs_coco.json"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skyscribe"))
-            .args([
-                "eval",
-                "captions",
-                "--pretokenized",
-                "--jsonl",
-                "--predictions",
-            ])
-            .arg(dir.join("pred.jsonl"))
-            .arg("--references")
-            .arg(dir.join(refs))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let (pred, refs_file) = (dir.join("pred.jsonl"), dir.join(refs));
+        let out = skyscribe(&[
+            "eval",
+            "captions",
+            "--pretokenized",
+            "--jsonl",
+            "--predictions",
+            pred.to_str().unwrap(),
+            "--references",
+            refs_file.to_str().unwrap(),
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let stdout = out.stdout;
         let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
         assert_eq!(stdout.lines().count(), 301);
         let got = last["corpus"]["cider_d"].as_f64().unwrap();
@@ -154,15 +148,17 @@ fn eval_captions_command_reads_jsonl_and_coco_references() {
         ),
         ("pred.jsonl", "bad_refs.jsonl", "empty caption for a.jpg"),
     ] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_skyscribe"))
-            .args(["eval", "captions", "--predictions"])
-            .arg(dir.join(pred))
-            .arg("--references")
-            .arg(dir.join(refs))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2));
+        let (pred, refs) = (dir.join(pred), dir.join(refs));
+        let out = skyscribe(&[
+            "eval",
+            "captions",
+            "--predictions",
+            pred.to_str().unwrap(),
+            "--references",
+            refs.to_str().unwrap(),
+        ]);
+        let stderr = out.stderr;
+        assert_eq!(out.code, 2);
         assert!(stderr.contains(why), "{stderr}");
     }
 }

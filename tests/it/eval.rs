@@ -1,10 +1,9 @@
 //! `eval zero-shot`: dataset readers on real and generated data, the embedding cache, and an
 //! end-to-end run whose per-image output recomputes to its summary.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
-use std::process::Command;
 
 use candle_core::Device;
 use common::*;
@@ -234,18 +233,18 @@ fn cache_resumes_after_interruption_and_recomputes_corrupt_entries() {
     let decode = DecodeOptions::default();
     let bar = ProgressBar::hidden();
     let (reference, stats) =
-        skyscribe::eval::embed_samples(&clip, &samples, None, 8, &decode, &bar).unwrap();
+        skyscribe::cache::embed_samples(&clip, &samples, None, 8, &decode, &bar).unwrap();
     assert_eq!(stats.encoded, 20);
 
     let dir = scratch("cache");
     let cache = EmbeddingCache::open(&dir, &clip, &decode).unwrap();
     // A run interrupted after 12 images left those 12 entries behind.
     let (_, first) =
-        skyscribe::eval::embed_samples(&clip, &samples[..12], Some(&cache), 8, &decode, &bar)
+        skyscribe::cache::embed_samples(&clip, &samples[..12], Some(&cache), 8, &decode, &bar)
             .unwrap();
     assert_eq!((first.encoded, first.from_cache), (12, 0));
     let (resumed, second) =
-        skyscribe::eval::embed_samples(&clip, &samples, Some(&cache), 8, &decode, &bar).unwrap();
+        skyscribe::cache::embed_samples(&clip, &samples, Some(&cache), 8, &decode, &bar).unwrap();
     assert_eq!((second.encoded, second.from_cache), (8, 12));
     assert_same(&resumed, &reference);
 
@@ -259,7 +258,7 @@ fn cache_resumes_after_interruption_and_recomputes_corrupt_entries() {
     bytes[12] ^= 0xFF;
     std::fs::write(entry.path(), bytes).unwrap();
     let (again, third) =
-        skyscribe::eval::embed_samples(&clip, &samples, Some(&cache), 8, &decode, &bar).unwrap();
+        skyscribe::cache::embed_samples(&clip, &samples, Some(&cache), 8, &decode, &bar).unwrap();
     assert_eq!(
         (third.encoded, third.from_cache, third.corrupt_entries),
         (1, 19, 1)
@@ -290,43 +289,34 @@ fn eval_report_and_per_image_lines_recompute_to_the_summary() {
         "# wordings to compare\nlabels: eurosat-reduced\ntemplate: eurosat\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
-        .args([
-            "eval",
-            "zero-shot",
-            "--model",
-            tiny_clip("tiny-a").to_str().unwrap(),
-        ])
-        .args([
-            "--dataset",
-            &format!("folder:{}", d.join("eurosat/images").display()),
-        ])
-        .args([
-            "--split",
-            split.to_str().unwrap(),
-            "--labels",
-            "eurosat",
-            "--labels",
-            "eurosat-reduced",
-        ])
-        .args([
-            "--template",
-            "satellite",
-            "--template",
-            "eurosat",
-            "--jsonl",
-            "--no-cache",
-        ])
-        .args(["--report", report.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let rows: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (model, dataset) = (
+        tiny_clip("tiny-a").display().to_string(),
+        format!("folder:{}", d.join("eurosat/images").display()),
+    );
+    let out = skyscribe(&[
+        "eval",
+        "zero-shot",
+        "--model",
+        &model,
+        "--dataset",
+        &dataset,
+        "--split",
+        split.to_str().unwrap(),
+        "--labels",
+        "eurosat",
+        "--labels",
+        "eurosat-reduced",
+        "--template",
+        "satellite",
+        "--template",
+        "eurosat",
+        "--jsonl",
+        "--no-cache",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let rows = json_lines(&out.stdout);
     let (summary, images) = rows.split_last().unwrap();
     assert_eq!(images.len(), 100);
     let main = &summary["summary"]["main"];

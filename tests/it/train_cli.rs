@@ -1,34 +1,15 @@
 //! `skyscribe train …` from the command line: bad input is a clear error that names the file
 //! and loses nothing, and a trained CLIP folder is a model every other command loads.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
+use common::Run;
 
 fn skyscribe(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .env(
-            "SKYSCRIBE_CACHE",
-            common::repo().join("target/test-scratch/cache"),
-        )
-        .output()
-        .unwrap();
-    let r = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(!r.stderr.contains("panicked"), "panic: {}", r.stderr);
-    r
+    let cache = common::repo().join("target/test-scratch/cache");
+    common::skyscribe_env(args, &[("SKYSCRIBE_CACHE", &cache)])
 }
 
 fn fails_with(r: &Run, parts: &[&str]) {

@@ -1,7 +1,7 @@
 //! Training: gradients reach every trained tensor, small runs on real RSICD captions learn,
 //! interrupted-and-resumed runs end with the same weights, and bad input is refused clearly.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,7 @@ use skyscribe::models::gpt2::Gpt2Config;
 use skyscribe::models::mapper::{MapperConfig, MappingType};
 use skyscribe::models::weights::Weights;
 use skyscribe::models::{ClipConfig, clip::l2_normalize};
+use skyscribe::train::RunOptions;
 use skyscribe::train::captioner::{
     CaptionerTrainOptions, ModelSource, build_model, train_captioner,
 };
@@ -239,32 +240,34 @@ fn tiny_gpt2_file(dir: &Path) -> PathBuf {
 
 fn captioner_options(data_dir: &Path, out: &Path, epochs: usize) -> CaptionerTrainOptions {
     CaptionerTrainOptions {
-        data: format!("rsicd:{}", data_dir.display()),
+        run: RunOptions {
+            data: format!("rsicd:{}", data_dir.display()),
+            tokenizer: None,
+            vocab_size: 300,
+            epochs,
+            batch_size: 4,
+            lr: 3e-3,
+            warmup: 5,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            val_fraction: 0.0,
+            seed: 11,
+            save_every: 0,
+            resume: false,
+            stop_after: None,
+            out: out.to_path_buf(),
+            quiet: true,
+        },
         clip: common::tiny_clip("tiny-a").display().to_string(),
         gpt2: None,
         gpt2_config: Some(tiny_gpt2_file(data_dir).display().to_string()),
-        tokenizer: None,
-        vocab_size: 300,
         mapping: MappingType::Mlp,
         prefix_length: 4,
         clip_length: 4,
         num_layers: 1,
         normalize_prefix: true,
         train_gpt2: true,
-        epochs,
-        batch_size: 4,
-        lr: 3e-3,
-        warmup: 5,
-        weight_decay: 0.0,
-        grad_clip: 1.0,
-        val_fraction: 0.0,
-        seed: 11,
-        save_every: 0,
-        resume: false,
-        stop_after: None,
         cache: None,
-        out: out.to_path_buf(),
-        quiet: true,
     }
 }
 
@@ -345,11 +348,11 @@ fn captioner_resume_ends_with_the_same_weights() {
 
     let resumed = common::scratch("cap-resume-resumed");
     let mut o = captioner_options(&dir, &resumed, 3);
-    o.stop_after = Some(4); // mid-epoch (3 steps an epoch)
+    o.run.stop_after = Some(4); // mid-epoch (3 steps an epoch)
     let s = train_captioner(&o, &Device::Cpu).unwrap();
     assert!(!s.finished && s.steps == 4);
-    o.stop_after = None;
-    o.resume = true;
+    o.run.stop_after = None;
+    o.run.resume = true;
     let s = train_captioner(&o, &Device::Cpu).unwrap();
     assert!(s.finished);
     assert_same_weights(
@@ -359,27 +362,57 @@ fn captioner_resume_ends_with_the_same_weights() {
     assert_eq!(s.history.len(), 3);
 }
 
+#[test]
+fn each_save_point_writes_the_checkpoint_once() {
+    let Some(data) = common::data_root("save_points") else {
+        return;
+    };
+    let dir = rsicd_subset(&data, "save-points-data", 6);
+    let out = common::scratch("save-points-out");
+    // Saved at each of the 3 epoch ends, and at no other step.
+    let mut o = captioner_options(&dir, &out, 3);
+    let s = train_captioner(&o, &Device::Cpu).unwrap();
+    assert!(s.finished);
+    assert_eq!(s.checkpoints_written, 3);
+    // Resuming a finished run trains nothing and rewrites nothing.
+    let before = std::fs::metadata(out.join("model.safetensors"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    o.run.resume = true;
+    let s = train_captioner(&o, &Device::Cpu).unwrap();
+    assert!(s.finished);
+    assert_eq!(s.checkpoints_written, 0);
+    let after = std::fs::metadata(out.join("model.safetensors"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after);
+}
+
 fn clip_options(data_dir: &Path, out: &Path, epochs: usize) -> ClipTrainOptions {
     ClipTrainOptions {
-        data: format!("rsicd:{}", data_dir.display()),
+        run: RunOptions {
+            data: format!("rsicd:{}", data_dir.display()),
+            tokenizer: None,
+            vocab_size: 300,
+            epochs,
+            batch_size: 16,
+            lr: 2e-3,
+            warmup: 5,
+            weight_decay: 0.0,
+            grad_clip: 1.0,
+            val_fraction: 0.0,
+            seed: 5,
+            save_every: 0,
+            resume: false,
+            stop_after: None,
+            out: out.to_path_buf(),
+            quiet: true,
+        },
         init: None,
         config: Some(tiny_clip_config(data_dir).display().to_string()),
-        tokenizer: None,
-        vocab_size: 300,
-        epochs,
-        batch_size: 16,
-        lr: 2e-3,
-        warmup: 5,
-        weight_decay: 0.0,
-        grad_clip: 1.0,
-        val_fraction: 0.0,
         augment: true,
-        seed: 5,
-        save_every: 0,
-        resume: false,
-        stop_after: None,
-        out: out.to_path_buf(),
-        quiet: true,
     }
 }
 
@@ -436,10 +469,10 @@ fn clip_resume_ends_with_the_same_weights() {
     train_clip(&clip_options(&dir, &straight, 2), &Device::Cpu).unwrap();
     let resumed = common::scratch("clip-resume-resumed");
     let mut o = clip_options(&dir, &resumed, 2);
-    o.stop_after = Some(3); // 2 steps an epoch: stops inside the second epoch
+    o.run.stop_after = Some(3); // 2 steps an epoch: stops inside the second epoch
     train_clip(&o, &Device::Cpu).unwrap();
-    o.stop_after = None;
-    o.resume = true;
+    o.run.stop_after = None;
+    o.run.resume = true;
     let s = train_clip(&o, &Device::Cpu).unwrap();
     assert!(s.finished && s.steps == 4);
     assert_same_weights(

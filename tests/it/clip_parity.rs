@@ -1,7 +1,7 @@
 //! CLIP parity with transformers: tiny random models of the real architecture, reference
 //! outputs from `scripts/make_reference.py`.
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use common::*;

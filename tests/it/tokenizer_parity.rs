@@ -1,7 +1,7 @@
 //! Token ids identical to transformers' CLIPTokenizer (truncated to 77, end token kept) and
 //! GPT2Tokenizer on 500+ strings: RSICD captions, label prompts, Unicode, empty, over-long.
 
-mod common;
+use crate::common;
 
 use common::*;
 use skyscribe::tokenizer::TextTokenizer;

@@ -1,7 +1,43 @@
-//! Helpers shared by the integration tests: fixture models, the shared data folder, JSON.
-#![allow(dead_code)]
+//! Helpers shared by the integration tests: running the binary, fixture models, the shared
+//! data folder, JSON.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// What a run of the `skyscribe` binary printed and returned.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `skyscribe ARGS` offline; a panic is a test failure whatever the test expects.
+pub fn skyscribe(args: &[&str]) -> Run {
+    skyscribe_env(args, &[])
+}
+
+/// [`skyscribe`] with extra environment variables.
+pub fn skyscribe_env(args: &[&str], env: &[(&str, &Path)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_skyscribe"));
+    cmd.args(args).env("HF_HUB_OFFLINE", "1");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let r = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(!r.stderr.contains("panicked"), "panic: {}", r.stderr);
+    r
+}
+
+pub fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -11,21 +47,27 @@ pub fn fixtures() -> PathBuf {
     repo().join("tests/fixtures")
 }
 
-/// The shared data folder (`SKYSCRIBE_DATA` or `../shared/data`), or `None` with a message
-/// saying the test skips.
+/// The shared data folder (`SKYSCRIBE_DATA` or `../shared/data`), or `None` when it is absent:
+/// the test then says loudly that it skipped. Under `CI=true` a missing data set fails the run
+/// instead: CI must not pass by skipping what it is meant to check.
 pub fn data_root(test: &str) -> Option<PathBuf> {
     let root = std::env::var_os("SKYSCRIBE_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("../shared/data"));
     if root.join("eurosat").is_dir() {
-        Some(root)
-    } else {
-        eprintln!(
-            "{test}: skipped, no data folder at {} (set SKYSCRIBE_DATA)",
-            root.display()
-        );
-        None
+        return Some(root);
     }
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+    assert!(
+        !ci,
+        "{test}: no data folder at {} (set SKYSCRIBE_DATA); CI=true requires the shared data",
+        root.display()
+    );
+    eprintln!(
+        "SKIPPED {test}: no data folder at {} (set SKYSCRIBE_DATA)",
+        root.display()
+    );
+    None
 }
 
 /// A scratch directory unique to one test.

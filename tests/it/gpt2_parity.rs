@@ -1,7 +1,7 @@
 //! GPT-2 logits against transformers' GPT2LMHeadModel on a tiny random model: token input,
 //! an embedding prefix (as ClipCap feeds it), and step-by-step decoding through the KV cache.
 
-mod common;
+use crate::common;
 
 use candle_core::{Device, Tensor};
 use common::*;

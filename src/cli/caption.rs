@@ -1,0 +1,202 @@
+//! `caption` (ClipCap captions of images) and `import-clipcap` (a reference checkpoint into a
+//! captioner folder); [`DecodingArgs`] is shared with `eval captions`.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::{Args, ValueEnum};
+use serde_json::json;
+
+use skyscribe::caption::{Captioner, DecodeOptions, Decoding};
+use skyscribe::encoder::ClipEncoder;
+use skyscribe::models::mapper::MappingType;
+
+use super::common::{CommonArgs, for_each_image, gather};
+use super::output::{Out, report};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DecodeArg {
+    /// The most likely token each step (the reference's generate2).
+    Greedy,
+    /// Beam search (the reference's generate_beam).
+    Beam,
+    /// Nucleus sampling.
+    Sample,
+}
+
+/// How captions are decoded.
+#[derive(Args)]
+pub struct DecodingArgs {
+    /// greedy (the reference's generate2), beam (generate_beam) or sample (nucleus).
+    #[arg(long, value_enum, default_value_t = DecodeArg::Greedy)]
+    decode: DecodeArg,
+    #[arg(long, default_value_t = 5)]
+    beam_size: usize,
+    /// Nucleus size for --decode sample.
+    #[arg(long, default_value_t = 0.9)]
+    top_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Seed for --decode sample (each image uses seed + its index).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// At most this many tokens per caption.
+    #[arg(long, default_value_t = 67)]
+    max_tokens: usize,
+}
+
+impl DecodingArgs {
+    pub fn decoding(&self) -> Result<Decoding> {
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            bail!("--top-p {} must be in (0, 1]", self.top_p);
+        }
+        Ok(match self.decode {
+            DecodeArg::Greedy => Decoding::Greedy,
+            DecodeArg::Beam => Decoding::Beam {
+                size: self.beam_size.max(1),
+            },
+            DecodeArg::Sample => Decoding::Sample {
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+        })
+    }
+
+    pub fn options(&self) -> DecodeOptions {
+        DecodeOptions {
+            max_tokens: self.max_tokens,
+            temperature: self.temperature,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct CaptionArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// A captioner directory (config.json, model.safetensors, tokenizer.json), or the built-in
+    /// skyscribe-mini-captioner.
+    #[arg(long)]
+    captioner: String,
+    #[command(flatten)]
+    decoding: DecodingArgs,
+    /// Image files or folders (walked recursively).
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+}
+
+pub fn caption(a: CaptionArgs) -> Result<usize> {
+    let common = &a.common;
+    let how = a.decoding.decoding()?;
+    let opts = a.decoding.options();
+    let dev = common.device.device()?;
+    let cap = Captioner::load_spec(&a.captioner, &dev)?;
+    let (paths, failed) = gather(&a.inputs);
+    // The captioner's own CLIP unless --model names another.
+    let clip_spec = match &common.model {
+        None => cap.clip_model_spec(),
+        Some(m) => m.clone(),
+    };
+    let clip = ClipEncoder::load(&clip_spec, &dev)?;
+    let mut out = Out::new();
+    let mut batch: Vec<(PathBuf, Vec<f32>)> = Vec::new();
+    let mut index = 0u64;
+    let mut flush = |batch: &mut Vec<(PathBuf, Vec<f32>)>, out: &mut Out| -> Result<()> {
+        let embeds: Vec<Vec<f32>> = batch.iter().map(|b| b.1.clone()).collect();
+        let captions = cap.captions(&embeds, how, &opts, index)?;
+        index += embeds.len() as u64;
+        for ((path, _), caption) in batch.iter().zip(captions) {
+            if common.jsonl {
+                out.line(
+                    &json!({"input": path.display().to_string(), "caption": caption}).to_string(),
+                )?;
+            } else {
+                out.line(&format!("{}\t{caption}", path.display()))?;
+            }
+        }
+        batch.clear();
+        Ok(())
+    };
+    let batch_size = common.batch_size;
+    let failed = for_each_image(&clip, &paths, common, failed, |path, e| {
+        batch.push((path.to_path_buf(), e));
+        if batch.len() >= batch_size {
+            flush(&mut batch, &mut out)
+        } else {
+            Ok(())
+        }
+    })?;
+    flush(&mut batch, &mut out)?;
+    Ok(failed)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MappingArg {
+    /// Linear → tanh → linear (ClipCap's MLP).
+    Mlp,
+    /// ClipCap's transformer mapper.
+    Transformer,
+}
+
+impl From<MappingArg> for MappingType {
+    fn from(m: MappingArg) -> Self {
+        match m {
+            MappingArg::Mlp => MappingType::Mlp,
+            MappingArg::Transformer => MappingType::Transformer,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The `.pt` state dict (clip_project.* and gpt.* tensors).
+    #[arg(long)]
+    weights: PathBuf,
+    /// The GPT-2 it was trained with: a directory (config.json, tokenizer.json) or hub id.
+    #[arg(long)]
+    gpt2: String,
+    /// The CLIP model it was trained with: a directory or hub id.
+    #[arg(long)]
+    clip: String,
+    /// The mapping network of the checkpoint.
+    #[arg(long, value_enum)]
+    mapping: MappingArg,
+    /// K: GPT-2 embeddings the mapper writes.
+    #[arg(long, default_value_t = 10)]
+    prefix_length: usize,
+    /// Tokens the CLIP embedding is spread over (transformer mapper).
+    #[arg(long, default_value_t = 10)]
+    clip_length: usize,
+    /// Transformer mapper layers.
+    #[arg(long, default_value_t = 8)]
+    num_layers: usize,
+    /// The checkpoint was trained on L2-normalised CLIP embeddings.
+    #[arg(long)]
+    normalize_prefix: bool,
+    /// The captioner folder to write (must not exist).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn import(a: ImportArgs) -> Result<usize> {
+    let gpt2_dir = skyscribe::hub::resolve(&a.gpt2, &["config.json", "tokenizer.json"], &[])?;
+    let clip_dir = skyscribe::hub::resolve(&a.clip, &["config.json"], &[])?;
+    let clip_config = skyscribe::models::ClipConfig::from_file(&clip_dir.file("config.json"))?;
+    skyscribe::caption::import_clipcap(
+        &skyscribe::caption::ImportOptions {
+            weights: &a.weights,
+            gpt2_dir: &gpt2_dir.dir,
+            gpt2_spec: &a.gpt2,
+            clip_spec: &a.clip,
+            prefix_size: clip_config.projection_dim,
+            mapping_type: a.mapping.into(),
+            prefix_length: a.prefix_length,
+            clip_length: a.clip_length,
+            num_layers: a.num_layers,
+            normalize_prefix: a.normalize_prefix,
+        },
+        &a.out,
+    )?;
+    report(&format!("wrote captioner {}", a.out.display()));
+    Ok(0)
+}

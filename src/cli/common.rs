@@ -1,0 +1,142 @@
+//! What most commands share: the CLIP and image options ([`CommonArgs`]), the compute device,
+//! and running a list of image files through the encoder with a progress bar, reporting each
+//! unreadable file on stderr without stopping the run.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::{Args, ValueEnum};
+
+use skyscribe::encoder::{ClipEncoder, collect_images};
+use skyscribe::imagery::{DEFAULT_MAX_PIXELS, DecodeOptions};
+
+use super::output::report;
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    /// The first CUDA GPU (needs a build with `--features cuda`).
+    Cuda,
+    /// CUDA when built with it and a GPU is present, else the CPU.
+    Auto,
+}
+
+impl DeviceArg {
+    pub fn device(self) -> Result<Device> {
+        Ok(match self {
+            DeviceArg::Cpu => Device::Cpu,
+            DeviceArg::Cuda => Device::new_cuda(0)
+                .context("cannot use CUDA (was skyscribe built with --features cuda?)")?,
+            DeviceArg::Auto => Device::cuda_if_available(0).unwrap_or(Device::Cpu),
+        })
+    }
+}
+
+/// Options of every command that runs CLIP over images.
+#[derive(Args)]
+pub struct CommonArgs {
+    /// A CLIP model directory (Hugging Face layout) or hub id, e.g.
+    /// openai/clip-vit-base-patch32 (default: the built-in skyscribe-mini).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Print JSON Lines instead of a table.
+    #[arg(long)]
+    pub jsonl: bool,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// 1-based bands to use as red,green,blue for multi-band images (e.g. 4,3,2), or one band.
+    #[arg(long, value_delimiter = ',')]
+    pub bands: Option<Vec<usize>>,
+    /// Refuse images with more pixels than this.
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+}
+
+impl CommonArgs {
+    /// --model, or the built-in mini CLIP.
+    pub fn model(&self) -> String {
+        self.model
+            .clone()
+            .unwrap_or_else(|| skyscribe::builtin::MINI_CLIP.to_string())
+    }
+
+    pub fn decode(&self) -> DecodeOptions {
+        DecodeOptions {
+            bands: self.bands.clone(),
+            max_pixels: self.max_pixels,
+        }
+    }
+}
+
+/// Options of commands that keep embeddings in the on-disk cache.
+#[derive(Args)]
+pub struct CacheArgs {
+    /// Embedding cache folder (default: embeddings/ under $SKYSCRIBE_CACHE, else
+    /// ~/.cache/skyscribe/embeddings).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Encode every image again and do not touch the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+impl CacheArgs {
+    /// The cache folder to use, or `None` with `--no-cache`.
+    pub fn dir(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            None
+        } else {
+            Some(
+                self.cache
+                    .clone()
+                    .unwrap_or_else(skyscribe::cache::default_dir),
+            )
+        }
+    }
+}
+
+/// The images named by `inputs`; inputs that are missing or hold no images are reported on
+/// stderr and counted, not fatal.
+pub fn gather(inputs: &[PathBuf]) -> (Vec<PathBuf>, usize) {
+    let (paths, errors) = collect_images(inputs);
+    for e in &errors {
+        report(&format!("{e:#}"));
+    }
+    (paths, errors.len())
+}
+
+/// Runs `paths` through the encoder, reporting unreadable files on stderr; returns how many
+/// failed (plus `failed` already).
+pub fn for_each_image(
+    clip: &ClipEncoder,
+    paths: &[PathBuf],
+    common: &CommonArgs,
+    mut failed: usize,
+    mut each: impl FnMut(&Path, Vec<f32>) -> Result<()>,
+) -> Result<usize> {
+    let bar = skyscribe::progress::items(paths.len(), "images", "encoding", false);
+    clip.embed_files(
+        paths,
+        common.batch_size,
+        &common.decode(),
+        |_, path, result| {
+            bar.inc(1);
+            match result {
+                Ok(e) => each(path, e),
+                Err(err) => {
+                    failed += 1;
+                    bar.suspend(|| report(&format!("{err:#}")));
+                    Ok(())
+                }
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    Ok(failed)
+}

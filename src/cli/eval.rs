@@ -1,0 +1,325 @@
+//! `eval zero-shot` (accuracy on labelled data, wording sensitivity, reports) and
+//! `eval captions` (BLEU, METEOR, ROUGE-L, CIDEr-D of captions against references).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+use skyscribe::cache::{EmbeddingCache, embed_images, embed_samples};
+use skyscribe::caption::Captioner;
+use skyscribe::data::CaptionedImages;
+use skyscribe::encoder::ClipEncoder;
+use skyscribe::eval::captions::{
+    match_references, nearest_neighbour_captions, read_predictions, read_references, references_of,
+    score,
+};
+use skyscribe::imagery::DecodeOptions;
+use skyscribe::labels::LabelSet;
+
+use super::caption::DecodingArgs;
+use super::common::{CacheArgs, CommonArgs, DeviceArg};
+use super::output::{Out, report};
+
+// Parsed once per run: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of captions against references: from a predictions
+    /// file, from a captioner run on a dataset, or from the nearest-neighbour baseline.
+    Captions(CaptionsArgs),
+    /// Zero-shot accuracy on a labelled dataset, with a grid of label wordings and templates.
+    ZeroShot(ZeroShotArgs),
+}
+
+pub fn run(cmd: EvalCommand) -> Result<usize> {
+    match cmd {
+        EvalCommand::Captions(a) => captions(a),
+        EvalCommand::ZeroShot(a) => zero_shot(a),
+    }
+}
+
+#[derive(Args)]
+pub struct ZeroShotArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// KIND:PATH — folder:DIR, rsicd-scenes:IMAGES, jsonl:FILE, dota:DIR, xview:DIR|GEOJSON.
+    #[arg(long)]
+    dataset: String,
+    /// Keep only the images this file lists (paths relative to the dataset, one a line).
+    #[arg(long)]
+    split: Option<PathBuf>,
+    /// A label set (preset, file, or a,b,c); repeat to compare wordings. The first is the
+    /// main one.
+    #[arg(long = "labels", required_unless_present = "grid")]
+    labels: Vec<String>,
+    /// A grid file: `labels: SPEC` and `template: SPEC` lines, added after the options.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// A template or template set; repeat to compare (and ensemble) them.
+    #[arg(long = "template")]
+    templates: Vec<String>,
+    /// k of top-k measures (default 5 single-label, 10 multi-label).
+    #[arg(long)]
+    k: Option<usize>,
+    /// Write report.md, report.html, plots, CSV and JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// Chip side for scene datasets (xview, dota).
+    #[arg(long, default_value_t = 300)]
+    chip_size: u32,
+    /// Chip stride (default: the chip size, no overlap).
+    #[arg(long)]
+    chip_stride: Option<u32>,
+    /// Share of a box's area that must lie in a chip for its class to count.
+    #[arg(long, default_value_t = 0.5)]
+    min_box_share: f64,
+}
+
+fn zero_shot(a: ZeroShotArgs) -> Result<usize> {
+    let common = &a.common;
+    let (mut labels, mut templates) = (a.labels, a.templates);
+    if let Some(grid) = &a.grid {
+        skyscribe::eval::read_grid(grid, &mut labels, &mut templates)?;
+    }
+    let chips = skyscribe::data::ChipOptions {
+        size: a.chip_size,
+        stride: a.chip_stride.unwrap_or(a.chip_size),
+        min_box_share: a.min_box_share,
+    };
+    let ds = skyscribe::data::open(&a.dataset, a.split.as_deref(), &chips)?;
+    let label_sets: Vec<LabelSet> = labels
+        .iter()
+        .map(|l| LabelSet::parse(l))
+        .collect::<Result<_>>()?;
+    skyscribe::eval::template_variants(&templates)?;
+    skyscribe::eval::check_label_sets(&ds, &label_sets)?;
+    let clip = ClipEncoder::load(&common.model(), &common.device.device()?)?;
+    let decode = common.decode();
+    let cache = a
+        .cache
+        .dir()
+        .map(|dir| EmbeddingCache::open(&dir, &clip, &decode))
+        .transpose()?;
+    let bar = skyscribe::progress::items(ds.samples.len(), "images", "encoding", false);
+    let (embeddings, stats) = embed_samples(
+        &clip,
+        &ds.samples,
+        cache.as_ref(),
+        common.batch_size,
+        &decode,
+        &bar,
+    )?;
+    bar.finish_and_clear();
+    for (_, why) in &stats.failed {
+        report(why);
+    }
+    let failed = stats.failed.len();
+    let eval =
+        skyscribe::eval::evaluate(&clip, &ds, &embeddings, &label_sets, &templates, a.k, stats)?;
+    if let Some(dir) = &a.report {
+        skyscribe::eval::report::write(&eval, dir)?;
+    }
+    let mut out = Out::new();
+    if common.jsonl {
+        for p in &eval.predictions {
+            out.json(p)?;
+        }
+        out.line(&json!({"summary": &eval}).to_string())?;
+    } else {
+        out.line(&format!(
+            "{} — {} images evaluated of {}",
+            eval.dataset, eval.evaluated, eval.images
+        ))?;
+        out.line(&format!(
+            "embeddings: {} encoded, {} from cache, {} corrupt entries recomputed",
+            eval.encode.encoded, eval.encode.from_cache, eval.encode.corrupt_entries
+        ))?;
+        for g in &eval.grid {
+            let what = match (&g.single, &g.multi) {
+                (Some(s), _) => format!(
+                    "top-1 {:.1} %  top-{} {:.1} %  macro F1 {:.1} %",
+                    100.0 * s.top1,
+                    s.k,
+                    100.0 * s.topk,
+                    100.0 * s.macro_f1
+                ),
+                (_, Some(m)) => format!(
+                    "mAP {:.1} %  ≥1 in top-{} {:.1} %  all in top-{} {:.1} %",
+                    100.0 * m.mean_average_precision,
+                    m.k,
+                    100.0 * m.at_least_one_in_top_k,
+                    m.k,
+                    100.0 * m.all_in_top_k
+                ),
+                _ => String::new(),
+            };
+            out.line(&format!("  {:<28} {:<40} {what}", g.labels, g.templates))?;
+        }
+        if let Some(dir) = &a.report {
+            out.line(&format!("report: {}", dir.join("report.md").display()))?;
+        }
+    }
+    Ok(failed)
+}
+
+#[derive(Args)]
+pub struct CaptionsArgs {
+    /// `{"input": "<path>", "caption": "..."}` lines, as `caption --jsonl` writes them.
+    #[arg(long, conflicts_with_all = ["captioner", "nearest_neighbour"])]
+    predictions: Option<PathBuf>,
+    /// RSICD `captions.jsonl` or COCO caption JSON; matched to predictions by file name
+    /// (default: the captions of --data).
+    #[arg(long)]
+    references: Option<PathBuf>,
+    /// Caption the images of --data with this captioner directory (or
+    /// skyscribe-mini-captioner).
+    #[arg(long, conflicts_with = "nearest_neighbour")]
+    captioner: Option<String>,
+    /// Baseline: caption each image of --data with the first caption of the most similar
+    /// image (cosine of CLIP image embeddings) of this captioned set, e.g. rsicd:TRAIN.
+    #[arg(long)]
+    nearest_neighbour: Option<String>,
+    /// The images to caption and their references: rsicd:DIR, coco:FILE.json or
+    /// parquet:FILE.parquet.
+    #[arg(long)]
+    data: Option<String>,
+    /// CLIP model (default: the captioner's own; required for --nearest-neighbour).
+    #[arg(long)]
+    clip: Option<String>,
+    #[command(flatten)]
+    decoding: DecodingArgs,
+    /// Also write the generated captions here (JSON Lines).
+    #[arg(long)]
+    save_predictions: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// Where the models run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// Score the captions as they are, without lower-casing or dropping punctuation.
+    #[arg(long)]
+    pretokenized: bool,
+    /// Per-image scores as JSON Lines, then the corpus scores.
+    #[arg(long)]
+    jsonl: bool,
+}
+
+fn captions(a: CaptionsArgs) -> Result<usize> {
+    let (predictions, refs, refs_name) = match &a.predictions {
+        Some(file) => {
+            let references = a
+                .references
+                .as_deref()
+                .context("--predictions needs --references (the reference captions)")?;
+            (
+                read_predictions(file)?,
+                read_references(references)?,
+                references.display().to_string(),
+            )
+        }
+        None => {
+            if a.captioner.is_none() && a.nearest_neighbour.is_none() {
+                bail!("give --predictions FILE, --captioner DIR or --nearest-neighbour DATA");
+            }
+            let (rows, data) = generate_captions(&a)?;
+            match &a.references {
+                Some(r) => (rows, read_references(r)?, r.display().to_string()),
+                None => (
+                    rows,
+                    references_of(&data),
+                    a.data.clone().unwrap_or_default(),
+                ),
+            }
+        }
+    };
+    let rows = match_references(&predictions, &refs, &refs_name, a.pretokenized)?;
+    let pairs: Vec<_> = rows.iter().map(|r| r.pair()).collect();
+    let (corpus, per) = score(&pairs);
+    let mut out = Out::new();
+    if a.jsonl {
+        for (r, s) in rows.iter().zip(&per) {
+            out.line(&json!({"input": r.input, "scores": s}).to_string())?;
+        }
+        out.line(&json!({"corpus": corpus, "images": rows.len()}).to_string())?;
+    } else {
+        out.line(&format!("{} images", rows.len()))?;
+        for (k, b) in corpus.bleu.iter().enumerate() {
+            out.line(&format!("  BLEU-{}   {:.4}", k + 1, b))?;
+        }
+        out.line(&format!(
+            "  METEOR   {:.4}  (exact + stem modules)\n  ROUGE-L  {:.4}\n  CIDEr-D  {:.4}",
+            corpus.meteor, corpus.rouge_l, corpus.cider_d
+        ))?;
+    }
+    Ok(0)
+}
+
+/// `(input, caption)` pairs generated for `--data` by a captioner or the nearest-neighbour
+/// baseline, and the `--data` set itself (its captions are the default references).
+fn generate_captions(a: &CaptionsArgs) -> Result<(Vec<(String, String)>, CaptionedImages)> {
+    let spec = a
+        .data
+        .as_deref()
+        .context("--captioner and --nearest-neighbour need --data (the images to caption)")?;
+    let data = skyscribe::data::open_captions(spec)?;
+    let dev = a.device.device()?;
+    let open_cache = |clip: &ClipEncoder| -> Result<Option<EmbeddingCache>> {
+        a.cache
+            .dir()
+            .map(|dir| EmbeddingCache::open(&dir, clip, &DecodeOptions::default()))
+            .transpose()
+    };
+    let paths =
+        |d: &CaptionedImages| -> Vec<PathBuf> { d.items.iter().map(|i| i.path.clone()).collect() };
+    let captions: Vec<String> = if let Some(spec) = &a.captioner {
+        let cap = Captioner::load_spec(spec, &dev)?;
+        let clip_spec = a.clip.clone().unwrap_or_else(|| cap.clip_model_spec());
+        let clip = ClipEncoder::load(&clip_spec, &dev)?;
+        let embeds = embed_images(&clip, &paths(&data), open_cache(&clip)?.as_ref(), false)?;
+        let how = a.decoding.decoding()?;
+        let opts = a.decoding.options();
+        let bar = skyscribe::progress::items(embeds.len(), "images", "captions", false);
+        let mut out = Vec::with_capacity(embeds.len());
+        for chunk in embeds.chunks(32) {
+            out.extend(cap.captions(chunk, how, &opts, out.len() as u64)?);
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        out
+    } else {
+        let train_spec = a.nearest_neighbour.as_deref().expect("one source is given");
+        let clip_spec = a
+            .clip
+            .as_deref()
+            .context("--nearest-neighbour needs --clip (the model that finds the neighbours)")?;
+        let clip = ClipEncoder::load(clip_spec, &dev)?;
+        let cache = open_cache(&clip)?;
+        let train = skyscribe::data::open_captions(train_spec)?;
+        let train_e = embed_images(&clip, &paths(&train), cache.as_ref(), false)?;
+        let test_e = embed_images(&clip, &paths(&data), cache.as_ref(), false)?;
+        let first: Vec<&str> = train.items.iter().map(|i| i.captions[0].as_str()).collect();
+        nearest_neighbour_captions(&train_e, &first, &test_e)
+    };
+    let rows: Vec<(String, String)> = data
+        .items
+        .iter()
+        .map(|i| i.path.display().to_string())
+        .zip(captions)
+        .collect();
+    if let Some(path) = &a.save_predictions {
+        save_predictions(path, &rows)?;
+    }
+    Ok((rows, data))
+}
+
+fn save_predictions(path: &Path, rows: &[(String, String)]) -> Result<()> {
+    let text: String = rows
+        .iter()
+        .map(|(i, c)| format!("{}\n", json!({"input": i, "caption": c})))
+        .collect();
+    skyscribe::atomic::write_file(path, text.as_bytes())
+}

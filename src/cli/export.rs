@@ -1,0 +1,39 @@
+//! `export`: a model or captioner folder copied without its training checkpoint.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+use skyscribe::hub::WeightsDtype;
+
+use super::output::report;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F16,
+    F32,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// The trained model or captioner folder.
+    #[arg(long)]
+    from: PathBuf,
+    /// The new folder to write (must not exist).
+    #[arg(long)]
+    to: PathBuf,
+    /// Precision of the written weights.
+    #[arg(long, value_enum, default_value_t = DtypeArg::F16)]
+    dtype: DtypeArg,
+}
+
+pub fn run(a: ExportArgs) -> Result<usize> {
+    let dtype = match a.dtype {
+        DtypeArg::F16 => WeightsDtype::F16,
+        DtypeArg::F32 => WeightsDtype::F32,
+    };
+    skyscribe::hub::export(&a.from, &a.to, dtype)?;
+    report(&format!("wrote {}", a.to.display()));
+    Ok(0)
+}

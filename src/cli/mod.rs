@@ -1,0 +1,86 @@
+//! The command line: one file per command family, each with its arguments (clap) and its
+//! output (tables for people, JSON Lines with `--jsonl`), over library calls. Nothing here
+//! computes what a library user could want; `main.rs` only parses and hands over to [`run`].
+//!
+//! | file | commands |
+//! |---|---|
+//! | `labels.rs` | `describe`, `labels` |
+//! | `embed.rs` | `embed` |
+//! | `caption.rs` | `caption`, `import-clipcap` |
+//! | `eval.rs` | `eval zero-shot`, `eval captions` |
+//! | `train.rs` | `train captioner`, `train clip` |
+//! | `export.rs` | `export` |
+//! | `bench.rs` | `bench` |
+//! | `common.rs` | options most commands share, the device, image walks with progress |
+//! | `output.rs` | the one writer of results (a closed pipe ends output quietly) |
+
+mod bench;
+mod caption;
+mod common;
+mod embed;
+mod eval;
+mod export;
+mod labels;
+mod output;
+mod train;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "skyscribe",
+    version,
+    about = "What is in a satellite or aerial image, with CLIP"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Labels from a sensible default vocabulary of land cover and scenes, and a caption.
+    Describe(labels::DescribeArgs),
+    /// Zero-shot labels from a label set.
+    Labels(labels::LabelsArgs),
+    /// Projected CLIP embeddings (before L2 normalisation) of texts and images.
+    Embed(embed::EmbedArgs),
+    /// Captions from a ClipCap captioner (greedy, beam or nucleus-sampled decoding).
+    Caption(caption::CaptionArgs),
+    /// Convert a checkpoint saved by the reference ClipCap code into a captioner directory.
+    ImportClipcap(caption::ImportArgs),
+    /// Copy a model or captioner folder without its training checkpoint, weights in f16 or f32
+    /// (f16 halves the size; models compute in f32 either way).
+    Export(export::ExportArgs),
+    /// Measure CLIP on labelled data, and captions against references.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// Train a captioner or CLIP.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// Images per second of the image pipeline (ViT-B/32 shapes, random weights by default), or
+    /// the time of a ClipCap training step.
+    Bench(bench::BenchArgs),
+}
+
+/// Runs a parsed command line; `Ok(n)`: how many inputs could not be read (the run's exit
+/// status is 1 when any could not).
+pub fn run(cli: Cli) -> Result<usize> {
+    match cli.command {
+        Command::Describe(a) => labels::describe(a),
+        Command::Labels(a) => labels::labels(a),
+        Command::Embed(a) => embed::run(a),
+        Command::Caption(a) => caption::caption(a),
+        Command::ImportClipcap(a) => caption::import(a),
+        Command::Export(a) => export::run(a),
+        Command::Eval(c) => eval::run(c),
+        Command::Train(c) => train::run(c),
+        Command::Bench(a) => bench::run(a),
+    }
+}
+
+/// `skyscribe: <message>` on stderr, for `main`.
+pub fn report_error(message: &str) {
+    output::report(message);
+}

@@ -1,0 +1,529 @@
+//! Image files to 8-bit RGB: JPEG through libjpeg-turbo (Pillow's decoder, so pixels match
+//! transformers' exactly), PNG / WebP / BMP / GIF through `image`, and TIFF with any number of
+//! 8/16/32-bit or float bands through `tiff`, with band selection and stretching. Headers are
+//! checked against the pixel cap and the memory a decode needs before anything is allocated.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+
+use super::{DecodeOptions, RgbImage};
+
+/// Decodes a file into 8-bit RGB. Every error names the file.
+pub fn load_rgb(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
+    decode(path, opts).with_context(|| format!("{}", path.display()))
+}
+
+fn decode(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
+    let mut head = [0u8; 16];
+    let n = File::open(path)
+        .map_err(|e| anyhow!("cannot open: {e}"))?
+        .read(&mut head)
+        .map_err(|e| anyhow!("cannot read: {e}"))?;
+    if n == 0 {
+        bail!("empty file (0 bytes)");
+    }
+    let format = image::guess_format(&head[..n])
+        .map_err(|_| anyhow!("not an image in a known format (JPEG, PNG, WebP, TIFF, BMP, GIF)"))?;
+    if format == ImageFormat::Tiff {
+        return decode_tiff(path, opts);
+    }
+    if format == ImageFormat::Jpeg {
+        let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
+        check_jpeg_complete(&bytes)?;
+        if opts.bands.is_none()
+            && let Some(img) = decode_jpeg_like_pillow(&bytes, opts)?
+        {
+            return Ok(img);
+        }
+    }
+    let mut reader = ImageReader::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
+    reader.set_format(format);
+    reader.no_limits();
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| anyhow!("bad {format:?} header: {e}"))?;
+    let (w, h) = decoder.dimensions();
+    check_size(w, h, opts)?;
+    // What `DynamicImage::from_decoder` would allocate, asked for fallibly first.
+    ensure_memory(decoder.total_bytes())?;
+    let img = DynamicImage::from_decoder(decoder)
+        .map_err(|e| anyhow!("cannot decode {format:?}: {e}"))?;
+    dynamic_to_rgb(img, opts)
+}
+
+/// zune-jpeg decodes truncated files by inventing the missing rows; Pillow refuses them, and so
+/// do we: a complete JPEG ends with the EOI marker (trailing zero padding tolerated).
+fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    if end < 4 || bytes[end - 2..end] != [0xFF, 0xD9] {
+        bail!("truncated JPEG (no end-of-image marker)");
+    }
+    Ok(())
+}
+
+/// Decodes a JPEG with libjpeg-turbo's decoder (through mozjpeg): the same integer IDCT and
+/// "fancy" chroma upsampling as Pillow, so pixels are bit-identical to what transformers sees.
+/// `None` for colour spaces libjpeg cannot turn into RGB (CMYK, YCCK): the caller falls back.
+///
+/// libjpeg reports errors by unwinding: mozjpeg's error handler raises them with
+/// `resume_unwind`, which does not run the panic hook, so catching them here prints nothing and
+/// leaves the host program's hook alone.
+fn decode_jpeg_like_pillow(bytes: &[u8], opts: &DecodeOptions) -> Result<Option<RgbImage>> {
+    let max_pixels = opts.max_pixels;
+    let result = std::panic::catch_unwind(|| -> Result<Option<RgbImage>> {
+        let d = mozjpeg::Decompress::new_mem(bytes).map_err(|e| anyhow!("bad JPEG: {e}"))?;
+        use mozjpeg::ColorSpace;
+        if matches!(d.color_space(), ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK) {
+            return Ok(None);
+        }
+        let (w, h) = (d.width() as u32, d.height() as u32);
+        check_size(
+            w,
+            h,
+            &DecodeOptions {
+                bands: None,
+                max_pixels,
+            },
+        )?;
+        let mut pixels = allocate::<u8>(w as u64 * h as u64 * 3)?;
+        let mut started = d.rgb().map_err(|e| anyhow!("cannot decode JPEG: {e}"))?;
+        started
+            .read_scanlines_into::<u8>(&mut pixels)
+            .map_err(|e| anyhow!("cannot decode JPEG: {e}"))?;
+        started
+            .finish()
+            .map_err(|e| anyhow!("cannot decode JPEG: {e}"))?;
+        Ok(Some(RgbImage {
+            width: w,
+            height: h,
+            pixels,
+        }))
+    });
+    match result {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "libjpeg error".into());
+            bail!("cannot decode JPEG: {msg}")
+        }
+    }
+}
+
+/// A zeroed buffer of `n` values, or an error if the memory cannot be had (see
+/// [`ensure_memory`]).
+fn allocate<T: Clone + Default>(n: u64) -> Result<Vec<T>> {
+    ensure_memory(n.saturating_mul(std::mem::size_of::<T>() as u64))?;
+    Ok(vec![T::default(); n as usize])
+}
+
+/// Fails unless `bytes` more can be allocated: an image's header can ask for far more than the
+/// machine has, and a failed allocation aborts the whole process (losing the other images of
+/// the run) where it should fail this one image. Compared with the memory the system has
+/// available, then reserved (not touched) once to be sure.
+fn ensure_memory(bytes: u64) -> Result<()> {
+    if let Some(available) = available_memory()
+        && bytes > available
+    {
+        bail!(
+            "decoding needs {:.1} GB of memory, and only {:.1} GB are available",
+            bytes as f64 / 1e9,
+            available as f64 / 1e9
+        );
+    }
+    let n = usize::try_from(bytes).map_err(|_| anyhow!("image too large for this machine"))?;
+    Vec::<u8>::new().try_reserve_exact(n).map_err(|_| {
+        anyhow!(
+            "cannot allocate {:.1} GB to decode this image",
+            bytes as f64 / 1e9
+        )
+    })
+}
+
+/// Memory the system can give without swapping (`MemAvailable`), where the OS says.
+fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+fn check_size(w: u32, h: u32, opts: &DecodeOptions) -> Result<()> {
+    let pixels = w as u64 * h as u64;
+    if w == 0 || h == 0 {
+        bail!("image has no pixels ({w}×{h})");
+    }
+    if pixels > opts.max_pixels {
+        bail!(
+            "image of {w}×{h} = {pixels} pixels exceeds the limit of {} (raise it with --max-pixels, or cut the scene into tiles)",
+            opts.max_pixels
+        );
+    }
+    Ok(())
+}
+
+/// Interleaved samples of any depth, before band selection.
+struct Bands {
+    width: u32,
+    height: u32,
+    count: usize,
+    /// `true` when samples are 8-bit: kept as they are, with no rescaling.
+    eight_bit: bool,
+    samples: Vec<f32>,
+}
+
+fn dynamic_to_rgb(img: DynamicImage, opts: &DecodeOptions) -> Result<RgbImage> {
+    let (width, height) = (img.width(), img.height());
+    let bands = match img {
+        // 8-bit images as transformers' convert_to_rgb sees them: grey is repeated, palettes
+        // are expanded by the decoder, transparency is composited onto white.
+        DynamicImage::ImageRgb8(b) if opts.bands.is_none() => {
+            return Ok(RgbImage {
+                width,
+                height,
+                pixels: b.into_raw(),
+            });
+        }
+        DynamicImage::ImageRgba8(b) if opts.bands.is_none() => {
+            let pixels = b
+                .as_raw()
+                .chunks_exact(4)
+                .flat_map(|p| over_white([p[0], p[1], p[2]], p[3]))
+                .collect();
+            return Ok(RgbImage {
+                width,
+                height,
+                pixels,
+            });
+        }
+        DynamicImage::ImageLumaA8(b) if opts.bands.is_none() => {
+            let pixels = b
+                .as_raw()
+                .chunks_exact(2)
+                .flat_map(|p| over_white([p[0]; 3], p[1]))
+                .collect();
+            return Ok(RgbImage {
+                width,
+                height,
+                pixels,
+            });
+        }
+        DynamicImage::ImageLuma8(b) => Bands {
+            width,
+            height,
+            count: 1,
+            eight_bit: true,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageLumaA8(b) => Bands {
+            width,
+            height,
+            count: 2,
+            eight_bit: true,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageRgb8(b) => Bands {
+            width,
+            height,
+            count: 3,
+            eight_bit: true,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageRgba8(b) => Bands {
+            width,
+            height,
+            count: 4,
+            eight_bit: true,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageLuma16(b) => Bands {
+            width,
+            height,
+            count: 1,
+            eight_bit: false,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageLumaA16(b) => Bands {
+            width,
+            height,
+            count: 2,
+            eight_bit: false,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageRgb16(b) => Bands {
+            width,
+            height,
+            count: 3,
+            eight_bit: false,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageRgba16(b) => Bands {
+            width,
+            height,
+            count: 4,
+            eight_bit: false,
+            samples: to_f32(b.as_raw()),
+        },
+        DynamicImage::ImageRgb32F(b) => Bands {
+            width,
+            height,
+            count: 3,
+            eight_bit: false,
+            samples: b.into_raw(),
+        },
+        DynamicImage::ImageRgba32F(b) => Bands {
+            width,
+            height,
+            count: 4,
+            eight_bit: false,
+            samples: b.into_raw(),
+        },
+        other => {
+            let rgb = other.to_rgb8();
+            Bands {
+                width,
+                height,
+                count: 3,
+                eight_bit: true,
+                samples: to_f32(rgb.as_raw()),
+            }
+        }
+    };
+    bands_to_rgb(bands, opts)
+}
+
+/// Pillow's `alpha_composite` of one pixel over opaque white, in its fixed-point arithmetic
+/// (7 fractional bits, division by 255 as `((x >> 8) + x) >> 8`).
+fn over_white(rgb: [u8; 3], alpha: u8) -> [u8; 3] {
+    if alpha == 0 {
+        return [255; 3];
+    }
+    const PRECISION_BITS: u32 = 7;
+    let a = alpha as u32;
+    // With an opaque destination the blended alpha is 255·255, so the weights reduce to a and 255-a.
+    let coef1 = a << PRECISION_BITS;
+    let coef2 = (255 - a) << PRECISION_BITS;
+    rgb.map(|c| {
+        let tmp = c as u32 * coef1 + 255 * coef2 + (0x80 << PRECISION_BITS);
+        ((((tmp >> 8) + tmp) >> 8) >> PRECISION_BITS) as u8
+    })
+}
+
+fn to_f32<T: Copy + Into<f32>>(xs: &[T]) -> Vec<f32> {
+    xs.iter().map(|&x| x.into()).collect()
+}
+
+/// Picks three bands (or one, repeated) and maps them to 8 bits: 8-bit data as it is, deeper
+/// data stretched linearly from the selected bands' minimum to their maximum.
+fn bands_to_rgb(b: Bands, opts: &DecodeOptions) -> Result<RgbImage> {
+    let chosen: Vec<usize> = match &opts.bands {
+        Some(list) => {
+            if list.len() != 1 && list.len() != 3 {
+                bail!(
+                    "--bands takes one band or three (red,green,blue), got {}",
+                    list.len()
+                );
+            }
+            for &band in list {
+                if band == 0 || band > b.count {
+                    bail!(
+                        "band {band} does not exist: the image has {} band(s), numbered from 1",
+                        b.count
+                    );
+                }
+            }
+            list.iter().map(|&x| x - 1).collect()
+        }
+        // Grey (+alpha) repeats the grey band; otherwise the first three bands.
+        None if b.count < 3 => vec![0],
+        None => vec![0, 1, 2],
+    };
+    let pick: [usize; 3] = if chosen.len() == 1 {
+        [chosen[0]; 3]
+    } else {
+        [chosen[0], chosen[1], chosen[2]]
+    };
+    let n = (b.width * b.height) as usize;
+    let (offset, scale) = if b.eight_bit {
+        (0.0f32, 1.0f32)
+    } else {
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
+        for i in 0..n {
+            for &c in &chosen {
+                let v = b.samples[i * b.count + c];
+                if v.is_finite() {
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+            }
+        }
+        if !lo.is_finite() || hi <= lo {
+            (if lo.is_finite() { lo } else { 0.0 }, 0.0)
+        } else {
+            (lo, 255.0 / (hi - lo))
+        }
+    };
+    let mut pixels = Vec::with_capacity(n * 3);
+    for i in 0..n {
+        for &c in &pick {
+            let v = b.samples[i * b.count + c];
+            let v = if b.eight_bit {
+                v
+            } else {
+                ((v - offset) * scale).round()
+            };
+            pixels.push(if v.is_finite() {
+                v.clamp(0.0, 255.0) as u8
+            } else {
+                0
+            });
+        }
+    }
+    Ok(RgbImage {
+        width: b.width,
+        height: b.height,
+        pixels,
+    })
+}
+
+fn decode_tiff(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
+    use tiff::decoder::{Decoder, DecodingResult, Limits};
+    let file = File::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
+    let mut dec =
+        Decoder::new(BufReader::new(file)).map_err(|e| anyhow!("bad TIFF header: {e}"))?;
+    let (w, h) = dec
+        .dimensions()
+        .map_err(|e| anyhow!("bad TIFF header: {e}"))?;
+    check_size(w, h, opts)?;
+    let colortype = dec
+        .colortype()
+        .map_err(|e| anyhow!("unsupported TIFF: {e}"))?;
+    let count = colortype.num_samples() as usize;
+    // The decoded samples, and their f32 copy.
+    let bytes_per_sample = (colortype.bit_depth() as u64).div_ceil(8) + 4;
+    ensure_memory(w as u64 * h as u64 * count as u64 * bytes_per_sample)?;
+    let planar = dec
+        .get_tag_u32(tiff::tags::Tag::PlanarConfiguration)
+        .map(|v| v == 2)
+        .unwrap_or(false);
+    let mut dec = dec.with_limits(Limits::unlimited());
+    let mut data = DecodingResult::U8(vec![]);
+    dec.read_image_to_buffer(&mut data)
+        .map_err(|e| anyhow!("cannot decode TIFF: {e}"))?;
+    let (samples, eight_bit) = match data {
+        DecodingResult::U8(v) => (to_f32(&v), true),
+        DecodingResult::U16(v) => (to_f32(&v), false),
+        DecodingResult::U32(v) => (v.iter().map(|&x| x as f32).collect(), false),
+        DecodingResult::I8(v) => (to_f32(&v), false),
+        DecodingResult::I16(v) => (to_f32(&v), false),
+        DecodingResult::I32(v) => (v.iter().map(|&x| x as f32).collect(), false),
+        DecodingResult::F32(v) => (v, false),
+        DecodingResult::F64(v) => (v.iter().map(|&x| x as f32).collect(), false),
+        DecodingResult::F16(v) => (v.iter().map(|&x| x.to_f32()).collect(), false),
+        _ => bail!("unsupported TIFF sample type"),
+    };
+    let n = (w * h) as usize;
+    if samples.len() < n * count {
+        bail!(
+            "TIFF holds {} samples, {}×{}×{count} expected",
+            samples.len(),
+            w,
+            h
+        );
+    }
+    // Planar files store band after band; interleave them like chunky ones.
+    let samples = if planar && count > 1 {
+        let mut out = vec![0f32; n * count];
+        for c in 0..count {
+            for i in 0..n {
+                out[i * count + c] = samples[c * n + i];
+            }
+        }
+        out
+    } else {
+        samples
+    };
+    bands_to_rgb(
+        Bands {
+            width: w,
+            height: h,
+            count,
+            eight_bit,
+            samples,
+        },
+        opts,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpha_composites_onto_white_like_pillow() {
+        assert_eq!(over_white([10, 20, 30], 255), [10, 20, 30]);
+        assert_eq!(over_white([10, 20, 30], 0), [255, 255, 255]);
+        // Pillow: Image.alpha_composite(white, (0, 100, 200, 128)) -> (127, 177, 227)
+        assert_eq!(over_white([0, 100, 200], 128), [127, 177, 227]);
+        assert_eq!(over_white([77, 3, 250], 1), [254, 254, 255]);
+        assert_eq!(over_white([77, 3, 250], 254), [78, 4, 250]);
+    }
+
+    #[test]
+    fn sixteen_bit_bands_are_stretched_to_their_range() {
+        let b = Bands {
+            width: 2,
+            height: 1,
+            count: 4,
+            eight_bit: false,
+            samples: vec![100., 200., 300., 9999., 500., 400., 100., 0.],
+        };
+        let rgb = bands_to_rgb(b, &DecodeOptions::default()).unwrap();
+        // range over bands 1-3: 100..500
+        assert_eq!(rgb.pixels, vec![0, 64, 128, 255, 191, 0]);
+    }
+
+    #[test]
+    fn corrupt_jpegs_fail_without_touching_the_panic_hook() {
+        // libjpeg's errors unwind through the decoder; the host program's panic hook must
+        // neither be replaced nor called (it would print a panic for every bad file).
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        let previous = std::panic::take_hook();
+        let marker = 7u64; // captured, so the hook has an address of its own
+        let ours: Box<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> = Box::new(move |_| {
+            CALLS.fetch_add(marker as usize / 7, Ordering::SeqCst);
+        });
+        let address = &*ours as *const _ as *const ();
+        std::panic::set_hook(ours);
+        // A JPEG start, a corrupt header, and an end marker (so it is not "truncated").
+        let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x03, 0x42];
+        bytes.extend([0x13; 64]);
+        bytes.extend([0xFF, 0xD9]);
+        let err = decode_jpeg_like_pillow(&bytes, &DecodeOptions::default()).unwrap_err();
+        let calls_during_decode = CALLS.load(Ordering::SeqCst);
+        let hook = std::panic::take_hook();
+        let unchanged = &*hook as *const _ as *const () == address;
+        std::panic::set_hook(hook);
+        // The hook is still ours: a real panic reaches it.
+        let _ = std::panic::catch_unwind(|| panic!("expected"));
+        let calls_after_panic = CALLS.load(Ordering::SeqCst);
+        std::panic::set_hook(previous);
+        assert!(err.to_string().contains("JPEG"), "{err}");
+        assert!(unchanged, "the panic hook was replaced");
+        assert_eq!(calls_during_decode, 0);
+        assert_eq!(calls_after_panic, 1);
+    }
+}

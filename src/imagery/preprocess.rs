@@ -1,0 +1,298 @@
+//! Preprocessing exactly as transformers' `CLIPImageProcessor` (PIL path) does it, driven by
+//! `preprocessor_config.json`: resize (Pillow's filters, see `resample`), centre crop, rescale
+//! and normalise into the `(3, H, W)` floats CLIP reads.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::Deserialize;
+
+use super::RgbImage;
+use super::resample::{self, Filter};
+
+/// CLIP's published per-channel mean and standard deviation (OpenAI's training statistics), the
+/// defaults of `CLIPImageProcessor`.
+#[allow(clippy::excessive_precision)] // digit for digit as published
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+#[allow(clippy::excessive_precision)]
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_1];
+
+/// `size` / `crop_size` in a preprocessor config: an int, `{"shortest_edge": n}` or
+/// `{"height": h, "width": w}`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged)]
+enum SizeSpec {
+    Int(u32),
+    Shortest { shortest_edge: u32 },
+    HeightWidth { height: u32, width: u32 },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct RawPreprocessorConfig {
+    #[serde(default = "yes")]
+    do_resize: bool,
+    size: Option<SizeSpec>,
+    #[serde(default = "bicubic")]
+    resample: u32,
+    #[serde(default = "yes")]
+    do_center_crop: bool,
+    crop_size: Option<SizeSpec>,
+    #[serde(default = "yes")]
+    do_rescale: bool,
+    #[serde(default = "default_rescale")]
+    rescale_factor: f64,
+    #[serde(default = "yes")]
+    do_normalize: bool,
+    image_mean: Option<Vec<f64>>,
+    image_std: Option<Vec<f64>>,
+}
+
+fn yes() -> bool {
+    true
+}
+fn bicubic() -> u32 {
+    3
+}
+fn default_rescale() -> f64 {
+    1.0 / 255.0
+}
+
+/// How the image is resized before cropping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resize {
+    None,
+    /// The shorter side becomes `n`, the longer `floor(n · long / short)`, as transformers does.
+    ShortestEdge(u32),
+    Exact {
+        height: u32,
+        width: u32,
+    },
+}
+
+/// The `CLIPImageProcessor` settings of a model (`preprocessor_config.json`).
+#[derive(Debug, Clone)]
+pub struct Preprocessor {
+    pub resize: Resize,
+    /// Pillow's resampling filter number (0 nearest, 1 Lanczos, 2 bilinear, 3 bicubic, 4 box,
+    /// 5 Hamming).
+    pub resample: u32,
+    /// `(height, width)` of the centre crop, if any.
+    pub crop: Option<(u32, u32)>,
+    pub rescale_factor: Option<f64>,
+    pub mean_std: Option<([f32; 3], [f32; 3])>,
+}
+
+impl Preprocessor {
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read preprocessor config", path.display()))?;
+        let raw: RawPreprocessorConfig = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid preprocessor_config.json", path.display()))?;
+        Self::from_raw(raw)
+            .with_context(|| format!("{}: unusable preprocessor config", path.display()))
+    }
+
+    /// What CLIP's own processor does for a model taking `size`-pixel images.
+    pub fn clip_default(size: u32) -> Self {
+        Self {
+            resize: Resize::ShortestEdge(size),
+            resample: 3,
+            crop: Some((size, size)),
+            rescale_factor: Some(1.0 / 255.0),
+            mean_std: Some((CLIP_MEAN, CLIP_STD)),
+        }
+    }
+
+    fn from_raw(raw: RawPreprocessorConfig) -> Result<Self> {
+        let resize = match (raw.do_resize, raw.size) {
+            (false, _) => Resize::None,
+            (true, Some(SizeSpec::Int(n)))
+            | (true, Some(SizeSpec::Shortest { shortest_edge: n })) => Resize::ShortestEdge(n),
+            (true, Some(SizeSpec::HeightWidth { height, width })) => {
+                Resize::Exact { height, width }
+            }
+            (true, None) => Resize::ShortestEdge(224),
+        };
+        let crop = match (raw.do_center_crop, raw.crop_size) {
+            (false, _) => None,
+            (true, Some(SizeSpec::Int(n)))
+            | (true, Some(SizeSpec::Shortest { shortest_edge: n })) => Some((n, n)),
+            (true, Some(SizeSpec::HeightWidth { height, width })) => Some((height, width)),
+            (true, None) => Some((224, 224)),
+        };
+        let mean_std = if raw.do_normalize {
+            let mean = match raw.image_mean {
+                Some(v) => three(v, "image_mean")?,
+                None => CLIP_MEAN,
+            };
+            let std = match raw.image_std {
+                Some(v) => three(v, "image_std")?,
+                None => CLIP_STD,
+            };
+            if std.contains(&0.0) {
+                bail!("image_std has a zero");
+            }
+            Some((mean, std))
+        } else {
+            None
+        };
+        if raw.resample > 5 {
+            bail!("unknown resample filter {}", raw.resample);
+        }
+        Ok(Self {
+            resize,
+            resample: raw.resample,
+            crop,
+            rescale_factor: raw.do_rescale.then_some(raw.rescale_factor),
+            mean_std,
+        })
+    }
+
+    /// The `(height, width)` of the output.
+    pub fn output_size(&self, img_h: u32, img_w: u32) -> (u32, u32) {
+        match self.crop {
+            Some(c) => c,
+            None => self.resized_size(img_h, img_w),
+        }
+    }
+
+    fn resized_size(&self, h: u32, w: u32) -> (u32, u32) {
+        match self.resize {
+            Resize::None => (h, w),
+            Resize::Exact { height, width } => (height, width),
+            Resize::ShortestEdge(n) => {
+                let (short, long) = if w <= h { (w, h) } else { (h, w) };
+                let new_long = ((n as u64 * long as u64) as f64 / short as f64) as u32;
+                if w <= h { (new_long, n) } else { (n, new_long) }
+            }
+        }
+    }
+
+    /// Resize + centre crop, in 8-bit (transformers resizes through a PIL image, so the
+    /// resized pixels are rounded to 8 bits before anything else).
+    pub fn resize_and_crop(&self, img: &RgbImage) -> Result<RgbImage> {
+        let (h, w) = self.resized_size(img.height, img.width);
+        let resized = if (h, w) == (img.height, img.width) {
+            img.clone()
+        } else {
+            resize_rgb(img, w, h, self.resample)?
+        };
+        Ok(match self.crop {
+            Some((ch, cw)) => center_crop(&resized, ch, cw),
+            None => resized,
+        })
+    }
+
+    /// The full pipeline: `(3, H, W)` floats, channel-major, ready for the vision tower.
+    pub fn preprocess(&self, img: &RgbImage) -> Result<Vec<f32>> {
+        let img = self.resize_and_crop(img)?;
+        let n = (img.width * img.height) as usize;
+        let mut out = vec![0f32; 3 * n];
+        for c in 0..3 {
+            let (mean, std) = match self.mean_std {
+                Some((m, s)) => (m[c], s[c]),
+                None => (0.0, 1.0),
+            };
+            for i in 0..n {
+                let v = img.pixels[i * 3 + c];
+                // transformers: rescale in float64, cast to float32, normalise in float32.
+                let v = match self.rescale_factor {
+                    Some(f) => (v as f64 * f) as f32,
+                    None => v as f32,
+                };
+                out[c * n + i] = (v - mean) / std;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn three(v: Vec<f64>, what: &str) -> Result<[f32; 3]> {
+    match v.as_slice() {
+        [a, b, c] => Ok([*a as f32, *b as f32, *c as f32]),
+        [a] => Ok([*a as f32; 3]),
+        _ => bail!("{what} must have 1 or 3 values, has {}", v.len()),
+    }
+}
+
+/// Resizes as Pillow does (see [`resample`]).
+pub fn resize_rgb(img: &RgbImage, width: u32, height: u32, resample: u32) -> Result<RgbImage> {
+    if width == 0 || height == 0 {
+        bail!("resize to an empty image ({width}×{height})");
+    }
+    let filter =
+        Filter::from_pil(resample).ok_or_else(|| anyhow!("unknown resample filter {resample}"))?;
+    let pixels = resample::resize_rgb8(
+        &img.pixels,
+        img.width as usize,
+        img.height as usize,
+        width as usize,
+        height as usize,
+        filter,
+    );
+    Ok(RgbImage {
+        width,
+        height,
+        pixels,
+    })
+}
+
+/// transformers' `center_crop`: offsets `(size - crop) // 2`, zero padding where the image is
+/// smaller than the crop.
+fn center_crop(img: &RgbImage, crop_h: u32, crop_w: u32) -> RgbImage {
+    let (h, w) = (img.height as i64, img.width as i64);
+    let (ch, cw) = (crop_h as i64, crop_w as i64);
+    // Python floor division on possibly negative numbers.
+    let top = (h - ch).div_euclid(2);
+    let left = (w - cw).div_euclid(2);
+    let mut pixels = vec![0u8; (ch * cw * 3) as usize];
+    for y in 0..ch {
+        let sy = y + top;
+        if sy < 0 || sy >= h {
+            continue;
+        }
+        for x in 0..cw {
+            let sx = x + left;
+            if sx < 0 || sx >= w {
+                continue;
+            }
+            let s = ((sy * w + sx) * 3) as usize;
+            let d = ((y * cw + x) * 3) as usize;
+            pixels[d..d + 3].copy_from_slice(&img.pixels[s..s + 3]);
+        }
+    }
+    RgbImage {
+        width: crop_w,
+        height: crop_h,
+        pixels,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortest_edge_truncates_like_transformers() {
+        let p = Preprocessor::clip_default(224);
+        // 224 * 300 / 200 = 336 exactly; 224 * 333 / 250 = 298.37 -> 298.
+        assert_eq!(p.resized_size(200, 300), (224, 336));
+        assert_eq!(p.resized_size(333, 250), (298, 224));
+        assert_eq!(p.resized_size(64, 64), (224, 224));
+    }
+
+    #[test]
+    fn center_crop_uses_floor_offsets_and_pads() {
+        let img = RgbImage {
+            width: 5,
+            height: 1,
+            pixels: (0..15).collect(),
+        };
+        let c = center_crop(&img, 1, 2);
+        // (5 - 2) // 2 = 1: columns 1 and 2.
+        assert_eq!(c.pixels, vec![3, 4, 5, 6, 7, 8]);
+        let padded = center_crop(&img, 3, 5);
+        assert_eq!(&padded.pixels[..15], &[0; 15]);
+        assert_eq!(&padded.pixels[15..30], &img.pixels[..]);
+    }
+}

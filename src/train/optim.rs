@@ -1,0 +1,200 @@
+//! The optimiser side of training: [`AdamW`] (its moments saved in checkpoints), global
+//! gradient-norm clipping, and the learning-rate [`Schedule`] (linear warm-up, then linear or
+//! cosine decay).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+use serde::{Deserialize, Serialize};
+
+/// AdamW (decoupled weight decay, bias-corrected moments), as `torch.optim.AdamW`.
+pub struct AdamW {
+    params: Vec<Param>,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+struct Param {
+    name: String,
+    var: Var,
+    m: Tensor,
+    v: Tensor,
+    /// Matrices decay; biases, LayerNorm gains, embeddings' 1-D vectors and scalars do not.
+    decay: bool,
+}
+
+impl AdamW {
+    pub fn new(vars: &[(String, Var)], weight_decay: f64) -> Result<Self> {
+        let params = vars
+            .iter()
+            .map(|(name, var)| {
+                Ok(Param {
+                    name: name.clone(),
+                    var: var.clone(),
+                    m: var.zeros_like()?,
+                    v: var.zeros_like()?,
+                    decay: var.rank() >= 2,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            params,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay,
+        })
+    }
+
+    /// One update at learning rate `lr`; `step` counts from 1. Parameters without a gradient
+    /// (unused in this batch) are left alone.
+    pub fn step(&mut self, grads: &GradStore, lr: f64, step: usize) -> Result<()> {
+        let bc1 = 1.0 - self.beta1.powi(step as i32);
+        let bc2 = 1.0 - self.beta2.powi(step as i32);
+        for p in &mut self.params {
+            let Some(g) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
+            p.m = ((&p.m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
+            p.v = ((&p.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let update = ((&p.m / bc1)? / ((&p.v / bc2)?.sqrt()? + self.eps)?)?;
+            let mut theta = p.var.as_tensor().detach();
+            if p.decay && self.weight_decay > 0.0 {
+                theta = (theta * (1.0 - lr * self.weight_decay))?;
+            }
+            p.var.set(&(theta - (update * lr)?)?)?;
+        }
+        Ok(())
+    }
+
+    /// `m.NAME` and `v.NAME` of every parameter.
+    pub fn state(&self) -> HashMap<String, Tensor> {
+        let mut out = HashMap::new();
+        for p in &self.params {
+            out.insert(format!("m.{}", p.name), p.m.clone());
+            out.insert(format!("v.{}", p.name), p.v.clone());
+        }
+        out
+    }
+
+    pub fn load_state(&mut self, file: &Path, state: &HashMap<String, Tensor>) -> Result<()> {
+        for p in &mut self.params {
+            for (slot, key) in [(&mut p.m, "m"), (&mut p.v, "v")] {
+                let name = format!("{key}.{}", p.name);
+                let t = state.get(&name).with_context(|| {
+                    format!("{}: optimiser state has no '{name}'", file.display())
+                })?;
+                if t.dims() != p.var.dims() {
+                    bail!(
+                        "{}: optimiser state '{name}' has shape {:?}, the parameter {:?}",
+                        file.display(),
+                        t.dims(),
+                        p.var.dims()
+                    );
+                }
+                *slot = t.to_dtype(DType::F32)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Scales every gradient so that their global L2 norm is at most `max_norm`; returns the norm
+/// before clipping.
+pub fn clip_grad_norm(grads: &mut GradStore, vars: &[(String, Var)], max_norm: f64) -> Result<f64> {
+    let mut total = 0f64;
+    for (_, v) in vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+    }
+    let norm = total.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for (_, v) in vars {
+            if let Some(g) = grads.remove(v.as_tensor()) {
+                grads.insert(v.as_tensor(), (g * scale)?);
+            }
+        }
+    }
+    Ok(norm)
+}
+
+/// How the learning rate moves with the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decay {
+    /// Linear to zero at the last step (the ClipCap reference's scheduler).
+    Linear,
+    /// Half a cosine to zero (CLIP's).
+    Cosine,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub peak: f64,
+    pub warmup: usize,
+    pub total: usize,
+    pub decay: Decay,
+}
+
+impl Schedule {
+    /// The learning rate of step `step` (counting from 1).
+    pub fn lr(&self, step: usize) -> f64 {
+        if step <= self.warmup && self.warmup > 0 {
+            return self.peak * step as f64 / self.warmup as f64;
+        }
+        let span = self.total.saturating_sub(self.warmup).max(1) as f64;
+        let done = (step.saturating_sub(self.warmup) as f64 / span).min(1.0);
+        match self.decay {
+            Decay::Linear => self.peak * (1.0 - done),
+            Decay::Cosine => self.peak * 0.5 * (1.0 + (std::f64::consts::PI * done).cos()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_zero() {
+        let s = Schedule {
+            peak: 1.0,
+            warmup: 10,
+            total: 110,
+            decay: Decay::Linear,
+        };
+        assert!((s.lr(5) - 0.5).abs() < 1e-12);
+        assert!((s.lr(10) - 1.0).abs() < 1e-12);
+        assert!((s.lr(60) - 0.5).abs() < 1e-12);
+        assert!(s.lr(110).abs() < 1e-12);
+        let c = Schedule {
+            decay: Decay::Cosine,
+            ..s
+        };
+        assert!((c.lr(60) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn adamw_first_step_moves_by_lr() {
+        // With bias correction the first step is lr·sign(g) (up to eps).
+        let dev = Device::Cpu;
+        let var = Var::from_vec(vec![1.0f32, -2.0], 2, &dev).unwrap();
+        let loss = (var.as_tensor() * 3.0).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        let mut opt = AdamW::new(&[("w".into(), var.clone())], 0.0).unwrap();
+        opt.step(&grads, 0.1, 1).unwrap();
+        let v = var.as_tensor().to_vec1::<f32>().unwrap();
+        assert!(
+            (v[0] - 0.9).abs() < 1e-5 && (v[1] + 2.1).abs() < 1e-5,
+            "{v:?}"
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! The integration tests, one binary (so candle and the rest are linked once, not once per
+//! file): a module per area, sharing `common` (the binary runner, fixtures, the data folder).
+//!
+//! Tests that need the shared data sets (`SKYSCRIBE_DATA`, default `../shared/data`) say
+//! `SKIPPED` when it is absent, and fail under `CI=true`.
+
+mod caption_metrics;
+mod cli;
+mod clip_parity;
+mod clipcap;
+mod common;
+mod eval;
+mod gpt2_parity;
+mod layers;
+mod preprocess_parity;
+mod tokenizer_parity;
+mod train;
+mod train_cli;
