@@ -34,6 +34,10 @@ const CLIP_FILES: Files = &[
         "preprocessor_config.json",
         include_bytes!("../assets/models/mini-clip/preprocessor_config.json"),
     ),
+    (
+        "skyscribe.json",
+        include_bytes!("../assets/models/mini-clip/skyscribe.json"),
+    ),
 ];
 
 const CAPTIONER_FILES: Files = &[

@@ -159,23 +159,38 @@ fn hash_file_sample(h: &mut blake3::Hasher, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Feeds a model folder's identity into `h`: its config files, and the size and first and last
+/// MiB of its weights.
+fn model_files_hash(h: &mut blake3::Hasher, dir: &Path) -> Result<()> {
+    for f in [
+        "config.json",
+        "preprocessor_config.json",
+        "model.safetensors",
+        "pytorch_model.bin",
+    ] {
+        let p = dir.join(f);
+        if p.is_file() {
+            h.update(f.as_bytes());
+            hash_file_sample(h, &p)?;
+        }
+    }
+    Ok(())
+}
+
+/// A model folder's identity as the cache keys it: two folders with the same fingerprint hold
+/// the same model (copies, links, or the built-in model written out again).
+pub fn model_fingerprint(dir: &Path) -> Result<blake3::Hash> {
+    let mut h = blake3::Hasher::new();
+    model_files_hash(&mut h, dir)?;
+    Ok(h.finalize())
+}
+
 impl EmbeddingCache {
     /// The cache for `clip` under `root` (created if needed).
     pub fn open(root: &Path, clip: &ClipEncoder, decode: &DecodeOptions) -> Result<Self> {
         let mut h = blake3::Hasher::new();
         h.update(b"skyscribe embedding cache v1\0");
-        for f in [
-            "config.json",
-            "preprocessor_config.json",
-            "model.safetensors",
-            "pytorch_model.bin",
-        ] {
-            let p = clip.source.file(f);
-            if p.is_file() {
-                h.update(f.as_bytes());
-                hash_file_sample(&mut h, &p)?;
-            }
-        }
+        model_files_hash(&mut h, &clip.source.dir)?;
         h.update(format!("{:?}", clip.preprocessor).as_bytes());
         h.update(format!("{:?}", decode.bands).as_bytes());
         let model_key = h.finalize();

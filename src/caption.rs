@@ -64,8 +64,23 @@ pub enum Decoding {
 pub struct DecodeOptions {
     /// At most this many generated tokens (the reference's `entry_length`, 67).
     pub max_tokens: usize,
-    /// Logits are divided by this before beam search and sampling.
+    /// Logits are divided by this before beam search and sampling; 0 makes
+    /// [`Captioner::captions`] decode greedily (the limit as the temperature goes to 0).
     pub temperature: f32,
+}
+
+impl DecodeOptions {
+    /// The temperature beam search and sampling divide by, which must be positive.
+    fn positive_temperature(&self) -> Result<f32> {
+        if self.temperature > 0.0 && self.temperature.is_finite() {
+            Ok(self.temperature)
+        } else {
+            bail!(
+                "temperature {} must be positive here (0 means greedy decoding)",
+                self.temperature
+            )
+        }
+    }
 }
 
 impl Default for DecodeOptions {
@@ -131,6 +146,43 @@ impl Captioner {
         spec.clone()
     }
 
+    /// Refuses a CLIP this captioner was not trained on, whose embeddings would give wrong
+    /// captions without any error: another embedding width always (the mapping network cannot
+    /// read it), another model unless `force`.
+    pub fn check_clip(&self, clip: &crate::encoder::ClipEncoder, force: bool) -> Result<()> {
+        let own = self.clip_model_spec();
+        let width = clip.model.config().projection_dim;
+        if width != self.config.mapping.prefix_size {
+            bail!(
+                "the captioner reads {}-wide CLIP embeddings (it was trained on {own}), but {} \
+                 gives {width}-wide ones",
+                self.config.mapping.prefix_size,
+                clip.source.spec
+            );
+        }
+        if force || clip.source.spec == own {
+            return Ok(());
+        }
+        let same = match crate::hub::resolve_clip(&own) {
+            Ok(dir) => {
+                let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+                canonical(&dir.dir) == canonical(&clip.source.dir)
+                    || crate::cache::model_fingerprint(&dir.dir)?
+                        == crate::cache::model_fingerprint(&clip.source.dir)?
+            }
+            Err(_) => false,
+        };
+        if !same {
+            bail!(
+                "the captioner was trained on the CLIP {own}, not {}: its captions of another \
+                 model's embeddings would be wrong. Leave out --model/--clip to use its own, or \
+                 pass --force-clip to use this one anyway",
+                clip.source.spec
+            );
+        }
+        Ok(())
+    }
+
     /// Captions (text) of a batch of CLIP embeddings; `first_index` numbers the first image
     /// for sampling seeds.
     pub fn captions(
@@ -140,6 +192,18 @@ impl Captioner {
         opts: &DecodeOptions,
         first_index: u64,
     ) -> Result<Vec<String>> {
+        if !(opts.temperature >= 0.0 && opts.temperature.is_finite()) {
+            bail!(
+                "temperature {} must be 0 (greedy) or more",
+                opts.temperature
+            );
+        }
+        // The limit of sampling (and of beam search's scores) as the temperature goes to 0.
+        let how = if opts.temperature == 0.0 {
+            Decoding::Greedy
+        } else {
+            how
+        };
         let ids: Vec<Vec<u32>> = match how {
             Decoding::Greedy => self.greedy(embeds, opts)?,
             Decoding::Beam { size } => embeds
@@ -259,11 +323,7 @@ impl Captioner {
     ) -> Result<Vec<u32>> {
         let beam_size = beam_size.max(1);
         let vocab = self.gpt2.config().vocab_size;
-        let temperature = if opts.temperature > 0.0 {
-            opts.temperature
-        } else {
-            1.0
-        };
+        let temperature = opts.positive_temperature()?;
         let mut cache = self.gpt2.new_cache();
         let prefix = self.prefix(&[clip_embedding.to_vec()])?;
         let logits = self.gpt2.forward_embeds(&prefix, &mut cache)?;
@@ -367,11 +427,7 @@ impl Captioner {
     ) -> Result<Vec<u32>> {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let temperature = if opts.temperature > 0.0 {
-            opts.temperature
-        } else {
-            1.0
-        };
+        let temperature = opts.positive_temperature()?;
         let mut cache = self.gpt2.new_cache();
         let mut logits = self
             .gpt2

@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use crate::data::ImageRef;
 use crate::hub::{self, ModelDir};
 use crate::imagery::{self, DecodeOptions, Preprocessor};
+use crate::labels::Templates;
 use crate::models::ClipModel;
 use crate::tokenizer::TextTokenizer;
 
@@ -23,6 +24,57 @@ pub struct ClipEncoder {
     pub tokenizer: TextTokenizer,
     pub preprocessor: Preprocessor,
     pub source: ModelDir,
+    /// What the model folder's `skyscribe.json` recommends (empty when it has none).
+    pub defaults: ModelDefaults,
+}
+
+/// `skyscribe.json` beside a model's `config.json`: how the model is best used, as chosen on
+/// its training data. Every field is optional.
+///
+/// ```json
+/// {"templates": ["this is a {} ."], "describe_labels": "describe"}
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDefaults {
+    /// Prompt templates (or template set names) used when no `--template` is given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<String>,
+    /// The label set `describe` uses when no `--labels` is given (a preset, file or list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub describe_labels: Option<String>,
+}
+
+impl ModelDefaults {
+    /// The templates to use: `given` (`--template` values) when there are any, else this
+    /// model's own, else CLIP's default; and where they came from, for the user.
+    pub fn templates(&self, given: &[String], model: &str) -> Result<(Templates, String)> {
+        if !given.is_empty() {
+            return Ok((Templates::parse(given)?, "--template".into()));
+        }
+        if !self.templates.is_empty() {
+            let t = Templates::parse(&self.templates)
+                .with_context(|| format!("{model}: {}", hub::DEFAULTS_FILE))?;
+            return Ok((t, format!("{model}'s {}", hub::DEFAULTS_FILE)));
+        }
+        Ok((Templates::parse(&[])?, "CLIP's default".into()))
+    }
+
+    /// `dir/skyscribe.json`, or no defaults when the folder has none.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(hub::DEFAULTS_FILE);
+        if !path.is_file() {
+            return Ok(Self::default());
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: not a skyscribe.json (fields: templates, describe_labels)",
+                path.display()
+            )
+        })
+    }
 }
 
 impl ClipEncoder {
@@ -33,7 +85,10 @@ impl ClipEncoder {
         let tokenizer =
             TextTokenizer::from_file(&source.file("tokenizer.json"), model.context_length())?;
         let preprocessor = Preprocessor::from_file(&source.file("preprocessor_config.json"))?;
-        Self::from_parts(model, tokenizer, preprocessor, source)
+        let defaults = ModelDefaults::read(&source.dir)?;
+        let mut encoder = Self::from_parts(model, tokenizer, preprocessor, source)?;
+        encoder.defaults = defaults;
+        Ok(encoder)
     }
 
     pub fn from_parts(
@@ -63,6 +118,7 @@ impl ClipEncoder {
             tokenizer,
             preprocessor,
             source,
+            defaults: ModelDefaults::default(),
         })
     }
 

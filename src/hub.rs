@@ -11,6 +11,10 @@ use anyhow::{Result, anyhow, bail};
 /// the built-in mini model ([`crate::builtin::MINI_CLIP`]) is used.
 pub const DEFAULT_CLIP: &str = "openai/clip-vit-base-patch32";
 
+/// `skyscribe.json`: a model's own usage defaults (see `encoder::ModelDefaults`), beside
+/// `config.json`.
+pub const DEFAULTS_FILE: &str = "skyscribe.json";
+
 /// The files of one model, all present on disk.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
@@ -139,6 +143,19 @@ pub fn resolve_clip(spec: &str) -> Result<ModelDir> {
     )
 }
 
+/// The folder of any model spec: a local folder as it is (a CLIP or a captioner), a built-in
+/// model written out, or a hub CLIP downloaded with its tokenizer and preprocessor.
+pub fn resolve_model_folder(spec: &str) -> Result<PathBuf> {
+    if let Some(dir) = crate::builtin::model_dir(spec) {
+        return dir;
+    }
+    let path = Path::new(spec);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    Ok(resolve_clip(spec)?.dir)
+}
+
 /// The precision `export` writes weights in (models compute in f32 either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightsDtype {
@@ -163,7 +180,12 @@ pub fn export(from: &Path, to: &Path, dtype: WeightsDtype) -> Result<()> {
         .collect::<Result<std::collections::HashMap<_, _>>>()?;
     let folder = crate::atomic::NewDir::create(to)?;
     folder.write_safetensors("model.safetensors", &converted)?;
-    for f in ["config.json", "tokenizer.json", "preprocessor_config.json"] {
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "preprocessor_config.json",
+        DEFAULTS_FILE,
+    ] {
         if from.join(f).is_file() {
             folder.copy(&from.join(f), f)?;
         }

@@ -386,6 +386,15 @@ impl Templates {
         Ok(Self(out))
     }
 
+    /// The templates quoted, for messages: `"a satellite photo of {}.", "…"`.
+    pub fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|t| format!("{t:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Every prompt for one label: each wording in each template.
     pub fn prompts(&self, label: &Label) -> Vec<String> {
         label

@@ -11,7 +11,7 @@ use skyscribe::caption::{Captioner, DecodeOptions, Decoding};
 use skyscribe::encoder::ClipEncoder;
 use skyscribe::models::mapper::MappingType;
 
-use super::common::{CommonArgs, for_each_image, gather};
+use super::common::{CommonArgs, for_each_image, gather, positive};
 use super::output::{Out, report};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -30,11 +30,13 @@ pub struct DecodingArgs {
     /// greedy (the reference's generate2), beam (generate_beam) or sample (nucleus).
     #[arg(long, value_enum, default_value_t = DecodeArg::Greedy)]
     decode: DecodeArg,
-    #[arg(long, default_value_t = 5)]
+    /// Beams kept by --decode beam.
+    #[arg(long, default_value_t = 5, value_parser = positive)]
     beam_size: usize,
     /// Nucleus size for --decode sample.
     #[arg(long, default_value_t = 0.9)]
     top_p: f32,
+    /// Logits are divided by this before beam search and sampling; 0 decodes greedily.
     #[arg(long, default_value_t = 1.0)]
     temperature: f32,
     /// Seed for --decode sample (each image uses seed + its index).
@@ -50,10 +52,16 @@ impl DecodingArgs {
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             bail!("--top-p {} must be in (0, 1]", self.top_p);
         }
+        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+            bail!(
+                "--temperature {} must be 0 (greedy) or more",
+                self.temperature
+            );
+        }
         Ok(match self.decode {
             DecodeArg::Greedy => Decoding::Greedy,
             DecodeArg::Beam => Decoding::Beam {
-                size: self.beam_size.max(1),
+                size: self.beam_size,
             },
             DecodeArg::Sample => Decoding::Sample {
                 top_p: self.top_p,
@@ -74,12 +82,15 @@ impl DecodingArgs {
 pub struct CaptionArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// A captioner directory (config.json, model.safetensors, tokenizer.json), or the built-in
-    /// skyscribe-mini-captioner.
-    #[arg(long)]
+    /// A captioner directory (config.json, model.safetensors, tokenizer.json) or the name of a
+    /// built-in one (default: skyscribe-mini-captioner).
+    #[arg(long, default_value = skyscribe::builtin::MINI_CAPTIONER)]
     captioner: String,
     #[command(flatten)]
     decoding: DecodingArgs,
+    /// Use --model even though the captioner was trained on another CLIP.
+    #[arg(long)]
+    force_clip: bool,
     /// Image files or folders (walked recursively).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -98,6 +109,7 @@ pub fn caption(a: CaptionArgs) -> Result<usize> {
         Some(m) => m.clone(),
     };
     let clip = ClipEncoder::load(&clip_spec, &dev)?;
+    cap.check_clip(&clip, a.force_clip)?;
     let mut out = Out::new();
     let mut batch: Vec<(PathBuf, Vec<f32>)> = Vec::new();
     let mut index = 0u64;

@@ -34,6 +34,39 @@ impl DeviceArg {
     }
 }
 
+/// A count that must be at least 1 (`--top-k 0` would print empty lists, `--batch-size 0`
+/// could not run): refused when parsing, with clap's usage error (exit 2).
+pub fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// `--bands` as given: one band (grey) or three (red, green, blue), numbered from 1. (A type
+/// of its own: clap would read a `Vec` as repeated values.)
+#[derive(Debug, Clone)]
+pub struct BandList(pub Vec<usize>);
+
+fn bands(s: &str) -> Result<BandList, String> {
+    let bands = s
+        .split(',')
+        .map(|b| match b.trim().parse::<usize>() {
+            Ok(0) => Err("bands are numbered from 1".to_string()),
+            Ok(n) => Ok(n),
+            Err(_) => Err(format!("{b:?} is not a band number")),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if bands.len() != 1 && bands.len() != 3 {
+        return Err(format!(
+            "give one band (grey) or three (red,green,blue), not {}",
+            bands.len()
+        ));
+    }
+    Ok(BandList(bands))
+}
+
 /// Options of every command that runs CLIP over images.
 #[derive(Args)]
 pub struct CommonArgs {
@@ -45,11 +78,12 @@ pub struct CommonArgs {
     #[arg(long)]
     pub jsonl: bool,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = positive)]
     pub batch_size: usize,
-    /// 1-based bands to use as red,green,blue for multi-band images (e.g. 4,3,2), or one band.
-    #[arg(long, value_delimiter = ',')]
-    pub bands: Option<Vec<usize>>,
+    /// 1-based bands to use as red,green,blue for multi-band images (e.g. 4,3,2 for
+    /// Sentinel-2's true colour), or one band for grey (default: bands 1, 2, 3).
+    #[arg(long, value_parser = bands)]
+    pub bands: Option<BandList>,
     /// Refuse images with more pixels than this.
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
@@ -68,8 +102,9 @@ impl CommonArgs {
 
     pub fn decode(&self) -> DecodeOptions {
         DecodeOptions {
-            bands: self.bands.clone(),
+            bands: self.bands.as_ref().map(|b| b.0.clone()),
             max_pixels: self.max_pixels,
+            ..DecodeOptions::default()
         }
     }
 }
@@ -121,22 +156,26 @@ pub fn for_each_image(
     mut each: impl FnMut(&Path, Vec<f32>) -> Result<()>,
 ) -> Result<usize> {
     let bar = skyscribe::progress::items(paths.len(), "images", "encoding", false);
-    clip.embed_files(
-        paths,
-        common.batch_size,
-        &common.decode(),
-        |_, path, result| {
-            bar.inc(1);
-            match result {
-                Ok(e) => each(path, e),
-                Err(err) => {
-                    failed += 1;
-                    bar.suspend(|| report(&format!("{err:#}")));
-                    Ok(())
-                }
+    let decode = common.decode();
+    clip.embed_files(paths, common.batch_size, &decode, |_, path, result| {
+        bar.inc(1);
+        match result {
+            Ok(e) => each(path, e),
+            Err(err) => {
+                failed += 1;
+                bar.suspend(|| report(&format!("{err:#}")));
+                Ok(())
             }
-        },
-    )?;
+        }
+    })?;
     bar.finish_and_clear();
+    note_bands(&decode);
     Ok(failed)
+}
+
+/// Says once which bands became red, green and blue, if a multi-band image made that choice.
+pub fn note_bands(decode: &DecodeOptions) {
+    if let Some(note) = decode.band_note.get() {
+        report(note);
+    }
 }

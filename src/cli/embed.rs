@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use serde_json::json;
 
 use skyscribe::encoder::ClipEncoder;
 
@@ -32,7 +31,18 @@ pub fn run(a: EmbedArgs) -> Result<usize> {
     let mut out = Out::new();
     let emit = |out: &mut Out, input: &str, kind: &str, e: &[f32]| -> Result<()> {
         if common.jsonl {
-            out.line(&json!({"input": input, "kind": kind, "embedding": e}).to_string())
+            // A struct, not json!: f32 values print as f32 (json! widens them to f64 digits).
+            #[derive(serde::Serialize)]
+            struct Line<'a> {
+                input: &'a str,
+                kind: &'a str,
+                embedding: &'a [f32],
+            }
+            out.json(&Line {
+                input,
+                kind,
+                embedding: e,
+            })
         } else {
             let head: Vec<String> = e.iter().take(4).map(|v| format!("{v:.4}")).collect();
             out.line(&format!(

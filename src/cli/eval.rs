@@ -20,7 +20,7 @@ use skyscribe::labels::LabelSet;
 
 use super::caption::DecodingArgs;
 use super::common::{CacheArgs, CommonArgs, DeviceArg};
-use super::output::{Out, report};
+use super::output::{Out, fit, report};
 
 // Parsed once per run: the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
@@ -98,6 +98,15 @@ fn zero_shot(a: ZeroShotArgs) -> Result<usize> {
     skyscribe::eval::template_variants(&templates)?;
     skyscribe::eval::check_label_sets(&ds, &label_sets)?;
     let clip = ClipEncoder::load(&common.model(), &common.device.device()?)?;
+    if templates.is_empty() && !clip.defaults.templates.is_empty() {
+        templates = clip.defaults.templates.clone();
+        report(&format!(
+            "templates ({}'s {}): {}",
+            clip.source.spec,
+            skyscribe::hub::DEFAULTS_FILE,
+            skyscribe::labels::Templates::parse(&templates)?.describe()
+        ));
+    }
     let decode = common.decode();
     let cache = a
         .cache
@@ -114,10 +123,19 @@ fn zero_shot(a: ZeroShotArgs) -> Result<usize> {
         &bar,
     )?;
     bar.finish_and_clear();
+    super::common::note_bands(&decode);
     for (_, why) in &stats.failed {
         report(why);
     }
     let failed = stats.failed.len();
+    if failed == ds.samples.len() {
+        // No summary of nothing: the run fails (exit 1) with the count.
+        report(&format!(
+            "none of the {failed} images of {} could be read; nothing to evaluate",
+            ds.name
+        ));
+        return Ok(failed);
+    }
     let eval =
         skyscribe::eval::evaluate(&clip, &ds, &embeddings, &label_sets, &templates, a.k, stats)?;
     if let Some(dir) = &a.report {
@@ -128,7 +146,11 @@ fn zero_shot(a: ZeroShotArgs) -> Result<usize> {
         for p in &eval.predictions {
             out.json(p)?;
         }
-        out.line(&json!({"summary": &eval}).to_string())?;
+        #[derive(serde::Serialize)]
+        struct Summary<'a> {
+            summary: &'a skyscribe::eval::Evaluation,
+        }
+        out.json(&Summary { summary: &eval })?;
     } else {
         out.line(&format!(
             "{} — {} images evaluated of {}",
@@ -157,7 +179,11 @@ fn zero_shot(a: ZeroShotArgs) -> Result<usize> {
                 ),
                 _ => String::new(),
             };
-            out.line(&format!("  {:<28} {:<40} {what}", g.labels, g.templates))?;
+            out.line(&format!(
+                "  {} {} {what}",
+                fit(&g.labels, 28),
+                fit(&g.templates, 40)
+            ))?;
         }
         if let Some(dir) = &a.report {
             out.line(&format!("report: {}", dir.join("report.md").display()))?;
@@ -187,9 +213,13 @@ pub struct CaptionsArgs {
     /// parquet:FILE.parquet.
     #[arg(long)]
     data: Option<String>,
-    /// CLIP model (default: the captioner's own; required for --nearest-neighbour).
+    /// CLIP model (default: the captioner's own; for --nearest-neighbour, the built-in
+    /// skyscribe-mini).
     #[arg(long)]
     clip: Option<String>,
+    /// Use --clip with the captioner even though it was trained on another CLIP.
+    #[arg(long)]
+    force_clip: bool,
     #[command(flatten)]
     decoding: DecodingArgs,
     /// Also write the generated captions here (JSON Lines).
@@ -237,6 +267,15 @@ fn captions(a: CaptionsArgs) -> Result<usize> {
         }
     };
     let rows = match_references(&predictions, &refs, &refs_name, a.pretokenized)?;
+    let uncovered = refs.len() - rows.len();
+    if uncovered > 0 {
+        report(&format!(
+            "{uncovered} of the {} reference images in {refs_name} have no prediction; scoring \
+             the {} that do",
+            refs.len(),
+            rows.len()
+        ));
+    }
     let pairs: Vec<_> = rows.iter().map(|r| r.pair()).collect();
     let (corpus, per) = score(&pairs);
     let mut out = Out::new();
@@ -244,9 +283,17 @@ fn captions(a: CaptionsArgs) -> Result<usize> {
         for (r, s) in rows.iter().zip(&per) {
             out.line(&json!({"input": r.input, "scores": s}).to_string())?;
         }
-        out.line(&json!({"corpus": corpus, "images": rows.len()}).to_string())?;
+        out.line(
+            &json!({"corpus": corpus, "images": rows.len(), "references_without_prediction": uncovered})
+                .to_string(),
+        )?;
     } else {
-        out.line(&format!("{} images", rows.len()))?;
+        let note = if uncovered > 0 {
+            format!(" ({uncovered} reference images without a prediction left out)")
+        } else {
+            String::new()
+        };
+        out.line(&format!("{} images{note}", rows.len()))?;
         for (k, b) in corpus.bleu.iter().enumerate() {
             out.line(&format!("  BLEU-{}   {:.4}", k + 1, b))?;
         }
@@ -279,6 +326,7 @@ fn generate_captions(a: &CaptionsArgs) -> Result<(Vec<(String, String)>, Caption
         let cap = Captioner::load_spec(spec, &dev)?;
         let clip_spec = a.clip.clone().unwrap_or_else(|| cap.clip_model_spec());
         let clip = ClipEncoder::load(&clip_spec, &dev)?;
+        cap.check_clip(&clip, a.force_clip)?;
         let embeds = embed_images(&clip, &paths(&data), open_cache(&clip)?.as_ref(), false)?;
         let how = a.decoding.decoding()?;
         let opts = a.decoding.options();
@@ -292,10 +340,7 @@ fn generate_captions(a: &CaptionsArgs) -> Result<(Vec<(String, String)>, Caption
         out
     } else {
         let train_spec = a.nearest_neighbour.as_deref().expect("one source is given");
-        let clip_spec = a
-            .clip
-            .as_deref()
-            .context("--nearest-neighbour needs --clip (the model that finds the neighbours)")?;
+        let clip_spec = a.clip.as_deref().unwrap_or(skyscribe::builtin::MINI_CLIP);
         let clip = ClipEncoder::load(clip_spec, &dev)?;
         let cache = open_cache(&clip)?;
         let train = skyscribe::data::open_captions(train_spec)?;

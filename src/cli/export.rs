@@ -17,9 +17,10 @@ enum DtypeArg {
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// The trained model or captioner folder.
+    /// The model or captioner: a folder, a built-in name (skyscribe-mini,
+    /// skyscribe-mini-captioner) or a hub id, as --model takes.
     #[arg(long)]
-    from: PathBuf,
+    from: String,
     /// The new folder to write (must not exist).
     #[arg(long)]
     to: PathBuf,
@@ -33,7 +34,8 @@ pub fn run(a: ExportArgs) -> Result<usize> {
         DtypeArg::F16 => WeightsDtype::F16,
         DtypeArg::F32 => WeightsDtype::F32,
     };
-    skyscribe::hub::export(&a.from, &a.to, dtype)?;
+    let from = skyscribe::hub::resolve_model_folder(&a.from)?;
+    skyscribe::hub::export(&from, &a.to, dtype)?;
     report(&format!("wrote {}", a.to.display()));
     Ok(0)
 }

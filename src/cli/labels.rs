@@ -5,22 +5,29 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Args;
-use serde_json::json;
 
 use skyscribe::caption::Captioner;
 use skyscribe::encoder::ClipEncoder;
 use skyscribe::labels::{LabelSet, Templates};
 use skyscribe::zeroshot::{LabelScore, ZeroShotClassifier};
 
-use super::common::{CommonArgs, for_each_image, gather};
-use super::output::Out;
+use super::common::{CommonArgs, for_each_image, gather, positive};
+use super::output::{Out, fit, report};
 
 #[derive(Args)]
 pub struct DescribeArgs {
     #[command(flatten)]
     common: CommonArgs,
+    /// The vocabulary: a preset, a file or `a,b,c` (default: the model's own, from its
+    /// skyscribe.json, else `describe`: RSICD's scenes and EuroSAT's land covers).
+    #[arg(long)]
+    labels: Option<String>,
+    /// A template with `{}` or a template set; repeat to ensemble (default: the model's own,
+    /// from its skyscribe.json, else "a satellite photo of {}.").
+    #[arg(long = "template")]
+    templates: Vec<String>,
     /// How many labels to show per image.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = positive)]
     top_k: usize,
     /// A captioner directory: also write a caption under the labels (default: the built-in
     /// skyscribe-mini-captioner when --model is not given).
@@ -29,6 +36,9 @@ pub struct DescribeArgs {
     /// Labels only, no caption.
     #[arg(long, conflicts_with = "captioner")]
     no_caption: bool,
+    /// Use --model with the captioner even though it was trained on another CLIP.
+    #[arg(long)]
+    force_clip: bool,
     /// Image files or folders (walked recursively).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -43,11 +53,12 @@ pub struct LabelsArgs {
     #[arg(long)]
     labels: String,
     /// A template with `{}` ("a satellite photo of {}.") or a template set (satellite,
-    /// eurosat, aerial, plain, remote-sensing); repeat to ensemble.
+    /// eurosat, aerial, plain, remote-sensing); repeat to ensemble (default: the model's own,
+    /// from its skyscribe.json, else "a satellite photo of {}.").
     #[arg(long = "template")]
     templates: Vec<String>,
     /// Keep the k best labels (default: all in JSON, 5 in the table).
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     top_k: Option<usize>,
     /// Image files or folders (walked recursively).
     #[arg(required = true)]
@@ -62,36 +73,51 @@ pub fn describe(a: DescribeArgs) -> Result<usize> {
         (None, None, false) => Some(skyscribe::builtin::MINI_CAPTIONER.to_string()),
         (None, Some(_), false) => None,
     };
-    label_images(
-        &a.common,
-        LabelSet::parse("describe")?,
-        Templates::parse(&[])?,
-        Some(a.top_k),
-        a.top_k,
-        &a.inputs,
-        captioner.as_deref(),
-    )
+    let run = LabelRun {
+        labels: a.labels.as_deref(),
+        templates: &a.templates,
+        top_k_json: Some(a.top_k),
+        top_k_table: a.top_k,
+        captioner: captioner.as_deref(),
+        force_clip: a.force_clip,
+    };
+    label_images(&a.common, &run, &a.inputs)
 }
 
 pub fn labels(a: LabelsArgs) -> Result<usize> {
-    let labels = LabelSet::parse(&a.labels)?;
-    let templates = Templates::parse(&a.templates)?;
-    label_images(&a.common, labels, templates, a.top_k, 5, &a.inputs, None)
+    let run = LabelRun {
+        labels: Some(&a.labels),
+        templates: &a.templates,
+        top_k_json: a.top_k,
+        top_k_table: 5,
+        captioner: None,
+        force_clip: false,
+    };
+    label_images(&a.common, &run, &a.inputs)
 }
 
-/// Scores every image against `labels`; with a captioner, a caption under each.
-fn label_images(
-    common: &CommonArgs,
-    labels: LabelSet,
-    templates: Templates,
+/// What `describe` and `labels` ask of [`label_images`].
+struct LabelRun<'a> {
+    /// The label set; `None`: the model's describe vocabulary.
+    labels: Option<&'a str>,
+    templates: &'a [String],
     top_k_json: Option<usize>,
     top_k_table: usize,
-    inputs: &[PathBuf],
-    captioner: Option<&str>,
-) -> Result<usize> {
+    captioner: Option<&'a str>,
+    force_clip: bool,
+}
+
+/// Scores every image against the label set; with a captioner, a caption under each.
+fn label_images(common: &CommonArgs, run: &LabelRun, inputs: &[PathBuf]) -> Result<usize> {
+    // Options are checked before any model is loaded.
+    let given_labels = run.labels.map(LabelSet::parse).transpose()?;
+    if !run.templates.is_empty() {
+        Templates::parse(run.templates)?;
+    }
     let (paths, failed) = gather(inputs);
     let dev = common.device.device()?;
-    let captioner = captioner
+    let captioner = run
+        .captioner
         .map(|c| Captioner::load_spec(c, &dev))
         .transpose()?;
     // With a captioner and no --model, use the CLIP model the captioner was trained with.
@@ -100,11 +126,25 @@ fn label_images(
         _ => common.model(),
     };
     let clip = ClipEncoder::load(&clip_spec, &dev)?;
+    if let Some(c) = &captioner {
+        c.check_clip(&clip, run.force_clip)?;
+    }
+    let labels = match given_labels {
+        Some(l) => l,
+        None => LabelSet::parse(
+            clip.defaults
+                .describe_labels
+                .as_deref()
+                .unwrap_or("describe"),
+        )?,
+    };
+    let (templates, origin) = clip.defaults.templates(run.templates, &clip.source.spec)?;
+    report(&format!("templates ({origin}): {}", templates.describe()));
     let classifier = ZeroShotClassifier::new(&clip, labels, templates)?;
     let top_k = if common.jsonl {
-        top_k_json
+        run.top_k_json
     } else {
-        Some(top_k_json.unwrap_or(top_k_table))
+        Some(run.top_k_json.unwrap_or(run.top_k_table))
     };
     let mut out = Out::new();
     for_each_image(&clip, &paths, common, failed, |path, embedding| {
@@ -133,15 +173,23 @@ fn print_labels(
     caption: Option<&str>,
 ) -> Result<()> {
     if jsonl {
-        let mut v = json!({"input": path.display().to_string(), "labels": labels});
-        if let Some(c) = caption {
-            v["caption"] = c.into();
+        // A struct, not json!: scores print as f32 (json! widens them to f64 digits).
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            input: String,
+            labels: &'a [LabelScore],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            caption: Option<&'a str>,
         }
-        out.line(&v.to_string())
+        out.json(&Line {
+            input: path.display().to_string(),
+            labels,
+            caption,
+        })
     } else {
         out.line(&path.display().to_string())?;
         for l in labels {
-            out.line(&format!("  {:<40} {:>6.3}", l.label, l.score))?;
+            out.line(&format!("  {} {:>6.3}", fit(&l.label, 40), l.score))?;
         }
         if let Some(c) = caption {
             out.line(&format!("  caption: {}", c.trim()))?;

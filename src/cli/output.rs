@@ -41,7 +41,57 @@ impl Out {
     }
 }
 
+/// `s` in exactly `width` terminal columns: padded with spaces, or cut with `…` when longer.
+/// Columns, not characters: a CJK character takes two, a combining mark none, so tables stay
+/// aligned whatever the labels are written in.
+pub fn fit(s: &str, width: usize) -> String {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    let w = s.width();
+    if w <= width {
+        return format!("{s}{}", " ".repeat(width - w));
+    }
+    let mut out = String::new();
+    let mut used = 0;
+    for c in s.chars() {
+        let cw = c.width().unwrap_or(0);
+        if used + cw + 1 > width {
+            break;
+        }
+        out.push(c);
+        used += cw;
+    }
+    out.push('…');
+    used += 1;
+    out + &" ".repeat(width.saturating_sub(used))
+}
+
 /// `skyscribe: <message>` on stderr; a closed stderr loses the message, never the run.
 pub fn report(message: &str) {
     let _ = writeln!(std::io::stderr(), "skyscribe: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+    use unicode_width::UnicodeWidthStr;
+
+    #[test]
+    fn columns_hold_their_width_for_any_script() {
+        for s in [
+            "forest",
+            "河流",
+            "港口和码头",
+            "e\u{301}tang",
+            "a label far longer than the column it has to fit in",
+            "長い長い長い長い長い長い長い長い長い長い長い",
+        ] {
+            let f = fit(s, 12);
+            assert_eq!(f.width(), 12, "{s:?} -> {f:?}");
+        }
+        assert_eq!(fit("forest", 8), "forest  ");
+        assert_eq!(fit("河流", 6), "河流  ");
+        assert!(fit("a label far longer", 8).ends_with('…'));
+        // A wide character that would straddle the edge is left out, the cell padded.
+        assert_eq!(fit("港口和码头", 6), "港口… ");
+    }
 }

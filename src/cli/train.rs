@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 
 use skyscribe::train::captioner::{CaptionerTrainOptions, train_captioner};
 use skyscribe::train::clip::{ClipTrainOptions, train_clip};
-use skyscribe::train::{RunOptions, TrainSummary};
+use skyscribe::train::run::EpochSink;
+use skyscribe::train::{EpochRecord, RunOptions, TrainSummary};
 
 use super::caption::MappingArg;
 use super::common::{CacheArgs, DeviceArg};
@@ -31,12 +32,12 @@ pub struct TrainCommon {
     /// Examples per step (default: captioner 40, CLIP 128).
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Peak learning rate after warm-up (default: captioner 2e-5, as the reference; CLIP 5e-4
-    /// from scratch, 1e-5 fine-tuning).
+    /// Peak learning rate after warm-up (default: captioner 2e-5 as the reference, 1e-3 with
+    /// GPT-2 from scratch; CLIP 1e-5 fine-tuning, 5e-4 from scratch).
     #[arg(long)]
     lr: Option<f64>,
-    /// Warm-up steps (default: captioner 5000, as the reference; CLIP 200 from scratch, 100
-    /// fine-tuning).
+    /// Warm-up steps (default: captioner 5000 as the reference, 300 with GPT-2 from scratch;
+    /// CLIP 100 fine-tuning, 200 from scratch).
     #[arg(long)]
     warmup: Option<usize>,
     /// AdamW weight decay on weight matrices (default: captioner 0.01, CLIP 0.1).
@@ -159,6 +160,11 @@ pub struct ClipArgs {
 pub fn run(cmd: TrainCommand) -> Result<usize> {
     let (summary, common) = match cmd {
         TrainCommand::Captioner(a) => {
+            let defaults = if a.gpt2_config.is_some() {
+                CaptionerTrainOptions::from_scratch()
+            } else {
+                CaptionerTrainOptions::default()
+            };
             let mut opts = CaptionerTrainOptions {
                 clip: a.clip,
                 gpt2: a.gpt2,
@@ -170,9 +176,10 @@ pub fn run(cmd: TrainCommand) -> Result<usize> {
                 num_layers: a.num_layers,
                 normalize_prefix: a.normalize_prefix,
                 cache: a.cache.dir(),
-                ..CaptionerTrainOptions::default()
+                ..defaults
             };
             a.common.apply(&mut opts.run);
+            opts.run.on_epoch = epoch_printer(a.common.jsonl);
             let dev = a.common.device.device()?;
             (train_captioner(&opts, &dev)?, a.common)
         }
@@ -186,38 +193,62 @@ pub fn run(cmd: TrainCommand) -> Result<usize> {
             opts.config = a.config;
             opts.augment = !a.no_augment;
             a.common.apply(&mut opts.run);
+            opts.run.on_epoch = epoch_printer(a.common.jsonl);
             let dev = a.common.device.device()?;
             (train_clip(&opts, &dev)?, a.common)
         }
     };
-    print_summary(&summary, common.jsonl, &common.out)?;
+    print_summary(&summary, &common.out);
     Ok(0)
 }
 
-fn print_summary(summary: &TrainSummary, jsonl: bool, out: &std::path::Path) -> Result<()> {
-    let mut w = Out::new();
-    if jsonl {
-        for r in &summary.history {
-            w.json(r)?;
+/// Each epoch's line as the run makes it: a table row, or a JSON line with `--jsonl`.
+fn epoch_printer(jsonl: bool) -> EpochSink {
+    let out = std::sync::Mutex::new(Out::new());
+    EpochSink::new(move |r: &EpochRecord| {
+        let mut out = out.lock().unwrap_or_else(|e| e.into_inner());
+        let written = if jsonl {
+            out.json(r)
+        } else {
+            out.line(&epoch_row(r))
+        };
+        if let Err(e) = written {
+            report(&format!("cannot write the epoch line: {e:#}"));
         }
-    } else {
-        for r in &summary.history {
-            let extra: Vec<String> = r
-                .metrics
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.3}"))
-                .collect();
-            w.line(&format!(
-                "epoch {:>3}  step {:>6}  train loss {:.4}  validation loss {}  {:.0} s  {}",
-                r.epoch,
-                r.step,
-                r.train_loss,
-                r.val_loss.map_or("-".into(), |v| format!("{v:.4}")),
-                r.seconds,
-                extra.join("  ")
-            ))?;
-        }
-    }
+    })
+}
+
+/// `epoch   3  step    120  train loss 1.2345  validation loss 1.3456  12 s  i→t r@1 0.125 …`,
+/// recalls in the order r@1, r@5, r@10.
+fn epoch_row(r: &EpochRecord) -> String {
+    let mut metrics: Vec<(&String, &f64)> = r.metrics.iter().collect();
+    let k_of = |name: &str| -> usize {
+        name.rsplit('@')
+            .next()
+            .and_then(|k| k.parse().ok())
+            .unwrap_or(0)
+    };
+    metrics.sort_by_key(|(name, _)| {
+        (
+            name.split("_r@").next().unwrap_or("").to_string(),
+            k_of(name),
+        )
+    });
+    let extra: Vec<String> = metrics.iter().map(|(k, v)| format!("{k} {v:.3}")).collect();
+    format!(
+        "epoch {:>3}  step {:>6}  train loss {:.4}  validation loss {}  {:.0} s  {}",
+        r.epoch,
+        r.step,
+        r.train_loss,
+        r.val_loss.map_or("-".into(), |v| format!("{v:.4}")),
+        r.seconds,
+        extra.join("  ")
+    )
+    .trim_end()
+    .to_string()
+}
+
+fn print_summary(summary: &TrainSummary, out: &std::path::Path) {
     report(&format!(
         "{} after {} steps in {:.0} s; model in {}",
         if summary.finished {
@@ -229,5 +260,35 @@ fn print_summary(summary: &TrainSummary, jsonl: bool, out: &std::path::Path) -> 
         summary.seconds,
         out.display()
     ));
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recalls_print_in_the_order_of_k() {
+        let r = EpochRecord {
+            epoch: 1,
+            step: 10,
+            train_loss: 1.0,
+            val_loss: None,
+            metrics: [
+                ("image_to_text_r@1", 0.1),
+                ("image_to_text_r@10", 0.3),
+                ("image_to_text_r@5", 0.2),
+                ("text_to_image_r@5", 0.5),
+                ("text_to_image_r@1", 0.4),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+            seconds: 1.0,
+        };
+        let row = epoch_row(&r);
+        let at = |s: &str| row.find(s).unwrap();
+        assert!(at("image_to_text_r@1 ") < at("image_to_text_r@5"), "{row}");
+        assert!(at("image_to_text_r@5") < at("image_to_text_r@10"), "{row}");
+        assert!(at("image_to_text_r@10") < at("text_to_image_r@1 "), "{row}");
+    }
 }

@@ -399,8 +399,9 @@ impl ScoredCaption {
 }
 
 /// Matches `(input, caption)` predictions to `refs` by file name and tokenises both
-/// ([`simple_tokenize`], unless `pretokenized`); a prediction without references is an error
-/// naming it and `refs_name`.
+/// ([`simple_tokenize`], unless `pretokenized`); a prediction without references, or a second
+/// prediction for the same image, is an error naming it and `refs_name`. References without a
+/// prediction are left out (their count is `refs.len()` minus the rows).
 pub fn match_references(
     predictions: &[(String, String)],
     refs: &HashMap<String, Vec<String>>,
@@ -416,11 +417,17 @@ pub fn match_references(
         }
     };
     let mut rows = Vec::with_capacity(predictions.len());
+    let mut seen: HashMap<String, &str> = HashMap::new();
     for (input, caption) in predictions {
         let name = std::path::Path::new(input)
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if let Some(first) = seen.insert(name.clone(), input) {
+            bail!(
+                "{input}: a second prediction for {name} (the first is {first}); predict each image once"
+            );
+        }
         let r = refs
             .get(&name)
             .with_context(|| format!("{input}: no reference captions for {name} in {refs_name}"))?;
@@ -515,5 +522,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("b.jpg") && err.contains("refs"), "{err}");
+        let twice = [
+            ("x/a.jpg".into(), "one".into()),
+            ("y/a.jpg".into(), "two".into()),
+        ];
+        let err = match_references(&twice, &refs, "refs", false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("second prediction for a.jpg"), "{err}");
     }
 }

@@ -85,8 +85,8 @@ fn decode_jpeg_like_pillow(bytes: &[u8], opts: &DecodeOptions) -> Result<Option<
             w,
             h,
             &DecodeOptions {
-                bands: None,
                 max_pixels,
+                ..DecodeOptions::default()
             },
         )?;
         let mut pixels = allocate::<u8>(w as u64 * h as u64 * 3)?;
@@ -348,7 +348,18 @@ fn bands_to_rgb(b: Bands, opts: &DecodeOptions) -> Result<RgbImage> {
         }
         // Grey (+alpha) repeats the grey band; otherwise the first three bands.
         None if b.count < 3 => vec![0],
-        None => vec![0, 1, 2],
+        None => {
+            if b.count > 3 {
+                opts.band_note.set(|| {
+                    format!(
+                        "images with {} bands: bands 1, 2, 3 were used as red, green, blue \
+                         (choose others with --bands, e.g. 4,3,2 for Sentinel-2's true colour)",
+                        b.count
+                    )
+                });
+            }
+            vec![0, 1, 2]
+        }
     };
     let pick: [usize; 3] = if chosen.len() == 1 {
         [chosen[0]; 3]

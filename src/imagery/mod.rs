@@ -35,6 +35,9 @@ pub struct DecodeOptions {
     pub bands: Option<Vec<usize>>,
     /// Files whose header claims more pixels than this are refused before decoding.
     pub max_pixels: u64,
+    /// Says which bands became red, green and blue when an image had more than three and no
+    /// `bands` were given (shared by the clones of these options: one note per run).
+    pub band_note: BandNote,
 }
 
 impl Default for DecodeOptions {
@@ -42,7 +45,23 @@ impl Default for DecodeOptions {
         Self {
             bands: None,
             max_pixels: DEFAULT_MAX_PIXELS,
+            band_note: BandNote::default(),
         }
+    }
+}
+
+/// The first default band choice of a run, kept for the caller to show once (four bands in
+/// Sentinel-2 order, B, G, R, NIR, would otherwise silently be shown as R, G, B = B, G, R).
+#[derive(Debug, Clone, Default)]
+pub struct BandNote(std::sync::Arc<std::sync::OnceLock<String>>);
+
+impl BandNote {
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
+
+    fn set(&self, note: impl FnOnce() -> String) {
+        self.0.get_or_init(note);
     }
 }
 

@@ -486,6 +486,16 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
     if train_images.len() < 2 {
         bail!("{}: too few images to train on", opts.run.data);
     }
+    if !opts.run.quiet && (2..=10).contains(&val_images.len()) {
+        crate::progress::say(
+            &indicatif::ProgressBar::hidden(),
+            &format!(
+                "note: {} validation images: retrieval recall@k is 1 by construction for k ≥ {}",
+                val_images.len(),
+                val_images.len()
+            ),
+        );
+    }
     let val_pixels: Vec<Vec<f32>> = val_images
         .par_iter()
         .map(|&i| preprocessor.preprocess(&bank.images[i]))

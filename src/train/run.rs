@@ -64,6 +64,32 @@ pub struct RunOptions {
     /// No progress bar and no epoch lines (library callers, tests).
     #[serde(skip)]
     pub quiet: bool,
+    /// Receives each epoch's record as the run makes it (the command line prints it as a
+    /// result line); without one, a line is logged on stderr unless `quiet`.
+    #[serde(skip)]
+    pub on_epoch: EpochSink,
+}
+
+type EpochFn = dyn Fn(&EpochRecord) + Send + Sync;
+
+/// A receiver of [`EpochRecord`]s, shared by clones of the options.
+#[derive(Clone, Default)]
+pub struct EpochSink(Option<std::sync::Arc<EpochFn>>);
+
+impl EpochSink {
+    pub fn new(f: impl Fn(&EpochRecord) + Send + Sync + 'static) -> Self {
+        Self(Some(std::sync::Arc::new(f)))
+    }
+}
+
+impl std::fmt::Debug for EpochSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "EpochSink(set)"
+        } else {
+            "EpochSink(none)"
+        })
+    }
 }
 
 impl Default for RunOptions {
@@ -85,6 +111,7 @@ impl Default for RunOptions {
             stop_after: None,
             out: PathBuf::new(),
             quiet: false,
+            on_epoch: EpochSink::default(),
         }
     }
 }
@@ -328,8 +355,10 @@ pub fn train(
                 metrics,
                 seconds: epoch_started.elapsed().as_secs_f64(),
             };
-            if !run.quiet {
-                progress::say(&bar, &epoch_line(&record));
+            match &run.on_epoch.0 {
+                Some(sink) => bar.suspend(|| sink(&record)),
+                None if !run.quiet => progress::say(&bar, &epoch_line(&record)),
+                None => {}
             }
             state.history.push(record);
             state.epoch_loss_sum = 0.0;
@@ -371,7 +400,7 @@ pub fn train(
 }
 
 /// `epoch 3: train loss 1.2345, validation loss 1.3456, image_to_text_r@1 0.123, …`
-fn epoch_line(r: &EpochRecord) -> String {
+pub fn epoch_line(r: &EpochRecord) -> String {
     let recalls: String = r
         .metrics
         .iter()

@@ -376,6 +376,21 @@ fn multi_band_16_bit_tiff_with_band_choice() {
             .len(),
         10
     );
+    assert!(!run.stderr.contains("were used"), "{}", run.stderr);
+    // Without --bands the default choice is said, once per run.
+    let run = skyscribe(&[
+        "labels",
+        "--model",
+        &model("tiny-a"),
+        "--labels",
+        "eurosat",
+        path.to_str().unwrap(),
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let notes = run.stderr.matches("bands 1, 2, 3 were used").count();
+    assert_eq!(notes, 1, "{}", run.stderr);
+    assert!(run.stderr.contains("4 bands"), "{}", run.stderr);
 }
 
 #[test]

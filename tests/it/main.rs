@@ -10,6 +10,7 @@ mod clip_parity;
 mod clipcap;
 mod common;
 mod eval;
+mod first_hour;
 mod gpt2_parity;
 mod layers;
 mod preprocess_parity;

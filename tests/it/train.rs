@@ -257,6 +257,7 @@ fn captioner_options(data_dir: &Path, out: &Path, epochs: usize) -> CaptionerTra
             stop_after: None,
             out: out.to_path_buf(),
             quiet: true,
+            ..RunOptions::default()
         },
         clip: common::tiny_clip("tiny-a").display().to_string(),
         gpt2: None,
@@ -409,6 +410,7 @@ fn clip_options(data_dir: &Path, out: &Path, epochs: usize) -> ClipTrainOptions 
             stop_after: None,
             out: out.to_path_buf(),
             quiet: true,
+            ..RunOptions::default()
         },
         init: None,
         config: Some(tiny_clip_config(data_dir).display().to_string()),

@@ -250,6 +250,26 @@ fn a_trained_clip_folder_round_trips_through_every_command() {
         .collect();
     assert_eq!(lines.len(), 2);
     assert!(lines[1]["metrics"]["image_to_text_r@1"].as_f64().is_some());
+    // Each epoch is reported once: on stdout, not again on stderr.
+    assert!(!r.stderr.contains("epoch 1"), "{}", r.stderr);
+    // Weights are readable by others on a shared machine, as config.json is.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |f: &str| {
+            std::fs::metadata(model.join(f))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("model.safetensors"), mode("config.json"));
+        assert_eq!(
+            mode("model.safetensors") & 0o044,
+            0o044,
+            "not readable by others"
+        );
+    }
     for f in [
         "config.json",
         "model.safetensors",
@@ -367,4 +387,28 @@ fn a_trained_clip_folder_round_trips_through_every_command() {
     let last: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
     // Each image's nearest neighbour in its own set is itself: its caption is a reference.
     assert!(last["corpus"]["cider_d"].as_f64().unwrap() > 3.0, "{last}");
+}
+
+#[test]
+fn from_scratch_runs_get_from_scratch_defaults_and_a_warm_up_warning() {
+    let Some(data) = common::data_root("from_scratch_defaults") else {
+        return;
+    };
+    let ok: &[&str] = &["a plane is parked .", "an airport ."];
+    let rows: Vec<(&str, &[&str])> =
+        vec![("a.jpg", ok), ("b.jpg", ok), ("c.jpg", ok), ("d.jpg", ok)];
+    let dir = caption_folder(&data, "scratch-defaults", &rows);
+    // GPT-2 from scratch: lr 1e-3 after 300 warm-up steps, not the fine-tuning 2e-5 / 5,000.
+    let out = common::scratch("scratch-defaults-captioner");
+    let r = train_captioner(&dir, &out, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let state = common::read_json(&out.join("checkpoint/state.json"));
+    assert_eq!(state["options"]["lr"], 1e-3);
+    assert_eq!(state["options"]["warmup"], 300);
+    // Both trainers say before starting that the warm-up outlasts the run.
+    assert!(r.stderr.contains("warm-up (300 steps)"), "{}", r.stderr);
+    let cfg = tiny_clip_file(&dir, 8);
+    let r = train_clip(&dir, &common::scratch("scratch-defaults-clip"), &cfg, "1");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("warm-up (200 steps)"), "{}", r.stderr);
 }
