@@ -5,6 +5,7 @@
 pub mod captions;
 pub mod meteor;
 pub mod metrics;
+pub mod plot;
 pub mod report;
 
 use std::collections::HashMap;
@@ -90,7 +91,12 @@ pub fn check_label_sets(dataset: &dyn Dataset, label_sets: &[LabelSet]) -> Resul
 #[derive(Debug, Clone, Serialize)]
 pub struct GridResult {
     pub labels: String,
+    /// The variant's name: a template, a template set's name, or `ensemble of all`.
     pub templates: String,
+    /// The templates behind the variant, each with its `{}`.
+    pub template_list: Vec<String>,
+    /// Labels in the set (chance level of top-1 is one over this).
+    pub label_count: usize,
     pub single: Option<SingleLabelMetrics>,
     pub multi: Option<MultiLabelMetrics>,
     /// Per evaluated image: every label's probability, in label-set order.
@@ -259,6 +265,7 @@ pub fn evaluate(
         }
         let last = cells.len() - 1;
         for (ci, (tname, templates)) in cells.into_iter().enumerate() {
+            let template_list = templates.0.clone();
             let classifier = ZeroShotClassifier::new(clip, set.clone(), templates)?;
             let probabilities: Vec<Vec<f32>> = idx
                 .iter()
@@ -285,6 +292,8 @@ pub fn evaluate(
             let cell = GridResult {
                 labels: set.source.clone(),
                 templates: tname,
+                template_list,
+                label_count: names.len(),
                 single,
                 multi: multi_m,
                 probabilities,

@@ -6,21 +6,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use plotters::prelude::*;
 use serde::Serialize;
 
 use super::metrics::{most_confused, spread};
+use super::plot::{self, Titles};
 use super::{Evaluation, GridResult};
 use crate::atomic::write_file;
-
-static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-
-fn register_font() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
-    });
-}
 
 /// How much the wording moves the headline number.
 #[derive(Debug, Clone, Serialize)]
@@ -96,11 +87,68 @@ fn pct(x: f64) -> String {
     format!("{:.1} %", 100.0 * x)
 }
 
+/// `` `a {}`, `b {}` ``, or `ensemble of all: …` listing what the ensemble holds.
+fn templates_cell(g: &GridResult) -> String {
+    let list: Vec<String> = g.template_list.iter().map(|t| format!("`{t}`")).collect();
+    if g.templates == "ensemble of all" {
+        format!("ensemble of all: {}", list.join(", "))
+    } else {
+        list.join(", ")
+    }
+}
+
+/// The main label set's headline: the ensemble (the main result) beside the best single
+/// template, and chance, so a strong single wording is never hidden under a weaker ensemble.
+fn headline(md: &mut String, eval: &Evaluation) {
+    let metric = if eval.multi_label { "mAP" } else { "top-1" };
+    let set = &eval.main.labels;
+    let cells: Vec<&GridResult> = eval.grid.iter().filter(|g| &g.labels == set).collect();
+    let singles: Vec<&&GridResult> = cells
+        .iter()
+        .filter(|g| g.templates != "ensemble of all")
+        .collect();
+    let _ = writeln!(md, "## Headline\n\n| `{set}` | {metric} |\n|---|---:|");
+    if let Some(best) = singles
+        .iter()
+        .max_by(|a, b| a.headline().total_cmp(&b.headline()))
+        .filter(|_| singles.len() > 1)
+    {
+        let _ = writeln!(
+            md,
+            "| ensemble of all {} templates (the main result below) | {} |",
+            eval.main.template_list.len(),
+            pct(eval.main.headline())
+        );
+        let _ = writeln!(
+            md,
+            "| best single template: {} | {} |",
+            templates_cell(best),
+            pct(best.headline())
+        );
+    } else {
+        let _ = writeln!(
+            md,
+            "| {} | {} |",
+            templates_cell(&eval.main),
+            pct(eval.main.headline())
+        );
+    }
+    if !eval.multi_label {
+        let _ = writeln!(
+            md,
+            "| chance (one of {} labels) | {} |",
+            eval.main.label_count,
+            pct(1.0 / eval.main.label_count.max(1) as f64)
+        );
+    }
+    md.push('\n');
+}
+
 fn markdown(eval: &Evaluation, sens: &[Sensitivity], plots: &[(&str, &str)]) -> String {
     let mut md = String::new();
     let m = &eval.main;
     let _ = writeln!(md, "# Zero-shot evaluation\n");
-    let _ = writeln!(md, "| | |\n|---|---|");
+    let _ = writeln!(md, "| setting | value |\n|---|---|");
     let _ = writeln!(md, "| dataset | `{}` |", eval.dataset);
     let _ = writeln!(md, "| model | `{}` |", eval.model);
     let _ = writeln!(
@@ -109,7 +157,7 @@ fn markdown(eval: &Evaluation, sens: &[Sensitivity], plots: &[(&str, &str)]) -> 
         m.labels,
         eval.label_names.len()
     );
-    let _ = writeln!(md, "| templates | {} |", m.templates);
+    let _ = writeln!(md, "| templates | {} |", templates_cell(m));
     let _ = writeln!(
         md,
         "| images | {} evaluated of {} ({} unreadable) |",
@@ -129,6 +177,7 @@ fn markdown(eval: &Evaluation, sens: &[Sensitivity], plots: &[(&str, &str)]) -> 
             eval.unmapped_classes.join(", ")
         );
     }
+    headline(&mut md, eval);
     if let Some(s) = &m.single {
         let _ = writeln!(md, "## Accuracy\n\n| metric | value |\n|---|---|");
         let _ = writeln!(
@@ -268,19 +317,24 @@ fn html(md: &str, dir: &Path) -> Result<String> {
             .replace('`', "")
     };
     let mut in_table = false;
-    for line in md.lines() {
+    let lines: Vec<&str> = md.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let line = *line;
         if line.starts_with('|') {
-            if line.contains("---") {
+            if line.starts_with("|---") {
                 continue;
             }
+            let header = lines.get(i + 1).is_some_and(|l| l.starts_with("|---"));
             if !in_table {
                 out.push_str("<table>\n");
                 in_table = true;
             }
+            // The row above a table's `|---|` line is its header.
+            let cell = if header { "th" } else { "td" };
             let cells: Vec<String> = line
                 .trim_matches('|')
                 .split('|')
-                .map(|c| format!("<td>{}</td>", esc(c.trim())))
+                .map(|c| format!("<{cell}>{}</{cell}>", esc(c.trim())))
                 .collect();
             let _ = writeln!(out, "<tr>{}</tr>", cells.join(""));
             continue;
@@ -334,144 +388,29 @@ fn base64(bytes: &[u8]) -> String {
     s
 }
 
-fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("plot: {e:?}")
-}
-
-fn confusion_png(path: &Path, names: &[String], confusion: &[Vec<usize>]) -> Result<()> {
-    register_font();
-    let n = names.len();
-    let cell = (600 / n.max(1)).clamp(12, 60) as u32;
-    let margin = 200u32;
-    let size = (margin + cell * n as u32 + 20, margin + cell * n as u32 + 40);
-    let mut pixels = vec![0u8; (size.0 * size.1 * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let font = ("sans-serif", (cell as f64 * 0.35).clamp(9.0, 14.0)).into_font();
-        root.draw(&Text::new(
-            "rows: true class · columns: predicted · colour: share of the row",
-            (10, 10),
-            font.clone(),
-        ))
-        .map_err(plot_err)?;
-        for (t, row) in confusion.iter().enumerate() {
-            let total: usize = row.iter().sum();
-            for (p, &c) in row.iter().enumerate() {
-                let share = if total > 0 {
-                    c as f64 / total as f64
-                } else {
-                    0.0
-                };
-                let (x0, y0) = (
-                    (margin + p as u32 * cell) as i32,
-                    (margin + t as u32 * cell) as i32,
-                );
-                let color = RGBColor(
-                    (255.0 * (1.0 - share * 0.85)) as u8,
-                    (255.0 * (1.0 - share * 0.6)) as u8,
-                    255,
-                );
-                root.draw(&Rectangle::new(
-                    [(x0, y0), (x0 + cell as i32, y0 + cell as i32)],
-                    color.filled(),
-                ))
-                .map_err(plot_err)?;
-                if c > 0 {
-                    root.draw(&Text::new(
-                        c.to_string(),
-                        (x0 + 2, y0 + cell as i32 / 3),
-                        font.clone(),
-                    ))
-                    .map_err(plot_err)?;
-                }
-            }
-            root.draw(&Text::new(
-                names[t].clone(),
-                (5, (margin + t as u32 * cell + cell / 3) as i32),
-                font.clone(),
-            ))
-            .map_err(plot_err)?;
-        }
-        for (p, name) in names.iter().enumerate() {
-            let style = font.clone().transform(FontTransform::Rotate270);
-            root.draw(&Text::new(
-                name.clone(),
-                (
-                    (margin + p as u32 * cell + cell / 4) as i32,
-                    margin as i32 - 5,
-                ),
-                style,
-            ))
-            .map_err(plot_err)?;
-        }
-        root.present().map_err(plot_err)?;
-    }
-    save_png(path, size.0, size.1, pixels)
-}
-
-fn bars_png(path: &Path, title: &str, bars: &[(String, f64)]) -> Result<()> {
-    register_font();
-    let height = 80 + 22 * bars.len() as u32;
-    let mut pixels = vec![0u8; (900 * height * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut pixels, (900, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin(10)
-            .x_label_area_size(30)
-            .y_label_area_size(320)
-            .build_cartesian_2d(0.0..1.0f64, (0..bars.len()).into_segmented())
-            .map_err(plot_err)?;
-        let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(bars.len())
-            .y_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
-                _ => String::new(),
-            })
-            .x_label_formatter(&|v| format!("{:.0} %", v * 100.0))
-            .label_style(("sans-serif", 13))
-            .draw()
-            .map_err(plot_err)?;
-        chart
-            .draw_series(bars.iter().enumerate().map(|(i, (_, v))| {
-                Rectangle::new(
-                    [
-                        (0.0, SegmentValue::Exact(i)),
-                        (*v, SegmentValue::Exact(i + 1)),
-                    ],
-                    BLUE.mix(0.6).filled(),
-                )
-            }))
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-    }
-    save_png(path, 900, height, pixels)
-}
-
-/// Encodes an RGB buffer as PNG, atomically.
-fn save_png(path: &Path, width: u32, height: u32, pixels: Vec<u8>) -> Result<()> {
-    let img = image::RgbImage::from_raw(width, height, pixels)
-        .ok_or_else(|| anyhow::anyhow!("plot buffer has the wrong size"))?;
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .with_context(|| format!("{}: cannot encode PNG", path.display()))?;
-    write_file(path, &bytes)
-}
-
 /// Writes the report into `dir` (created if needed).
 pub fn write(eval: &Evaluation, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("{}: cannot create report folder", dir.display()))?;
     let sens = sensitivity(eval);
     let mut plots = Vec::new();
+    let wording = match eval.main.template_list.as_slice() {
+        [one] => format!("\"{one}\""),
+        many => format!("ensemble of {} templates", many.len()),
+    };
+    let subtitle = format!(
+        "{} · {} · {} · {} images",
+        eval.model, eval.dataset, wording, eval.evaluated
+    );
+    let titled = |title: &'static str| Titles {
+        title,
+        subtitle: &subtitle,
+    };
+    // Classes by score, best first (ties A→Z): the picture reads as a ranking.
+    let ranked = |mut rows: Vec<(String, f64)>| {
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        rows
+    };
     if let Some(s) = &eval.main.single {
         let mut csv = String::from("true\\predicted");
         for n in &eval.label_names {
@@ -486,48 +425,64 @@ pub fn write(eval: &Evaluation, dir: &Path) -> Result<()> {
             csv.push('\n');
         }
         write_file(&dir.join("confusion.csv"), csv.as_bytes())?;
-        confusion_png(&dir.join("confusion.png"), &eval.label_names, &s.confusion)?;
+        plot::confusion(
+            &dir.join("confusion.png"),
+            &titled("Confusion matrix"),
+            &eval.label_names,
+            &s.confusion,
+        )?;
         plots.push(("Confusion matrix", "confusion.png"));
-        let bars: Vec<(String, f64)> = s
+        let rows = s
             .per_class
             .iter()
             .map(|c| (c.class.clone(), c.recall.unwrap_or(0.0)))
             .collect();
-        bars_png(
+        plot::bars(
             &dir.join("per_class.png"),
-            "Per-class accuracy (recall)",
-            &bars,
+            &titled("Per-class accuracy (recall)"),
+            &ranked(rows),
+            Some(1.0 / eval.main.label_count.max(1) as f64),
         )?;
         plots.push(("Per-class accuracy", "per_class.png"));
     }
     if let Some(m) = &eval.main.multi {
-        let bars: Vec<(String, f64)> = m
+        let rows = m
             .average_precision
             .iter()
             .filter_map(|(n, a)| Some((n.clone(), (*a)?)))
             .collect();
-        bars_png(
+        plot::bars(
             &dir.join("per_class.png"),
-            "Average precision per label",
-            &bars,
+            &titled("Average precision per label"),
+            &ranked(rows),
+            None,
         )?;
         plots.push(("Per-label average precision", "per_class.png"));
     }
-    let grid_bars: Vec<(String, f64)> = eval
-        .grid
-        .iter()
-        .map(|g| (format!("{} · {}", g.labels, g.templates), g.headline()))
-        .collect();
-    bars_png(
-        &dir.join("sensitivity.png"),
-        if eval.multi_label {
-            "mAP by wording"
-        } else {
-            "Top-1 accuracy by wording"
-        },
-        &grid_bars,
-    )?;
-    plots.push(("Template sensitivity", "sensitivity.png"));
+    // One bar per wording; with a single wording there is nothing to compare.
+    if eval.grid.len() > 1 {
+        let rows: Vec<(String, f64)> = eval
+            .grid
+            .iter()
+            .map(|g| (format!("{} · {}", g.labels, g.templates), g.headline()))
+            .collect();
+        let counts: Vec<usize> = eval.grid.iter().map(|g| g.label_count).collect();
+        let chance = (!eval.multi_label && counts.iter().all(|&c| c == counts[0]))
+            .then(|| 1.0 / counts[0].max(1) as f64);
+        plot::bars(
+            &dir.join("sensitivity.png"),
+            &titled(if eval.multi_label {
+                "mAP by wording (label set · template)"
+            } else {
+                "Top-1 accuracy by wording (label set · template)"
+            }),
+            &rows,
+            chance,
+        )?;
+        plots.push(("Template sensitivity", "sensitivity.png"));
+    } else {
+        let _ = std::fs::remove_file(dir.join("sensitivity.png"));
+    }
 
     let mut jsonl = String::new();
     for p in &eval.predictions {

@@ -377,6 +377,22 @@ fn eval_report_and_per_image_lines_recompute_to_the_summary() {
     assert!(png.width() > 300);
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert!(md.contains(&format!("{:.1} %", 100.0 * top1)), "{md}");
+    // The headline names the ensemble's templates and the best single one beside it.
+    assert!(md.contains("## Headline"), "{md}");
+    assert!(
+        md.contains(
+            "ensemble of all: `a satellite photo of {}.`, `a centered satellite photo of {}.`"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("| best single template: "), "{md}");
+    // HTML tables open with a header row, never an empty one.
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("<table>\n<tr><th>").count(),
+        html.matches("<table>").count()
+    );
+    assert!(!html.contains("<th></th><th></th>"));
     assert_eq!(
         std::fs::read_to_string(report.join("predictions.jsonl"))
             .unwrap()
@@ -384,4 +400,27 @@ fn eval_report_and_per_image_lines_recompute_to_the_summary() {
             .count(),
         100
     );
+    // One label set, one template: nothing to compare, so no sensitivity picture.
+    let single = dir.join("report-single");
+    let out = skyscribe(&[
+        "eval",
+        "zero-shot",
+        "--model",
+        &model,
+        "--dataset",
+        &dataset,
+        "--split",
+        split.to_str().unwrap(),
+        "--labels",
+        "eurosat",
+        "--no-cache",
+        "--report",
+        single.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(single.join("confusion.png").is_file());
+    assert!(!single.join("sensitivity.png").exists());
+    let md = std::fs::read_to_string(single.join("report.md")).unwrap();
+    assert!(!md.contains("best single template"), "{md}");
+    assert!(md.contains("chance (one of 10 labels) | 10.0 %"), "{md}");
 }
