@@ -159,6 +159,23 @@ impl From<MappingArg> for MappingType {
     }
 }
 
+/// The shapes of a ClipCap mapping network (the reference's option names and defaults).
+#[derive(Args)]
+pub struct MapperShapeArgs {
+    /// K: GPT-2 embeddings the mapper writes.
+    #[arg(long, default_value_t = 10)]
+    pub prefix_length: usize,
+    /// Tokens the CLIP embedding is spread over (transformer mapper).
+    #[arg(long, default_value_t = 10)]
+    pub clip_length: usize,
+    /// Transformer mapper layers.
+    #[arg(long, default_value_t = 8)]
+    pub num_layers: usize,
+    /// L2-normalise CLIP embeddings before the mapper.
+    #[arg(long)]
+    pub normalize_prefix: bool,
+}
+
 #[derive(Args)]
 pub struct ImportArgs {
     /// The `.pt` state dict (clip_project.* and gpt.* tensors).
@@ -173,18 +190,8 @@ pub struct ImportArgs {
     /// The mapping network of the checkpoint.
     #[arg(long, value_enum)]
     mapping: MappingArg,
-    /// K: GPT-2 embeddings the mapper writes.
-    #[arg(long, default_value_t = 10)]
-    prefix_length: usize,
-    /// Tokens the CLIP embedding is spread over (transformer mapper).
-    #[arg(long, default_value_t = 10)]
-    clip_length: usize,
-    /// Transformer mapper layers.
-    #[arg(long, default_value_t = 8)]
-    num_layers: usize,
-    /// The checkpoint was trained on L2-normalised CLIP embeddings.
-    #[arg(long)]
-    normalize_prefix: bool,
+    #[command(flatten)]
+    shape: MapperShapeArgs,
     /// The captioner folder to write (must not exist).
     #[arg(long)]
     out: PathBuf,
@@ -202,10 +209,10 @@ pub fn import(a: ImportArgs) -> Result<usize> {
             clip_spec: &a.clip,
             prefix_size: clip_config.projection_dim,
             mapping_type: a.mapping.into(),
-            prefix_length: a.prefix_length,
-            clip_length: a.clip_length,
-            num_layers: a.num_layers,
-            normalize_prefix: a.normalize_prefix,
+            prefix_length: a.shape.prefix_length,
+            clip_length: a.shape.clip_length,
+            num_layers: a.shape.num_layers,
+            normalize_prefix: a.shape.normalize_prefix,
         },
         &a.out,
     )?;

@@ -12,7 +12,7 @@ use skyscribe::train::clip::{ClipTrainOptions, train_clip};
 use skyscribe::train::run::EpochSink;
 use skyscribe::train::{EpochRecord, RunOptions, TrainSummary};
 
-use super::caption::MappingArg;
+use super::caption::{MapperShapeArgs, MappingArg};
 use super::common::{CacheArgs, DeviceArg};
 use super::output::{Out, report};
 
@@ -126,18 +126,8 @@ pub struct CaptionerArgs {
     /// The mapping network.
     #[arg(long, value_enum, default_value_t = MappingArg::Mlp)]
     mapping: MappingArg,
-    /// K: GPT-2 embeddings the mapper writes.
-    #[arg(long, default_value_t = 10)]
-    prefix_length: usize,
-    /// Tokens the CLIP embedding is spread over (transformer mapper).
-    #[arg(long, default_value_t = 10)]
-    clip_length: usize,
-    /// Transformer mapper layers.
-    #[arg(long, default_value_t = 8)]
-    num_layers: usize,
-    /// L2-normalise CLIP embeddings before the mapper.
-    #[arg(long)]
-    normalize_prefix: bool,
+    #[command(flatten)]
+    shape: MapperShapeArgs,
     #[command(flatten)]
     cache: CacheArgs,
 }
@@ -171,10 +161,10 @@ pub fn run(cmd: TrainCommand) -> Result<usize> {
                 gpt2_config: a.gpt2_config,
                 train_gpt2: a.train_gpt2,
                 mapping: a.mapping.into(),
-                prefix_length: a.prefix_length,
-                clip_length: a.clip_length,
-                num_layers: a.num_layers,
-                normalize_prefix: a.normalize_prefix,
+                prefix_length: a.shape.prefix_length,
+                clip_length: a.shape.clip_length,
+                num_layers: a.shape.num_layers,
+                normalize_prefix: a.shape.normalize_prefix,
                 cache: a.cache.dir(),
                 ..defaults
             };

@@ -291,13 +291,7 @@ pub fn read_references(path: &std::path::Path) -> anyhow::Result<HashMap<String,
     if text.trim_start().starts_with('{')
         && text.lines().filter(|l| !l.trim().is_empty()).count() > 1
     {
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let v: serde_json::Value = serde_json::from_str(line)
-                .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+        for (i, v) in json_lines(path, &text)? {
             let name = v["filename"]
                 .as_str()
                 .ok_or_else(|| anyhow!("{}:{}: no \"filename\"", path.display(), i + 1))?;
@@ -343,19 +337,31 @@ pub fn read_references(path: &std::path::Path) -> anyhow::Result<HashMap<String,
     Ok(refs)
 }
 
+/// The non-blank lines of a JSON Lines file, parsed, with their 0-based line index; a line
+/// that is not JSON is an error naming the file and line.
+fn json_lines(
+    path: &std::path::Path,
+    text: &str,
+) -> anyhow::Result<Vec<(usize, serde_json::Value)>> {
+    use anyhow::Context;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, line)| {
+            let v = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+            Ok((i, v))
+        })
+        .collect()
+}
+
 /// `{"input", "caption"}` lines, as `caption --jsonl` writes them.
 pub fn read_predictions(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
     use anyhow::{Context, bail};
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read predictions", path.display()))?;
     let mut rows = Vec::new();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}:{}: not JSON", path.display(), i + 1))?;
+    for (i, v) in json_lines(path, &text)? {
         let input = v["input"]
             .as_str()
             .with_context(|| format!("{}:{}: no \"input\"", path.display(), i + 1))?;

@@ -308,15 +308,32 @@ fn markdown(eval: &Evaluation, sens: &[Sensitivity], plots: &[(&str, &str)]) -> 
 fn html(md: &str, dir: &Path) -> Result<String> {
     // A small Markdown subset (headings, tables, paragraphs, images) is all the report uses.
     let mut out = String::from(
-        "<!doctype html><meta charset=utf-8><title>skyscribe report</title><style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}img{max-width:100%}</style>\n",
+        "<!doctype html><meta charset=utf-8><title>skyscribe report</title><style>body{font-family:sans-serif;max-width:60em;margin:2em auto}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}th{background:#f3f3f3}.num{text-align:right}code{background:#f3f3f3;padding:0 .2em}img{max-width:100%}</style>\n",
     );
+    // Escaped text, with `code` spans as <code> (templates keep their visible edges).
     let esc = |s: &str| {
-        s.replace('&', "&amp;")
+        let plain = s
+            .replace('&', "&amp;")
             .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('`', "")
+            .replace('>', "&gt;");
+        let mut out = String::new();
+        for (i, part) in plain.split('`').enumerate() {
+            if i % 2 == 1 {
+                let _ = write!(out, "<code>{part}</code>");
+            } else {
+                out.push_str(part);
+            }
+        }
+        out
+    };
+    let split_row = |line: &str| -> Vec<String> {
+        line.trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .collect()
     };
     let mut in_table = false;
+    let mut right: Vec<bool> = Vec::new();
     let lines: Vec<&str> = md.lines().collect();
     for (i, line) in lines.iter().enumerate() {
         let line = *line;
@@ -324,17 +341,30 @@ fn html(md: &str, dir: &Path) -> Result<String> {
             if line.starts_with("|---") {
                 continue;
             }
-            let header = lines.get(i + 1).is_some_and(|l| l.starts_with("|---"));
+            // The row above a table's `|---|` line is its header; `---:` aligns right.
+            let header = match lines.get(i + 1).filter(|l| l.starts_with("|---")) {
+                Some(rule) => {
+                    right = split_row(rule).iter().map(|c| c.ends_with(':')).collect();
+                    true
+                }
+                None => false,
+            };
             if !in_table {
                 out.push_str("<table>\n");
                 in_table = true;
             }
-            // The row above a table's `|---|` line is its header.
             let cell = if header { "th" } else { "td" };
-            let cells: Vec<String> = line
-                .trim_matches('|')
-                .split('|')
-                .map(|c| format!("<{cell}>{}</{cell}>", esc(c.trim())))
+            let cells: Vec<String> = split_row(line)
+                .iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    let align = if right.get(k) == Some(&true) {
+                        " class=num"
+                    } else {
+                        ""
+                    };
+                    format!("<{cell}{align}>{}</{cell}>", esc(c))
+                })
                 .collect();
             let _ = writeln!(out, "<tr>{}</tr>", cells.join(""));
             continue;

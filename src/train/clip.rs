@@ -466,6 +466,13 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
         }
     }
     let preprocessor = Preprocessor::from_file(&preprocessor_path)?;
+    // A fine-tuned model starts with its base's usage defaults (templates, vocabulary).
+    if let Some(dir) = init_dir.as_ref().filter(|_| !start.is_resumed()) {
+        let defaults = dir.file(crate::hub::DEFAULTS_FILE);
+        if defaults.is_file() {
+            crate::atomic::copy_file(&defaults, &out.join(crate::hub::DEFAULTS_FILE))?;
+        }
+    }
     crate::atomic::write_file(
         &out.join("config.json"),
         serde_json::to_string_pretty(&config)?.as_bytes(),

@@ -412,3 +412,34 @@ fn from_scratch_runs_get_from_scratch_defaults_and_a_warm_up_warning() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("warm-up (200 steps)"), "{}", r.stderr);
 }
+
+#[test]
+fn fine_tuning_keeps_the_models_usage_defaults() {
+    let Some(data) = common::data_root("fine_tune_defaults") else {
+        return;
+    };
+    let ok: &[&str] = &["a plane is parked .", "an airport ."];
+    let rows: Vec<(&str, &[&str])> =
+        vec![("a.jpg", ok), ("b.jpg", ok), ("c.jpg", ok), ("d.jpg", ok)];
+    let dir = caption_folder(&data, "fine-tune-defaults", &rows);
+    let out = common::scratch("fine-tune-defaults-out");
+    let r = skyscribe(&[
+        "train",
+        "clip",
+        "--data",
+        &format!("rsicd:{}", dir.display()),
+        "--init",
+        "skyscribe-mini",
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--val-fraction",
+        "0",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let defaults = common::read_json(&out.join("skyscribe.json"));
+    assert_eq!(defaults["templates"][0], "this is a {} .");
+}
