@@ -1,6 +1,8 @@
 //! Zero-shot evaluation on labelled data: embed every image once (through the cache), score it
 //! against each label set × template variant of a grid, and measure how often CLIP is right and
-//! how much the wording matters.
+//! how much the wording matters. Submodules: [`metrics`] (classification measures), [`report`]
+//! (report.md/html, CSV, JSON) and [`plot`] (its pictures), [`captions`] and [`meteor`] (caption
+//! metrics, the nearest-neighbour baseline).
 
 pub mod captions;
 pub mod meteor;
