@@ -293,28 +293,38 @@ fn eval_report_and_per_image_lines_recompute_to_the_summary() {
         tiny_clip("tiny-a").display().to_string(),
         format!("folder:{}", d.join("eurosat/images").display()),
     );
-    let out = skyscribe(&[
-        "eval",
-        "zero-shot",
-        "--model",
-        &model,
-        "--dataset",
-        &dataset,
-        "--split",
-        split.to_str().unwrap(),
-        "--labels",
-        "eurosat",
-        "--labels",
-        "eurosat-reduced",
-        "--template",
-        "satellite",
-        "--template",
-        "eurosat",
-        "--jsonl",
-        "--no-cache",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    // The tiny model on the split, uncached, with a report in `report`; `extra` adds wordings.
+    let evaluate = |extra: &[&str], report: &Path| {
+        let mut args = vec![
+            "eval",
+            "zero-shot",
+            "--model",
+            &model,
+            "--dataset",
+            &dataset,
+            "--split",
+            split.to_str().unwrap(),
+            "--labels",
+            "eurosat",
+            "--no-cache",
+            "--report",
+            report.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        skyscribe(&args)
+    };
+    let out = evaluate(
+        &[
+            "--labels",
+            "eurosat-reduced",
+            "--template",
+            "satellite",
+            "--template",
+            "eurosat",
+            "--jsonl",
+        ],
+        &report,
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let rows = json_lines(&out.stdout);
     let (summary, images) = rows.split_last().unwrap();
@@ -402,21 +412,7 @@ fn eval_report_and_per_image_lines_recompute_to_the_summary() {
     );
     // One label set, one template: nothing to compare, so no sensitivity picture.
     let single = dir.join("report-single");
-    let out = skyscribe(&[
-        "eval",
-        "zero-shot",
-        "--model",
-        &model,
-        "--dataset",
-        &dataset,
-        "--split",
-        split.to_str().unwrap(),
-        "--labels",
-        "eurosat",
-        "--no-cache",
-        "--report",
-        single.to_str().unwrap(),
-    ]);
+    let out = evaluate(&[], &single);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(single.join("confusion.png").is_file());
     assert!(!single.join("sensitivity.png").exists());

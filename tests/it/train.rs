@@ -238,27 +238,35 @@ fn tiny_gpt2_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// A short, quiet run on the captions of `data_dir` into `out`, saved at epoch ends only.
+fn run_options(
+    data_dir: &Path,
+    out: &Path,
+    epochs: usize,
+    batch_size: usize,
+    lr: f64,
+    seed: u64,
+) -> RunOptions {
+    RunOptions {
+        data: format!("rsicd:{}", data_dir.display()),
+        vocab_size: 300,
+        epochs,
+        batch_size,
+        lr,
+        warmup: 5,
+        weight_decay: 0.0,
+        val_fraction: 0.0,
+        seed,
+        save_every: 0,
+        out: out.to_path_buf(),
+        quiet: true,
+        ..RunOptions::default()
+    }
+}
+
 fn captioner_options(data_dir: &Path, out: &Path, epochs: usize) -> CaptionerTrainOptions {
     CaptionerTrainOptions {
-        run: RunOptions {
-            data: format!("rsicd:{}", data_dir.display()),
-            tokenizer: None,
-            vocab_size: 300,
-            epochs,
-            batch_size: 4,
-            lr: 3e-3,
-            warmup: 5,
-            weight_decay: 0.0,
-            grad_clip: 1.0,
-            val_fraction: 0.0,
-            seed: 11,
-            save_every: 0,
-            resume: false,
-            stop_after: None,
-            out: out.to_path_buf(),
-            quiet: true,
-            ..RunOptions::default()
-        },
+        run: run_options(data_dir, out, epochs, 4, 3e-3, 11),
         clip: common::tiny_clip("tiny-a").display().to_string(),
         gpt2: None,
         gpt2_config: Some(tiny_gpt2_file(data_dir).display().to_string()),
@@ -376,42 +384,23 @@ fn each_save_point_writes_the_checkpoint_once() {
     assert!(s.finished);
     assert_eq!(s.checkpoints_written, 3);
     // Resuming a finished run trains nothing and rewrites nothing.
-    let before = std::fs::metadata(out.join("model.safetensors"))
-        .unwrap()
-        .modified()
-        .unwrap();
+    let modified = || {
+        std::fs::metadata(out.join("model.safetensors"))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before = modified();
     o.run.resume = true;
     let s = train_captioner(&o, &Device::Cpu).unwrap();
     assert!(s.finished);
     assert_eq!(s.checkpoints_written, 0);
-    let after = std::fs::metadata(out.join("model.safetensors"))
-        .unwrap()
-        .modified()
-        .unwrap();
-    assert_eq!(before, after);
+    assert_eq!(before, modified());
 }
 
 fn clip_options(data_dir: &Path, out: &Path, epochs: usize) -> ClipTrainOptions {
     ClipTrainOptions {
-        run: RunOptions {
-            data: format!("rsicd:{}", data_dir.display()),
-            tokenizer: None,
-            vocab_size: 300,
-            epochs,
-            batch_size: 16,
-            lr: 2e-3,
-            warmup: 5,
-            weight_decay: 0.0,
-            grad_clip: 1.0,
-            val_fraction: 0.0,
-            seed: 5,
-            save_every: 0,
-            resume: false,
-            stop_after: None,
-            out: out.to_path_buf(),
-            quiet: true,
-            ..RunOptions::default()
-        },
+        run: run_options(data_dir, out, epochs, 16, 2e-3, 5),
         init: None,
         config: Some(tiny_clip_config(data_dir).display().to_string()),
         augment: true,

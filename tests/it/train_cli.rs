@@ -389,15 +389,20 @@ fn a_trained_clip_folder_round_trips_through_every_command() {
     assert!(last["corpus"]["cider_d"].as_f64().unwrap() > 3.0, "{last}");
 }
 
+/// Four real images, each with the same two captions.
+fn four_captioned_images(data: &Path, name: &str) -> PathBuf {
+    let ok: &[&str] = &["a plane is parked .", "an airport ."];
+    let rows: Vec<(&str, &[&str])> =
+        vec![("a.jpg", ok), ("b.jpg", ok), ("c.jpg", ok), ("d.jpg", ok)];
+    caption_folder(data, name, &rows)
+}
+
 #[test]
 fn from_scratch_runs_get_from_scratch_defaults_and_a_warm_up_warning() {
     let Some(data) = common::data_root("from_scratch_defaults") else {
         return;
     };
-    let ok: &[&str] = &["a plane is parked .", "an airport ."];
-    let rows: Vec<(&str, &[&str])> =
-        vec![("a.jpg", ok), ("b.jpg", ok), ("c.jpg", ok), ("d.jpg", ok)];
-    let dir = caption_folder(&data, "scratch-defaults", &rows);
+    let dir = four_captioned_images(&data, "scratch-defaults");
     // GPT-2 from scratch: lr 1e-3 after 300 warm-up steps, not the fine-tuning 2e-5 / 5,000.
     let out = common::scratch("scratch-defaults-captioner");
     let r = train_captioner(&dir, &out, &[]);
@@ -418,10 +423,7 @@ fn fine_tuning_keeps_the_models_usage_defaults() {
     let Some(data) = common::data_root("fine_tune_defaults") else {
         return;
     };
-    let ok: &[&str] = &["a plane is parked .", "an airport ."];
-    let rows: Vec<(&str, &[&str])> =
-        vec![("a.jpg", ok), ("b.jpg", ok), ("c.jpg", ok), ("d.jpg", ok)];
-    let dir = caption_folder(&data, "fine-tune-defaults", &rows);
+    let dir = four_captioned_images(&data, "fine-tune-defaults");
     let out = common::scratch("fine-tune-defaults-out");
     let r = skyscribe(&[
         "train",
