@@ -185,15 +185,22 @@ pub fn model_fingerprint(dir: &Path) -> Result<blake3::Hash> {
     Ok(h.finalize())
 }
 
+/// The identity of `clip`'s image embeddings under `decode`: the model files, its
+/// preprocessing and the bands read. Equal keys give equal embeddings of the same pixels; the
+/// cache and the search index both key on it.
+pub fn model_key(clip: &ClipEncoder, decode: &DecodeOptions) -> Result<blake3::Hash> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"skyscribe embedding cache v1\0");
+    model_files_hash(&mut h, &clip.source.dir)?;
+    h.update(format!("{:?}", clip.preprocessor).as_bytes());
+    h.update(format!("{:?}", decode.bands).as_bytes());
+    Ok(h.finalize())
+}
+
 impl EmbeddingCache {
     /// The cache for `clip` under `root` (created if needed).
     pub fn open(root: &Path, clip: &ClipEncoder, decode: &DecodeOptions) -> Result<Self> {
-        let mut h = blake3::Hasher::new();
-        h.update(b"skyscribe embedding cache v1\0");
-        model_files_hash(&mut h, &clip.source.dir)?;
-        h.update(format!("{:?}", clip.preprocessor).as_bytes());
-        h.update(format!("{:?}", decode.bands).as_bytes());
-        let model_key = h.finalize();
+        let model_key = model_key(clip, decode)?;
         let dir = root.join(&model_key.to_hex()[..16]);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create cache folder", dir.display()))?;

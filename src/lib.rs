@@ -18,7 +18,8 @@
 //! | | [`cache`] | the on-disk embedding cache; embedding lists of images through it |
 //! | tasks | [`zeroshot`] | scoring images against a label set |
 //! | | [`caption`] | ClipCap captioners: mapping network + GPT-2, greedy / beam / sampled decoding, checkpoint import |
-//! | measuring & training | [`eval`] | zero-shot evaluation (metrics, wording sensitivity, reports, plots) and caption metrics |
+//! | | [`index`] | archive search: Parquet index parts built in shards, incremental and resumable; exact top-k; patch scores |
+//! | measuring & training | [`eval`] | zero-shot evaluation (metrics, wording sensitivity, reports, plots), caption metrics, retrieval recall |
 //! | | [`train`] | one training loop; the ClipCap and CLIP trainers, AdamW, schedules, checkpoints, BPE |
 //! | | [`bench`] | throughput measurement with the real model shapes and random weights |
 
@@ -32,6 +33,7 @@ pub mod encoder;
 pub mod eval;
 pub mod hub;
 pub mod imagery;
+pub mod index;
 pub mod labels;
 pub mod models;
 pub mod progress;

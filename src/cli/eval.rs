@@ -31,13 +31,116 @@ pub enum EvalCommand {
     Captions(CaptionsArgs),
     /// Zero-shot accuracy on a labelled dataset, with a grid of label wordings and templates.
     ZeroShot(ZeroShotArgs),
+    /// Image–text retrieval recall@1/5/10 both ways and their mean (the RemoteCLIP and
+    /// GeoRSCLIP benchmark) on a captioned data set.
+    Retrieval(RetrievalArgs),
 }
 
 pub fn run(cmd: EvalCommand) -> Result<usize> {
     match cmd {
         EvalCommand::Captions(a) => captions(a),
         EvalCommand::ZeroShot(a) => zero_shot(a),
+        EvalCommand::Retrieval(a) => retrieval(a),
     }
+}
+
+#[derive(Args)]
+pub struct RetrievalArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Captioned images: rsicd:DIR (captions.jsonl beside the images), coco:FILE.json or
+    /// parquet:FILE.parquet.
+    #[arg(long)]
+    data: String,
+    /// Write report.md and summary.json here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[command(flatten)]
+    cache: CacheArgs,
+}
+
+fn retrieval(a: RetrievalArgs) -> Result<usize> {
+    use skyscribe::eval::retrieval;
+    let common = &a.common;
+    let data = skyscribe::data::open_captions(&a.data)?;
+    let clip = ClipEncoder::load(&common.model(), &common.device.device()?)?;
+    let decode = common.decode();
+    let cache = a
+        .cache
+        .dir()
+        .map(|dir| EmbeddingCache::open(&dir, &clip, &decode))
+        .transpose()?;
+    let run = retrieval::evaluate(
+        &clip,
+        &data,
+        cache.as_ref(),
+        common.batch_size,
+        &decode,
+        false,
+    )?;
+    super::common::note_bands(&decode);
+    let s = run.ranks.summary();
+    let mut out = Out::new();
+    if common.jsonl {
+        #[derive(serde::Serialize)]
+        struct Caption<'a> {
+            caption: &'a str,
+            t2i_rank: usize,
+        }
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            image: String,
+            i2t_rank: usize,
+            captions: Vec<Caption<'a>>,
+        }
+        for (i, item) in data.items.iter().enumerate() {
+            let captions = (0..run.captions.len())
+                .filter(|&t| run.owner[t] == i)
+                .map(|t| Caption {
+                    caption: &run.captions[t],
+                    t2i_rank: run.ranks.text_to_image[t],
+                })
+                .collect();
+            out.json(&Line {
+                image: item.path.display().to_string(),
+                i2t_rank: run.ranks.image_to_text[i],
+                captions,
+            })?;
+        }
+        out.json(&json!({ "summary": s }))?;
+    } else {
+        let pct = |v: f64| format!("{:>6.2}", v * 100.0);
+        out.line(&format!(
+            "{}: {} images, {} captions, model {}",
+            data.name,
+            data.items.len(),
+            run.captions.len(),
+            clip.source.spec
+        ))?;
+        out.line(&format!(
+            "{:<14} {:>6} {:>6} {:>6}",
+            "recall %", "@1", "@5", "@10"
+        ))?;
+        out.line(&format!(
+            "{:<14} {} {} {}",
+            "image → text",
+            pct(s.i2t_r1),
+            pct(s.i2t_r5),
+            pct(s.i2t_r10)
+        ))?;
+        out.line(&format!(
+            "{:<14} {} {} {}",
+            "text → image",
+            pct(s.t2i_r1),
+            pct(s.t2i_r5),
+            pct(s.t2i_r10)
+        ))?;
+        out.line(&format!("mean recall (mR) {}", pct(s.mean_recall).trim()))?;
+    }
+    if let Some(dir) = &a.report {
+        retrieval::write_report(dir, &data, &clip.source.spec, &run)?;
+    }
+    Ok(0)
 }
 
 #[derive(Args)]

@@ -7,7 +7,8 @@
 //! | `labels.rs` | `describe`, `labels` |
 //! | `embed.rs` | `embed` |
 //! | `caption.rs` | `caption`, `import-clipcap` |
-//! | `eval.rs` | `eval zero-shot`, `eval captions` |
+//! | `eval.rs` | `eval zero-shot`, `eval captions`, `eval retrieval` |
+//! | `index.rs` | `index build`, `index info`, `search`, `locate` |
 //! | `train.rs` | `train captioner`, `train clip` |
 //! | `export.rs` | `export` |
 //! | `bench.rs` | `bench` |
@@ -20,6 +21,7 @@ mod common;
 mod embed;
 mod eval;
 mod export;
+mod index;
 mod labels;
 mod output;
 mod train;
@@ -53,7 +55,14 @@ enum Command {
     /// Copy a model or captioner folder without its training checkpoint, weights in f16 or f32
     /// (f16 halves the size; models compute in f32 either way).
     Export(export::ExportArgs),
-    /// Measure CLIP on labelled data, and captions against references.
+    /// Build an index of image embeddings for search (Parquet parts, sharded across a cluster).
+    #[command(subcommand)]
+    Index(index::IndexCommand),
+    /// Search an index by text, by image, or both (with negatives).
+    Search(index::SearchArgs),
+    /// Find a feature in an image: scores of its patches against a text, and a heatmap.
+    Locate(index::LocateArgs),
+    /// Measure CLIP on labelled data, captions against references, and image–text retrieval.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
     /// Train a captioner or CLIP.
@@ -74,6 +83,9 @@ pub fn run(cli: Cli) -> Result<usize> {
         Command::Caption(a) => caption::caption(a),
         Command::ImportClipcap(a) => caption::import(a),
         Command::Export(a) => export::run(a),
+        Command::Index(c) => index::run(c),
+        Command::Search(a) => index::search(a),
+        Command::Locate(a) => index::locate_text(a),
         Command::Eval(c) => eval::run(c),
         Command::Train(c) => train::run(c),
         Command::Bench(a) => bench::run(a),

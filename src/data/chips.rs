@@ -42,6 +42,32 @@ pub fn chip_grid(width: u32, height: u32, o: &ChipOptions) -> Vec<(u32, u32, u32
     out
 }
 
+/// Windows of `size` (at most the image's side) every `stride` pixels that cover the whole
+/// `width`×`height` image: where the last window would run past an edge it is moved inward to
+/// end at the edge, so no strip is dropped (unlike [`chip_grid`], which follows xView's
+/// chipper). `(x, y, w, h)`, rows top to bottom.
+pub fn cover_grid(width: u32, height: u32, size: u32, stride: u32) -> Vec<(u32, u32, u32, u32)> {
+    fn starts(len: u32, size: u32, stride: u32) -> Vec<u32> {
+        if len == 0 || size == 0 || stride == 0 {
+            return vec![];
+        }
+        let size = size.min(len);
+        let mut out: Vec<u32> = (0..)
+            .map(|i| i * stride)
+            .take_while(|&s| s + size < len)
+            .collect();
+        out.push(len - size);
+        out.dedup();
+        out
+    }
+    let (w, h) = (size.min(width), size.min(height));
+    let xs = starts(width, size, stride);
+    starts(height, size, stride)
+        .into_iter()
+        .flat_map(|y| xs.iter().map(move |&x| (x, y, w, h)))
+        .collect()
+}
+
 /// Share of the axis-aligned box `(xmin, ymin, xmax, ymax)` inside the chip.
 pub fn share_inside(b: (f64, f64, f64, f64), chip: (u32, u32, u32, u32)) -> f64 {
     let (cx0, cy0) = (chip.0 as f64, chip.1 as f64);
@@ -81,6 +107,20 @@ pub fn chip_labels(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cover_grids_reach_every_edge() {
+        assert_eq!(
+            cover_grid(250, 100, 100, 100),
+            vec![(0, 0, 100, 100), (100, 0, 100, 100), (150, 0, 100, 100)]
+        );
+        let g = cover_grid(300, 300, 224, 112);
+        let xs: Vec<u32> = g.iter().filter(|c| c.1 == 0).map(|c| c.0).collect();
+        assert_eq!(xs, vec![0, 76]);
+        // An image smaller than the window is one window of the whole image.
+        assert_eq!(cover_grid(50, 40, 224, 112), vec![(0, 0, 50, 40)]);
+        assert_eq!(cover_grid(224, 224, 224, 112), vec![(0, 0, 224, 224)]);
+    }
 
     #[test]
     fn grid_drops_partial_chips() {

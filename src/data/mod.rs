@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 pub use captions::{CaptionedImage, CaptionedImages, open_captions, training_sentence};
-pub use chips::{ChipOptions, chip_grid};
+pub use chips::{ChipOptions, chip_grid, cover_grid};
 pub use readers::{dota, folder, jsonl, rsicd_scenes, xview};
 
 /// Where a sample's pixels come from.

@@ -2,13 +2,14 @@
 //! against each label set × template variant of a grid, and measure how often CLIP is right and
 //! how much the wording matters. Submodules: [`metrics`] (classification measures), [`report`]
 //! (report.md/html, CSV, JSON) and [`plot`] (its pictures), [`captions`] and [`meteor`] (caption
-//! metrics, the nearest-neighbour baseline).
+//! metrics, the nearest-neighbour baseline), [`retrieval`] (image–text recall@k).
 
 pub mod captions;
 pub mod meteor;
 pub mod metrics;
 pub mod plot;
 pub mod report;
+pub mod retrieval;
 
 use std::collections::HashMap;
 

@@ -5,6 +5,7 @@
 //! the decode options, image walks and crops.
 
 mod decode;
+pub mod heatmap;
 mod preprocess;
 mod resample;
 
@@ -25,6 +26,21 @@ pub struct RgbImage {
     pub width: u32,
     pub height: u32,
     pub pixels: Vec<u8>,
+}
+
+impl RgbImage {
+    /// Writes the image as a PNG file, atomically.
+    pub fn save_png(&self, path: &Path) -> Result<()> {
+        use image::ImageEncoder;
+        let mut png = Vec::new();
+        image::codecs::png::PngEncoder::new(&mut png).write_image(
+            &self.pixels,
+            self.width,
+            self.height,
+            image::ExtendedColorType::Rgb8,
+        )?;
+        crate::atomic::write_file(path, &png)
+    }
 }
 
 /// How files become RGB.

@@ -11,7 +11,7 @@ const ORDER: &[&str] = &[
     "imagery", "tokenizer", "labels", "data",     // 1 inputs
     "models",                                     // 2 networks
     "builtin", "hub", "encoder", "cache",         // 3 running models
-    "zeroshot", "caption",                        // 4 tasks
+    "zeroshot", "caption", "index",               // 4 tasks
     "eval", "train", "bench",                     // 5 measuring and training
 ];
 

@@ -12,6 +12,7 @@ mod common;
 mod eval;
 mod first_hour;
 mod gpt2_parity;
+mod index;
 mod layers;
 mod preprocess_parity;
 mod tokenizer_parity;

@@ -1,0 +1,413 @@
+//! `index build`, `index info`, `search` and `locate`: archive search over a Parquet index,
+//! and patch scores inside one image.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use skyscribe::data::ChipOptions;
+use skyscribe::encoder::ClipEncoder;
+use skyscribe::imagery::DecodeOptions;
+use skyscribe::index::build::{BuildOptions, build, complete_parts};
+use skyscribe::index::locate::locate;
+use skyscribe::index::search::{LoadedIndex, Query, weighted};
+use skyscribe::index::sheet::{SheetEntry, contact_sheet};
+use skyscribe::index::{IndexMeta, Shard, gather_items};
+
+use super::common::{CommonArgs, DeviceArg, gather, note_bands, positive};
+use super::output::{Out, fit, report};
+
+#[derive(Subcommand)]
+pub enum IndexCommand {
+    /// Embed images into an index folder (Parquet parts), incrementally and resumably; one
+    /// shard of many with --shard I/N or a scheduler's array variables.
+    Build(BuildArgs),
+    /// What an index holds: its model, dimension, parts complete and rows.
+    Info(InfoArgs),
+}
+
+pub fn run(cmd: IndexCommand) -> Result<usize> {
+    match cmd {
+        IndexCommand::Build(a) => build_index(a),
+        IndexCommand::Info(a) => info(a),
+    }
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The index folder (created when absent).
+    #[arg(long)]
+    index: PathBuf,
+    /// Build only shard I of N (0-based). Without it, SLURM_ARRAY_TASK_ID and
+    /// SLURM_ARRAY_TASK_COUNT (a Slurm job array), or JOB_COMPLETION_INDEX with --shards (a
+    /// Kubernetes Indexed Job), choose the shard; else the whole input is one part.
+    #[arg(long, value_parser = Shard::parse)]
+    shard: Option<Shard>,
+    /// The shard count, for JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
+    #[arg(long, value_parser = positive)]
+    shards: Option<usize>,
+    /// Rows encoded between two saves of the work in progress (what a kill can cost).
+    #[arg(long, default_value_t = 512, value_parser = positive)]
+    checkpoint_every: usize,
+    /// Chip side for scene data sets (dota, xview).
+    #[arg(long, default_value_t = 300, value_parser = positive)]
+    chip_size: usize,
+    /// Chip stride for scene data sets (default: the chip size).
+    #[arg(long, value_parser = positive)]
+    chip_stride: Option<usize>,
+    /// Image files, folders (walked), or data sets KIND:PATH (folder, rsicd, rsicd-scenes,
+    /// jsonl, dota, xview).
+    #[arg(required = true)]
+    inputs: Vec<String>,
+}
+
+fn build_index(a: BuildArgs) -> Result<usize> {
+    let shard = Shard::resolve(a.shard, a.shards, |k| std::env::var(k).ok())?;
+    let chips = ChipOptions {
+        size: a.chip_size as u32,
+        stride: a.chip_stride.unwrap_or(a.chip_size) as u32,
+        ..ChipOptions::default()
+    };
+    let (items, errors) = gather_items(&a.inputs, &chips)?;
+    for e in &errors {
+        report(&format!("{e:#}"));
+    }
+    if items.is_empty() {
+        bail!("no images to index in {}", a.inputs.join(" "));
+    }
+    let spec = a.common.model();
+    let clip = ClipEncoder::load(&spec, &a.common.device.device()?)?;
+    let decode = a.common.decode();
+    let options = BuildOptions {
+        shard,
+        batch_size: a.common.batch_size,
+        decode: decode.clone(),
+        checkpoint_every: a.checkpoint_every,
+        quiet: false,
+    };
+    let r = build(&a.index, &clip, &spec, &items, &options)?;
+    note_bands(&decode);
+    for w in &r.warnings {
+        report(w);
+    }
+    for (image, why) in &r.failed {
+        report(&format!("{image}: {why}"));
+    }
+    let mut out = Out::new();
+    if a.common.jsonl {
+        out.json(&r)?;
+    } else {
+        out.line(&format!(
+            "shard {}: {} images — {} encoded, {} unchanged, {} resumed, {} dropped, {} unreadable",
+            r.shard,
+            r.items,
+            r.encoded,
+            r.reused,
+            r.resumed,
+            r.dropped,
+            r.failed.len()
+        ))?;
+        out.line(&format!(
+            "{}: {} of {} parts complete, {} vectors",
+            r.index, r.parts_complete, r.parts, r.count
+        ))?;
+    }
+    Ok(errors.len() + r.failed.len())
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    /// The index folder.
+    #[arg(long)]
+    index: PathBuf,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    jsonl: bool,
+}
+
+fn info(a: InfoArgs) -> Result<usize> {
+    let meta = IndexMeta::read(&a.index)?;
+    let (complete, count) = complete_parts(&a.index.join("parts"), &meta)?;
+    let mut out = Out::new();
+    if a.jsonl {
+        #[derive(Serialize)]
+        struct Info<'a> {
+            #[serde(flatten)]
+            meta: &'a IndexMeta,
+            parts_complete_now: usize,
+            count_now: usize,
+        }
+        out.json(&Info {
+            meta: &meta,
+            parts_complete_now: complete,
+            count_now: count,
+        })?;
+    } else {
+        out.line(&format!(
+            "{}: {count} vectors of dimension {} ({}), {complete} of {} parts complete",
+            a.index.display(),
+            meta.dim,
+            meta.dtype,
+            meta.shards
+        ))?;
+        out.line(&format!(
+            "model {} (key {}), built by skyscribe {}",
+            meta.model.spec,
+            &meta.model.key[..16.min(meta.model.key.len())],
+            meta.skyscribe_version
+        ))?;
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct SearchArgs {
+    /// The index folder.
+    #[arg(long)]
+    index: PathBuf,
+    /// A text to look for; repeatable. `W:TEXT` weighs it (rclip's syntax, e.g. `2:harbour`;
+    /// write `1:10:30` for a text that starts with a number and a colon).
+    #[arg(long = "text")]
+    texts: Vec<String>,
+    /// An image to look for similar ones of; repeatable. `W:PATH` weighs it.
+    #[arg(long = "image")]
+    images: Vec<String>,
+    /// A text to look away from (subtracted from the query); repeatable, `W:TEXT` weighs it.
+    #[arg(long = "negative-text")]
+    negative_texts: Vec<String>,
+    /// An image to look away from; repeatable, `W:PATH` weighs it.
+    #[arg(long = "negative-image")]
+    negative_images: Vec<String>,
+    /// How many results.
+    #[arg(long, default_value_t = 10, value_parser = positive)]
+    top_k: usize,
+    /// Print JSON Lines instead of a table.
+    #[arg(long)]
+    jsonl: bool,
+    /// Also write a self-contained HTML contact sheet of the results here.
+    #[arg(long)]
+    html: Option<PathBuf>,
+    /// The CLIP model (default: the one that built the index; another is refused).
+    #[arg(long)]
+    model: Option<String>,
+    /// Where the model runs.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+}
+
+/// An index's model, loaded and checked against it.
+fn index_model(
+    meta: &IndexMeta,
+    dir: &std::path::Path,
+    model: Option<&str>,
+    device: DeviceArg,
+) -> Result<(ClipEncoder, DecodeOptions)> {
+    let spec = model.unwrap_or(&meta.model.spec);
+    let clip = ClipEncoder::load(spec, &device.device()?).with_context(|| {
+        if model.is_none() {
+            format!(
+                "cannot load the index's model {spec} (give --model with the same model's folder)"
+            )
+        } else {
+            format!("cannot load --model {spec}")
+        }
+    })?;
+    let decode = DecodeOptions {
+        bands: meta.bands.clone(),
+        ..DecodeOptions::default()
+    };
+    let key = skyscribe::cache::model_key(&clip, &decode)?;
+    meta.check_model(dir, &key.to_hex(), spec)?;
+    Ok((clip, decode))
+}
+
+pub fn search(a: SearchArgs) -> Result<usize> {
+    if a.texts.is_empty() && a.images.is_empty() {
+        bail!("an empty query: give at least one --text or --image");
+    }
+    let meta = IndexMeta::read(&a.index)?;
+    let (clip, decode) = index_model(&meta, &a.index, a.model.as_deref(), a.device)?;
+    let mut query = Query::default();
+    for (texts, images, into) in [
+        (&a.texts, &a.images, &mut query.positive),
+        (&a.negative_texts, &a.negative_images, &mut query.negative),
+    ] {
+        for t in texts {
+            let (w, text) = weighted(t)?;
+            if text.trim().is_empty() {
+                bail!("--text {t:?}: an empty text");
+            }
+            let e = clip.embed_texts(&[text.to_string()], 1)?.remove(0);
+            into.push((w, e));
+        }
+        for i in images {
+            let (w, path) = weighted(i)?;
+            let pixels = clip
+                .load_pixels(std::path::Path::new(path), &decode)
+                .with_context(|| format!("--image {path}: cannot be read"))?;
+            into.push((w, clip.embed_pixels(&[pixels])?.remove(0)));
+        }
+    }
+    let q = query.vector()?;
+    let index = LoadedIndex::load(&a.index)?;
+    for w in &index.warnings {
+        report(w);
+    }
+    let hits = index.search(&q, a.top_k);
+    let mut out = Out::new();
+    if !a.jsonl {
+        out.line(&format!(
+            "{:>4}  {:>6}  id  (of {} vectors)",
+            "rank",
+            "score",
+            index.len()
+        ))?;
+    }
+    for (rank, &(row, score)) in hits.iter().enumerate() {
+        if a.jsonl {
+            #[derive(Serialize)]
+            struct Hit<'a> {
+                rank: usize,
+                id: &'a str,
+                path: &'a str,
+                score: f32,
+                chip: Option<[u32; 4]>,
+            }
+            out.json(&Hit {
+                rank: rank + 1,
+                id: &index.ids[row],
+                path: &index.paths[row],
+                score,
+                chip: index.chips[row],
+            })?;
+        } else {
+            out.line(&format!(
+                "{:>4}  {score:>6.4}  {}",
+                rank + 1,
+                index.ids[row]
+            ))?;
+        }
+    }
+    if let Some(html) = &a.html {
+        let entries: Vec<SheetEntry> = hits
+            .iter()
+            .enumerate()
+            .map(|(rank, &(row, score))| SheetEntry {
+                rank: rank + 1,
+                score,
+                id: &index.ids[row],
+                path: &index.paths[row],
+                chip: index.chips[row],
+            })
+            .collect();
+        let mut title: Vec<String> = a.texts.iter().map(|t| format!("“{t}”")).collect();
+        title.extend(a.images.iter().cloned());
+        title.extend(a.negative_texts.iter().map(|t| format!("not “{t}”")));
+        title.extend(a.negative_images.iter().map(|t| format!("not {t}")));
+        let page = contact_sheet(&title.join(" + "), &entries, &decode);
+        skyscribe::atomic::write_file(html, page.as_bytes())?;
+    }
+    Ok(0)
+}
+
+#[derive(Args)]
+pub struct LocateArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// What to look for.
+    #[arg(long)]
+    text: String,
+    /// Patch side in pixels (default: a third of the image's shorter side, at least 32).
+    #[arg(long, value_parser = positive)]
+    patch: Option<usize>,
+    /// Pixels between patches (default: half the patch).
+    #[arg(long, value_parser = positive)]
+    stride: Option<usize>,
+    /// Write a heatmap PNG of each image here (`<name>.heatmap.png`).
+    #[arg(long)]
+    heatmap: Option<PathBuf>,
+    /// Images or folders.
+    #[arg(required = true)]
+    inputs: Vec<PathBuf>,
+}
+
+pub fn locate_text(a: LocateArgs) -> Result<usize> {
+    if a.text.trim().is_empty() {
+        bail!("--text: an empty text");
+    }
+    let (paths, mut failed) = gather(&a.inputs);
+    let clip = ClipEncoder::load(&a.common.model(), &a.common.device.device()?)?;
+    let decode = a.common.decode();
+    let text = clip
+        .embed_texts(std::slice::from_ref(&a.text), 1)?
+        .remove(0);
+    if let Some(dir) = &a.heatmap {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    let mut out = Out::new();
+    for path in &paths {
+        let img = match skyscribe::imagery::load_rgb(path, &decode) {
+            Ok(img) => img,
+            Err(e) => {
+                report(&format!("{e:#}"));
+                failed += 1;
+                continue;
+            }
+        };
+        let patch = a
+            .patch
+            .map_or_else(|| (img.width.min(img.height) / 3).max(32), |p| p as u32);
+        let stride = a.stride.map_or((patch / 2).max(1), |s| s as u32);
+        let scores = locate(&clip, &img, &text, patch, stride, a.common.batch_size)?;
+        let input = path.display().to_string();
+        if a.common.jsonl {
+            #[derive(Serialize)]
+            struct Line<'a> {
+                input: &'a str,
+                patch: [u32; 4],
+                score: f32,
+            }
+            for s in &scores {
+                let (x, y, w, h) = s.patch;
+                out.json(&Line {
+                    input: &input,
+                    patch: [x, y, w, h],
+                    score: s.score,
+                })?;
+            }
+        } else {
+            let mut best: Vec<_> = scores.iter().collect();
+            best.sort_by(|a, b| b.score.total_cmp(&a.score));
+            out.line(&format!(
+                "{input}: {} patches of {patch} px, best for “{}”:",
+                scores.len(),
+                a.text
+            ))?;
+            for s in best.iter().take(5) {
+                let (x, y, w, h) = s.patch;
+                out.line(&format!(
+                    "  {:>6.4}  {}",
+                    s.score,
+                    fit(&format!("x {x} y {y} {w}×{h}"), 24)
+                ))?;
+            }
+        }
+        if let Some(dir) = &a.heatmap {
+            let cells: Vec<_> = scores.iter().map(|s| (s.patch, s.score)).collect();
+            let (pic, _) = skyscribe::imagery::heatmap::overlay(&img, &cells, 0.6);
+            let stem = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "image".into());
+            let file = dir.join(format!("{stem}.heatmap.png"));
+            pic.save_png(&file)?;
+        }
+    }
+    note_bands(&decode);
+    Ok(failed)
+}

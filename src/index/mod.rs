@@ -1,0 +1,384 @@
+//! Archive search: an index of image embeddings on disk, built in shards, searched by text,
+//! image or both, and "find a feature in an image" (patch scores).
+//!
+//! An index is a folder:
+//!
+//! ```text
+//! DIR/index.json                       the model's identity (as the cache keys it), dimension,
+//!                                      dtype, shard count, skyscribe version, row count
+//! DIR/parts/part-<I>-of-<N>.parquet    shard I's rows: id, path, chip, content_hash, embedding
+//! DIR/parts/part-<I>-of-<N>.done       its completion marker (rows, bytes, BLAKE3)
+//! DIR/parts/part-<I>-of-<N>.pending/   rows an unfinished build of shard I encoded (resume)
+//! ```
+//!
+//! Shard `I` of `N` owns the ids whose BLAKE3 hash is `I` modulo `N` ([`shard_of`]), so shards
+//! running on different machines over one shared folder never write the same part, and a new
+//! file moves no other. Submodules: [`parts`] (the files), [`build`] (incremental, resumable
+//! builds), [`search`] (loading and exact top-k), [`locate`] (patch scores in one image),
+//! [`sheet`] (HTML contact sheets of results).
+
+pub mod build;
+pub mod locate;
+pub mod parts;
+pub mod search;
+pub mod sheet;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{ChipOptions, ImageRef};
+
+/// The format name in `index.json`: readers refuse folders of another format.
+pub const FORMAT: &str = "skyscribe-index/1";
+
+/// `index.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexMeta {
+    pub format: String,
+    pub skyscribe_version: String,
+    pub model: ModelIdentity,
+    /// 1-based bands used as red, green, blue (query images are read the same way).
+    pub bands: Option<Vec<usize>>,
+    pub dim: usize,
+    /// How embeddings are stored in the parts.
+    pub dtype: String,
+    /// How many parts make the whole index.
+    pub shards: usize,
+    /// Rows in the parts complete when this file was last written. Per-part counts live in the
+    /// markers (the truth while shards are still running); this is the whole index's count
+    /// once `parts_complete == shards`.
+    pub count: usize,
+    pub parts_complete: usize,
+}
+
+/// Which model embedded the index.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelIdentity {
+    /// The `--model` given to the build (a folder, built-in name or hub id): search loads it
+    /// when no `--model` is given.
+    pub spec: String,
+    /// [`crate::cache::model_fingerprint`] of the model folder.
+    pub fingerprint: String,
+    /// The embedding cache's key: the model files, its preprocessing and the bands.
+    pub key: String,
+}
+
+impl IndexMeta {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("index.json")
+    }
+
+    /// Reads `DIR/index.json`, refusing a missing folder or a folder that is not an index.
+    pub fn read(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("{}: no such index folder", dir.display());
+        }
+        let path = Self::path(dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "{}: not a skyscribe index (no index.json; build one with `skyscribe index build --index {}`)",
+                dir.display(),
+                dir.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("{}: cannot read", path.display())),
+        };
+        let meta: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a skyscribe index.json", path.display()))?;
+        if meta.format != FORMAT {
+            bail!(
+                "{}: index format {:?}, this skyscribe reads {FORMAT:?}",
+                path.display(),
+                meta.format
+            );
+        }
+        Ok(meta)
+    }
+
+    /// Refuses a model other than the index's, naming both.
+    pub fn check_model(&self, dir: &Path, key: &str, spec: &str) -> Result<()> {
+        if self.model.key != key {
+            bail!(
+                "{}: this index was built with model {} (key {}), not {spec} (key {key}); \
+                 use --model {} or another index folder",
+                dir.display(),
+                self.model.spec,
+                &self.model.key[..16.min(self.model.key.len())],
+                self.model.spec
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One share of the inputs: shard `index` of `count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+impl Shard {
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    /// `I/N` with `0 <= I < N`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (i, n) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?}: expected I/N, e.g. 0/4"))?;
+        let index: usize = i
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {i:?} is not a shard number"))?;
+        let count: usize = n
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?}: {n:?} is not a shard count"))?;
+        if count == 0 {
+            return Err(format!("{s:?}: the shard count must be at least 1"));
+        }
+        if index >= count {
+            return Err(format!(
+                "{s:?}: shards are numbered 0 to {} (I/N with I < N)",
+                count - 1
+            ));
+        }
+        Ok(Self { index, count })
+    }
+
+    /// The shard to run: `--shard` when given; else a Slurm job array's
+    /// `SLURM_ARRAY_TASK_ID` (less `SLURM_ARRAY_TASK_MIN`) of `SLURM_ARRAY_TASK_COUNT`; else a
+    /// Kubernetes Indexed Job's `JOB_COMPLETION_INDEX` of `--shards N`; else the whole input.
+    pub fn resolve(
+        flag: Option<Shard>,
+        shards: Option<usize>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self> {
+        let number = |name: &str| -> Result<Option<usize>> {
+            env(name)
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .map_err(|_| anyhow!("{name}={v:?} is not a number"))
+                })
+                .transpose()
+        };
+        if let Some(s) = flag {
+            if shards.is_some() {
+                bail!("--shards goes with JOB_COMPLETION_INDEX; with --shard I/N it says nothing");
+            }
+            return Ok(s);
+        }
+        if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
+            let count = number("SLURM_ARRAY_TASK_COUNT")?.ok_or_else(|| {
+                anyhow!("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_COUNT is not")
+            })?;
+            let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            if let Some(n) = shards
+                && n != count
+            {
+                bail!("--shards {n} disagrees with SLURM_ARRAY_TASK_COUNT={count}");
+            }
+            let index = id.checked_sub(min).filter(|&i| i < count).ok_or_else(|| {
+                anyhow!(
+                    "SLURM_ARRAY_TASK_ID={id} is not one of {count} consecutive tasks from {min}: \
+                     submit the array as --array=0-{} or pass --shard I/N",
+                    count.saturating_sub(1)
+                )
+            })?;
+            return Ok(Self { index, count });
+        }
+        if let Some(index) = number("JOB_COMPLETION_INDEX")? {
+            let count = shards.ok_or_else(|| {
+                anyhow!("JOB_COMPLETION_INDEX is set: give --shards N (the Job's completions)")
+            })?;
+            return Self::parse(&format!("{index}/{count}")).map_err(|e| anyhow!(e));
+        }
+        if let Some(n) = shards {
+            bail!(
+                "--shards {n} without JOB_COMPLETION_INDEX: pass --shard I/{n} to choose a shard"
+            );
+        }
+        Ok(Self::WHOLE)
+    }
+
+    pub fn owns(&self, id: &str) -> bool {
+        shard_of(id, self.count) == self.index
+    }
+}
+
+/// The shard that owns `id` among `count`: BLAKE3 of the id, modulo the count (stable across
+/// machines and versions, and independent of the other ids).
+pub fn shard_of(id: &str, count: usize) -> usize {
+    let h = blake3::hash(id.as_bytes());
+    let n = u64::from_le_bytes(h.as_bytes()[..8].try_into().expect("8 bytes"));
+    (n % count as u64) as usize
+}
+
+/// An image or chip to index, with its stable id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexItem {
+    /// The path relative to its input root (`/`-separated), plus `#x,y,w,h` for chips.
+    pub id: String,
+    pub image: ImageRef,
+}
+
+/// The data set kinds an `index build` input may name as `KIND:PATH`.
+const DATA_KINDS: &[&str] = &["folder", "rsicd", "rsicd-scenes", "jsonl", "dota", "xview"];
+
+/// The items named by `inputs`: files, folders (walked) and data sets `KIND:PATH`. Inputs that
+/// cannot be read come back as errors naming them; two different files with one id are an
+/// error (give inputs whose relative paths differ).
+pub fn gather_items(
+    inputs: &[String],
+    chips: &ChipOptions,
+) -> Result<(Vec<IndexItem>, Vec<anyhow::Error>)> {
+    let mut items = Vec::new();
+    let mut errors = Vec::new();
+    for input in inputs {
+        let as_path = Path::new(input);
+        let dataset = input
+            .split_once(':')
+            .filter(|(kind, _)| DATA_KINDS.contains(kind) && !as_path.exists());
+        if let Some((kind, path)) = dataset {
+            let root = Path::new(path);
+            let images: Vec<ImageRef> = if kind == "rsicd" {
+                crate::data::open_captions(input)?
+                    .items
+                    .into_iter()
+                    .map(|c| ImageRef::file(c.path))
+                    .collect()
+            } else {
+                crate::data::open(input, None, chips)?
+                    .samples
+                    .into_iter()
+                    .map(|s| s.image)
+                    .collect()
+            };
+            let root = if root.is_dir() {
+                root
+            } else {
+                root.parent().unwrap_or(Path::new("."))
+            };
+            items.extend(images.into_iter().map(|image| item(root, image)));
+        } else if as_path.is_dir() {
+            let found = crate::imagery::images_under(as_path);
+            if found.is_empty() {
+                errors.push(anyhow!("{input}: folder has no images"));
+            }
+            items.extend(found.into_iter().map(|p| item(as_path, ImageRef::file(p))));
+        } else if as_path.is_file() {
+            let root = as_path.parent().unwrap_or(Path::new("."));
+            items.push(item(root, ImageRef::file(as_path.to_path_buf())));
+        } else {
+            errors.push(anyhow!(
+                "{input}: no such file, folder or data set (KIND:PATH with KIND one of {})",
+                DATA_KINDS.join(", ")
+            ));
+        }
+    }
+    let mut seen: HashMap<&str, &ImageRef> = HashMap::new();
+    for it in &items {
+        if let Some(other) = seen.insert(&it.id, &it.image)
+            && other != &it.image
+        {
+            bail!(
+                "two inputs give the id {:?}: {} and {} (index them into separate indexes, or \
+                 give the folder above both)",
+                it.id,
+                other.display(),
+                it.image.display()
+            );
+        }
+    }
+    items.sort_by(|a, b| a.id.cmp(&b.id));
+    items.dedup_by(|a, b| a.id == b.id);
+    Ok((items, errors))
+}
+
+fn item(root: &Path, image: ImageRef) -> IndexItem {
+    let rel = image.path.strip_prefix(root).unwrap_or(&image.path);
+    let mut id = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/");
+    if let Some((x, y, w, h)) = image.crop {
+        id.push_str(&format!("#{x},{y},{w},{h}"));
+    }
+    IndexItem { id, image }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_specs_are_checked() {
+        assert_eq!(Shard::parse("2/3"), Ok(Shard { index: 2, count: 3 }));
+        assert!(Shard::parse("3/2").unwrap_err().contains("0 to 1"));
+        assert!(Shard::parse("0/0").is_err());
+        assert!(Shard::parse("a/2").is_err());
+        assert!(Shard::parse("1").is_err());
+    }
+
+    #[test]
+    fn scheduler_variables_choose_the_shard() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let none = env(&[]);
+        assert_eq!(Shard::resolve(None, None, none).unwrap(), Shard::WHOLE);
+        let slurm = env(&[
+            ("SLURM_ARRAY_TASK_ID", "5"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "4"),
+        ]);
+        assert_eq!(
+            Shard::resolve(None, None, slurm).unwrap(),
+            Shard { index: 1, count: 3 }
+        );
+        let k8s = env(&[("JOB_COMPLETION_INDEX", "2")]);
+        assert_eq!(
+            Shard::resolve(None, Some(4), k8s).unwrap(),
+            Shard { index: 2, count: 4 }
+        );
+        assert!(Shard::resolve(None, None, k8s).is_err());
+        assert!(Shard::resolve(None, Some(2), none).is_err());
+        let flag = Shard { index: 0, count: 2 };
+        assert_eq!(Shard::resolve(Some(flag), None, slurm).unwrap(), flag);
+        let gap = env(&[
+            ("SLURM_ARRAY_TASK_ID", "7"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+        ]);
+        assert!(Shard::resolve(None, None, gap).is_err());
+    }
+
+    #[test]
+    fn shards_split_ids_evenly_and_stably() {
+        let ids: Vec<String> = (0..3000).map(|i| format!("a/{i}.jpg")).collect();
+        let mut counts = [0usize; 3];
+        for id in &ids {
+            counts[shard_of(id, 3)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&c| (900..1100).contains(&c)),
+            "{counts:?}"
+        );
+        // The owner of an id depends on that id only.
+        assert_eq!(shard_of("a/7.jpg", 3), shard_of("a/7.jpg", 3));
+    }
+}

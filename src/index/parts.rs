@@ -1,0 +1,446 @@
+//! The index's files: `index.json`, the Parquet parts and their completion markers.
+//!
+//! A part is an ordinary Parquet file (Arrow schema embedded, so Arrow readers see the embedding
+//! as a fixed-size list; DuckDB sees a `FLOAT[]` list): DuckDB, Polars, Spark and LanceDB read
+//! it as it is. Columns: `id`, `path`, `chip` (`[x, y, w, h]` or null), `content_hash` (BLAKE3
+//! of the image file, hex), `embedding` (L2-normalised `f32`).
+//!
+//! A part counts only once its marker `part-I-of-N.done` exists and agrees with it (byte size,
+//! row count, BLAKE3 of the file): a part being rewritten, cut short or damaged is never read
+//! as if it were whole.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use arrow_array::{
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, StringArray,
+};
+use arrow_schema::{DataType, Field, Schema};
+use serde::{Deserialize, Serialize};
+
+/// One indexed image or chip.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: String,
+    pub path: String,
+    pub chip: Option<[u32; 4]>,
+    pub content_hash: String,
+    pub embedding: Vec<f32>,
+}
+
+/// What `parts/part-I-of-N.done` records about its part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    pub rows: usize,
+    pub bytes: u64,
+    pub blake3: String,
+    /// The index's model key, so that a part left by another model's build is never mixed in.
+    pub model_key: String,
+}
+
+/// `part-I-of-N.parquet`.
+pub fn part_name(shard: usize, shards: usize) -> String {
+    format!("part-{shard}-of-{shards}.parquet")
+}
+
+/// `part-I-of-N.done`, the marker beside the part.
+pub fn marker_name(shard: usize, shards: usize) -> String {
+    format!("part-{shard}-of-{shards}.done")
+}
+
+/// The folder of rows encoded by an unfinished build of shard `I` (resumed by the next run).
+pub fn pending_name(shard: usize, shards: usize) -> String {
+    format!("part-{shard}-of-{shards}.pending")
+}
+
+fn schema(dim: usize) -> Schema {
+    Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("path", DataType::Utf8, false),
+        Field::new(
+            "chip",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int32, false)), 4),
+            true,
+        ),
+        Field::new("content_hash", DataType::Utf8, false),
+        Field::new(
+            "embedding",
+            DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::Float32, false)),
+                dim as i32,
+            ),
+            false,
+        ),
+    ])
+}
+
+/// The rows as one Parquet file's bytes (a file of no rows still carries the schema).
+pub fn encode(rows: &[Row], dim: usize) -> Result<Vec<u8>> {
+    let schema = Arc::new(schema(dim));
+    let ids = StringArray::from_iter_values(rows.iter().map(|r| r.id.as_str()));
+    let paths = StringArray::from_iter_values(rows.iter().map(|r| r.path.as_str()));
+    let hashes = StringArray::from_iter_values(rows.iter().map(|r| r.content_hash.as_str()));
+    let chip_values: Vec<i32> = rows
+        .iter()
+        .flat_map(|r| r.chip.unwrap_or_default().map(|v| v as i32))
+        .collect();
+    let mut chip_valid = arrow_array::builder::BooleanBufferBuilder::new(rows.len());
+    for r in rows {
+        chip_valid.append(r.chip.is_some());
+    }
+    let chips = FixedSizeListArray::try_new(
+        Arc::new(Field::new("item", DataType::Int32, false)),
+        4,
+        Arc::new(Int32Array::from(chip_values)),
+        Some(chip_valid.finish().into()),
+    )?;
+    let mut values = Vec::with_capacity(rows.len() * dim);
+    for r in rows {
+        if r.embedding.len() != dim {
+            bail!(
+                "{}: embedding of {} values in an index of dimension {dim}",
+                r.id,
+                r.embedding.len()
+            );
+        }
+        values.extend_from_slice(&r.embedding);
+    }
+    let embeddings = FixedSizeListArray::try_new(
+        Arc::new(Field::new("item", DataType::Float32, false)),
+        dim as i32,
+        Arc::new(Float32Array::from(values)),
+        None,
+    )?;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(ids),
+        Arc::new(paths),
+        Arc::new(chips),
+        Arc::new(hashes),
+        Arc::new(embeddings),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        // Embeddings do not compress; the strings compress well and cost little to unpack.
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_column_compression(
+            parquet::schema::types::ColumnPath::from("embedding.list.item"),
+            parquet::basic::Compression::UNCOMPRESSED,
+        )
+        .set_created_by(format!("skyscribe {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, Some(props))?;
+    if !rows.is_empty() {
+        writer.write(&batch)?;
+    }
+    writer.close()?;
+    Ok(bytes)
+}
+
+/// Rows and the dimension of a Parquet file's bytes written by [`encode`]; `what` names the
+/// file in errors.
+pub fn decode(bytes: Vec<u8>, what: &Path) -> Result<(Vec<Row>, usize)> {
+    let mut rows = Vec::new();
+    let dim = decode_columns(bytes, what, |batch_rows| {
+        rows.extend(batch_rows);
+        Ok(())
+    })?;
+    Ok((rows, dim))
+}
+
+/// Decodes a part batch by batch into `sink`; returns the embedding dimension.
+fn decode_columns(
+    bytes: Vec<u8>,
+    what: &Path,
+    mut sink: impl FnMut(Vec<Row>) -> Result<()>,
+) -> Result<usize> {
+    let named = |e: parquet::errors::ParquetError| {
+        anyhow!("{}: not a readable index part ({e})", what.display())
+    };
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        bytes::Bytes::from(bytes),
+    )
+    .map_err(named)?;
+    let dim = match builder
+        .schema()
+        .field_with_name("embedding")
+        .map(|f| f.data_type())
+    {
+        Ok(DataType::FixedSizeList(item, n)) if item.data_type() == &DataType::Float32 => {
+            *n as usize
+        }
+        _ => bail!(
+            "{}: not an index part (no fixed-size float column `embedding`)",
+            what.display()
+        ),
+    };
+    let reader = builder.with_batch_size(8192).build().map_err(named)?;
+    for batch in reader {
+        let batch =
+            batch.map_err(|e| anyhow!("{}: not a readable index part ({e})", what.display()))?;
+        sink(batch_rows(&batch, dim).with_context(|| what.display().to_string())?)?;
+    }
+    Ok(dim)
+}
+
+fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| anyhow!("column `{name}` is missing or of another type"))
+}
+
+fn batch_rows(batch: &RecordBatch, dim: usize) -> Result<Vec<Row>> {
+    let ids: &StringArray = column(batch, "id")?;
+    let paths: &StringArray = column(batch, "path")?;
+    let hashes: &StringArray = column(batch, "content_hash")?;
+    let chips: &FixedSizeListArray = column(batch, "chip")?;
+    let chip_values = chips
+        .values()
+        .as_any()
+        .downcast_ref::<Int32Array>()
+        .ok_or_else(|| anyhow!("column `chip` does not hold integers"))?;
+    let embeddings: &FixedSizeListArray = column(batch, "embedding")?;
+    let values = embeddings
+        .values()
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .ok_or_else(|| anyhow!("column `embedding` does not hold f32"))?;
+    let values = values.values();
+    let first = embeddings.offset() * dim;
+    let chip_first = chips.offset() * 4;
+    (0..batch.num_rows())
+        .map(|i| {
+            let chip = if chips.is_null(i) {
+                None
+            } else {
+                let c = &chip_values.values()[chip_first + i * 4..chip_first + i * 4 + 4];
+                Some([c[0] as u32, c[1] as u32, c[2] as u32, c[3] as u32])
+            };
+            Ok(Row {
+                id: ids.value(i).to_string(),
+                path: paths.value(i).to_string(),
+                chip,
+                content_hash: hashes.value(i).to_string(),
+                embedding: values[first + i * dim..first + (i + 1) * dim].to_vec(),
+            })
+        })
+        .collect()
+}
+
+/// Writes `rows` as part `I` of `N` in `parts`, then its marker: first the old marker goes (a
+/// reader then skips the part as unfinished), then the part is renamed into place, then the
+/// new marker is written. Returns the marker.
+pub fn write_part(
+    parts: &Path,
+    shard: usize,
+    shards: usize,
+    rows: &[Row],
+    dim: usize,
+    model_key: &str,
+) -> Result<Marker> {
+    let bytes = encode(rows, dim)?;
+    let marker = Marker {
+        rows: rows.len(),
+        bytes: bytes.len() as u64,
+        blake3: blake3::hash(&bytes).to_hex().to_string(),
+        model_key: model_key.to_string(),
+    };
+    let marker_path = parts.join(marker_name(shard, shards));
+    match std::fs::remove_file(&marker_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("{}: cannot remove", marker_path.display()));
+        }
+    }
+    crate::atomic::write_file(&parts.join(part_name(shard, shards)), &bytes)?;
+    crate::atomic::write_file(&marker_path, &serde_json::to_vec_pretty(&marker)?)?;
+    Ok(marker)
+}
+
+/// Why a part could not be used.
+#[derive(Debug)]
+pub enum PartState {
+    /// No part file and no marker: the shard has not finished (or not started).
+    Missing,
+    /// A part file without a marker: being written, or its build was killed.
+    Unfinished,
+    /// The marker and the file disagree, or the file does not decode; the reason.
+    Damaged(String),
+}
+
+/// Reads part `I` of `N`, checked against its marker.
+pub fn read_part(
+    parts: &Path,
+    shard: usize,
+    shards: usize,
+    model_key: &str,
+) -> Result<(Vec<Row>, usize), PartState> {
+    let mut rows = Vec::new();
+    let dim = read_part_with(parts, shard, shards, model_key, |r| {
+        rows.extend(r);
+        Ok(())
+    })?;
+    Ok((rows, dim))
+}
+
+/// [`read_part`] batch by batch (an index of millions of vectors is never held twice).
+pub fn read_part_with(
+    parts: &Path,
+    shard: usize,
+    shards: usize,
+    model_key: &str,
+    sink: impl FnMut(Vec<Row>) -> Result<()>,
+) -> Result<usize, PartState> {
+    let part = parts.join(part_name(shard, shards));
+    let marker_path = parts.join(marker_name(shard, shards));
+    let marker_text = match std::fs::read(&marker_path) {
+        Ok(t) => t,
+        Err(_) if part.exists() => return Err(PartState::Unfinished),
+        Err(_) => return Err(PartState::Missing),
+    };
+    let marker: Marker = serde_json::from_slice(&marker_text).map_err(|e| {
+        PartState::Damaged(format!(
+            "{}: not a part marker ({e})",
+            marker_path.display()
+        ))
+    })?;
+    if marker.model_key != model_key {
+        return Err(PartState::Damaged(format!(
+            "{}: written for another model (key {}, the index's is {model_key})",
+            part.display(),
+            marker.model_key
+        )));
+    }
+    let bytes = std::fs::read(&part)
+        .map_err(|e| PartState::Damaged(format!("{}: cannot read ({e})", part.display())))?;
+    if bytes.len() as u64 != marker.bytes {
+        return Err(PartState::Damaged(format!(
+            "{}: {} bytes, but its marker says {} (cut short or replaced)",
+            part.display(),
+            bytes.len(),
+            marker.bytes
+        )));
+    }
+    if blake3::hash(&bytes).to_hex().as_str() != marker.blake3 {
+        return Err(PartState::Damaged(format!(
+            "{}: its content does not match its marker's checksum (damaged)",
+            part.display()
+        )));
+    }
+    let mut count = 0;
+    let mut sink = sink;
+    let dim = decode_columns(bytes, &part, |rows| {
+        count += rows.len();
+        sink(rows)
+    })
+    .map_err(|e| PartState::Damaged(format!("{e:#}")))?;
+    if count != marker.rows {
+        return Err(PartState::Damaged(format!(
+            "{}: {count} rows, but its marker says {}",
+            part.display(),
+            marker.rows
+        )));
+    }
+    Ok(dim)
+}
+
+/// The pending chunks of shard `I`: rows an unfinished build had encoded. Damaged chunks (a
+/// write cut by a crash cannot leave one, but a disk can) are skipped with their reason.
+pub fn read_pending(dir: &Path) -> (Vec<Row>, Vec<String>) {
+    let mut rows = Vec::new();
+    let mut problems = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (rows, problems);
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "parquet")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    for f in files {
+        match std::fs::read(&f)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| decode(b, &f))
+        {
+            Ok((r, _)) => rows.extend(r),
+            Err(e) => problems.push(format!("{}: skipped ({e:#})", f.display())),
+        }
+    }
+    (rows, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize, chip: Option<[u32; 4]>) -> Row {
+        Row {
+            id: format!("img{i}.jpg"),
+            path: format!("/data/img{i}.jpg"),
+            chip,
+            content_hash: format!("{i:064x}"),
+            embedding: vec![i as f32, -0.5, 0.25],
+        }
+    }
+
+    #[test]
+    fn parts_round_trip_with_and_without_chips() {
+        let rows = vec![row(1, None), row(2, Some([10, 20, 30, 40])), row(3, None)];
+        let bytes = encode(&rows, 3).unwrap();
+        let (back, dim) = decode(bytes, Path::new("x.parquet")).unwrap();
+        assert_eq!(dim, 3);
+        assert_eq!(back, rows);
+        let (empty, dim) = decode(encode(&[], 7).unwrap(), Path::new("e.parquet")).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(dim, 7);
+    }
+
+    #[test]
+    fn a_part_must_agree_with_its_marker() {
+        let dir = std::env::temp_dir().join(format!("skyscribe-parts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let rows = vec![row(1, None), row(2, None)];
+        write_part(&dir, 0, 2, &rows, 3, "k").unwrap();
+        assert_eq!(read_part(&dir, 0, 2, "k").unwrap().0, rows);
+        assert!(matches!(
+            read_part(&dir, 1, 2, "k"),
+            Err(PartState::Missing)
+        ));
+        assert!(matches!(
+            read_part(&dir, 0, 2, "other"),
+            Err(PartState::Damaged(_))
+        ));
+        // Cut short.
+        let part = dir.join(part_name(0, 2));
+        let bytes = std::fs::read(&part).unwrap();
+        std::fs::write(&part, &bytes[..bytes.len() - 10]).unwrap();
+        let Err(PartState::Damaged(why)) = read_part(&dir, 0, 2, "k") else {
+            panic!("a cut part was read")
+        };
+        assert!(why.contains("cut short"), "{why}");
+        // Same length, one byte changed.
+        let mut flipped = bytes.clone();
+        flipped[bytes.len() / 2] ^= 1;
+        std::fs::write(&part, &flipped).unwrap();
+        assert!(matches!(
+            read_part(&dir, 0, 2, "k"),
+            Err(PartState::Damaged(_))
+        ));
+        // No marker: unfinished.
+        std::fs::remove_file(dir.join(marker_name(0, 2))).unwrap();
+        assert!(matches!(
+            read_part(&dir, 0, 2, "k"),
+            Err(PartState::Unfinished)
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,324 @@
+//! Exact search: every vector of the index in one row-major `f32` matrix, scored against the
+//! query by a dot product (cosine, as both are L2-normalised), best `k` kept per thread and
+//! merged. Up to millions of vectors this is fast enough on one machine (the README has the
+//! measurements), needs no build step and is never wrong.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use rayon::prelude::*;
+
+use super::IndexMeta;
+use super::parts::{self, PartState};
+
+/// An index loaded for search.
+pub struct LoadedIndex {
+    pub meta: IndexMeta,
+    pub ids: Vec<String>,
+    pub paths: Vec<String>,
+    pub chips: Vec<Option<[u32; 4]>>,
+    /// `len × dim`, row-major, rows L2-normalised.
+    pub vectors: Vec<f32>,
+    /// Parts skipped (unfinished, missing or damaged), each with why: the rest is searchable.
+    pub warnings: Vec<String>,
+}
+
+impl LoadedIndex {
+    /// Loads every complete part of the index in `dir`. Parts that are unfinished, missing or
+    /// damaged are skipped with a warning each; an index with no usable part is an error.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let meta = IndexMeta::read(dir)?;
+        let parts_dir = dir.join("parts");
+        let mut index = Self {
+            ids: vec![],
+            paths: vec![],
+            chips: vec![],
+            vectors: vec![],
+            warnings: vec![],
+            meta,
+        };
+        let (shards, dim) = (index.meta.shards, index.meta.dim);
+        let mut usable = 0;
+        for i in 0..shards {
+            let (ids, paths, chips, vectors) = (
+                &mut index.ids,
+                &mut index.paths,
+                &mut index.chips,
+                &mut index.vectors,
+            );
+            let before = ids.len();
+            let result =
+                parts::read_part_with(&parts_dir, i, shards, &index.meta.model.key, |rows| {
+                    for r in rows {
+                        ids.push(r.id);
+                        paths.push(r.path);
+                        chips.push(r.chip);
+                        vectors.extend_from_slice(&r.embedding);
+                    }
+                    Ok(())
+                });
+            let name = parts_dir.join(parts::part_name(i, shards));
+            let problem = match result {
+                Ok(d) if d == dim => {
+                    usable += 1;
+                    continue;
+                }
+                Ok(d) => format!(
+                    "{}: embeddings of dimension {d}, the index's is {dim}",
+                    name.display()
+                ),
+                Err(PartState::Missing) => format!("{}: not built yet", name.display()),
+                Err(PartState::Unfinished) => {
+                    format!("{}: still being written (no marker)", name.display())
+                }
+                Err(PartState::Damaged(why)) => why,
+            };
+            // Undo whatever a part that failed half-way added.
+            index.ids.truncate(before);
+            index.paths.truncate(before);
+            index.chips.truncate(before);
+            index.vectors.truncate(before * dim);
+            index.warnings.push(format!("skipped {problem}"));
+        }
+        if usable == 0 {
+            bail!(
+                "{}: no complete part to search ({} of {shards} parts usable):\n  {}",
+                dir.display(),
+                usable,
+                index.warnings.join("\n  ")
+            );
+        }
+        Ok(index)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn dim(&self) -> usize {
+        self.meta.dim
+    }
+
+    /// The best `k` rows for `query` (a unit vector), best first: `(row, cosine)`.
+    pub fn search(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
+        top_k(&self.vectors, self.meta.dim, query, k)
+    }
+}
+
+/// `x · y`, with sixteen partial sums so that the compiler vectorises it (a single running sum
+/// must be added in order and stays scalar).
+#[inline]
+pub fn dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (xc, xr) = x.as_chunks::<16>();
+    let (yc, yr) = y.as_chunks::<16>();
+    for (a, b) in xc.iter().zip(yc) {
+        for l in 0..16 {
+            acc[l] += a[l] * b[l];
+        }
+    }
+    let tail: f32 = xr.iter().zip(yr).map(|(a, b)| a * b).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// A scored row, ordered so that a max-heap of `Worse` keeps the worst of the best on top.
+#[derive(PartialEq)]
+struct Worse(f32, usize);
+
+impl Eq for Worse {}
+
+impl PartialOrd for Worse {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Worse {
+    fn cmp(&self, other: &Self) -> Ordering {
+        // Lower score is "greater" (worse); ties: the later row is worse, so results are stable.
+        other
+            .0
+            .total_cmp(&self.0)
+            .then_with(|| self.1.cmp(&other.1))
+    }
+}
+
+/// The `k` rows of `vectors` (row-major, `dim` wide) with the highest dot product with `query`,
+/// best first (ties: lower row first).
+pub fn top_k(vectors: &[f32], dim: usize, query: &[f32], k: usize) -> Vec<(usize, f32)> {
+    assert_eq!(query.len(), dim, "query and index dimensions differ");
+    let rows = vectors.len() / dim.max(1);
+    if k == 0 || rows == 0 {
+        return vec![];
+    }
+    const BLOCK: usize = 4096;
+    let keep = |heap: &mut BinaryHeap<Worse>, item: Worse| {
+        if heap.len() < k {
+            heap.push(item);
+        } else if let Some(top) = heap.peek()
+            && item < *top
+        {
+            heap.pop();
+            heap.push(item);
+        }
+    };
+    let heaps: Vec<BinaryHeap<Worse>> = vectors
+        .par_chunks(BLOCK * dim)
+        .enumerate()
+        .map(|(b, block)| {
+            let mut heap = BinaryHeap::with_capacity(k + 1);
+            for (r, v) in block.chunks_exact(dim).enumerate() {
+                keep(&mut heap, Worse(dot(v, query), b * BLOCK + r));
+            }
+            heap
+        })
+        .collect();
+    let mut all = BinaryHeap::with_capacity(k + 1);
+    for h in heaps {
+        for item in h {
+            keep(&mut all, item);
+        }
+    }
+    let mut best: Vec<Worse> = all.into_vec();
+    best.sort();
+    best.into_iter().map(|Worse(s, r)| (r, s)).collect()
+}
+
+/// A query's parts: weighted embeddings to add and to subtract.
+#[derive(Debug, Default, Clone)]
+pub struct Query {
+    pub positive: Vec<(f32, Vec<f32>)>,
+    pub negative: Vec<(f32, Vec<f32>)>,
+}
+
+impl Query {
+    /// `normalise(Σ wᵢ·normalise(pᵢ) − Σ wⱼ·normalise(nⱼ))`: each part counts by its weight
+    /// whatever its length. An empty query, or one whose parts cancel out, is an error.
+    pub fn vector(&self) -> Result<Vec<f32>> {
+        let Some(dim) = self.positive.first().map(|(_, e)| e.len()) else {
+            bail!("an empty query: give at least one --text or --image");
+        };
+        let mut q = vec![0f32; dim];
+        let parts = self
+            .positive
+            .iter()
+            .map(|(w, e)| (*w, e))
+            .chain(self.negative.iter().map(|(w, e)| (-*w, e)));
+        for (w, e) in parts {
+            if e.len() != dim {
+                bail!(
+                    "query parts of different dimensions ({} and {dim})",
+                    e.len()
+                );
+            }
+            for (q, v) in q.iter_mut().zip(crate::encoder::normalized(e)) {
+                *q += w * v;
+            }
+        }
+        let norm = q.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if norm.is_nan() || norm <= 1e-6 {
+            bail!("the query's parts cancel out (the negatives equal the positives)");
+        }
+        Ok(q.into_iter().map(|v| v / norm).collect())
+    }
+}
+
+/// `W:TEXT` (rclip's weight syntax, e.g. `2:harbour`, `0.5:ships`) → `(W, TEXT)`; a text
+/// without a leading number and colon has weight 1. A text that itself starts with a number
+/// and a colon is written with an explicit weight: `1:10:30 am`.
+pub fn weighted(s: &str) -> Result<(f32, &str)> {
+    if let Some((w, rest)) = s.split_once(':')
+        && !w.is_empty()
+        && w.chars().all(|c| c.is_ascii_digit() || c == '.')
+        && let Ok(w) = w.parse::<f32>()
+    {
+        if !(w > 0.0 && w.is_finite()) {
+            bail!("{s:?}: a weight must be a positive number");
+        }
+        return Ok((w, rest));
+    }
+    Ok((1.0, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_matches_a_full_sort() {
+        let dim = 5;
+        let n = 10_000;
+        let mut state = 7u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 2000) as f32 / 1000.0 - 1.0
+        };
+        let vectors: Vec<f32> = (0..n * dim).map(|_| next()).collect();
+        let query: Vec<f32> = (0..dim).map(|_| next()).collect();
+        let mut all: Vec<(usize, f32)> = vectors
+            .chunks(dim)
+            .enumerate()
+            .map(|(i, v)| (i, v.iter().zip(&query).map(|(a, b)| a * b).sum()))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let got = top_k(&vectors, dim, &query, 25);
+        assert_eq!(got.len(), 25);
+        for (g, want) in got.iter().zip(&all) {
+            assert_eq!(g.0, want.0);
+            assert!((g.1 - want.1).abs() < 1e-5);
+        }
+        assert_eq!(top_k(&vectors, dim, &query, 0), vec![]);
+        assert_eq!(top_k(&vectors[..2 * dim], dim, &query, 10).len(), 2);
+    }
+
+    #[test]
+    fn dot_handles_tails() {
+        let x: Vec<f32> = (0..37).map(|i| i as f32).collect();
+        let y: Vec<f32> = (0..37).map(|i| (i % 3) as f32).collect();
+        let want: f32 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+        assert_eq!(dot(&x, &y), want);
+    }
+
+    #[test]
+    fn queries_are_weighted_normalised_sums() {
+        let q = Query {
+            positive: vec![(2.0, vec![3.0, 0.0]), (1.0, vec![0.0, 5.0])],
+            negative: vec![],
+        };
+        let v = q.vector().unwrap();
+        let n = (5f32).sqrt();
+        assert!((v[0] - 2.0 / n).abs() < 1e-6 && (v[1] - 1.0 / n).abs() < 1e-6);
+        let minus = Query {
+            positive: vec![(1.0, vec![1.0, 1.0])],
+            negative: vec![(1.0, vec![0.0, 2.0])],
+        };
+        let v = minus.vector().unwrap();
+        let a = 1.0 / 2f32.sqrt();
+        let (x, y) = (a, a - 1.0);
+        let n = (x * x + y * y).sqrt();
+        assert!((v[0] - x / n).abs() < 1e-6 && (v[1] - y / n).abs() < 1e-6);
+        assert!(Query::default().vector().is_err());
+        let cancel = Query {
+            positive: vec![(1.0, vec![1.0, 0.0])],
+            negative: vec![(1.0, vec![2.0, 0.0])],
+        };
+        assert!(cancel.vector().is_err());
+    }
+
+    #[test]
+    fn weights_use_rclips_syntax() {
+        assert_eq!(weighted("2:harbour").unwrap(), (2.0, "harbour"));
+        assert_eq!(weighted("0.5:ships").unwrap(), (0.5, "ships"));
+        assert_eq!(weighted("ships: many").unwrap(), (1.0, "ships: many"));
+        assert_eq!(weighted("1:10:30 am").unwrap(), (1.0, "10:30 am"));
+        assert!(weighted("0:x").is_err());
+    }
+}

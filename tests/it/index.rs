@@ -1,0 +1,636 @@
+//! `index build`, `search`, `locate` and `eval retrieval` end to end: incremental builds, a
+//! killed build resumed, three shards equal to one process, model mismatch, each bad input,
+//! and retrieval recall recomputed from `embed`'s own vectors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use skyscribe::index::parts::{self, Row};
+
+use crate::common::{data_root, json_lines, scratch, skyscribe, skyscribe_env, tiny_clip};
+
+/// `n` small PNGs, each its own pattern (colour ramps and stripes from its number), named
+/// `img-000.png`…; returns their paths.
+fn synthetic_images(dir: &Path, n: usize, size: u32) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    (0..n)
+        .map(|i| {
+            let img = image::RgbImage::from_fn(size, size, |x, y| {
+                let k = i as u32;
+                image::Rgb([
+                    ((x * (k % 7 + 1) * 9 + k * 37) % 256) as u8,
+                    ((y * (k % 5 + 1) * 11 + k * 53) % 256) as u8,
+                    (((x + y) * (k % 3 + 1) * 5 + k * 17) % 256) as u8,
+                ])
+            });
+            let p = dir.join(format!("img-{i:03}.png"));
+            img.save(&p).unwrap();
+            p
+        })
+        .collect()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every row of every complete part, by id.
+fn index_rows(index: &Path) -> Vec<Row> {
+    let meta = skyscribe::index::IndexMeta::read(index).unwrap();
+    let mut rows = Vec::new();
+    for i in 0..meta.shards {
+        let (r, _) = parts::read_part(&index.join("parts"), i, meta.shards, &meta.model.key)
+            .unwrap_or_else(|e| panic!("part {i}: {e:?}"));
+        rows.extend(r);
+    }
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    rows
+}
+
+fn build(index: &Path, model: &Path, extra: &[&str], inputs: &[&Path]) -> serde_json::Value {
+    let mut args = vec![
+        "index",
+        "build",
+        "--index",
+        s(index),
+        "--model",
+        s(model),
+        "--jsonl",
+    ];
+    args.extend(extra);
+    args.extend(inputs.iter().map(|p| s(p)));
+    let r = skyscribe(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    json_lines(&r.stdout).pop().unwrap()
+}
+
+#[test]
+fn incremental_builds_encode_only_new_and_changed_files() {
+    let dir = scratch("index-incremental");
+    let images = dir.join("images");
+    let paths = synthetic_images(&images, 12, 40);
+    let model = tiny_clip("tiny-a");
+    let index = dir.join("ix");
+    let first = build(&index, &model, &[], &[&images]);
+    assert_eq!(
+        (first["items"].as_u64(), first["encoded"].as_u64()),
+        (Some(12), Some(12))
+    );
+    let rows = index_rows(&index);
+    assert_eq!(rows.len(), 12);
+    assert_eq!(rows[0].id, "img-000.png");
+    assert!(
+        rows.iter()
+            .all(|r| r.chip.is_none() && r.content_hash.len() == 64)
+    );
+    for r in &rows {
+        let norm: f32 = r.embedding.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "{} has norm {norm}", r.id);
+    }
+
+    let again = build(&index, &model, &[], &[&images]);
+    assert_eq!(again["encoded"], 0);
+    assert_eq!(again["reused"], 12);
+    assert_eq!(
+        index_rows(&index),
+        rows,
+        "an unchanged rebuild changed the index"
+    );
+
+    // One file changed, one removed, one added.
+    std::fs::copy(&paths[5], &paths[3]).unwrap();
+    std::fs::remove_file(&paths[7]).unwrap();
+    synthetic_images(&dir.join("more"), 13, 40);
+    std::fs::copy(dir.join("more/img-012.png"), images.join("img-012.png")).unwrap();
+    let third = build(&index, &model, &[], &[&images]);
+    assert_eq!(third["encoded"], 2, "{third}");
+    assert_eq!(third["reused"], 10);
+    assert_eq!(third["dropped"], 1);
+    assert_eq!(third["count"], 12);
+    let after = index_rows(&index);
+    let ids: Vec<&str> = after.iter().map(|r| r.id.as_str()).collect();
+    assert!(ids.contains(&"img-012.png") && !ids.contains(&"img-007.png"));
+    // The changed file now has the embedding of the file it was copied from.
+    let of = |id: &str| after.iter().find(|r| r.id == id).unwrap().embedding.clone();
+    assert!(crate::common::max_abs_diff(&of("img-003.png"), &of("img-005.png")) < 1e-6);
+
+    // An image query finds itself first, with a cosine of 1.
+    let r = skyscribe(&[
+        "search",
+        "--index",
+        s(&index),
+        "--image",
+        s(&images.join("img-009.png")),
+        "--top-k",
+        "3",
+        "--jsonl",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let hits = json_lines(&r.stdout);
+    assert_eq!(hits.len(), 3);
+    assert_eq!(hits[0]["rank"], 1);
+    assert_eq!(hits[0]["id"], "img-009.png");
+    assert!((hits[0]["score"].as_f64().unwrap() - 1.0).abs() < 1e-4);
+    assert!(hits[0]["chip"].is_null());
+    assert!(hits[0]["score"].as_f64() >= hits[1]["score"].as_f64());
+    assert!(
+        Path::new(hits[0]["path"].as_str().unwrap()).is_absolute(),
+        "{}",
+        hits[0]["path"]
+    );
+}
+
+#[test]
+fn a_killed_build_resumes_and_encodes_only_the_rest() {
+    let dir = scratch("index-resume");
+    let images = dir.join("images");
+    let n = 1200;
+    synthetic_images(&images, n, 48);
+    let model = skyscribe::builtin::MINI_CLIP;
+    let index = dir.join("ix");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
+        .args([
+            "index",
+            "build",
+            "--index",
+            s(&index),
+            "--model",
+            model,
+            "--checkpoint-every",
+            "32",
+            "--batch-size",
+            "16",
+            s(&images),
+        ])
+        .env("HF_HUB_OFFLINE", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pending = index.join("parts").join(parts::pending_name(0, 1));
+    let chunks = |p: &Path| {
+        std::fs::read_dir(p).map_or(0, |d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("chunk-"))
+                .count()
+        })
+    };
+    let started = std::time::Instant::now();
+    while chunks(&pending) < 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build finished before it could be killed; give it more images"
+        );
+        assert!(started.elapsed().as_secs() < 300, "no progress");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !index.join("parts").join(parts::marker_name(0, 1)).exists(),
+        "killed before the end, yet the part is marked complete"
+    );
+    let (saved, problems) = parts::read_pending(&pending);
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(
+        saved.len() >= 96 && saved.len() < n,
+        "{} saved",
+        saved.len()
+    );
+
+    // The index is readable (not yet searchable: no part complete) and says so.
+    let r = skyscribe(&["search", "--index", s(&index), "--text", "x"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no complete part"), "{}", r.stderr);
+
+    let m = Path::new(model);
+    let resumed = build(&index, m, &[], &[&images]);
+    assert_eq!(
+        resumed["resumed"].as_u64(),
+        Some(saved.len() as u64),
+        "{resumed}"
+    );
+    assert_eq!(resumed["encoded"].as_u64(), Some((n - saved.len()) as u64));
+    assert_eq!(resumed["rows"].as_u64(), Some(n as u64));
+    assert!(!pending.exists(), "the pending rows were not cleared");
+
+    // Same vectors as one uninterrupted build.
+    let fresh = dir.join("fresh");
+    build(&fresh, m, &[], &[&images]);
+    let (a, b) = (index_rows(&index), index_rows(&fresh));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!((&x.id, &x.content_hash), (&y.id, &y.content_hash));
+        assert!(crate::common::max_abs_diff(&x.embedding, &y.embedding) < 1e-6);
+    }
+}
+
+/// Search results as `(id, score)`.
+fn top(index: &Path, text: &str) -> Vec<(String, f64)> {
+    let r = skyscribe(&[
+        "search",
+        "--index",
+        s(index),
+        "--text",
+        text,
+        "--top-k",
+        "8",
+        "--jsonl",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    json_lines(&r.stdout)
+        .iter()
+        .map(|h| {
+            (
+                h["id"].as_str().unwrap().to_string(),
+                h["score"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_shards_from_scheduler_variables_equal_one_process() {
+    let dir = scratch("index-shards");
+    let images = dir.join("images");
+    synthetic_images(&images, 30, 40);
+    let model = tiny_clip("tiny-a");
+    let whole = dir.join("whole");
+    build(&whole, &model, &[], &[&images]);
+
+    for (name, env) in [
+        (
+            "slurm",
+            vec!["SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT"],
+        ),
+        ("k8s", vec!["JOB_COMPLETION_INDEX"]),
+    ] {
+        let index = dir.join(name);
+        let children: Vec<_> = (0..3)
+            .map(|i| {
+                let mut cmd = Command::new(env!("CARGO_BIN_EXE_skyscribe"));
+                cmd.args(["index", "build", "--index", s(&index), "--model", s(&model)]);
+                if name == "k8s" {
+                    cmd.args(["--shards", "3"]);
+                }
+                cmd.arg(s(&images)).env("HF_HUB_OFFLINE", "1");
+                cmd.env(env[0], i.to_string());
+                if let Some(count) = env.get(1) {
+                    cmd.env(count, "3");
+                }
+                cmd.output_async()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let meta = skyscribe::index::IndexMeta::read(&index).unwrap();
+        assert_eq!(
+            (meta.shards, meta.parts_complete, meta.count),
+            (3, 3, 30),
+            "{name}"
+        );
+        for i in 0..3 {
+            assert!(index.join("parts").join(parts::part_name(i, 3)).exists());
+            assert!(index.join("parts").join(parts::marker_name(i, 3)).exists());
+        }
+        let (a, b) = (index_rows(&index), index_rows(&whole));
+        let ids = |r: &[Row]| r.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&a), ids(&b), "{name}");
+        for (x, y) in a.iter().zip(&b) {
+            assert!(crate::common::max_abs_diff(&x.embedding, &y.embedding) < 1e-6);
+        }
+        for q in ["a red square", "green stripes"] {
+            let (x, y) = (top(&index, q), top(&whole, q));
+            assert_eq!(
+                x.iter().map(|h| &h.0).collect::<Vec<_>>(),
+                y.iter().map(|h| &h.0).collect::<Vec<_>>()
+            );
+            for (p, q) in x.iter().zip(&y) {
+                assert!((p.1 - q.1).abs() < 1e-6);
+            }
+        }
+    }
+}
+
+/// `Command::spawn` with output captured, for children run side by side.
+trait SpawnCaptured {
+    fn output_async(&mut self) -> std::process::Child;
+}
+
+impl SpawnCaptured for Command {
+    fn output_async(&mut self) -> std::process::Child {
+        self.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+}
+
+#[test]
+fn another_model_and_bad_input_are_refused_clearly() {
+    let dir = scratch("index-bad");
+    let images = dir.join("images");
+    synthetic_images(&images, 6, 32);
+    let (a, b) = (tiny_clip("tiny-a"), tiny_clip("tiny-b"));
+    let index = dir.join("ix");
+    build(&index, &a, &["--shard", "0/2"], &[&images]);
+    build(&index, &a, &["--shard", "1/2"], &[&images]);
+    let ix = s(&index);
+    let refused = |args: &[&str], says: &str| {
+        let r = skyscribe(args);
+        assert_ne!(r.code, 0, "{args:?} was accepted");
+        assert!(
+            r.stderr.contains(says),
+            "{args:?}: expected {says:?} in {}",
+            r.stderr
+        );
+    };
+    // Another model, building or searching.
+    let img = s(&images);
+    let bm = s(&b);
+    refused(
+        &[
+            "index", "build", "--index", ix, "--model", bm, "--shard", "0/2", img,
+        ],
+        "this index was built with model",
+    );
+    refused(
+        &["search", "--index", ix, "--model", bm, "--text", "x"],
+        "this index was built with model",
+    );
+    // Another shard count, a shard spec out of range, --shards without its variable.
+    refused(
+        &[
+            "index",
+            "build",
+            "--index",
+            ix,
+            "--model",
+            s(&a),
+            "--shard",
+            "0/3",
+            img,
+        ],
+        "built in 2 shards",
+    );
+    refused(
+        &["index", "build", "--index", ix, "--shard", "3/2", img],
+        "0 to 1",
+    );
+    refused(
+        &["index", "build", "--index", ix, "--shards", "2", img],
+        "JOB_COMPLETION_INDEX",
+    );
+    // Missing and foreign folders.
+    let missing = dir.join("nope");
+    refused(
+        &["search", "--index", s(&missing), "--text", "x"],
+        "no such index folder",
+    );
+    refused(
+        &["search", "--index", img, "--text", "x"],
+        "not a skyscribe index",
+    );
+    refused(
+        &["index", "build", "--index", img, "--model", s(&a), img],
+        "holds other files but no index.json",
+    );
+    // Queries: empty, empty text, unreadable image, --top-k 0.
+    refused(&["search", "--index", ix], "empty query");
+    refused(&["search", "--index", ix, "--text", " "], "empty text");
+    let junk = dir.join("junk.png");
+    std::fs::write(&junk, b"not a png").unwrap();
+    refused(&["search", "--index", ix, "--image", s(&junk)], "junk.png");
+    refused(
+        &["search", "--index", ix, "--text", "x", "--top-k", "0"],
+        "at least 1",
+    );
+
+    // A damaged part is named and skipped; the other part is still searched.
+    let part = index.join("parts").join(parts::part_name(1, 2));
+    let bytes = std::fs::read(&part).unwrap();
+    std::fs::write(&part, &bytes[..bytes.len() / 2]).unwrap();
+    let r = skyscribe(&[
+        "search", "--index", ix, "--text", "x", "--jsonl", "--top-k", "6",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("part-1-of-2.parquet") && r.stderr.contains("cut short"));
+    let (good, _) = parts::read_part(&index.join("parts"), 0, 2, &read_key(&index)).unwrap();
+    assert_eq!(json_lines(&r.stdout).len(), good.len().min(6));
+    // Building that shard again repairs it.
+    let repaired = build(&index, &a, &["--shard", "1/2"], &[&images]);
+    assert_eq!(repaired["reused"], 0);
+    assert_eq!(repaired["count"], 6);
+    assert!(
+        repaired["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("encoded again")
+    );
+    // A garbled index.json.
+    std::fs::write(index.join("index.json"), b"{").unwrap();
+    refused(
+        &["search", "--index", ix, "--text", "x"],
+        "not a skyscribe index.json",
+    );
+}
+
+fn read_key(index: &Path) -> String {
+    skyscribe::index::IndexMeta::read(index).unwrap().model.key
+}
+
+#[test]
+fn searching_eurosat_by_text_finds_the_class() {
+    let Some(data) = data_root("searching_eurosat_by_text_finds_the_class") else {
+        return;
+    };
+    let dir = scratch("index-eurosat");
+    let index = dir.join("ix");
+    let root = data.join("eurosat/images");
+    // 25 images of each of four classes, linked into one folder (ids `Class/file.jpg`).
+    let sub = dir.join("eurosat");
+    for c in ["Forest", "SeaLake", "Industrial", "Highway"] {
+        let mut files: Vec<_> = std::fs::read_dir(root.join(c))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        files.sort();
+        std::fs::create_dir_all(sub.join(c)).unwrap();
+        for f in files.iter().take(25) {
+            std::os::unix::fs::symlink(root.join(c).join(f), sub.join(c).join(f)).unwrap();
+        }
+    }
+    let r = skyscribe(&["index", "build", "--index", s(&index), s(&sub)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let hits = top(&index, "this is a forest .");
+    assert_eq!(hits.len(), 8);
+    assert!(hits[0].0.starts_with("Forest/"), "{hits:?}");
+    let forests = hits.iter().filter(|h| h.0.starts_with("Forest/")).count();
+    // Chance is 2 of 8; the built-in model finds far more.
+    assert!(forests >= 6, "{forests} of 8 forests: {hits:?}");
+    let industry = top(&index, "this is an industrial area .");
+    let factories = industry
+        .iter()
+        .filter(|h| h.0.starts_with("Industrial/"))
+        .count();
+    assert!(factories >= 5, "{factories} of 8 industrial: {industry:?}");
+}
+
+#[test]
+fn locate_scores_patches_that_cover_the_image() {
+    let dir = scratch("locate");
+    let images = synthetic_images(&dir.join("images"), 1, 100);
+    let model = tiny_clip("tiny-a");
+    let heat = dir.join("heat");
+    let r = skyscribe(&[
+        "locate",
+        "--model",
+        s(&model),
+        "--text",
+        "a red roof",
+        "--patch",
+        "40",
+        "--stride",
+        "30",
+        "--heatmap",
+        s(&heat),
+        "--jsonl",
+        s(&images[0]),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines = json_lines(&r.stdout);
+    // x and y starts 0, 30, 60 (the last moved inward to end at 100): 3 × 3 patches.
+    assert_eq!(lines.len(), 9);
+    let patches: Vec<Vec<u64>> = lines
+        .iter()
+        .map(|l| {
+            l["patch"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(patches[0], vec![0, 0, 40, 40]);
+    assert_eq!(patches[8], vec![60, 60, 40, 40]);
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["input"] == s(&images[0]) && l["score"].as_f64().unwrap().abs() <= 1.0)
+    );
+    let png = image::open(heat.join("img-000.heatmap.png")).unwrap();
+    assert_eq!((png.width(), png.height()), (100, 100));
+    // Patch scores differ, so the heatmap is not one colour.
+    let px = png.to_rgb8();
+    assert_ne!(px.get_pixel(5, 5), px.get_pixel(95, 95));
+}
+
+#[test]
+fn retrieval_recall_matches_ranks_computed_from_embed() {
+    let dir = scratch("retrieval");
+    let paths = synthetic_images(&dir, 5, 40);
+    let captions = [
+        vec!["a red field", "red squares"],
+        vec!["green stripes"],
+        vec!["a blue lake", "blue water", "a lake"],
+        vec!["a grey road"],
+        vec!["a forest"],
+    ];
+    let mut jsonl = String::new();
+    for (p, c) in paths.iter().zip(&captions) {
+        let name = p.file_name().unwrap().to_string_lossy();
+        jsonl.push_str(&serde_json::json!({"filename": name, "captions": c}).to_string());
+        jsonl.push('\n');
+    }
+    std::fs::write(dir.join("captions.jsonl"), jsonl).unwrap();
+    let model = tiny_clip("tiny-a");
+    let data = format!("rsicd:{}", dir.display());
+    let r = skyscribe_env(
+        &[
+            "eval",
+            "retrieval",
+            "--data",
+            &data,
+            "--model",
+            s(&model),
+            "--jsonl",
+            "--no-cache",
+        ],
+        &[],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines = json_lines(&r.stdout);
+    let summary = &lines.last().unwrap()["summary"];
+
+    // The same ranks from `embed`'s vectors, by brute force.
+    let mut args = vec!["embed", "--model", s(&model), "--jsonl"];
+    let texts: Vec<&str> = captions.iter().flatten().copied().collect();
+    for t in &texts {
+        args.extend(["--text", t]);
+    }
+    args.extend(paths.iter().map(|p| s(p)));
+    let e = skyscribe(&args);
+    assert_eq!(e.code, 0, "{}", e.stderr);
+    let vecs: Vec<Vec<f32>> = json_lines(&e.stdout)
+        .iter()
+        .map(|l| crate::common::floats(&l["embedding"]))
+        .collect();
+    let (tv, iv) = vecs.split_at(texts.len());
+    let owner: Vec<usize> = captions
+        .iter()
+        .enumerate()
+        .flat_map(|(i, c)| std::iter::repeat_n(i, c.len()))
+        .collect();
+    let cos = crate::common::cosine;
+    let mut i2t = vec![0usize; iv.len()];
+    for (i, img) in iv.iter().enumerate() {
+        let best = (0..tv.len())
+            .filter(|&t| owner[t] == i)
+            .map(|t| cos(img, &tv[t]))
+            .fold(f32::MIN, f32::max);
+        i2t[i] = 1
+            + (0..tv.len())
+                .filter(|&t| cos(img, &tv[t]) > best + 1e-6)
+                .count();
+    }
+    let mut t2i = vec![0usize; tv.len()];
+    for (t, txt) in tv.iter().enumerate() {
+        let own = cos(&iv[owner[t]], txt);
+        t2i[t] = 1
+            + (0..iv.len())
+                .filter(|&i| cos(&iv[i], txt) > own + 1e-6)
+                .count();
+    }
+    for (i, l) in lines[..5].iter().enumerate() {
+        assert_eq!(l["i2t_rank"].as_u64(), Some(i2t[i] as u64), "image {i}");
+    }
+    let at = |r: &[usize], k: usize| r.iter().filter(|&&x| x <= k).count() as f64 / r.len() as f64;
+    for (key, want) in [
+        ("i2t_r1", at(&i2t, 1)),
+        ("i2t_r5", at(&i2t, 5)),
+        ("t2i_r1", at(&t2i, 1)),
+        ("t2i_r5", at(&t2i, 5)),
+    ] {
+        assert!(
+            (summary[key].as_f64().unwrap() - want).abs() < 1e-9,
+            "{key}: {} vs {want}",
+            summary[key]
+        );
+    }
+    // With five images, every hit is in the top 5 and top 10.
+    assert_eq!(summary["i2t_r10"], 1.0);
+    assert_eq!(summary["t2i_r5"], 1.0);
+    let mean: f64 = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
+        .iter()
+        .map(|k| summary[k].as_f64().unwrap())
+        .sum::<f64>()
+        / 6.0;
+    assert!((summary["mean_recall"].as_f64().unwrap() - mean).abs() < 1e-12);
+}
