@@ -39,6 +39,19 @@ pub struct BenchArgs {
     /// Timed training steps (after one warm-up step), with --captioner-step.
     #[arg(long, default_value_t = 5)]
     steps: usize,
+    /// Time exact search instead, over this many synthetic clustered vectors (written as a
+    /// real index part in a temporary folder, loaded, and queried).
+    #[arg(long, value_parser = super::common::positive)]
+    search_vectors: Option<usize>,
+    /// Time exact search over an existing index folder instead.
+    #[arg(long, conflicts_with = "search_vectors")]
+    search_index: Option<PathBuf>,
+    /// Dimension of the synthetic vectors, with --search-vectors.
+    #[arg(long, default_value_t = 512, value_parser = super::common::positive)]
+    dim: usize,
+    /// Timed queries (top 10), with --search-vectors or --search-index.
+    #[arg(long, default_value_t = 50, value_parser = super::common::positive)]
+    queries: usize,
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
@@ -48,8 +61,11 @@ pub struct BenchArgs {
 }
 
 pub fn run(a: BenchArgs) -> Result<usize> {
-    let dev = a.device.device()?;
     let mut out = Out::new();
+    if a.search_vectors.is_some() || a.search_index.is_some() {
+        return search(&a, &mut out);
+    }
+    let dev = a.device.device()?;
     if a.captioner_step {
         let r = skyscribe::train::captioner::step_time(
             &dev,
@@ -100,6 +116,46 @@ pub fn run(a: BenchArgs) -> Result<usize> {
             r.device,
             r.end_to_end_images_per_s,
             r.model_images_per_s
+        ))?;
+    }
+    Ok(0)
+}
+
+fn search(a: &BenchArgs, out: &mut Out) -> Result<usize> {
+    use skyscribe::bench::search;
+    let temporary = a.search_vectors.map(|n| {
+        std::env::temp_dir().join(format!("skyscribe-bench-search-{}-{n}", std::process::id()))
+    });
+    let dir = match (&temporary, &a.search_index) {
+        (Some(t), _) => {
+            let _ = std::fs::remove_dir_all(t);
+            search::write_synthetic_index(t, a.search_vectors.unwrap_or(0), a.dim)?;
+            t.clone()
+        }
+        (None, Some(i)) => i.clone(),
+        (None, None) => unreachable!("checked by the caller"),
+    };
+    let r = search::measure(&dir, a.queries, 10);
+    if let Some(t) = &temporary {
+        let _ = std::fs::remove_dir_all(t);
+    }
+    let r = r?;
+    if a.jsonl {
+        out.json(&r)?;
+    } else {
+        out.line(&format!(
+            "exact search over {} vectors of dimension {}, {} threads\n  part: {:.0} + {:.0} bytes/vector (Parquet + raw matrix); open {:.2} s, +{:.0} MiB resident\n  top-{} query: median {:.2} ms, p95 {:.2} ms over {} queries",
+            r.vectors,
+            r.dim,
+            r.threads,
+            r.bytes_per_vector,
+            r.matrix_bytes_per_vector,
+            r.load_s,
+            r.load_memory_mib,
+            r.top_k,
+            r.query_ms_median,
+            r.query_ms_p95,
+            r.queries
         ))?;
     }
     Ok(0)

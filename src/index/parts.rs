@@ -5,9 +5,13 @@
 //! it as it is. Columns: `id`, `path`, `chip` (`[x, y, w, h]` or null), `content_hash` (BLAKE3
 //! of the image file, hex), `embedding` (L2-normalised `f32`).
 //!
-//! A part counts only once its marker `part-I-of-N.done` exists and agrees with it (byte size,
-//! row count, BLAKE3 of the file): a part being rewritten, cut short or damaged is never read
-//! as if it were whole.
+//! Beside each part, `part-I-of-N.f32` holds the same embeddings as one raw row-major matrix
+//! (little-endian `f32`): search memory-maps it instead of decoding Parquet's nested lists,
+//! which costs seconds per million vectors. The Parquet file stays the interchange format.
+//!
+//! A part counts only once its marker `part-I-of-N.done` exists and agrees with it (byte
+//! sizes, row count, BLAKE3 of both files): a part being rewritten, cut short or damaged is
+//! never read as if it were whole.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +39,9 @@ pub struct Marker {
     pub rows: usize,
     pub bytes: u64,
     pub blake3: String,
+    /// Size and BLAKE3 of the raw matrix `part-I-of-N.f32`.
+    pub vectors_bytes: u64,
+    pub vectors_blake3: String,
     /// The index's model key, so that a part left by another model's build is never mixed in.
     pub model_key: String,
 }
@@ -47,6 +54,20 @@ pub fn part_name(shard: usize, shards: usize) -> String {
 /// `part-I-of-N.done`, the marker beside the part.
 pub fn marker_name(shard: usize, shards: usize) -> String {
     format!("part-{shard}-of-{shards}.done")
+}
+
+/// `part-I-of-N.f32`, the part's embeddings as a raw matrix.
+pub fn vectors_name(shard: usize, shards: usize) -> String {
+    format!("part-{shard}-of-{shards}.f32")
+}
+
+fn hash(bytes: &[u8]) -> String {
+    // On every core: a part of a million vectors is 2 GB.
+    blake3::Hasher::new()
+        .update_rayon(bytes)
+        .finalize()
+        .to_hex()
+        .to_string()
 }
 
 /// The folder of rows encoded by an unfinished build of shard `I` (resumed by the next run).
@@ -120,13 +141,20 @@ pub fn encode(rows: &[Row], dim: usize) -> Result<Vec<u8>> {
         Arc::new(embeddings),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let embedding_values = parquet::schema::types::ColumnPath::new(vec![
+        "embedding".into(),
+        "list".into(),
+        "item".into(),
+    ]);
     let props = parquet::file::properties::WriterProperties::builder()
         // Embeddings do not compress; the strings compress well and cost little to unpack.
         .set_compression(parquet::basic::Compression::SNAPPY)
         .set_column_compression(
-            parquet::schema::types::ColumnPath::from("embedding.list.item"),
+            embedding_values.clone(),
             parquet::basic::Compression::UNCOMPRESSED,
         )
+        // Nor do they repeat: a dictionary is tried, fails and is thrown away, at a cost.
+        .set_column_dictionary_enabled(embedding_values, false)
         .set_created_by(format!("skyscribe {}", env!("CARGO_PKG_VERSION")))
         .build();
     let mut bytes = Vec::new();
@@ -142,18 +170,62 @@ pub fn encode(rows: &[Row], dim: usize) -> Result<Vec<u8>> {
 /// file in errors.
 pub fn decode(bytes: Vec<u8>, what: &Path) -> Result<(Vec<Row>, usize)> {
     let mut rows = Vec::new();
-    let dim = decode_columns(bytes, what, |batch_rows| {
-        rows.extend(batch_rows);
+    let dim = decode_columns(bytes, what, |batch| {
+        rows.extend(batch.rows());
         Ok(())
     })?;
     Ok((rows, dim))
+}
+
+/// One decoded batch of a part, column by column: the loader copies embeddings a batch at a
+/// time instead of a row at a time.
+pub struct PartBatch<'a> {
+    pub ids: &'a StringArray,
+    pub paths: &'a StringArray,
+    chips: &'a FixedSizeListArray,
+    chip_values: &'a [i32],
+    pub hashes: &'a StringArray,
+    /// `len × dim` values, row-major.
+    pub embeddings: &'a [f32],
+    pub dim: usize,
+}
+
+impl PartBatch<'_> {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn chip(&self, i: usize) -> Option<[u32; 4]> {
+        if self.chips.is_null(i) {
+            return None;
+        }
+        let first = (self.chips.offset() + i) * 4;
+        let c = &self.chip_values[first..first + 4];
+        Some([c[0] as u32, c[1] as u32, c[2] as u32, c[3] as u32])
+    }
+
+    pub fn rows(&self) -> Vec<Row> {
+        (0..self.len())
+            .map(|i| Row {
+                id: self.ids.value(i).to_string(),
+                path: self.paths.value(i).to_string(),
+                chip: self.chip(i),
+                content_hash: self.hashes.value(i).to_string(),
+                embedding: self.embeddings[i * self.dim..(i + 1) * self.dim].to_vec(),
+            })
+            .collect()
+    }
 }
 
 /// Decodes a part batch by batch into `sink`; returns the embedding dimension.
 fn decode_columns(
     bytes: Vec<u8>,
     what: &Path,
-    mut sink: impl FnMut(Vec<Row>) -> Result<()>,
+    mut sink: impl FnMut(&PartBatch) -> Result<()>,
 ) -> Result<usize> {
     let named = |e: parquet::errors::ParquetError| {
         anyhow!("{}: not a readable index part ({e})", what.display())
@@ -179,7 +251,8 @@ fn decode_columns(
     for batch in reader {
         let batch =
             batch.map_err(|e| anyhow!("{}: not a readable index part ({e})", what.display()))?;
-        sink(batch_rows(&batch, dim).with_context(|| what.display().to_string())?)?;
+        let columns = batch_columns(&batch, dim).with_context(|| what.display().to_string())?;
+        sink(&columns)?;
     }
     Ok(dim)
 }
@@ -191,42 +264,31 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
         .ok_or_else(|| anyhow!("column `{name}` is missing or of another type"))
 }
 
-fn batch_rows(batch: &RecordBatch, dim: usize) -> Result<Vec<Row>> {
-    let ids: &StringArray = column(batch, "id")?;
-    let paths: &StringArray = column(batch, "path")?;
-    let hashes: &StringArray = column(batch, "content_hash")?;
+fn batch_columns(batch: &RecordBatch, dim: usize) -> Result<PartBatch<'_>> {
     let chips: &FixedSizeListArray = column(batch, "chip")?;
     let chip_values = chips
         .values()
         .as_any()
         .downcast_ref::<Int32Array>()
-        .ok_or_else(|| anyhow!("column `chip` does not hold integers"))?;
+        .ok_or_else(|| anyhow!("column `chip` does not hold integers"))?
+        .values();
     let embeddings: &FixedSizeListArray = column(batch, "embedding")?;
     let values = embeddings
         .values()
         .as_any()
         .downcast_ref::<Float32Array>()
-        .ok_or_else(|| anyhow!("column `embedding` does not hold f32"))?;
-    let values = values.values();
+        .ok_or_else(|| anyhow!("column `embedding` does not hold f32"))?
+        .values();
     let first = embeddings.offset() * dim;
-    let chip_first = chips.offset() * 4;
-    (0..batch.num_rows())
-        .map(|i| {
-            let chip = if chips.is_null(i) {
-                None
-            } else {
-                let c = &chip_values.values()[chip_first + i * 4..chip_first + i * 4 + 4];
-                Some([c[0] as u32, c[1] as u32, c[2] as u32, c[3] as u32])
-            };
-            Ok(Row {
-                id: ids.value(i).to_string(),
-                path: paths.value(i).to_string(),
-                chip,
-                content_hash: hashes.value(i).to_string(),
-                embedding: values[first + i * dim..first + (i + 1) * dim].to_vec(),
-            })
-        })
-        .collect()
+    Ok(PartBatch {
+        ids: column(batch, "id")?,
+        paths: column(batch, "path")?,
+        chips,
+        chip_values,
+        hashes: column(batch, "content_hash")?,
+        embeddings: &values[first..first + batch.num_rows() * dim],
+        dim,
+    })
 }
 
 /// Writes `rows` as part `I` of `N` in `parts`, then its marker: first the old marker goes (a
@@ -241,10 +303,17 @@ pub fn write_part(
     model_key: &str,
 ) -> Result<Marker> {
     let bytes = encode(rows, dim)?;
+    let mut matrix: Vec<f32> = Vec::with_capacity(rows.len() * dim);
+    for r in rows {
+        matrix.extend_from_slice(&r.embedding);
+    }
+    let matrix: Vec<u8> = matrix.iter().flat_map(|v| v.to_le_bytes()).collect();
     let marker = Marker {
         rows: rows.len(),
         bytes: bytes.len() as u64,
-        blake3: blake3::hash(&bytes).to_hex().to_string(),
+        blake3: hash(&bytes),
+        vectors_bytes: matrix.len() as u64,
+        vectors_blake3: hash(&matrix),
         model_key: model_key.to_string(),
     };
     let marker_path = parts.join(marker_name(shard, shards));
@@ -255,6 +324,7 @@ pub fn write_part(
             return Err(e).with_context(|| format!("{}: cannot remove", marker_path.display()));
         }
     }
+    crate::atomic::write_file(&parts.join(vectors_name(shard, shards)), &matrix)?;
     crate::atomic::write_file(&parts.join(part_name(shard, shards)), &bytes)?;
     crate::atomic::write_file(&marker_path, &serde_json::to_vec_pretty(&marker)?)?;
     Ok(marker)
@@ -279,8 +349,8 @@ pub fn read_part(
     model_key: &str,
 ) -> Result<(Vec<Row>, usize), PartState> {
     let mut rows = Vec::new();
-    let dim = read_part_with(parts, shard, shards, model_key, |r| {
-        rows.extend(r);
+    let dim = read_part_with(parts, shard, shards, model_key, |batch| {
+        rows.extend(batch.rows());
         Ok(())
     })?;
     Ok((rows, dim))
@@ -292,8 +362,50 @@ pub fn read_part_with(
     shard: usize,
     shards: usize,
     model_key: &str,
-    sink: impl FnMut(Vec<Row>) -> Result<()>,
+    sink: impl FnMut(&PartBatch) -> Result<()>,
 ) -> Result<usize, PartState> {
+    let part = parts.join(part_name(shard, shards));
+    let marker = read_marker(parts, shard, shards, model_key)?;
+    let bytes = std::fs::read(&part)
+        .map_err(|e| PartState::Damaged(format!("{}: cannot read ({e})", part.display())))?;
+    if bytes.len() as u64 != marker.bytes {
+        return Err(PartState::Damaged(format!(
+            "{}: {} bytes, but its marker says {} (cut short or replaced)",
+            part.display(),
+            bytes.len(),
+            marker.bytes
+        )));
+    }
+    if hash(&bytes) != marker.blake3 {
+        return Err(PartState::Damaged(format!(
+            "{}: its content does not match its marker's checksum (damaged)",
+            part.display()
+        )));
+    }
+    let mut count = 0;
+    let mut sink = sink;
+    let dim = decode_columns(bytes, &part, |batch| {
+        count += batch.len();
+        sink(batch)
+    })
+    .map_err(|e| PartState::Damaged(format!("{e:#}")))?;
+    if count != marker.rows {
+        return Err(PartState::Damaged(format!(
+            "{}: {count} rows, but its marker says {}",
+            part.display(),
+            marker.rows
+        )));
+    }
+    Ok(dim)
+}
+
+/// The marker of part `I` of `N`, checked to be of this index's model.
+fn read_marker(
+    parts: &Path,
+    shard: usize,
+    shards: usize,
+    model_key: &str,
+) -> Result<Marker, PartState> {
     let part = parts.join(part_name(shard, shards));
     let marker_path = parts.join(marker_name(shard, shards));
     let marker_text = match std::fs::read(&marker_path) {
@@ -314,37 +426,128 @@ pub fn read_part_with(
             marker.model_key
         )));
     }
-    let bytes = std::fs::read(&part)
-        .map_err(|e| PartState::Damaged(format!("{}: cannot read ({e})", part.display())))?;
-    if bytes.len() as u64 != marker.bytes {
-        return Err(PartState::Damaged(format!(
-            "{}: {} bytes, but its marker says {} (cut short or replaced)",
+    Ok(marker)
+}
+
+/// A part as search uses it: ids, paths and chips from the Parquet file (the embedding column
+/// is not decoded), and the embeddings memory-mapped from the raw matrix.
+pub struct MappedPart {
+    pub ids: Vec<String>,
+    pub paths: Vec<String>,
+    pub chips: Vec<Option<[u32; 4]>>,
+    pub vectors: memmap2::Mmap,
+}
+
+/// Opens part `I` of `N` for search, checked against its marker (sizes of both files, the
+/// matrix's BLAKE3, row count and dimension).
+pub fn map_part(
+    parts: &Path,
+    shard: usize,
+    shards: usize,
+    model_key: &str,
+    dim: usize,
+) -> Result<MappedPart, PartState> {
+    #[cfg(target_endian = "big")]
+    compile_error!(
+        "index parts store little-endian f32; a big-endian reader would need a byte swap"
+    );
+    let marker = read_marker(parts, shard, shards, model_key)?;
+    let part = parts.join(part_name(shard, shards));
+    let vectors_path = parts.join(vectors_name(shard, shards));
+    let damaged = |why: String| PartState::Damaged(why);
+    let file = std::fs::File::open(&part)
+        .map_err(|e| damaged(format!("{}: cannot read ({e})", part.display())))?;
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len != marker.bytes {
+        return Err(damaged(format!(
+            "{}: {len} bytes, but its marker says {} (cut short or replaced)",
             part.display(),
-            bytes.len(),
             marker.bytes
         )));
     }
-    if blake3::hash(&bytes).to_hex().as_str() != marker.blake3 {
-        return Err(PartState::Damaged(format!(
-            "{}: its content does not match its marker's checksum (damaged)",
-            part.display()
-        )));
-    }
-    let mut count = 0;
-    let mut sink = sink;
-    let dim = decode_columns(bytes, &part, |rows| {
-        count += rows.len();
-        sink(rows)
-    })
-    .map_err(|e| PartState::Damaged(format!("{e:#}")))?;
-    if count != marker.rows {
-        return Err(PartState::Damaged(format!(
-            "{}: {count} rows, but its marker says {}",
-            part.display(),
+    let want = (marker.rows * dim * 4) as u64;
+    let vfile = std::fs::File::open(&vectors_path)
+        .map_err(|e| damaged(format!("{}: cannot read ({e})", vectors_path.display())))?;
+    let vlen = vfile.metadata().map(|m| m.len()).unwrap_or(0);
+    if vlen != marker.vectors_bytes || vlen != want {
+        return Err(damaged(format!(
+            "{}: {vlen} bytes, but {} rows of {dim} f32 need {want} (cut short or replaced)",
+            vectors_path.display(),
             marker.rows
         )));
     }
-    Ok(dim)
+    // SAFETY: the file is only ever replaced by rename, never written in place, so the mapped
+    // pages do not change under us (a new build's rename leaves this inode as it is).
+    let vectors = unsafe { memmap2::Mmap::map(&vfile) }
+        .map_err(|e| damaged(format!("{}: cannot map ({e})", vectors_path.display())))?;
+    if hash(&vectors) != marker.vectors_blake3 {
+        return Err(damaged(format!(
+            "{}: its content does not match its marker's checksum (damaged)",
+            vectors_path.display()
+        )));
+    }
+    let mut mapped = MappedPart {
+        ids: Vec::with_capacity(marker.rows),
+        paths: Vec::with_capacity(marker.rows),
+        chips: Vec::with_capacity(marker.rows),
+        vectors,
+    };
+    let named = |e: &dyn std::fmt::Display| {
+        damaged(format!(
+            "{}: not a readable index part ({e})",
+            part.display()
+        ))
+    };
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| named(&e))?;
+    let wanted = ["id", "path", "chip"];
+    let roots: Vec<usize> = builder
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| wanted.contains(&f.name().as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots);
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(65536)
+        .build()
+        .map_err(|e| named(&e))?;
+    for batch in reader {
+        let batch = batch.map_err(|e| named(&e))?;
+        let columns = (|| -> Result<()> {
+            let ids: &StringArray = column(&batch, "id")?;
+            let paths: &StringArray = column(&batch, "path")?;
+            let chips: &FixedSizeListArray = column(&batch, "chip")?;
+            let values = chips
+                .values()
+                .as_any()
+                .downcast_ref::<Int32Array>()
+                .ok_or_else(|| anyhow!("column `chip` does not hold integers"))?
+                .values();
+            for i in 0..batch.num_rows() {
+                mapped.ids.push(ids.value(i).to_string());
+                mapped.paths.push(paths.value(i).to_string());
+                mapped.chips.push((!chips.is_null(i)).then(|| {
+                    let c = &values[(chips.offset() + i) * 4..(chips.offset() + i) * 4 + 4];
+                    [c[0] as u32, c[1] as u32, c[2] as u32, c[3] as u32]
+                }));
+            }
+            Ok(())
+        })();
+        columns.map_err(|e| named(&e))?;
+    }
+    if mapped.ids.len() != marker.rows {
+        return Err(damaged(format!(
+            "{}: {} rows, but its marker says {}",
+            part.display(),
+            mapped.ids.len(),
+            marker.rows
+        )));
+    }
+    Ok(mapped)
 }
 
 /// The pending chunks of shard `I`: rows an unfinished build had encoded. Damaged chunks (a
@@ -411,6 +614,27 @@ mod tests {
         let rows = vec![row(1, None), row(2, None)];
         write_part(&dir, 0, 2, &rows, 3, "k").unwrap();
         assert_eq!(read_part(&dir, 0, 2, "k").unwrap().0, rows);
+        let mapped = map_part(&dir, 0, 2, "k", 3).unwrap();
+        assert_eq!(mapped.ids, vec!["img1.jpg", "img2.jpg"]);
+        let matrix: &[f32] = bytemuck::cast_slice(&mapped.vectors[..]);
+        assert_eq!(matrix, &[1.0, -0.5, 0.25, 2.0, -0.5, 0.25]);
+        drop(mapped);
+        // The raw matrix is checked too.
+        let vectors = dir.join(vectors_name(0, 2));
+        let good = std::fs::read(&vectors).unwrap();
+        let mut bad = good.clone();
+        bad[5] ^= 1;
+        std::fs::write(&vectors, &bad).unwrap();
+        assert!(matches!(
+            map_part(&dir, 0, 2, "k", 3),
+            Err(PartState::Damaged(_))
+        ));
+        std::fs::write(&vectors, &good[..good.len() - 4]).unwrap();
+        assert!(matches!(
+            map_part(&dir, 0, 2, "k", 3),
+            Err(PartState::Damaged(_))
+        ));
+        std::fs::write(&vectors, &good).unwrap();
         assert!(matches!(
             read_part(&dir, 1, 2, "k"),
             Err(PartState::Missing)

@@ -1,4 +1,4 @@
-//! Exact search: every vector of the index in one row-major `f32` matrix, scored against the
+//! Exact search: every part's vectors a memory-mapped row-major `f32` matrix, scored against the
 //! query by a dot product (cosine, as both are L2-normalised), best `k` kept per thread and
 //! merged. Up to millions of vectors this is fast enough on one machine (the README has the
 //! measurements), needs no build step and is never wrong.
@@ -13,80 +13,56 @@ use rayon::prelude::*;
 use super::IndexMeta;
 use super::parts::{self, PartState};
 
-/// An index loaded for search.
+/// An index opened for search: ids, paths and chips in memory, embeddings memory-mapped one
+/// matrix per part (the operating system keeps the pages it has room for).
 pub struct LoadedIndex {
     pub meta: IndexMeta,
     pub ids: Vec<String>,
     pub paths: Vec<String>,
     pub chips: Vec<Option<[u32; 4]>>,
-    /// `len × dim`, row-major, rows L2-normalised.
-    pub vectors: Vec<f32>,
+    /// `(first row, embeddings)` of each usable part, in row order.
+    segments: Vec<(usize, memmap2::Mmap)>,
     /// Parts skipped (unfinished, missing or damaged), each with why: the rest is searchable.
     pub warnings: Vec<String>,
 }
 
 impl LoadedIndex {
-    /// Loads every complete part of the index in `dir`. Parts that are unfinished, missing or
+    /// Opens every complete part of the index in `dir`. Parts that are unfinished, missing or
     /// damaged are skipped with a warning each; an index with no usable part is an error.
     pub fn load(dir: &Path) -> Result<Self> {
         let meta = IndexMeta::read(dir)?;
         let parts_dir = dir.join("parts");
+        let (shards, dim) = (meta.shards, meta.dim);
         let mut index = Self {
             ids: vec![],
             paths: vec![],
             chips: vec![],
-            vectors: vec![],
+            segments: vec![],
             warnings: vec![],
             meta,
         };
-        let (shards, dim) = (index.meta.shards, index.meta.dim);
-        let mut usable = 0;
         for i in 0..shards {
-            let (ids, paths, chips, vectors) = (
-                &mut index.ids,
-                &mut index.paths,
-                &mut index.chips,
-                &mut index.vectors,
-            );
-            let before = ids.len();
-            let result =
-                parts::read_part_with(&parts_dir, i, shards, &index.meta.model.key, |rows| {
-                    for r in rows {
-                        ids.push(r.id);
-                        paths.push(r.path);
-                        chips.push(r.chip);
-                        vectors.extend_from_slice(&r.embedding);
-                    }
-                    Ok(())
-                });
             let name = parts_dir.join(parts::part_name(i, shards));
-            let problem = match result {
-                Ok(d) if d == dim => {
-                    usable += 1;
+            let problem = match parts::map_part(&parts_dir, i, shards, &index.meta.model.key, dim) {
+                Ok(part) => {
+                    index.segments.push((index.ids.len(), part.vectors));
+                    index.ids.extend(part.ids);
+                    index.paths.extend(part.paths);
+                    index.chips.extend(part.chips);
                     continue;
                 }
-                Ok(d) => format!(
-                    "{}: embeddings of dimension {d}, the index's is {dim}",
-                    name.display()
-                ),
                 Err(PartState::Missing) => format!("{}: not built yet", name.display()),
                 Err(PartState::Unfinished) => {
                     format!("{}: still being written (no marker)", name.display())
                 }
                 Err(PartState::Damaged(why)) => why,
             };
-            // Undo whatever a part that failed half-way added.
-            index.ids.truncate(before);
-            index.paths.truncate(before);
-            index.chips.truncate(before);
-            index.vectors.truncate(before * dim);
             index.warnings.push(format!("skipped {problem}"));
         }
-        if usable == 0 {
+        if index.segments.is_empty() {
             bail!(
-                "{}: no complete part to search ({} of {shards} parts usable):\n  {}",
+                "{}: no complete part to search (0 of {shards} parts usable):\n  {}",
                 dir.display(),
-                usable,
                 index.warnings.join("\n  ")
             );
         }
@@ -105,9 +81,38 @@ impl LoadedIndex {
         self.meta.dim
     }
 
+    fn matrix(bytes: &memmap2::Mmap) -> &[f32] {
+        // Mappings start on a page boundary: the cast cannot fail on alignment.
+        bytemuck::cast_slice(&bytes[..])
+    }
+
+    /// The embedding of `row`.
+    pub fn vector(&self, row: usize) -> &[f32] {
+        let dim = self.meta.dim;
+        let (first, bytes) = self
+            .segments
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= row)
+            .expect("row 0 is in the first segment");
+        let m = Self::matrix(bytes);
+        &m[(row - first) * dim..(row - first + 1) * dim]
+    }
+
     /// The best `k` rows for `query` (a unit vector), best first: `(row, cosine)`.
     pub fn search(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
-        top_k(&self.vectors, self.meta.dim, query, k)
+        let mut all: Vec<(usize, f32)> = self
+            .segments
+            .iter()
+            .flat_map(|(first, bytes)| {
+                top_k(Self::matrix(bytes), self.meta.dim, query, k)
+                    .into_iter()
+                    .map(move |(r, s)| (first + r, s))
+            })
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        all
     }
 }
 

@@ -634,3 +634,57 @@ fn retrieval_recall_matches_ranks_computed_from_embed() {
         / 6.0;
     assert!((summary["mean_recall"].as_f64().unwrap() - mean).abs() < 1e-12);
 }
+
+/// The Slurm path on a real Slurm: `deploy/slurm/index.sbatch` as a 3-task job array equals a
+/// one-process build. Needs a running cluster: `scripts/slurm-check.sh` starts a one-node one,
+/// sets SKYSCRIBE_SLURM=1 and runs this test (`.ci/run` calls it).
+#[test]
+fn a_slurm_job_array_builds_the_same_index_as_one_process() {
+    if std::env::var("SKYSCRIBE_SLURM").as_deref() != Ok("1") {
+        eprintln!(
+            "SKIPPED a_slurm_job_array_builds_the_same_index_as_one_process: needs a Slurm \
+             cluster (scripts/slurm-check.sh starts one and runs this test)"
+        );
+        return;
+    }
+    let dir = scratch("index-slurm");
+    let images = dir.join("images");
+    synthetic_images(&images, 30, 40);
+    let model = tiny_clip("tiny-a");
+    let whole = dir.join("whole");
+    build(&whole, &model, &[], &[&images]);
+    let index = dir.join("slurm");
+    let out = Command::new("sbatch")
+        .args(["--array=0-2", "--wait", "--quiet"])
+        .arg(format!("--output={}/task-%a.out", dir.display()))
+        .arg(crate::common::repo().join("deploy/slurm/index.sbatch"))
+        .args([s(&index), s(&images)])
+        .env("SKYSCRIBE", env!("CARGO_BIN_EXE_skyscribe"))
+        .env("SKYSCRIBE_MODEL", &model)
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .expect("sbatch could not be started");
+    let logs: String = (0..3)
+        .map(|i| std::fs::read_to_string(dir.join(format!("task-{i}.out"))).unwrap_or_default())
+        .collect();
+    assert!(
+        out.status.success(),
+        "sbatch: {}\n{logs}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for i in 0..3 {
+        assert!(
+            logs.contains(&format!("shard {i}/3:")),
+            "task {i} did not build shard {i}/3:\n{logs}"
+        );
+    }
+    let meta = skyscribe::index::IndexMeta::read(&index).unwrap();
+    assert_eq!((meta.shards, meta.parts_complete, meta.count), (3, 3, 30));
+    let (a, b) = (index_rows(&index), index_rows(&whole));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.id, y.id);
+        assert!(crate::common::max_abs_diff(&x.embedding, &y.embedding) < 1e-6);
+    }
+    assert_eq!(top(&index, "a red square"), top(&whole, "a red square"));
+}
