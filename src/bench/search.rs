@@ -151,3 +151,81 @@ pub fn measure(dir: &Path, queries: usize, k: usize) -> Result<SearchBenchReport
         top_k: k,
     })
 }
+
+/// What the approximate engine measured against exact search on the same queries.
+#[derive(Debug, Serialize)]
+pub struct AnnBenchReport {
+    pub vectors: usize,
+    pub connections: usize,
+    pub ef_construction: usize,
+    pub ef_search: usize,
+    pub build_s: f64,
+    /// Size of the saved graph (with its copy of the vectors) over the vector count.
+    pub graph_bytes_per_vector: f64,
+    /// Mean share of exact search's top 10 that the graph also returns.
+    pub recall_at_10: f64,
+    pub queries: usize,
+    pub query_ms_median: f64,
+    pub query_ms_p95: f64,
+}
+
+/// Builds the HNSW graph of the index in `dir` (`index optimize`) and measures recall@10
+/// against exact search and latency, at each `ef` of `efs`.
+pub fn measure_ann(
+    dir: &Path,
+    queries: usize,
+    options: crate::index::ann::AnnOptions,
+    efs: &[usize],
+) -> Result<Vec<AnnBenchReport>> {
+    use crate::index::ann::{AnnIndex, ann_dir, optimize};
+    let meta = optimize(dir, options)?;
+    let index = LoadedIndex::load(dir)?;
+    let ann = AnnIndex::load(dir, &index)?
+        .map_err(|_| anyhow::anyhow!("the graph just built does not load"))?;
+    let graph_bytes: u64 = std::fs::read_dir(ann_dir(dir))?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let qs: Vec<Vec<f32>> = (0..queries.max(1))
+        .map(|_| {
+            let row = rng.random_range(0..index.len());
+            unit(
+                index
+                    .vector(row)
+                    .iter()
+                    .map(|x| x + 0.05 * rng.random_range(-1.0f32..1.0))
+                    .collect(),
+            )
+        })
+        .collect();
+    let exact: Vec<Vec<usize>> = qs
+        .iter()
+        .map(|q| index.search(q, 10).into_iter().map(|h| h.0).collect())
+        .collect();
+    let mut out = Vec::new();
+    for &ef in efs {
+        let mut times = Vec::new();
+        let mut found = 0usize;
+        for (q, want) in qs.iter().zip(&exact) {
+            let t = Instant::now();
+            let hits = ann.search(q, 10, ef);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+            found += hits.iter().filter(|h| want.contains(&h.0)).count();
+        }
+        times.sort_by(f64::total_cmp);
+        out.push(AnnBenchReport {
+            vectors: index.len(),
+            connections: meta.connections,
+            ef_construction: meta.ef_construction,
+            ef_search: ef,
+            build_s: meta.build_s,
+            graph_bytes_per_vector: graph_bytes as f64 / index.len() as f64,
+            recall_at_10: found as f64 / (10 * qs.len()) as f64,
+            queries: qs.len(),
+            query_ms_median: times[times.len() / 2],
+            query_ms_p95: times[(times.len() * 95 / 100).min(times.len() - 1)],
+        });
+    }
+    Ok(out)
+}

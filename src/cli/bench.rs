@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Time exact search over an existing index folder instead.
     #[arg(long, conflicts_with = "search_vectors")]
     search_index: Option<PathBuf>,
+    /// Also build the HNSW graph (`index optimize`) and measure its recall@10 against exact
+    /// search and its latency, with --search-vectors or --search-index (which it modifies).
+    #[arg(long)]
+    ann: bool,
     /// Dimension of the synthetic vectors, with --search-vectors.
     #[arg(long, default_value_t = 512, value_parser = super::common::positive)]
     dim: usize,
@@ -136,12 +140,25 @@ fn search(a: &BenchArgs, out: &mut Out) -> Result<usize> {
         (None, None) => unreachable!("checked by the caller"),
     };
     let r = search::measure(&dir, a.queries, 10);
+    let ann = match (&r, a.ann) {
+        (Ok(_), true) => Some(search::measure_ann(
+            &dir,
+            a.queries,
+            skyscribe::index::ann::AnnOptions::default(),
+            &[32, 64, 128, 256],
+        )),
+        _ => None,
+    };
     if let Some(t) = &temporary {
         let _ = std::fs::remove_dir_all(t);
     }
     let r = r?;
+    let ann = ann.transpose()?.unwrap_or_default();
     if a.jsonl {
         out.json(&r)?;
+        for x in &ann {
+            out.json(x)?;
+        }
     } else {
         out.line(&format!(
             "exact search over {} vectors of dimension {}, {} threads\n  part: {:.0} + {:.0} bytes/vector (Parquet + raw matrix); open {:.2} s, +{:.0} MiB resident\n  top-{} query: median {:.2} ms, p95 {:.2} ms over {} queries",
@@ -157,6 +174,18 @@ fn search(a: &BenchArgs, out: &mut Out) -> Result<usize> {
             r.query_ms_p95,
             r.queries
         ))?;
+        if let Some(x) = ann.first() {
+            out.line(&format!(
+                "HNSW (M {}, efConstruction {}): built in {:.1} s, {:.0} bytes/vector saved",
+                x.connections, x.ef_construction, x.build_s, x.graph_bytes_per_vector
+            ))?;
+        }
+        for x in &ann {
+            out.line(&format!(
+                "  ef {:>4}: recall@10 {:.3}, median {:.3} ms, p95 {:.3} ms",
+                x.ef_search, x.recall_at_10, x.query_ms_median, x.query_ms_p95
+            ))?;
+        }
     }
     Ok(0)
 }

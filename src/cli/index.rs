@@ -26,12 +26,68 @@ pub enum IndexCommand {
     Build(BuildArgs),
     /// What an index holds: its model, dimension, parts complete and rows.
     Info(InfoArgs),
+    /// Build the approximate (HNSW) search graph over every part, for archives too large to
+    /// scan quickly; search uses it until the parts change.
+    Optimize(OptimizeArgs),
+}
+
+#[derive(Args)]
+pub struct OptimizeArgs {
+    /// The index folder (every part complete).
+    #[arg(long)]
+    index: PathBuf,
+    /// Neighbours kept per node (HNSW's M): more is slower to build, more exact to search.
+    #[arg(long, default_value_t = 16, value_parser = positive)]
+    connections: usize,
+    /// Candidates explored per insertion (efConstruction).
+    #[arg(long, default_value_t = 128, value_parser = positive)]
+    ef_construction: usize,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    jsonl: bool,
+}
+
+fn optimize(a: OptimizeArgs) -> Result<usize> {
+    let meta = skyscribe::index::ann::optimize(
+        &a.index,
+        skyscribe::index::ann::AnnOptions {
+            connections: a.connections,
+            ef_construction: a.ef_construction,
+        },
+    )?;
+    let mut out = Out::new();
+    if a.jsonl {
+        out.json(&meta)?;
+    } else {
+        out.line(&format!(
+            "{}: HNSW graph over {} vectors (M {}, efConstruction {}) built in {:.1} s",
+            a.index.display(),
+            meta.rows,
+            meta.connections,
+            meta.ef_construction,
+            meta.build_s
+        ))?;
+    }
+    Ok(0)
+}
+
+/// Which search engine answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// The HNSW graph when `index optimize` made one and the parts have not changed since;
+    /// else exact.
+    Auto,
+    /// Every vector scored (never wrong).
+    Exact,
+    /// The HNSW graph (an error when there is none or it is stale).
+    Ann,
 }
 
 pub fn run(cmd: IndexCommand) -> Result<usize> {
     match cmd {
         IndexCommand::Build(a) => build_index(a),
         IndexCommand::Info(a) => info(a),
+        IndexCommand::Optimize(a) => optimize(a),
     }
 }
 
@@ -197,6 +253,12 @@ pub struct SearchArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
+    /// Which engine answers.
+    #[arg(long, value_enum, default_value_t = Engine::Auto)]
+    engine: Engine,
+    /// Candidates the HNSW graph explores per query (more: slower, nearer exact).
+    #[arg(long, default_value_t = 128, value_parser = positive)]
+    ef: usize,
 }
 
 /// An index's model, loaded and checked against it.
@@ -257,7 +319,32 @@ pub fn search(a: SearchArgs) -> Result<usize> {
     for w in &index.warnings {
         report(w);
     }
-    let hits = index.search(&q, a.top_k);
+    use skyscribe::index::ann::{AnnIndex, AnnState};
+    let ann = if a.engine == Engine::Exact {
+        Err(AnnState::Absent)
+    } else {
+        AnnIndex::load(&a.index, &index)?
+    };
+    let hits = match (a.engine, ann) {
+        (Engine::Exact, _) | (Engine::Auto, Err(AnnState::Absent)) => index.search(&q, a.top_k),
+        (Engine::Auto, Err(AnnState::Stale(why))) => {
+            report(&format!(
+                "the HNSW graph is stale ({why}); searched exactly (run `skyscribe index optimize --index {}`)",
+                a.index.display()
+            ));
+            index.search(&q, a.top_k)
+        }
+        (Engine::Ann, Err(AnnState::Absent)) => bail!(
+            "{}: no HNSW graph; run `skyscribe index optimize --index {}` first",
+            a.index.display(),
+            a.index.display()
+        ),
+        (Engine::Ann, Err(AnnState::Stale(why))) => bail!(
+            "{}: the HNSW graph is stale ({why}); run `skyscribe index optimize` again",
+            a.index.display()
+        ),
+        (_, Ok(ann)) => ann.search(&q, a.top_k, a.ef),
+    };
     let mut out = Out::new();
     if !a.jsonl {
         out.line(&format!(

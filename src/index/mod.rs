@@ -17,6 +17,7 @@
 //! builds), [`search`] (loading and exact top-k), [`locate`] (patch scores in one image),
 //! [`sheet`] (HTML contact sheets of results).
 
+pub mod ann;
 pub mod build;
 pub mod locate;
 pub mod parts;

@@ -688,3 +688,63 @@ fn a_slurm_job_array_builds_the_same_index_as_one_process() {
     }
     assert_eq!(top(&index, "a red square"), top(&whole, "a red square"));
 }
+
+#[test]
+fn the_hnsw_graph_answers_like_exact_search_until_the_parts_change() {
+    let dir = scratch("index-ann");
+    let images = dir.join("images");
+    let paths = synthetic_images(&images, 40, 40);
+    let model = tiny_clip("tiny-a");
+    let index = dir.join("ix");
+    build(&index, &model, &[], &[&images]);
+    let ix = s(&index);
+    let search = |engine: &str| {
+        skyscribe(&[
+            "search",
+            "--index",
+            ix,
+            "--text",
+            "red and green",
+            "--top-k",
+            "5",
+            "--jsonl",
+            "--engine",
+            engine,
+        ])
+    };
+    let r = search("ann");
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("index optimize"), "{}", r.stderr);
+    let o = skyscribe(&["index", "optimize", "--index", ix, "--jsonl"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(json_lines(&o.stdout)[0]["rows"], 40);
+    let (exact, ann) = (search("exact"), search("ann"));
+    assert_eq!(ann.code, 0, "{}", ann.stderr);
+    let ids = |r: &crate::common::Run| {
+        json_lines(&r.stdout)
+            .iter()
+            .map(|h| {
+                (
+                    h["id"].as_str().unwrap().to_string(),
+                    h["score"].as_f64().unwrap(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // Forty vectors: the graph finds the exact answer.
+    let (e, a) = (ids(&exact), ids(&ann));
+    assert_eq!(
+        e.iter().map(|x| &x.0).collect::<Vec<_>>(),
+        a.iter().map(|x| &x.0).collect::<Vec<_>>()
+    );
+    for (x, y) in e.iter().zip(&a) {
+        assert!((x.1 - y.1).abs() < 1e-5);
+    }
+    // A changed file makes the graph stale: auto falls back to exact and says so.
+    std::fs::copy(&paths[1], &paths[0]).unwrap();
+    build(&index, &model, &[], &[&images]);
+    let auto = search("auto");
+    assert_eq!(auto.code, 0, "{}", auto.stderr);
+    assert!(auto.stderr.contains("stale"), "{}", auto.stderr);
+    assert_eq!(search("ann").code, 2);
+}
