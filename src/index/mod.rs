@@ -7,9 +7,14 @@
 //! DIR/index.json                       the model's identity (as the cache keys it), dimension,
 //!                                      dtype, shard count, skyscribe version, row count
 //! DIR/parts/part-<I>-of-<N>.parquet    shard I's rows: id, path, chip, content_hash, embedding
-//! DIR/parts/part-<I>-of-<N>.done       its completion marker (rows, bytes, BLAKE3)
-//! DIR/parts/part-<I>-of-<N>.pending/   rows an unfinished build of shard I encoded (resume)
+//! DIR/parts/_part-<I>-of-<N>.done      its completion marker (rows, sizes, BLAKE3 of both files)
+//! DIR/parts/_part-<I>-of-<N>.f32       the same embeddings as a raw matrix (search maps it)
+//! DIR/parts/_part-<I>-of-<N>.pending/  rows an unfinished build of shard I encoded (resume)
+//! DIR/ann/                             the HNSW graph of `index optimize`, when made
 //! ```
+//!
+//! Only the parts in `parts/` lack the leading `_`, so `parts/` read as a folder by Spark,
+//! PyArrow, Polars or DuckDB (`parts/*.parquet`) is exactly the index's rows.
 //!
 //! Shard `I` of `N` owns the ids whose BLAKE3 hash is `I` modulo `N` ([`shard_of`]), so shards
 //! running on different machines over one shared folder never write the same part, and a new

@@ -5,11 +5,11 @@
 //! it as it is. Columns: `id`, `path`, `chip` (`[x, y, w, h]` or null), `content_hash` (BLAKE3
 //! of the image file, hex), `embedding` (L2-normalised `f32`).
 //!
-//! Beside each part, `part-I-of-N.f32` holds the same embeddings as one raw row-major matrix
+//! Beside each part, `_part-I-of-N.f32` holds the same embeddings as one raw row-major matrix
 //! (little-endian `f32`): search memory-maps it instead of decoding Parquet's nested lists,
 //! which costs seconds per million vectors. The Parquet file stays the interchange format.
 //!
-//! A part counts only once its marker `part-I-of-N.done` exists and agrees with it (byte
+//! A part counts only once its marker `_part-I-of-N.done` exists and agrees with it (byte
 //! sizes, row count, BLAKE3 of both files): a part being rewritten, cut short or damaged is
 //! never read as if it were whole.
 
@@ -33,7 +33,7 @@ pub struct Row {
     pub embedding: Vec<f32>,
 }
 
-/// What `parts/part-I-of-N.done` records about its part.
+/// What `parts/_part-I-of-N.done` records about its part.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Marker {
     pub rows: usize,
@@ -51,14 +51,16 @@ pub fn part_name(shard: usize, shards: usize) -> String {
     format!("part-{shard}-of-{shards}.parquet")
 }
 
-/// `part-I-of-N.done`, the marker beside the part.
+/// `_part-I-of-N.done`, the marker beside the part. Everything in `parts/` that is not a part
+/// starts with `_`, which Spark, Hadoop, PyArrow and Polars skip when they read the folder (as
+/// they skip `_SUCCESS`).
 pub fn marker_name(shard: usize, shards: usize) -> String {
-    format!("part-{shard}-of-{shards}.done")
+    format!("_part-{shard}-of-{shards}.done")
 }
 
-/// `part-I-of-N.f32`, the part's embeddings as a raw matrix.
+/// `_part-I-of-N.f32`, the part's embeddings as a raw matrix.
 pub fn vectors_name(shard: usize, shards: usize) -> String {
-    format!("part-{shard}-of-{shards}.f32")
+    format!("_part-{shard}-of-{shards}.f32")
 }
 
 fn hash(bytes: &[u8]) -> String {
@@ -72,7 +74,7 @@ fn hash(bytes: &[u8]) -> String {
 
 /// The folder of rows encoded by an unfinished build of shard `I` (resumed by the next run).
 pub fn pending_name(shard: usize, shards: usize) -> String {
-    format!("part-{shard}-of-{shards}.pending")
+    format!("_part-{shard}-of-{shards}.pending")
 }
 
 fn schema(dim: usize) -> Schema {
