@@ -115,6 +115,9 @@ pub fn measure(dir: &Path, queries: usize, k: usize) -> Result<SearchBenchReport
     let index = LoadedIndex::load(dir)?;
     let load_s = t.elapsed().as_secs_f64();
     let load_memory_mib = resident_mib() - before;
+    if index.is_empty() {
+        anyhow::bail!("{}: the index holds no vectors", dir.display());
+    }
     let dim = index.dim();
     let part = dir.join("parts").join(parts::part_name(0, 1));
     let bytes = std::fs::metadata(&part)?.len() as f64;
@@ -132,7 +135,7 @@ pub fn measure(dir: &Path, queries: usize, k: usize) -> Result<SearchBenchReport
                 .collect(),
         );
         let t = Instant::now();
-        let hits = index.search(&q, k);
+        let hits = index.search(&q, k)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(hits);
     }
@@ -178,7 +181,7 @@ pub fn measure_ann(
     efs: &[usize],
 ) -> Result<Vec<AnnBenchReport>> {
     use crate::index::ann::{AnnIndex, ann_dir, optimize};
-    let meta = optimize(dir, options)?;
+    let meta = optimize(dir, options, true)?;
     let index = LoadedIndex::load(dir)?;
     let ann = AnnIndex::load(dir, &index)?
         .map_err(|_| anyhow::anyhow!("the graph just built does not load"))?;
@@ -201,15 +204,15 @@ pub fn measure_ann(
         .collect();
     let exact: Vec<Vec<usize>> = qs
         .iter()
-        .map(|q| index.search(q, 10).into_iter().map(|h| h.0).collect())
-        .collect();
+        .map(|q| Ok(index.search(q, 10)?.into_iter().map(|h| h.0).collect()))
+        .collect::<Result<_>>()?;
     let mut out = Vec::new();
     for &ef in efs {
         let mut times = Vec::new();
         let mut found = 0usize;
         for (q, want) in qs.iter().zip(&exact) {
             let t = Instant::now();
-            let hits = ann.search(q, 10, ef);
+            let hits = ann.search(q, 10, ef)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
             found += hits.iter().filter(|h| want.contains(&h.0)).count();
         }

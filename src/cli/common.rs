@@ -122,6 +122,17 @@ pub struct CacheArgs {
 }
 
 impl CacheArgs {
+    /// The cache of `clip` under `decode` in the chosen folder, or `None` with `--no-cache`.
+    pub fn open(
+        &self,
+        clip: &ClipEncoder,
+        decode: &DecodeOptions,
+    ) -> Result<Option<skyscribe::cache::EmbeddingCache>> {
+        self.dir()
+            .map(|dir| skyscribe::cache::EmbeddingCache::open(&dir, clip, decode))
+            .transpose()
+    }
+
     /// The cache folder to use, or `None` with `--no-cache`.
     pub fn dir(&self) -> Option<PathBuf> {
         if self.no_cache {

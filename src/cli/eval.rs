@@ -65,11 +65,7 @@ fn retrieval(a: RetrievalArgs) -> Result<usize> {
     let data = skyscribe::data::open_captions(&a.data)?;
     let clip = ClipEncoder::load(&common.model(), &common.device.device()?)?;
     let decode = common.decode();
-    let cache = a
-        .cache
-        .dir()
-        .map(|dir| EmbeddingCache::open(&dir, &clip, &decode))
-        .transpose()?;
+    let cache = a.cache.open(&clip, &decode)?;
     let run = retrieval::evaluate(
         &clip,
         &data,
@@ -211,11 +207,7 @@ fn zero_shot(a: ZeroShotArgs) -> Result<usize> {
         ));
     }
     let decode = common.decode();
-    let cache = a
-        .cache
-        .dir()
-        .map(|dir| EmbeddingCache::open(&dir, &clip, &decode))
-        .transpose()?;
+    let cache = a.cache.open(&clip, &decode)?;
     let bar = skyscribe::progress::items(ds.samples.len(), "images", "encoding", false);
     let (embeddings, stats) = embed_samples(
         &clip,

@@ -54,6 +54,7 @@ fn optimize(a: OptimizeArgs) -> Result<usize> {
             connections: a.connections,
             ef_construction: a.ef_construction,
         },
+        false,
     )?;
     let mut out = Out::new();
     if a.jsonl {
@@ -326,13 +327,13 @@ pub fn search(a: SearchArgs) -> Result<usize> {
         AnnIndex::load(&a.index, &index)?
     };
     let hits = match (a.engine, ann) {
-        (Engine::Exact, _) | (Engine::Auto, Err(AnnState::Absent)) => index.search(&q, a.top_k),
+        (Engine::Exact, _) | (Engine::Auto, Err(AnnState::Absent)) => index.search(&q, a.top_k)?,
         (Engine::Auto, Err(AnnState::Stale(why))) => {
             report(&format!(
                 "the HNSW graph is stale ({why}); searched exactly (run `skyscribe index optimize --index {}`)",
                 a.index.display()
             ));
-            index.search(&q, a.top_k)
+            index.search(&q, a.top_k)?
         }
         (Engine::Ann, Err(AnnState::Absent)) => bail!(
             "{}: no HNSW graph; run `skyscribe index optimize --index {}` first",
@@ -343,7 +344,7 @@ pub fn search(a: SearchArgs) -> Result<usize> {
             "{}: the HNSW graph is stale ({why}); run `skyscribe index optimize` again",
             a.index.display()
         ),
-        (_, Ok(ann)) => ann.search(&q, a.top_k, a.ef),
+        (_, Ok(ann)) => ann.search(&q, a.top_k, a.ef)?,
     };
     let mut out = Out::new();
     if !a.jsonl {

@@ -87,7 +87,7 @@ fn complete_markers(dir: &Path, meta: &IndexMeta) -> Result<Vec<(String, String)
 
 /// Builds the graph over every part of the index in `dir` and saves it in `DIR/ann/`
 /// (replacing an older one whole).
-pub fn optimize(dir: &Path, options: AnnOptions) -> Result<AnnMeta> {
+pub fn optimize(dir: &Path, options: AnnOptions, quiet: bool) -> Result<AnnMeta> {
     let meta = IndexMeta::read(dir)?;
     let markers = complete_markers(dir, &meta)?;
     let index = LoadedIndex::load(dir)?;
@@ -97,6 +97,9 @@ pub fn optimize(dir: &Path, options: AnnOptions) -> Result<AnnMeta> {
             dir.display(),
             index.warnings.join("\n  ")
         );
+    }
+    if index.is_empty() {
+        bail!("{}: the index holds no vectors", dir.display());
     }
     if options.connections == 0 || options.connections > 255 {
         bail!("--connections must be between 1 and 255");
@@ -112,7 +115,13 @@ pub fn optimize(dir: &Path, options: AnnOptions) -> Result<AnnMeta> {
         UnitCosine,
     );
     let rows: Vec<(&[f32], usize)> = (0..n).map(|r| (index.vector(r), r)).collect();
-    hnsw.parallel_insert_slice(&rows);
+    let bar = crate::progress::items(n, "vectors", "HNSW graph", quiet);
+    // In blocks, so that the bar moves; each block is inserted on every core.
+    for block in rows.chunks(4096) {
+        hnsw.parallel_insert_slice(&block.to_vec());
+        bar.inc(block.len() as u64);
+    }
+    bar.finish_and_clear();
     let build_s = started.elapsed().as_secs_f64();
     let ann = AnnMeta {
         engine: "hnsw_rs 0.3 (HNSW, inner product on unit vectors)".into(),
@@ -133,6 +142,7 @@ pub fn optimize(dir: &Path, options: AnnOptions) -> Result<AnnMeta> {
 /// A saved graph, loaded.
 pub struct AnnIndex {
     graph: Hnsw<'static, f32, UnitCosine>,
+    dim: usize,
     pub meta: AnnMeta,
 }
 
@@ -171,12 +181,23 @@ impl AnnIndex {
         let graph: Hnsw<f32, UnitCosine> = io
             .load_hnsw()
             .map_err(|e| anyhow!("{}: cannot load the graph ({e})", adir.display()))?;
-        Ok(Ok(Self { graph, meta }))
+        Ok(Ok(Self {
+            graph,
+            dim: index.dim(),
+            meta,
+        }))
     }
 
     /// The (approximately) best `k` rows for `query`: `(row, cosine)`, best first. `ef`: the
     /// candidates explored (more is slower and closer to exact).
-    pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Vec<(usize, f32)> {
+    pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<(usize, f32)>> {
+        if query.len() != self.dim {
+            bail!(
+                "a query of dimension {} for an index of dimension {}",
+                query.len(),
+                self.dim
+            );
+        }
         let mut hits: Vec<(usize, f32)> = self
             .graph
             .search(query, k, ef.max(k))
@@ -184,6 +205,6 @@ impl AnnIndex {
             .map(|n| (n.d_id, 1.0 - n.distance))
             .collect();
         hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        hits
+        Ok(hits)
     }
 }

@@ -266,14 +266,19 @@ fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
         .ok_or_else(|| anyhow!("column `{name}` is missing or of another type"))
 }
 
-fn batch_columns(batch: &RecordBatch, dim: usize) -> Result<PartBatch<'_>> {
-    let chips: &FixedSizeListArray = column(batch, "chip")?;
-    let chip_values = chips
+/// The four integers a row of the `chip` column holds, flat.
+fn chip_values(chips: &FixedSizeListArray) -> Result<&[i32]> {
+    Ok(chips
         .values()
         .as_any()
         .downcast_ref::<Int32Array>()
         .ok_or_else(|| anyhow!("column `chip` does not hold integers"))?
-        .values();
+        .values())
+}
+
+fn batch_columns(batch: &RecordBatch, dim: usize) -> Result<PartBatch<'_>> {
+    let chips: &FixedSizeListArray = column(batch, "chip")?;
+    let chip_values = chip_values(chips)?;
     let embeddings: &FixedSizeListArray = column(batch, "embedding")?;
     let values = embeddings
         .values()
@@ -523,12 +528,7 @@ pub fn map_part(
             let ids: &StringArray = column(&batch, "id")?;
             let paths: &StringArray = column(&batch, "path")?;
             let chips: &FixedSizeListArray = column(&batch, "chip")?;
-            let values = chips
-                .values()
-                .as_any()
-                .downcast_ref::<Int32Array>()
-                .ok_or_else(|| anyhow!("column `chip` does not hold integers"))?
-                .values();
+            let values = chip_values(chips)?;
             for i in 0..batch.num_rows() {
                 mapped.ids.push(ids.value(i).to_string());
                 mapped.paths.push(paths.value(i).to_string());

@@ -99,8 +99,16 @@ impl LoadedIndex {
         &m[(row - first) * dim..(row - first + 1) * dim]
     }
 
-    /// The best `k` rows for `query` (a unit vector), best first: `(row, cosine)`.
-    pub fn search(&self, query: &[f32], k: usize) -> Vec<(usize, f32)> {
+    /// The best `k` rows for `query` (a unit vector), best first: `(row, cosine)`. A query of
+    /// another dimension than the index's is an error.
+    pub fn search(&self, query: &[f32], k: usize) -> Result<Vec<(usize, f32)>> {
+        if query.len() != self.meta.dim {
+            bail!(
+                "a query of dimension {} for an index of dimension {}",
+                query.len(),
+                self.meta.dim
+            );
+        }
         let mut all: Vec<(usize, f32)> = self
             .segments
             .iter()
@@ -112,7 +120,7 @@ impl LoadedIndex {
             .collect();
         all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         all.truncate(k);
-        all
+        Ok(all)
     }
 }
 
