@@ -1,5 +1,5 @@
-//! `index build`, `index info`, `search` and `locate`: archive search over a Parquet index,
-//! and patch scores inside one image.
+//! `index build`, `index info`, `index optimize`, `search` and `locate`: archive search over a
+//! Parquet index, and patch scores inside one image.
 
 use std::path::PathBuf;
 
@@ -487,13 +487,17 @@ pub fn locate_text(a: LocateArgs) -> Result<usize> {
         }
         if let Some(dir) = &a.heatmap {
             let cells: Vec<_> = scores.iter().map(|s| (s.patch, s.score)).collect();
-            let (pic, _) = skyscribe::imagery::heatmap::overlay(&img, &cells, 0.6);
+            let (pic, (low, high)) = skyscribe::imagery::heatmap::overlay(&img, &cells, 0.6);
             let stem = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "image".into());
             let file = dir.join(format!("{stem}.heatmap.png"));
             pic.save_png(&file)?;
+            report(&format!(
+                "heatmap {}: dark purple = {low:.4}, bright yellow = {high:.4} (mean patch cosine)",
+                file.display()
+            ));
         }
     }
     note_bands(&decode);
