@@ -104,17 +104,30 @@ pub fn build(
     // What is known already: the previous part, then what an unfinished run left pending.
     let mut known: HashMap<String, Row> = HashMap::new();
     let mut previous_ids = Vec::new();
-    match parts::read_part(&parts_dir, shard.index, shard.count, &key) {
-        Ok((rows, _)) => {
-            for r in rows {
-                previous_ids.push(r.id.clone());
-                known.insert(r.id.clone(), r);
-            }
+    let previous = match parts::read_part(&parts_dir, shard.index, shard.count, &key) {
+        Ok((rows, _)) => Some(rows),
+        // A part file without its marker: a build was killed between writing the part and its
+        // marker. The file itself is whole (it was renamed into place) and of this index's
+        // model (index.json was checked); its rows are still good where the content matches.
+        Err(PartState::Unfinished) => {
+            let path = parts_dir.join(parts::part_name(shard.index, shard.count));
+            std::fs::read(&path)
+                .map_err(anyhow::Error::from)
+                .and_then(|b| parts::decode(b, &path))
+                .ok()
+                .map(|(rows, _)| rows)
         }
-        Err(PartState::Missing | PartState::Unfinished) => {}
-        Err(PartState::Damaged(why)) => report
-            .warnings
-            .push(format!("{why}; its rows are encoded again")),
+        Err(PartState::Missing) => None,
+        Err(PartState::Damaged(why)) => {
+            report
+                .warnings
+                .push(format!("{why}; its rows are encoded again"));
+            None
+        }
+    };
+    for r in previous.into_iter().flatten() {
+        previous_ids.push(r.id.clone());
+        known.insert(r.id.clone(), r);
     }
     let pending_dir = parts_dir.join(parts::pending_name(shard.index, shard.count));
     let (pending, problems) = parts::read_pending(&pending_dir);
