@@ -78,10 +78,8 @@ pub fn run(a: BenchArgs) -> Result<usize> {
             a.steps,
             a.train_gpt2,
         )?;
-        if a.jsonl {
-            out.json(&r)?;
-        } else {
-            out.line(&format!(
+        out.record(a.jsonl, &r, || {
+            format!(
                 "{}: batch {}, {} caption tokens + prefix {}, {} threads, {}\n  median step {:.3} s over {} steps",
                 r.what,
                 r.batch_size,
@@ -91,8 +89,8 @@ pub fn run(a: BenchArgs) -> Result<usize> {
                 r.device,
                 r.median_step_s,
                 r.steps
-            ))?;
-        }
+            )
+        })?;
         return Ok(0);
     }
     let images = a
@@ -108,10 +106,8 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         None => skyscribe::bench::random_vit_b32(&dev)?,
     };
     let r = skyscribe::bench::run(&clip, &paths, a.batch_size)?;
-    if a.jsonl {
-        out.json(&r)?;
-    } else {
-        out.line(&format!(
+    out.record(a.jsonl, &r, || {
+        format!(
             "{}: {} images, batch {}, {} threads, {}\n  end to end (decode + preprocess + encode): {:.1} images/s\n  model only: {:.1} images/s",
             r.model,
             r.images,
@@ -120,8 +116,8 @@ pub fn run(a: BenchArgs) -> Result<usize> {
             r.device,
             r.end_to_end_images_per_s,
             r.model_images_per_s
-        ))?;
-    }
+        )
+    })?;
     Ok(0)
 }
 

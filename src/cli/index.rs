@@ -56,19 +56,16 @@ fn optimize(a: OptimizeArgs) -> Result<usize> {
         },
         false,
     )?;
-    let mut out = Out::new();
-    if a.jsonl {
-        out.json(&meta)?;
-    } else {
-        out.line(&format!(
+    Out::new().record(a.jsonl, &meta, || {
+        format!(
             "{}: HNSW graph over {} vectors (M {}, efConstruction {}) built in {:.1} s",
             a.index.display(),
             meta.rows,
             meta.connections,
             meta.ef_construction,
             meta.build_s
-        ))?;
-    }
+        )
+    })?;
     Ok(0)
 }
 
@@ -154,25 +151,23 @@ fn build_index(a: BuildArgs) -> Result<usize> {
     for (image, why) in &r.failed {
         report(&format!("{image}: {why}"));
     }
-    let mut out = Out::new();
-    if a.common.jsonl {
-        out.json(&r)?;
-    } else {
-        out.line(&format!(
-            "shard {}: {} images — {} encoded, {} unchanged, {} resumed, {} dropped, {} unreadable",
+    Out::new().record(a.common.jsonl, &r, || {
+        format!(
+            "shard {}: {} images — {} encoded, {} unchanged, {} resumed, {} dropped, {} unreadable\n\
+             {}: {} of {} parts complete, {} vectors",
             r.shard,
             r.items,
             r.encoded,
             r.reused,
             r.resumed,
             r.dropped,
-            r.failed.len()
-        ))?;
-        out.line(&format!(
-            "{}: {} of {} parts complete, {} vectors",
-            r.index, r.parts_complete, r.parts, r.count
-        ))?;
-    }
+            r.failed.len(),
+            r.index,
+            r.parts_complete,
+            r.parts,
+            r.count
+        )
+    })?;
     Ok(errors.len() + r.failed.len())
 }
 

@@ -39,6 +39,20 @@ impl Out {
     pub fn json(&mut self, v: &impl serde::Serialize) -> Result<()> {
         self.line(&serde_json::to_string(v)?)
     }
+
+    /// One result: `v` as a JSON line with `--jsonl`, else the text `people` makes of it.
+    pub fn record(
+        &mut self,
+        jsonl: bool,
+        v: &impl serde::Serialize,
+        people: impl FnOnce() -> String,
+    ) -> Result<()> {
+        if jsonl {
+            self.json(v)
+        } else {
+            self.line(&people())
+        }
+    }
 }
 
 /// `s` in exactly `width` terminal columns: padded with spaces, or cut with `…` when longer.
