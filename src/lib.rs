@@ -37,6 +37,7 @@ pub mod index;
 pub mod labels;
 pub mod models;
 pub mod progress;
+pub mod scene;
 pub mod tokenizer;
 pub mod train;
 pub mod zeroshot;

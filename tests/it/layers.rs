@@ -9,9 +9,10 @@ use crate::common::repo;
 const ORDER: &[&str] = &[
     "atomic", "progress",                         // 0 plumbing
     "imagery", "tokenizer", "labels", "data",     // 1 inputs
+    "scene",
     "models",                                     // 2 networks
     "builtin", "hub", "encoder", "cache",         // 3 running models
-    "zeroshot", "caption", "index",               // 4 tasks
+    "zeroshot", "caption", "index", "scan",       // 4 tasks
     "eval", "train", "bench",                     // 5 measuring and training
 ];
 

@@ -15,6 +15,7 @@ mod gpt2_parity;
 mod index;
 mod layers;
 mod preprocess_parity;
+mod scene;
 mod tokenizer_parity;
 mod train;
 mod train_cli;

@@ -1,0 +1,505 @@
+//! Whole scenes, read a band of rows at a time: GeoTIFF / BigTIFF (strips or tiles, any number
+//! of 8/16/32-bit or float bands, the usual compressions) through [`tiff_reader`], any other
+//! image the decoder reads (PNG, JPEG, …) whole. A scene knows where it is on Earth
+//! ([`georef`]), which pixels hold no data (GDAL_NODATA, an alpha band, an internal mask), and
+//! how its bands become 8-bit red, green and blue (band choice and a stretch measured on a
+//! decimated read). [`geotiff_write`] writes rasters on a scene's grid and CRS.
+//!
+//! Memory follows the scene's width, not its area: a caller walks the scene top to bottom in
+//! bands of rows ([`Scene::rgb_rows`]); only the strips or tiles those rows touch are decoded.
+
+pub mod georef;
+pub mod geotiff_write;
+mod tiff_reader;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+pub use georef::GeoRef;
+pub use tiff_reader::SampleKind;
+
+use crate::imagery::{self, DecodeOptions, RgbImage};
+use tiff_reader::TiffReader;
+
+/// How a band's values become 0..=255.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Stretch {
+    /// 8-bit data as it is; deeper data [`Stretch::Percentile`].
+    #[default]
+    Auto,
+    /// The band's 2nd to 98th percentile (of valid pixels, from a decimated read) spans 0..=255,
+    /// as QGIS shows 16-bit and float scenes.
+    Percentile,
+    /// The band's minimum to maximum (of the decimated read).
+    MinMax,
+    /// Values as they are, clamped to 0..=255.
+    None,
+}
+
+impl std::str::FromStr for Stretch {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Stretch::Auto),
+            "p2-98" => Ok(Stretch::Percentile),
+            "minmax" => Ok(Stretch::MinMax),
+            "none" => Ok(Stretch::None),
+            _ => Err(format!("{s:?}: use p2-98, minmax, none or auto")),
+        }
+    }
+}
+
+/// How to read a scene.
+#[derive(Debug, Clone, Default)]
+pub struct SceneOptions {
+    /// 1-based bands to show as red, green, blue (one band: grey). Default: 1, 2, 3 (or the
+    /// single band of a grey scene).
+    pub bands: Option<Vec<usize>>,
+    pub stretch: Stretch,
+}
+
+enum Source {
+    Tiff(Box<TiffReader>),
+    Decoded(RgbImage),
+}
+
+/// An open scene.
+pub struct Scene {
+    pub path: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    /// Bands in the file (alpha included).
+    pub band_count: usize,
+    pub kind: SampleKind,
+    pub georef: Option<GeoRef>,
+    pub nodata: Option<f64>,
+    /// The alpha band (0-based), if the file has one.
+    pub alpha: Option<usize>,
+    /// Whether an internal mask says which pixels are valid.
+    pub has_mask: bool,
+    /// The 0-based bands shown as red, green, blue.
+    pub rgb_bands: [usize; 3],
+    /// Per shown band, the value mapped to 0 and the value mapped to 255.
+    pub ranges: [(f32, f32); 3],
+    /// What a reader should know about how the picture was made (constant bands, the band
+    /// choice), for the caller to show.
+    pub notes: Vec<String>,
+    source: Source,
+}
+
+/// A band of rows in 8-bit RGB, with each pixel's validity.
+pub struct RgbRows {
+    pub y0: u32,
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Vec<u8>,
+    pub valid: Vec<bool>,
+}
+
+impl RgbRows {
+    /// The `(x, y, w, h)` tile (scene pixels) as an image, and whether any pixel of it is valid.
+    pub fn tile(&self, (x, y, w, h): (u32, u32, u32, u32)) -> Result<(RgbImage, bool)> {
+        if y < self.y0 || y + h > self.y0 + self.height || x + w > self.width {
+            bail!(
+                "tile {x},{y},{w},{h} is outside rows {}..{}",
+                self.y0,
+                self.y0 + self.height
+            );
+        }
+        let mut pixels = Vec::with_capacity((w * h * 3) as usize);
+        let mut any = false;
+        for row in (y - self.y0)..(y - self.y0 + h) {
+            let start = (row * self.width + x) as usize;
+            pixels.extend_from_slice(&self.pixels[start * 3..(start + w as usize) * 3]);
+            any |= self.valid[start..start + w as usize].iter().any(|&v| v);
+        }
+        Ok((
+            RgbImage {
+                width: w,
+                height: h,
+                pixels,
+            },
+            any,
+        ))
+    }
+}
+
+/// How many pixels the decimated read behind the stretch looks at, at most.
+const STATS_PIXELS: u64 = 1 << 20;
+
+impl Scene {
+    /// Opens a scene: reads its header, georeferencing and nodata, checks the bands, and
+    /// measures the stretch. Every error names the file.
+    pub fn open(path: &Path, opts: &SceneOptions) -> Result<Self> {
+        Self::open_inner(path, opts).with_context(|| path.display().to_string())
+    }
+
+    fn open_inner(path: &Path, opts: &SceneOptions) -> Result<Self> {
+        let mut head = [0u8; 4];
+        {
+            use std::io::Read;
+            let mut f = std::fs::File::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
+            let n = f.read(&mut head).map_err(|e| anyhow!("cannot read: {e}"))?;
+            if n < 4 {
+                bail!("not an image: {n} bytes");
+            }
+        }
+        let is_tiff = matches!(&head, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+");
+        let mut scene = if is_tiff {
+            let (reader, tags) = TiffReader::open(path)?;
+            let georef = GeoRef::from_tags(&georef::GeoTags {
+                pixel_scale: tags.pixel_scale.as_deref(),
+                tiepoints: tags.tiepoints.as_deref(),
+                transformation: tags.transformation.as_deref(),
+                geo_keys: tags.geo_keys.as_deref(),
+            })?;
+            Scene {
+                path: path.to_path_buf(),
+                width: tags.width,
+                height: tags.height,
+                band_count: tags.samples,
+                kind: tags.kind,
+                georef,
+                nodata: tags.nodata,
+                alpha: tags.alpha,
+                has_mask: tags.has_mask,
+                rgb_bands: [0; 3],
+                ranges: [(0.0, 255.0); 3],
+                notes: vec![],
+                source: Source::Tiff(Box::new(reader)),
+            }
+        } else {
+            let decode = DecodeOptions {
+                bands: opts.bands.clone(),
+                ..DecodeOptions::default()
+            };
+            let img = imagery::load_rgb(path, &decode).map_err(|e| anyhow!("{e:#}"))?;
+            Scene {
+                path: path.to_path_buf(),
+                width: img.width,
+                height: img.height,
+                band_count: 3,
+                kind: SampleKind::U8,
+                georef: None,
+                nodata: None,
+                alpha: None,
+                has_mask: false,
+                rgb_bands: [0, 1, 2],
+                ranges: [(0.0, 255.0); 3],
+                notes: vec![],
+                source: Source::Decoded(img),
+            }
+        };
+        if let Source::Tiff(_) = scene.source {
+            scene.choose_bands(opts)?;
+            scene.measure_stretch(opts.stretch)?;
+        }
+        Ok(scene)
+    }
+
+    fn choose_bands(&mut self, opts: &SceneOptions) -> Result<()> {
+        let colour_bands = self.band_count - usize::from(self.alpha.is_some());
+        let chosen: Vec<usize> = match &opts.bands {
+            Some(list) => {
+                if list.len() != 1 && list.len() != 3 {
+                    bail!(
+                        "--bands takes one band or three (red,green,blue), got {}",
+                        list.len()
+                    );
+                }
+                for &b in list {
+                    if b == 0 || b > self.band_count {
+                        bail!(
+                            "band {b} does not exist: the scene has {} band(s), numbered from 1",
+                            self.band_count
+                        );
+                    }
+                }
+                list.iter().map(|b| b - 1).collect()
+            }
+            None if colour_bands < 3 => vec![0],
+            None => {
+                if colour_bands > 3 {
+                    self.notes.push(format!(
+                        "{} bands: bands 1, 2, 3 shown as red, green, blue (choose others with \
+                         --bands, e.g. 4,3,2 for Sentinel-2's true colour)",
+                        colour_bands
+                    ));
+                }
+                vec![0, 1, 2]
+            }
+        };
+        self.rgb_bands = if chosen.len() == 1 {
+            [chosen[0]; 3]
+        } else {
+            [chosen[0], chosen[1], chosen[2]]
+        };
+        Ok(())
+    }
+
+    /// The bands a row read asks for: the shown ones, then alpha.
+    fn read_bands(&self) -> Vec<usize> {
+        let mut b = self.rgb_bands.to_vec();
+        b.extend(self.alpha);
+        b
+    }
+
+    fn measure_stretch(&mut self, stretch: Stretch) -> Result<()> {
+        let stretch = match stretch {
+            Stretch::Auto if self.kind == SampleKind::U8 => Stretch::None,
+            Stretch::Auto => Stretch::Percentile,
+            s => s,
+        };
+        if stretch == Stretch::None {
+            self.ranges = [(0.0, 255.0); 3];
+            return Ok(());
+        }
+        let bands = self.read_bands();
+        let Source::Tiff(reader) = &mut self.source else {
+            return Ok(());
+        };
+        // A decimated read: every `step`-th pixel of at most 32 evenly spread bands of rows.
+        let area = self.width as u64 * self.height as u64;
+        let step = ((area as f64 / STATS_PIXELS as f64).sqrt().ceil() as u32).max(1);
+        let block = reader.chunk_height().max(step).min(self.height);
+        let blocks = self.height.div_ceil(block);
+        let picks = blocks.min(32);
+        let nb = bands.len();
+        let mut values: [Vec<f32>; 3] = Default::default();
+        for i in 0..picks {
+            let bi = (i as u64 * blocks as u64 / picks as u64) as u32;
+            let y0 = bi * block;
+            let h = block.min(self.height - y0);
+            let (data, mask) = reader.read_rows(y0, h, &bands, step)?;
+            for (p, px) in data.chunks_exact(nb).enumerate() {
+                if !valid_pixel(px, &mask, p, self.nodata, self.alpha.is_some()) {
+                    continue;
+                }
+                for c in 0..3 {
+                    if px[c].is_finite() && !is_nodata(px[c], self.nodata) {
+                        values[c].push(px[c]);
+                    }
+                }
+            }
+        }
+        for c in 0..3 {
+            let v = &mut values[c];
+            if v.is_empty() {
+                self.notes.push(format!(
+                    "band {} has no valid pixels in a decimated read",
+                    self.rgb_bands[c] + 1
+                ));
+                self.ranges[c] = (0.0, 1.0);
+                continue;
+            }
+            let (lo, hi) = match stretch {
+                Stretch::MinMax => v
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &x| {
+                        (a.min(x), b.max(x))
+                    }),
+                _ => (percentile(v, 0.02), percentile(v, 0.98)),
+            };
+            if hi <= lo {
+                self.notes.push(format!(
+                    "band {} is constant ({lo}) where sampled: shown as black",
+                    self.rgb_bands[c] + 1
+                ));
+                self.ranges[c] = (lo, lo + 1.0);
+            } else {
+                self.ranges[c] = (lo, hi);
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows `y0..y0 + h`, every `step`-th pixel, in 8-bit RGB with each pixel's validity
+    /// (invalid pixels are black). Call with `y0` never decreasing.
+    pub fn rgb_rows(&mut self, y0: u32, h: u32, step: u32) -> Result<RgbRows> {
+        self.rgb_rows_inner(y0, h, step)
+            .with_context(|| format!("{}: rows {y0}..{}", self.path.display(), y0 + h))
+    }
+
+    fn rgb_rows_inner(&mut self, y0: u32, h: u32, step: u32) -> Result<RgbRows> {
+        let step = step.max(1);
+        let bands = self.read_bands();
+        if h == 0 || y0 + h > self.height {
+            bail!("outside the {}-row scene", self.height);
+        }
+        let out_w = self.width.div_ceil(step);
+        let out_h = h.div_ceil(step);
+        let n = (out_w * out_h) as usize;
+        match &mut self.source {
+            Source::Decoded(img) => {
+                let mut pixels = Vec::with_capacity(n * 3);
+                for r in (y0..y0 + h).step_by(step as usize) {
+                    for c in (0..img.width).step_by(step as usize) {
+                        let i = ((r * img.width + c) * 3) as usize;
+                        pixels.extend_from_slice(&img.pixels[i..i + 3]);
+                    }
+                }
+                Ok(RgbRows {
+                    y0,
+                    width: out_w,
+                    height: out_h,
+                    pixels,
+                    valid: vec![true; n],
+                })
+            }
+            Source::Tiff(reader) => {
+                let nb = bands.len();
+                let (data, mask) = reader.read_rows(y0, h, &bands, step)?;
+                let mut pixels = Vec::with_capacity(n * 3);
+                let mut valid = Vec::with_capacity(n);
+                for (p, px) in data.chunks_exact(nb).enumerate() {
+                    let ok = valid_pixel(px, &mask, p, self.nodata, self.alpha.is_some());
+                    valid.push(ok);
+                    for c in 0..3 {
+                        let (lo, hi) = self.ranges[c];
+                        let v = px[c];
+                        let byte = if !ok || !v.is_finite() || is_nodata(v, self.nodata) {
+                            0
+                        } else {
+                            ((v - lo) * 255.0 / (hi - lo)).round().clamp(0.0, 255.0) as u8
+                        };
+                        pixels.push(byte);
+                    }
+                }
+                Ok(RgbRows {
+                    y0,
+                    width: out_w,
+                    height: out_h,
+                    pixels,
+                    valid,
+                })
+            }
+        }
+    }
+
+    /// The whole scene at most `max_side` pixels on its longer side (every k-th pixel), read
+    /// top to bottom in bands of rows; and k.
+    pub fn preview(&mut self, max_side: u32) -> Result<(RgbImage, u32)> {
+        let step = self.width.max(self.height).div_ceil(max_side.max(1)).max(1);
+        let block = (step * 64).min(self.height);
+        let mut pixels = Vec::new();
+        let mut y = 0;
+        let mut rows = 0;
+        while y < self.height {
+            let h = block.min(self.height - y);
+            let r = self.rgb_rows(y, h, step)?;
+            pixels.extend_from_slice(&r.pixels);
+            rows += r.height;
+            y += h;
+        }
+        Ok((
+            RgbImage {
+                width: self.width.div_ceil(step),
+                height: rows,
+                pixels,
+            },
+            step,
+        ))
+    }
+
+    /// What the file is, in one line for people.
+    pub fn describe(&self) -> String {
+        let crs = match &self.georef {
+            Some(g) => format!("EPSG:{}", g.epsg),
+            None => "no georeferencing".into(),
+        };
+        format!(
+            "{}×{} px, {} band(s) {}, {crs}",
+            self.width,
+            self.height,
+            self.band_count,
+            self.kind.name()
+        )
+    }
+
+    /// Rows `y0..y0 + h` of every band as stored (pixel-interleaved f32), with each pixel's
+    /// validity by the internal mask (`None`: no mask). For tools and tests that need the data
+    /// itself, not a picture of it.
+    pub fn values(&mut self, y0: u32, h: u32) -> Result<(Vec<f32>, Option<Vec<bool>>)> {
+        let all: Vec<usize> = (0..self.band_count).collect();
+        match &mut self.source {
+            Source::Tiff(r) => r.read_rows(y0, h, &all, 1),
+            Source::Decoded(img) => {
+                let start = (y0 * img.width * 3) as usize;
+                let end = ((y0 + h) * img.width * 3) as usize;
+                let px = img
+                    .pixels
+                    .get(start..end)
+                    .ok_or_else(|| anyhow!("rows outside"))?;
+                Ok((px.iter().map(|&v| v as f32).collect(), None))
+            }
+        }
+    }
+}
+
+fn is_nodata(v: f32, nodata: Option<f64>) -> bool {
+    match nodata {
+        Some(n) if n.is_nan() => v.is_nan(),
+        Some(n) => v as f64 == n || v == n as f32,
+        None => false,
+    }
+}
+
+/// A pixel is valid unless the mask or alpha hides it, or every shown band is nodata.
+fn valid_pixel(
+    px: &[f32],
+    mask: &Option<Vec<bool>>,
+    i: usize,
+    nodata: Option<f64>,
+    alpha: bool,
+) -> bool {
+    if let Some(m) = mask
+        && !m[i]
+    {
+        return false;
+    }
+    if alpha && px[3] == 0.0 {
+        return false;
+    }
+    !(nodata.is_some() && px[..3].iter().all(|&v| is_nodata(v, nodata)))
+}
+
+/// The `q` quantile of `v` (nearest rank; reorders `v`).
+fn percentile(v: &mut [f32], q: f64) -> f32 {
+    let k = ((v.len() - 1) as f64 * q).round() as usize;
+    let (_, x, _) = v.select_nth_unstable_by(k, |a, b| a.total_cmp(b));
+    *x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut v: Vec<f32> = (0..101).map(|i| i as f32).collect();
+        assert_eq!(percentile(&mut v, 0.02), 2.0);
+        assert_eq!(percentile(&mut v, 0.98), 98.0);
+    }
+
+    #[test]
+    fn nodata_hides_a_pixel_only_when_every_shown_band_is_nodata() {
+        assert!(!valid_pixel(&[0.0, 0.0, 0.0], &None, 0, Some(0.0), false));
+        assert!(valid_pixel(&[0.0, 5.0, 0.0], &None, 0, Some(0.0), false));
+        assert!(!valid_pixel(&[9.0, 9.0, 9.0, 0.0], &None, 0, None, true));
+        assert!(!valid_pixel(
+            &[9.0, 9.0, 9.0],
+            &Some(vec![false]),
+            0,
+            None,
+            false
+        ));
+        assert!(!valid_pixel(
+            &[f32::NAN; 3],
+            &None,
+            0,
+            Some(f64::NAN),
+            false
+        ));
+    }
+}

@@ -1,0 +1,513 @@
+//! TIFF and BigTIFF scenes read a band of rows at a time through the `tiff` crate's chunk
+//! decoder: only the strips or tiles a request touches are decoded, and those still needed by
+//! the next band of rows (tiles overlap when the stride is under the tile) are kept, so memory
+//! follows the width of the scene, never its area.
+//!
+//! GDAL's internal masks (an extra image of 1-bit samples, photometric "transparency mask")
+//! are read here by hand: the `tiff` crate refuses that photometric interpretation, and no
+//! other crate reads it. Their chunks are found through the crate's tag reader and inflated with
+//! `flate2` (GDAL writes them deflated) or taken as they are when stored uncompressed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Result, anyhow, bail};
+use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
+use tiff::tags::Tag;
+
+/// The most a single decoded chunk may take, and the most any tag value may (a mutated file
+/// that claims a gigantic strip fails cleanly instead of allocating it).
+const MAX_CHUNK_BYTES: usize = 256 << 20;
+const MAX_TAG_BYTES: usize = 16 << 20;
+
+/// How samples are stored, as far as a scene cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleKind {
+    U8,
+    U16,
+    I16,
+    U32,
+    I32,
+    F32,
+    F64,
+    Other,
+}
+
+impl SampleKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            SampleKind::U8 => "uint8",
+            SampleKind::U16 => "uint16",
+            SampleKind::I16 => "int16",
+            SampleKind::U32 => "uint32",
+            SampleKind::I32 => "int32",
+            SampleKind::F32 => "float32",
+            SampleKind::F64 => "float64",
+            SampleKind::Other => "other",
+        }
+    }
+}
+
+/// Where the strips or tiles are and how big.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    width: u32,
+    height: u32,
+    samples: usize,
+    chunk_w: u32,
+    chunk_h: u32,
+    across: u32,
+    down: u32,
+    planar: bool,
+}
+
+impl Layout {
+    fn chunk_index(&self, col: u32, row: u32, plane: usize) -> u32 {
+        let per_plane = self.across * self.down;
+        plane as u32 * per_plane + row * self.across + col
+    }
+}
+
+/// An open TIFF scene.
+pub struct TiffReader {
+    decoder: Decoder<BufReader<File>>,
+    layout: Layout,
+    /// Decoded chunks kept between calls, by chunk index.
+    cache: HashMap<u32, Arc<DecodingResult>>,
+    mask: Option<MaskReader>,
+}
+
+/// What the first image's tags say beyond the pixels.
+pub struct TiffTags {
+    pub width: u32,
+    pub height: u32,
+    pub samples: usize,
+    pub kind: SampleKind,
+    /// `Some(i)`: band `i` (0-based) is an alpha band (ExtraSamples says so).
+    pub alpha: Option<usize>,
+    pub nodata: Option<f64>,
+    pub pixel_scale: Option<Vec<f64>>,
+    pub tiepoints: Option<Vec<f64>>,
+    pub transformation: Option<Vec<f64>>,
+    pub geo_keys: Option<Vec<u16>>,
+    pub has_mask: bool,
+}
+
+fn limits() -> Limits {
+    let mut l = Limits::default();
+    l.decoding_buffer_size = MAX_CHUNK_BYTES;
+    l.intermediate_buffer_size = MAX_CHUNK_BYTES;
+    l.ifd_value_size = MAX_TAG_BYTES;
+    l
+}
+
+fn tiff_err(e: tiff::TiffError) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+fn open_decoder(path: &Path) -> Result<Decoder<BufReader<File>>> {
+    let file = File::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
+    Ok(Decoder::new(BufReader::new(file))
+        .map_err(|e| anyhow!("bad TIFF header: {e}"))?
+        .with_limits(limits()))
+}
+
+impl TiffReader {
+    /// Opens the first image of a TIFF and reads its tags; nothing is decoded yet.
+    pub fn open(path: &Path) -> Result<(Self, TiffTags)> {
+        let mut d = open_decoder(path)?;
+        let (width, height) = d.dimensions().map_err(tiff_err)?;
+        if width == 0 || height == 0 {
+            bail!("the image is {width}×{height} pixels");
+        }
+        let samples = d
+            .find_tag_unsigned::<u16>(Tag::SamplesPerPixel)
+            .map_err(tiff_err)?
+            .unwrap_or(1) as usize;
+        let bits = d
+            .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)
+            .map_err(tiff_err)?
+            .and_then(|v| v.first().copied())
+            .unwrap_or(1);
+        let format = d
+            .find_tag_unsigned_vec::<u16>(Tag::SampleFormat)
+            .map_err(tiff_err)?
+            .and_then(|v| v.first().copied())
+            .unwrap_or(1);
+        let kind = match (format, bits) {
+            (1, 8) => SampleKind::U8,
+            (1, 16) => SampleKind::U16,
+            (2, 16) => SampleKind::I16,
+            (1, 32) => SampleKind::U32,
+            (2, 32) => SampleKind::I32,
+            (3, 32) => SampleKind::F32,
+            (3, 64) => SampleKind::F64,
+            _ => SampleKind::Other,
+        };
+        if kind == SampleKind::Other {
+            bail!("unsupported sample type: {bits}-bit, SampleFormat {format}");
+        }
+        // Asking for the colour type checks that the crate can decode this photometric
+        // interpretation before any chunk is read.
+        d.colortype()
+            .map_err(|e| anyhow!("unsupported TIFF: {e}"))?;
+        let planar = d
+            .find_tag_unsigned::<u16>(Tag::PlanarConfiguration)
+            .map_err(tiff_err)?
+            == Some(2);
+        let (chunk_w, chunk_h) = match d.get_chunk_type() {
+            ChunkType::Tile => d.chunk_dimensions(),
+            ChunkType::Strip => (width, d.chunk_dimensions().1.clamp(1, height)),
+        };
+        if chunk_w == 0 || chunk_h == 0 {
+            bail!("bad TIFF: chunks of {chunk_w}×{chunk_h} pixels");
+        }
+        let layout = Layout {
+            width,
+            height,
+            samples,
+            chunk_w,
+            chunk_h,
+            across: width.div_ceil(chunk_w),
+            down: height.div_ceil(chunk_h),
+            planar,
+        };
+        let extra = d
+            .find_tag_unsigned_vec::<u16>(Tag::ExtraSamples)
+            .map_err(tiff_err)?
+            .unwrap_or_default();
+        let alpha = extra
+            .iter()
+            .position(|&e| e == 1 || e == 2)
+            .and_then(|i| (samples + i).checked_sub(extra.len()));
+        let f64s = |d: &mut Decoder<_>, tag| -> Result<Option<Vec<f64>>> {
+            d.find_tag(tag)
+                .map_err(tiff_err)?
+                .map(|v| v.into_f64_vec().map_err(tiff_err))
+                .transpose()
+        };
+        let pixel_scale = f64s(&mut d, Tag::ModelPixelScaleTag)?;
+        let tiepoints = f64s(&mut d, Tag::ModelTiepointTag)?;
+        let transformation = f64s(&mut d, Tag::ModelTransformationTag)?;
+        let geo_keys = d
+            .find_tag(Tag::GeoKeyDirectoryTag)
+            .map_err(tiff_err)?
+            .map(|v| v.into_u16_vec().map_err(tiff_err))
+            .transpose()?;
+        let nodata = match d.find_tag(Tag::GdalNodata).map_err(tiff_err)? {
+            Some(v) => {
+                let s = v.into_string().map_err(tiff_err)?;
+                let s = s.trim_matches(char::from(0)).trim();
+                Some(
+                    s.parse::<f64>()
+                        .map_err(|_| anyhow!("GDAL_NODATA tag {s:?} is not a number"))?,
+                )
+            }
+            None => None,
+        };
+        let mask = MaskReader::find(path, &mut d, &layout)?;
+        let tags = TiffTags {
+            width,
+            height,
+            samples,
+            kind,
+            alpha,
+            nodata,
+            pixel_scale,
+            tiepoints,
+            transformation,
+            geo_keys,
+            has_mask: mask.is_some(),
+        };
+        Ok((
+            Self {
+                decoder: d,
+                layout,
+                cache: HashMap::new(),
+                mask,
+            },
+            tags,
+        ))
+    }
+
+    /// The height of a strip or tile: reading rows in multiples of it decodes each chunk once.
+    pub fn chunk_height(&self) -> u32 {
+        self.layout.chunk_h
+    }
+
+    fn chunk(&mut self, index: u32) -> Result<Arc<DecodingResult>> {
+        if let Some(c) = self.cache.get(&index) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(
+            self.decoder
+                .read_chunk(index)
+                .map_err(|e| anyhow!("cannot decode strip/tile {index}: {e}"))?,
+        );
+        self.cache.insert(index, c.clone());
+        Ok(c)
+    }
+
+    /// Rows `y0..y0 + h` of the bands `bands` (0-based), every `step`-th column and row,
+    /// pixel-interleaved as f32; and, per pixel, whether an internal mask leaves it visible.
+    /// Chunks wholly above `y0` are dropped from the cache (rows are asked for top to bottom).
+    pub fn read_rows(
+        &mut self,
+        y0: u32,
+        h: u32,
+        bands: &[usize],
+        step: u32,
+    ) -> Result<(Vec<f32>, Option<Vec<bool>>)> {
+        let l = self.layout;
+        let step = step.max(1);
+        if y0 + h > l.height || bands.iter().any(|&b| b >= l.samples) {
+            bail!("rows {y0}..{} or bands {bands:?} outside the image", y0 + h);
+        }
+        let out_w = l.width.div_ceil(step) as usize;
+        let out_h = h.div_ceil(step) as usize;
+        let nb = bands.len();
+        let mut out = vec![0f32; out_w * out_h * nb];
+        let first_row = y0 / l.chunk_h;
+        let last_row = (y0 + h - 1) / l.chunk_h;
+        // Forget chunks above the requested rows.
+        let per_plane = l.across * l.down;
+        self.cache
+            .retain(|&i, _| (i % per_plane) / l.across >= first_row);
+        for crow in first_row..=last_row {
+            for ccol in 0..l.across {
+                let cx0 = ccol * l.chunk_w;
+                let cy0 = crow * l.chunk_h;
+                let cw = l.chunk_w.min(l.width - cx0);
+                let ch = l.chunk_h.min(l.height - cy0);
+                // Rows of this chunk inside the request that the step keeps.
+                let ry0 = y0.max(cy0);
+                let ry1 = (y0 + h).min(cy0 + ch);
+                if (ry0..ry1).all(|r| (r - y0) % step != 0) {
+                    continue;
+                }
+                let planes: Vec<usize> = if l.planar { bands.to_vec() } else { vec![0] };
+                for (pi, &plane) in planes.iter().enumerate() {
+                    let chunk = self.chunk(l.chunk_index(ccol, crow, plane))?;
+                    let spp = if l.planar { 1 } else { l.samples };
+                    // The decoded chunk's row stride: its data width (edge tiles are cut).
+                    let need = cw as usize * ch as usize * spp;
+                    let len = decoded_len(&chunk);
+                    if len < need {
+                        bail!(
+                            "strip/tile at {cx0},{cy0} decoded to {len} samples, {need} expected"
+                        );
+                    }
+                    for r in ry0..ry1 {
+                        if (r - y0) % step != 0 {
+                            continue;
+                        }
+                        let orow = ((r - y0) / step) as usize;
+                        let first_x = cx0.div_ceil(step) * step;
+                        let mut x = first_x;
+                        while x < cx0 + cw {
+                            let src = ((r - cy0) * cw + (x - cx0)) as usize * spp;
+                            let dst = (orow * out_w + (x / step) as usize) * nb;
+                            if l.planar {
+                                out[dst + pi] = sample(&chunk, src);
+                            } else {
+                                for (k, &b) in bands.iter().enumerate() {
+                                    out[dst + k] = sample(&chunk, src + b);
+                                }
+                            }
+                            x += step;
+                        }
+                    }
+                }
+            }
+        }
+        let mask = match self.mask.as_mut() {
+            Some(m) => Some(m.read_rows(y0, h, step, out_w)?),
+            None => None,
+        };
+        Ok((out, mask))
+    }
+}
+
+fn decoded_len(d: &DecodingResult) -> usize {
+    match d {
+        DecodingResult::U8(v) => v.len(),
+        DecodingResult::U16(v) => v.len(),
+        DecodingResult::U32(v) => v.len(),
+        DecodingResult::U64(v) => v.len(),
+        DecodingResult::F16(v) => v.len(),
+        DecodingResult::F32(v) => v.len(),
+        DecodingResult::F64(v) => v.len(),
+        DecodingResult::I8(v) => v.len(),
+        DecodingResult::I16(v) => v.len(),
+        DecodingResult::I32(v) => v.len(),
+        DecodingResult::I64(v) => v.len(),
+    }
+}
+
+#[inline]
+fn sample(d: &DecodingResult, i: usize) -> f32 {
+    match d {
+        DecodingResult::U8(v) => v[i] as f32,
+        DecodingResult::U16(v) => v[i] as f32,
+        DecodingResult::U32(v) => v[i] as f32,
+        DecodingResult::U64(v) => v[i] as f32,
+        DecodingResult::F16(v) => v[i].to_f32(),
+        DecodingResult::F32(v) => v[i],
+        DecodingResult::F64(v) => v[i] as f32,
+        DecodingResult::I8(v) => v[i] as f32,
+        DecodingResult::I16(v) => v[i] as f32,
+        DecodingResult::I32(v) => v[i] as f32,
+        DecodingResult::I64(v) => v[i] as f32,
+    }
+}
+
+/// GDAL's internal per-dataset mask: 1 bit a pixel, same size and chunking as the image.
+struct MaskReader {
+    file: BufReader<File>,
+    offsets: Vec<u64>,
+    counts: Vec<u64>,
+    compression: u16,
+    layout: Layout,
+    file_len: u64,
+    cache: HashMap<u32, Arc<Vec<u8>>>,
+}
+
+impl MaskReader {
+    /// Looks through the file's further images for a mask of the first one's size
+    /// (NewSubfileType with the mask bit, 4).
+    fn find(path: &Path, d: &mut Decoder<BufReader<File>>, image: &Layout) -> Result<Option<Self>> {
+        // A second decoder: walking the images moves the one that reads pixels.
+        let mut walker = open_decoder(path)?;
+        let _ = d;
+        let mut index = 0usize;
+        // GDAL puts the mask right after the image or after its overviews; a few suffice, and a
+        // bound keeps a looping IFD chain of a damaged file from walking forever.
+        while index < 64 && walker.more_images() {
+            index += 1;
+            if walker.seek_to_image(index).is_err() {
+                return Ok(None);
+            }
+            let kind = walker
+                .find_tag_unsigned::<u32>(Tag::NewSubfileType)
+                .map_err(tiff_err)?
+                .unwrap_or(0);
+            let Ok((w, h)) = walker.dimensions() else {
+                continue;
+            };
+            if kind & 4 == 0 || kind & 1 != 0 || (w, h) != (image.width, image.height) {
+                continue;
+            }
+            let tiled = walker.get_chunk_type() == ChunkType::Tile;
+            let (offsets_tag, counts_tag) = if tiled {
+                (Tag::TileOffsets, Tag::TileByteCounts)
+            } else {
+                (Tag::StripOffsets, Tag::StripByteCounts)
+            };
+            let offsets = walker.get_tag_u64_vec(offsets_tag).map_err(tiff_err)?;
+            let counts = walker.get_tag_u64_vec(counts_tag).map_err(tiff_err)?;
+            let compression = walker
+                .find_tag_unsigned::<u16>(Tag::Compression)
+                .map_err(tiff_err)?
+                .unwrap_or(1);
+            let (chunk_w, chunk_h) = match walker.get_chunk_type() {
+                ChunkType::Tile => walker.chunk_dimensions(),
+                ChunkType::Strip => (w, walker.chunk_dimensions().1.clamp(1, h)),
+            };
+            if chunk_w == 0 || chunk_h == 0 {
+                bail!("bad internal mask: chunks of {chunk_w}×{chunk_h} pixels");
+            }
+            let layout = Layout {
+                width: w,
+                height: h,
+                samples: 1,
+                chunk_w,
+                chunk_h,
+                across: w.div_ceil(chunk_w),
+                down: h.div_ceil(chunk_h),
+                planar: false,
+            };
+            let chunks = (layout.across * layout.down) as usize;
+            if offsets.len() < chunks || counts.len() < chunks {
+                bail!(
+                    "bad internal mask: {chunks} chunks, {} offsets",
+                    offsets.len()
+                );
+            }
+            if !matches!(compression, 1 | 8 | 32946) {
+                bail!("internal mask compressed with TIFF method {compression}, which is not read");
+            }
+            let mut file = BufReader::new(File::open(path)?);
+            let file_len = file.seek(SeekFrom::End(0))?;
+            return Ok(Some(Self {
+                file,
+                offsets,
+                counts,
+                compression,
+                layout,
+                file_len,
+                cache: HashMap::new(),
+            }));
+        }
+        Ok(None)
+    }
+
+    /// One chunk's bits, unpacked to one byte a pixel (row stride = the chunk's full width).
+    fn chunk(&mut self, index: u32) -> Result<Arc<Vec<u8>>> {
+        if let Some(c) = self.cache.get(&index) {
+            return Ok(c.clone());
+        }
+        let (off, len) = (self.offsets[index as usize], self.counts[index as usize]);
+        if off.checked_add(len).is_none_or(|end| end > self.file_len)
+            || len > MAX_CHUNK_BYTES as u64
+        {
+            bail!("internal mask chunk {index} points past the end of the file");
+        }
+        let mut raw = vec![0u8; len as usize];
+        self.file.seek(SeekFrom::Start(off))?;
+        self.file.read_exact(&mut raw)?;
+        let l = self.layout;
+        let row_bytes = l.chunk_w.div_ceil(8) as usize;
+        let want = row_bytes * l.chunk_h as usize;
+        let packed = if self.compression == 1 {
+            raw
+        } else {
+            let mut out = Vec::with_capacity(want);
+            flate2::read::ZlibDecoder::new(&raw[..])
+                .take(want as u64)
+                .read_to_end(&mut out)
+                .map_err(|e| anyhow!("internal mask chunk {index}: cannot inflate: {e}"))?;
+            out
+        };
+        let mut bits = vec![0u8; l.chunk_w as usize * l.chunk_h as usize];
+        for r in 0..l.chunk_h as usize {
+            for c in 0..l.chunk_w as usize {
+                let byte = packed.get(r * row_bytes + c / 8).copied().unwrap_or(0);
+                bits[r * l.chunk_w as usize + c] = (byte >> (7 - c % 8)) & 1;
+            }
+        }
+        let bits = Arc::new(bits);
+        self.cache.insert(index, bits.clone());
+        Ok(bits)
+    }
+
+    fn read_rows(&mut self, y0: u32, h: u32, step: u32, out_w: usize) -> Result<Vec<bool>> {
+        let l = self.layout;
+        let out_h = h.div_ceil(step) as usize;
+        let mut out = vec![false; out_w * out_h];
+        let first_row = y0 / l.chunk_h;
+        self.cache.retain(|&i, _| i / l.across >= first_row);
+        for (oy, r) in (y0..y0 + h).step_by(step as usize).enumerate() {
+            let crow = r / l.chunk_h;
+            for (ox, x) in (0..l.width).step_by(step as usize).enumerate() {
+                let ccol = x / l.chunk_w;
+                let chunk = self.chunk(crow * l.across + ccol)?;
+                let i = ((r - crow * l.chunk_h) * l.chunk_w + (x - ccol * l.chunk_w)) as usize;
+                out[oy * out_w + ox] = chunk[i] != 0;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,192 @@
+//! Scenes read as GDAL reads them: the fixtures made by `tests/fixtures/scenes/make_scenes.py`
+//! (several CRSs, layouts, sample types, compressions, nodata three ways) against GDAL's own
+//! reading of them in `expected.json`; and damaged copies of them refused cleanly.
+
+use std::path::PathBuf;
+
+use skyscribe::scene::{Scene, SceneOptions};
+
+use crate::common::{fixtures, read_json, scratch};
+
+pub fn scenes_dir() -> PathBuf {
+    fixtures().join("scenes")
+}
+
+fn expected() -> Vec<serde_json::Value> {
+    read_json(&scenes_dir().join("expected.json"))["scenes"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn tile_of(t: &serde_json::Value) -> (u32, u32, u32, u32) {
+    let v: Vec<u32> = t["tile"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect();
+    (v[0], v[1], v[2], v[3])
+}
+
+#[test]
+fn scenes_read_as_gdal_reads_them() {
+    let all = expected();
+    assert!(all.len() >= 8);
+    for s in &all {
+        let name = s["file"].as_str().unwrap();
+        let path = scenes_dir().join(name);
+        let mut scene = Scene::open(&path, &SceneOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(scene.width as u64, s["width"].as_u64().unwrap(), "{name}");
+        assert_eq!(scene.height as u64, s["height"].as_u64().unwrap(), "{name}");
+        assert_eq!(
+            scene.band_count as u64,
+            s["bands"].as_u64().unwrap(),
+            "{name}"
+        );
+        assert_eq!(scene.nodata, s["nodata"].as_f64(), "{name}");
+        match (&scene.georef, s["geotransform"].as_array()) {
+            (Some(g), Some(gt)) => {
+                for (a, b) in g.transform.iter().zip(gt) {
+                    let b = b.as_f64().unwrap();
+                    assert!(
+                        (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                        "{name}: {a} vs {b}"
+                    );
+                }
+                assert_eq!(g.epsg as u64, s["epsg"].as_u64().unwrap(), "{name}");
+            }
+            (None, None) => {}
+            (g, gt) => panic!("{name}: georef {g:?} vs GDAL {gt:?}"),
+        }
+        let jpeg = name.contains("jpeg");
+        let bands = scene.band_count;
+        let mut checked = 0;
+        for t in s["tiles"].as_array().unwrap() {
+            let rect = tile_of(t);
+            if let (Some(g), Some(corners)) = (&scene.georef, t["corners"].as_array()) {
+                let (x, y, w, h) = rect;
+                let ours = [(x, y), (x + w, y), (x + w, y + h), (x, y + h)];
+                for ((px, py), c) in ours.iter().zip(corners) {
+                    let (lon, lat) = g.pixel_to_lon_lat(*px as f64, *py as f64).unwrap();
+                    let (glon, glat) = (c[0].as_f64().unwrap(), c[1].as_f64().unwrap());
+                    assert!(
+                        (lon - glon).abs() < 1e-7 && (lat - glat).abs() < 1e-7,
+                        "{name} tile {rect:?}: ({lon}, {lat}) vs GDAL ({glon}, {glat})"
+                    );
+                }
+            }
+            // Validity (nodata, alpha, internal mask) and the data under it.
+            let rows = scene.rgb_rows(rect.1, rect.3, 1).unwrap();
+            let (_, any_valid) = rows.tile(rect).unwrap();
+            assert_eq!(
+                !any_valid,
+                t["nodata"].as_bool().unwrap(),
+                "{name} {rect:?}"
+            );
+            if let Some(means) = t["means"].as_array() {
+                let (values, _) = scene.values(rect.1, rect.3).unwrap();
+                let mut sums = vec![0f64; bands];
+                let mut n = 0usize;
+                for r in 0..rect.3 {
+                    for c in rect.0..rect.0 + rect.2 {
+                        let p = (r * scene.width + c) as usize;
+                        if rows.valid[p] {
+                            n += 1;
+                            for (b, s) in sums.iter_mut().enumerate() {
+                                *s += values[p * bands + b] as f64;
+                            }
+                        }
+                    }
+                }
+                for (b, m) in means.iter().enumerate() {
+                    let (ours, gdal) = (sums[b] / n as f64, m.as_f64().unwrap());
+                    // JPEG decoders may round differently (zune-jpeg here, libjpeg in GDAL).
+                    let tol = if jpeg {
+                        0.5
+                    } else {
+                        1e-4 * gdal.abs().max(1.0)
+                    };
+                    assert!(
+                        (ours - gdal).abs() <= tol,
+                        "{name} {rect:?} band {b}: {ours} vs {gdal}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 0, "{name}: no tile compared");
+    }
+}
+
+#[test]
+fn damaged_copies_of_the_scenes_fail_cleanly() {
+    // Many mutated copies of each fixture: flipped bytes, cut files, and offsets pointed past the
+    // end. Each must open and read to the end, or fail with an error; a panic fails the test,
+    // and the tiff reader's limits keep any one allocation bounded.
+    let dir = scratch("damaged-scenes");
+    let mut failures = 0;
+    let mut reads = 0;
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for s in expected() {
+        let name = s["file"].as_str().unwrap();
+        let original = std::fs::read(scenes_dir().join(name)).unwrap();
+        for k in 0..60 {
+            let mut bytes = original.clone();
+            match k % 3 {
+                0 => {
+                    for _ in 0..1 + next() % 8 {
+                        let i = (next() % bytes.len() as u64) as usize;
+                        bytes[i] ^= 1 << (next() % 8);
+                    }
+                }
+                1 => bytes.truncate((next() % bytes.len() as u64) as usize),
+                _ => {
+                    // A 4-byte offset in the header's first kilobyte set past the end.
+                    let i = 4 + (next() % 1000) as usize;
+                    let past = (bytes.len() as u32 + (next() % 1000) as u32).to_le_bytes();
+                    bytes[i..i + 4].copy_from_slice(&past);
+                }
+            }
+            let path = dir.join(format!("{k}-{name}"));
+            std::fs::write(&path, &bytes).unwrap();
+            let result = std::panic::catch_unwind(|| -> anyhow::Result<()> {
+                let mut scene = Scene::open(&path, &SceneOptions::default())?;
+                let mut y = 0;
+                while y < scene.height {
+                    let h = 64.min(scene.height - y);
+                    scene.rgb_rows(y, h, 1)?;
+                    y += h;
+                }
+                Ok(())
+            });
+            match result {
+                Ok(Ok(())) => reads += 1,
+                Ok(Err(e)) => {
+                    failures += 1;
+                    let msg = format!("{e:#}");
+                    assert!(
+                        msg.contains(&format!("{k}-{name}")),
+                        "error does not name the file: {msg}"
+                    );
+                }
+                Err(_) => panic!(
+                    "{name}: mutation {k} panicked (copy kept at {})",
+                    path.display()
+                ),
+            }
+            std::fs::remove_file(&path).ok();
+        }
+    }
+    assert!(
+        failures > 100,
+        "only {failures} damaged copies were refused ({reads} read)"
+    );
+}
