@@ -11,6 +11,7 @@
 //! | | [`tokenizer`] | text to token ids with a model's `tokenizer.json` |
 //! | | [`labels`] | label sets, presets, wordings and prompt templates |
 //! | | [`data`] | labelled datasets behind one trait; captioned image sets |
+//! | | [`scene`] | whole scenes (GeoTIFF / BigTIFF) read by bands of rows; georeferencing and CRS → WGS 84; nodata; GeoTIFF writing |
 //! | networks | [`models`] | CLIP, GPT-2, ClipCap mappers, one model a file, weights checked on load |
 //! | running models | [`builtin`] | the mini CLIP and captioner built into the binary (the offline default) |
 //! | | [`hub`] | model specs: a local directory, a built-in name or a Hugging Face hub id; export |
@@ -18,6 +19,7 @@
 //! | | [`cache`] | the on-disk embedding cache; embedding lists of images through it |
 //! | tasks | [`zeroshot`] | scoring images against a label set |
 //! | | [`caption`] | ClipCap captioners: mapping network + GPT-2, greedy / beam / sampled decoding, checkpoint import |
+//! | | [`scan`] | scenes tiled to every edge and embedded while the next rows decode; GeoJSON, class maps, heatmaps |
 //! | | [`index`] | archive search: Parquet index parts built in shards, incremental and resumable; exact top-k; patch scores |
 //! | measuring & training | [`eval`] | zero-shot evaluation (metrics, wording sensitivity, reports, plots), caption metrics, retrieval recall |
 //! | | [`train`] | one training loop; the ClipCap and CLIP trainers, AdamW, schedules, checkpoints, BPE |
@@ -37,6 +39,7 @@ pub mod index;
 pub mod labels;
 pub mod models;
 pub mod progress;
+pub mod scan;
 pub mod scene;
 pub mod tokenizer;
 pub mod train;

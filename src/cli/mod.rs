@@ -9,6 +9,7 @@
 //! | `caption.rs` | `caption`, `import-clipcap` |
 //! | `eval.rs` | `eval zero-shot`, `eval captions`, `eval retrieval` |
 //! | `index.rs` | `index build`, `index info`, `search`, `locate` |
+//! | `scan.rs` | `scan` |
 //! | `train.rs` | `train captioner`, `train clip` |
 //! | `export.rs` | `export` |
 //! | `bench.rs` | `bench` |
@@ -24,6 +25,7 @@ mod export;
 mod index;
 mod labels;
 mod output;
+mod scan;
 mod train;
 
 use anyhow::Result;
@@ -62,6 +64,8 @@ enum Command {
     Search(index::SearchArgs),
     /// Find a feature in an image: scores of its patches against a text, and a heatmap.
     Locate(index::LocateArgs),
+    /// Whole scenes (GeoTIFF) tiled and labelled: GeoJSON tiles, class-map GeoTIFFs, heatmaps.
+    Scan(scan::ScanArgs),
     /// Measure CLIP on labelled data, captions against references, and image–text retrieval.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -86,6 +90,7 @@ pub fn run(cli: Cli) -> Result<usize> {
         Command::Index(c) => index::run(c),
         Command::Search(a) => index::search(a),
         Command::Locate(a) => index::locate_text(a),
+        Command::Scan(a) => scan::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Train(c) => train::run(c),
         Command::Bench(a) => bench::run(a),

@@ -277,12 +277,14 @@ mod tests {
 
     #[test]
     fn unknown_and_user_defined_crs_are_refused_by_code() {
-        let tags = |k: &[u16]| GeoTags {
-            pixel_scale: Some(&[1.0, 1.0, 0.0]),
-            tiepoints: Some(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
-            transformation: None,
-            geo_keys: Some(k),
-        };
+        fn tags(k: &[u16]) -> GeoTags<'_> {
+            GeoTags {
+                pixel_scale: Some(&[1.0, 1.0, 0.0]),
+                tiepoints: Some(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+                transformation: None,
+                geo_keys: Some(k),
+            }
+        }
         let err = GeoRef::from_tags(&tags(&keys(Some(1), None, false))).unwrap_err();
         assert!(err.to_string().contains("EPSG:1 is not supported"), "{err}");
         let err = GeoRef::from_tags(&tags(&keys(Some(USER_DEFINED), None, false))).unwrap_err();

@@ -276,15 +276,14 @@ impl Scene {
                 if !valid_pixel(px, &mask, p, self.nodata, self.alpha.is_some()) {
                     continue;
                 }
-                for c in 0..3 {
-                    if px[c].is_finite() && !is_nodata(px[c], self.nodata) {
-                        values[c].push(px[c]);
+                for (v, &x) in values.iter_mut().zip(px) {
+                    if x.is_finite() && !is_nodata(x, self.nodata) {
+                        v.push(x);
                     }
                 }
             }
         }
-        for c in 0..3 {
-            let v = &mut values[c];
+        for (c, v) in values.iter_mut().enumerate() {
             if v.is_empty() {
                 self.notes.push(format!(
                     "band {} has no valid pixels in a decimated read",
@@ -355,9 +354,7 @@ impl Scene {
                 for (p, px) in data.chunks_exact(nb).enumerate() {
                     let ok = valid_pixel(px, &mask, p, self.nodata, self.alpha.is_some());
                     valid.push(ok);
-                    for c in 0..3 {
-                        let (lo, hi) = self.ranges[c];
-                        let v = px[c];
+                    for (&(lo, hi), &v) in self.ranges.iter().zip(px) {
                         let byte = if !ok || !v.is_finite() || is_nodata(v, self.nodata) {
                             0
                         } else {

@@ -285,7 +285,7 @@ impl TiffReader {
                 // Rows of this chunk inside the request that the step keeps.
                 let ry0 = y0.max(cy0);
                 let ry1 = (y0 + h).min(cy0 + ch);
-                if (ry0..ry1).all(|r| (r - y0) % step != 0) {
+                if (ry0..ry1).all(|r| !(r - y0).is_multiple_of(step)) {
                     continue;
                 }
                 let planes: Vec<usize> = if l.planar { bands.to_vec() } else { vec![0] };
@@ -301,7 +301,7 @@ impl TiffReader {
                         );
                     }
                     for r in ry0..ry1 {
-                        if (r - y0) % step != 0 {
+                        if !(r - y0).is_multiple_of(step) {
                             continue;
                         }
                         let orow = ((r - y0) / step) as usize;

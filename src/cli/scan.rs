@@ -1,0 +1,413 @@
+//! `scan`: whole scenes tiled and labelled, written as GeoJSON tiles, class-map GeoTIFFs and
+//! heatmaps; one scene's failure is reported and the others still run. Scenes can be shared
+//! out across a cluster's job array like `index build`'s inputs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use skyscribe::caption::Captioner;
+use skyscribe::encoder::ClipEncoder;
+use skyscribe::index::Shard;
+use skyscribe::labels::{LabelSet, Templates};
+use skyscribe::scan::maps::{self, ClassGrid, TileRecord};
+use skyscribe::scan::{ScanOptions, scan_scene};
+use skyscribe::scene::{Scene, SceneOptions, Stretch};
+use skyscribe::zeroshot::ZeroShotClassifier;
+
+use super::common::{CommonArgs, positive};
+use super::output::{Out, fit, report};
+
+#[derive(Args)]
+pub struct ScanArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// The label set: a preset, a file or `a,b,c` (default: the model's describe vocabulary).
+    #[arg(long)]
+    labels: Option<String>,
+    /// A template with `{}` or a template set; repeat to ensemble (default: the model's own).
+    #[arg(long = "template")]
+    templates: Vec<String>,
+    /// Tile side in scene pixels (tiles are resized to the model's input).
+    #[arg(long, default_value_t = 224, value_parser = positive_u32)]
+    tile: u32,
+    /// Pixels between tile origins (under --tile: tiles overlap).
+    #[arg(long, default_value_t = 112, value_parser = positive_u32)]
+    stride: u32,
+    /// How bands become 0..255: p2-98 (the 2nd to 98th percentile of a decimated read), minmax,
+    /// none (values as they are), or auto (none for 8-bit scenes, p2-98 for deeper ones).
+    #[arg(long, default_value = "auto")]
+    stretch: Stretch,
+    /// Labels per tile.
+    #[arg(long, default_value_t = 5, value_parser = positive)]
+    top_k: usize,
+    /// Also caption every tile (ClipCap).
+    #[arg(long)]
+    caption: bool,
+    /// The captioner for --caption (default: the built-in mini captioner).
+    #[arg(long, requires = "caption")]
+    captioner: Option<String>,
+    /// GeoJSON FeatureCollection of the tiles (a folder when scanning several scenes: one
+    /// SCENE.geojson each).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Class-map GeoTIFF, one score band per label on a grid of --stride pixels, plus
+    /// NAME.argmax.tif with the best label in a colour table (a folder for several scenes).
+    #[arg(long)]
+    class_map: Option<PathBuf>,
+    /// The label whose score --heatmap shows.
+    #[arg(long, requires = "heatmap")]
+    heatmap_label: Option<String>,
+    /// PNG preview of the scene with --heatmap-label's score over it (a folder for several).
+    #[arg(long, requires = "heatmap_label")]
+    heatmap: Option<PathBuf>,
+    /// Scenes without georeferencing are scanned in pixel coordinates (else refused).
+    #[arg(long)]
+    pixel_coords: bool,
+    /// Scan only shard I of N of the scenes (0-based); else SLURM_ARRAY_TASK_ID and
+    /// SLURM_ARRAY_TASK_COUNT, or JOB_COMPLETION_INDEX with --shards, choose.
+    #[arg(long, value_parser = Shard::parse)]
+    shard: Option<Shard>,
+    /// The shard count, for JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
+    #[arg(long, value_parser = positive)]
+    shards: Option<usize>,
+    /// Scene files (GeoTIFF, or any image with --pixel-coords) or folders of them.
+    #[arg(required = true)]
+    scenes: Vec<PathBuf>,
+}
+
+fn positive_u32(s: &str) -> Result<u32, String> {
+    positive(s).and_then(|n| u32::try_from(n).map_err(|e| e.to_string()))
+}
+
+/// Where one kind of output goes: a file for one scene, a folder of `SCENE.EXT` for several.
+struct Target {
+    path: PathBuf,
+    folder: bool,
+}
+
+impl Target {
+    fn new(path: &Path, scenes: usize, flag: &str) -> Result<Self> {
+        let folder = path.is_dir() || path.to_string_lossy().ends_with('/');
+        if !folder && scenes > 1 {
+            bail!(
+                "{flag} {}: {scenes} scenes need a folder (an existing one, or a path ending in /)",
+                path.display()
+            );
+        }
+        if folder {
+            std::fs::create_dir_all(path)
+                .with_context(|| format!("{flag} {}: cannot create the folder", path.display()))?;
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            folder,
+        })
+    }
+
+    fn for_scene(&self, scene: &Path, ext: &str) -> PathBuf {
+        if self.folder {
+            let stem = scene.file_stem().unwrap_or_default().to_string_lossy();
+            self.path.join(format!("{stem}.{ext}"))
+        } else {
+            self.path.clone()
+        }
+    }
+}
+
+/// The scene files among `inputs` (folders walked for images), sorted; missing inputs reported.
+fn gather_scenes(inputs: &[PathBuf]) -> (Vec<PathBuf>, usize) {
+    let (paths, errors) = skyscribe::encoder::collect_images(inputs);
+    for e in &errors {
+        report(&format!("{e:#}"));
+    }
+    (paths, errors.len())
+}
+
+pub fn run(a: ScanArgs) -> Result<usize> {
+    // Options first, before any model is loaded or scene read.
+    let given_labels = a.labels.as_deref().map(LabelSet::parse).transpose()?;
+    if !a.templates.is_empty() {
+        Templates::parse(&a.templates)?;
+    }
+    let shard = Shard::resolve(a.shard, a.shards, |k| std::env::var(k).ok())?;
+    let (all, mut failed) = gather_scenes(&a.scenes);
+    let out = a
+        .out
+        .as_deref()
+        .map(|p| Target::new(p, all.len(), "--out"))
+        .transpose()?;
+    let class_map = a
+        .class_map
+        .as_deref()
+        .map(|p| Target::new(p, all.len(), "--class-map"))
+        .transpose()?;
+    let heat = a
+        .heatmap
+        .as_deref()
+        .map(|p| Target::new(p, all.len(), "--heatmap"))
+        .transpose()?;
+    // Ids as given on the command line: every task of an array computes the same ones.
+    let scenes: Vec<PathBuf> = all
+        .iter()
+        .filter(|p| shard.owns(&p.display().to_string()))
+        .cloned()
+        .collect();
+    if shard != Shard::WHOLE {
+        report(&format!(
+            "shard {shard}: {} of {} scenes",
+            scenes.len(),
+            all.len()
+        ));
+    }
+
+    let dev = a.common.device.device()?;
+    let captioner = if a.caption {
+        let spec = a
+            .captioner
+            .clone()
+            .unwrap_or_else(|| skyscribe::builtin::MINI_CAPTIONER.to_string());
+        Some(Captioner::load_spec(&spec, &dev)?)
+    } else {
+        None
+    };
+    let clip_spec = match &captioner {
+        Some(c) if a.common.model.is_none() => c.clip_model_spec(),
+        _ => a.common.model(),
+    };
+    let clip = ClipEncoder::load(&clip_spec, &dev)?;
+    if let Some(c) = &captioner {
+        c.check_clip(&clip, false)?;
+    }
+    let labels = match given_labels {
+        Some(l) => l,
+        None => LabelSet::parse(
+            clip.defaults
+                .describe_labels
+                .as_deref()
+                .unwrap_or("describe"),
+        )?,
+    };
+    let names: Vec<String> = labels.names().iter().map(|s| s.to_string()).collect();
+    let heat_label = match &a.heatmap_label {
+        Some(l) => Some(names.iter().position(|n| n == l).with_context(|| {
+            format!(
+                "--heatmap-label {l:?} is not in the label set ({})",
+                names.join(", ")
+            )
+        })?),
+        None => None,
+    };
+    let (templates, origin) = clip.defaults.templates(&a.templates, &clip.source.spec)?;
+    report(&format!("templates ({origin}): {}", templates.describe()));
+    let classifier = ZeroShotClassifier::new(&clip, labels, templates)?;
+    let scene_opts = SceneOptions {
+        bands: a.common.bands.as_ref().map(|b| b.0.clone()),
+        stretch: a.stretch,
+    };
+    let scan = ScanOptions {
+        tile: a.tile,
+        stride: a.stride,
+        batch_size: a.common.batch_size,
+    };
+    let mut printer = Out::new();
+    for path in &scenes {
+        let job = SceneJob {
+            a: &a,
+            clip: &clip,
+            classifier: &classifier,
+            captioner: captioner.as_ref(),
+            names: &names,
+            heat_label,
+            scene_opts: &scene_opts,
+            scan: &scan,
+            out: out.as_ref(),
+            class_map: class_map.as_ref(),
+            heat: heat.as_ref(),
+        };
+        if let Err(e) = job.run(path, &mut printer) {
+            failed += 1;
+            report(&format!("{e:#}"));
+        }
+    }
+    Ok(failed)
+}
+
+/// What scanning one scene needs.
+struct SceneJob<'a> {
+    a: &'a ScanArgs,
+    clip: &'a ClipEncoder,
+    classifier: &'a ZeroShotClassifier,
+    captioner: Option<&'a Captioner>,
+    names: &'a [String],
+    heat_label: Option<usize>,
+    scene_opts: &'a SceneOptions,
+    scan: &'a ScanOptions,
+    out: Option<&'a Target>,
+    class_map: Option<&'a Target>,
+    heat: Option<&'a Target>,
+}
+
+impl SceneJob<'_> {
+    fn run(&self, path: &Path, printer: &mut Out) -> Result<()> {
+        let mut scene = Scene::open(path, self.scene_opts)?;
+        if scene.georef.is_none() && !self.a.pixel_coords {
+            bail!(
+                "{}: the scene has no georeferencing (no GeoTIFF transform and CRS); pass \
+                 --pixel-coords to scan it in pixel coordinates",
+                path.display()
+            );
+        }
+        for n in &scene.notes {
+            report(&format!("{}: {n}", path.display()));
+        }
+        let georef = scene.georef.clone();
+        let name = path.display().to_string();
+        let grid_len = skyscribe::scan::tile_grid(&scene, self.scan)?.len();
+        let bar = skyscribe::progress::items(grid_len, "tiles", "scanning", false);
+        let mut records: Vec<TileRecord> = Vec::new();
+        let mut features = Vec::new();
+        let jsonl = self.a.common.jsonl;
+        let counts = scan_scene(self.clip, &mut scene, self.scan, |rect, embedding| {
+            bar.inc(1);
+            let Some(e) = embedding else { return Ok(()) };
+            let caption = match self.captioner {
+                Some(c) => {
+                    let ids = c.greedy(std::slice::from_ref(&e), &Default::default())?;
+                    Some(c.decode_text(&ids[0])?.trim().to_string())
+                }
+                None => None,
+            };
+            let rec = TileRecord {
+                rect,
+                labels: self.classifier.ranked(&e, Some(self.a.top_k)),
+                probs: self.classifier.probabilities(&e),
+                caption,
+            };
+            let ring = maps::tile_ring(georef.as_ref(), rect)?;
+            if jsonl {
+                #[derive(serde::Serialize)]
+                struct Line<'a> {
+                    scene: &'a str,
+                    tile: [u32; 4],
+                    bounds: [f64; 4],
+                    labels: &'a [skyscribe::zeroshot::LabelScore],
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    caption: Option<&'a str>,
+                }
+                bar.suspend(|| {
+                    printer.json(&Line {
+                        scene: &name,
+                        tile: [rect.0, rect.1, rect.2, rect.3],
+                        bounds: maps::bounds(&ring),
+                        labels: &rec.labels,
+                        caption: rec.caption.as_deref(),
+                    })
+                })?;
+            }
+            if self.out.is_some() {
+                features.push(maps::feature(&name, &rec, ring));
+            }
+            records.push(rec);
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        let coordinates = if georef.is_some() {
+            "lon/lat (WGS 84)"
+        } else {
+            "pixels (the scene has no georeferencing)"
+        };
+        let mut written = Vec::new();
+        if let Some(t) = self.out {
+            let file = t.for_scene(path, "geojson");
+            let info = serde_json::json!({
+                "scene": name,
+                "coordinates": coordinates,
+                "crs": georef.as_ref().map(|g| format!("EPSG:{}", g.epsg)),
+                "width": scene.width,
+                "height": scene.height,
+                "tile": self.scan.tile,
+                "stride": self.scan.stride,
+                "tiles": counts.tiles,
+                "nodata_tiles": counts.nodata,
+                "model": self.clip.source.spec,
+            });
+            let fc = maps::collection(std::mem::take(&mut features), info);
+            skyscribe::atomic::write_file(&file, fc.to_string().as_bytes())?;
+            written.push(file);
+        }
+        if let Some(t) = self.class_map {
+            let file = t.for_scene(path, "classmap.tif");
+            let grid = ClassGrid::new(
+                scene.width,
+                scene.height,
+                self.scan.stride,
+                &records,
+                self.names.len(),
+            );
+            let argmax = maps::write_class_map(&file, &grid, self.names, georef.as_ref())?;
+            written.push(file);
+            written.push(argmax);
+        }
+        if let (Some(t), Some(label)) = (self.heat, self.heat_label) {
+            let file = t.for_scene(path, "heatmap.png");
+            let (preview, step) = scene.preview(1024)?;
+            let (img, (lo, hi)) = maps::heatmap(&preview, step, &records, label);
+            img.save_png(&file)?;
+            report(&format!(
+                "{}: {:?} scores {lo:.4} (dark) to {hi:.4} (bright)",
+                file.display(),
+                self.names[label]
+            ));
+            written.push(file);
+        }
+        if !jsonl {
+            self.summary(printer, &scene, &records, counts, coordinates, &written)?;
+        } else {
+            for f in &written {
+                report(&format!("wrote {}", f.display()));
+            }
+        }
+        Ok(())
+    }
+
+    /// For people: the scene, its tiles, the labels that win most tiles, the files written.
+    fn summary(
+        &self,
+        printer: &mut Out,
+        scene: &Scene,
+        records: &[TileRecord],
+        counts: skyscribe::scan::ScanCounts,
+        coordinates: &str,
+        written: &[PathBuf],
+    ) -> Result<()> {
+        printer.line(&format!("{} — {}", scene.path.display(), scene.describe()))?;
+        printer.line(&format!(
+            "  {} tiles of {} px every {} px ({} wholly nodata, skipped); coordinates: {coordinates}",
+            counts.tiles, self.scan.tile, self.scan.stride, counts.nodata
+        ))?;
+        let mut wins = vec![0usize; self.names.len()];
+        for r in records {
+            if let Some(best) = r.labels.first()
+                && let Some(i) = self.names.iter().position(|n| *n == best.label)
+            {
+                wins[i] += 1;
+            }
+        }
+        let mut order: Vec<usize> = (0..wins.len()).filter(|&i| wins[i] > 0).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(wins[i]));
+        for &i in order.iter().take(self.a.top_k) {
+            printer.line(&format!(
+                "  {} best in {:>5} tiles ({:.0}%)",
+                fit(&self.names[i], 30),
+                wins[i],
+                100.0 * wins[i] as f64 / records.len().max(1) as f64
+            ))?;
+        }
+        for f in written {
+            printer.line(&format!("  wrote {}", f.display()))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,343 @@
+//! From tiles' scores to maps: GeoJSON features (tile polygons in WGS 84 longitude/latitude,
+//! RFC 7946, or in pixels when a scene has no georeferencing), class-map grids (one score band
+//! per label, overlapping tiles averaged) written as GeoTIFFs on the scene's CRS with an argmax
+//! companion in a colour table, and score heatmaps over a preview of the scene.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use geojson::{Feature, FeatureCollection, Geometry, GeometryValue, JsonObject};
+use serde_json::json;
+
+use super::Rect;
+use crate::imagery::{RgbImage, heatmap};
+use crate::scene::GeoRef;
+use crate::scene::geotiff_write::{self, Placement};
+use crate::zeroshot::LabelScore;
+
+/// One scored tile.
+#[derive(Debug, Clone)]
+pub struct TileRecord {
+    pub rect: Rect,
+    /// The best labels, best first.
+    pub labels: Vec<LabelScore>,
+    /// Every label's probability, in label-set order (for class maps).
+    pub probs: Vec<f32>,
+    pub caption: Option<String>,
+}
+
+/// The closed ring of a tile's four pixel corners: WGS 84 (longitude, latitude) through
+/// `georef`, else pixel (x, y); counter-clockwise as RFC 7946 asks of exterior rings.
+pub fn tile_ring(georef: Option<&GeoRef>, (x, y, w, h): Rect) -> Result<Vec<[f64; 2]>> {
+    let corners = [(x, y), (x, y + h), (x + w, y + h), (x + w, y)];
+    let mut ring = Vec::with_capacity(5);
+    for (px, py) in corners {
+        ring.push(match georef {
+            Some(g) => {
+                let (lon, lat) = g.pixel_to_lon_lat(px as f64, py as f64)?;
+                [lon, lat]
+            }
+            None => [px as f64, py as f64],
+        });
+    }
+    // Shoelace: a negative area is clockwise (a transform that flips an axis); turn it round.
+    let area: f64 = (0..4)
+        .map(|i| {
+            let (a, b) = (ring[i], ring[(i + 1) % 4]);
+            a[0] * b[1] - b[0] * a[1]
+        })
+        .sum();
+    if area < 0.0 {
+        ring.reverse();
+    }
+    ring.push(ring[0]);
+    Ok(ring)
+}
+
+/// `[west, south, east, north]` (or `[min x, min y, max x, max y]`) of a ring.
+pub fn bounds(ring: &[[f64; 2]]) -> [f64; 4] {
+    ring.iter().fold(
+        [
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ],
+        |b, p| {
+            [
+                b[0].min(p[0]),
+                b[1].min(p[1]),
+                b[2].max(p[0]),
+                b[3].max(p[1]),
+            ]
+        },
+    )
+}
+
+/// A tile as a GeoJSON Feature: its polygon; `scene`, `tile`, `labels` and `caption`.
+pub fn feature(scene: &str, rec: &TileRecord, ring: Vec<[f64; 2]>) -> Feature {
+    let mut props = JsonObject::new();
+    props.insert("scene".into(), json!(scene));
+    let (x, y, w, h) = rec.rect;
+    props.insert("tile".into(), json!([x, y, w, h]));
+    props.insert(
+        "labels".into(),
+        serde_json::to_value(&rec.labels).unwrap_or_default(),
+    );
+    if let Some(c) = &rec.caption {
+        props.insert("caption".into(), json!(c));
+    }
+    Feature {
+        bbox: None,
+        geometry: Some(Geometry::new(GeometryValue::new_polygon([ring]))),
+        id: None,
+        properties: Some(props),
+        foreign_members: None,
+    }
+}
+
+/// The features of one scene as a FeatureCollection, with a `skyscribe` member that says what
+/// was scanned and in which coordinates (`"lon/lat (WGS 84)"` or `"pixels"`).
+pub fn collection(features: Vec<Feature>, info: serde_json::Value) -> FeatureCollection {
+    let mut members = JsonObject::new();
+    members.insert("skyscribe".into(), info);
+    FeatureCollection {
+        bbox: None,
+        features,
+        foreign_members: Some(members),
+    }
+}
+
+/// Scores on a grid of `cell`-pixel cells over the scene: a cell takes the mean of the tiles
+/// that hold its centre; NaN where every such tile was nodata.
+pub struct ClassGrid {
+    pub width: u32,
+    pub height: u32,
+    pub cell: u32,
+    /// Per label, `width × height` scores, rows top to bottom.
+    pub scores: Vec<Vec<f32>>,
+}
+
+impl ClassGrid {
+    pub fn new(
+        scene_w: u32,
+        scene_h: u32,
+        cell: u32,
+        records: &[TileRecord],
+        labels: usize,
+    ) -> Self {
+        let (gw, gh) = (scene_w.div_ceil(cell), scene_h.div_ceil(cell));
+        let n = (gw * gh) as usize;
+        let mut sums = vec![vec![0f32; n]; labels];
+        let mut counts = vec![0u32; n];
+        // The cell centre, clipped into the scene for the last, partial cells.
+        let centre =
+            |i: u32, side: u32| ((i * cell) as f64 + cell as f64 / 2.0).min(side as f64 - 0.5);
+        for rec in records {
+            let (x, y, w, h) = rec.rect;
+            let cols = (x / cell)..((x + w).div_ceil(cell)).min(gw);
+            let rows = (y / cell)..((y + h).div_ceil(cell)).min(gh);
+            for r in rows {
+                let cy = centre(r, scene_h);
+                if cy < y as f64 || cy >= (y + h) as f64 {
+                    continue;
+                }
+                for c in cols.clone() {
+                    let cx = centre(c, scene_w);
+                    if cx < x as f64 || cx >= (x + w) as f64 {
+                        continue;
+                    }
+                    let i = (r * gw + c) as usize;
+                    counts[i] += 1;
+                    for (l, p) in rec.probs.iter().enumerate() {
+                        sums[l][i] += p;
+                    }
+                }
+            }
+        }
+        let scores = sums
+            .into_iter()
+            .map(|s| {
+                s.iter()
+                    .zip(&counts)
+                    .map(|(&v, &k)| if k == 0 { f32::NAN } else { v / k as f32 })
+                    .collect()
+            })
+            .collect();
+        Self {
+            width: gw,
+            height: gh,
+            cell,
+            scores,
+        }
+    }
+
+    /// Per cell, the index of the best label (`None` where the cell has no score).
+    pub fn argmax(&self) -> Vec<Option<usize>> {
+        (0..(self.width * self.height) as usize)
+            .map(|i| {
+                let mut best: Option<(usize, f32)> = None;
+                for (l, s) in self.scores.iter().enumerate() {
+                    let v = s[i];
+                    if v.is_finite() && best.is_none_or(|(_, b)| v > b) {
+                        best = Some((l, v));
+                    }
+                }
+                best.map(|(l, _)| l)
+            })
+            .collect()
+    }
+}
+
+/// Distinct colours for classes (Tableau's 20, then repeating): readable side by side in QGIS.
+pub fn palette(n: usize) -> Vec<[u8; 3]> {
+    const TAB20: [[u8; 3]; 20] = [
+        [31, 119, 180],
+        [255, 127, 14],
+        [44, 160, 44],
+        [214, 39, 40],
+        [148, 103, 189],
+        [140, 86, 75],
+        [227, 119, 194],
+        [127, 127, 127],
+        [188, 189, 34],
+        [23, 190, 207],
+        [174, 199, 232],
+        [255, 187, 120],
+        [152, 223, 138],
+        [255, 152, 150],
+        [197, 176, 213],
+        [196, 156, 148],
+        [247, 182, 210],
+        [199, 199, 199],
+        [219, 219, 141],
+        [158, 218, 229],
+    ];
+    (0..n).map(|i| TAB20[i % 20]).collect()
+}
+
+/// Where the argmax companion of a class map goes: `NAME.tif` → `NAME.argmax.tif`.
+pub fn argmax_path(class_map: &Path) -> PathBuf {
+    let stem = class_map
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    class_map.with_file_name(format!("{stem}.argmax.tif"))
+}
+
+/// Writes the class map: `path` with one Float32 score band per label (band descriptions =
+/// labels), and [`argmax_path`] with the best label's number per cell in a colour table (255 =
+/// no data) and a GDAL `.aux.xml` that names the classes (QGIS shows them as its legend).
+/// Both on the scene's CRS, cells of `grid.cell` scene pixels. Returns the argmax file's path.
+pub fn write_class_map(
+    path: &Path,
+    grid: &ClassGrid,
+    labels: &[String],
+    georef: Option<&GeoRef>,
+) -> Result<PathBuf> {
+    let place = georef.map(|g| Placement::grid(g, grid.cell as f64));
+    geotiff_write::write_float_bands(
+        path,
+        grid.width,
+        grid.height,
+        &grid.scores,
+        labels,
+        place.as_ref(),
+    )?;
+    let classes: Vec<u8> = grid
+        .argmax()
+        .into_iter()
+        .map(|a| a.map_or(255, |l| l.min(254) as u8))
+        .collect();
+    let argmax = argmax_path(path);
+    geotiff_write::write_palette(
+        &argmax,
+        grid.width,
+        grid.height,
+        &classes,
+        &palette(labels.len().min(255)),
+        255,
+        place.as_ref(),
+    )?;
+    let mut aux = String::from("<PAMDataset>\n  <PAMRasterBand band=\"1\">\n    <CategoryNames>\n");
+    for l in labels {
+        aux.push_str(&format!("      <Category>{}</Category>\n", xml_escape(l)));
+    }
+    aux.push_str("    </CategoryNames>\n  </PAMRasterBand>\n</PAMDataset>\n");
+    let aux_path = argmax.with_file_name(format!(
+        "{}.aux.xml",
+        argmax.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    crate::atomic::write_file(&aux_path, aux.as_bytes())?;
+    Ok(argmax)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// `preview` (the scene every `step`-th pixel) in grey with `label`'s score over it, tiles'
+/// scores averaged where they overlap; and the score range the colours span.
+pub fn heatmap(
+    preview: &RgbImage,
+    step: u32,
+    records: &[TileRecord],
+    label: usize,
+) -> (RgbImage, (f32, f32)) {
+    let cells: Vec<heatmap::Cell> = records
+        .iter()
+        .map(|r| {
+            let (x, y, w, h) = r.rect;
+            (
+                (x / step, y / step, w.div_ceil(step), h.div_ceil(step)),
+                r.probs[label],
+            )
+        })
+        .collect();
+    heatmap::overlay(preview, &cells, 0.6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(rect: Rect, probs: Vec<f32>) -> TileRecord {
+        TileRecord {
+            rect,
+            labels: vec![],
+            probs,
+            caption: None,
+        }
+    }
+
+    #[test]
+    fn cells_average_the_tiles_over_their_centres() {
+        // A 6×2 scene, tiles of 4 every 2 (the last moved in to end at the edge): cells of 2.
+        let recs = [
+            rec((0, 0, 4, 2), vec![1.0, 0.0]),
+            rec((2, 0, 4, 2), vec![0.0, 1.0]),
+        ];
+        let g = ClassGrid::new(6, 2, 2, &recs, 2);
+        assert_eq!((g.width, g.height), (3, 1));
+        assert_eq!(g.scores[0], vec![1.0, 0.5, 0.0]);
+        assert_eq!(g.argmax(), vec![Some(0), Some(0), Some(1)]);
+        // A cell no tile holds has no score.
+        let g = ClassGrid::new(6, 2, 2, &recs[..1], 2);
+        assert!(g.scores[0][2].is_nan());
+        assert_eq!(g.argmax()[2], None);
+    }
+
+    #[test]
+    fn pixel_rings_are_closed_and_counter_clockwise() {
+        let ring = tile_ring(None, (10, 20, 4, 3)).unwrap();
+        assert_eq!(ring.len(), 5);
+        assert_eq!(ring[0], ring[4]);
+        let area: f64 = (0..4)
+            .map(|i| ring[i][0] * ring[i + 1][1] - ring[i + 1][0] * ring[i][1])
+            .sum();
+        assert!(area > 0.0);
+        assert_eq!(bounds(&ring), [10.0, 20.0, 14.0, 23.0]);
+    }
+}
