@@ -15,6 +15,7 @@ mod gpt2_parity;
 mod index;
 mod layers;
 mod preprocess_parity;
+mod scan;
 mod scene;
 mod tokenizer_parity;
 mod train;

@@ -1,0 +1,433 @@
+//! `skyscribe scan` end to end on the GDAL-made fixtures: tile polygons against GDAL's own
+//! transformation of the tile corners, class maps on the scene's grid and CRS, nodata tiles
+//! skipped and counted, bad input refused by name while the other scenes still run, shards,
+//! and the two DOTA scenes in pixel coordinates.
+
+use std::path::Path;
+
+use skyscribe::scene::{Scene, SceneOptions};
+
+use crate::common::{data_root, json_lines, read_json, scratch, skyscribe, skyscribe_env};
+use crate::scene::scenes_dir;
+
+fn fixture(name: &str) -> String {
+    scenes_dir().join(name).display().to_string()
+}
+
+fn expected(name: &str) -> serde_json::Value {
+    read_json(&scenes_dir().join("expected.json"))["scenes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["file"] == name)
+        .unwrap()
+        .clone()
+}
+
+const LABELS: &str = "forest,sea,river,buildings,fields";
+
+/// Every vertex of `ring` is one of GDAL's corners, and every corner is in the ring.
+fn same_corners(ring: &[serde_json::Value], corners: &[serde_json::Value], what: &str) {
+    assert_eq!(ring.len(), 5, "{what}: a closed ring of 4 corners");
+    assert_eq!(ring[0], ring[4], "{what}: ring not closed");
+    let pt = |v: &serde_json::Value| (v[0].as_f64().unwrap(), v[1].as_f64().unwrap());
+    for c in corners {
+        let (glon, glat) = pt(c);
+        let hit = ring[..4]
+            .iter()
+            .map(pt)
+            .any(|(lon, lat)| (lon - glon).abs() < 1e-7 && (lat - glat).abs() < 1e-7);
+        assert!(
+            hit,
+            "{what}: GDAL's corner ({glon}, {glat}) not in {ring:?}"
+        );
+    }
+}
+
+#[test]
+fn tiles_are_where_gdal_puts_them_and_nodata_tiles_are_skipped() {
+    for name in [
+        "utm33n-u8-tiled-deflate.tif",
+        "utm56s-u16-strips-lzw-nodata.tif",
+        "webmerc-u8-rgba-packbits.tif",
+        "wgs84-i16-bigtiff-planar-point.tif",
+        "laea-f32-mask.tif",
+        "utm32n-u8-jpeg.tif",
+        "utm33n-rotated-f32-none.tif",
+    ] {
+        let dir = scratch(&format!("scan-{name}"));
+        let out = dir.join("tiles.geojson");
+        let r = skyscribe(&[
+            "scan",
+            &fixture(name),
+            "--labels",
+            LABELS,
+            "--tile",
+            "64",
+            "--stride",
+            "48",
+            "--jsonl",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        let want = expected(name);
+        let tiles = want["tiles"].as_array().unwrap();
+        let valid: Vec<&serde_json::Value> =
+            tiles.iter().filter(|t| t["nodata"] == false).collect();
+        let lines = json_lines(&r.stdout);
+        assert_eq!(
+            lines.len(),
+            valid.len(),
+            "{name}: one line per tile with data"
+        );
+        let fc: geojson::FeatureCollection =
+            std::fs::read_to_string(&out).unwrap().parse().unwrap();
+        assert_eq!(fc.features.len(), valid.len(), "{name}");
+        let info = &fc.foreign_members.as_ref().unwrap()["skyscribe"];
+        assert_eq!(info["coordinates"], "lon/lat (WGS 84)");
+        assert_eq!(info["tiles"], tiles.len());
+        assert_eq!(info["nodata_tiles"], tiles.len() - valid.len(), "{name}");
+        for ((feature, line), t) in fc.features.iter().zip(&lines).zip(&valid) {
+            let props = feature.properties.as_ref().unwrap();
+            assert_eq!(props["tile"], t["tile"], "{name}");
+            assert_eq!(line["tile"], t["tile"], "{name}");
+            assert_eq!(props["scene"], fixture(name));
+            assert_eq!(props["labels"].as_array().unwrap().len(), 5);
+            let geom = serde_json::to_value(feature.geometry.as_ref().unwrap()).unwrap();
+            assert_eq!(geom["type"], "Polygon");
+            let ring = geom["coordinates"][0].as_array().unwrap();
+            same_corners(
+                ring,
+                t["corners"].as_array().unwrap(),
+                &format!("{name} {}", t["tile"]),
+            );
+            // bounds = [west, south, east, north] of the corners.
+            let lons: Vec<f64> = ring.iter().map(|p| p[0].as_f64().unwrap()).collect();
+            let lats: Vec<f64> = ring.iter().map(|p| p[1].as_f64().unwrap()).collect();
+            let b: Vec<f64> = line["bounds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let min = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
+            let max = |v: &[f64]| v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(
+                b,
+                vec![min(&lons), min(&lats), max(&lons), max(&lats)],
+                "{name}"
+            );
+            // Counter-clockwise exterior ring (RFC 7946's right-hand rule).
+            let area: f64 = (0..4)
+                .map(|i| lons[i] * lats[i + 1] - lons[i + 1] * lats[i])
+                .sum();
+            assert!(area > 0.0, "{name}: ring is clockwise");
+        }
+    }
+}
+
+#[test]
+fn the_class_map_lies_on_the_scenes_grid_and_crs() {
+    for name in [
+        "utm56s-u16-strips-lzw-nodata.tif",
+        "utm33n-rotated-f32-none.tif",
+    ] {
+        let dir = scratch(&format!("classmap-{name}"));
+        let map = dir.join("map.tif");
+        let r = skyscribe(&[
+            "scan",
+            &fixture(name),
+            "--labels",
+            LABELS,
+            "--tile",
+            "64",
+            "--stride",
+            "32",
+            "--class-map",
+            map.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(dir.join("map.argmax.tif").is_file());
+        assert!(dir.join("map.argmax.tif.aux.xml").is_file());
+        let want = expected(name);
+        let gt: Vec<f64> = want["geotransform"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        // Read back with skyscribe's own scene reader: one band per label, cells of 32 pixels.
+        let mut m = Scene::open(
+            &map,
+            &SceneOptions {
+                bands: Some(vec![1]),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let g = m.georef.clone().expect("the class map is georeferenced");
+        assert_eq!(g.epsg as u64, want["epsg"].as_u64().unwrap());
+        let scaled = [
+            gt[0],
+            gt[1] * 32.0,
+            gt[2] * 32.0,
+            gt[3],
+            gt[4] * 32.0,
+            gt[5] * 32.0,
+        ];
+        for (a, b) in g.transform.iter().zip(scaled) {
+            assert!(
+                (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                "{name}: {:?} vs {scaled:?}",
+                g.transform
+            );
+        }
+        assert_eq!(
+            (m.width, m.height),
+            (200u32.div_ceil(32), 150u32.div_ceil(32))
+        );
+        assert_eq!(m.band_count, 5);
+        let (values, _) = m.values(0, m.height).unwrap();
+        for cell in values.chunks_exact(5) {
+            if cell[0].is_nan() {
+                assert!(cell.iter().all(|v| v.is_nan()));
+                continue;
+            }
+            // Softmax probabilities, averaged: each cell's scores sum to one.
+            let sum: f32 = cell.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-4, "{cell:?}");
+        }
+        let nan_cells = values.chunks_exact(5).filter(|c| c[0].is_nan()).count();
+        if name.contains("nodata") {
+            // The top-left 100×70 pixels are nodata: cells whose centre only that tile holds.
+            assert!(nan_cells > 0, "no empty cell under the nodata tile");
+        } else {
+            assert_eq!(nan_cells, 0);
+        }
+    }
+}
+
+#[test]
+fn bad_scenes_are_refused_by_name_and_the_rest_still_run() {
+    let dir = scratch("scan-bad");
+    let good = fixture("utm33n-u8-tiled-deflate.tif");
+    // A cut copy, a copy whose CRS code is changed to one proj4rs does not know, and a one-colour
+    // scene written with skyscribe's own GeoTIFF writer.
+    let bytes = std::fs::read(scenes_dir().join("utm33n-u8-tiled-deflate.tif")).unwrap();
+    let cut = dir.join("cut.tif");
+    std::fs::write(&cut, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let mut recoded = bytes.clone();
+    // ProjectedCSTypeGeoKey (3072) = 32633, as a little-endian GeoKey entry.
+    let key = [0x00, 0x0C, 0x00, 0x00, 0x01, 0x00, 0x79, 0x7F];
+    let at = recoded
+        .windows(8)
+        .position(|w| w == key)
+        .expect("the GeoKey entry");
+    recoded[at + 6..at + 8].copy_from_slice(&9999u16.to_le_bytes());
+    let odd_crs = dir.join("odd-crs.tif");
+    std::fs::write(&odd_crs, &recoded).unwrap();
+    let flat = dir.join("flat.tif");
+    let place = skyscribe::scene::geotiff_write::Placement {
+        transform: [500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0],
+        geo_keys: vec![1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633],
+    };
+    skyscribe::scene::geotiff_write::write_float_bands(
+        &flat,
+        96,
+        80,
+        &vec![vec![7.5f32; 96 * 80]; 3],
+        &["a".into(), "b".into(), "c".into()],
+        Some(&place),
+    )
+    .unwrap();
+    let plain = fixture("plain-u8-no-georef.tif");
+    let out = dir.join("out/");
+    let r = skyscribe(&[
+        "scan",
+        cut.to_str().unwrap(),
+        &good,
+        odd_crs.to_str().unwrap(),
+        flat.to_str().unwrap(),
+        &plain,
+        "--labels",
+        LABELS,
+        "--tile",
+        "64",
+        "--stride",
+        "48",
+        "--jsonl",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cut.tif"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("odd-crs.tif") && r.stderr.contains("EPSG:9999 is not supported"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("plain-u8-no-georef.tif") && r.stderr.contains("--pixel-coords"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("flat.tif") && r.stderr.contains("constant"),
+        "{}",
+        r.stderr
+    );
+    // The good scene and the one-colour scene were scanned and written.
+    assert!(out.join("utm33n-u8-tiled-deflate.geojson").is_file());
+    assert!(out.join("flat.geojson").is_file());
+    let lines = json_lines(&r.stdout);
+    let scenes: std::collections::BTreeSet<&str> =
+        lines.iter().map(|l| l["scene"].as_str().unwrap()).collect();
+    assert_eq!(scenes.len(), 2, "{scenes:?}");
+    for l in &lines {
+        for s in l["labels"].as_array().unwrap() {
+            assert!(s["score"].as_f64().unwrap().is_finite());
+        }
+    }
+
+    // Options that make no sense, each refused with what is wrong.
+    let r = skyscribe(&["scan", &good, "--stride", "0"]);
+    assert_eq!(r.code, 2);
+    let r = skyscribe(&["scan", &good, "--labels", LABELS, "--tile", "500"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr
+            .contains("--tile 500 is larger than the scene (200×150 px)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("utm33n-u8-tiled-deflate.tif"),
+        "{}",
+        r.stderr
+    );
+    let r = skyscribe(&["scan", &good, "--labels", LABELS, "--bands", "5,3,2"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("band 5 does not exist") && r.stderr.contains("utm33n"),
+        "{}",
+        r.stderr
+    );
+    let r = skyscribe(&[
+        "scan",
+        &good,
+        &plain,
+        "--out",
+        dir.join("one.geojson").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "an option that cannot work stops the run");
+    assert!(r.stderr.contains("need a folder"), "{}", r.stderr);
+    let r = skyscribe(&[
+        "scan",
+        &good,
+        "--labels",
+        LABELS,
+        "--heatmap",
+        "x.png",
+        "--heatmap-label",
+        "lava",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("\"lava\" is not in the label set"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn shards_split_the_scenes_and_each_scene_gets_its_own_outputs() {
+    let dir = scratch("scan-shards");
+    let names = [
+        "utm33n-u8-tiled-deflate.tif",
+        "laea-f32-mask.tif",
+        "utm32n-u8-jpeg.tif",
+        "webmerc-u8-rgba-packbits.tif",
+    ];
+    let scenes: Vec<String> = names.iter().map(|n| fixture(n)).collect();
+    let out = dir.join("geojson");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut seen = Vec::new();
+    for (task, count) in [("0", "2"), ("1", "2")] {
+        let mut args = vec!["scan"];
+        args.extend(scenes.iter().map(String::as_str));
+        args.extend([
+            "--labels", LABELS, "--tile", "64", "--stride", "64", "--jsonl",
+        ]);
+        args.extend(["--out", out.to_str().unwrap()]);
+        // As a Slurm job array's task would see it.
+        let (t, c) = (Path::new(task), Path::new(count));
+        let r = skyscribe_env(
+            &args,
+            &[("SLURM_ARRAY_TASK_ID", t), ("SLURM_ARRAY_TASK_COUNT", c)],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!("shard {task}/{count}")),
+            "{}",
+            r.stderr
+        );
+        let mine: std::collections::BTreeSet<String> = json_lines(&r.stdout)
+            .iter()
+            .map(|l| l["scene"].as_str().unwrap().to_string())
+            .collect();
+        seen.extend(mine);
+    }
+    seen.sort();
+    let mut all = scenes.clone();
+    all.sort();
+    assert_eq!(seen, all, "every scene in exactly one shard");
+    for n in names {
+        let stem = n.trim_end_matches(".tif");
+        assert!(out.join(format!("{stem}.geojson")).is_file(), "{stem}");
+    }
+}
+
+#[test]
+fn dota_scenes_scan_in_pixel_coordinates_with_a_heatmap() {
+    let Some(data) = data_root("dota_scenes_scan_in_pixel_coordinates_with_a_heatmap") else {
+        return;
+    };
+    let dir = scratch("scan-dota");
+    let images = data.join("dota/images");
+    let r = skyscribe(&[
+        "scan",
+        images.to_str().unwrap(),
+        "--pixel-coords",
+        "--labels",
+        "harbor,ships,sea,parking lot,buildings,road,trees",
+        "--out",
+        dir.to_str().unwrap(),
+        "--heatmap-label",
+        "harbor",
+        "--heatmap",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for (stem, w, h) in [("P0706", 1111u32, 1182u32), ("P1888", 712, 557)] {
+        let fc: geojson::FeatureCollection =
+            std::fs::read_to_string(dir.join(format!("{stem}.geojson")))
+                .unwrap()
+                .parse()
+                .unwrap();
+        let info = &fc.foreign_members.as_ref().unwrap()["skyscribe"];
+        assert!(info["coordinates"].as_str().unwrap().starts_with("pixels"));
+        let grid = skyscribe::data::cover_grid(w, h, 224, 112);
+        assert_eq!(fc.features.len(), grid.len());
+        // The tiles reach every edge.
+        let right = grid.iter().map(|t| t.0 + t.2).max().unwrap();
+        let bottom = grid.iter().map(|t| t.1 + t.3).max().unwrap();
+        assert_eq!((right, bottom), (w, h));
+        let png = image::open(dir.join(format!("{stem}.heatmap.png"))).unwrap();
+        let step = w.max(h).div_ceil(1024);
+        assert_eq!(
+            (png.width(), png.height()),
+            (w.div_ceil(step), h.div_ceil(step))
+        );
+    }
+}
