@@ -351,14 +351,28 @@ impl Scene {
                 let (data, mask) = reader.read_rows(y0, h, &bands, step)?;
                 let mut pixels = Vec::with_capacity(n * 3);
                 let mut valid = Vec::with_capacity(n);
+                // Per band: value → (value − lo) · 255 / (hi − lo), rounded half up, clamped.
+                let scales = self.ranges.map(|(lo, hi)| (lo, 255.0 / (hi - lo)));
+                let all_valid = mask.is_none() && self.alpha.is_none() && self.nodata.is_none();
                 for (p, px) in data.chunks_exact(nb).enumerate() {
-                    let ok = valid_pixel(px, &mask, p, self.nodata, self.alpha.is_some());
+                    let ok =
+                        all_valid || valid_pixel(px, &mask, p, self.nodata, self.alpha.is_some());
                     valid.push(ok);
-                    for (&(lo, hi), &v) in self.ranges.iter().zip(px) {
-                        let byte = if !ok || !v.is_finite() || is_nodata(v, self.nodata) {
+                    if !ok {
+                        pixels.extend_from_slice(&[0; 3]);
+                        continue;
+                    }
+                    for (&(lo, k), &v) in scales.iter().zip(px) {
+                        let x = (v - lo) * k;
+                        // NaN fails every comparison and becomes 0, like nodata.
+                        let byte = if is_nodata(v, self.nodata) {
                             0
+                        } else if x >= 254.5 {
+                            255
+                        } else if x > 0.0 {
+                            (x + 0.5) as u8
                         } else {
-                            ((v - lo) * 255.0 / (hi - lo)).round().clamp(0.0, 255.0) as u8
+                            0
                         };
                         pixels.push(byte);
                     }
