@@ -81,6 +81,7 @@ pub fn write_synthetic_index(dir: &Path, n: usize, dim: usize) -> Result<()> {
         .chunks_exact(dim)
         .enumerate()
         .map(|(i, v)| Row {
+            bounds: None,
             id: format!("synthetic/{i:08}.jpg"),
             path: format!("/archive/synthetic/{i:08}.jpg"),
             chip: None,

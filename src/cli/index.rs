@@ -107,14 +107,15 @@ pub struct BuildArgs {
     /// Rows encoded between two saves of the work in progress (what a kill can cost).
     #[arg(long, default_value_t = 512, value_parser = positive)]
     checkpoint_every: usize,
-    /// Chip side for scene data sets (dota, xview).
+    /// Chip side for scene data sets (dota, xview) and tile side for scene: inputs.
     #[arg(long, default_value_t = 300, value_parser = positive)]
     chip_size: usize,
     /// Chip stride for scene data sets (default: the chip size).
     #[arg(long, value_parser = positive)]
     chip_stride: Option<usize>,
     /// Image files, folders (walked), or data sets KIND:PATH (folder, rsicd, rsicd-scenes,
-    /// jsonl, dota, xview).
+    /// jsonl, dota, xview), or scene:PATH (a GeoTIFF scene or a folder of them, tiled as `scan`
+    /// tiles them, each tile with its WGS 84 bounds).
     #[arg(required = true)]
     inputs: Vec<String>,
 }
@@ -153,7 +154,7 @@ fn build_index(a: BuildArgs) -> Result<usize> {
     }
     Out::new().record(a.common.jsonl, &r, || {
         format!(
-            "shard {}: {} images — {} encoded, {} unchanged, {} resumed, {} dropped, {} unreadable\n\
+            "shard {}: {} images — {} encoded, {} unchanged, {} resumed, {} dropped, {} unreadable{}\n\
              {}: {} of {} parts complete, {} vectors",
             r.shard,
             r.items,
@@ -162,6 +163,11 @@ fn build_index(a: BuildArgs) -> Result<usize> {
             r.resumed,
             r.dropped,
             r.failed.len(),
+            if r.nodata > 0 {
+                format!(", {} scene tiles wholly nodata (not indexed)", r.nodata)
+            } else {
+                String::new()
+            },
             r.index,
             r.parts_complete,
             r.parts,
@@ -359,6 +365,9 @@ pub fn search(a: SearchArgs) -> Result<usize> {
                 path: &'a str,
                 score: f32,
                 chip: Option<[u32; 4]>,
+                /// A scene tile's WGS 84 box; left out for other images.
+                #[serde(skip_serializing_if = "Option::is_none")]
+                bounds: Option<[f64; 4]>,
             }
             out.json(&Hit {
                 rank: rank + 1,
@@ -366,6 +375,7 @@ pub fn search(a: SearchArgs) -> Result<usize> {
                 path: &index.paths[row],
                 score,
                 chip: index.chips[row],
+                bounds: index.bounds[row],
             })?;
         } else {
             out.line(&format!(

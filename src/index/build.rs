@@ -43,6 +43,8 @@ pub struct BuildReport {
     pub resumed: usize,
     /// Rows of the previous part whose files vanished.
     pub dropped: usize,
+    /// Scene tiles wholly nodata (GDAL_NODATA, alpha or mask): not indexed.
+    pub nodata: usize,
     /// Images that could not be read: `(image, reason)`; they are not in the part.
     pub failed: Vec<(String, String)>,
     /// Rows in this shard's part now.
@@ -54,6 +56,18 @@ pub struct BuildReport {
     /// Damaged files met and set aside (their rows were encoded again).
     pub warnings: Vec<String>,
 }
+
+/// A scene tile with no valid pixel: counted, not indexed, not an error.
+#[derive(Debug)]
+struct NodataTile;
+
+impl std::fmt::Display for NodataTile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the tile is wholly nodata")
+    }
+}
+
+impl std::error::Error for NodataTile {}
 
 /// The identity an index built by `clip` under `decode` records.
 pub fn identity(clip: &ClipEncoder, spec: &str, decode: &DecodeOptions) -> Result<ModelIdentity> {
@@ -188,6 +202,18 @@ pub fn build(
         options.quiet,
     );
     let scenes = SceneCache::default();
+    let tiles = crate::scene::SharedTiles::default();
+    let tile_options = crate::scene::SceneOptions {
+        bands: options.decode.bands.clone(),
+        ..Default::default()
+    };
+    // Scene tiles in reading order (scene, then rows top to bottom), so the scene reader decodes
+    // each band of rows once; ids sort `#x,y,…` by x first. Results land by item number.
+    todo.sort_by_key(|(n, _)| {
+        let image = &mine[*n].image;
+        let (x, y, _, _) = image.crop.unwrap_or_default();
+        (image.path.clone(), y, x)
+    });
     let flush = |rows: &mut Vec<Row>, chunk_no: &mut usize| -> Result<()> {
         if rows.is_empty() {
             return Ok(());
@@ -204,7 +230,18 @@ pub fn build(
     clip.embed_batched(
         &todo,
         options.batch_size,
-        |(n, _)| clip.load_pixels_ref(&mine[*n].image, &options.decode, &scenes),
+        |(n, _)| {
+            let item = mine[*n];
+            match item.image.crop {
+                Some(rect) if item.scene_tile => {
+                    match tiles.tile(&item.image.path, rect, &tile_options)? {
+                        Some(img) => clip.preprocessor.preprocess(&img),
+                        None => Err(anyhow::Error::new(NodataTile)),
+                    }
+                }
+                _ => clip.load_pixels_ref(&item.image, &options.decode, &scenes),
+            }
+        },
         |j, result| {
             bar.inc(1);
             let (n, hash) = &todo[j];
@@ -215,6 +252,7 @@ pub fn build(
                         id: item.id.clone(),
                         path: absolute(&item.image.path),
                         chip: item.image.crop.map(|(x, y, w, h)| [x, y, w, h]),
+                        bounds: item.bounds,
                         content_hash: hash.clone(),
                         embedding: normalized(&e),
                     };
@@ -225,6 +263,7 @@ pub fn build(
                         flush(&mut unflushed, &mut chunk_no)?;
                     }
                 }
+                Err(err) if err.is::<NodataTile>() => report.nodata += 1,
                 Err(err) => report
                     .failed
                     .push((item.image.display(), format!("{err:#}"))),

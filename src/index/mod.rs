@@ -231,15 +231,27 @@ pub fn shard_of(id: &str, count: usize) -> usize {
 }
 
 /// An image or chip to index, with its stable id.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IndexItem {
     /// The path relative to its input root (`/`-separated), plus `#x,y,w,h` for chips.
     pub id: String,
     pub image: ImageRef,
+    /// A tile of a scene (`scene:` inputs), read through the scene reader.
+    pub scene_tile: bool,
+    /// A georeferenced scene tile's `[west, south, east, north]` (WGS 84 degrees).
+    pub bounds: Option<[f64; 4]>,
 }
 
 /// The data set kinds an `index build` input may name as `KIND:PATH`.
-const DATA_KINDS: &[&str] = &["folder", "rsicd", "rsicd-scenes", "jsonl", "dota", "xview"];
+const DATA_KINDS: &[&str] = &[
+    "folder",
+    "rsicd",
+    "rsicd-scenes",
+    "jsonl",
+    "dota",
+    "xview",
+    "scene",
+];
 
 /// The items named by `inputs`: files, folders (walked) and data sets `KIND:PATH`. Inputs that
 /// cannot be read come back as errors naming them; two different files with one id are an
@@ -252,6 +264,13 @@ pub fn gather_items(
     let mut errors = Vec::new();
     for input in inputs {
         let as_path = Path::new(input);
+        if let Some(path) = input.strip_prefix("scene:").filter(|_| !as_path.exists()) {
+            match scene_items(Path::new(path), chips) {
+                Ok(found) => items.extend(found),
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
         let dataset = input
             .split_once(':')
             .filter(|(kind, _)| DATA_KINDS.contains(kind) && !as_path.exists());
@@ -321,7 +340,62 @@ fn item(root: &Path, image: ImageRef) -> IndexItem {
     if let Some((x, y, w, h)) = image.crop {
         id.push_str(&format!("#{x},{y},{w},{h}"));
     }
-    IndexItem { id, image }
+    IndexItem {
+        id,
+        image,
+        scene_tile: false,
+        bounds: None,
+    }
+}
+
+/// The tiles of the scenes named by `scene:PATH` (a scene file, or a folder of them): windows of
+/// the chip size every chip stride to every edge, as `scan` lays them; each with its WGS 84
+/// bounds when the scene is georeferenced.
+fn scene_items(path: &Path, chips: &ChipOptions) -> Result<Vec<IndexItem>> {
+    let (files, root) = if path.is_dir() {
+        (crate::imagery::images_under(path), path)
+    } else if path.is_file() {
+        (
+            vec![path.to_path_buf()],
+            path.parent().unwrap_or(Path::new(".")),
+        )
+    } else {
+        bail!("scene:{}: no such file or folder", path.display());
+    };
+    if files.is_empty() {
+        bail!("scene:{}: folder has no scenes", path.display());
+    }
+    let mut items = Vec::new();
+    for file in files {
+        let scene = crate::scene::Scene::open(&file, &Default::default())?;
+        if chips.size > scene.width || chips.size > scene.height {
+            bail!(
+                "{}: tiles of {} px are larger than the scene ({}×{} px); give --chip-size {} or less",
+                file.display(),
+                chips.size,
+                scene.width,
+                scene.height,
+                scene.width.min(scene.height)
+            );
+        }
+        for rect in crate::data::cover_grid(scene.width, scene.height, chips.size, chips.stride) {
+            let bounds = match &scene.georef {
+                Some(g) => Some(g.tile_bounds(rect)?),
+                None => None,
+            };
+            let mut it = item(
+                root,
+                ImageRef {
+                    path: file.clone(),
+                    crop: Some(rect),
+                },
+            );
+            it.scene_tile = true;
+            it.bounds = bounds;
+            items.push(it);
+        }
+    }
+    Ok(items)
 }
 
 #[cfg(test)]

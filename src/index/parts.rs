@@ -2,8 +2,10 @@
 //!
 //! A part is an ordinary Parquet file (Arrow schema embedded, so Arrow readers see the embedding
 //! as a fixed-size list; DuckDB sees a `FLOAT[]` list): DuckDB, Polars, Spark and LanceDB read
-//! it as it is. Columns: `id`, `path`, `chip` (`[x, y, w, h]` or null), `content_hash` (BLAKE3
-//! of the image file, hex), `embedding` (L2-normalised `f32`).
+//! it as it is. Columns: `id`, `path`, `chip` (`[x, y, w, h]` or null), `bounds` (a scene
+//! tile's `[west, south, east, north]` in WGS 84 degrees, or null; parts written before it
+//! existed lack the column and read as null), `content_hash` (BLAKE3 of the image file, hex),
+//! `embedding` (L2-normalised `f32`).
 //!
 //! Beside each part, `_part-I-of-N.f32` holds the same embeddings as one raw row-major matrix
 //! (little-endian `f32`): search memory-maps it instead of decoding Parquet's nested lists,
@@ -18,7 +20,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use arrow_array::{
-    Array, ArrayRef, FixedSizeListArray, Float32Array, Int32Array, RecordBatch, StringArray,
+    Array, ArrayRef, FixedSizeListArray, Float32Array, Float64Array, Int32Array, RecordBatch,
+    StringArray,
 };
 use arrow_schema::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
@@ -29,6 +32,8 @@ pub struct Row {
     pub id: String,
     pub path: String,
     pub chip: Option<[u32; 4]>,
+    /// A georeferenced scene tile's `[west, south, east, north]` (WGS 84 degrees).
+    pub bounds: Option<[f64; 4]>,
     pub content_hash: String,
     pub embedding: Vec<f32>,
 }
@@ -86,6 +91,11 @@ fn schema(dim: usize) -> Schema {
             DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int32, false)), 4),
             true,
         ),
+        Field::new(
+            "bounds",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float64, false)), 4),
+            true,
+        ),
         Field::new("content_hash", DataType::Utf8, false),
         Field::new(
             "embedding",
@@ -118,6 +128,20 @@ pub fn encode(rows: &[Row], dim: usize) -> Result<Vec<u8>> {
         Arc::new(Int32Array::from(chip_values)),
         Some(chip_valid.finish().into()),
     )?;
+    let bound_values: Vec<f64> = rows
+        .iter()
+        .flat_map(|r| r.bounds.unwrap_or_default())
+        .collect();
+    let mut bound_valid = arrow_array::builder::BooleanBufferBuilder::new(rows.len());
+    for r in rows {
+        bound_valid.append(r.bounds.is_some());
+    }
+    let bounds = FixedSizeListArray::try_new(
+        Arc::new(Field::new("item", DataType::Float64, false)),
+        4,
+        Arc::new(Float64Array::from(bound_values)),
+        Some(bound_valid.finish().into()),
+    )?;
     let mut values = Vec::with_capacity(rows.len() * dim);
     for r in rows {
         if r.embedding.len() != dim {
@@ -139,6 +163,7 @@ pub fn encode(rows: &[Row], dim: usize) -> Result<Vec<u8>> {
         Arc::new(ids),
         Arc::new(paths),
         Arc::new(chips),
+        Arc::new(bounds),
         Arc::new(hashes),
         Arc::new(embeddings),
     ];
@@ -186,6 +211,8 @@ pub struct PartBatch<'a> {
     pub paths: &'a StringArray,
     chips: &'a FixedSizeListArray,
     chip_values: &'a [i32],
+    /// The `bounds` column, absent in parts written before it existed.
+    bounds: Option<&'a FixedSizeListArray>,
     pub hashes: &'a StringArray,
     /// `len × dim` values, row-major.
     pub embeddings: &'a [f32],
@@ -210,12 +237,17 @@ impl PartBatch<'_> {
         Some([c[0] as u32, c[1] as u32, c[2] as u32, c[3] as u32])
     }
 
+    pub fn bounds(&self, i: usize) -> Option<[f64; 4]> {
+        bounds_at(self.bounds?, i)
+    }
+
     pub fn rows(&self) -> Vec<Row> {
         (0..self.len())
             .map(|i| Row {
                 id: self.ids.value(i).to_string(),
                 path: self.paths.value(i).to_string(),
                 chip: self.chip(i),
+                bounds: self.bounds(i),
                 content_hash: self.hashes.value(i).to_string(),
                 embedding: self.embeddings[i * self.dim..(i + 1) * self.dim].to_vec(),
             })
@@ -276,6 +308,21 @@ fn chip_values(chips: &FixedSizeListArray) -> Result<&[i32]> {
         .values())
 }
 
+/// Row `i` of a `bounds` column (null, or a list that is not of four f64, reads as none).
+fn bounds_at(col: &FixedSizeListArray, i: usize) -> Option<[f64; 4]> {
+    if col.is_null(i) || col.value_length() != 4 {
+        return None;
+    }
+    let values = col
+        .values()
+        .as_any()
+        .downcast_ref::<Float64Array>()?
+        .values();
+    let first = (col.offset() + i) * 4;
+    let b = values.get(first..first + 4)?;
+    Some([b[0], b[1], b[2], b[3]])
+}
+
 fn batch_columns(batch: &RecordBatch, dim: usize) -> Result<PartBatch<'_>> {
     let chips: &FixedSizeListArray = column(batch, "chip")?;
     let chip_values = chip_values(chips)?;
@@ -292,6 +339,9 @@ fn batch_columns(batch: &RecordBatch, dim: usize) -> Result<PartBatch<'_>> {
         paths: column(batch, "path")?,
         chips,
         chip_values,
+        bounds: batch
+            .column_by_name("bounds")
+            .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>()),
         hashes: column(batch, "content_hash")?,
         embeddings: &values[first..first + batch.num_rows() * dim],
         dim,
@@ -442,6 +492,7 @@ pub struct MappedPart {
     pub ids: Vec<String>,
     pub paths: Vec<String>,
     pub chips: Vec<Option<[u32; 4]>>,
+    pub bounds: Vec<Option<[f64; 4]>>,
     pub vectors: memmap2::Mmap,
 }
 
@@ -497,6 +548,7 @@ pub fn map_part(
         ids: Vec::with_capacity(marker.rows),
         paths: Vec::with_capacity(marker.rows),
         chips: Vec::with_capacity(marker.rows),
+        bounds: Vec::with_capacity(marker.rows),
         vectors,
     };
     let named = |e: &dyn std::fmt::Display| {
@@ -507,7 +559,7 @@ pub fn map_part(
     };
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
         .map_err(|e| named(&e))?;
-    let wanted = ["id", "path", "chip"];
+    let wanted = ["id", "path", "chip", "bounds"];
     let roots: Vec<usize> = builder
         .schema()
         .fields()
@@ -529,7 +581,11 @@ pub fn map_part(
             let paths: &StringArray = column(&batch, "path")?;
             let chips: &FixedSizeListArray = column(&batch, "chip")?;
             let values = chip_values(chips)?;
+            let bounds = batch
+                .column_by_name("bounds")
+                .and_then(|c| c.as_any().downcast_ref::<FixedSizeListArray>());
             for i in 0..batch.num_rows() {
+                mapped.bounds.push(bounds.and_then(|b| bounds_at(b, i)));
                 mapped.ids.push(ids.value(i).to_string());
                 mapped.paths.push(paths.value(i).to_string());
                 mapped.chips.push((!chips.is_null(i)).then(|| {
@@ -591,6 +647,7 @@ mod tests {
             id: format!("img{i}.jpg"),
             path: format!("/data/img{i}.jpg"),
             chip,
+            bounds: chip.map(|c| [c[0] as f64 + 0.5, -33.25, 151.0, c[3] as f64]),
             content_hash: format!("{i:064x}"),
             embedding: vec![i as f32, -0.5, 0.25],
         }

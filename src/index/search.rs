@@ -20,6 +20,8 @@ pub struct LoadedIndex {
     pub ids: Vec<String>,
     pub paths: Vec<String>,
     pub chips: Vec<Option<[u32; 4]>>,
+    /// Scene tiles' `[west, south, east, north]` (WGS 84), where known.
+    pub bounds: Vec<Option<[f64; 4]>>,
     /// `(first row, embeddings)` of each usable part, in row order.
     segments: Vec<(usize, memmap2::Mmap)>,
     /// Parts skipped (unfinished, missing or damaged), each with why: the rest is searchable.
@@ -37,6 +39,7 @@ impl LoadedIndex {
             ids: vec![],
             paths: vec![],
             chips: vec![],
+            bounds: vec![],
             segments: vec![],
             warnings: vec![],
             meta,
@@ -49,6 +52,7 @@ impl LoadedIndex {
                     index.ids.extend(part.ids);
                     index.paths.extend(part.paths);
                     index.chips.extend(part.chips);
+                    index.bounds.extend(part.bounds);
                     continue;
                 }
                 Err(PartState::Missing) => format!("{}: not built yet", name.display()),

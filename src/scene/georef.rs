@@ -151,6 +151,21 @@ impl GeoRef {
         self.crs_to_lon_lat(x, y)
     }
 
+    /// `[west, south, east, north]` in WGS 84 degrees of a pixel rectangle's four corners.
+    pub fn tile_bounds(&self, (x, y, w, h): (u32, u32, u32, u32)) -> Result<[f64; 4]> {
+        let mut b = [
+            f64::INFINITY,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        for (px, py) in [(x, y), (x + w, y), (x + w, y + h), (x, y + h)] {
+            let (lon, lat) = self.pixel_to_lon_lat(px as f64, py as f64)?;
+            b = [b[0].min(lon), b[1].min(lat), b[2].max(lon), b[3].max(lat)];
+        }
+        Ok(b)
+    }
+
     /// The geotransform of a grid laid over the scene with cells of `cell` pixels.
     pub fn scaled(&self, cell: f64) -> [f64; 6] {
         let t = self.transform;

@@ -125,6 +125,41 @@ impl RgbRows {
     }
 }
 
+/// Tiles of scenes for many threads at once (the batched image pipeline's loaders): the scene
+/// read last and its last band of rows are kept, so tiles asked for in row order decode each
+/// part of the scene about once, and memory stays at one band of rows.
+#[derive(Default)]
+pub struct SharedTiles {
+    state: std::sync::Mutex<Option<(Scene, Option<RgbRows>)>>,
+}
+
+impl SharedTiles {
+    /// The `(x, y, w, h)` tile of the scene at `path`, or `None` when it is wholly nodata.
+    pub fn tile(
+        &self,
+        path: &Path,
+        (x, y, w, h): (u32, u32, u32, u32),
+        opts: &SceneOptions,
+    ) -> Result<Option<RgbImage>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.as_ref().is_none_or(|(s, _)| s.path != path) {
+            *state = None; // the previous scene's memory goes before the next is opened
+            *state = Some((Scene::open(path, opts)?, None));
+        }
+        let (scene, rows) = state.as_mut().expect("opened above");
+        if !rows.as_ref().is_some_and(|r| r.y0 == y && r.height == h) {
+            *rows = None;
+            *rows = Some(scene.rgb_rows(y, h, 1)?);
+        }
+        let (img, any) = rows
+            .as_ref()
+            .expect("read above")
+            .tile((x, y, w, h))
+            .with_context(|| path.display().to_string())?;
+        Ok(any.then_some(img))
+    }
+}
+
 /// How many pixels the decimated read behind the stretch looks at, at most.
 const STATS_PIXELS: u64 = 1 << 20;
 

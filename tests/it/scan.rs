@@ -431,3 +431,88 @@ fn dota_scenes_scan_in_pixel_coordinates_with_a_heatmap() {
         );
     }
 }
+
+#[test]
+fn index_build_tiles_scenes_like_scan_with_their_wgs84_bounds() {
+    let dir = scratch("index-scenes");
+    let idx = dir.join("idx");
+    let build = |extra: &[&str]| {
+        let scenes = format!("scene:{}", scenes_dir().display());
+        let mut args = vec!["index", "build", "--index", idx.to_str().unwrap(), &scenes];
+        args.extend(["--chip-size", "64", "--chip-stride", "48", "--jsonl"]);
+        args.extend(extra);
+        let r = skyscribe(&args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        json_lines(&r.stdout).pop().unwrap()
+    };
+    let all = read_json(&scenes_dir().join("expected.json"))["scenes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let tiles: usize = all
+        .iter()
+        .map(|s| s["tiles"].as_array().unwrap().len())
+        .sum();
+    let nodata: usize = all
+        .iter()
+        .flat_map(|s| s["tiles"].as_array().unwrap())
+        .filter(|t| t["nodata"] == true)
+        .count();
+    let first = build(&[]);
+    assert_eq!(first["items"], tiles);
+    assert_eq!(
+        first["nodata"], nodata,
+        "wholly nodata tiles are counted, not indexed"
+    );
+    assert_eq!(first["encoded"], tiles - nodata);
+    // Unchanged scenes keep their rows, bounds included.
+    let again = build(&[]);
+    assert_eq!(again["encoded"], 0);
+    let r = skyscribe(&[
+        "search",
+        "--index",
+        idx.to_str().unwrap(),
+        "--text",
+        "a lake",
+        "--top-k",
+        "1000",
+        "--jsonl",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let hits = json_lines(&r.stdout);
+    assert_eq!(hits.len(), tiles - nodata);
+    let mut with_bounds = 0;
+    for h in &hits {
+        let (file, _) = h["id"].as_str().unwrap().split_once('#').unwrap();
+        let scene = all.iter().find(|s| s["file"] == file).unwrap();
+        let t = scene["tiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tile"] == h["chip"])
+            .unwrap_or_else(|| panic!("{h}: not a tile scan lays"));
+        let Some(corners) = t["corners"].as_array() else {
+            assert!(
+                h.get("bounds").is_none(),
+                "{h}: bounds without georeferencing"
+            );
+            continue;
+        };
+        let lons: Vec<f64> = corners.iter().map(|c| c[0].as_f64().unwrap()).collect();
+        let lats: Vec<f64> = corners.iter().map(|c| c[1].as_f64().unwrap()).collect();
+        let min = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = |v: &[f64]| v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let want = [min(&lons), min(&lats), max(&lons), max(&lats)];
+        let got: Vec<f64> = h["bounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() < 1e-7, "{h}: {got:?} vs GDAL {want:?}");
+        }
+        with_bounds += 1;
+    }
+    assert!(with_bounds > 50, "{with_bounds}");
+}
