@@ -171,7 +171,9 @@ impl ClipEncoder {
     }
 
     /// Decodes and preprocesses an image or a chip of it; `scenes` keeps the last decoded
-    /// scene so that consecutive chips of one scene decode it once.
+    /// scene so that consecutive chips of one scene decode it once. Chips of TIFF scenes are
+    /// read window by window through [`crate::scene`], as `scan` reads them (same bands,
+    /// stretch and nodata); a wholly nodata one is a [`crate::scene::NodataTile`] error.
     pub fn load_pixels_ref(
         &self,
         image: &ImageRef,
@@ -180,6 +182,17 @@ impl ClipEncoder {
     ) -> Result<Vec<f32>> {
         match image.crop {
             None => self.load_pixels(&image.path, decode),
+            Some(rect) if scenes.is_tiff(&image.path) => {
+                let opts = crate::scene::SceneOptions {
+                    bands: decode.bands.clone(),
+                    ..Default::default()
+                };
+                match scenes.tiles.tile(&image.path, rect, &opts)? {
+                    Some(chip) => self.preprocessor.preprocess(&chip),
+                    None => Err(anyhow::Error::new(crate::scene::NodataTile))
+                        .with_context(|| image.display()),
+                }
+            }
             Some(rect) => {
                 let scene = scenes.get(&image.path, decode)?;
                 let chip = imagery::crop(&scene, rect).with_context(|| image.display())?;
@@ -229,13 +242,29 @@ impl ClipEncoder {
     }
 }
 
-/// The most recently decoded large scene, shared by the decoding threads.
+/// The most recently decoded large scene, shared by the decoding threads; TIFF scenes are
+/// read a band of rows at a time instead.
 #[derive(Default)]
 pub struct SceneCache {
     last: Mutex<Option<(PathBuf, Arc<imagery::RgbImage>)>>,
+    tiles: crate::scene::SharedTiles,
+    /// Which files are TIFFs (asked once a file).
+    tiff: Mutex<Option<(PathBuf, bool)>>,
 }
 
 impl SceneCache {
+    fn is_tiff(&self, path: &Path) -> bool {
+        let mut known = self.tiff.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((p, t)) = known.as_ref()
+            && p == path
+        {
+            return *t;
+        }
+        let t = crate::scene::is_tiff(path);
+        *known = Some((path.to_path_buf(), t));
+        t
+    }
+
     pub fn get(&self, path: &Path, decode: &DecodeOptions) -> Result<Arc<imagery::RgbImage>> {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((p, img)) = last.as_ref()

@@ -1,6 +1,8 @@
-//! Cutting large scenes into chips, as xView's official chipping utility does: a grid of
-//! full `size`×`size` windows (partial windows at the right and bottom edges are dropped),
-//! `stride` apart; a chip's labels are the classes of the boxes that lie in it enough.
+//! Cutting large scenes into chips: [`chip_grid`] as xView's official chipping utility does (a
+//! grid of full `size`×`size` windows `stride` apart, partial windows at the right and bottom
+//! edges dropped; DOTA's reader uses it), [`cover_grid`] to every edge (the last window moved
+//! inward; `scan`, `index build scene:` and the xView reader use it); a chip's labels are the
+//! classes of the boxes that lie in it enough.
 
 /// An axis-aligned box `(xmin, ymin, xmax, ymax)` in scene pixels, with its class.
 pub type LabelledBox = ((f64, f64, f64, f64), String);

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use super::chips::{ChipOptions, LabelledBox, chip_grid, chip_labels};
+use super::chips::{ChipOptions, LabelledBox, chip_grid, chip_labels, cover_grid};
 use super::{ImageRef, LabelledImages, Sample};
 use crate::imagery::images_under;
 
@@ -237,7 +237,8 @@ pub fn dota(root: &Path, chips: &ChipOptions) -> Result<LabelledImages> {
 }
 
 /// xView: `xView_train.geojson` (features with `type_id`, `bounds_imcoords`, `image_id`) over
-/// its GeoTIFF scenes (in `train_images/` or beside the geojson), cut into chips. Class names
+/// its GeoTIFF scenes (in `train_images/` or beside the geojson), cut into chips to every edge
+/// (and read window by window, as `scan` reads scenes). Class names
 /// come from `xview_class_labels.txt` (`id:name` lines) when it is there, else the built-in
 /// list of the 60 classes.
 pub fn xview(path: &Path, chips: &ChipOptions) -> Result<LabelledImages> {
@@ -320,7 +321,9 @@ pub fn xview(path: &Path, chips: &ChipOptions) -> Result<LabelledImages> {
     let mut samples = Vec::new();
     for (image_id, boxes) in per_image {
         let (w, h) = sizes[&image_id];
-        let grid = chip_grid(w, h, chips);
+        // Tiled as `scan` tiles scenes: to every edge (xView's own chipper drops the partial
+        // windows at the right and bottom, and with them the objects there).
+        let grid = cover_grid(w, h, chips.size, chips.stride);
         let scene = images_dir.join(&image_id);
         for (c, labels) in grid.iter().zip(chip_labels(&grid, &boxes, chips)) {
             samples.push(Sample {

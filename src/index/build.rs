@@ -57,18 +57,6 @@ pub struct BuildReport {
     pub warnings: Vec<String>,
 }
 
-/// A scene tile with no valid pixel: counted, not indexed, not an error.
-#[derive(Debug)]
-struct NodataTile;
-
-impl std::fmt::Display for NodataTile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the tile is wholly nodata")
-    }
-}
-
-impl std::error::Error for NodataTile {}
-
 /// The identity an index built by `clip` under `decode` records.
 pub fn identity(clip: &ClipEncoder, spec: &str, decode: &DecodeOptions) -> Result<ModelIdentity> {
     Ok(ModelIdentity {
@@ -202,12 +190,7 @@ pub fn build(
         options.quiet,
     );
     let scenes = SceneCache::default();
-    let tiles = crate::scene::SharedTiles::default();
-    let tile_options = crate::scene::SceneOptions {
-        bands: options.decode.bands.clone(),
-        ..Default::default()
-    };
-    // Scene tiles in reading order (scene, then rows top to bottom), so the scene reader decodes
+    // Chips in reading order (scene, then rows top to bottom), so a TIFF scene's reader decodes
     // each band of rows once; ids sort `#x,y,…` by x first. Results land by item number.
     todo.sort_by_key(|(n, _)| {
         let image = &mine[*n].image;
@@ -230,18 +213,7 @@ pub fn build(
     clip.embed_batched(
         &todo,
         options.batch_size,
-        |(n, _)| {
-            let item = mine[*n];
-            match item.image.crop {
-                Some(rect) if item.scene_tile => {
-                    match tiles.tile(&item.image.path, rect, &tile_options)? {
-                        Some(img) => clip.preprocessor.preprocess(&img),
-                        None => Err(anyhow::Error::new(NodataTile)),
-                    }
-                }
-                _ => clip.load_pixels_ref(&item.image, &options.decode, &scenes),
-            }
-        },
+        |(n, _)| clip.load_pixels_ref(&mine[*n].image, &options.decode, &scenes),
         |j, result| {
             bar.inc(1);
             let (n, hash) = &todo[j];
@@ -263,7 +235,7 @@ pub fn build(
                         flush(&mut unflushed, &mut chunk_no)?;
                     }
                 }
-                Err(err) if err.is::<NodataTile>() => report.nodata += 1,
+                Err(err) if err.is::<crate::scene::NodataTile>() => report.nodata += 1,
                 Err(err) => report
                     .failed
                     .push((item.image.display(), format!("{err:#}"))),

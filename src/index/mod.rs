@@ -236,8 +236,6 @@ pub struct IndexItem {
     /// The path relative to its input root (`/`-separated), plus `#x,y,w,h` for chips.
     pub id: String,
     pub image: ImageRef,
-    /// A tile of a scene (`scene:` inputs), read through the scene reader.
-    pub scene_tile: bool,
     /// A georeferenced scene tile's `[west, south, east, north]` (WGS 84 degrees).
     pub bounds: Option<[f64; 4]>,
 }
@@ -343,7 +341,6 @@ fn item(root: &Path, image: ImageRef) -> IndexItem {
     IndexItem {
         id,
         image,
-        scene_tile: false,
         bounds: None,
     }
 }
@@ -390,7 +387,6 @@ fn scene_items(path: &Path, chips: &ChipOptions) -> Result<Vec<IndexItem>> {
                     crop: Some(rect),
                 },
             );
-            it.scene_tile = true;
             it.bounds = bounds;
             items.push(it);
         }

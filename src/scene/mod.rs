@@ -125,6 +125,29 @@ impl RgbRows {
     }
 }
 
+/// The error of a tile with no valid pixel (GDAL_NODATA, alpha or mask hide all of it):
+/// callers count such tiles apart from unreadable ones.
+#[derive(Debug)]
+pub struct NodataTile;
+
+impl std::fmt::Display for NodataTile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the tile is wholly nodata")
+    }
+}
+
+impl std::error::Error for NodataTile {}
+
+/// Whether a file starts like a TIFF or BigTIFF (those are read window by window).
+pub fn is_tiff(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok()
+        && matches!(&head, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+")
+}
+
 /// Tiles of scenes for many threads at once (the batched image pipeline's loaders): the scene
 /// read last and its last band of rows are kept, so tiles asked for in row order decode each
 /// part of the scene about once, and memory stays at one band of rows.
