@@ -436,19 +436,29 @@ fn dota_scenes_scan_in_pixel_coordinates_with_a_heatmap() {
 fn index_build_tiles_scenes_like_scan_with_their_wgs84_bounds() {
     let dir = scratch("index-scenes");
     let idx = dir.join("idx");
+    let all = read_json(&scenes_dir().join("expected.json"))["scenes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    // Every fixture scene as its own scene: input (the folder also holds the xView layout).
+    let inputs: Vec<String> = all
+        .iter()
+        .map(|s| {
+            format!(
+                "scene:{}",
+                scenes_dir().join(s["file"].as_str().unwrap()).display()
+            )
+        })
+        .collect();
     let build = |extra: &[&str]| {
-        let scenes = format!("scene:{}", scenes_dir().display());
-        let mut args = vec!["index", "build", "--index", idx.to_str().unwrap(), &scenes];
+        let mut args = vec!["index", "build", "--index", idx.to_str().unwrap()];
+        args.extend(inputs.iter().map(String::as_str));
         args.extend(["--chip-size", "64", "--chip-stride", "48", "--jsonl"]);
         args.extend(extra);
         let r = skyscribe(&args);
         assert_eq!(r.code, 0, "{}", r.stderr);
         json_lines(&r.stdout).pop().unwrap()
     };
-    let all = read_json(&scenes_dir().join("expected.json"))["scenes"]
-        .as_array()
-        .unwrap()
-        .clone();
     let tiles: usize = all
         .iter()
         .map(|s| s["tiles"].as_array().unwrap().len())
@@ -515,4 +525,60 @@ fn index_build_tiles_scenes_like_scan_with_their_wgs84_bounds() {
         with_bounds += 1;
     }
     assert!(with_bounds > 50, "{with_bounds}");
+}
+
+#[test]
+fn xview_layout_is_read_through_the_scene_reader_to_every_edge() {
+    // tests/fixtures/scenes/xview: xView's layout (GeoTIFF in EPSG:4326 under train_images/,
+    // features with xView's properties and lon/lat polygons), made by make_scenes.py.
+    let root = scenes_dir().join("xview");
+    let doc = read_json(&root.join("xView_train.geojson"));
+    let tif = root.join("train_images/2355.tif");
+    let mut scene = Scene::open(&tif, &SceneOptions::default()).unwrap();
+    let g = scene.georef.clone().unwrap();
+    assert_eq!(g.epsg, 4326);
+    // Each feature's polygon is where the GeoTIFF's georeferencing puts its pixel box.
+    for f in doc["features"].as_array().unwrap() {
+        let b: Vec<f64> = f["properties"]["bounds_imcoords"]
+            .as_str()
+            .unwrap()
+            .split(',')
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let ring = f["geometry"]["coordinates"][0].as_array().unwrap();
+        for (corner, (px, py)) in
+            ring.iter()
+                .zip([(b[0], b[1]), (b[2], b[1]), (b[2], b[3]), (b[0], b[3])])
+        {
+            let (lon, lat) = g.pixel_to_lon_lat(px, py).unwrap();
+            assert!((lon - corner[0].as_f64().unwrap()).abs() < 1e-9);
+            assert!((lat - corner[1].as_f64().unwrap()).abs() < 1e-9);
+        }
+    }
+    // Chips reach every edge: the car in the bottom-right corner (290..318 × 200..238) is in one.
+    let chips = skyscribe::data::ChipOptions {
+        size: 128,
+        stride: 128,
+        ..Default::default()
+    };
+    let ds = skyscribe::data::open(&format!("xview:{}", root.display()), None, &chips).unwrap();
+    let grid = skyscribe::data::cover_grid(320, 240, 128, 128);
+    assert_eq!(ds.samples.len(), grid.len());
+    let corner = ds
+        .samples
+        .iter()
+        .find(|s| s.image.crop == Some((192, 112, 128, 128)))
+        .unwrap();
+    assert_eq!(corner.labels, vec!["Small Car"]);
+    // The window read gives the pixels a whole-image decode gives (8-bit: no stretch).
+    let whole = skyscribe::imagery::load_rgb(&tif, &Default::default()).unwrap();
+    for &rect in &grid {
+        let rows = scene.rgb_rows(rect.1, rect.3, 1).unwrap();
+        let (tile, _) = rows.tile(rect).unwrap();
+        assert_eq!(
+            tile,
+            skyscribe::imagery::crop(&whole, rect).unwrap(),
+            "{rect:?}"
+        );
+    }
 }
