@@ -582,3 +582,88 @@ fn xview_layout_is_read_through_the_scene_reader_to_every_edge() {
         );
     }
 }
+
+/// The file offset of the value of `tag` in the first IFD of a little-endian classic TIFF, and
+/// the value's count.
+fn ifd_entry(bytes: &[u8], tag: u16) -> (usize, usize) {
+    let u16_at = |i: usize| u16::from_le_bytes([bytes[i], bytes[i + 1]]);
+    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap()) as usize;
+    assert_eq!(&bytes[..4], b"II*\0");
+    let ifd = u32_at(4);
+    for e in 0..u16_at(ifd) as usize {
+        let at = ifd + 2 + 12 * e;
+        if u16_at(at) == tag {
+            let count = u32_at(at + 4);
+            // LONG values: inline when one fits, else at the offset.
+            return (if count == 1 { at + 8 } else { u32_at(at + 8) }, count);
+        }
+    }
+    panic!("tag {tag} not in the first IFD");
+}
+
+#[test]
+fn a_tile_pointing_past_the_end_stops_that_scene_by_name() {
+    let dir = scratch("scan-tile-past-end");
+    let mut bytes = std::fs::read(scenes_dir().join("utm33n-u8-tiled-deflate.tif")).unwrap();
+    // TileOffsets (324): the last tile starts a megabyte past the end of the file.
+    let (at, count) = ifd_entry(&bytes, 324);
+    let past = (bytes.len() as u32 + (1 << 20)).to_le_bytes();
+    let last = at + 4 * (count - 1);
+    bytes[last..last + 4].copy_from_slice(&past);
+    let bad = dir.join("past-end.tif");
+    std::fs::write(&bad, &bytes).unwrap();
+    let good = fixture("utm32n-u8-jpeg.tif");
+    let r = skyscribe(&[
+        "scan",
+        bad.to_str().unwrap(),
+        &good,
+        "--labels",
+        LABELS,
+        "--tile",
+        "64",
+        "--stride",
+        "64",
+        "--jsonl",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("past-end.tif") && r.stderr.contains("strip/tile"),
+        "{}",
+        r.stderr
+    );
+    let scenes: std::collections::BTreeSet<String> = json_lines(&r.stdout)
+        .iter()
+        .map(|l| l["scene"].as_str().unwrap().to_string())
+        .collect();
+    // The good scene after it ran whole.
+    assert!(scenes.contains(&good), "{scenes:?}");
+}
+
+#[test]
+fn captions_ride_along_with_the_labels() {
+    let dir = scratch("scan-captions");
+    let out = dir.join("tiles.geojson");
+    let r = skyscribe(&[
+        "scan",
+        &fixture("utm33n-u8-tiled-deflate.tif"),
+        "--tile",
+        "128",
+        "--stride",
+        "128",
+        "--caption",
+        "--jsonl",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines = json_lines(&r.stdout);
+    assert_eq!(lines.len(), 4);
+    for l in &lines {
+        let c = l["caption"].as_str().unwrap();
+        assert!(c.split_whitespace().count() >= 3, "{c:?}");
+    }
+    let fc: geojson::FeatureCollection = std::fs::read_to_string(&out).unwrap().parse().unwrap();
+    for (f, l) in fc.features.iter().zip(&lines) {
+        assert_eq!(f.properties.as_ref().unwrap()["caption"], l["caption"]);
+    }
+}
