@@ -328,51 +328,23 @@ fn to_f32<T: Copy + Into<f32>>(xs: &[T]) -> Vec<f32> {
 /// Picks three bands (or one, repeated) and maps them to 8 bits: 8-bit data as it is, deeper
 /// data stretched linearly from the selected bands' minimum to their maximum.
 fn bands_to_rgb(b: Bands, opts: &DecodeOptions) -> Result<RgbImage> {
-    let chosen: Vec<usize> = match &opts.bands {
-        Some(list) => {
-            if list.len() != 1 && list.len() != 3 {
-                bail!(
-                    "--bands takes one band or three (red,green,blue), got {}",
-                    list.len()
-                );
-            }
-            for &band in list {
-                if band == 0 || band > b.count {
-                    bail!(
-                        "band {band} does not exist: the image has {} band(s), numbered from 1",
-                        b.count
-                    );
-                }
-            }
-            list.iter().map(|&x| x - 1).collect()
-        }
-        // Grey (+alpha) repeats the grey band; otherwise the first three bands.
-        None if b.count < 3 => vec![0],
-        None => {
-            if b.count > 3 {
-                opts.band_note.set(|| {
-                    format!(
-                        "images with {} bands: bands 1, 2, 3 were used as red, green, blue \
-                         (choose others with --bands, e.g. 4,3,2 for Sentinel-2's true colour)",
-                        b.count
-                    )
-                });
-            }
-            vec![0, 1, 2]
-        }
-    };
-    let pick: [usize; 3] = if chosen.len() == 1 {
-        [chosen[0]; 3]
-    } else {
-        [chosen[0], chosen[1], chosen[2]]
-    };
+    let (pick, defaulted) = super::rgb_bands(opts.bands.as_deref(), b.count, b.count, "image")?;
+    if defaulted {
+        opts.band_note.set(|| {
+            format!(
+                "images with {} bands: bands 1, 2, 3 were used as red, green, blue \
+                 (choose others with --bands, e.g. 4,3,2 for Sentinel-2's true colour)",
+                b.count
+            )
+        });
+    }
     let n = (b.width * b.height) as usize;
     let (offset, scale) = if b.eight_bit {
         (0.0f32, 1.0f32)
     } else {
         let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
         for i in 0..n {
-            for &c in &chosen {
+            for &c in &pick {
                 let v = b.samples[i * b.count + c];
                 if v.is_finite() {
                     lo = lo.min(v);

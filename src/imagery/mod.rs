@@ -81,6 +81,39 @@ impl BandNote {
     }
 }
 
+/// The 0-based bands shown as red, green, blue: `given` (1-based; one band for grey or three),
+/// checked against the `count` bands of the `what` ("image", "scene"); by default band 1 as grey
+/// when there are fewer than three `colour` bands, else bands 1, 2, 3. The flag says the default
+/// chose among more than three (worth telling the user: Sentinel-2's order is B, G, R, NIR).
+pub fn rgb_bands(
+    given: Option<&[usize]>,
+    count: usize,
+    colour: usize,
+    what: &str,
+) -> Result<([usize; 3], bool)> {
+    let Some(list) = given else {
+        return Ok(if colour < 3 {
+            ([0; 3], false)
+        } else {
+            ([0, 1, 2], colour > 3)
+        });
+    };
+    if list.len() != 1 && list.len() != 3 {
+        bail!(
+            "--bands takes one band or three (red,green,blue), got {}",
+            list.len()
+        );
+    }
+    if let Some(b) = list.iter().find(|&&b| b == 0 || b > count) {
+        bail!("band {b} does not exist: the {what} has {count} band(s), numbered from 1");
+    }
+    Ok(if list.len() == 1 {
+        ([list[0] - 1; 3], false)
+    } else {
+        ([list[0] - 1, list[1] - 1, list[2] - 1], false)
+    })
+}
+
 /// The file extensions a directory walk picks up as images.
 pub fn is_image_path(path: &Path) -> bool {
     let Some(ext) = path.extension().and_then(|e| e.to_str()) else {

@@ -258,41 +258,19 @@ impl Scene {
 
     fn choose_bands(&mut self, opts: &SceneOptions) -> Result<()> {
         let colour_bands = self.band_count - usize::from(self.alpha.is_some());
-        let chosen: Vec<usize> = match &opts.bands {
-            Some(list) => {
-                if list.len() != 1 && list.len() != 3 {
-                    bail!(
-                        "--bands takes one band or three (red,green,blue), got {}",
-                        list.len()
-                    );
-                }
-                for &b in list {
-                    if b == 0 || b > self.band_count {
-                        bail!(
-                            "band {b} does not exist: the scene has {} band(s), numbered from 1",
-                            self.band_count
-                        );
-                    }
-                }
-                list.iter().map(|b| b - 1).collect()
-            }
-            None if colour_bands < 3 => vec![0],
-            None => {
-                if colour_bands > 3 {
-                    self.notes.push(format!(
-                        "{} bands: bands 1, 2, 3 shown as red, green, blue (choose others with \
-                         --bands, e.g. 4,3,2 for Sentinel-2's true colour)",
-                        colour_bands
-                    ));
-                }
-                vec![0, 1, 2]
-            }
-        };
-        self.rgb_bands = if chosen.len() == 1 {
-            [chosen[0]; 3]
-        } else {
-            [chosen[0], chosen[1], chosen[2]]
-        };
+        let (bands, defaulted) = imagery::rgb_bands(
+            opts.bands.as_deref(),
+            self.band_count,
+            colour_bands,
+            "scene",
+        )?;
+        if defaulted {
+            self.notes.push(format!(
+                "{colour_bands} bands: bands 1, 2, 3 shown as red, green, blue (choose others \
+                 with --bands, e.g. 4,3,2 for Sentinel-2's true colour)"
+            ));
+        }
+        self.rgb_bands = bands;
         Ok(())
     }
 

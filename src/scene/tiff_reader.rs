@@ -22,6 +22,9 @@ use tiff::tags::Tag;
 /// that claims a gigantic strip fails cleanly instead of allocating it).
 const MAX_CHUNK_BYTES: usize = 256 << 20;
 const MAX_TAG_BYTES: usize = 16 << 20;
+/// The widest and tallest scene read (aerial mosaics reach 100,000 px; a header claiming more
+/// is damaged, and its bands of rows could not be held).
+pub const MAX_SIDE: u32 = 1 << 20;
 
 /// How samples are stored, as far as a scene cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +123,10 @@ impl TiffReader {
     pub fn open(path: &Path) -> Result<(Self, TiffTags)> {
         let mut d = open_decoder(path)?;
         let (width, height) = d.dimensions().map_err(tiff_err)?;
-        if width == 0 || height == 0 {
-            bail!("the image is {width}×{height} pixels");
+        if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
+            bail!(
+                "the image claims {width}×{height} pixels (scenes up to {MAX_SIDE} a side are read)"
+            );
         }
         let samples = d
             .find_tag_unsigned::<u16>(Tag::SamplesPerPixel)
@@ -164,6 +169,16 @@ impl TiffReader {
         };
         if chunk_w == 0 || chunk_h == 0 {
             bail!("bad TIFF: chunks of {chunk_w}×{chunk_h} pixels");
+        }
+        // A band of rows holds a row of chunks decoded (plus the rows asked for): refuse strips or
+        // tiles so tall that one row of them could not be held.
+        let row_of_chunks = width as u64 * chunk_h as u64 * samples as u64 * 8;
+        if row_of_chunks > 4 << 30 {
+            bail!(
+                "strips/tiles of {chunk_h} rows across {width} px × {samples} bands need {} GiB \
+                 a row; rewrite the scene tiled (gdal_translate -co TILED=YES)",
+                row_of_chunks >> 30
+            );
         }
         let layout = Layout {
             width,

@@ -190,3 +190,31 @@ fn damaged_copies_of_the_scenes_fail_cleanly() {
         "only {failures} damaged copies were refused ({reads} read)"
     );
 }
+
+#[test]
+fn a_header_claiming_a_gigantic_scene_is_refused_before_anything_is_allocated() {
+    let dir = scratch("gigantic-scene");
+    // A striped scene: its strip count follows the height, so only the width gives it away.
+    let mut bytes = std::fs::read(scenes_dir().join("plain-u8-no-georef.tif")).unwrap();
+    // ImageWidth (256): made a LONG of three billion pixels.
+    let ifd = u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize;
+    let entries = u16::from_le_bytes([bytes[ifd], bytes[ifd + 1]]) as usize;
+    let at = (0..entries)
+        .map(|e| ifd + 2 + 12 * e)
+        .find(|&at| u16::from_le_bytes([bytes[at], bytes[at + 1]]) == 256)
+        .unwrap();
+    bytes[at + 2..at + 4].copy_from_slice(&4u16.to_le_bytes());
+    bytes[at + 8..at + 12].copy_from_slice(&3_000_000_000u32.to_le_bytes());
+    let path = dir.join("gigantic.tif");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = format!(
+        "{:#}",
+        Scene::open(&path, &SceneOptions::default())
+            .err()
+            .expect("refused")
+    );
+    assert!(
+        err.contains("gigantic.tif") && err.contains("scenes up to"),
+        "{err}"
+    );
+}
