@@ -269,49 +269,67 @@ impl SceneJob<'_> {
         let mut records: Vec<TileRecord> = Vec::new();
         let mut features = Vec::new();
         let jsonl = self.a.common.jsonl;
+        // Tiles are labelled, captioned (a batch at a time: the captioner decodes a batch as
+        // fast as one tile) and printed in grid order.
+        let mut emit = |tiles: Vec<(skyscribe::scan::Rect, Vec<f32>)>| -> Result<()> {
+            let captions: Vec<Option<String>> = match self.captioner {
+                Some(c) if !tiles.is_empty() => {
+                    let embeddings: Vec<Vec<f32>> = tiles.iter().map(|t| t.1.clone()).collect();
+                    c.greedy(&embeddings, &Default::default())?
+                        .iter()
+                        .map(|ids| Ok(Some(c.decode_text(ids)?.trim().to_string())))
+                        .collect::<Result<_>>()?
+                }
+                _ => vec![None; tiles.len()],
+            };
+            for ((rect, e), caption) in tiles.into_iter().zip(captions) {
+                let rec = TileRecord {
+                    rect,
+                    labels: self.classifier.ranked(&e, Some(self.a.top_k)),
+                    probs: self.classifier.probabilities(&e),
+                    caption,
+                };
+                let ring = maps::tile_ring(georef.as_ref(), rect)?;
+                if jsonl {
+                    #[derive(serde::Serialize)]
+                    struct Line<'a> {
+                        scene: &'a str,
+                        tile: [u32; 4],
+                        bounds: [f64; 4],
+                        labels: &'a [skyscribe::zeroshot::LabelScore],
+                        #[serde(skip_serializing_if = "Option::is_none")]
+                        caption: Option<&'a str>,
+                    }
+                    bar.suspend(|| {
+                        printer.json(&Line {
+                            scene: &name,
+                            tile: [rect.0, rect.1, rect.2, rect.3],
+                            bounds: maps::bounds(&ring),
+                            labels: &rec.labels,
+                            caption: rec.caption.as_deref(),
+                        })
+                    })?;
+                }
+                if self.out.is_some() {
+                    features.push(maps::feature(&name, &rec, ring));
+                }
+                records.push(rec);
+            }
+            Ok(())
+        };
+        let mut pending = Vec::new();
+        let batch = self.scan.batch_size.max(1);
         let counts = scan_scene(self.clip, &mut scene, self.scan, |rect, embedding| {
             bar.inc(1);
-            let Some(e) = embedding else { return Ok(()) };
-            let caption = match self.captioner {
-                Some(c) => {
-                    let ids = c.greedy(std::slice::from_ref(&e), &Default::default())?;
-                    Some(c.decode_text(&ids[0])?.trim().to_string())
+            if let Some(e) = embedding {
+                pending.push((rect, e));
+                if pending.len() >= batch {
+                    emit(std::mem::take(&mut pending))?;
                 }
-                None => None,
-            };
-            let rec = TileRecord {
-                rect,
-                labels: self.classifier.ranked(&e, Some(self.a.top_k)),
-                probs: self.classifier.probabilities(&e),
-                caption,
-            };
-            let ring = maps::tile_ring(georef.as_ref(), rect)?;
-            if jsonl {
-                #[derive(serde::Serialize)]
-                struct Line<'a> {
-                    scene: &'a str,
-                    tile: [u32; 4],
-                    bounds: [f64; 4],
-                    labels: &'a [skyscribe::zeroshot::LabelScore],
-                    #[serde(skip_serializing_if = "Option::is_none")]
-                    caption: Option<&'a str>,
-                }
-                bar.suspend(|| {
-                    printer.json(&Line {
-                        scene: &name,
-                        tile: [rect.0, rect.1, rect.2, rect.3],
-                        bounds: maps::bounds(&ring),
-                        labels: &rec.labels,
-                        caption: rec.caption.as_deref(),
-                    })
-                })?;
             }
-            if self.out.is_some() {
-                features.push(maps::feature(&name, &rec, ring));
-            }
-            records.push(rec);
             Ok(())
         })?;
+        emit(pending)?;
         bar.finish_and_clear();
         let coordinates = if georef.is_some() {
             "lon/lat (WGS 84)"
