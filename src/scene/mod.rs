@@ -252,6 +252,11 @@ impl Scene {
         if let Source::Tiff(_) = scene.source {
             scene.choose_bands(opts)?;
             scene.measure_stretch(opts.stretch)?;
+        } else if !matches!(opts.stretch, Stretch::Auto | Stretch::None) {
+            // Said, not silently dropped: these formats decode to 8 bits already.
+            scene
+                .notes
+                .push("--stretch applies to TIFF scenes; this image is used as it is".into());
         }
         Ok(scene)
     }
