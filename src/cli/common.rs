@@ -109,6 +109,20 @@ impl CommonArgs {
     }
 }
 
+/// The label vocabulary and prompt templates of commands that label with the model's own
+/// vocabulary by default (`describe`, `scan`).
+#[derive(Args)]
+pub struct VocabularyArgs {
+    /// The vocabulary: a preset, a file or `a,b,c` (default: the model's own, from its
+    /// skyscribe.json, else `describe`: RSICD's scenes and EuroSAT's land covers).
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// A template with `{}` or a template set; repeat to ensemble (default: the model's own,
+    /// from its skyscribe.json, else "a satellite photo of {}.").
+    #[arg(long = "template")]
+    pub templates: Vec<String>,
+}
+
 /// Options of commands that keep embeddings in the on-disk cache.
 #[derive(Args)]
 pub struct CacheArgs {

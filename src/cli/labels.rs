@@ -11,21 +11,15 @@ use skyscribe::encoder::ClipEncoder;
 use skyscribe::labels::{LabelSet, Templates};
 use skyscribe::zeroshot::{LabelScore, ZeroShotClassifier};
 
-use super::common::{CommonArgs, for_each_image, gather, positive};
+use super::common::{CommonArgs, VocabularyArgs, for_each_image, gather, positive};
 use super::output::{Out, fit, report};
 
 #[derive(Args)]
 pub struct DescribeArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// The vocabulary: a preset, a file or `a,b,c` (default: the model's own, from its
-    /// skyscribe.json, else `describe`: RSICD's scenes and EuroSAT's land covers).
-    #[arg(long)]
-    labels: Option<String>,
-    /// A template with `{}` or a template set; repeat to ensemble (default: the model's own,
-    /// from its skyscribe.json, else "a satellite photo of {}.").
-    #[arg(long = "template")]
-    templates: Vec<String>,
+    #[command(flatten)]
+    vocabulary: VocabularyArgs,
     /// How many labels to show per image.
     #[arg(long, default_value_t = 5, value_parser = positive)]
     top_k: usize,
@@ -74,8 +68,8 @@ pub fn describe(a: DescribeArgs) -> Result<usize> {
         (None, Some(_), false) => None,
     };
     let run = LabelRun {
-        labels: a.labels.as_deref(),
-        templates: &a.templates,
+        labels: a.vocabulary.labels.as_deref(),
+        templates: &a.vocabulary.templates,
         top_k_json: Some(a.top_k),
         top_k_table: a.top_k,
         captioner: captioner.as_deref(),

@@ -16,19 +16,15 @@ use skyscribe::scan::{ScanOptions, scan_scene};
 use skyscribe::scene::{Scene, SceneOptions, Stretch};
 use skyscribe::zeroshot::ZeroShotClassifier;
 
-use super::common::{CommonArgs, positive};
+use super::common::{CommonArgs, VocabularyArgs, positive};
 use super::output::{Out, fit, report};
 
 #[derive(Args)]
 pub struct ScanArgs {
     #[command(flatten)]
     common: CommonArgs,
-    /// The label set: a preset, a file or `a,b,c` (default: the model's describe vocabulary).
-    #[arg(long)]
-    labels: Option<String>,
-    /// A template with `{}` or a template set; repeat to ensemble (default: the model's own).
-    #[arg(long = "template")]
-    templates: Vec<String>,
+    #[command(flatten)]
+    vocabulary: VocabularyArgs,
     /// Tile side in scene pixels (tiles are resized to the model's input).
     #[arg(long, default_value_t = 224, value_parser = positive_u32)]
     tile: u32,
@@ -127,9 +123,14 @@ fn gather_scenes(inputs: &[PathBuf]) -> (Vec<PathBuf>, usize) {
 
 pub fn run(a: ScanArgs) -> Result<usize> {
     // Options first, before any model is loaded or scene read.
-    let given_labels = a.labels.as_deref().map(LabelSet::parse).transpose()?;
-    if !a.templates.is_empty() {
-        Templates::parse(&a.templates)?;
+    let given_labels = a
+        .vocabulary
+        .labels
+        .as_deref()
+        .map(LabelSet::parse)
+        .transpose()?;
+    if !a.vocabulary.templates.is_empty() {
+        Templates::parse(&a.vocabulary.templates)?;
     }
     let shard = Shard::resolve(a.shard, a.shards, |k| std::env::var(k).ok())?;
     let (all, mut failed) = gather_scenes(&a.scenes);
@@ -199,7 +200,9 @@ pub fn run(a: ScanArgs) -> Result<usize> {
         })?),
         None => None,
     };
-    let (templates, origin) = clip.defaults.templates(&a.templates, &clip.source.spec)?;
+    let (templates, origin) = clip
+        .defaults
+        .templates(&a.vocabulary.templates, &clip.source.spec)?;
     report(&format!("templates ({origin}): {}", templates.describe()));
     let classifier = ZeroShotClassifier::new(&clip, labels, templates)?;
     let scene_opts = SceneOptions {

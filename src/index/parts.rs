@@ -86,16 +86,8 @@ fn schema(dim: usize) -> Schema {
     Schema::new(vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("path", DataType::Utf8, false),
-        Field::new(
-            "chip",
-            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Int32, false)), 4),
-            true,
-        ),
-        Field::new(
-            "bounds",
-            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float64, false)), 4),
-            true,
-        ),
+        quad_field("chip", DataType::Int32),
+        quad_field("bounds", DataType::Float64),
         Field::new("content_hash", DataType::Utf8, false),
         Field::new(
             "embedding",
@@ -108,39 +100,50 @@ fn schema(dim: usize) -> Schema {
     ])
 }
 
+/// A nullable column of four-value lists (`chip`, `bounds`): null where a row has none.
+fn quads<T: Copy + Default>(
+    rows: impl Iterator<Item = Option<[T; 4]>>,
+    item: DataType,
+    array: impl FnOnce(Vec<T>) -> ArrayRef,
+) -> Result<FixedSizeListArray> {
+    let mut values = Vec::new();
+    let mut present = arrow_array::builder::BooleanBufferBuilder::new(0);
+    for r in rows {
+        present.append(r.is_some());
+        values.extend(r.unwrap_or_default());
+    }
+    Ok(FixedSizeListArray::try_new(
+        Arc::new(Field::new("item", item, false)),
+        4,
+        array(values),
+        Some(present.finish().into()),
+    )?)
+}
+
+/// The schema field of a nullable four-value list.
+fn quad_field(name: &str, item: DataType) -> Field {
+    Field::new(
+        name,
+        DataType::FixedSizeList(Arc::new(Field::new("item", item, false)), 4),
+        true,
+    )
+}
+
 /// The rows as one Parquet file's bytes (a file of no rows still carries the schema).
 pub fn encode(rows: &[Row], dim: usize) -> Result<Vec<u8>> {
     let schema = Arc::new(schema(dim));
     let ids = StringArray::from_iter_values(rows.iter().map(|r| r.id.as_str()));
     let paths = StringArray::from_iter_values(rows.iter().map(|r| r.path.as_str()));
     let hashes = StringArray::from_iter_values(rows.iter().map(|r| r.content_hash.as_str()));
-    let chip_values: Vec<i32> = rows
-        .iter()
-        .flat_map(|r| r.chip.unwrap_or_default().map(|v| v as i32))
-        .collect();
-    let mut chip_valid = arrow_array::builder::BooleanBufferBuilder::new(rows.len());
-    for r in rows {
-        chip_valid.append(r.chip.is_some());
-    }
-    let chips = FixedSizeListArray::try_new(
-        Arc::new(Field::new("item", DataType::Int32, false)),
-        4,
-        Arc::new(Int32Array::from(chip_values)),
-        Some(chip_valid.finish().into()),
+    let chips = quads(
+        rows.iter().map(|r| r.chip.map(|c| c.map(|v| v as i32))),
+        DataType::Int32,
+        |v: Vec<i32>| Arc::new(Int32Array::from(v)),
     )?;
-    let bound_values: Vec<f64> = rows
-        .iter()
-        .flat_map(|r| r.bounds.unwrap_or_default())
-        .collect();
-    let mut bound_valid = arrow_array::builder::BooleanBufferBuilder::new(rows.len());
-    for r in rows {
-        bound_valid.append(r.bounds.is_some());
-    }
-    let bounds = FixedSizeListArray::try_new(
-        Arc::new(Field::new("item", DataType::Float64, false)),
-        4,
-        Arc::new(Float64Array::from(bound_values)),
-        Some(bound_valid.finish().into()),
+    let bounds = quads(
+        rows.iter().map(|r| r.bounds),
+        DataType::Float64,
+        |v: Vec<f64>| Arc::new(Float64Array::from(v)),
     )?;
     let mut values = Vec::with_capacity(rows.len() * dim);
     for r in rows {

@@ -257,17 +257,21 @@ mod tests {
         k
     }
 
+    /// The georeferencing of a pixel scale, a tie point and GeoKeys.
+    fn tied(scale: &[f64], tie: &[f64], keys: &[u16]) -> Result<Option<GeoRef>> {
+        GeoRef::from_tags(&GeoTags {
+            pixel_scale: Some(scale),
+            tiepoints: Some(tie),
+            transformation: None,
+            geo_keys: Some(keys),
+        })
+    }
+
     #[test]
     fn tiepoint_and_scale_make_gdals_geotransform() {
         let k = keys(Some(32633), None, false);
-        let g = GeoRef::from_tags(&GeoTags {
-            pixel_scale: Some(&[10.0, 10.0, 0.0]),
-            tiepoints: Some(&[0.0, 0.0, 0.0, 399960.0, 5300040.0, 0.0]),
-            transformation: None,
-            geo_keys: Some(&k),
-        })
-        .unwrap()
-        .unwrap();
+        let tie = [0.0, 0.0, 0.0, 399960.0, 5300040.0, 0.0];
+        let g = tied(&[10.0, 10.0, 0.0], &tie, &k).unwrap().unwrap();
         assert_eq!(g.transform, [399960.0, 10.0, 0.0, 5300040.0, 0.0, -10.0]);
         assert_eq!(g.epsg, 32633);
         // Zone 33's central meridian is 15°E: x = 500000 lies on it.
@@ -278,31 +282,18 @@ mod tests {
     #[test]
     fn pixel_is_point_moves_the_origin_half_a_pixel() {
         let k = keys(None, Some(4326), true);
-        let g = GeoRef::from_tags(&GeoTags {
-            pixel_scale: Some(&[0.5, 0.25, 0.0]),
-            tiepoints: Some(&[0.0, 0.0, 0.0, 10.0, 50.0, 0.0]),
-            transformation: None,
-            geo_keys: Some(&k),
-        })
-        .unwrap()
-        .unwrap();
+        let tie = [0.0, 0.0, 0.0, 10.0, 50.0, 0.0];
+        let g = tied(&[0.5, 0.25, 0.0], &tie, &k).unwrap().unwrap();
         assert_eq!(g.transform, [9.75, 0.5, 0.0, 50.125, 0.0, -0.25]);
         assert_eq!(g.pixel_to_lon_lat(0.5, 0.5).unwrap(), (10.0, 50.0));
     }
 
     #[test]
     fn unknown_and_user_defined_crs_are_refused_by_code() {
-        fn tags(k: &[u16]) -> GeoTags<'_> {
-            GeoTags {
-                pixel_scale: Some(&[1.0, 1.0, 0.0]),
-                tiepoints: Some(&[0.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
-                transformation: None,
-                geo_keys: Some(k),
-            }
-        }
-        let err = GeoRef::from_tags(&tags(&keys(Some(1), None, false))).unwrap_err();
+        let (scale, tie) = ([1.0, 1.0, 0.0], [0.0; 6]);
+        let err = tied(&scale, &tie, &keys(Some(1), None, false)).unwrap_err();
         assert!(err.to_string().contains("EPSG:1 is not supported"), "{err}");
-        let err = GeoRef::from_tags(&tags(&keys(Some(USER_DEFINED), None, false))).unwrap_err();
+        let err = tied(&scale, &tie, &keys(Some(USER_DEFINED), None, false)).unwrap_err();
         assert!(err.to_string().contains("user-defined"), "{err}");
         assert!(
             GeoRef::from_tags(&GeoTags {

@@ -26,6 +26,16 @@ fn expected(name: &str) -> serde_json::Value {
 
 const LABELS: &str = "forest,sea,river,buildings,fields";
 
+/// `skyscribe scan SCENES --labels LABELS --tile T --stride S EXTRA...`.
+fn scan(scenes: &[&str], (tile, stride): (u32, u32), extra: &[&str]) -> crate::common::Run {
+    let (tile, stride) = (tile.to_string(), stride.to_string());
+    let mut args = vec!["scan"];
+    args.extend(scenes);
+    args.extend(["--labels", LABELS, "--tile", &tile, "--stride", &stride]);
+    args.extend(extra);
+    skyscribe(&args)
+}
+
 /// Every vertex of `ring` is one of GDAL's corners, and every corner is in the ring.
 fn same_corners(ring: &[serde_json::Value], corners: &[serde_json::Value], what: &str) {
     assert_eq!(ring.len(), 5, "{what}: a closed ring of 4 corners");
@@ -57,19 +67,11 @@ fn tiles_are_where_gdal_puts_them_and_nodata_tiles_are_skipped() {
     ] {
         let dir = scratch(&format!("scan-{name}"));
         let out = dir.join("tiles.geojson");
-        let r = skyscribe(&[
-            "scan",
-            &fixture(name),
-            "--labels",
-            LABELS,
-            "--tile",
-            "64",
-            "--stride",
-            "48",
-            "--jsonl",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let r = scan(
+            &[&fixture(name)],
+            (64, 48),
+            &["--jsonl", "--out", out.to_str().unwrap()],
+        );
         assert_eq!(r.code, 0, "{name}: {}", r.stderr);
         let want = expected(name);
         let tiles = want["tiles"].as_array().unwrap();
@@ -135,18 +137,11 @@ fn the_class_map_lies_on_the_scenes_grid_and_crs() {
     ] {
         let dir = scratch(&format!("classmap-{name}"));
         let map = dir.join("map.tif");
-        let r = skyscribe(&[
-            "scan",
-            &fixture(name),
-            "--labels",
-            LABELS,
-            "--tile",
-            "64",
-            "--stride",
-            "32",
-            "--class-map",
-            map.to_str().unwrap(),
-        ]);
+        let r = scan(
+            &[&fixture(name)],
+            (64, 32),
+            &["--class-map", map.to_str().unwrap()],
+        );
         assert_eq!(r.code, 0, "{}", r.stderr);
         assert!(dir.join("map.argmax.tif").is_file());
         assert!(dir.join("map.argmax.tif.aux.xml").is_file());
@@ -243,23 +238,17 @@ fn bad_scenes_are_refused_by_name_and_the_rest_still_run() {
     .unwrap();
     let plain = fixture("plain-u8-no-georef.tif");
     let out = dir.join("out/");
-    let r = skyscribe(&[
-        "scan",
-        cut.to_str().unwrap(),
-        &good,
-        odd_crs.to_str().unwrap(),
-        flat.to_str().unwrap(),
-        &plain,
-        "--labels",
-        LABELS,
-        "--tile",
-        "64",
-        "--stride",
-        "48",
-        "--jsonl",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = scan(
+        &[
+            cut.to_str().unwrap(),
+            &good,
+            odd_crs.to_str().unwrap(),
+            flat.to_str().unwrap(),
+            &plain,
+        ],
+        (64, 48),
+        &["--jsonl", "--out", out.to_str().unwrap()],
+    );
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("cut.tif"), "{}", r.stderr);
     assert!(
@@ -613,18 +602,7 @@ fn a_tile_pointing_past_the_end_stops_that_scene_by_name() {
     let bad = dir.join("past-end.tif");
     std::fs::write(&bad, &bytes).unwrap();
     let good = fixture("utm32n-u8-jpeg.tif");
-    let r = skyscribe(&[
-        "scan",
-        bad.to_str().unwrap(),
-        &good,
-        "--labels",
-        LABELS,
-        "--tile",
-        "64",
-        "--stride",
-        "64",
-        "--jsonl",
-    ]);
+    let r = scan(&[bad.to_str().unwrap(), &good], (64, 64), &["--jsonl"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr.contains("past-end.tif") && r.stderr.contains("strip/tile"),
@@ -643,18 +621,11 @@ fn a_tile_pointing_past_the_end_stops_that_scene_by_name() {
 fn captions_ride_along_with_the_labels() {
     let dir = scratch("scan-captions");
     let out = dir.join("tiles.geojson");
-    let r = skyscribe(&[
-        "scan",
-        &fixture("utm33n-u8-tiled-deflate.tif"),
-        "--tile",
-        "128",
-        "--stride",
-        "128",
-        "--caption",
-        "--jsonl",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = scan(
+        &[&fixture("utm33n-u8-tiled-deflate.tif")],
+        (128, 128),
+        &["--caption", "--jsonl", "--out", out.to_str().unwrap()],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines = json_lines(&r.stdout);
     assert_eq!(lines.len(), 4);
