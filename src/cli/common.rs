@@ -123,6 +123,42 @@ pub struct VocabularyArgs {
     pub templates: Vec<String>,
 }
 
+/// CLIP for a run that may caption: `--model`, else the CLIP the captioner was trained with
+/// (the built-in captioner reads the built-in CLIP), checked against the captioner.
+pub fn clip_for(
+    common: &CommonArgs,
+    captioner: Option<&skyscribe::caption::Captioner>,
+    force_clip: bool,
+    dev: &Device,
+) -> Result<ClipEncoder> {
+    let spec = match captioner {
+        Some(c) if common.model.is_none() => c.clip_model_spec(),
+        _ => common.model(),
+    };
+    let clip = ClipEncoder::load(&spec, dev)?;
+    if let Some(c) = captioner {
+        c.check_clip(&clip, force_clip)?;
+    }
+    Ok(clip)
+}
+
+/// The label set given, else the model's describe vocabulary (its skyscribe.json, else the
+/// `describe` preset).
+pub fn labels_or_vocabulary(
+    given: Option<skyscribe::labels::LabelSet>,
+    clip: &ClipEncoder,
+) -> Result<skyscribe::labels::LabelSet> {
+    match given {
+        Some(l) => Ok(l),
+        None => skyscribe::labels::LabelSet::parse(
+            clip.defaults
+                .describe_labels
+                .as_deref()
+                .unwrap_or("describe"),
+        ),
+    }
+}
+
 /// Options of commands that keep embeddings in the on-disk cache.
 #[derive(Args)]
 pub struct CacheArgs {

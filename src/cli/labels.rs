@@ -7,11 +7,12 @@ use anyhow::Result;
 use clap::Args;
 
 use skyscribe::caption::Captioner;
-use skyscribe::encoder::ClipEncoder;
 use skyscribe::labels::{LabelSet, Templates};
 use skyscribe::zeroshot::{LabelScore, ZeroShotClassifier};
 
-use super::common::{CommonArgs, VocabularyArgs, for_each_image, gather, positive};
+use super::common::{
+    CommonArgs, VocabularyArgs, clip_for, for_each_image, gather, labels_or_vocabulary, positive,
+};
 use super::output::{Out, fit, report};
 
 #[derive(Args)]
@@ -115,23 +116,8 @@ fn label_images(common: &CommonArgs, run: &LabelRun, inputs: &[PathBuf]) -> Resu
         .map(|c| Captioner::load_spec(c, &dev))
         .transpose()?;
     // With a captioner and no --model, use the CLIP model the captioner was trained with.
-    let clip_spec = match &captioner {
-        Some(c) if common.model.is_none() => c.clip_model_spec(),
-        _ => common.model(),
-    };
-    let clip = ClipEncoder::load(&clip_spec, &dev)?;
-    if let Some(c) = &captioner {
-        c.check_clip(&clip, run.force_clip)?;
-    }
-    let labels = match given_labels {
-        Some(l) => l,
-        None => LabelSet::parse(
-            clip.defaults
-                .describe_labels
-                .as_deref()
-                .unwrap_or("describe"),
-        )?,
-    };
+    let clip = clip_for(common, captioner.as_ref(), run.force_clip, &dev)?;
+    let labels = labels_or_vocabulary(given_labels, &clip)?;
     let (templates, origin) = clip.defaults.templates(run.templates, &clip.source.spec)?;
     report(&format!("templates ({origin}): {}", templates.describe()));
     let classifier = ZeroShotClassifier::new(&clip, labels, templates)?;

@@ -16,7 +16,7 @@ use skyscribe::scan::{ScanOptions, scan_scene};
 use skyscribe::scene::{Scene, SceneOptions, Stretch};
 use skyscribe::zeroshot::ZeroShotClassifier;
 
-use super::common::{CommonArgs, VocabularyArgs, positive};
+use super::common::{CommonArgs, VocabularyArgs, clip_for, labels_or_vocabulary, positive};
 use super::output::{Out, fit, report};
 
 #[derive(Args)]
@@ -173,23 +173,8 @@ pub fn run(a: ScanArgs) -> Result<usize> {
     } else {
         None
     };
-    let clip_spec = match &captioner {
-        Some(c) if a.common.model.is_none() => c.clip_model_spec(),
-        _ => a.common.model(),
-    };
-    let clip = ClipEncoder::load(&clip_spec, &dev)?;
-    if let Some(c) = &captioner {
-        c.check_clip(&clip, false)?;
-    }
-    let labels = match given_labels {
-        Some(l) => l,
-        None => LabelSet::parse(
-            clip.defaults
-                .describe_labels
-                .as_deref()
-                .unwrap_or("describe"),
-        )?,
-    };
+    let clip = clip_for(&a.common, captioner.as_ref(), false, &dev)?;
+    let labels = labels_or_vocabulary(given_labels, &clip)?;
     let names: Vec<String> = labels.names().iter().map(|s| s.to_string()).collect();
     let heat_label = match &a.heatmap_label {
         Some(l) => Some(names.iter().position(|n| n == l).with_context(|| {
