@@ -220,12 +220,22 @@ fn preset(name: &str) -> Option<Vec<Label>> {
 impl LabelSet {
     /// `--labels` value: a preset name, a file, or a comma-separated list.
     pub fn parse(spec: &str) -> Result<Self> {
+        Self::parse_with(spec, true)
+    }
+
+    /// A label set from someone who may not read this machine's files (a server's client): a
+    /// preset name or a comma-separated list, never a file.
+    pub fn parse_inline(spec: &str) -> Result<Self> {
+        Self::parse_with(spec, false)
+    }
+
+    fn parse_with(spec: &str, files: bool) -> Result<Self> {
         let spec = spec.trim();
         if let Some(labels) = preset(spec) {
             return Self::new(spec, labels);
         }
         let path = Path::new(spec);
-        if path.is_file() {
+        if files && path.is_file() {
             return Self::from_file(path);
         }
         if spec.contains(',') {
@@ -237,14 +247,20 @@ impl LabelSet {
                 .collect();
             return Self::new("inline", labels);
         }
+        let file = if files { ", a file," } else { "" };
         if spec.is_empty() {
             bail!(
-                "empty label list: give a preset ({}), a file, or labels separated by commas",
+                "empty label list: give a preset ({}){file} or labels separated by commas",
                 PRESETS.join(", ")
             );
         }
+        let file = if files {
+            " nor an existing label file"
+        } else {
+            ""
+        };
         bail!(
-            "'{spec}' is not a label preset ({}) nor an existing label file; inline labels are separated by commas",
+            "'{spec}' is not a label preset ({}){file}; inline labels are separated by commas",
             PRESETS.join(", ")
         )
     }

@@ -23,7 +23,8 @@
 //! | | [`index`] | archive search: Parquet index parts built in shards, incremental and resumable; exact top-k; patch scores |
 //! | measuring & training | [`eval`] | zero-shot evaluation (metrics, wording sensitivity, reports, plots), caption metrics, retrieval recall |
 //! | | [`train`] | one training loop; the ClipCap and CLIP trainers, AdamW, schedules, checkpoints, BPE |
-//! | | [`bench`] | throughput measurement with the real model shapes and random weights |
+//! | | [`bench`] | throughput measurement with the real model shapes and random weights; an HTTP load generator |
+//! | surfaces | [`serve`] | the HTTP API and web page: request batching on a model thread, limits, 503s, metrics |
 
 pub mod atomic;
 pub mod bench;
@@ -41,6 +42,7 @@ pub mod models;
 pub mod progress;
 pub mod scan;
 pub mod scene;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 pub mod zeroshot;

@@ -10,6 +10,7 @@
 //! | `eval.rs` | `eval zero-shot`, `eval captions`, `eval retrieval` |
 //! | `index.rs` | `index build`, `index info`, `search`, `locate` |
 //! | `scan.rs` | `scan` |
+//! | `serve.rs` | `serve` |
 //! | `train.rs` | `train captioner`, `train clip` |
 //! | `export.rs` | `export` |
 //! | `bench.rs` | `bench` |
@@ -26,6 +27,7 @@ mod index;
 mod labels;
 mod output;
 mod scan;
+mod serve;
 mod train;
 
 use anyhow::Result;
@@ -66,6 +68,9 @@ enum Command {
     Locate(index::LocateArgs),
     /// Whole scenes (GeoTIFF) tiled and labelled: GeoJSON tiles, class-map GeoTIFFs, heatmaps.
     Scan(scan::ScanArgs),
+    /// An HTTP API and web page: labels, captions, embeddings and search, with request
+    /// batching, limits and load shedding (binds 127.0.0.1:8080 by default).
+    Serve(serve::ServeArgs),
     /// Measure CLIP on labelled data, captions against references, and image–text retrieval.
     #[command(subcommand)]
     Eval(eval::EvalCommand),
@@ -91,6 +96,7 @@ pub fn run(cli: Cli) -> Result<usize> {
         Command::Search(a) => index::search(a),
         Command::Locate(a) => index::locate_text(a),
         Command::Scan(a) => scan::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Eval(c) => eval::run(c),
         Command::Train(c) => train::run(c),
         Command::Bench(a) => bench::run(a),

@@ -4,7 +4,7 @@
 //! checked against the pixel cap and the memory a decode needs before anything is allocated.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Cursor, Read, Seek};
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -14,25 +14,59 @@ use super::{DecodeOptions, RgbImage};
 
 /// Decodes a file into 8-bit RGB. Every error names the file.
 pub fn load_rgb(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
-    decode(path, opts).with_context(|| format!("{}", path.display()))
+    decode(Source::File(path), opts).with_context(|| format!("{}", path.display()))
 }
 
-fn decode(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
+/// Decodes an image held in memory (an upload) into 8-bit RGB, with the same formats, caps and
+/// checks as a file.
+pub fn decode_rgb(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
+    decode(Source::Bytes(bytes), opts)
+}
+
+/// Where the encoded image is: a file is read as the decoder goes (a large TIFF is not held
+/// twice), bytes already in memory are read in place.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    File(&'a Path),
+    Bytes(&'a [u8]),
+}
+
+fn open_file(path: &Path) -> Result<BufReader<File>> {
+    Ok(BufReader::new(
+        File::open(path).map_err(|e| anyhow!("cannot open: {e}"))?,
+    ))
+}
+
+fn decode(src: Source, opts: &DecodeOptions) -> Result<RgbImage> {
     let mut head = [0u8; 16];
-    let n = File::open(path)
-        .map_err(|e| anyhow!("cannot open: {e}"))?
-        .read(&mut head)
-        .map_err(|e| anyhow!("cannot read: {e}"))?;
-    if n == 0 {
+    let head: &[u8] = match src {
+        Source::File(path) => {
+            let n = File::open(path)
+                .map_err(|e| anyhow!("cannot open: {e}"))?
+                .read(&mut head)
+                .map_err(|e| anyhow!("cannot read: {e}"))?;
+            &head[..n]
+        }
+        Source::Bytes(b) => &b[..b.len().min(16)],
+    };
+    if head.is_empty() {
         bail!("empty file (0 bytes)");
     }
-    let format = image::guess_format(&head[..n])
+    let format = image::guess_format(head)
         .map_err(|_| anyhow!("not an image in a known format (JPEG, PNG, WebP, TIFF, BMP, GIF)"))?;
     if format == ImageFormat::Tiff {
-        return decode_tiff(path, opts);
+        return match src {
+            Source::File(path) => decode_tiff(open_file(path)?, opts),
+            Source::Bytes(b) => decode_tiff(Cursor::new(b), opts),
+        };
     }
     if format == ImageFormat::Jpeg {
-        let bytes = std::fs::read(path).map_err(|e| anyhow!("cannot read: {e}"))?;
+        let bytes: std::borrow::Cow<[u8]> = match src {
+            Source::File(path) => std::fs::read(path)
+                .map_err(|e| anyhow!("cannot read: {e}"))?
+                .into(),
+            Source::Bytes(b) => b.into(),
+        };
         check_jpeg_complete(&bytes)?;
         if opts.bands.is_none()
             && let Some(img) = decode_jpeg_like_pillow(&bytes, opts)?
@@ -40,7 +74,18 @@ fn decode(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
             return Ok(img);
         }
     }
-    let mut reader = ImageReader::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
+    match src {
+        Source::File(path) => decode_other(ImageReader::new(open_file(path)?), format, opts),
+        Source::Bytes(b) => decode_other(ImageReader::new(Cursor::new(b)), format, opts),
+    }
+}
+
+/// PNG, WebP, BMP, GIF (and JPEGs libjpeg cannot make RGB) through `image`.
+fn decode_other<R: BufRead + Seek>(
+    mut reader: ImageReader<R>,
+    format: ImageFormat,
+    opts: &DecodeOptions,
+) -> Result<RgbImage> {
     reader.set_format(format);
     reader.no_limits();
     let decoder = reader
@@ -166,10 +211,11 @@ fn check_size(w: u32, h: u32, opts: &DecodeOptions) -> Result<()> {
         bail!("image has no pixels ({w}×{h})");
     }
     if pixels > opts.max_pixels {
-        bail!(
-            "image of {w}×{h} = {pixels} pixels exceeds the limit of {} (raise it with --max-pixels, or cut the scene into tiles)",
-            opts.max_pixels
-        );
+        return Err(anyhow::Error::new(super::TooManyPixels {
+            width: w,
+            height: h,
+            limit: opts.max_pixels,
+        }));
     }
     Ok(())
 }
@@ -381,11 +427,9 @@ fn bands_to_rgb(b: Bands, opts: &DecodeOptions) -> Result<RgbImage> {
     })
 }
 
-fn decode_tiff(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
+fn decode_tiff<R: Read + Seek>(reader: R, opts: &DecodeOptions) -> Result<RgbImage> {
     use tiff::decoder::{Decoder, DecodingResult, Limits};
-    let file = File::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
-    let mut dec =
-        Decoder::new(BufReader::new(file)).map_err(|e| anyhow!("bad TIFF header: {e}"))?;
+    let mut dec = Decoder::new(reader).map_err(|e| anyhow!("bad TIFF header: {e}"))?;
     let (w, h) = dec
         .dimensions()
         .map_err(|e| anyhow!("bad TIFF header: {e}"))?;

@@ -9,7 +9,7 @@ pub mod heatmap;
 mod preprocess;
 mod resample;
 
-pub use decode::load_rgb;
+pub use decode::{decode_rgb, load_rgb};
 pub use preprocess::{CLIP_MEAN, CLIP_STD, Preprocessor, Resize, resize_rgb};
 pub use resample::Filter;
 
@@ -19,6 +19,29 @@ use anyhow::{Result, bail};
 
 /// Pillow refuses images over twice its `MAX_IMAGE_PIXELS` as decompression bombs; so do we.
 pub const DEFAULT_MAX_PIXELS: u64 = 178_956_970;
+
+/// An image refused before decoding because its header claims more pixels than the cap (a
+/// type of its own so that callers can tell it from a damaged file: the server answers 413).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TooManyPixels {
+    pub width: u32,
+    pub height: u32,
+    pub limit: u64,
+}
+
+impl std::fmt::Display for TooManyPixels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (w, h) = (self.width, self.height);
+        write!(
+            f,
+            "image of {w}×{h} = {} pixels exceeds the limit of {} (raise it with --max-pixels, or cut the scene into tiles)",
+            w as u64 * h as u64,
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for TooManyPixels {}
 
 /// An 8-bit RGB image, rows top to bottom, `[r, g, b]` per pixel.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use base64::Engine;
 
 use crate::data::ImageRef;
 use crate::imagery::{self, DecodeOptions};
+use crate::scene::{SceneOptions, SharedTiles};
 
 /// One result on the sheet.
 pub struct SheetEntry<'a> {
@@ -30,12 +31,23 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A JPEG thumbnail of an image or chip, at most [`THUMB`] pixels a side.
-pub fn thumbnail(image: &ImageRef, decode: &DecodeOptions) -> Result<Vec<u8>> {
-    let mut img = imagery::load_rgb(&image.path, decode)?;
-    if let Some(rect) = image.crop {
-        img = imagery::crop(&img, rect)?;
-    }
+/// A JPEG thumbnail of an image or chip, at most [`THUMB`] pixels a side. Chips of TIFF
+/// scenes are read window by window through `tiles` (as `scan` and `index build` read them:
+/// a large scene is never decoded whole); chips of other images are cut from the whole.
+pub fn thumbnail(image: &ImageRef, decode: &DecodeOptions, tiles: &SharedTiles) -> Result<Vec<u8>> {
+    let img = match image.crop {
+        None => imagery::load_rgb(&image.path, decode)?,
+        Some(rect) if crate::scene::is_tiff(&image.path) => {
+            let opts = SceneOptions {
+                bands: decode.bands.clone(),
+                ..Default::default()
+            };
+            tiles
+                .tile(&image.path, rect, &opts)?
+                .ok_or_else(|| anyhow::anyhow!("{}: a wholly nodata tile", image.display()))?
+        }
+        Some(rect) => imagery::crop(&imagery::load_rgb(&image.path, decode)?, rect)?,
+    };
     let scale = (THUMB as f32 / img.width.max(img.height) as f32).min(1.0);
     let (w, h) = (
         ((img.width as f32 * scale).round() as u32).max(1),
@@ -66,6 +78,7 @@ pub fn contact_sheet(title: &str, entries: &[SheetEntry], decode: &DecodeOptions
          .missing{{font-size:11px;color:#a00;padding:4px}}</style>\n<h1>{t}</h1>\n<div class=grid>\n",
         t = escape(title)
     );
+    let tiles = SharedTiles::default();
     let thumbs: Vec<Result<Vec<u8>>> = {
         use rayon::prelude::*;
         entries
@@ -75,7 +88,7 @@ pub fn contact_sheet(title: &str, entries: &[SheetEntry], decode: &DecodeOptions
                     path: Path::new(e.path).to_path_buf(),
                     crop: e.chip.map(|[x, y, w, h]| (x, y, w, h)),
                 };
-                thumbnail(&image, decode)
+                thumbnail(&image, decode, &tiles)
             })
             .collect()
     };

@@ -154,7 +154,7 @@ fn chunk(png: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
 }
 
 /// A well-formed PNG whose header claims `w`×`h` pixels, with a few bytes of image data.
-fn huge_png_header(path: &Path, w: u32, h: u32) {
+pub fn huge_png_header(path: &Path, w: u32, h: u32) {
     let mut ihdr = w.to_be_bytes().to_vec();
     ihdr.extend(h.to_be_bytes());
     ihdr.extend([8, 2, 0, 0, 0]);

@@ -1,5 +1,5 @@
 //! The library's modules depend one way: each may use only the modules before it in
-//! [`ORDER`] (inputs → networks → running models → tasks → measuring and training). The README's
+//! [`ORDER`] (inputs → networks → running models → tasks → measuring and training → surfaces). The README's
 //! architecture table is this order; a new module takes its place in both.
 
 use crate::common::repo;
@@ -14,6 +14,7 @@ const ORDER: &[&str] = &[
     "builtin", "hub", "encoder", "cache",         // 3 running models
     "zeroshot", "caption", "index", "scan",       // 4 tasks
     "eval", "train", "bench",                     // 5 measuring and training
+    "serve",                                      // 6 surfaces (the CLI is the binary's)
 ];
 
 /// The `crate::NAME` modules the files of module `name` use.

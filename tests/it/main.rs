@@ -17,6 +17,7 @@ mod layers;
 mod preprocess_parity;
 mod scan;
 mod scene;
+mod serve;
 mod tokenizer_parity;
 mod train;
 mod train_cli;

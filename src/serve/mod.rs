@@ -1,0 +1,296 @@
+//! `skyscribe serve`: the HTTP API and the web page, from the same library calls as the command
+//! line. This module owns the server's shape — its settings ([`ServeConfig`]), its shared state,
+//! the router, the guard every request passes (token, timeout, metrics) and start/stop; the
+//! pieces live beside it:
+//!
+//! | file | owns |
+//! |---|---|
+//! | `batcher.rs` | the model thread, request batching, admission (503 past the queue) |
+//! | `request.rs` | reading requests: parameters, bodies, multipart, images; [`ApiError`] |
+//! | `routes.rs` | the endpoints |
+//! | `search.rs` | the indexes served: loading, merged search, thumbnails by id |
+//! | `metrics.rs` | `/metrics` (Prometheus text) |
+//! | `web/` | the page at `/` (plain HTML/CSS/JS, embedded in the binary) and `openapi.json` |
+//!
+//! Requests run on a small tokio runtime; decoding runs on its blocking pool (at most one image
+//! per core at a time, so memory stays bounded), and models only on the model thread.
+
+mod batcher;
+mod metrics;
+mod request;
+mod routes;
+mod search;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+pub use batcher::{BatchSettings, Models};
+pub use request::ApiError;
+pub use search::ServedIndex;
+
+use crate::imagery::DecodeOptions;
+use crate::zeroshot::ZeroShotClassifier;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub addr: SocketAddr,
+    pub batch: BatchSettings,
+    /// Request bodies larger than this are refused with 413.
+    pub max_body_bytes: usize,
+    /// Requests admitted at once (waiting or running); more get 503.
+    pub max_queue: usize,
+    /// Images whose header claims more pixels are refused with 413.
+    pub max_pixels: u64,
+    /// A request not answered in this time (a slow body included) gets 408.
+    pub request_timeout: Duration,
+    /// `Authorization: Bearer TOKEN` required on everything but `/`, its assets and `/healthz`.
+    pub token: Option<String>,
+    /// Allows a non-loopback address without a token.
+    pub insecure_no_token: bool,
+}
+
+impl ServeConfig {
+    /// Refuses settings that make no sense, and another address than loopback without a
+    /// token unless asked for in so many words.
+    pub fn check(&self) -> Result<()> {
+        if self.batch.max_batch == 0 || self.max_queue == 0 {
+            bail!("--max-batch and --max-queue must be at least 1");
+        }
+        if self.max_body_bytes == 0 {
+            bail!("--max-body-mb must be more than 0");
+        }
+        if let Some(t) = &self.token {
+            if t.len() < 8 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                bail!("--token must be at least 8 characters with no spaces");
+            }
+            if self.insecure_no_token {
+                bail!("--token and --insecure-no-token contradict each other");
+            }
+        }
+        if !self.addr.ip().is_loopback() && self.token.is_none() && !self.insecure_no_token {
+            bail!(
+                "{} is reachable from other machines: give --token (or SKYSCRIBE_TOKEN) so that \
+                 only its holders can use the server, or --insecure-no-token to serve anyone",
+                self.addr
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A label set as a request asks for it: `labels` (`None`: the model's vocabulary) and the
+/// `template` values.
+pub(crate) type ClassifierKey = (Option<String>, Vec<String>);
+
+/// What every request can reach.
+pub(crate) struct App {
+    pub models: Arc<Models>,
+    pub batcher: batcher::Batcher,
+    pub admission: Arc<batcher::Admission>,
+    pub metrics: Arc<metrics::Metrics>,
+    pub indexes: search::Indexes,
+    pub config: ServeConfig,
+    /// How uploads are decoded (the pixel cap; the indexes' bands).
+    pub decode: DecodeOptions,
+    /// Images being decoded at once.
+    pub decoders: tokio::sync::Semaphore,
+    /// Label sets already embedded, by (labels, templates) as asked.
+    pub classifiers: Mutex<HashMap<ClassifierKey, Arc<ZeroShotClassifier>>>,
+}
+
+/// A line in the server's log (stderr).
+pub(crate) fn log(message: &str) {
+    eprintln!("skyscribe serve: {message}");
+}
+
+/// The router over `app`: the endpoints, the page, and the guard around all of them.
+fn router(app: Arc<App>) -> Router {
+    routes::routes()
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
+        .with_state(app)
+}
+
+/// Paths anyone may fetch when a token is set: the page (it asks for the token) and health.
+fn is_open(path: &str) -> bool {
+    matches!(path, "/" | "/app.js" | "/style.css" | "/healthz")
+}
+
+/// Compares without stopping at the first difference (no timing hint about the token).
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// Around every request: the token, the request timeout, and the metrics.
+async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let authorized = match &app.config.token {
+        None => true,
+        Some(token) => {
+            is_open(req.uri().path())
+                || req
+                    .headers()
+                    .get(axum::http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "))
+                    .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
+        }
+    };
+    let response = if !authorized {
+        ApiError::unauthorized().into_response()
+    } else {
+        match tokio::time::timeout(app.config.request_timeout, next.run(req)).await {
+            Ok(r) => r,
+            Err(_) => ApiError::new(
+                axum::http::StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request took longer than {} s (a slow body?)",
+                    app.config.request_timeout.as_secs_f32()
+                ),
+            )
+            .into_response(),
+        }
+    };
+    app.metrics
+        .request(&route, response.status().as_u16(), start.elapsed());
+    response
+}
+
+/// Loads nothing, checks nothing: serves `models` and `indexes` under `config` until SIGTERM
+/// or Ctrl-C, then lets requests in flight finish. `ready` is called with the bound address
+/// (a port of 0 picks a free one).
+pub fn run(
+    config: ServeConfig,
+    models: Models,
+    indexes: Vec<ServedIndex>,
+    ready: impl FnOnce(SocketAddr),
+) -> Result<()> {
+    config.check()?;
+    let indexes = search::Indexes::new(indexes)?;
+    let decode = DecodeOptions {
+        bands: indexes.bands(),
+        max_pixels: config.max_pixels,
+        ..DecodeOptions::default()
+    };
+    let admission = batcher::Admission::new(config.max_queue);
+    let metrics = Arc::new(metrics::Metrics::new(admission.clone()));
+    let models = Arc::new(models);
+    let (batcher, worker) = batcher::Batcher::start(models.clone(), config.batch, metrics.clone());
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let app = Arc::new(App {
+        models,
+        batcher,
+        admission,
+        metrics,
+        indexes,
+        config: config.clone(),
+        decode,
+        decoders: tokio::sync::Semaphore::new(cores),
+        classifiers: Mutex::new(HashMap::new()),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.min(4))
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.addr))?;
+        ready(listener.local_addr()?);
+        axum::serve(listener, router(app))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("the server stopped")
+    });
+    // Requests are done and the router (with the batcher's sender) dropped: the model thread
+    // drains its queue and ends.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let _ = worker.join();
+    log("stopped");
+    served
+}
+
+/// Ctrl-C, or SIGTERM (what `kill`, systemd and Kubernetes send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    log("stopping: finishing the requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(addr: &str) -> ServeConfig {
+        ServeConfig {
+            addr: addr.parse().unwrap(),
+            batch: BatchSettings {
+                max_batch: 32,
+                max_wait: Duration::from_millis(5),
+            },
+            max_body_bytes: 16 << 20,
+            max_queue: 256,
+            max_pixels: 1 << 20,
+            request_timeout: Duration::from_secs(30),
+            token: None,
+            insecure_no_token: false,
+        }
+    }
+
+    #[test]
+    fn other_addresses_than_loopback_need_a_token_or_insecure_no_token() {
+        assert!(config("127.0.0.1:8080").check().is_ok());
+        assert!(config("[::1]:8080").check().is_ok());
+        let open = config("0.0.0.0:8080");
+        let err = open.check().unwrap_err().to_string();
+        assert!(err.contains("--token"), "{err}");
+        let mut with_token = open.clone();
+        with_token.token = Some("s3cret-token".into());
+        assert!(with_token.check().is_ok());
+        let mut insecure = open.clone();
+        insecure.insecure_no_token = true;
+        assert!(insecure.check().is_ok());
+        with_token.insecure_no_token = true;
+        assert!(with_token.check().is_err(), "both at once");
+        let mut short = config("127.0.0.1:1");
+        short.token = Some("abc".into());
+        assert!(short.check().is_err(), "a 3-character token");
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abcdefgh", b"abcdefgh"));
+        assert!(!same_secret(b"abcdefgh", b"abcdefgx"));
+        assert!(!same_secret(b"abcdefgh", b"abcdefg"));
+    }
+}

@@ -1,0 +1,252 @@
+//! Reading a request: its query parameters (unknown or repeated ones refused), its body (capped
+//! as it arrives, and at once when the declared length is too large), an image in it (the raw
+//! body or a multipart field `image`), decoded off the async runtime. Every failure is an
+//! [`ApiError`]: a status and a JSON `{"error": "..."}` that says what was wrong.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+
+use super::App;
+
+/// An error answer: a status and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "this server needs its token: send the header `Authorization: Bearer TOKEN`",
+        )
+    }
+
+    pub fn busy() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is at capacity (its queue is full); retry in a second",
+        )
+    }
+
+    /// A failure of ours, not the request's: logged in full, answered in short.
+    pub fn internal(e: &anyhow::Error) -> Self {
+        super::log(&format!("internal error: {e:#}"));
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            axum::Json(serde_json::json!({ "error": self.message })),
+        )
+            .into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+/// Query parameters, taken one by one by the handler; what is left over is refused.
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    pub fn parse(query: Option<&str>) -> Result<Self, ApiError> {
+        serde_urlencoded::from_str(query.unwrap_or(""))
+            .map(Self)
+            .map_err(|e| ApiError::bad(format!("unreadable query string: {e}")))
+    }
+
+    /// Every value of `key`, in order.
+    pub fn all(&mut self, key: &str) -> Vec<String> {
+        let (mine, rest): (Vec<_>, Vec<_>) = self.0.drain(..).partition(|(k, _)| k == key);
+        self.0 = rest;
+        mine.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// The value of `key`, if given; given twice is an error.
+    pub fn one(&mut self, key: &str) -> Result<Option<String>, ApiError> {
+        let mut v = self.all(key);
+        match v.len() {
+            0 => Ok(None),
+            1 => Ok(v.pop()),
+            _ => Err(ApiError::bad(format!("{key} is given {} times", v.len()))),
+        }
+    }
+
+    /// A whole number from 1 to `max`, `default` when absent.
+    pub fn count(&mut self, key: &str, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.one(key)? {
+            None => Ok(default),
+            Some(s) => match s.trim().parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::bad(format!(
+                    "{key}={s:?}: give a whole number from 1 to {max}"
+                ))),
+            },
+        }
+    }
+
+    /// Refuses parameters nobody took (a typo would otherwise be ignored silently).
+    pub fn done(self, known: &[&str]) -> Result<(), ApiError> {
+        match self.0.first() {
+            None => Ok(()),
+            Some((k, _)) => Err(ApiError::bad(format!(
+                "unknown parameter {k:?} (this endpoint takes: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))),
+        }
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Reads the body up to `limit` bytes: a declared length past it is refused before reading.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::too_large(format!(
+            "the body is larger than the server's limit of {:.1} MB (--max-body-mb)",
+            limit as f64 / (1 << 20) as f64
+        ))
+    };
+    if let Some(declared) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && declared > limit as u64
+    {
+        return Err(too_large());
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(ApiError::bad(format!("cannot read the request body: {e}"))),
+    }
+}
+
+/// A request body that is JSON.
+pub fn is_json(headers: &HeaderMap) -> bool {
+    content_type(headers).starts_with("application/json")
+}
+
+/// The image of a request: the body itself (any image type, or none given), or the field
+/// `image` of a multipart form.
+pub async fn image_bytes(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let ct = content_type(headers);
+    // (application/x-www-form-urlencoded is let through: it is what `curl --data-binary`
+    // sends unless told otherwise, and the bytes say what they are.)
+    if ct.starts_with("application/json") || ct.starts_with("text/") {
+        return Err(ApiError::bad(format!(
+            "a body of type {ct} where an image was expected: send the image's bytes, or a \
+             multipart form with a field named image"
+        )));
+    }
+    let bytes = read_body(headers, body, app.config.max_body_bytes).await?;
+    let bytes = if ct.starts_with("multipart/form-data") {
+        multipart_image(&ct, bytes).await?
+    } else {
+        bytes
+    };
+    if bytes.is_empty() {
+        return Err(ApiError::bad("an empty body: send an image"));
+    }
+    Ok(bytes)
+}
+
+/// The field `image` of a multipart form already read whole (the body cap applied).
+async fn multipart_image(content_type: &str, body: Bytes) -> Result<Bytes, ApiError> {
+    let bad = |e: multer::Error| ApiError::bad(format!("malformed multipart form: {e}"));
+    let boundary = multer::parse_boundary(content_type).map_err(bad)?;
+    let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    while let Some(field) = form.next_field().await.map_err(bad)? {
+        if field.name() == Some("image") {
+            return field.bytes().await.map_err(bad);
+        }
+    }
+    Err(ApiError::bad("the multipart form has no field named image"))
+}
+
+/// Decodes and preprocesses an uploaded image on the blocking pool (a few at a time): the
+/// `(3, S, S)` floats the vision tower takes. Past the pixel cap: 413; unreadable: 400.
+pub async fn pixels(app: &Arc<App>, bytes: Bytes) -> Result<Vec<f32>, ApiError> {
+    let _slot = app.decoders.acquire().await.map_err(|_| ApiError::busy())?;
+    let app2 = app.clone();
+    let decoded = tokio::task::spawn_blocking(move || {
+        let img = crate::imagery::decode_rgb(&bytes, &app2.decode)?;
+        app2.models.clip.preprocessor.preprocess(&img)
+    })
+    .await;
+    match decoded {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) if e.is::<crate::imagery::TooManyPixels>() => {
+            Err(ApiError::too_large(format!("{e:#}")))
+        }
+        Ok(Err(e)) => Err(ApiError::bad(format!("unreadable image: {e:#}"))),
+        Err(_) => Err(ApiError::bad("unreadable image: the decoder failed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_taken_once_and_leftovers_refused() {
+        let mut p = Params::parse(Some(
+            "labels=a%2Cb&template=x+%7B%7D&template=y%20{}&top_k=3",
+        ))
+        .unwrap();
+        assert_eq!(p.one("labels").unwrap().as_deref(), Some("a,b"));
+        assert_eq!(p.all("template"), vec!["x {}", "y {}"]);
+        assert_eq!(p.count("top_k", 5, 100).unwrap(), 3);
+        assert!(p.done(&[]).is_ok());
+
+        let mut p = Params::parse(Some("top_k=0")).unwrap();
+        assert_eq!(p.count("top_k", 5, 100).unwrap_err().status, 400);
+        let mut p = Params::parse(Some("top_k=2&top_k=3")).unwrap();
+        assert!(p.count("top_k", 5, 100).is_err(), "given twice");
+        let mut p = Params::parse(Some("top_k=2&topk=3")).unwrap();
+        p.count("top_k", 5, 100).unwrap();
+        let err = p.done(&["top_k"]).unwrap_err();
+        assert!(err.message.contains("\"topk\""), "{}", err.message);
+    }
+}

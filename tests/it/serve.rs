@@ -1,0 +1,726 @@
+//! `skyscribe serve` over loopback: every endpoint answers what the command of the same name
+//! prints, each error status for its cause, batching shares forward passes, the queue sheds
+//! load with 503, the token guards, bad input never takes the server down, and SIGTERM lets
+//! requests in flight finish.
+
+use crate::common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// A server started on a free loopback port; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_skyscribe"))
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .env("HF_HUB_OFFLINE", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap().to_string());
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(300)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the server did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
+    /// SIGTERM, then the exit code and everything the server logged.
+    pub fn stop(mut self) -> (Option<i32>, String) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let code = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s.code();
+            }
+            assert!(Instant::now() < deadline, "the server did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log.lock().unwrap().clone();
+        (code, log)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An answer: status, `Retry-After`, content type, body.
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The message of an error answer, which must be JSON `{"error": "..."}`.
+    pub fn error(&self) -> String {
+        self.json()["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error message: {}", String::from_utf8_lossy(&self.body)))
+            .to_string()
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(120))
+        .build()
+}
+
+fn finish(r: Result<ureq::Response, ureq::Error>) -> Reply {
+    let resp = match r {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("transport error: {e}"),
+    };
+    let status = resp.status();
+    let retry_after = resp.header("retry-after").map(str::to_string);
+    let content_type = resp.content_type().to_string();
+    let mut body = Vec::new();
+    resp.into_reader().read_to_end(&mut body).unwrap();
+    Reply {
+        status,
+        retry_after,
+        content_type,
+        body,
+    }
+}
+
+pub fn get(url: &str, token: Option<&str>) -> Reply {
+    let mut req = agent().get(url);
+    if let Some(t) = token {
+        req = req.set("Authorization", &format!("Bearer {t}"));
+    }
+    finish(req.call())
+}
+
+pub fn post(url: &str, content_type: &str, body: &[u8]) -> Reply {
+    finish(
+        agent()
+            .post(url)
+            .set("Content-Type", content_type)
+            .send_bytes(body),
+    )
+}
+
+fn post_image(url: &str, path: &Path) -> Reply {
+    post(url, "image/jpeg", &std::fs::read(path).unwrap())
+}
+
+fn multipart(field: &str, bytes: &[u8]) -> (String, Vec<u8>) {
+    let boundary = "skyscribe-test-boundary-7d1";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"x.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(bytes);
+    body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+fn sample() -> PathBuf {
+    repo().join("assets/samples/eurosat-river.jpg")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn cli_json(args: &[&str]) -> Vec<Value> {
+    let r = skyscribe(args);
+    assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    json_lines(&r.stdout)
+}
+
+/// An index of the fixture images with the built-in CLIP.
+fn fixture_index(dir: &Path) -> PathBuf {
+    let index = dir.join("index");
+    let images = fixtures().join("images");
+    let r = skyscribe(&["index", "build", "--index", s(&index), s(&images)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    index
+}
+
+#[test]
+fn every_endpoint_answers_what_the_command_line_prints() {
+    let dir = scratch("serve-cli-equality");
+    let index = fixture_index(&dir);
+    let server = Server::start(&["--index", s(&index)]);
+    let img = sample();
+    let other = fixtures().join("images/wide.jpg");
+
+    // /v1/labels = `labels --jsonl`, for the raw body and for a multipart form.
+    for (image, labels, template) in [
+        (&img, "eurosat", None),
+        (
+            &other,
+            "forest,harbour,desert",
+            Some("an aerial photo of {}."),
+        ),
+    ] {
+        let mut args = vec!["labels", "--labels", labels, "--top-k", "5", "--jsonl"];
+        let mut query = format!("labels={}&top_k=5", labels.replace(',', "%2C"));
+        if let Some(t) = template {
+            args.extend(["--template", t]);
+            query.push_str("&template=an%20aerial%20photo%20of%20%7B%7D.");
+        }
+        args.push(s(image));
+        let cli = cli_json(&args).remove(0);
+        let url = server.url(&format!("/v1/labels?{query}"));
+        let raw = post_image(&url, image);
+        assert_eq!(raw.status, 200, "{}", String::from_utf8_lossy(&raw.body));
+        assert_eq!(raw.json()["labels"], cli["labels"], "{labels}");
+        let (ct, body) = multipart("image", &std::fs::read(image).unwrap());
+        let form = post(&url, &ct, &body);
+        assert_eq!(form.json()["labels"], cli["labels"]);
+    }
+
+    // /v1/describe = `describe --jsonl`: the model's vocabulary and a greedy caption.
+    let cli = cli_json(&["describe", "--jsonl", s(&img)]).remove(0);
+    let api = post_image(&server.url("/v1/describe"), &img).json();
+    assert_eq!(api["labels"], cli["labels"]);
+    assert_eq!(api["caption"], cli["caption"]);
+    assert!(!api["caption"].as_str().unwrap().trim().is_empty());
+
+    // /v1/caption = `caption --jsonl`, greedy and beam.
+    let greedy = cli_json(&["caption", "--jsonl", s(&img)]).remove(0);
+    assert_eq!(
+        post_image(&server.url("/v1/caption"), &img).json()["caption"],
+        greedy["caption"]
+    );
+    let beam = cli_json(&[
+        "caption",
+        "--jsonl",
+        "--decode",
+        "beam",
+        "--beam-size",
+        "3",
+        s(&img),
+    ])
+    .remove(0);
+    assert_eq!(
+        post_image(&server.url("/v1/caption?decode=beam&beam_size=3"), &img).json()["caption"],
+        beam["caption"]
+    );
+
+    // /v1/embed = `embed --jsonl`, for an image and for texts.
+    let cli = cli_json(&["embed", "--jsonl", s(&img)]).remove(0);
+    let api = post_image(&server.url("/v1/embed"), &img).json();
+    assert_eq!(api["embeddings"][0], cli["embedding"]);
+    let cli = cli_json(&[
+        "embed",
+        "--jsonl",
+        "--text",
+        "a river",
+        "--text",
+        "a dense forest of pines",
+    ]);
+    let api = post(
+        &server.url("/v1/embed"),
+        "application/json",
+        br#"{"texts": ["a river", "a dense forest of pines"]}"#,
+    )
+    .json();
+    let got = rows(&api["embeddings"]);
+    for (i, line) in cli.iter().enumerate() {
+        let want = floats(&line["embedding"]);
+        assert!(max_abs_diff(&got[i], &want) < 1e-5, "text {i}");
+    }
+
+    // /v1/search = `search --jsonl`, by text and by image.
+    let cli = cli_json(&[
+        "search",
+        "--index",
+        s(&index),
+        "--text",
+        "a river",
+        "--top-k",
+        "3",
+        "--jsonl",
+    ]);
+    let api = get(&server.url("/v1/search?text=a%20river&top_k=3"), None).json();
+    assert_eq!(api["results"], Value::Array(cli), "search by text");
+    let cli = cli_json(&[
+        "search",
+        "--index",
+        s(&index),
+        "--image",
+        s(&img),
+        "--top-k",
+        "4",
+        "--jsonl",
+    ]);
+    let api = post_image(&server.url("/v1/search?top_k=4"), &img).json();
+    assert_eq!(api["results"], Value::Array(cli), "search by image");
+
+    // Thumbnails by id only.
+    let id = api["results"][0]["id"].as_str().unwrap().to_string();
+    let thumb = get(
+        &server.url(&format!("/v1/thumbnails/{}", id.replace('/', "%2F"))),
+        None,
+    );
+    assert_eq!(thumb.status, 200);
+    assert_eq!(thumb.content_type, "image/jpeg");
+    let decoded = image::load_from_memory(&thumb.body).unwrap();
+    assert!(decoded.width().max(decoded.height()) <= 192);
+    for bad in [
+        "no-such-id",
+        "..%2F..%2F..%2Fetc%2Fpasswd",
+        "%2Fetc%2Fpasswd",
+    ] {
+        let r = get(&server.url(&format!("/v1/thumbnails/{bad}")), None);
+        assert_eq!(r.status, 404, "{bad}");
+        assert!(r.error().contains("no indexed item"), "{}", r.error());
+    }
+
+    // The rest.
+    assert_eq!(get(&server.url("/healthz"), None).json()["status"], "ok");
+    let models = get(&server.url("/v1/models"), None).json();
+    assert_eq!(models["clip"]["model"], "skyscribe-mini");
+    assert_eq!(models["indexes"][0]["items"], 5);
+    let openapi = get(&server.url("/openapi.json"), None).json();
+    for path in [
+        "/v1/labels",
+        "/v1/describe",
+        "/v1/caption",
+        "/v1/embed",
+        "/v1/search",
+        "/v1/thumbnails/{id}",
+        "/v1/models",
+        "/healthz",
+        "/metrics",
+        "/openapi.json",
+    ] {
+        assert!(
+            openapi["paths"].get(path).is_some(),
+            "{path} not in openapi.json"
+        );
+    }
+    let page = get(&server.url("/"), None);
+    assert!(page.content_type.starts_with("text/html"));
+    assert!(String::from_utf8_lossy(&page.body).contains("<script src=\"/app.js\">"));
+    assert_eq!(get(&server.url("/app.js"), None).status, 200);
+    let metrics = String::from_utf8(get(&server.url("/metrics"), None).body).unwrap();
+    assert!(
+        metrics.contains(r#"skyscribe_http_requests_total{route="/v1/labels",status="200"} 4"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("skyscribe_batch_size_count"), "{metrics}");
+
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}
+
+/// A raw HTTP exchange: what the server answers to `request` (the status line's code), or
+/// `None` when it closed the connection without an answer.
+fn raw(addr: &str, request: &[u8], pause_after: Option<Duration>) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    if let Some(p) = pause_after {
+        std::thread::sleep(p);
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text))
+}
+
+#[test]
+fn bad_input_gets_its_status_and_never_takes_the_server_down() {
+    let dir = scratch("serve-bad-input");
+    let server = Server::start(&[
+        "--max-body-mb",
+        "0.25",
+        "--max-pixels",
+        "1000000",
+        "--request-timeout-s",
+        "2",
+        "--no-caption",
+    ]);
+    let labels = server.url("/v1/labels?labels=eurosat");
+    let good = std::fs::read(sample()).unwrap();
+    let want = post(&labels, "image/jpeg", &good).json();
+
+    // The command line's bad files, each a 400 naming the problem (or 413 past the cap).
+    let truncated = &good[..good.len() / 2];
+    let huge = dir.join("huge.png");
+    crate::cli::huge_png_header(&huge, 100_000, 100_000);
+    let huge = std::fs::read(&huge).unwrap();
+    let over_cap = dir.join("over-cap.png");
+    crate::cli::huge_png_header(&over_cap, 2000, 1000);
+    let over_cap = std::fs::read(&over_cap).unwrap();
+    let cases: [(&str, &str, &[u8], u16, &str); 7] = [
+        (
+            "text",
+            "image/jpeg",
+            b"these are field notes, not an image\n",
+            400,
+            "not an image",
+        ),
+        ("empty", "image/png", b"", 400, "empty body"),
+        ("truncated", "image/jpeg", truncated, 400, "truncated JPEG"),
+        ("huge header", "image/png", &huge, 413, "exceeds the limit"),
+        (
+            "over the pixel cap",
+            "image/png",
+            &over_cap,
+            413,
+            "exceeds the limit",
+        ),
+        (
+            "json",
+            "application/json",
+            b"{\"image\": 1}",
+            400,
+            "where an image was expected",
+        ),
+        (
+            "png garbage",
+            "image/png",
+            b"\x89PNG\r\n\x1a\nnonsense",
+            400,
+            "unreadable image",
+        ),
+    ];
+    for (what, ct, body, status, message) in cases {
+        let r = post(&labels, ct, body);
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.error().contains(message), "{what}: {}", r.error());
+    }
+
+    // Bad parameters.
+    let img = std::fs::read(sample()).unwrap();
+    for (query, message) in [
+        ("/v1/labels", "give labels="),
+        ("/v1/labels?labels=eurosat&top_k=0", "top_k"),
+        ("/v1/labels?labels=eurosat&top_k=lots", "top_k"),
+        (
+            "/v1/labels?labels=eurosat&topk=3",
+            "unknown parameter \"topk\"",
+        ),
+        ("/v1/labels?labels=eurosat&labels=xview", "given 2 times"),
+        ("/v1/labels?labels=%2Fetc%2Fhostname", "not a label preset"),
+        ("/v1/labels?labels=eurosat&template=no%20slot", "has no {}"),
+        ("/v1/caption?decode=nucleus", "give greedy or beam"),
+        ("/v1/caption?beam_size=3", "beam_size is for decode=beam"),
+        ("/v1/caption", "no captioner"),
+        ("/v1/describe?labels=a%2Cb&top_k=2&x=1", "unknown parameter"),
+    ] {
+        let r = post(&server.url(query), "image/jpeg", &img);
+        assert_eq!(
+            r.status,
+            400,
+            "{query}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.error().contains(message), "{query}: {}", r.error());
+    }
+    for (body, message) in [
+        (&br#"{"texts": []}"#[..], "give 1 to 256 texts"),
+        (br#"{"texts": ["ok", " "]}"#, "texts[1] is empty"),
+        (br#"{"text": ["a"]}"#, "must be {\"texts\""),
+        (br#"{"texts": "#, "must be {\"texts\""),
+    ] {
+        let r = post(&server.url("/v1/embed"), "application/json", body);
+        assert_eq!(r.status, 400);
+        assert!(r.error().contains(message), "{}", r.error());
+    }
+    let r = get(&server.url("/v1/search?text=river"), None);
+    assert_eq!(r.status, 404);
+    assert!(r.error().contains("no index is served"));
+    assert_eq!(get(&server.url("/v2/labels"), None).status, 404);
+
+    // Malformed multipart forms.
+    let (ct, mut body) = multipart("image", &img);
+    body.truncate(body.len() - 10);
+    let r = post(&labels, &ct, &body);
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("multipart"), "{}", r.error());
+    let (ct, body) = multipart("picture", &img);
+    let r = post(&labels, &ct, &body);
+    assert!(r.error().contains("no field named image"), "{}", r.error());
+    let r = post(&labels, "multipart/form-data", &img);
+    assert_eq!(r.status, 400, "no boundary");
+
+    // A huge declared length is refused before any byte of the body is read.
+    let addr = server.addr();
+    let (code, text) = raw(
+        &addr,
+        b"POST /v1/labels?labels=eurosat HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n",
+        None,
+    )
+    .expect("an answer");
+    assert_eq!(code, 413, "{text}");
+    // So is a body past the cap (the server answers without reading it: only its start is sent
+    // here, as a client that reads answers while sending would see).
+    let mut request = b"POST /v1/labels?labels=eurosat HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 307200\r\nConnection: close\r\n\r\n".to_vec();
+    request.extend(&good[..1000]);
+    let (code, text) = raw(&addr, &request, None).expect("an answer");
+    assert_eq!(code, 413, "{text}");
+    assert!(text.contains("larger than the server's limit"), "{text}");
+    // A body that stops arriving is ended by the request timeout (2 s here).
+    let start = Instant::now();
+    let (code, text) = raw(
+        &addr,
+        b"POST /v1/labels?labels=eurosat HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n\xFF\xD8\xFF",
+        None,
+    )
+    .expect("an answer");
+    assert_eq!(code, 408, "{text}");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    // Garbage that is not HTTP at all.
+    let _ = raw(&addr, b"\x16\x03\x01\x02\x00 not http\r\n\r\n", None);
+
+    // Still up, and still right.
+    assert_eq!(post(&labels, "image/jpeg", &good).json(), want);
+    assert_eq!(get(&server.url("/healthz"), None).status, 200);
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+#[test]
+fn the_token_guards_everything_but_the_page_and_health() {
+    let server = Server::start(&["--token", "correct-horse-battery", "--no-caption"]);
+    let labels = server.url("/v1/labels?labels=eurosat");
+    let img = std::fs::read(sample()).unwrap();
+    let r = post(&labels, "image/jpeg", &img);
+    assert_eq!(r.status, 401);
+    assert!(r.error().contains("Authorization: Bearer"), "{}", r.error());
+    for (token, status) in [
+        (Some("wrong-horse-battery"), 401),
+        (Some("correct-horse-batter"), 401),
+        (Some("correct-horse-battery"), 200),
+    ] {
+        let mut req = agent().post(&labels).set("Content-Type", "image/jpeg");
+        if let Some(t) = token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        assert_eq!(finish(req.send_bytes(&img)).status, status, "{token:?}");
+    }
+    for (path, open) in [
+        ("/", true),
+        ("/app.js", true),
+        ("/healthz", true),
+        ("/metrics", false),
+        ("/v1/models", false),
+        ("/openapi.json", false),
+    ] {
+        let status = get(&server.url(path), None).status;
+        assert_eq!(status, if open { 200 } else { 401 }, "{path}");
+        assert_eq!(
+            get(&server.url(path), Some("correct-horse-battery")).status,
+            200,
+            "{path}"
+        );
+    }
+    drop(server);
+
+    // Other addresses than loopback need a token, or saying that none is wanted.
+    let r = skyscribe(&["serve", "--addr", "0.0.0.0:0"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--token"), "{}", r.stderr);
+    let r = skyscribe(&["serve", "--token", "short"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("at least 8 characters"), "{}", r.stderr);
+}
+
+#[test]
+fn concurrent_requests_share_forward_passes_and_get_their_own_answers() {
+    let server = Server::start(&["--no-caption", "--max-batch", "8", "--max-wait-ms", "300"]);
+    let images: Vec<PathBuf> = [
+        "gray.png",
+        "palette.png",
+        "rgba.png",
+        "river.webp",
+        "wide.jpg",
+    ]
+    .iter()
+    .map(|f| fixtures().join("images").join(f))
+    .chain([sample()])
+    .collect();
+    let url = server.url("/v1/labels?labels=eurosat&top_k=10");
+    // Alone first (one at a time: batches of one).
+    let alone: Vec<Vec<f32>> = images
+        .iter()
+        .map(|p| scores(&post(&url, "application/octet-stream", &std::fs::read(p).unwrap()).json()))
+        .collect();
+    // Then all at once.
+    let together: Vec<Vec<f32>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = images
+            .iter()
+            .map(|p| {
+                let url = url.clone();
+                scope.spawn(move || {
+                    scores(
+                        &post(&url, "application/octet-stream", &std::fs::read(p).unwrap()).json(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert!(max_abs_diff(a, t) < 1e-5, "image {i}: {a:?} vs {t:?}");
+    }
+    let metrics = String::from_utf8(get(&server.url("/metrics"), None).body).unwrap();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in {metrics}"))
+    };
+    let (sum, count) = (
+        value("skyscribe_batch_size_sum"),
+        value("skyscribe_batch_size_count"),
+    );
+    assert_eq!(
+        sum as usize,
+        2 * images.len(),
+        "every image encoded once a round"
+    );
+    assert!(
+        count < sum,
+        "the concurrent round shared forward passes: {count} passes for {sum} images"
+    );
+}
+
+/// Labels sorted by name, and their scores.
+fn scores(answer: &Value) -> Vec<f32> {
+    let mut l: Vec<(String, f32)> = answer["labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["label"].as_str().unwrap().to_string(),
+                l["score"].as_f64().unwrap() as f32,
+            )
+        })
+        .collect();
+    l.sort_by(|a, b| a.0.cmp(&b.0));
+    l.into_iter().map(|(_, s)| s).collect()
+}
+
+#[test]
+fn a_full_queue_sheds_load_with_503_and_recovers() {
+    // One place in the queue, and each batch waits a second for company: of several requests
+    // at once, one is admitted and the rest are shed.
+    let server = Server::start(&["--no-caption", "--max-queue", "1", "--max-wait-ms", "1000"]);
+    let url = server.url("/v1/labels?labels=eurosat");
+    let img = std::fs::read(sample()).unwrap();
+    let replies: Vec<Reply> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| post(&url, "image/jpeg", &img)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ok = replies.iter().filter(|r| r.status == 200).count();
+    let shed: Vec<&Reply> = replies.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(ok + shed.len(), 6, "only 200s and 503s");
+    assert!(
+        ok >= 1 && !shed.is_empty(),
+        "{ok} answered, {} shed",
+        shed.len()
+    );
+    for r in shed {
+        assert_eq!(r.retry_after.as_deref(), Some("1"));
+        assert!(r.error().contains("capacity"), "{}", r.error());
+    }
+    // The queue empties: the next request is answered.
+    assert_eq!(post(&url, "image/jpeg", &img).status, 200);
+}
+
+#[test]
+fn sigterm_lets_requests_in_flight_finish() {
+    let server = Server::start(&["--no-caption", "--max-wait-ms", "1500"]);
+    let url = server.url("/v1/labels?labels=eurosat");
+    let img = std::fs::read(sample()).unwrap();
+    let in_flight = std::thread::spawn(move || post(&url, "image/jpeg", &img));
+    // The request is waiting 1.5 s for company when the signal comes.
+    std::thread::sleep(Duration::from_millis(400));
+    let (code, log) = server.stop();
+    let reply = in_flight.join().unwrap();
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("finishing the requests in flight"), "{log}");
+}
