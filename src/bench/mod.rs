@@ -1,8 +1,10 @@
 //! Throughput of the image pipeline with a real model's shapes and random weights, end to end
 //! from image files (decode + preprocess + encode) and for the model alone. Speed is measured
 //! here, never asserted in tests. (Training steps are timed by `train::captioner::step_time`;
-//! search over synthetic vectors by [`search`].)
+//! search over synthetic vectors by [`search`]; a running server's answers under load by
+//! [`http`].)
 
+pub mod http;
 pub mod search;
 
 use std::path::PathBuf;

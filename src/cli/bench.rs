@@ -56,6 +56,23 @@ pub struct BenchArgs {
     /// Timed queries (top 10), with --search-vectors or --search-index.
     #[arg(long, default_value_t = 50, value_parser = super::common::positive)]
     queries: usize,
+    /// Load-test a running `skyscribe serve` instead: POST --limit images from --images to
+    /// this loopback URL (e.g. http://127.0.0.1:8080/v1/labels?labels=eurosat) from
+    /// --clients clients for --duration-s seconds.
+    #[arg(long)]
+    http: Option<String>,
+    /// Concurrent clients, with --http (each sends its next request when answered).
+    #[arg(long, default_value_t = 32, value_parser = super::common::positive)]
+    clients: usize,
+    /// Seconds of load, with --http.
+    #[arg(long, default_value_t = 30.0)]
+    duration_s: f64,
+    /// The server's token, with --http.
+    #[arg(long, env = "SKYSCRIBE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The server's process id, with --http: its resident memory is sampled during the run.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
@@ -68,6 +85,9 @@ pub fn run(a: BenchArgs) -> Result<usize> {
     let mut out = Out::new();
     if a.search_vectors.is_some() || a.search_index.is_some() {
         return search(&a, &mut out);
+    }
+    if let Some(url) = &a.http {
+        return load(&a, url, &mut out);
     }
     let dev = a.device.device()?;
     if a.captioner_step {
@@ -183,5 +203,61 @@ fn search(a: &BenchArgs, out: &mut Out) -> Result<usize> {
             ))?;
         }
     }
+    Ok(0)
+}
+
+fn load(a: &BenchArgs, url: &str, out: &mut Out) -> Result<usize> {
+    if !(a.duration_s > 0.0 && a.duration_s <= 3600.0) {
+        anyhow::bail!(
+            "--duration-s {} must be more than 0 and at most 3600",
+            a.duration_s
+        );
+    }
+    let images = a
+        .images
+        .clone()
+        .unwrap_or_else(|| skyscribe::data_root().join("eurosat/images/Forest"));
+    let (mut paths, errors) = collect_images(&[images]);
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    paths.truncate(a.limit);
+    let bodies = paths
+        .iter()
+        .map(|p| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())))
+        .collect::<Result<Vec<_>>>()?;
+    let r = skyscribe::bench::http::run(&skyscribe::bench::http::LoadOptions {
+        url: url.to_string(),
+        bodies: std::sync::Arc::new(bodies),
+        clients: a.clients,
+        duration: std::time::Duration::from_secs_f64(a.duration_s),
+        token: a.token.clone(),
+        server_pid: a.server_pid,
+    })?;
+    out.record(a.jsonl, &r, || {
+        let statuses: Vec<String> = r.statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
+        let memory = match (r.server_peak_rss_mib, r.server_end_rss_mib) {
+            (Some(p), Some(e)) => format!("\n  server memory: peak {p:.0} MiB, at the end {e:.0} MiB"),
+            _ => String::new(),
+        };
+        format!(
+            "{} clients for {:.1} s on {}\n  {} requests ({}), {} without an answer\n  {:.1} answers/s; latency of 200s: p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms{}{}",
+            r.clients,
+            r.duration_s,
+            r.url,
+            r.requests,
+            statuses.join(", "),
+            r.transport_errors,
+            r.ok_per_s,
+            r.ok_p50_ms,
+            r.ok_p95_ms,
+            r.ok_p99_ms,
+            r.ok_max_ms,
+            r.shed_p99_ms
+                .map(|s| format!("; 503s answered in p99 {s:.0} ms"))
+                .unwrap_or_default(),
+            memory
+        )
+    })?;
     Ok(0)
 }

@@ -182,6 +182,18 @@ fn multipart(field: &str, bytes: &[u8]) -> (String, Vec<u8>) {
     (format!("multipart/form-data; boundary={boundary}"), body)
 }
 
+/// Percent-encoding of a path segment (as the page's `encodeURIComponent`).
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn sample() -> PathBuf {
     repo().join("assets/samples/eurosat-river.jpg")
 }
@@ -320,7 +332,7 @@ fn every_endpoint_answers_what_the_command_line_prints() {
     // Thumbnails by id only.
     let id = api["results"][0]["id"].as_str().unwrap().to_string();
     let thumb = get(
-        &server.url(&format!("/v1/thumbnails/{}", id.replace('/', "%2F"))),
+        &server.url(&format!("/v1/thumbnails/{}", encode(&id))),
         None,
     );
     assert_eq!(thumb.status, 200);
@@ -723,4 +735,70 @@ fn sigterm_lets_requests_in_flight_finish() {
     );
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("finishing the requests in flight"), "{log}");
+}
+
+#[test]
+fn scene_tiles_are_found_with_their_bounds_and_shown_cut_from_the_scene() {
+    let dir = scratch("serve-scene-index");
+    let index = dir.join("index");
+    let mosaic = repo().join("assets/samples/eurosat-mosaic.tif");
+    let r = skyscribe(&[
+        "index",
+        "build",
+        "--index",
+        s(&index),
+        &format!("scene:{}", mosaic.display()),
+        "--chip-size",
+        "64",
+        "--chip-stride",
+        "64",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let server = Server::start(&["--index", s(&index), "--no-caption"]);
+    let api = get(&server.url("/v1/search?text=a%20river&top_k=3"), None).json();
+    let cli = cli_json(&[
+        "search",
+        "--index",
+        s(&index),
+        "--text",
+        "a river",
+        "--top-k",
+        "3",
+        "--jsonl",
+    ]);
+    assert_eq!(api["results"], Value::Array(cli));
+    let best = &api["results"][0];
+    assert_eq!(best["bounds"].as_array().unwrap().len(), 4, "{best}");
+    let chip: Vec<u32> = best["chip"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    let id = best["id"].as_str().unwrap();
+    let thumb = get(&server.url(&format!("/v1/thumbnails/{}", encode(id))), None);
+    assert_eq!(
+        thumb.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&thumb.body)
+    );
+    let thumb = image::load_from_memory(&thumb.body).unwrap().to_rgb8();
+    assert_eq!((thumb.width(), thumb.height()), (chip[2], chip[3]));
+    // The tile's own pixels (JPEG-compressed): near the scene's, far from elsewhere.
+    let scene = image::open(&mosaic).unwrap().to_rgb8();
+    let diff = |x0: u32, y0: u32| -> f64 {
+        let mut d = 0.0;
+        for (x, y, p) in thumb.enumerate_pixels() {
+            let q = scene.get_pixel(x0 + x, y0 + y);
+            d += (0..3)
+                .map(|c| (p[c] as f64 - q[c] as f64).abs())
+                .sum::<f64>();
+        }
+        d / (thumb.width() * thumb.height() * 3) as f64
+    };
+    let own = diff(chip[0], chip[1]);
+    assert!(own < 6.0, "mean difference {own} from its own tile");
+    let other = diff((chip[0] + 256) % 512, (chip[1] + 256) % 512);
+    assert!(other > 2.0 * own, "{other} vs {own}");
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The load test of `skyscribe serve` in the README, on loopback only, bounded in count and time:
+#   1. throughput with 1 and 16 clients, with batching (--max-batch 32) and without (1);
+#   2. 32 clients for 30 s on /v1/labels with EuroSAT images (the README's main row);
+#   3. past capacity: 256 clients against a queue of 64 — 503s shed the excess, accepted
+#      requests stay fast, memory stays flat — and the server answers normally afterwards.
+# Usage: scripts/load-test.sh [OUT_DIR]   (needs ../shared/data/eurosat; ~4 minutes)
+# Prints each run as a JSON line, also appended to OUT_DIR/load.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="${1:-target/load-test}"
+mkdir -p "$out"
+: > "$out/load.jsonl"
+data="${SKYSCRIBE_DATA:-../shared/data}/eurosat/images"
+[ -d "$data" ] || { echo "no EuroSAT images at $data (set SKYSCRIBE_DATA)" >&2; exit 1; }
+cargo build --release --quiet
+bin=target/release/skyscribe
+
+# 512 EuroSAT images, the same number from each class.
+images="$out/images"
+rm -rf "$images" && mkdir -p "$images"
+for class in "$data"/*/; do
+  find "$class" -name '*.jpg' | sort | head -52 | while read -r f; do ln -s "$(realpath "$f")" "$images/"; done
+done
+images_flag=(--images "$images" --limit 512)
+
+server_pid=""
+start_server() { # flags…
+  "$bin" serve --addr 127.0.0.1:0 --no-caption "$@" 2> "$out/server.log" &
+  server_pid=$!
+  for _ in $(seq 600); do
+    addr=$(grep -o 'listening on http://[0-9.:]*' "$out/server.log" | sed 's|listening on http://||' || true)
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { cat "$out/server.log" >&2; exit 1; }
+}
+stop_server() {
+  kill -TERM "$server_pid" && wait "$server_pid" || true
+}
+record() { # label clients seconds: a run, printed and appended to load.jsonl with its label
+  local label=$1 clients=$2 seconds=$3
+  echo "== $label"
+  "$bin" bench --http "http://$addr/v1/labels?labels=eurosat" --clients "$clients" \
+    --duration-s "$seconds" --server-pid "$server_pid" "${images_flag[@]}" --jsonl |
+    sed "s|^{|{\"run\":\"$label\",|" | tee -a "$out/load.jsonl"
+}
+
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores"
+for batch in 1 32; do
+  start_server --max-batch "$batch"
+  record "max-batch $batch, 1 client" 1 10
+  record "max-batch $batch, 16 clients" 16 10
+  stop_server
+done
+
+start_server
+record "32 clients, 30 s" 32 30
+stop_server
+
+start_server --max-queue 64
+record "past capacity: 256 clients, queue 64, 20 s" 256 20
+record "afterwards: 1 client, 5 s" 1 5
+grep -o 'skyscribe_queue_depth [0-9]*' <(curl -s "http://$addr/metrics") || true
+stop_server
+echo "written: $out/load.jsonl"

@@ -1,0 +1,218 @@
+//! The web page in a real browser (Debian's chromium + chromium-driver, driven over WebDriver
+//! by fantoccini): upload the sample image, wait for the labels and the caption, run a search,
+//! and save screenshots under `target/screenshots/` for people to look at. Skipped (loudly)
+//! without chromedriver; under `CI=true` that is a failure (`.ci/run` installs it).
+
+use crate::common;
+use crate::serve::{Server, get};
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use fantoccini::{ClientBuilder, Locator};
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn chromedriver() -> Option<PathBuf> {
+    let found = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    if found.is_none() {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+        assert!(
+            !ci,
+            "no chromedriver: install chromium and chromium-driver (.ci/run does)"
+        );
+        eprintln!(
+            "SKIPPED the browser test: no chromedriver (apt-get install chromium chromium-driver)"
+        );
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn the_page_labels_captions_and_searches_in_a_real_browser() {
+    let Some(driver_bin) = chromedriver() else {
+        return;
+    };
+    let dir = scratch("serve-browser");
+    let index = dir.join("index");
+    let images = fixtures().join("images");
+    let r = skyscribe(&[
+        "index",
+        "build",
+        "--index",
+        index.to_str().unwrap(),
+        images.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let server = Server::start(&["--index", index.to_str().unwrap()]);
+    let sample = repo().join("assets/samples/eurosat-river.jpg");
+    let api = crate::serve::post(
+        &server.url("/v1/describe"),
+        "image/jpeg",
+        &std::fs::read(&sample).unwrap(),
+    )
+    .json();
+
+    let port = free_port();
+    let driver = Driver(
+        Command::new(driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let shots = repo().join("target/screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--disable-background-networking",
+                         "--window-size=1280,860"],
+            }),
+        );
+        // chromedriver takes a moment to listen.
+        let start = Instant::now();
+        let client = loop {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+            {
+                Ok(c) => break c,
+                Err(e) if start.elapsed() < Duration::from_secs(20) => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("cannot start a browser session: {e}"),
+            }
+        };
+        client.goto(&server.url("/")).await.unwrap();
+        let wait = Duration::from_secs(60);
+        client
+            .wait()
+            .at_most(wait)
+            .for_element(Locator::XPath("//span[@id='model'][contains(., 'CLIP')]"))
+            .await
+            .expect("the page shows the model");
+
+        // Describe: choose the sample; labels as bars and the caption appear.
+        let file = client.find(Locator::Id("file")).await.unwrap();
+        file.send_keys(sample.to_str().unwrap()).await.unwrap();
+        client
+            .wait()
+            .at_most(wait)
+            .for_element(Locator::Css("#labels .label-row"))
+            .await
+            .expect("labels appear");
+        client
+            .wait()
+            .at_most(wait)
+            .for_element(Locator::XPath(
+                "//p[@id='caption'][string-length(normalize-space(.)) > 3]",
+            ))
+            .await
+            .expect("the caption appears");
+        let rows = client.find_all(Locator::Css("#labels .label-row")).await.unwrap();
+        assert_eq!(rows.len(), 5);
+        let first = client
+            .find(Locator::Css("#labels .label-row .label-name"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(first, api["labels"][0]["label"].as_str().unwrap());
+        let caption = client
+            .find(Locator::Id("caption"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(caption, api["caption"].as_str().unwrap().trim());
+        std::fs::write(
+            shots.join("serve-describe.png"),
+            client.screenshot().await.unwrap(),
+        )
+        .unwrap();
+
+        // Search: a grid of thumbnails with scores.
+        let query = client.find(Locator::Id("query")).await.unwrap();
+        query.send_keys("a river").await.unwrap();
+        client
+            .find(Locator::Css("#search-form button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        client
+            .wait()
+            .at_most(wait)
+            .for_element(Locator::Css("#results figure img"))
+            .await
+            .expect("results appear");
+        // Every thumbnail loaded (the page asks the server for them by id).
+        let start = Instant::now();
+        loop {
+            let loaded = client
+                .execute(
+                    "const imgs = [...document.querySelectorAll('#results img')];\
+                     return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0) ? imgs.length : 0;",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            if loaded.as_u64().unwrap_or(0) == 5 {
+                break;
+            }
+            assert!(start.elapsed() < wait, "thumbnails did not load: {loaded}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        std::fs::write(
+            shots.join("serve-search.png"),
+            client.screenshot().await.unwrap(),
+        )
+        .unwrap();
+        client.close().await.unwrap();
+    });
+    drop(driver);
+    // The page's requests were counted like any other.
+    let metrics = String::from_utf8(get(&server.url("/metrics"), None).body).unwrap();
+    assert!(
+        metrics.contains(
+            r#"skyscribe_http_requests_total{route="/v1/thumbnails/{*id}",status="200"} 5"#
+        ),
+        "{metrics}"
+    );
+}
