@@ -211,10 +211,9 @@ pub fn run(
             .await
             .with_context(|| format!("cannot listen on {}", config.addr))?;
         ready(listener.local_addr()?);
-        axum::serve(listener, router(app))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("the server stopped")
+        let drain = config.request_timeout + Duration::from_secs(5);
+        serve_connections(listener, router(app), drain).await;
+        Ok(())
     });
     // Requests are done and the router (with the batcher's sender) dropped: the model thread
     // drains its queue and ends.
@@ -222,6 +221,56 @@ pub fn run(
     let _ = worker.join();
     log("stopped");
     served
+}
+
+/// Connections open at once; more are closed on arrival (each holds a socket and a task).
+const MAX_CONNECTIONS: usize = 1024;
+/// A client must send its request's headers within this time (a slow body is bounded by
+/// the request timeout instead).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts connections until SIGTERM / Ctrl-C, then waits for those open to finish their
+/// requests (for at most `drain`). (Written out instead of `axum::serve`, which sets no header timeout: a client
+/// sending headers byte by byte would hold its connection forever.)
+async fn serve_connections(listener: tokio::net::TcpListener, router: Router, drain: Duration) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut stop = std::pin::pin!(shutdown_signal());
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a little rather than spin.
+                    log(&format!("cannot accept a connection: {e}"));
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue; // too many connections: this one is closed at once
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        log("connections still open after the requests' timeout were closed");
+    }
 }
 
 /// Ctrl-C, or SIGTERM (what `kill`, systemd and Kubernetes send).

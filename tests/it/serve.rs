@@ -390,15 +390,13 @@ fn every_endpoint_answers_what_the_command_line_prints() {
 
 /// A raw HTTP exchange: what the server answers to `request` (the status line's code), or
 /// `None` when it closed the connection without an answer.
-fn raw(addr: &str, request: &[u8], pause_after: Option<Duration>) -> Option<(u16, String)> {
+fn raw(addr: &str, request: &[u8]) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    stream.write_all(request).unwrap();
-    if let Some(p) = pause_after {
-        std::thread::sleep(p);
-    }
+    // (The server may answer and close before reading everything: a write error is no failure.)
+    let _ = stream.write_all(request);
     let mut answer = Vec::new();
     let _ = stream.read_to_end(&mut answer);
     let text = String::from_utf8_lossy(&answer).into_owned();
@@ -421,6 +419,16 @@ fn bad_input_gets_its_status_and_never_takes_the_server_down() {
     let labels = server.url("/v1/labels?labels=eurosat");
     let good = std::fs::read(sample()).unwrap();
     let want = post(&labels, "image/jpeg", &good).json();
+    // Headers that never end: the connection is closed after the server's 10 s header timeout
+    // (checked at the end; the other cases run meanwhile).
+    let slow_headers = {
+        let addr = server.addr();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let answer = raw(&addr, b"POST /v1/labels HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+            (start.elapsed(), answer)
+        })
+    };
 
     // The command line's bad files, each a 400 naming the problem (or 413 past the cap).
     let truncated = &good[..good.len() / 2];
@@ -532,30 +540,33 @@ fn bad_input_gets_its_status_and_never_takes_the_server_down() {
     let addr = server.addr();
     let (code, text) = raw(
         &addr,
-        b"POST /v1/labels?labels=eurosat HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n",
-        None,
-    )
+        b"POST /v1/labels?labels=eurosat HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 99999999999\r\nConnection: close\r\n\r\n")
     .expect("an answer");
     assert_eq!(code, 413, "{text}");
     // So is a body past the cap (the server answers without reading it: only its start is sent
     // here, as a client that reads answers while sending would see).
     let mut request = b"POST /v1/labels?labels=eurosat HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 307200\r\nConnection: close\r\n\r\n".to_vec();
     request.extend(&good[..1000]);
-    let (code, text) = raw(&addr, &request, None).expect("an answer");
+    let (code, text) = raw(&addr, &request).expect("an answer");
     assert_eq!(code, 413, "{text}");
     assert!(text.contains("larger than the server's limit"), "{text}");
     // A body that stops arriving is ended by the request timeout (2 s here).
     let start = Instant::now();
     let (code, text) = raw(
         &addr,
-        b"POST /v1/labels?labels=eurosat HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n\xFF\xD8\xFF",
-        None,
-    )
+        b"POST /v1/labels?labels=eurosat HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n\xFF\xD8\xFF")
     .expect("an answer");
     assert_eq!(code, 408, "{text}");
     assert!(start.elapsed() < Duration::from_secs(30));
     // Garbage that is not HTTP at all.
-    let _ = raw(&addr, b"\x16\x03\x01\x02\x00 not http\r\n\r\n", None);
+    let _ = raw(&addr, b"\x16\x03\x01\x02\x00 not http\r\n\r\n");
+
+    let (took, answer) = slow_headers.join().unwrap();
+    assert!(answer.is_none(), "{answer:?}");
+    assert!(
+        took >= Duration::from_secs(9) && took < Duration::from_secs(40),
+        "slow headers held the connection for {took:?}"
+    );
 
     // Still up, and still right.
     assert_eq!(post(&labels, "image/jpeg", &good).json(), want);
