@@ -20,7 +20,8 @@ bin=target/release/skyscribe
 images="$out/images"
 rm -rf "$images" && mkdir -p "$images"
 for class in "$data"/*/; do
-  find "$class" -name '*.jpg' | sort | head -52 | while read -r f; do ln -s "$(realpath "$f")" "$images/"; done
+  mapfile -t files < <(find "$class" -name '*.jpg' | sort)
+  for f in "${files[@]:0:52}"; do ln -s "$(realpath "$f")" "$images/"; done
 done
 images_flag=(--images "$images" --limit 512)
 

@@ -68,11 +68,12 @@ impl Batcher {
         models: Arc<Models>,
         settings: BatchSettings,
         metrics: Arc<Metrics>,
+        admission: Arc<Admission>,
     ) -> (Self, std::thread::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("skyscribe-model".into())
-            .spawn(move || work(&models, &rx, settings, &metrics))
+            .spawn(move || work(&models, &rx, settings, &metrics, &admission))
             .expect("a thread can be started at start-up");
         (Self { tx }, handle)
     }
@@ -135,13 +136,26 @@ fn lost() -> anyhow::Error {
 }
 
 /// The model thread: take the first job, gather more until the batch is full or `max_wait`
-/// has passed since the first, run them, repeat until every sender is gone.
-fn work(models: &Models, rx: &mpsc::Receiver<Job>, s: BatchSettings, metrics: &Metrics) {
+/// has passed since the first, run them, repeat until every sender is gone. It waits only for
+/// requests that exist: when every admitted request already has its job in the batch, the
+/// batch runs at once (a lone client pays no `max_wait` per request).
+fn work(
+    models: &Models,
+    rx: &mpsc::Receiver<Job>,
+    s: BatchSettings,
+    metrics: &Metrics,
+    admission: &Admission,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let deadline = Instant::now() + s.max_wait;
         while jobs.len() < s.max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let others_coming = admission.depth() > jobs.len();
+            let left = if others_coming {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
             match rx.recv_timeout(left) {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,

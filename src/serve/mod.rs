@@ -188,7 +188,12 @@ pub fn run(
     let admission = batcher::Admission::new(config.max_queue);
     let metrics = Arc::new(metrics::Metrics::new(admission.clone()));
     let models = Arc::new(models);
-    let (batcher, worker) = batcher::Batcher::start(models.clone(), config.batch, metrics.clone());
+    let (batcher, worker) = batcher::Batcher::start(
+        models.clone(),
+        config.batch,
+        metrics.clone(),
+        admission.clone(),
+    );
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let app = Arc::new(App {
         models,

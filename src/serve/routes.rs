@@ -164,9 +164,23 @@ async fn models(State(app): State<Arc<App>>) -> Json<Value> {
     }))
 }
 
-/// A place in the queue, or 503.
-fn enter(app: &Arc<App>) -> Result<Permit, ApiError> {
-    app.admission.try_enter().ok_or_else(ApiError::busy)
+/// Bodies up to this size are read before a 503 is sent (see [`enter`]).
+const SHED_DRAIN: usize = 64 << 10;
+
+/// A place in the queue, or 503. A refused request's small body is read first (for at most a
+/// second): answering before it is read makes the server close the connection with unread
+/// bytes, and the client's TCP stack may then lose the 503 to a reset.
+async fn enter(app: &Arc<App>, req: &mut Request) -> Result<Permit, ApiError> {
+    if let Some(p) = app.admission.try_enter() {
+        return Ok(p);
+    }
+    let body = std::mem::take(req.body_mut());
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(1),
+        http_body_util::BodyExt::collect(http_body_util::Limited::new(body, SHED_DRAIN)),
+    )
+    .await;
+    Err(ApiError::busy())
 }
 
 /// The label set and templates asked for, embedded once (then kept): `labels` `None` is the
@@ -254,7 +268,7 @@ fn label_params(params: &mut Params) -> Result<(Option<String>, Vec<String>, usi
 
 const LABEL_PARAMS: &[&str] = &["labels", "template", "top_k"];
 
-async fn labels(State(app): State<Arc<App>>, req: Request) -> Answer {
+async fn labels(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     let mut params = Params::parse(req.uri().query())?;
     let (labels, templates, top_k) = label_params(&mut params)?;
     params.done(LABEL_PARAMS)?;
@@ -263,7 +277,7 @@ async fn labels(State(app): State<Arc<App>>, req: Request) -> Answer {
             "give labels=… (a preset such as eurosat, or labels separated by commas)",
         ));
     };
-    let permit = enter(&app)?;
+    let permit = enter(&app, &mut req).await?;
     let classifier = classifier(&app, Some(labels), templates, &permit).await?;
     let e = image_embedding(&app, req, &permit).await?;
     Ok(Json(LabelsAnswer {
@@ -273,11 +287,11 @@ async fn labels(State(app): State<Arc<App>>, req: Request) -> Answer {
     .into_response())
 }
 
-async fn describe(State(app): State<Arc<App>>, req: Request) -> Answer {
+async fn describe(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     let mut params = Params::parse(req.uri().query())?;
     let (labels, templates, top_k) = label_params(&mut params)?;
     params.done(LABEL_PARAMS)?;
-    let permit = enter(&app)?;
+    let permit = enter(&app, &mut req).await?;
     let classifier = classifier(&app, labels, templates, &permit).await?;
     let e = image_embedding(&app, req, &permit).await?;
     let labels = classifier.ranked(&e, Some(top_k));
@@ -293,7 +307,7 @@ async fn describe(State(app): State<Arc<App>>, req: Request) -> Answer {
     Ok(Json(LabelsAnswer { labels, caption }).into_response())
 }
 
-async fn caption(State(app): State<Arc<App>>, req: Request) -> Answer {
+async fn caption(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     let mut params = Params::parse(req.uri().query())?;
     let decoding = match params.one("decode")?.as_deref().unwrap_or("greedy") {
         "greedy" => Decoding::Greedy,
@@ -315,7 +329,7 @@ async fn caption(State(app): State<Arc<App>>, req: Request) -> Answer {
             "this server has no captioner (start it with --captioner, or without --model)",
         ));
     }
-    let permit = enter(&app)?;
+    let permit = enter(&app, &mut req).await?;
     let e = image_embedding(&app, req, &permit).await?;
     let caption = app
         .batcher
@@ -331,9 +345,9 @@ struct Texts {
     texts: Vec<String>,
 }
 
-async fn embed(State(app): State<Arc<App>>, req: Request) -> Answer {
+async fn embed(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     Params::parse(req.uri().query())?.done(&[])?;
-    let permit = enter(&app)?;
+    let permit = enter(&app, &mut req).await?;
     if !is_json(req.headers()) {
         let e = image_embedding(&app, req, &permit).await?;
         return Ok(Json(EmbedAnswer {
@@ -393,7 +407,7 @@ async fn answer_search(app: Arc<App>, e: Vec<f32>, top_k: usize) -> Answer {
 
 const MAX_TOP_K: usize = 1000;
 
-async fn search_text(State(app): State<Arc<App>>, req: Request) -> Answer {
+async fn search_text(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     let mut params = Params::parse(req.uri().query())?;
     let text = params.one("text")?.unwrap_or_default();
     let top_k = params.count("top_k", 10, MAX_TOP_K)?;
@@ -402,7 +416,7 @@ async fn search_text(State(app): State<Arc<App>>, req: Request) -> Answer {
     if text.trim().is_empty() {
         return Err(ApiError::bad("give text=… (what to look for)"));
     }
-    let permit = enter(&app)?;
+    let permit = enter(&app, &mut req).await?;
     let e = app
         .batcher
         .run(&permit, move |m| {
@@ -414,12 +428,12 @@ async fn search_text(State(app): State<Arc<App>>, req: Request) -> Answer {
     answer_search(app, e, top_k).await
 }
 
-async fn search_image(State(app): State<Arc<App>>, req: Request) -> Answer {
+async fn search_image(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     let mut params = Params::parse(req.uri().query())?;
     let top_k = params.count("top_k", 10, MAX_TOP_K)?;
     params.done(&["top_k"])?;
     no_index(&app)?;
-    let permit = enter(&app)?;
+    let permit = enter(&app, &mut req).await?;
     let e = image_embedding(&app, req, &permit).await?;
     drop(permit);
     answer_search(app, e, top_k).await

@@ -622,6 +622,60 @@ fn the_token_guards_everything_but_the_page_and_health() {
     assert!(r.stderr.contains("at least 8 characters"), "{}", r.stderr);
 }
 
+/// A request whose body is only half sent: it holds a place in the server's queue (taken
+/// before the body is read) until [`HeldRequest::finish`] sends the rest.
+struct HeldRequest {
+    stream: TcpStream,
+    rest: Vec<u8>,
+}
+
+fn hold(server: &Server, path: &str, body: &[u8]) -> HeldRequest {
+    let depth = || queue_depth(server);
+    let before = depth();
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let half = body.len() / 2;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&body[..half]).unwrap();
+    let start = Instant::now();
+    while depth() == before {
+        assert!(start.elapsed() < Duration::from_secs(10), "never admitted");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    HeldRequest {
+        stream,
+        rest: body[half..].to_vec(),
+    }
+}
+
+impl HeldRequest {
+    fn finish(mut self) -> u16 {
+        self.stream.write_all(&self.rest).unwrap();
+        let mut answer = Vec::new();
+        self.stream.read_to_end(&mut answer).unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        text.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+/// A number of `/metrics` (the value after `name `).
+fn metric(server: &Server, name: &str) -> f64 {
+    let text = String::from_utf8(get(&server.url("/metrics"), None).body).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in {text}"))
+}
+
+fn queue_depth(server: &Server) -> usize {
+    metric(server, "skyscribe_queue_depth") as usize
+}
+
 #[test]
 fn concurrent_requests_share_forward_passes_and_get_their_own_answers() {
     let server = Server::start(&["--no-caption", "--max-batch", "8", "--max-wait-ms", "300"]);
@@ -637,48 +691,34 @@ fn concurrent_requests_share_forward_passes_and_get_their_own_answers() {
     .chain([sample()])
     .collect();
     let url = server.url("/v1/labels?labels=eurosat&top_k=10");
-    // Alone first (one at a time: batches of one).
-    let alone: Vec<Vec<f32>> = images
-        .iter()
-        .map(|p| scores(&post(&url, "application/octet-stream", &std::fs::read(p).unwrap()).json()))
-        .collect();
-    // Then all at once.
+    let score = |p: &PathBuf| {
+        scores(&post(&url, "application/octet-stream", &std::fs::read(p).unwrap()).json())
+    };
+    // One at a time: nobody else is admitted, so no batch waits (batches of one).
+    let alone: Vec<Vec<f32>> = images.iter().map(score).collect();
+    assert_eq!(metric(&server, "skyscribe_batch_size_count"), 6.0);
+    // All at once, while a slow upload holds a place: the model thread waits up to 300 ms for
+    // the requests admitted, and they share forward passes.
+    let held = hold(
+        &server,
+        "/v1/labels?labels=eurosat",
+        &std::fs::read(sample()).unwrap(),
+    );
     let together: Vec<Vec<f32>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = images
-            .iter()
-            .map(|p| {
-                let url = url.clone();
-                scope.spawn(move || {
-                    scores(
-                        &post(&url, "application/octet-stream", &std::fs::read(p).unwrap()).json(),
-                    )
-                })
-            })
-            .collect();
+        let handles: Vec<_> = images.iter().map(|p| scope.spawn(|| score(p))).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
+    assert_eq!(held.finish(), 200);
     for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
         assert!(max_abs_diff(a, t) < 1e-5, "image {i}: {a:?} vs {t:?}");
     }
-    let metrics = String::from_utf8(get(&server.url("/metrics"), None).body).unwrap();
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in {metrics}"))
-    };
-    let (sum, count) = (
-        value("skyscribe_batch_size_sum"),
-        value("skyscribe_batch_size_count"),
-    );
-    assert_eq!(
-        sum as usize,
-        2 * images.len(),
-        "every image encoded once a round"
-    );
+    let sum = metric(&server, "skyscribe_batch_size_sum");
+    let count = metric(&server, "skyscribe_batch_size_count");
+    assert_eq!(sum, 13.0, "every image encoded once");
     assert!(
-        count < sum,
-        "the concurrent round shared forward passes: {count} passes for {sum} images"
+        count <= 6.0 + 3.0 + 1.0,
+        "six concurrent requests took {} forward passes",
+        count - 7.0
     );
 }
 
@@ -701,49 +741,54 @@ fn scores(answer: &Value) -> Vec<f32> {
 
 #[test]
 fn a_full_queue_sheds_load_with_503_and_recovers() {
-    // One place in the queue, and each batch waits a second for company: of several requests
-    // at once, one is admitted and the rest are shed.
-    let server = Server::start(&["--no-caption", "--max-queue", "1", "--max-wait-ms", "1000"]);
+    // One place in the queue, held by a slow upload: every other request is shed at once.
+    let server = Server::start(&["--no-caption", "--max-queue", "1"]);
     let url = server.url("/v1/labels?labels=eurosat");
     let img = std::fs::read(sample()).unwrap();
+    let held = hold(&server, "/v1/labels?labels=eurosat", &img);
     let replies: Vec<Reply> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..6)
             .map(|_| scope.spawn(|| post(&url, "image/jpeg", &img)))
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let ok = replies.iter().filter(|r| r.status == 200).count();
-    let shed: Vec<&Reply> = replies.iter().filter(|r| r.status == 503).collect();
-    assert_eq!(ok + shed.len(), 6, "only 200s and 503s");
-    assert!(
-        ok >= 1 && !shed.is_empty(),
-        "{ok} answered, {} shed",
-        shed.len()
-    );
-    for r in shed {
+    for r in &replies {
+        assert_eq!(r.status, 503);
         assert_eq!(r.retry_after.as_deref(), Some("1"));
         assert!(r.error().contains("capacity"), "{}", r.error());
     }
-    // The queue empties: the next request is answered.
+    // The held request is answered, and the queue empties: the next request is answered.
+    assert_eq!(held.finish(), 200);
     assert_eq!(post(&url, "image/jpeg", &img).status, 200);
+    assert_eq!(queue_depth(&server), 0);
+    assert!(
+        metric(
+            &server,
+            "skyscribe_http_requests_total{route=\"/v1/labels\",status=\"503\"}"
+        ) == 6.0
+    );
 }
 
 #[test]
 fn sigterm_lets_requests_in_flight_finish() {
-    let server = Server::start(&["--no-caption", "--max-wait-ms", "1500"]);
-    let url = server.url("/v1/labels?labels=eurosat");
+    let server = Server::start(&["--no-caption"]);
     let img = std::fs::read(sample()).unwrap();
-    let in_flight = std::thread::spawn(move || post(&url, "image/jpeg", &img));
-    // The request is waiting 1.5 s for company when the signal comes.
-    std::thread::sleep(Duration::from_millis(400));
+    let held = hold(&server, "/v1/labels?labels=eurosat", &img);
+    let addr = server.addr();
+    let pid = server.child.id();
+    Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    // No new connections once the signal is handled...
+    let start = Instant::now();
+    while TcpStream::connect(&addr).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(10), "still accepting");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // ...but the request in flight is answered.
+    assert_eq!(held.finish(), 200);
     let (code, log) = server.stop();
-    let reply = in_flight.join().unwrap();
-    assert_eq!(
-        reply.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
     assert_eq!(code, Some(0), "{log}");
     assert!(log.contains("finishing the requests in flight"), "{log}");
 }
