@@ -3,7 +3,8 @@
 #   1. throughput with 1 and 16 clients, with batching (--max-batch 32) and without (1);
 #   2. 32 clients for 30 s on /v1/labels with EuroSAT images (the README's main row);
 #   3. past capacity: 256 clients against a queue of 64 — 503s shed the excess, accepted
-#      requests stay fast, memory stays flat — and the server answers normally afterwards.
+#      requests stay fast, memory stays flat — and the server answers normally afterwards;
+#      once with clients that retry at once, once with clients that honour Retry-After.
 # Usage: scripts/load-test.sh [OUT_DIR]   (needs ../shared/data/eurosat; ~4 minutes)
 # Prints each run as a JSON line, also appended to OUT_DIR/load.jsonl.
 set -euo pipefail
@@ -39,11 +40,12 @@ start_server() { # flags…
 stop_server() {
   kill -TERM "$server_pid" && wait "$server_pid" || true
 }
-record() { # label clients seconds: a run, printed and appended to load.jsonl with its label
+record() { # label clients seconds [flags…]: a run, printed and appended to load.jsonl with its label
   local label=$1 clients=$2 seconds=$3
+  shift 3
   echo "== $label"
   "$bin" bench --http "http://$addr/v1/labels?labels=eurosat" --clients "$clients" \
-    --duration-s "$seconds" --server-pid "$server_pid" "${images_flag[@]}" --jsonl |
+    --duration-s "$seconds" --server-pid "$server_pid" "${images_flag[@]}" --jsonl "$@" |
     sed "s|^{|{\"run\":\"$label\",|" | tee -a "$out/load.jsonl"
 }
 
@@ -62,6 +64,8 @@ stop_server
 start_server --max-queue 64
 record "past capacity: 256 clients, queue 64, 20 s" 256 20
 record "afterwards: 1 client, 5 s" 1 5
+record "past capacity, clients honour Retry-After: 256 clients, 20 s" 256 20 --honour-retry-after
+record "afterwards: 1 client, 5 s (2)" 1 5
 grep -o 'skyscribe_queue_depth [0-9]*' <(curl -s "http://$addr/metrics") || true
 stop_server
 echo "written: $out/load.jsonl"

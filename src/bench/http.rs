@@ -27,6 +27,9 @@ pub struct LoadOptions {
     pub token: Option<String>,
     /// The server's process id, to sample its memory.
     pub server_pid: Option<u32>,
+    /// After a 503, wait the `Retry-After` seconds the server asks for (as a well-behaved
+    /// client does) instead of sending the next request at once.
+    pub honour_retry_after: bool,
 }
 
 /// What the run saw.
@@ -131,16 +134,23 @@ pub fn run(o: &LoadOptions) -> Result<LoadReport> {
                             req = req.set("Authorization", &format!("Bearer {t}"));
                         }
                         let t0 = Instant::now();
-                        let status = match req.send_bytes(body) {
+                        let (status, retry_after) = match req.send_bytes(body) {
                             Ok(r) | Err(ureq::Error::Status(_, r)) => {
                                 let status = r.status();
+                                let retry = r.header("retry-after").and_then(|v| v.parse().ok());
                                 // Read the answer whole so the connection is reused.
                                 let _ = r.into_reader().read_to_end(&mut Vec::new());
-                                status
+                                (status, retry)
                             }
-                            Err(_) => 0,
+                            Err(_) => (0, None),
                         };
                         mine.push((status, t0.elapsed().as_secs_f64() * 1e3));
+                        if status == 503 && o.honour_retry_after {
+                            let wait = Duration::from_secs_f64(retry_after.unwrap_or(1.0));
+                            std::thread::sleep(
+                                wait.min(o.duration.saturating_sub(start.elapsed())),
+                            );
+                        }
                         if status == 0 {
                             std::thread::sleep(Duration::from_millis(10));
                         }
@@ -219,6 +229,7 @@ mod tests {
             duration: Duration::from_millis(1),
             token: None,
             server_pid: None,
+            honour_retry_after: false,
         };
         let err = run(&o).unwrap_err().to_string();
         assert!(err.contains("loopback only"), "{err}");

@@ -73,6 +73,10 @@ pub struct BenchArgs {
     /// The server's process id, with --http: its resident memory is sampled during the run.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// With --http: after a 503, wait the Retry-After the server asks for (default: send the
+    /// next request at once, the harshest client).
+    #[arg(long)]
+    honour_retry_after: bool,
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
@@ -233,6 +237,7 @@ fn load(a: &BenchArgs, url: &str, out: &mut Out) -> Result<usize> {
         duration: std::time::Duration::from_secs_f64(a.duration_s),
         token: a.token.clone(),
         server_pid: a.server_pid,
+        honour_retry_after: a.honour_retry_after,
     })?;
     out.record(a.jsonl, &r, || {
         let statuses: Vec<String> = r.statuses.iter().map(|(s, n)| format!("{s}: {n}")).collect();
