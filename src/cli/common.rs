@@ -123,6 +123,34 @@ pub struct VocabularyArgs {
     pub templates: Vec<String>,
 }
 
+/// The captioner of commands that caption by default (`describe`, `serve`).
+#[derive(Args)]
+pub struct CaptionerArgs {
+    /// A captioner directory: also caption (default: the built-in skyscribe-mini-captioner
+    /// when --model is not given).
+    #[arg(long)]
+    pub captioner: Option<String>,
+    /// Labels only, no caption.
+    #[arg(long, conflicts_with = "captioner")]
+    pub no_caption: bool,
+    /// Use --model with the captioner even though it was trained on another CLIP.
+    #[arg(long)]
+    pub force_clip: bool,
+}
+
+impl CaptionerArgs {
+    /// The captioner to load, if any. The built-in captioner reads the built-in CLIP: it is the
+    /// default only with it (no `--model`).
+    pub fn spec(&self, model: Option<&str>) -> Option<String> {
+        match (&self.captioner, model, self.no_caption) {
+            (_, _, true) => None,
+            (Some(c), _, _) => Some(c.clone()),
+            (None, None, false) => Some(skyscribe::builtin::MINI_CAPTIONER.to_string()),
+            (None, Some(_), false) => None,
+        }
+    }
+}
+
 /// CLIP for a run that may caption: `--model`, else the CLIP the captioner was trained with
 /// (the built-in captioner reads the built-in CLIP), checked against the captioner.
 pub fn clip_for(

@@ -11,7 +11,8 @@ use skyscribe::labels::{LabelSet, Templates};
 use skyscribe::zeroshot::{LabelScore, ZeroShotClassifier};
 
 use super::common::{
-    CommonArgs, VocabularyArgs, clip_for, for_each_image, gather, labels_or_vocabulary, positive,
+    CaptionerArgs, CommonArgs, VocabularyArgs, clip_for, for_each_image, gather,
+    labels_or_vocabulary, positive,
 };
 use super::output::{Out, fit, report};
 
@@ -24,16 +25,8 @@ pub struct DescribeArgs {
     /// How many labels to show per image.
     #[arg(long, default_value_t = 5, value_parser = positive)]
     top_k: usize,
-    /// A captioner directory: also write a caption under the labels (default: the built-in
-    /// skyscribe-mini-captioner when --model is not given).
-    #[arg(long)]
-    captioner: Option<String>,
-    /// Labels only, no caption.
-    #[arg(long, conflicts_with = "captioner")]
-    no_caption: bool,
-    /// Use --model with the captioner even though it was trained on another CLIP.
-    #[arg(long)]
-    force_clip: bool,
+    #[command(flatten)]
+    captioner: CaptionerArgs,
     /// Image files or folders (walked recursively).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -61,20 +54,14 @@ pub struct LabelsArgs {
 }
 
 pub fn describe(a: DescribeArgs) -> Result<usize> {
-    // The built-in captioner reads the built-in CLIP: it is the default only with it.
-    let captioner = match (&a.captioner, &a.common.model, a.no_caption) {
-        (_, _, true) => None,
-        (Some(c), _, _) => Some(c.clone()),
-        (None, None, false) => Some(skyscribe::builtin::MINI_CAPTIONER.to_string()),
-        (None, Some(_), false) => None,
-    };
+    let captioner = a.captioner.spec(a.common.model.as_deref());
     let run = LabelRun {
         labels: a.vocabulary.labels.as_deref(),
         templates: &a.vocabulary.templates,
         top_k_json: Some(a.top_k),
         top_k_table: a.top_k,
         captioner: captioner.as_deref(),
-        force_clip: a.force_clip,
+        force_clip: a.captioner.force_clip,
     };
     label_images(&a.common, &run, &a.inputs)
 }

@@ -11,7 +11,7 @@ use clap::Args;
 use skyscribe::caption::Captioner;
 use skyscribe::serve::{BatchSettings, Models, ServeConfig, ServedIndex};
 
-use super::common::{CommonArgs, DeviceArg, clip_for, positive};
+use super::common::{CaptionerArgs, CommonArgs, DeviceArg, clip_for, positive};
 use super::output::report;
 
 #[derive(Args)]
@@ -24,16 +24,10 @@ pub struct ServeArgs {
     /// else the built-in skyscribe-mini).
     #[arg(long)]
     model: Option<String>,
-    /// A captioner directory for captions (default: the built-in skyscribe-mini-captioner when
-    /// --model is not given).
-    #[arg(long)]
-    captioner: Option<String>,
-    /// No captioner: /v1/describe answers labels only, /v1/caption is refused.
-    #[arg(long, conflicts_with = "captioner")]
-    no_caption: bool,
-    /// Use --model with the captioner even though it was trained on another CLIP.
-    #[arg(long)]
-    force_clip: bool,
+    /// The captioner of /v1/describe and /v1/caption (with --no-caption, /v1/describe answers
+    /// labels only and /v1/caption is refused).
+    #[command(flatten)]
+    captioner: CaptionerArgs,
     /// An index folder to search (`skyscribe index build`); repeat to search several together.
     #[arg(long = "index")]
     indexes: Vec<PathBuf>,
@@ -102,16 +96,11 @@ pub fn run(a: ServeArgs) -> Result<usize> {
     // Settings are checked before any model is loaded.
     config.check()?;
     let dev = a.device.device()?;
-    // As `describe`: the built-in captioner reads the built-in CLIP, so it is the default only
-    // with it.
-    let captioner = match (&a.captioner, &a.model, a.no_caption) {
-        (_, _, true) => None,
-        (Some(c), _, _) => Some(c.clone()),
-        (None, None, false) => Some(skyscribe::builtin::MINI_CAPTIONER.to_string()),
-        (None, Some(_), false) => None,
-    }
-    .map(|c| Captioner::load_spec(&c, &dev))
-    .transpose()?;
+    let captioner = a
+        .captioner
+        .spec(a.model.as_deref())
+        .map(|c| Captioner::load_spec(&c, &dev))
+        .transpose()?;
     let common = CommonArgs {
         model: a.model.clone(),
         jsonl: false,
@@ -120,7 +109,7 @@ pub fn run(a: ServeArgs) -> Result<usize> {
         max_pixels: a.max_pixels,
         device: a.device,
     };
-    let clip = clip_for(&common, captioner.as_ref(), a.force_clip, &dev)?;
+    let clip = clip_for(&common, captioner.as_ref(), a.captioner.force_clip, &dev)?;
     let indexes = a
         .indexes
         .iter()

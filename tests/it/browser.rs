@@ -4,7 +4,7 @@
 //! without chromedriver; under `CI=true` that is a failure (`.ci/run` installs it).
 
 use crate::common;
-use crate::serve::{Server, get};
+use crate::serve::{Server, fixture_index, get};
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -53,17 +53,7 @@ fn the_page_labels_captions_and_searches_in_a_real_browser() {
     let Some(driver_bin) = chromedriver() else {
         return;
     };
-    let dir = scratch("serve-browser");
-    let index = dir.join("index");
-    let images = fixtures().join("images");
-    let r = skyscribe(&[
-        "index",
-        "build",
-        "--index",
-        index.to_str().unwrap(),
-        images.to_str().unwrap(),
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let index = fixture_index(&scratch("serve-browser"));
     let server = Server::start(&["--index", index.to_str().unwrap()]);
     let sample = repo().join("assets/samples/eurosat-river.jpg");
     let api = crate::serve::post(

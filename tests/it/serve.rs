@@ -208,8 +208,25 @@ fn cli_json(args: &[&str]) -> Vec<Value> {
     json_lines(&r.stdout)
 }
 
+/// `GET /v1/search?text=a river&top_k=3` answers what `search --jsonl` prints; the answer.
+fn search_like_the_cli(server: &Server, index: &Path) -> Value {
+    let cli = cli_json(&[
+        "search",
+        "--index",
+        s(index),
+        "--text",
+        "a river",
+        "--top-k",
+        "3",
+        "--jsonl",
+    ]);
+    let api = get(&server.url("/v1/search?text=a%20river&top_k=3"), None).json();
+    assert_eq!(api["results"], Value::Array(cli), "search by text");
+    api
+}
+
 /// An index of the fixture images with the built-in CLIP.
-fn fixture_index(dir: &Path) -> PathBuf {
+pub fn fixture_index(dir: &Path) -> PathBuf {
     let index = dir.join("index");
     let images = fixtures().join("images");
     let r = skyscribe(&["index", "build", "--index", s(&index), s(&images)]);
@@ -304,18 +321,7 @@ fn every_endpoint_answers_what_the_command_line_prints() {
     }
 
     // /v1/search = `search --jsonl`, by text and by image.
-    let cli = cli_json(&[
-        "search",
-        "--index",
-        s(&index),
-        "--text",
-        "a river",
-        "--top-k",
-        "3",
-        "--jsonl",
-    ]);
-    let api = get(&server.url("/v1/search?text=a%20river&top_k=3"), None).json();
-    assert_eq!(api["results"], Value::Array(cli), "search by text");
+    search_like_the_cli(&server, &index);
     let cli = cli_json(&[
         "search",
         "--index",
@@ -811,18 +817,7 @@ fn scene_tiles_are_found_with_their_bounds_and_shown_cut_from_the_scene() {
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let server = Server::start(&["--index", s(&index), "--no-caption"]);
-    let api = get(&server.url("/v1/search?text=a%20river&top_k=3"), None).json();
-    let cli = cli_json(&[
-        "search",
-        "--index",
-        s(&index),
-        "--text",
-        "a river",
-        "--top-k",
-        "3",
-        "--jsonl",
-    ]);
-    assert_eq!(api["results"], Value::Array(cli));
+    let api = search_like_the_cli(&server, &index);
     let best = &api["results"][0];
     assert_eq!(best["bounds"].as_array().unwrap().len(), 4, "{best}");
     let chip: Vec<u32> = best["chip"]
