@@ -99,8 +99,10 @@ pub(crate) struct App {
     pub metrics: Arc<metrics::Metrics>,
     pub indexes: search::Indexes,
     pub config: ServeConfig,
-    /// How uploads are decoded (the pixel cap; the indexes' bands).
+    /// How uploads are decoded (the pixel cap).
     pub decode: DecodeOptions,
+    /// How images searched with are decoded: as the indexes were built (their bands).
+    pub search_decode: DecodeOptions,
     /// Images being decoded at once.
     pub decoders: tokio::sync::Semaphore,
     /// Label sets already embedded, by (labels, templates) as asked.
@@ -181,9 +183,12 @@ pub fn run(
     config.check()?;
     let indexes = search::Indexes::new(indexes)?;
     let decode = DecodeOptions {
-        bands: indexes.bands(),
         max_pixels: config.max_pixels,
         ..DecodeOptions::default()
+    };
+    let search_decode = DecodeOptions {
+        bands: indexes.bands(),
+        ..decode.clone()
     };
     let admission = batcher::Admission::new(config.max_queue);
     let metrics = Arc::new(metrics::Metrics::new(admission.clone()));
@@ -203,6 +208,7 @@ pub fn run(
         indexes,
         config: config.clone(),
         decode,
+        search_decode,
         decoders: tokio::sync::Semaphore::new(cores),
         classifiers: Mutex::new(HashMap::new()),
     });

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 
 use super::App;
+use crate::imagery::DecodeOptions;
 
 /// An error answer: a status and a message for people.
 #[derive(Debug)]
@@ -205,13 +206,18 @@ async fn multipart_image(content_type: &str, body: Bytes) -> Result<Bytes, ApiEr
     Err(ApiError::bad("the multipart form has no field named image"))
 }
 
-/// Decodes and preprocesses an uploaded image on the blocking pool (a few at a time): the
-/// `(3, S, S)` floats the vision tower takes. Past the pixel cap: 413; unreadable: 400.
-pub async fn pixels(app: &Arc<App>, bytes: Bytes) -> Result<Vec<f32>, ApiError> {
+/// Decodes (with `decode`) and preprocesses an uploaded image on the blocking pool (a few at a
+/// time): the `(3, S, S)` floats the vision tower takes. Past the pixel cap: 413; unreadable:
+/// 400.
+pub async fn pixels(
+    app: &Arc<App>,
+    bytes: Bytes,
+    decode: &DecodeOptions,
+) -> Result<Vec<f32>, ApiError> {
     let _slot = app.decoders.acquire().await.map_err(|_| ApiError::busy())?;
-    let app2 = app.clone();
+    let (app2, decode) = (app.clone(), decode.clone());
     let decoded = tokio::task::spawn_blocking(move || {
-        let img = crate::imagery::decode_rgb(&bytes, &app2.decode)?;
+        let img = crate::imagery::decode_rgb(&bytes, &decode)?;
         app2.models.clip.preprocessor.preprocess(&img)
     })
     .await;

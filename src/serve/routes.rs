@@ -17,6 +17,7 @@ use super::App;
 use super::batcher::Permit;
 use super::request::{ApiError, Params, image_bytes, is_json, pixels, read_body};
 use crate::caption::Decoding;
+use crate::imagery::DecodeOptions;
 use crate::labels::LabelSet;
 use crate::zeroshot::{LabelScore, ZeroShotClassifier};
 
@@ -243,15 +244,16 @@ async fn classifier(
     Ok(built)
 }
 
-/// The embedding of the request's image.
+/// The embedding of the request's image, decoded with `decode`.
 async fn image_embedding(
     app: &Arc<App>,
     req: Request,
     permit: &Permit,
+    decode: &DecodeOptions,
 ) -> Result<Vec<f32>, ApiError> {
     let (parts, body) = req.into_parts();
     let bytes = image_bytes(app, &parts.headers, body).await?;
-    let pixels = pixels(app, bytes).await?;
+    let pixels = pixels(app, bytes, decode).await?;
     app.batcher
         .image(pixels, permit)
         .await
@@ -279,7 +281,7 @@ async fn labels(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     };
     let permit = enter(&app, &mut req).await?;
     let classifier = classifier(&app, Some(labels), templates, &permit).await?;
-    let e = image_embedding(&app, req, &permit).await?;
+    let e = image_embedding(&app, req, &permit, &app.decode).await?;
     Ok(Json(LabelsAnswer {
         labels: classifier.ranked(&e, Some(top_k)),
         caption: None,
@@ -293,7 +295,7 @@ async fn describe(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     params.done(LABEL_PARAMS)?;
     let permit = enter(&app, &mut req).await?;
     let classifier = classifier(&app, labels, templates, &permit).await?;
-    let e = image_embedding(&app, req, &permit).await?;
+    let e = image_embedding(&app, req, &permit, &app.decode).await?;
     let labels = classifier.ranked(&e, Some(top_k));
     let caption = match app.models.captioner {
         Some(_) => Some(
@@ -330,7 +332,7 @@ async fn caption(State(app): State<Arc<App>>, mut req: Request) -> Answer {
         ));
     }
     let permit = enter(&app, &mut req).await?;
-    let e = image_embedding(&app, req, &permit).await?;
+    let e = image_embedding(&app, req, &permit, &app.decode).await?;
     let caption = app
         .batcher
         .caption(e, decoding, &permit)
@@ -349,7 +351,7 @@ async fn embed(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     Params::parse(req.uri().query())?.done(&[])?;
     let permit = enter(&app, &mut req).await?;
     if !is_json(req.headers()) {
-        let e = image_embedding(&app, req, &permit).await?;
+        let e = image_embedding(&app, req, &permit, &app.decode).await?;
         return Ok(Json(EmbedAnswer {
             embeddings: vec![e],
         })
@@ -434,7 +436,7 @@ async fn search_image(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     params.done(&["top_k"])?;
     no_index(&app)?;
     let permit = enter(&app, &mut req).await?;
-    let e = image_embedding(&app, req, &permit).await?;
+    let e = image_embedding(&app, req, &permit, &app.search_decode).await?;
     drop(permit);
     answer_search(app, e, top_k).await
 }
@@ -448,7 +450,7 @@ async fn thumbnail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answe
     };
     let _slot = app.decoders.acquire().await.map_err(|_| ApiError::busy())?;
     let app2 = app.clone();
-    let jpeg = tokio::task::spawn_blocking(move || app2.indexes.thumbnail(&image, &app2.decode))
+    let jpeg = tokio::task::spawn_blocking(move || app2.indexes.thumbnail(&image))
         .await
         .map_err(|e| ApiError::internal(&anyhow::anyhow!("thumbnail failed: {e}")))?
         .map_err(|e| ApiError::internal(&e.context(format!("the thumbnail of {id:?}"))))?;

@@ -162,8 +162,13 @@ impl Indexes {
         })
     }
 
-    /// A JPEG thumbnail of the item `id` (see [`sheet::thumbnail`]).
-    pub fn thumbnail(&self, image: &ImageRef, decode: &DecodeOptions) -> Result<Vec<u8>> {
-        sheet::thumbnail(image, decode, &self.tiles)
+    /// A JPEG thumbnail of an indexed image (see [`sheet::thumbnail`]), read as the index
+    /// read it (its bands; the command line's pixel cap, not the uploads').
+    pub fn thumbnail(&self, image: &ImageRef) -> Result<Vec<u8>> {
+        let decode = DecodeOptions {
+            bands: self.bands(),
+            ..DecodeOptions::default()
+        };
+        sheet::thumbnail(image, &decode, &self.tiles)
     }
 }
