@@ -47,9 +47,12 @@ struct SearchAnswer {
     results: Vec<super::search::Hit>,
 }
 
-/// Labels, templates and texts a request may ask for at once (each costs a text forward pass).
+/// Labels, templates, prompts (labels × wordings × templates) and texts a request may ask for
+/// at once: each prompt and text costs the model thread a text forward pass, which every other
+/// request waits for.
 const MAX_LABELS: usize = 512;
 const MAX_TEMPLATES: usize = 32;
+const MAX_PROMPTS: usize = 2048;
 const MAX_TEXTS: usize = 256;
 /// Embedded label sets kept (by labels and templates as asked).
 const CLASSIFIERS_KEPT: usize = 64;
@@ -229,6 +232,12 @@ async fn classifier(
         .defaults
         .templates(&templates, &clip.source.spec)
         .map_err(|e| ApiError::bad(format!("template: {e:#}")))?;
+    let prompts: usize = set.labels.iter().map(|l| templates.prompts(l).len()).sum();
+    if prompts > MAX_PROMPTS {
+        return Err(ApiError::bad(format!(
+            "{prompts} prompts (labels × wordings × templates): at most {MAX_PROMPTS} at once"
+        )));
+    }
     let built = app
         .batcher
         .run(permit, move |m| {

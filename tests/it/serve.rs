@@ -515,6 +515,18 @@ fn bad_input_gets_its_status_and_never_takes_the_server_down() {
         );
         assert!(r.error().contains(message), "{query}: {}", r.error());
     }
+    // 200 labels × 12 templates: more text forward passes than one request may ask for.
+    let many: Vec<String> = (0..200).map(|i| format!("thing{i}")).collect();
+    let r = post(
+        &server.url(&format!(
+            "/v1/labels?labels={}&template=remote-sensing&template=satellite&template=aerial&template=eurosat",
+            many.join("%2C")
+        )),
+        "image/jpeg",
+        &img,
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.error().contains("2400 prompts"), "{}", r.error());
     for (body, message) in [
         (&br#"{"texts": []}"#[..], "give 1 to 256 texts"),
         (br#"{"texts": ["ok", " "]}"#, "texts[1] is empty"),
