@@ -139,6 +139,7 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         .get::<MatchedPath>()
         .map_or("unmatched", |m| m.as_str())
         .to_string();
+    let method = req.method().clone();
     let authorized = match &app.config.token {
         None => true,
         Some(token) => {
@@ -155,6 +156,12 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
         ApiError::unauthorized().into_response()
     } else {
         match tokio::time::timeout(app.config.request_timeout, next.run(req)).await {
+            // The router's own 405 has an empty body; errors here are JSON.
+            Ok(r) if r.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+                r.status(),
+                format!("{method} is not allowed on {route} (see /openapi.json)"),
+            )
+            .into_response(),
             Ok(r) => r,
             Err(_) => ApiError::new(
                 axum::http::StatusCode::REQUEST_TIMEOUT,

@@ -541,6 +541,13 @@ fn bad_input_gets_its_status_and_never_takes_the_server_down() {
     assert_eq!(r.status, 404);
     assert!(r.error().contains("no index is served"));
     assert_eq!(get(&server.url("/v2/labels"), None).status, 404);
+    let r = get(&server.url("/v1/labels"), None);
+    assert_eq!(r.status, 405);
+    assert!(
+        r.error().contains("GET is not allowed on /v1/labels"),
+        "{}",
+        r.error()
+    );
 
     // Malformed multipart forms.
     let (ct, mut body) = multipart("image", &img);
