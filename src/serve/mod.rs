@@ -178,9 +178,9 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     response
 }
 
-/// Loads nothing, checks nothing: serves `models` and `indexes` under `config` until SIGTERM
-/// or Ctrl-C, then lets requests in flight finish. `ready` is called with the bound address
-/// (a port of 0 picks a free one).
+/// Serves `models` and `indexes` (loaded by the caller) under `config` (checked here) until
+/// SIGTERM or Ctrl-C, then lets requests in flight finish. `ready` is called with the bound
+/// address (a port of 0 picks a free one).
 pub fn run(
     config: ServeConfig,
     models: Models,
@@ -236,7 +236,13 @@ pub fn run(
     // Requests are done and the router (with the batcher's sender) dropped: the model thread
     // drains its queue and ends.
     runtime.shutdown_timeout(Duration::from_secs(5));
-    let _ = worker.join();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !worker.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !worker.is_finished() {
+        log("the model thread is still busy; not waiting for it");
+    }
     log("stopped");
     served
 }
@@ -248,8 +254,8 @@ const MAX_CONNECTIONS: usize = 1024;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections until SIGTERM / Ctrl-C, then waits for those open to finish their
-/// requests (for at most `drain`). (Written out instead of `axum::serve`, which sets no header timeout: a client
-/// sending headers byte by byte would hold its connection forever.)
+/// requests (for at most `drain`). (Written out instead of `axum::serve`, which sets no header
+/// timeout: a client sending headers byte by byte would hold its connection forever.)
 async fn serve_connections(listener: tokio::net::TcpListener, router: Router, drain: Duration) {
     use hyper_util::rt::{TokioIo, TokioTimer};
     let mut http = hyper::server::conn::http1::Builder::new();

@@ -54,7 +54,7 @@ impl ApiError {
         )
     }
 
-    /// A failure of ours, not the request's: logged in full, answered in short.
+    /// A failure of ours, not the request's: logged, and answered with its message.
     pub fn internal(e: &anyhow::Error) -> Self {
         super::log(&format!("internal error: {e:#}"));
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}"))
