@@ -5,7 +5,9 @@
 #   3. past capacity: 256 clients against a queue of 64 — 503s shed the excess, accepted
 #      requests stay fast, memory stays flat — and the server answers normally afterwards;
 #      once with clients that retry at once, once with clients that honour Retry-After.
-# Usage: scripts/load-test.sh [OUT_DIR]   (needs ../shared/data/eurosat; ~4 minutes)
+#   4. with MODEL=DIR set, step 1 again (15 s runs) with that CLIP (e.g. the ViT-B/32-shaped
+#      model the README names), where the model, not the server, is the bound.
+# Usage: [MODEL=DIR] scripts/load-test.sh [OUT_DIR]   (needs ../shared/data/eurosat; ~4 minutes)
 # Prints each run as a JSON line, also appended to OUT_DIR/load.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,10 +27,11 @@ for class in "$data"/*/; do
   for f in "${files[@]:0:52}"; do ln -s "$(realpath "$f")" "$images/"; done
 done
 images_flag=(--images "$images" --limit 512)
+model_flag=() # the built-in mini CLIP
 
 server_pid=""
 start_server() { # flags…
-  "$bin" serve --addr 127.0.0.1:0 --no-caption "$@" 2> "$out/server.log" &
+  "$bin" serve --addr 127.0.0.1:0 --no-caption "${model_flag[@]}" "$@" 2> "$out/server.log" &
   server_pid=$!
   for _ in $(seq 600); do
     addr=$(grep -o 'listening on http://[0-9.:]*' "$out/server.log" | sed 's|listening on http://||' || true)
@@ -68,4 +71,14 @@ record "past capacity, clients honour Retry-After: 256 clients, 20 s" 256 20 --h
 record "afterwards: 1 client, 5 s (2)" 1 5
 grep -o 'skyscribe_queue_depth [0-9]*' <(curl -s "http://$addr/metrics") || true
 stop_server
+
+if [ -n "${MODEL:-}" ]; then
+  model_flag=(--model "$MODEL")
+  for batch in 1 32; do
+    start_server --max-batch "$batch"
+    record "$MODEL, max-batch $batch, 1 client" 1 15
+    record "$MODEL, max-batch $batch, 16 clients" 16 15
+    stop_server
+  done
+fi
 echo "written: $out/load.jsonl"
