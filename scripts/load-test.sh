@@ -2,8 +2,9 @@
 # The load test of `skyscribe serve` in the README, on loopback only, bounded in count and time:
 #   1. throughput with 1 and 16 clients, with batching (--max-batch 32) and without (1);
 #   2. 32 clients for 30 s on /v1/labels with EuroSAT images (the README's main row);
-#   3. past capacity: 256 clients against a queue of 64 — 503s shed the excess, accepted
-#      requests stay fast, memory stays flat — and the server answers normally afterwards;
+#   3. past capacity: 256 clients against a queue of 64 — 503s shed the excess, the accepted
+#      requests' latency stays bounded, memory stays flat — and the server answers normally
+#      afterwards;
 #      once with clients that retry at once, once with clients that honour Retry-After.
 #   4. with MODEL=DIR set, step 1 again (15 s runs) with that CLIP (e.g. the ViT-B/32-shaped
 #      model the README names), where the model, not the server, is the bound.
