@@ -40,6 +40,24 @@ fn chromedriver() -> Option<PathBuf> {
     found
 }
 
+/// How long the page may take to show what is waited for.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Waits until an element `what` locates is on the page; `what_for` says what in the failure.
+async fn appears(client: &fantoccini::Client, what: Locator<'_>, what_for: &str) {
+    client
+        .wait()
+        .at_most(WAIT)
+        .for_element(what)
+        .await
+        .unwrap_or_else(|e| panic!("{what_for}: {e}"));
+}
+
+/// The text of the first element `what` locates.
+async fn text_of(client: &fantoccini::Client, what: Locator<'_>) -> String {
+    client.find(what).await.unwrap().text().await.unwrap()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -107,48 +125,28 @@ fn the_page_labels_captions_and_searches_in_a_real_browser() {
             }
         };
         client.goto(&server.url("/")).await.unwrap();
-        let wait = Duration::from_secs(60);
-        client
-            .wait()
-            .at_most(wait)
-            .for_element(Locator::XPath("//span[@id='model'][contains(., 'CLIP')]"))
-            .await
-            .expect("the page shows the model");
+        appears(
+            &client,
+            Locator::XPath("//span[@id='model'][contains(., 'CLIP')]"),
+            "the page shows the model",
+        )
+        .await;
 
         // Describe: choose the sample; labels as bars and the caption appear.
         let file = client.find(Locator::Id("file")).await.unwrap();
         file.send_keys(sample.to_str().unwrap()).await.unwrap();
-        client
-            .wait()
-            .at_most(wait)
-            .for_element(Locator::Css("#labels .label-row"))
-            .await
-            .expect("labels appear");
-        client
-            .wait()
-            .at_most(wait)
-            .for_element(Locator::XPath(
-                "//p[@id='caption'][string-length(normalize-space(.)) > 3]",
-            ))
-            .await
-            .expect("the caption appears");
+        appears(&client, Locator::Css("#labels .label-row"), "labels appear").await;
+        appears(
+            &client,
+            Locator::XPath("//p[@id='caption'][string-length(normalize-space(.)) > 3]"),
+            "the caption appears",
+        )
+        .await;
         let rows = client.find_all(Locator::Css("#labels .label-row")).await.unwrap();
         assert_eq!(rows.len(), 5);
-        let first = client
-            .find(Locator::Css("#labels .label-row .label-name"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let first = text_of(&client, Locator::Css("#labels .label-row .label-name")).await;
         assert_eq!(first, api["labels"][0]["label"].as_str().unwrap());
-        let caption = client
-            .find(Locator::Id("caption"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let caption = text_of(&client, Locator::Id("caption")).await;
         assert_eq!(caption, api["caption"].as_str().unwrap().trim());
         std::fs::write(
             shots.join("serve-describe.png"),
@@ -166,12 +164,7 @@ fn the_page_labels_captions_and_searches_in_a_real_browser() {
             .click()
             .await
             .unwrap();
-        client
-            .wait()
-            .at_most(wait)
-            .for_element(Locator::Css("#results figure img"))
-            .await
-            .expect("results appear");
+        appears(&client, Locator::Css("#results figure img"), "results appear").await;
         // Every thumbnail loaded (the page asks the server for them by id).
         let start = Instant::now();
         loop {
@@ -186,7 +179,7 @@ fn the_page_labels_captions_and_searches_in_a_real_browser() {
             if loaded.as_u64().unwrap_or(0) == 5 {
                 break;
             }
-            assert!(start.elapsed() < wait, "thumbnails did not load: {loaded}");
+            assert!(start.elapsed() < WAIT, "thumbnails did not load: {loaded}");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         std::fs::write(
