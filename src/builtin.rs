@@ -55,11 +55,14 @@ const CAPTIONER_FILES: Files = &[
     ),
 ];
 
+/// CLIP's BPE as a `tokenizer.json` (openai/clip-vit-base-patch32's; OpenCLIP's tokenizer uses
+/// the same vocabulary and merges).
+pub static CLIP_TOKENIZER_JSON: &[u8] = include_bytes!("../assets/tokenizers/clip/tokenizer.json");
+
 /// CLIP's own `tokenizer.json` (openai/clip-vit-base-patch32's), for models built without a
 /// folder (random-weight benchmarks).
 pub fn clip_tokenizer() -> Result<tokenizers::Tokenizer> {
-    static JSON: &[u8] = include_bytes!("../assets/tokenizers/clip/tokenizer.json");
-    tokenizers::Tokenizer::from_bytes(JSON)
+    tokenizers::Tokenizer::from_bytes(CLIP_TOKENIZER_JSON)
         .map_err(|e| anyhow::anyhow!("the built-in CLIP tokenizer: {e}"))
 }
 

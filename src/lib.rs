@@ -15,6 +15,7 @@
 //! | networks | [`models`] | CLIP, GPT-2, ClipCap mappers, one model a file, weights checked on load |
 //! | running models | [`builtin`] | the mini CLIP and captioner built into the binary (the offline default) |
 //! | | [`hub`] | model specs: a local directory, a built-in name or a Hugging Face hub id; export |
+//! | | [`openclip`] | OpenCLIP checkpoints (RemoteCLIP, GeoRSCLIP) into the Hugging Face CLIP layout |
 //! | | [`encoder`] | a CLIP model with its tokenizer and preprocessor; the batched image pipeline |
 //! | | [`cache`] | the on-disk embedding cache; embedding lists of images through it |
 //! | tasks | [`zeroshot`] | scoring images against a label set |
@@ -39,6 +40,7 @@ pub mod imagery;
 pub mod index;
 pub mod labels;
 pub mod models;
+pub mod openclip;
 pub mod progress;
 pub mod scan;
 pub mod scene;

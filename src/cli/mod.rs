@@ -7,6 +7,7 @@
 //! | `labels.rs` | `describe`, `labels` |
 //! | `embed.rs` | `embed` |
 //! | `caption.rs` | `caption`, `import-clipcap` |
+//! | `openclip.rs` | `import-openclip` |
 //! | `eval.rs` | `eval zero-shot`, `eval captions`, `eval retrieval` |
 //! | `index.rs` | `index build`, `index info`, `search`, `locate` |
 //! | `scan.rs` | `scan` |
@@ -25,6 +26,7 @@ mod eval;
 mod export;
 mod index;
 mod labels;
+mod openclip;
 mod output;
 mod scan;
 mod serve;
@@ -56,6 +58,9 @@ enum Command {
     Caption(caption::CaptionArgs),
     /// Convert a checkpoint saved by the reference ClipCap code into a captioner directory.
     ImportClipcap(caption::ImportArgs),
+    /// Convert an OpenCLIP checkpoint (RemoteCLIP, GeoRSCLIP, open_clip fine-tunes; ViT image
+    /// towers) into a CLIP model folder in the Hugging Face layout.
+    ImportOpenclip(openclip::ImportArgs),
     /// Copy a model or captioner folder without its training checkpoint, weights in f16 or f32
     /// (f16 halves the size; models compute in f32 either way).
     Export(export::ExportArgs),
@@ -91,6 +96,7 @@ pub fn run(cli: Cli) -> Result<usize> {
         Command::Embed(a) => embed::run(a),
         Command::Caption(a) => caption::caption(a),
         Command::ImportClipcap(a) => caption::import(a),
+        Command::ImportOpenclip(a) => openclip::import(a),
         Command::Export(a) => export::run(a),
         Command::Index(c) => index::run(c),
         Command::Search(a) => index::search(a),

@@ -10,7 +10,7 @@ mod preprocess;
 mod resample;
 
 pub use decode::{decode_rgb, load_rgb};
-pub use preprocess::{CLIP_MEAN, CLIP_STD, Preprocessor, Resize, resize_rgb};
+pub use preprocess::{CLIP_MEAN, CLIP_STD, CropOffsets, Preprocessor, Resize, resize_rgb};
 pub use resample::Filter;
 
 use std::path::Path;

@@ -45,6 +45,22 @@ struct RawPreprocessorConfig {
     do_normalize: bool,
     image_mean: Option<Vec<f64>>,
     image_std: Option<Vec<f64>>,
+    /// skyscribe's own key (transformers ignores it): whose centre-crop offsets to use.
+    #[serde(default)]
+    crop_offsets: CropOffsets,
+}
+
+/// Where a centre crop starts when the margin `size - crop` is odd. The two reference
+/// pipelines differ: transformers floors `(size - crop) / 2`, torchvision (OpenCLIP's
+/// preprocessing) rounds it half to even, so a 35-pixel side cropped to 32 starts at 1 in one and
+/// at 2 in the other. Models imported from OpenCLIP carry `"crop_offsets": "torchvision"` in
+/// their `preprocessor_config.json`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CropOffsets {
+    #[default]
+    Transformers,
+    Torchvision,
 }
 
 fn yes() -> bool {
@@ -80,6 +96,7 @@ pub struct Preprocessor {
     pub crop: Option<(u32, u32)>,
     pub rescale_factor: Option<f64>,
     pub mean_std: Option<([f32; 3], [f32; 3])>,
+    pub crop_offsets: CropOffsets,
 }
 
 impl Preprocessor {
@@ -100,6 +117,7 @@ impl Preprocessor {
             crop: Some((size, size)),
             rescale_factor: Some(1.0 / 255.0),
             mean_std: Some((CLIP_MEAN, CLIP_STD)),
+            crop_offsets: CropOffsets::Transformers,
         }
     }
 
@@ -145,6 +163,7 @@ impl Preprocessor {
             crop,
             rescale_factor: raw.do_rescale.then_some(raw.rescale_factor),
             mean_std,
+            crop_offsets: raw.crop_offsets,
         })
     }
 
@@ -178,7 +197,7 @@ impl Preprocessor {
             resize_rgb(img, w, h, self.resample)?
         };
         Ok(match self.crop {
-            Some((ch, cw)) => center_crop(&resized, ch, cw),
+            Some((ch, cw)) => center_crop(&resized, ch, cw, self.crop_offsets),
             None => resized,
         })
     }
@@ -237,14 +256,32 @@ pub fn resize_rgb(img: &RgbImage, width: u32, height: u32, resample: u32) -> Res
     })
 }
 
-/// transformers' `center_crop`: offsets `(size - crop) // 2`, zero padding where the image is
-/// smaller than the crop.
-fn center_crop(img: &RgbImage, crop_h: u32, crop_w: u32) -> RgbImage {
+/// The offset of a centre crop of `crop` pixels in a side of `size` (negative: zero padding).
+fn crop_offset(size: u32, crop: u32, how: CropOffsets) -> i64 {
+    let margin = size as i64 - crop as i64;
+    match how {
+        // Python floor division on possibly negative numbers.
+        CropOffsets::Transformers => margin.div_euclid(2),
+        // torchvision pads `(crop - size) // 2` on the left/top first, then crops at
+        // `round(margin / 2)`, Python's round: half to even.
+        CropOffsets::Torchvision if margin < 0 => -((-margin) / 2),
+        CropOffsets::Torchvision => {
+            let half = margin / 2;
+            if margin % 2 == 1 && half % 2 == 1 {
+                half + 1
+            } else {
+                half
+            }
+        }
+    }
+}
+
+/// A centre crop (see [`CropOffsets`]), zero padding where the image is smaller than the crop.
+fn center_crop(img: &RgbImage, crop_h: u32, crop_w: u32, how: CropOffsets) -> RgbImage {
     let (h, w) = (img.height as i64, img.width as i64);
     let (ch, cw) = (crop_h as i64, crop_w as i64);
-    // Python floor division on possibly negative numbers.
-    let top = (h - ch).div_euclid(2);
-    let left = (w - cw).div_euclid(2);
+    let top = crop_offset(img.height, crop_h, how);
+    let left = crop_offset(img.width, crop_w, how);
     let mut pixels = vec![0u8; (ch * cw * 3) as usize];
     for y in 0..ch {
         let sy = y + top;
@@ -288,11 +325,27 @@ mod tests {
             height: 1,
             pixels: (0..15).collect(),
         };
-        let c = center_crop(&img, 1, 2);
+        let c = center_crop(&img, 1, 2, CropOffsets::Transformers);
         // (5 - 2) // 2 = 1: columns 1 and 2.
         assert_eq!(c.pixels, vec![3, 4, 5, 6, 7, 8]);
-        let padded = center_crop(&img, 3, 5);
+        let padded = center_crop(&img, 3, 5, CropOffsets::Transformers);
         assert_eq!(&padded.pixels[..15], &[0; 15]);
         assert_eq!(&padded.pixels[15..30], &img.pixels[..]);
+    }
+
+    #[test]
+    fn torchvision_offsets_round_half_to_even() {
+        // Python: round((size - crop) / 2) for 33..40 cropped to 32, and padding by
+        // (crop - size) // 2 on the left for smaller sides.
+        let got: Vec<i64> = (33..=40)
+            .map(|s| crop_offset(s, 32, CropOffsets::Torchvision))
+            .collect();
+        assert_eq!(got, vec![0, 1, 2, 2, 2, 3, 4, 4]);
+        let floor: Vec<i64> = (33..=40)
+            .map(|s| crop_offset(s, 32, CropOffsets::Transformers))
+            .collect();
+        assert_eq!(floor, vec![0, 1, 1, 2, 2, 3, 3, 4]);
+        assert_eq!(crop_offset(3, 6, CropOffsets::Torchvision), -1);
+        assert_eq!(crop_offset(3, 6, CropOffsets::Transformers), -2);
     }
 }

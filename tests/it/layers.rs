@@ -11,7 +11,8 @@ const ORDER: &[&str] = &[
     "imagery", "tokenizer", "labels", "data",     // 1 inputs
     "scene",
     "models",                                     // 2 networks
-    "builtin", "hub", "encoder", "cache",         // 3 running models
+    "builtin", "hub", "openclip", "encoder",      // 3 running models
+    "cache",
     "zeroshot", "caption", "index", "scan",       // 4 tasks
     "eval", "train", "bench",                     // 5 measuring and training
     "serve",                                      // 6 surfaces (the CLI is the binary's)

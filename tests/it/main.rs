@@ -15,6 +15,7 @@ mod first_hour;
 mod gpt2_parity;
 mod index;
 mod layers;
+mod openclip;
 mod preprocess_parity;
 mod scan;
 mod scene;

@@ -1,0 +1,398 @@
+//! `import-openclip` against OpenCLIP itself: the built-in architectures against open_clip's own
+//! configs and state dicts, tiny random models in three checkpoint forms against the features
+//! open_clip computed (`scripts/make_openclip_reference.py`), and refusals of what does not fit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use skyscribe::imagery::Preprocessor;
+use skyscribe::openclip::{ARCHS, Checkpoint, OpenClipConfig, load_converted};
+
+use crate::common::{cosine, fixtures, floats, json_lines, read_json, rows, scratch, skyscribe};
+
+/// The tiny models and the checkpoint file each is saved in.
+const TINY: &[(&str, &str)] = &[
+    ("tiny-b32-quickgelu", "open_clip_model.pt"),
+    ("tiny-l14-336-gelu", "epoch_3.pt"),
+    ("tiny-h14-gelu", "open_clip_model.safetensors"),
+];
+
+fn dir() -> PathBuf {
+    fixtures().join("openclip")
+}
+
+fn tiny_config(name: &str) -> OpenClipConfig {
+    OpenClipConfig::from_file(&dir().join(name).join("open_clip_config.json")).unwrap()
+}
+
+/// Every `--arch` is OpenCLIP's model of that name: the same config, and the state dict
+/// open_clip builds from it has exactly the names and shapes the import expects.
+#[test]
+fn built_in_architectures_are_openclips() {
+    let archs = read_json(&dir().join("archs.json"));
+    let archs = archs.as_object().unwrap();
+    for (name, _) in ARCHS {
+        assert!(
+            archs.contains_key(*name),
+            "{name} has no OpenCLIP reference"
+        );
+    }
+    for (name, want) in archs {
+        let ours = OpenClipConfig::builtin(name).unwrap();
+        let theirs = OpenClipConfig::from_json(want["config"].clone()).unwrap();
+        assert_eq!(ours, theirs, "{name}: config differs from open_clip's");
+        let shapes: BTreeMap<String, Vec<usize>> =
+            serde_json::from_value(want["shapes"].clone()).unwrap();
+        assert_eq!(
+            ours.state_dict_shapes(),
+            shapes,
+            "{name}: state dict differs"
+        );
+        let pp = &want["preprocess"];
+        let mean: Vec<f64> = serde_json::from_value(pp["mean"].clone()).unwrap();
+        let std: Vec<f64> = serde_json::from_value(pp["std"].clone()).unwrap();
+        assert_eq!(ours.preprocess.mean.to_vec(), mean, "{name} mean");
+        assert_eq!(ours.preprocess.std.to_vec(), std, "{name} std");
+        assert_eq!(
+            (pp["interpolation"].as_str(), ours.preprocess.resample),
+            (Some("bicubic"), 3)
+        );
+        assert_eq!(pp["resize_mode"], "shortest");
+        // transformers' activation name for what open_clip builds.
+        let quick = name.ends_with("-quickgelu");
+        let act = serde_json::to_value(ours.clip_config().vision_config.hidden_act).unwrap();
+        assert_eq!(act, if quick { "quick_gelu" } else { "gelu" }, "{name}");
+    }
+    // ViT-H-14's heads come from head_width 80, not 64.
+    let h = OpenClipConfig::builtin("ViT-H-14").unwrap();
+    assert_eq!((h.vision.heads, h.vision.mlp, h.text.heads), (16, 5120, 16));
+}
+
+/// Converted in memory and run on the pixels and token ids open_clip was given.
+#[test]
+fn tiny_models_match_openclip_on_identical_inputs() {
+    for (name, file) in TINY {
+        let reference = read_json(&dir().join(name).join("reference.json"));
+        let config = tiny_config(name);
+        let ckpt = Checkpoint::read(&dir().join(name).join(file)).unwrap();
+        ckpt.check(&config).unwrap();
+        let model = load_converted(ckpt.to_hf(&config).unwrap(), &config).unwrap();
+
+        let shape: Vec<usize> = serde_json::from_value(reference["pixels_shape"].clone()).unwrap();
+        let pixels = Tensor::from_vec(floats(&reference["pixels"]), shape, &Device::Cpu).unwrap();
+        let got: Vec<Vec<f32>> = model.image_features(&pixels).unwrap().to_vec2().unwrap();
+        let want = rows(&reference["image_features"]);
+        for (g, w) in got.iter().zip(&want) {
+            let c = cosine(g, w);
+            assert!(c >= 0.9999, "{name}: image features cosine {c}");
+        }
+
+        let ids: Vec<Vec<u32>> = serde_json::from_value(reference["ids"].clone()).unwrap();
+        let got: Vec<Vec<f32>> = model.text_features(&ids).unwrap().to_vec2().unwrap();
+        let want = rows(&reference["text_features"]);
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            let c = cosine(g, w);
+            assert!(c >= 0.9999, "{name}: text features cosine {c}");
+        }
+    }
+}
+
+fn import(name: &str, file: &str, out: &Path) {
+    let cfg = dir().join(name).join("open_clip_config.json");
+    let r = skyscribe(&[
+        "import-openclip",
+        "--weights",
+        dir().join(name).join(file).to_str().unwrap(),
+        "--arch-config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+}
+
+/// Imported with the command, then used by `embed` on image files and texts: OpenCLIP's
+/// preprocessing (including torchvision's crop rounding) and tokenizer, end to end.
+#[test]
+fn imported_folders_match_openclip_end_to_end() {
+    let scratch = scratch("openclip-import");
+    for (name, file) in TINY {
+        let out = scratch.join(name);
+        import(name, file, &out);
+        let reference = read_json(&dir().join(name).join("reference.json"));
+        let pre = Preprocessor::from_file(&out.join("preprocessor_config.json")).unwrap();
+        let mut args = vec!["embed", "--jsonl", "--model", out.to_str().unwrap()];
+        let files: Vec<String> = reference["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                dir()
+                    .join(f["file"].as_str().unwrap())
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        args.extend(files.iter().map(|s| s.as_str()));
+        let r = skyscribe(&args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let lines = json_lines(&r.stdout);
+        for (f, path) in reference["files"].as_array().unwrap().iter().zip(&files) {
+            // The preprocessed pixels themselves: their sum and a corner.
+            let img = skyscribe::imagery::load_rgb(Path::new(path), &Default::default()).unwrap();
+            let px = pre.preprocess(&img).unwrap();
+            let sum: f64 = px.iter().map(|&v| v as f64).sum();
+            let want_sum = f["pixels_sum"].as_f64().unwrap();
+            assert!(
+                (sum - want_sum).abs() < 1e-2,
+                "{path}: pixel sum {sum} vs {want_sum}"
+            );
+            let n = (px.len() / 3) as f64;
+            let side = n.sqrt() as usize;
+            let corner: Vec<f32> = (0..3)
+                .flat_map(|c| {
+                    let px = &px;
+                    [0, 1, side, side + 1].map(move |i| px[c * side * side + i])
+                })
+                .collect();
+            let want_corner = floats(&f["pixels_corner"]);
+            assert!(
+                crate::common::max_abs_diff(&corner, &want_corner) < 1e-5,
+                "{path}: corner"
+            );
+
+            let line = lines.iter().find(|l| l["input"] == path.as_str()).unwrap();
+            let c = cosine(&floats(&line["embedding"]), &floats(&f["features"]));
+            assert!(c >= 0.999, "{name} {path}: cosine {c}");
+        }
+        if let Some(texts) = reference["texts"].as_array() {
+            let tok =
+                skyscribe::tokenizer::TextTokenizer::from_file(&out.join("tokenizer.json"), 77)
+                    .unwrap();
+            let mut args = vec!["embed", "--jsonl", "--model", out.to_str().unwrap()];
+            for t in texts {
+                let text = t["text"].as_str().unwrap();
+                let ids: Vec<u32> = serde_json::from_value(t["ids"].clone()).unwrap();
+                assert_eq!(tok.encode(text).unwrap(), ids, "token ids of {text:?}");
+                args.extend(["--text", text]);
+            }
+            let r = skyscribe(&args);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            let lines = json_lines(&r.stdout);
+            assert_eq!(lines.len(), texts.len());
+            for (l, t) in lines.iter().zip(texts) {
+                let c = cosine(&floats(&l["embedding"]), &floats(&t["features"]));
+                assert!(c >= 0.999, "{name} {:?}: cosine {c}", t["text"]);
+            }
+        }
+        let config = read_json(&out.join("config.json"));
+        let quick = name.contains("quickgelu");
+        assert_eq!(
+            config["vision_config"]["hidden_act"],
+            if quick { "quick_gelu" } else { "gelu" }
+        );
+        assert_eq!(
+            read_json(&out.join("preprocessor_config.json"))["crop_offsets"],
+            "torchvision"
+        );
+    }
+}
+
+fn expect_refusal(args: &[&str], needles: &[&str]) -> String {
+    let r = skyscribe(args);
+    assert_ne!(r.code, 0, "{args:?} was accepted");
+    for n in needles {
+        assert!(r.stderr.contains(n), "{args:?}: {n:?} not in: {}", r.stderr);
+    }
+    r.stderr
+}
+
+#[test]
+fn refuses_what_it_cannot_convert() {
+    let scratch = scratch("openclip-refusals");
+    let out = scratch.join("out");
+    let out_s = out.to_str().unwrap();
+    let h14 = dir().join("tiny-h14-gelu");
+    let weights = h14.join("open_clip_model.safetensors");
+    let w = weights.to_str().unwrap();
+
+    // ResNet towers, by name and by config.
+    expect_refusal(
+        &[
+            "import-openclip",
+            "--weights",
+            w,
+            "--arch",
+            "RN50",
+            "--out",
+            out_s,
+        ],
+        &["RN50", "ResNet"],
+    );
+    let rn = scratch.join("rn.json");
+    std::fs::write(
+        &rn,
+        r#"{"embed_dim": 1024, "vision_cfg": {"image_size": 224, "layers": [3, 4, 6, 3], "width": 64, "patch_size": null}, "text_cfg": {}}"#,
+    )
+    .unwrap();
+    expect_refusal(
+        &[
+            "import-openclip",
+            "--weights",
+            w,
+            "--arch-config",
+            rn.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        &["rn.json", "ResNet"],
+    );
+    // An option that changes the computation, and one nobody knows.
+    let mut cfg = read_json(&h14.join("open_clip_config.json"));
+    cfg["vision_cfg"]["ls_init_value"] = serde_json::json!(0.1);
+    let ls = scratch.join("ls.json");
+    std::fs::write(&ls, cfg.to_string()).unwrap();
+    expect_refusal(
+        &[
+            "import-openclip",
+            "--weights",
+            w,
+            "--arch-config",
+            ls.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        &["vision_cfg.ls_init_value", "layer scale"],
+    );
+    let mut cfg = read_json(&h14.join("open_clip_config.json"));
+    cfg["text_cfg"]["rope"] = serde_json::json!(true);
+    let unknown = scratch.join("unknown.json");
+    std::fs::write(&unknown, cfg.to_string()).unwrap();
+    expect_refusal(
+        &[
+            "import-openclip",
+            "--weights",
+            w,
+            "--arch-config",
+            unknown.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        &["text_cfg.rope", "unknown option"],
+    );
+    // The wrong architecture for the weights: names what is missing and mis-shaped.
+    let l14_cfg = dir().join("tiny-l14-336-gelu/open_clip_config.json");
+    expect_refusal(
+        &[
+            "import-openclip",
+            "--weights",
+            w,
+            "--arch-config",
+            l14_cfg.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        &[
+            "open_clip_model.safetensors",
+            "missing tensor(s): transformer.resblocks.2",
+            "wrong shape",
+        ],
+    );
+    expect_refusal(
+        &[
+            "import-openclip",
+            "--weights",
+            w,
+            "--arch",
+            "ViT-B-32",
+            "--out",
+            out_s,
+        ],
+        &[
+            "an image tower of width 48, patch 7, 3 layers, 28 px; a text tower of width 24, 2 \
+             layers, context 12, vocabulary 700",
+            "visual.conv1.weight is [48, 3, 7, 7], expected [768, 3, 32, 32]",
+        ],
+    );
+    // One tensor renamed and one reshaped.
+    let mut tensors: HashMap<String, Tensor> =
+        candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    let t = tensors.remove("ln_final.bias").unwrap();
+    tensors.insert("ln_final.beta".into(), t);
+    let p = tensors["visual.proj"].t().unwrap().contiguous().unwrap();
+    tensors.insert("visual.proj".into(), p);
+    let broken = scratch.join("broken.safetensors");
+    candle_core::safetensors::save(&tensors, &broken).unwrap();
+    let h14_cfg = h14.join("open_clip_config.json");
+    expect_refusal(
+        &[
+            "import-openclip",
+            "--weights",
+            broken.to_str().unwrap(),
+            "--arch-config",
+            h14_cfg.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        &[
+            "unknown tensor(s): ln_final.beta",
+            "missing tensor(s): ln_final.bias",
+            "visual.proj is [20, 48], expected [48, 20]",
+        ],
+    );
+    // Not a checkpoint at all.
+    let junk = scratch.join("junk.pt");
+    std::fs::write(&junk, b"not a zip").unwrap();
+    expect_refusal(
+        &[
+            "import-openclip",
+            "--weights",
+            junk.to_str().unwrap(),
+            "--arch",
+            "ViT-B-32",
+            "--out",
+            out_s,
+        ],
+        &["junk.pt", "not a PyTorch checkpoint"],
+    );
+    // Nothing was left behind by any refusal, and an existing folder is never overwritten.
+    assert!(!out.exists());
+    let names: Vec<String> = std::fs::read_dir(&scratch)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.contains("out")),
+        "left behind: {names:?}"
+    );
+    std::fs::create_dir(&out).unwrap();
+    expect_refusal(
+        &[
+            "import-openclip",
+            "--weights",
+            w,
+            "--arch-config",
+            h14_cfg.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        &["already exists"],
+    );
+    // --arch and --arch-config together make no sense.
+    expect_refusal(
+        &[
+            "import-openclip",
+            "--weights",
+            w,
+            "--arch",
+            "ViT-B-32",
+            "--arch-config",
+            h14_cfg.to_str().unwrap(),
+            "--out",
+            out_s,
+        ],
+        &["cannot be used with"],
+    );
+}
