@@ -19,7 +19,7 @@ use skyscribe::imagery::DecodeOptions;
 use skyscribe::labels::LabelSet;
 
 use super::caption::DecodingArgs;
-use super::common::{CacheArgs, CommonArgs, DeviceArg};
+use super::common::{CacheArgs, CommonArgs, DeviceArg, positive};
 use super::output::{Out, fit, report};
 
 // Parsed once per run: the size difference between variants costs nothing.
@@ -34,6 +34,9 @@ pub enum EvalCommand {
     /// Image–text retrieval recall@1/5/10 both ways and their mean (the RemoteCLIP and
     /// GeoRSCLIP benchmark) on a captioned data set.
     Retrieval(RetrievalArgs),
+    /// A suite of zero-shot, retrieval and caption tasks for several models: one JSON per
+    /// (model, task), merged into results.csv and results.md (the published tables' layout).
+    Benchmark(BenchmarkArgs),
 }
 
 pub fn run(cmd: EvalCommand) -> Result<usize> {
@@ -41,6 +44,7 @@ pub fn run(cmd: EvalCommand) -> Result<usize> {
         EvalCommand::Captions(a) => captions(a),
         EvalCommand::ZeroShot(a) => zero_shot(a),
         EvalCommand::Retrieval(a) => retrieval(a),
+        EvalCommand::Benchmark(a) => benchmark(a),
     }
 }
 
@@ -462,4 +466,153 @@ fn save_predictions(path: &Path, rows: &[(String, String)]) -> Result<()> {
         .map(|(i, c)| format!("{}\n", json!({"input": i, "caption": c})))
         .collect();
     skyscribe::atomic::write_file(path, text.as_bytes())
+}
+
+#[derive(Args)]
+pub struct BenchmarkArgs {
+    /// A CLIP model to measure (folder, built-in name or hub id); repeat to compare. Default:
+    /// the built-in skyscribe-mini.
+    #[arg(long = "model")]
+    models: Vec<String>,
+    /// A captioner (folder or built-in name) for the suite's captions tasks, which are skipped
+    /// without one.
+    #[arg(long)]
+    captioner: Option<String>,
+    /// The suite, a TOML file of [[task]] entries (default: the built-in
+    /// benchmarks/default.toml).
+    #[arg(long)]
+    suite: Option<PathBuf>,
+    /// The results folder: a JSON per (model, task), results.csv, results.md.
+    #[arg(long, default_value = "benchmark")]
+    out: PathBuf,
+    /// The data folder `${DATA}` stands for (default: SKYSCRIBE_DATA, else ../shared/data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run every task again, even those whose result is already in --out.
+    #[arg(long)]
+    rerun: bool,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 32, value_parser = positive)]
+    batch_size: usize,
+    #[command(flatten)]
+    cache: CacheArgs,
+    /// Where the models run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// Print each result as a JSON line instead of the table.
+    #[arg(long)]
+    jsonl: bool,
+}
+
+fn benchmark(a: BenchmarkArgs) -> Result<usize> {
+    use skyscribe::eval::benchmark::{self as bench, RunOptions, Suite, TaskKind, TaskResult};
+    let data = a.data.clone().unwrap_or_else(skyscribe::data_root);
+    let suite = match &a.suite {
+        Some(path) => Suite::from_file(path, &data)?,
+        None => Suite::default_suite(&data)?,
+    };
+    let models = if a.models.is_empty() {
+        vec![skyscribe::builtin::MINI_CLIP.to_string()]
+    } else {
+        a.models.clone()
+    };
+    let device = a.device.device()?;
+    let decode = DecodeOptions::default();
+    let opts = RunOptions {
+        batch_size: a.batch_size,
+        decode: &decode,
+        quiet: a.jsonl,
+    };
+    let mut results: Vec<TaskResult> = Vec::new();
+    let mut failed = 0;
+    let mut out = Out::new();
+    let mut finish =
+        |r: Result<TaskResult>, what: &str, results: &mut Vec<TaskResult>| -> Result<()> {
+            match r {
+                Ok(r) => {
+                    bench::save(&a.out, &r)?;
+                    let summary: Vec<String> =
+                        r.metrics.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    report(&format!(
+                        "{what}: {} ({:.1} s)",
+                        summary.join(", "),
+                        r.seconds
+                    ));
+                    results.push(r);
+                }
+                Err(e) => {
+                    failed += 1;
+                    report(&format!("{what}: failed: {e:#}"));
+                }
+            }
+            Ok(())
+        };
+    let reuse = |model: &str, spec: &bench::TaskSpec| -> Option<TaskResult> {
+        if a.rerun {
+            None
+        } else {
+            bench::existing(&a.out, model, spec)
+        }
+    };
+    for model in &models {
+        let clip_tasks: Vec<&bench::TaskSpec> = suite
+            .tasks
+            .iter()
+            .filter(|t| t.task != TaskKind::Captions)
+            .collect();
+        let mut clip: Option<(ClipEncoder, Option<EmbeddingCache>)> = None;
+        for spec in clip_tasks {
+            let what = format!("{} {} — {model}", spec.dataset, spec.task.name());
+            if let Some(r) = reuse(model, spec) {
+                report(&format!("{what}: already in {}", a.out.display()));
+                results.push(r);
+                continue;
+            }
+            if clip.is_none() {
+                let c = ClipEncoder::load(model, &device)?;
+                let cache = a.cache.open(&c, &decode)?;
+                clip = Some((c, cache));
+            }
+            let (c, cache) = clip.as_ref().expect("loaded above");
+            let r = match spec.task {
+                TaskKind::ZeroShot => bench::zero_shot(c, model, spec, cache.as_ref(), &opts),
+                _ => bench::retrieval(c, model, spec, cache.as_ref(), &opts),
+            };
+            finish(r, &what, &mut results)?;
+        }
+    }
+    for spec in suite.tasks.iter().filter(|t| t.task == TaskKind::Captions) {
+        let Some(captioner) = &a.captioner else {
+            report(&format!(
+                "{} captions: skipped (give --captioner to run it)",
+                spec.dataset
+            ));
+            continue;
+        };
+        let what = format!("{} captions — {captioner}", spec.dataset);
+        if let Some(r) = reuse(captioner, spec) {
+            report(&format!("{what}: already in {}", a.out.display()));
+            results.push(r);
+            continue;
+        }
+        let r = bench::captions(captioner, spec, a.cache.dir().as_deref(), &device, &opts);
+        finish(r, &what, &mut results)?;
+    }
+    if results.is_empty() {
+        bail!("no task of {} could be run", suite.name);
+    }
+    bench::write_tables(&a.out, &results)?;
+    if a.jsonl {
+        for r in &results {
+            out.json(r)?;
+        }
+    } else {
+        let md = std::fs::read_to_string(a.out.join("results.md"))?;
+        out.line(md.trim_end())?;
+        out.line(&format!(
+            "\nwrote {} (and a JSON per model and task)",
+            a.out.join("results.csv").display()
+        ))?;
+    }
+    Ok(failed)
 }

@@ -2,8 +2,10 @@
 //! against each label set × template variant of a grid, and measure how often CLIP is right and
 //! how much the wording matters. Submodules: [`metrics`] (classification measures), [`report`]
 //! (report.md/html, CSV, JSON) and [`plot`] (its pictures), [`captions`] and [`meteor`] (caption
-//! metrics, the nearest-neighbour baseline), [`retrieval`] (image–text recall@k).
+//! metrics, the nearest-neighbour baseline), [`retrieval`] (image–text recall@k), [`benchmark`]
+//! (suites of all three over several models, merged into published-table layouts).
 
+pub mod benchmark;
 pub mod captions;
 pub mod meteor;
 pub mod metrics;

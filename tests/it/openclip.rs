@@ -396,3 +396,242 @@ fn refuses_what_it_cannot_convert() {
         &["cannot be used with"],
     );
 }
+
+/// A small RSICD-layout set in `dir`: the first `n` test images (symlinked) and their
+/// captions.
+fn small_rsicd(data: &Path, dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let text = std::fs::read_to_string(data.join("rsicd/test/captions.jsonl")).unwrap();
+    let lines: Vec<&str> = text.lines().take(n).collect();
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let f = v["filename"].as_str().unwrap();
+        std::os::unix::fs::symlink(data.join("rsicd/test").join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(dir.join("captions.jsonl"), lines.join("\n") + "\n").unwrap();
+}
+
+fn last_json(stdout: &str) -> serde_json::Value {
+    json_lines(stdout).pop().unwrap()
+}
+
+fn metric(out: &Path, file: &str, name: &str) -> f64 {
+    read_json(&out.join(file))["metrics"][name]
+        .as_f64()
+        .unwrap()
+}
+
+/// `eval benchmark` over the built-in model and an imported OpenCLIP model gives, per task, what
+/// the dedicated commands give; writes the JSONs and tables; resumes; keeps going past a task
+/// that fails.
+#[test]
+fn benchmark_runs_the_suite_and_matches_the_single_commands() {
+    let Some(data) = crate::common::data_root("benchmark_runs_the_suite") else {
+        return;
+    };
+    let s = scratch("openclip-benchmark");
+    let rsicd = s.join("rsicd-small");
+    small_rsicd(&data, &rsicd, 40);
+    // Five EuroSAT test images of each class.
+    let split_text = std::fs::read_to_string(data.join("eurosat/splits/test.txt")).unwrap();
+    let mut per_class: BTreeMap<String, usize> = BTreeMap::new();
+    let split: Vec<&str> = split_text
+        .lines()
+        .filter(|l| {
+            let n = per_class
+                .entry(l.split('/').next().unwrap().to_string())
+                .or_default();
+            *n += 1;
+            *n <= 5
+        })
+        .collect();
+    std::fs::write(s.join("split.txt"), split.join("\n") + "\n").unwrap();
+    let suite = s.join("suite.toml");
+    std::fs::write(
+        &suite,
+        "[[task]]\ndataset = \"EuroSAT\"\ntask = \"zero-shot\"\ndata = \"folder:${DATA}/eurosat/images\"\n\
+         split = \"split.txt\"\nlabels = \"classes\"\n\n\
+         [[task]]\ndataset = \"RSICD\"\ntask = \"retrieval\"\ndata = \"rsicd:rsicd-small\"\n\n\
+         [[task]]\ndataset = \"RSICD\"\ntask = \"captions\"\ndata = \"rsicd:rsicd-small\"\n"
+    )
+    .unwrap();
+    let imported = s.join("tiny-openclip");
+    import("tiny-b32-quickgelu", "open_clip_model.pt", &imported);
+    let out = s.join("results");
+    let cache = s.join("cache");
+    let (out_s, cache_s, data_s) = (
+        out.to_str().unwrap(),
+        cache.to_str().unwrap(),
+        data.to_str().unwrap(),
+    );
+    let args = [
+        "eval",
+        "benchmark",
+        "--suite",
+        suite.to_str().unwrap(),
+        "--data",
+        data_s,
+        "--model",
+        "skyscribe-mini",
+        "--model",
+        imported.to_str().unwrap(),
+        "--captioner",
+        "skyscribe-mini-captioner",
+        "--out",
+        out_s,
+        "--cache",
+        cache_s,
+    ];
+    let r = skyscribe(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "results.csv",
+            "results.md",
+            "skyscribe-mini--EuroSAT--zero-shot.json",
+            "skyscribe-mini--RSICD--retrieval.json",
+            "skyscribe-mini-captioner--RSICD--captions.json",
+            "tiny-openclip--EuroSAT--zero-shot.json",
+            "tiny-openclip--RSICD--retrieval.json",
+        ]
+    );
+
+    // Each number is the dedicated command's.
+    let split_s = s.join("split.txt");
+    // The class folder names as words, as `labels = "classes"` makes them.
+    let labels_file = s.join("classes.txt");
+    let lines: Vec<String> = per_class
+        .keys()
+        .map(|c| format!("{} => {c}", skyscribe::eval::benchmark::class_words(c)))
+        .collect();
+    std::fs::write(&labels_file, lines.join("\n")).unwrap();
+    for model in ["skyscribe-mini", imported.to_str().unwrap()] {
+        let name = skyscribe::eval::benchmark::model_name(model);
+        let z = skyscribe(&[
+            "eval",
+            "zero-shot",
+            "--jsonl",
+            "--model",
+            model,
+            "--dataset",
+            &format!("folder:{data_s}/eurosat/images"),
+            "--split",
+            split_s.to_str().unwrap(),
+            "--labels",
+            labels_file.to_str().unwrap(),
+            "--cache",
+            cache_s,
+        ]);
+        assert_eq!(z.code, 0, "{}", z.stderr);
+        let top1 = last_json(&z.stdout)["summary"]["main"]["single"]["top1"]
+            .as_f64()
+            .unwrap();
+        let got = metric(&out, &format!("{name}--EuroSAT--zero-shot.json"), "top1");
+        assert!(
+            (got - 100.0 * top1).abs() < 1e-3,
+            "{model}: {got} vs {top1}"
+        );
+
+        let rr = skyscribe(&[
+            "eval",
+            "retrieval",
+            "--jsonl",
+            "--model",
+            model,
+            "--data",
+            &format!("rsicd:{}", rsicd.display()),
+            "--cache",
+            cache_s,
+        ]);
+        assert_eq!(rr.code, 0, "{}", rr.stderr);
+        let mr = last_json(&rr.stdout)["summary"]["mean_recall"]
+            .as_f64()
+            .unwrap();
+        let got = metric(&out, &format!("{name}--RSICD--retrieval.json"), "mR");
+        assert!((got - 100.0 * mr).abs() < 1e-3, "{model}: {got} vs {mr}");
+    }
+    let c = skyscribe(&[
+        "eval",
+        "captions",
+        "--jsonl",
+        "--captioner",
+        "skyscribe-mini-captioner",
+        "--data",
+        &format!("rsicd:{}", rsicd.display()),
+        "--cache",
+        cache_s,
+    ]);
+    assert_eq!(c.code, 0, "{}", c.stderr);
+    let cider = last_json(&c.stdout)["corpus"]["cider_d"].as_f64().unwrap();
+    let got = metric(
+        &out,
+        "skyscribe-mini-captioner--RSICD--captions.json",
+        "CIDEr-D",
+    );
+    assert!((got - cider).abs() < 1e-3, "{got} vs {cider}");
+
+    // The tables hold every number once.
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("dataset,task,metric,value,model"));
+    // 3 zero-shot + 7 retrieval metrics per model, 7 caption metrics.
+    assert_eq!(lines.count(), 2 * (3 + 7) + 7);
+    assert!(csv.contains(&format!(
+        "RSICD,captions,CIDEr-D,{},skyscribe-mini-captioner",
+        got
+    )));
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.starts_with(
+        "| dataset | task | metric | skyscribe-mini | tiny-openclip | skyscribe-mini-captioner |"
+    ));
+
+    // Run again: every result is reused, nothing recomputed.
+    let before =
+        std::fs::read_to_string(out.join("skyscribe-mini--RSICD--retrieval.json")).unwrap();
+    let again = skyscribe(&args);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        again.stderr.matches("already in").count(),
+        5,
+        "{}",
+        again.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("skyscribe-mini--RSICD--retrieval.json")).unwrap(),
+        before
+    );
+
+    // A task whose data is missing fails alone: the others still run and are written.
+    let broken = s.join("broken.toml");
+    std::fs::write(
+        &broken,
+        "[[task]]\ndataset = \"Gone\"\ntask = \"retrieval\"\ndata = \"rsicd:no-such-dir\"\n\n\
+         [[task]]\ndataset = \"RSICD\"\ntask = \"retrieval\"\ndata = \"rsicd:rsicd-small\"\n",
+    )
+    .unwrap();
+    let out2 = s.join("results2");
+    let r = skyscribe(&[
+        "eval",
+        "benchmark",
+        "--suite",
+        broken.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+        "--cache",
+        cache_s,
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("Gone retrieval — skyscribe-mini: failed"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("no-such-dir"), "{}", r.stderr);
+    assert!(out2.join("skyscribe-mini--RSICD--retrieval.json").is_file());
+}
