@@ -183,6 +183,25 @@ impl Captioner {
         Ok(())
     }
 
+    /// Captions of any number of embeddings, 32 at a time, with a progress bar (none when
+    /// `quiet`); image `i` of the list is numbered `i` for sampling seeds.
+    pub fn captions_with_progress(
+        &self,
+        embeds: &[Vec<f32>],
+        how: Decoding,
+        opts: &DecodeOptions,
+        quiet: bool,
+    ) -> Result<Vec<String>> {
+        let bar = crate::progress::items(embeds.len(), "images", "captions", quiet);
+        let mut out = Vec::with_capacity(embeds.len());
+        for chunk in embeds.chunks(32) {
+            out.extend(self.captions(chunk, how, opts, out.len() as u64)?);
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
     /// Captions (text) of a batch of CLIP embeddings; `first_index` numbers the first image
     /// for sampling seeds.
     pub fn captions(

@@ -1,4 +1,5 @@
-//! `eval zero-shot` (accuracy on labelled data, wording sensitivity, reports) and
+//! `eval zero-shot` (accuracy on labelled data, wording sensitivity, reports), `eval retrieval`,
+//! `eval benchmark` (suites over several models) and
 //! `eval captions` (BLEU, METEOR, ROUGE-L, CIDEr-D of captions against references).
 
 use std::path::{Path, PathBuf};
@@ -429,14 +430,7 @@ fn generate_captions(a: &CaptionsArgs) -> Result<(Vec<(String, String)>, Caption
         let embeds = embed_images(&clip, &paths(&data), open_cache(&clip)?.as_ref(), false)?;
         let how = a.decoding.decoding()?;
         let opts = a.decoding.options();
-        let bar = skyscribe::progress::items(embeds.len(), "images", "captions", false);
-        let mut out = Vec::with_capacity(embeds.len());
-        for chunk in embeds.chunks(32) {
-            out.extend(cap.captions(chunk, how, &opts, out.len() as u64)?);
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish_and_clear();
-        out
+        cap.captions_with_progress(&embeds, how, &opts, false)?
     } else {
         let train_spec = a.nearest_neighbour.as_deref().expect("one source is given");
         let clip_spec = a.clip.as_deref().unwrap_or(skyscribe::builtin::MINI_CLIP);

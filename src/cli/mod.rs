@@ -8,7 +8,7 @@
 //! | `embed.rs` | `embed` |
 //! | `caption.rs` | `caption`, `import-clipcap` |
 //! | `openclip.rs` | `import-openclip` |
-//! | `eval.rs` | `eval zero-shot`, `eval captions`, `eval retrieval` |
+//! | `eval.rs` | `eval zero-shot`, `eval captions`, `eval retrieval`, `eval benchmark` |
 //! | `index.rs` | `index build`, `index info`, `search`, `locate` |
 //! | `scan.rs` | `scan` |
 //! | `serve.rs` | `serve` |

@@ -422,13 +422,7 @@ pub fn captions(
         max_tokens: 67,
         temperature: 1.0,
     };
-    let bar = crate::progress::items(embeds.len(), "images", "captions", o.quiet);
-    let mut generated = Vec::with_capacity(embeds.len());
-    for chunk in embeds.chunks(32) {
-        generated.extend(cap.captions(chunk, how, &opts, generated.len() as u64)?);
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
+    let generated = cap.captions_with_progress(&embeds, how, &opts, o.quiet)?;
     let refs = super::captions::references_of(&data);
     let predictions: Vec<(String, String)> = data
         .items
