@@ -66,6 +66,71 @@ pub fn clip_tokenizer() -> Result<tokenizers::Tokenizer> {
         .map_err(|e| anyhow::anyhow!("the built-in CLIP tokenizer: {e}"))
 }
 
+/// The `tokenizer.json` of the CLIP model folder `dir`: its own, or — for repositories saved
+/// with transformers' slow tokenizer only (`vocab.json` + `merges.txt`, as some older
+/// fine-tunes are) — the built-in one, when those two files are exactly CLIP's vocabulary and
+/// merges. Anything else is refused rather than tokenized wrongly.
+pub fn clip_tokenizer_json(dir: &std::path::Path) -> Result<Vec<u8>> {
+    let own = dir.join("tokenizer.json");
+    if own.is_file() {
+        return std::fs::read(&own).with_context(|| format!("{}: cannot read", own.display()));
+    }
+    let (vocab_path, merges_path) = (dir.join("vocab.json"), dir.join("merges.txt"));
+    if !vocab_path.is_file() || !merges_path.is_file() {
+        anyhow::bail!(
+            "{}: no tokenizer.json (nor vocab.json + merges.txt) in this model directory",
+            dir.display()
+        );
+    }
+    let vocab: std::collections::HashMap<String, u32> = serde_json::from_slice(
+        &std::fs::read(&vocab_path)
+            .with_context(|| format!("{}: cannot read", vocab_path.display()))?,
+    )
+    .with_context(|| format!("{}: not a vocabulary", vocab_path.display()))?;
+    let merges_text = std::fs::read_to_string(&merges_path)
+        .with_context(|| format!("{}: cannot read", merges_path.display()))?;
+    let merges: Vec<&str> = merges_text
+        .lines()
+        .filter(|l| !l.starts_with("#version") && !l.trim().is_empty())
+        .collect();
+    let builtin: serde_json::Value =
+        serde_json::from_slice(CLIP_TOKENIZER_JSON).context("the built-in CLIP tokenizer")?;
+    let model = &builtin["model"];
+    let same_vocab =
+        serde_json::from_value::<std::collections::HashMap<String, u32>>(model["vocab"].clone())
+            .is_ok_and(|v| v == vocab);
+    let builtin_merges: Vec<String> = model["merges"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .map(|pair| match pair {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other
+                        .as_array()
+                        .map(|p| {
+                            p.iter()
+                                .filter_map(|x| x.as_str())
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if !same_vocab
+        || builtin_merges.len() != merges.len()
+        || builtin_merges.iter().zip(&merges).any(|(a, b)| a != b)
+    {
+        anyhow::bail!(
+            "{}: no tokenizer.json, and its vocab.json / merges.txt are not CLIP's; save a fast \
+             tokenizer into it (transformers: CLIPTokenizerFast.from_pretrained(DIR).save_pretrained(DIR))",
+            dir.display()
+        );
+    }
+    Ok(CLIP_TOKENIZER_JSON.to_vec())
+}
+
 /// The folder of built-in model `name`, written out on first use; `None` for other names.
 pub fn model_dir(name: &str) -> Option<Result<PathBuf>> {
     let files = match name {

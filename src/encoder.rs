@@ -82,8 +82,11 @@ impl ClipEncoder {
     pub fn load(spec: &str, device: &Device) -> Result<Self> {
         let source = hub::resolve_clip(spec)?;
         let model = ClipModel::load_dir(&source.dir, device)?;
-        let tokenizer =
-            TextTokenizer::from_file(&source.file("tokenizer.json"), model.context_length())?;
+        let json = crate::builtin::clip_tokenizer_json(&source.dir)?;
+        let tokenizer = tokenizers::Tokenizer::from_bytes(&json).map_err(|e| {
+            anyhow::anyhow!("{}: not a valid tokenizer.json: {e}", source.dir.display())
+        })?;
+        let tokenizer = TextTokenizer::new(tokenizer, model.context_length());
         let preprocessor = Preprocessor::from_file(&source.file("preprocessor_config.json"))?;
         let defaults = ModelDefaults::read(&source.dir)?;
         let mut encoder = Self::from_parts(model, tokenizer, preprocessor, source)?;

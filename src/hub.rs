@@ -136,11 +136,22 @@ fn resolve_hub(spec: &str, required: &[&str], weights: &[&str]) -> Result<ModelD
 
 /// A CLIP model: config, tokenizer, preprocessor and one weights file.
 pub fn resolve_clip(spec: &str) -> Result<ModelDir> {
-    resolve(
+    let dir = resolve(
         spec,
-        &["config.json", "tokenizer.json", "preprocessor_config.json"],
+        &["config.json", "preprocessor_config.json"],
         &["model.safetensors", "pytorch_model.bin"],
-    )
+    )?;
+    // tokenizer.json, else the slow tokenizer's files (older repositories; see
+    // `builtin::clip_tokenizer_json`, which checks they are CLIP's).
+    if resolve(spec, &["tokenizer.json"], &[]).is_err() {
+        resolve(spec, &["vocab.json", "merges.txt"], &[]).map_err(|_| {
+            anyhow!(
+                "{}: model directory has no tokenizer.json (nor vocab.json + merges.txt)",
+                dir.dir.display()
+            )
+        })?;
+    }
+    Ok(dir)
 }
 
 /// The folder of any model spec: a local folder as it is (a CLIP or a captioner), a built-in

@@ -417,9 +417,10 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
     let preprocessor_path = out.join("preprocessor_config.json");
     if !start.is_resumed() {
         match (&init_dir, &opts.run.tokenizer) {
-            (Some(dir), _) => {
-                crate::atomic::copy_file(&dir.file("tokenizer.json"), &tokenizer_path)?
-            }
+            (Some(dir), _) => crate::atomic::write_file(
+                &tokenizer_path,
+                &crate::builtin::clip_tokenizer_json(&dir.dir)?,
+            )?,
             (None, Some(path)) => crate::atomic::copy_file(path, &tokenizer_path)?,
             (None, None) => {
                 let texts: Vec<String> = data

@@ -635,3 +635,68 @@ fn benchmark_runs_the_suite_and_matches_the_single_commands() {
     assert!(r.stderr.contains("no-such-dir"), "{}", r.stderr);
     assert!(out2.join("skyscribe-mini--RSICD--retrieval.json").is_file());
 }
+
+/// Older Hugging Face CLIP repositories (some remote-sensing fine-tunes) carry only the slow
+/// tokenizer's vocab.json + merges.txt: CLIP's are accepted as the built-in tokenizer.json,
+/// anything else is refused.
+#[test]
+fn hf_folders_with_only_the_slow_tokenizer_files_load() {
+    let with_json = crate::common::tiny_clip("tiny-a");
+    let s = scratch("openclip-slow-tokenizer");
+    let slow = s.join("tiny-a-slow");
+    std::fs::create_dir_all(&slow).unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    ] {
+        std::fs::copy(with_json.join(f), slow.join(f)).unwrap();
+    }
+    let tok = read_json(&with_json.join("tokenizer.json"));
+    std::fs::write(slow.join("vocab.json"), tok["model"]["vocab"].to_string()).unwrap();
+    let merges: Vec<String> = tok["model"]["merges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap()))
+        .collect();
+    let merges_txt = format!("#version: 0.2\n{}\n", merges.join("\n"));
+    std::fs::write(slow.join("merges.txt"), &merges_txt).unwrap();
+    let embed = |dir: &Path| {
+        let r = skyscribe(&[
+            "embed",
+            "--jsonl",
+            "--model",
+            dir.to_str().unwrap(),
+            "--text",
+            "a dense residential area with trees",
+            "--text",
+            "harbour",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.stdout
+    };
+    assert_eq!(embed(&slow), embed(&with_json));
+
+    // Other merges are not CLIP's: refused, with what to do.
+    std::fs::write(
+        slow.join("merges.txt"),
+        merges_txt.replacen("i n\n", "n i\n", 1),
+    )
+    .unwrap();
+    let r = skyscribe(&["embed", "--model", slow.to_str().unwrap(), "--text", "x"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("are not CLIP's") && r.stderr.contains("tiny-a-slow"),
+        "{}",
+        r.stderr
+    );
+    std::fs::remove_file(slow.join("merges.txt")).unwrap();
+    let r = skyscribe(&["embed", "--model", slow.to_str().unwrap(), "--text", "x"]);
+    assert!(
+        r.stderr
+            .contains("no tokenizer.json (nor vocab.json + merges.txt)"),
+        "{}",
+        r.stderr
+    );
+}
