@@ -45,6 +45,22 @@ pub fn steps(total: usize, done: usize, label: &str, quiet: bool) -> ProgressBar
     bar
 }
 
+/// A spinner with the elapsed time for work of unknown length (`label`: what is being done),
+/// ticking on its own until finished. Hidden when `quiet`.
+pub fn spinner(label: &str, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner()
+        .with_style(
+            ProgressStyle::with_template("{spinner} {prefix} [{elapsed_precise}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        )
+        .with_prefix(label.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
 /// A line for the log: above the bar, or on stderr when the bar is hidden (not a terminal), so
 /// that logs of unattended runs keep it. A closed stderr loses the line, never the run.
 pub fn say(bar: &ProgressBar, line: &str) {

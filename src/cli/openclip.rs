@@ -8,7 +8,7 @@ use clap::Args;
 
 use skyscribe::openclip::{self, OpenClipConfig};
 
-use super::output::{Out, report};
+use super::output::Out;
 
 #[derive(Args)]
 pub struct ImportArgs {
@@ -41,8 +41,10 @@ pub fn import(a: ImportArgs) -> Result<usize> {
         (None, Some(file)) => (OpenClipConfig::from_file(file)?, file.display().to_string()),
         (None, None) => unreachable!("clap requires one"),
     };
-    report(&format!("reading {}", a.weights.display()));
-    let done = openclip::import(&a.weights, &config, &arch, &a.out)?;
+    let bar = skyscribe::progress::spinner(&format!("importing {}", a.weights.display()), a.jsonl);
+    let done = openclip::import(&a.weights, &config, &arch, &a.out);
+    bar.finish_and_clear();
+    let done = done?;
     let mut out = Out::new();
     if a.jsonl {
         out.json(&done)?;
