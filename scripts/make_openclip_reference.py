@@ -5,7 +5,7 @@ Nothing here runs in CI: the outputs are committed and Rust tests compare agains
 
   pip install open-clip-torch==3.3.0 torch==2.15.0 torchvision pillow numpy safetensors
   python3 scripts/make_openclip_reference.py             # writes tests/fixtures/openclip/
-  python3 scripts/make_openclip_reference.py --full-b32 /tmp/oc-b32   # a full-size check, not committed
+  python3 scripts/make_openclip_reference.py --full ViT-B-32 /tmp/oc-b32   # full size, not committed
 
 What it writes (tests/fixtures/openclip/):
   archs.json      for every architecture `--arch` builds in: OpenCLIP's own config JSON, the
@@ -181,16 +181,18 @@ def tiny(name, spec, image_names):
     print(name, form, sum(v.numel() for v in sd.values()), "parameters")
 
 
-def full_b32(out: Path, image_names):
-    """A full-size random ViT-B-32 (not committed): `import-openclip --arch ViT-B-32` on it,
-    then `embed` the fixture images and compare with reference.json."""
+def full(arch: str, out: Path, image_names):
+    """A full-size random model of `arch` (not committed): `import-openclip --arch ARCH` on it,
+    then `embed` the fixture images and texts and compare with reference.json
+    (scripts/check-openclip-full.sh does both)."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    model = open_clip.create_model("ViT-B-32").eval()
+    model = open_clip.create_model(arch).eval()
     randomise(model, 0)
-    torch.save(model.state_dict(), out / "ViT-B-32-random.pt")
-    preprocess = open_clip.image_transform(224, is_train=False)
-    tok = open_clip.get_tokenizer("ViT-B-32")
+    torch.save(model.state_dict(), out / f"{arch}-random.pt")
+    size = open_clip.get_model_config(arch)["vision_cfg"]["image_size"]
+    preprocess = open_clip.image_transform(size, is_train=False)
+    tok = open_clip.get_tokenizer(arch)
     with torch.no_grad():
         imgs = torch.stack([preprocess(Image.open(OUT / "images" / n)) for n in image_names])
         ref = dict(images=[str(OUT / "images" / n) for n in image_names],
@@ -202,12 +204,12 @@ def full_b32(out: Path, image_names):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--full-b32", type=Path)
+    ap.add_argument("--full", nargs=2, metavar=("ARCH", "DIR"))
     a = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     images = make_images()
-    if a.full_b32:
-        full_b32(a.full_b32, images)
+    if a.full:
+        full(a.full[0], Path(a.full[1]), images)
         return
     (OUT / "archs.json").write_text(json.dumps(arch_fixtures(), indent=1) + "\n")
     for name, spec in TINY.items():
