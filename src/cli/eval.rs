@@ -498,6 +498,13 @@ pub struct BenchmarkArgs {
     jsonl: bool,
 }
 
+/// What became of one task of `eval benchmark`.
+enum Outcome {
+    /// Found in `--out` for the same model and suite entry.
+    Reused(skyscribe::eval::benchmark::TaskResult),
+    Ran(Result<skyscribe::eval::benchmark::TaskResult>),
+}
+
 fn benchmark(a: BenchmarkArgs) -> Result<usize> {
     use skyscribe::eval::benchmark::{self as bench, RunOptions, Suite, TaskKind, TaskResult};
     let data = a.data.clone().unwrap_or_else(skyscribe::data_root);
@@ -520,27 +527,32 @@ fn benchmark(a: BenchmarkArgs) -> Result<usize> {
     let mut results: Vec<TaskResult> = Vec::new();
     let mut failed = 0;
     let mut out = Out::new();
-    let mut finish =
-        |r: Result<TaskResult>, what: &str, results: &mut Vec<TaskResult>| -> Result<()> {
-            match r {
-                Ok(r) => {
-                    bench::save(&a.out, &r)?;
-                    let summary: Vec<String> =
-                        r.metrics.iter().map(|(k, v)| format!("{k} {v}")).collect();
-                    report(&format!(
-                        "{what}: {} ({:.1} s)",
-                        summary.join(", "),
-                        r.seconds
-                    ));
-                    results.push(r);
-                }
-                Err(e) => {
-                    failed += 1;
-                    report(&format!("{what}: failed: {e:#}"));
-                }
+    // A result is saved as soon as it exists (one found in --out is kept as it is); a failure
+    // is reported and the suite goes on.
+    let mut finish = |outcome: Outcome, what: &str| -> Result<()> {
+        match outcome {
+            Outcome::Reused(r) => {
+                report(&format!("{what}: already in {}", a.out.display()));
+                results.push(r);
             }
-            Ok(())
-        };
+            Outcome::Ran(Ok(r)) => {
+                bench::save(&a.out, &r)?;
+                let summary: Vec<String> =
+                    r.metrics.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                report(&format!(
+                    "{what}: {} ({:.1} s)",
+                    summary.join(", "),
+                    r.seconds
+                ));
+                results.push(r);
+            }
+            Outcome::Ran(Err(e)) => {
+                failed += 1;
+                report(&format!("{what}: failed: {e:#}"));
+            }
+        }
+        Ok(())
+    };
     let reuse = |model: &str, spec: &bench::TaskSpec| -> Option<TaskResult> {
         if a.rerun {
             None
@@ -549,30 +561,33 @@ fn benchmark(a: BenchmarkArgs) -> Result<usize> {
         }
     };
     for model in &models {
-        let clip_tasks: Vec<&bench::TaskSpec> = suite
-            .tasks
-            .iter()
-            .filter(|t| t.task != TaskKind::Captions)
-            .collect();
         let mut clip: Option<(ClipEncoder, Option<EmbeddingCache>)> = None;
-        for spec in clip_tasks {
+        let mut load_error: Option<String> = None;
+        for spec in suite.tasks.iter().filter(|t| t.task != TaskKind::Captions) {
             let what = format!("{} {} — {model}", spec.dataset, spec.task.name());
             if let Some(r) = reuse(model, spec) {
-                report(&format!("{what}: already in {}", a.out.display()));
-                results.push(r);
+                finish(Outcome::Reused(r), &what)?;
                 continue;
             }
-            if clip.is_none() {
-                let c = ClipEncoder::load(model, &device)?;
-                let cache = a.cache.open(&c, &decode)?;
-                clip = Some((c, cache));
+            if clip.is_none() && load_error.is_none() {
+                match ClipEncoder::load(model, &device)
+                    .and_then(|c| Ok((a.cache.open(&c, &decode)?, c)))
+                {
+                    Ok((cache, c)) => clip = Some((c, cache)),
+                    Err(e) => load_error = Some(format!("{e:#}")),
+                }
             }
-            let (c, cache) = clip.as_ref().expect("loaded above");
-            let r = match spec.task {
-                TaskKind::ZeroShot => bench::zero_shot(c, model, spec, cache.as_ref(), &opts),
-                _ => bench::retrieval(c, model, spec, cache.as_ref(), &opts),
+            let r = match (&clip, &load_error) {
+                (Some((c, cache)), _) => match spec.task {
+                    TaskKind::ZeroShot => bench::zero_shot(c, model, spec, cache.as_ref(), &opts),
+                    _ => bench::retrieval(c, model, spec, cache.as_ref(), &opts),
+                },
+                (None, e) => Err(anyhow::anyhow!(
+                    "the model does not load: {}",
+                    e.as_deref().unwrap_or("?")
+                )),
             };
-            finish(r, &what, &mut results)?;
+            finish(Outcome::Ran(r), &what)?;
         }
     }
     for spec in suite.tasks.iter().filter(|t| t.task == TaskKind::Captions) {
@@ -585,12 +600,11 @@ fn benchmark(a: BenchmarkArgs) -> Result<usize> {
         };
         let what = format!("{} captions — {captioner}", spec.dataset);
         if let Some(r) = reuse(captioner, spec) {
-            report(&format!("{what}: already in {}", a.out.display()));
-            results.push(r);
+            finish(Outcome::Reused(r), &what)?;
             continue;
         }
         let r = bench::captions(captioner, spec, a.cache.dir().as_deref(), &device, &opts);
-        finish(r, &what, &mut results)?;
+        finish(Outcome::Ran(r), &what)?;
     }
     if results.is_empty() {
         bail!("no task of {} could be run", suite.name);

@@ -616,11 +616,18 @@ fn benchmark_runs_the_suite_and_matches_the_single_commands() {
     )
     .unwrap();
     let out2 = s.join("results2");
+    // So does a model that does not load.
+    let not_a_model = s.join("not-a-model");
+    std::fs::create_dir_all(&not_a_model).unwrap();
     let r = skyscribe(&[
         "eval",
         "benchmark",
         "--suite",
         broken.to_str().unwrap(),
+        "--model",
+        not_a_model.to_str().unwrap(),
+        "--model",
+        "skyscribe-mini",
         "--out",
         out2.to_str().unwrap(),
         "--cache",
@@ -633,7 +640,13 @@ fn benchmark_runs_the_suite_and_matches_the_single_commands() {
         r.stderr
     );
     assert!(r.stderr.contains("no-such-dir"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("the model does not load") && r.stderr.contains("has no config.json"),
+        "{}",
+        r.stderr
+    );
     assert!(out2.join("skyscribe-mini--RSICD--retrieval.json").is_file());
+    assert!(!out2.join("not-a-model--RSICD--retrieval.json").exists());
 }
 
 /// Older Hugging Face CLIP repositories (some remote-sensing fine-tunes) carry only the slow
