@@ -200,116 +200,82 @@ fn imported_folders_match_openclip_end_to_end() {
     }
 }
 
-fn expect_refusal(args: &[&str], needles: &[&str]) -> String {
-    let r = skyscribe(args);
+/// Runs `import-openclip --weights WEIGHTS ARCH... --out OUT` and checks that it is refused with
+/// every one of `needles` in its message.
+fn refused(weights: &Path, arch: &[&str], out: &Path, needles: &[&str]) {
+    let mut args = vec!["import-openclip", "--weights", weights.to_str().unwrap()];
+    args.extend_from_slice(arch);
+    args.extend(["--out", out.to_str().unwrap()]);
+    let r = skyscribe(&args);
     assert_ne!(r.code, 0, "{args:?} was accepted");
     for n in needles {
         assert!(r.stderr.contains(n), "{args:?}: {n:?} not in: {}", r.stderr);
     }
-    r.stderr
+}
+
+/// `--arch-config FILE`, as `refused` takes it.
+fn config(file: &Path) -> [&str; 2] {
+    ["--arch-config", file.to_str().unwrap()]
 }
 
 #[test]
 fn refuses_what_it_cannot_convert() {
     let scratch = scratch("openclip-refusals");
     let out = scratch.join("out");
-    let out_s = out.to_str().unwrap();
     let h14 = dir().join("tiny-h14-gelu");
-    let weights = h14.join("open_clip_model.safetensors");
-    let w = weights.to_str().unwrap();
+    let w = h14.join("open_clip_model.safetensors");
+    let h14_cfg = h14.join("open_clip_config.json");
+    let write_config = |name: &str, edit: &dyn Fn(&mut serde_json::Value)| -> PathBuf {
+        let mut cfg = read_json(&h14_cfg);
+        edit(&mut cfg);
+        let path = scratch.join(name);
+        std::fs::write(&path, cfg.to_string()).unwrap();
+        path
+    };
 
     // ResNet towers, by name and by config.
-    expect_refusal(
-        &[
-            "import-openclip",
-            "--weights",
-            w,
-            "--arch",
-            "RN50",
-            "--out",
-            out_s,
-        ],
-        &["RN50", "ResNet"],
-    );
+    refused(&w, &["--arch", "RN50"], &out, &["RN50", "ResNet"]);
     let rn = scratch.join("rn.json");
     std::fs::write(
         &rn,
         r#"{"embed_dim": 1024, "vision_cfg": {"image_size": 224, "layers": [3, 4, 6, 3], "width": 64, "patch_size": null}, "text_cfg": {}}"#,
     )
     .unwrap();
-    expect_refusal(
-        &[
-            "import-openclip",
-            "--weights",
-            w,
-            "--arch-config",
-            rn.to_str().unwrap(),
-            "--out",
-            out_s,
-        ],
-        &["rn.json", "ResNet"],
-    );
+    refused(&w, &config(&rn), &out, &["rn.json", "ResNet"]);
     // An option that changes the computation, and one nobody knows.
-    let mut cfg = read_json(&h14.join("open_clip_config.json"));
-    cfg["vision_cfg"]["ls_init_value"] = serde_json::json!(0.1);
-    let ls = scratch.join("ls.json");
-    std::fs::write(&ls, cfg.to_string()).unwrap();
-    expect_refusal(
-        &[
-            "import-openclip",
-            "--weights",
-            w,
-            "--arch-config",
-            ls.to_str().unwrap(),
-            "--out",
-            out_s,
-        ],
+    let ls = write_config("ls.json", &|c| {
+        c["vision_cfg"]["ls_init_value"] = 0.1.into()
+    });
+    refused(
+        &w,
+        &config(&ls),
+        &out,
         &["vision_cfg.ls_init_value", "layer scale"],
     );
-    let mut cfg = read_json(&h14.join("open_clip_config.json"));
-    cfg["text_cfg"]["rope"] = serde_json::json!(true);
-    let unknown = scratch.join("unknown.json");
-    std::fs::write(&unknown, cfg.to_string()).unwrap();
-    expect_refusal(
-        &[
-            "import-openclip",
-            "--weights",
-            w,
-            "--arch-config",
-            unknown.to_str().unwrap(),
-            "--out",
-            out_s,
-        ],
+    let unknown = write_config("unknown.json", &|c| c["text_cfg"]["rope"] = true.into());
+    refused(
+        &w,
+        &config(&unknown),
+        &out,
         &["text_cfg.rope", "unknown option"],
     );
-    // The wrong architecture for the weights: names what is missing and mis-shaped.
+    // The wrong architecture for the weights: names what is missing and mis-shaped, and says
+    // what the checkpoint holds.
     let l14_cfg = dir().join("tiny-l14-336-gelu/open_clip_config.json");
-    expect_refusal(
-        &[
-            "import-openclip",
-            "--weights",
-            w,
-            "--arch-config",
-            l14_cfg.to_str().unwrap(),
-            "--out",
-            out_s,
-        ],
+    refused(
+        &w,
+        &config(&l14_cfg),
+        &out,
         &[
             "open_clip_model.safetensors",
             "missing tensor(s): transformer.resblocks.2",
             "wrong shape",
         ],
     );
-    expect_refusal(
-        &[
-            "import-openclip",
-            "--weights",
-            w,
-            "--arch",
-            "ViT-B-32",
-            "--out",
-            out_s,
-        ],
+    refused(
+        &w,
+        &["--arch", "ViT-B-32"],
+        &out,
         &[
             "an image tower of width 48, patch 7, 3 layers, 28 px; a text tower of width 24, 2 \
              layers, context 12, vocabulary 700",
@@ -318,24 +284,17 @@ fn refuses_what_it_cannot_convert() {
     );
     // One tensor renamed and one reshaped.
     let mut tensors: HashMap<String, Tensor> =
-        candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+        candle_core::safetensors::load(&w, &Device::Cpu).unwrap();
     let t = tensors.remove("ln_final.bias").unwrap();
     tensors.insert("ln_final.beta".into(), t);
     let p = tensors["visual.proj"].t().unwrap().contiguous().unwrap();
     tensors.insert("visual.proj".into(), p);
     let broken = scratch.join("broken.safetensors");
     candle_core::safetensors::save(&tensors, &broken).unwrap();
-    let h14_cfg = h14.join("open_clip_config.json");
-    expect_refusal(
-        &[
-            "import-openclip",
-            "--weights",
-            broken.to_str().unwrap(),
-            "--arch-config",
-            h14_cfg.to_str().unwrap(),
-            "--out",
-            out_s,
-        ],
+    refused(
+        &broken,
+        &config(&h14_cfg),
+        &out,
         &[
             "unknown tensor(s): ln_final.beta",
             "missing tensor(s): ln_final.bias",
@@ -345,16 +304,10 @@ fn refuses_what_it_cannot_convert() {
     // Not a checkpoint at all.
     let junk = scratch.join("junk.pt");
     std::fs::write(&junk, b"not a zip").unwrap();
-    expect_refusal(
-        &[
-            "import-openclip",
-            "--weights",
-            junk.to_str().unwrap(),
-            "--arch",
-            "ViT-B-32",
-            "--out",
-            out_s,
-        ],
+    refused(
+        &junk,
+        &["--arch", "ViT-B-32"],
+        &out,
         &["junk.pt", "not a PyTorch checkpoint"],
     );
     // Nothing was left behind by any refusal, and an existing folder is never overwritten.
@@ -368,33 +321,10 @@ fn refuses_what_it_cannot_convert() {
         "left behind: {names:?}"
     );
     std::fs::create_dir(&out).unwrap();
-    expect_refusal(
-        &[
-            "import-openclip",
-            "--weights",
-            w,
-            "--arch-config",
-            h14_cfg.to_str().unwrap(),
-            "--out",
-            out_s,
-        ],
-        &["already exists"],
-    );
+    refused(&w, &config(&h14_cfg), &out, &["already exists"]);
     // --arch and --arch-config together make no sense.
-    expect_refusal(
-        &[
-            "import-openclip",
-            "--weights",
-            w,
-            "--arch",
-            "ViT-B-32",
-            "--arch-config",
-            h14_cfg.to_str().unwrap(),
-            "--out",
-            out_s,
-        ],
-        &["cannot be used with"],
-    );
+    let both = [&["--arch", "ViT-B-32"][..], &config(&h14_cfg)[..]].concat();
+    refused(&w, &both, &out, &["cannot be used with"]);
 }
 
 /// A small RSICD-layout set in `dir`: the first `n` test images (symlinked) and their
