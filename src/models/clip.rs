@@ -131,6 +131,9 @@ impl ClipConfig {
                 );
             }
         }
+        if v.num_hidden_layers == 0 || t.num_hidden_layers == 0 {
+            bail!("num_hidden_layers must be positive in both towers");
+        }
         if v.patch_size == 0 || !v.image_size.is_multiple_of(v.patch_size) {
             bail!(
                 "vision image_size {} is not a multiple of patch_size {}",
@@ -200,6 +203,18 @@ impl EncoderLayer {
             .self_attn
             .forward(&self.layer_norm1.forward(xs)?, causal)?;
         let xs = (xs + h)?;
+        let h = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
+        Ok((xs + h)?)
+    }
+
+    /// The output at the first position only `(B, 1, D)` (attending to every position): the
+    /// image tower pools its class token, so its last layer needs nothing else. Skips the
+    /// output projection and the MLP of the other 49 positions of ViT-B/32: 6 % of its work.
+    fn forward_first(&self, xs: &Tensor) -> Result<Tensor> {
+        let h = self
+            .self_attn
+            .forward_first(&self.layer_norm1.forward(xs)?)?;
+        let xs = (xs.narrow(1, 0, 1)? + h)?;
         let h = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
         Ok((xs + h)?)
     }
@@ -374,10 +389,13 @@ impl VisionTransformer {
         let xs = Tensor::cat(&[&class, &patches], 1)?;
         let xs = xs.broadcast_add(&self.position_embedding.unsqueeze(0)?)?;
         let mut xs = self.pre_layrnorm.forward(&xs)?;
-        for layer in &self.layers {
+        let Some((last, rest)) = self.layers.split_last() else {
+            bail!("the image tower has no layers");
+        };
+        for layer in rest {
             xs = layer.forward(&xs, false)?;
         }
-        let pooled = xs.narrow(1, 0, 1)?.squeeze(1)?;
+        let pooled = last.forward_first(&xs)?.squeeze(1)?;
         self.post_layernorm.forward(&pooled)
     }
 }
