@@ -8,9 +8,10 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use candle_core::{D, Device, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 use serde::Deserialize;
 
+use super::cpu_kernels;
 use super::layers::{Activation, LayerNorm, Linear, softmax_last};
 use super::weights::{Scope, Weights};
 
@@ -118,8 +119,8 @@ impl KvCache {
 fn conv1d(w: &Scope, n_in: usize, n_out: usize) -> Result<Linear> {
     let weight = w.get("weight", &[n_in, n_out])?;
     let bias = w.get("bias", &[n_out])?;
-    // Conv1D stores (in, out): its transpose is the (out, in) weight of a linear layer.
-    Linear::from_weights(weight.t()?, Some(bias))
+    // Conv1D stores (in, out): the transpose of a linear layer's (out, in) weight.
+    Linear::from_transposed(weight, Some(bias))
 }
 
 impl Block {
@@ -142,11 +143,19 @@ impl Block {
         let (b, t, d) = xs.dims3()?;
         let h = self.heads;
         let hd = d / h;
-        let qkv = self
-            .c_attn
-            .forward(xs)?
-            .reshape((b, t, 3, h, hd))?
-            .permute((2, 0, 3, 1, 4))?;
+        let qkv = self.c_attn.forward(xs)?;
+        if cache.is_none() && xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            // The whole sequence at once (training, or a prompt): the fused kernel, with the
+            // keys and values kept for the positions that follow.
+            let out = cpu_kernels::attention(&qkv, h, true)?;
+            let kv = qkv
+                .detach()
+                .reshape((b, t, 3, h, hd))?
+                .permute((2, 0, 3, 1, 4))?;
+            *cache = Some((kv.get(1)?.contiguous()?, kv.get(2)?.contiguous()?));
+            return self.c_proj.forward(&out);
+        }
+        let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;
         let mut k = qkv.get(1)?.contiguous()?;
         let mut v = qkv.get(2)?.contiguous()?;
@@ -269,6 +278,12 @@ impl Gpt2 {
     /// The tied head: logits `(…, vocab)` of final hidden states `(…, n_embd)`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         self.head.forward(hidden)
+    }
+
+    /// The tied head's weight `(vocab, n_embd)` (the token embeddings), for losses that compute
+    /// the logits themselves.
+    pub fn head_weight(&self) -> &Tensor {
+        &self.wte
     }
 
     /// Final (LayerNorm'd) hidden states `(B, T, n_embd)`, before the head.

@@ -1,13 +1,16 @@
 //! The building blocks the transformer models share: linear layers, LayerNorm, multi-head
 //! attention and the MLP, each loaded from checkpoint keys with checked shapes.
 //!
-//! Every layer serves inference and training. Inference uses fused kernels (candle's
-//! `layer_norm` and `softmax_last_dim`, this crate's CPU kernels), which have no backward pass
-//! and would silently give zero gradients; so as soon as a gradient can flow through a layer
-//! (its input or its weights are tracked: `Tensor::track_op`) it switches to composed,
-//! differentiable operations. Frozen weights under a tracked input (a frozen GPT-2 under a
-//! trained prefix) go through [`FrozenLinear`], whose backward computes the input's gradient
-//! only: candle's matmul backward would also compute the weight's, which nobody reads.
+//! Every layer serves inference and training. On the CPU in f32, LayerNorm, the activations,
+//! attention and the head's cross-entropy run this crate's fused kernels (`cpu_kernels`), each
+//! with its own backward pass; elsewhere (CUDA, other dtypes) they are composed from candle's
+//! differentiable ops, except at inference where candle's fused `layer_norm` and softmax serve.
+//! Linear layers use a bias-fused gemm without a backward pass, so a trained weight goes
+//! through candle's matmul; frozen weights under a tracked input (a frozen GPT-2 under a trained
+//! prefix) go through `cpu_kernels::frozen_linear_bias`, whose backward computes the input's
+//! gradient only: candle's matmul backward would also compute the weight's.
+
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Result, bail};
 use candle_core::{DType, Tensor};
@@ -33,11 +36,13 @@ pub enum Activation {
 
 impl Activation {
     pub fn forward(self, xs: &Tensor) -> Result<Tensor> {
+        let cpu_f32 = xs.device().is_cpu() && xs.dtype() == DType::F32;
         Ok(match self {
-            Activation::QuickGelu
-                if xs.device().is_cpu() && xs.dtype() == DType::F32 && !xs.track_op() =>
-            {
-                xs.contiguous()?.apply_op1_no_bwd(&QuickGeluCpu)?
+            Activation::QuickGelu if cpu_f32 => {
+                cpu_kernels::activation(xs, cpu_kernels::Act::QuickGelu)?
+            }
+            Activation::GeluTanh if cpu_f32 => {
+                cpu_kernels::activation(xs, cpu_kernels::Act::GeluTanh)?
             }
             Activation::QuickGelu => (xs * candle_nn::ops::sigmoid(&(xs * 1.702)?)?)?,
             Activation::Gelu => xs.gelu_erf()?,
@@ -47,45 +52,17 @@ impl Activation {
     }
 }
 
-/// `x · sigmoid(1.702 x)` in one parallel pass on the CPU. The composed version costs three
-/// single-threaded passes and two temporaries, a quarter of ViT-B/32's time on two cores.
-struct QuickGeluCpu;
-
-impl candle_core::CustomOp1 for QuickGeluCpu {
-    fn name(&self) -> &'static str {
-        "quick-gelu"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        use rayon::prelude::*;
-        let candle_core::CpuStorage::F32(data) = storage else {
-            candle_core::bail!("quick-gelu: f32 only")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("quick-gelu: input must be contiguous")
-        };
-        let input = &data[start..end];
-        let mut out = vec![0f32; input.len()];
-        out.par_chunks_mut(8192)
-            .zip(input.par_chunks(8192))
-            .for_each(|(o, i)| {
-                for (o, &x) in o.iter_mut().zip(i) {
-                    *o = x / (1.0 + (-1.702 * x).exp());
-                }
-            });
-        Ok((candle_core::CpuStorage::F32(out), layout.shape().clone()))
-    }
-}
-
 /// `y = x·Wᵀ + b`, with `Wᵀ` stored contiguous so every call is one plain matrix product over
 /// all leading dimensions at once.
 pub struct Linear {
     weight_t: Tensor,
     bias: Option<Tensor>,
+    /// A trained weight as its variable stores it, and whether that is `Wᵀ` `(in, out)`
+    /// (see [`cpu_kernels::trained_linear`]).
+    trained: Option<(Tensor, bool)>,
+    /// `W` `(out, in)` contiguous for the backward pass of a frozen layer, made on first use
+    /// (see [`cpu_kernels::frozen_linear_bias`]): only training pays for the copy.
+    weight: Arc<OnceLock<Tensor>>,
 }
 
 impl Linear {
@@ -103,12 +80,32 @@ impl Linear {
     /// `weight`: `(out, in)` as PyTorch stores it. A trainable weight is kept as a view of its
     /// variable (a copy would not see the optimiser's updates).
     pub fn from_weights(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let weight_t = if weight.track_op() {
-            weight.t()?
+        let (weight_t, trained) = if weight.track_op() {
+            (weight.t()?, Some((weight, false)))
         } else {
-            weight.t()?.contiguous()?
+            (weight.t()?.contiguous()?, None)
         };
-        Ok(Self { weight_t, bias })
+        Ok(Self {
+            weight_t,
+            bias,
+            trained,
+            weight: Arc::default(),
+        })
+    }
+
+    /// `weight_t`: `(in, out)`, as GPT-2's `Conv1D` stores it.
+    pub fn from_transposed(weight_t: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let (weight_t, trained) = if weight_t.track_op() {
+            (weight_t.clone(), Some((weight_t, true)))
+        } else {
+            (weight_t.contiguous()?, None)
+        };
+        Ok(Self {
+            weight_t,
+            bias,
+            trained,
+            weight: Arc::default(),
+        })
     }
 
     /// Whether the weights are trained (then the layer cannot be fused with another).
@@ -118,6 +115,9 @@ impl Linear {
 
     /// Concatenates several layers reading the same input into one wider layer.
     pub fn fuse(layers: &[Linear]) -> Result<Self> {
+        if layers.iter().any(Linear::is_trainable) {
+            bail!("cannot fuse trained linear layers (each keeps its own variable)");
+        }
         let ws: Vec<&Tensor> = layers.iter().map(|l| &l.weight_t).collect();
         let weight_t = Tensor::cat(&ws, 1)?;
         let bias = if layers.iter().all(|l| l.bias.is_some()) {
@@ -128,7 +128,12 @@ impl Linear {
         } else {
             bail!("cannot fuse linear layers with and without bias");
         };
-        Ok(Self { weight_t, bias })
+        Ok(Self {
+            weight_t,
+            bias,
+            trained: None,
+            weight: Arc::default(),
+        })
     }
 
     pub fn out_dim(&self) -> usize {
@@ -141,11 +146,16 @@ impl Linear {
         let rows = xs.elem_count() / in_dim.max(1);
         let xs2 = xs.reshape((rows, in_dim))?;
         let cpu_f32 = xs.device().is_cpu() && xs.dtype() == DType::F32;
-        let ys = if !self.is_trainable() && cpu_f32 && xs.track_op() {
-            xs2.contiguous()?.apply_op1(FrozenLinear {
-                weight_t: self.weight_t.clone(),
-                bias: self.bias.clone(),
-            })?
+        let bias_or_zeros = || -> Result<Tensor> {
+            Ok(match &self.bias {
+                Some(b) => b.clone(),
+                None => Tensor::zeros(self.out_dim(), DType::F32, xs.device())?,
+            })
+        };
+        let ys = if let (Some((p, stored_t)), true) = (&self.trained, cpu_f32) {
+            cpu_kernels::trained_linear(&xs2, p, &bias_or_zeros()?, *stored_t)?
+        } else if !self.is_trainable() && cpu_f32 && xs.track_op() {
+            cpu_kernels::frozen_linear_bias(&xs2, &self.weight_t, &bias_or_zeros()?, &self.weight)?
         } else {
             match &self.bias {
                 Some(b) if cpu_f32 && !self.is_trainable() => {
@@ -161,52 +171,6 @@ impl Linear {
     }
 }
 
-/// `x·Wᵀ + b` with a frozen `W`: the forward pass is the fast kernel, the backward pass gives
-/// the input's gradient `g·W` and nothing else.
-struct FrozenLinear {
-    weight_t: Tensor,
-    bias: Option<Tensor>,
-}
-
-impl candle_core::CustomOp1 for FrozenLinear {
-    fn name(&self) -> &'static str {
-        "frozen-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &candle_core::CpuStorage,
-        layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let candle_core::CpuStorage::F32(data) = storage else {
-            candle_core::bail!("frozen-linear: f32 only")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("frozen-linear: input must be contiguous")
-        };
-        let xs = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?;
-        let ys = match &self.bias {
-            Some(b) => cpu_kernels::linear_bias(&xs, &self.weight_t, b)
-                .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
-            None => xs.matmul(&self.weight_t)?,
-        };
-        let shape = ys.shape().clone();
-        Ok((
-            candle_core::CpuStorage::F32(ys.flatten_all()?.to_vec1::<f32>()?),
-            shape,
-        ))
-    }
-
-    fn bwd(
-        &self,
-        _arg: &Tensor,
-        _res: &Tensor,
-        grad_res: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad_res.matmul(&self.weight_t.t()?)?))
-    }
-}
-
 /// Softmax over the last dimension: the fused kernel for inference, composed operations when a
 /// gradient must flow (the shift by the row maximum is a constant for the gradient).
 pub fn softmax_last(xs: &Tensor) -> Result<Tensor> {
@@ -219,7 +183,7 @@ pub fn softmax_last(xs: &Tensor) -> Result<Tensor> {
     Ok(e.broadcast_div(&sum)?)
 }
 
-/// LayerNorm over the last dimension (candle's fused kernel for inference, composed for training).
+/// LayerNorm over the last dimension (see the module comment for which kernel runs where).
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -236,6 +200,14 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            return Ok(cpu_kernels::layer_norm(
+                xs,
+                &self.weight,
+                &self.bias,
+                self.eps,
+            )?);
+        }
         if xs.track_op() || self.weight.track_op() {
             let d = candle_core::D::Minus1;
             let mean = xs.mean_keepdim(d)?;
@@ -285,6 +257,18 @@ impl Attention {
 
     /// `xs`: `(B, T, hidden)`; `causal` hides later positions from each query.
     pub fn forward(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
+        self.out_proj.forward(&self.mix(xs, causal)?)
+    }
+
+    /// The output at the first position only `(B, 1, hidden)`, every position attended to: what
+    /// a tower pooled from its first token needs of its last layer.
+    pub fn forward_first(&self, xs: &Tensor) -> Result<Tensor> {
+        self.out_proj
+            .forward(&self.mix(xs, false)?.narrow(1, 0, 1)?)
+    }
+
+    /// The heads' outputs side by side, before `out_proj`.
+    fn mix(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
         let (b, t, hidden) = xs.dims3()?;
         let (h, hd) = (self.heads, self.head_dim);
         let qkv = match self.qkv.as_slice() {
@@ -297,9 +281,8 @@ impl Attention {
                 Tensor::cat(&outs, 2)?
             }
         };
-        if xs.device().is_cpu() && xs.dtype() == DType::F32 && !qkv.track_op() {
-            let out = cpu_kernels::attention(&qkv, h, causal)?;
-            return self.out_proj.forward(&out);
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            return Ok(cpu_kernels::attention(&qkv, h, causal)?);
         }
         let qkv = qkv.reshape((b, t, 3, h, hd))?.permute((2, 0, 3, 1, 4))?;
         let scale = (hd as f64).powf(-0.5);
@@ -318,7 +301,7 @@ impl Attention {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, t, hidden))?;
-        self.out_proj.forward(&out)
+        Ok(out)
     }
 }
 

@@ -16,7 +16,7 @@ use candle_core::{Device, Tensor, Var};
 use serde::Serialize;
 
 use super::run::{Plan, RunOptions, Start, TrainSummary, Trainer, train};
-use super::{Decay, masked_cross_entropy, snapshot, validation_split};
+use super::{Decay, head_cross_entropy, snapshot, validation_split};
 use crate::cache::{EmbeddingCache, embed_images};
 use crate::caption::{CaptionerConfig, GPT2_SCOPE, MAPPER_SCOPE};
 use crate::data::{open_captions, training_sentence};
@@ -146,15 +146,18 @@ impl CaptionerModel {
             ids[i * t..i * t + row.len()].copy_from_slice(row);
             mask[i * t..i * t + row.len()].fill(1.0);
         }
-        let ids = Tensor::from_vec(ids, (b, t), device)?;
-        let mask = Tensor::from_vec(mask, b * t, device)?;
-        let x = Tensor::cat(&[&prefix, &self.gpt2.embed_tokens(&ids)?], 1)?;
+        let ids_t = Tensor::from_vec(ids.clone(), (b, t), device)?;
+        let x = Tensor::cat(&[&prefix, &self.gpt2.embed_tokens(&ids_t)?], 1)?;
         let hidden = self.gpt2.hidden_states(&x, &mut self.gpt2.new_cache())?;
         // Position K-1+j predicts token j.
         let hidden = hidden.narrow(1, k - 1, t)?.contiguous()?;
         let d = hidden.dim(2)?;
-        let logits = self.gpt2.logits(&hidden.reshape((b * t, d))?)?;
-        masked_cross_entropy(&logits, &ids.flatten_all()?, &mask)
+        head_cross_entropy(
+            &hidden.reshape((b * t, d))?,
+            self.gpt2.head_weight(),
+            &ids,
+            &mask,
+        )
     }
 
     fn weights(&self) -> HashMap<String, Tensor> {
@@ -473,6 +476,10 @@ pub struct CaptionerStepReport {
     pub threads: usize,
     /// Median seconds of one step (forward, backward, AdamW) over `steps` timed steps.
     pub median_step_s: f64,
+    /// Its parts: the loss (forward), the gradients (backward), the AdamW update.
+    pub median_forward_s: f64,
+    pub median_backward_s: f64,
+    pub median_optimizer_s: f64,
     pub steps: usize,
     pub device: String,
 }
@@ -530,15 +537,19 @@ pub fn step_time(
             .collect();
         let start = Instant::now();
         let loss = model.loss(&embeds, &tokens)?;
+        let _ = loss.to_scalar::<f32>()?;
+        let forward = start.elapsed().as_secs_f64();
         let grads = loss.backward()?;
+        let backward = start.elapsed().as_secs_f64();
         optimizer.step(&grads, 1e-5, step)?;
         let _ = loss.to_scalar::<f32>()?;
         if step > 1 {
             // The first step warms up allocations and threads.
-            times.push(start.elapsed().as_secs_f64());
+            let total = start.elapsed().as_secs_f64();
+            times.push([total, forward, backward - forward, total - backward]);
         }
     }
-    times.sort_by(f64::total_cmp);
+    let [step, forward, backward, optimizer] = super::step_medians(&times);
     Ok(CaptionerStepReport {
         what: format!(
             "ClipCap step, MLP mapper, gpt2 124M {}",
@@ -549,7 +560,10 @@ pub fn step_time(
         prefix_length: 10,
         train_gpt2,
         threads: rayon::current_num_threads(),
-        median_step_s: times[times.len() / 2],
+        median_step_s: step,
+        median_forward_s: forward,
+        median_backward_s: backward,
+        median_optimizer_s: optimizer,
         steps,
         device: format!("{device:?}"),
     })

@@ -22,9 +22,11 @@ pub mod run;
 use std::collections::HashMap;
 
 use anyhow::Result;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
+
+use crate::models::cpu_kernels;
 
 pub use checkpoint::Checkpoint;
 pub use optim::{AdamW, Decay, Schedule, clip_grad_norm};
@@ -62,6 +64,27 @@ pub fn validation_split(seed: u64, n: usize, fraction: f64) -> (Vec<usize>, Vec<
     (train, val)
 }
 
+/// Mean token cross-entropy of a bias-free head's logits `hidden (N, D) · weightᵀ` against
+/// `targets` over the rows where `mask` is 1. On the CPU in f32 the logits and their gradient
+/// never become a graph of logits-sized tensors ([`cpu_kernels::head_cross_entropy`]);
+/// elsewhere the logits go through [`masked_cross_entropy`].
+pub fn head_cross_entropy(
+    hidden: &Tensor,
+    weight: &Tensor,
+    targets: &[u32],
+    mask: &[f32],
+) -> Result<Tensor> {
+    let device = hidden.device();
+    let count = mask.iter().sum::<f32>().max(1.0) as f64;
+    let mask_t = Tensor::new(mask, device)?;
+    if device.is_cpu() && hidden.dtype() == DType::F32 && weight.dtype() == DType::F32 {
+        let nll = cpu_kernels::head_cross_entropy(hidden, weight, targets)?;
+        return Ok(((nll * mask_t)?.sum_all()? * (1.0 / count))?);
+    }
+    let logits = hidden.matmul(&weight.t()?)?;
+    masked_cross_entropy(&logits, &Tensor::new(targets, device)?, &mask_t)
+}
+
 /// Mean token cross-entropy of `logits` `(N, V)` against `targets` `(N,)` over rows where `mask`
 /// `(N,)` is 1, built from differentiable operations.
 pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
@@ -72,6 +95,15 @@ pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) ->
     let picked = logp.gather(&targets.unsqueeze(1)?, 1)?.squeeze(1)?;
     let count = mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
     Ok(((picked * mask)?.sum_all()? * (-1.0 / count))?)
+}
+
+/// Medians of timed training steps, each `[whole step, forward, backward, optimiser]` seconds.
+pub fn step_medians(times: &[[f64; 4]]) -> [f64; 4] {
+    std::array::from_fn(|i| {
+        let mut v: Vec<f64> = times.iter().map(|t| t[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    })
 }
 
 /// The current values of variables and frozen tensors by checkpoint key.
