@@ -56,7 +56,7 @@ impl Checkpoint {
     ) -> Result<()> {
         let new = NewDir::replacing(&self.dir)?;
         new.write_safetensors("model.safetensors", weights)?;
-        new.write_safetensors("optimizer.safetensors", &optimizer.state())?;
+        new.write_safetensors("optimizer.safetensors", &optimizer.state()?)?;
         new.write("state.json", &serde_json::to_vec_pretty(state)?)?;
         new.replace()?;
         Ok(())

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use candle_core::backprop::GradStore;
-use candle_core::{DType, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// AdamW (decoupled weight decay, bias-corrected moments), as `torch.optim.AdamW`.
@@ -60,6 +61,20 @@ impl AdamW {
             let Some(g) = grads.get(p.var.as_tensor()) else {
                 continue;
             };
+            if g.device().is_cpu() && g.dtype() == DType::F32 {
+                let decay = if p.decay { self.weight_decay } else { 0.0 };
+                let h = Hyper {
+                    beta1: self.beta1 as f32,
+                    beta2: self.beta2 as f32,
+                    bc1: bc1 as f32,
+                    bc2: bc2 as f32,
+                    eps: self.eps as f32,
+                    lr: lr as f32,
+                    shrink: (1.0 - lr * decay) as f32,
+                };
+                fused_step(p, g, &h)?;
+                continue;
+            }
             p.m = ((&p.m * self.beta1)? + (g * (1.0 - self.beta1))?)?;
             p.v = ((&p.v * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let update = ((&p.m / bc1)? / ((&p.v / bc2)?.sqrt()? + self.eps)?)?;
@@ -73,13 +88,14 @@ impl AdamW {
     }
 
     /// `m.NAME` and `v.NAME` of every parameter.
-    pub fn state(&self) -> HashMap<String, Tensor> {
+    pub fn state(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for p in &self.params {
-            out.insert(format!("m.{}", p.name), p.m.clone());
-            out.insert(format!("v.{}", p.name), p.v.clone());
+            // Copies: the moments are updated in place by the next step.
+            out.insert(format!("m.{}", p.name), p.m.copy()?);
+            out.insert(format!("v.{}", p.name), p.v.copy()?);
         }
-        out
+        Ok(out)
     }
 
     pub fn load_state(&mut self, file: &Path, state: &HashMap<String, Tensor>) -> Result<()> {
@@ -97,7 +113,8 @@ impl AdamW {
                         p.var.dims()
                     );
                 }
-                *slot = t.to_dtype(DType::F32)?;
+                // A copy of its own: the moments are updated in place.
+                *slot = t.to_dtype(DType::F32)?.copy()?;
             }
         }
         Ok(())
@@ -156,6 +173,131 @@ impl Schedule {
             Decay::Cosine => self.peak * 0.5 * (1.0 + (std::f64::consts::PI * done).cos()),
         }
     }
+}
+
+/// One step's constants, in f32 as the tensors are.
+struct Hyper {
+    beta1: f32,
+    beta2: f32,
+    bc1: f32,
+    bc2: f32,
+    eps: f32,
+    lr: f32,
+    shrink: f32,
+}
+
+fn cpu_f32<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle_core::bail!("adamw: contiguous f32 tensors only"),
+    }
+}
+
+fn cpu_f32_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> candle_core::Result<&'a mut [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("adamw: contiguous f32 tensors only"),
+    }
+}
+
+const CHUNK: usize = 8192;
+
+/// `m ← β·m + (1 − β)·g` (or `g²`), in place.
+struct Moment {
+    beta: f32,
+    square: bool,
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        g: &CpuStorage,
+        gl: &Layout,
+    ) -> candle_core::Result<()> {
+        let (m, g) = (cpu_f32_mut(dst, dst_l)?, cpu_f32(g, gl)?);
+        if m.len() != g.len() {
+            candle_core::bail!(
+                "adamw: moment of {} values, gradient of {}",
+                m.len(),
+                g.len()
+            );
+        }
+        let (beta, square) = (self.beta, self.square);
+        m.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .for_each(|(m, g)| {
+                for (m, &g) in m.iter_mut().zip(g) {
+                    let g = if square { g * g } else { g };
+                    *m = *m * beta + g * (1.0 - beta);
+                }
+            });
+        Ok(())
+    }
+}
+
+/// `θ ← θ·(1 − lr·λ) − lr · m̂ / (√v̂ + ε)`, in place.
+struct Update<'a>(&'a Hyper);
+
+impl InplaceOp3 for Update<'_> {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dst: &mut CpuStorage,
+        dst_l: &Layout,
+        m: &CpuStorage,
+        ml: &Layout,
+        v: &CpuStorage,
+        vl: &Layout,
+    ) -> candle_core::Result<()> {
+        let (theta, m, v) = (cpu_f32_mut(dst, dst_l)?, cpu_f32(m, ml)?, cpu_f32(v, vl)?);
+        if theta.len() != m.len() || theta.len() != v.len() {
+            candle_core::bail!("adamw: parameter and moments differ in size");
+        }
+        let h = self.0;
+        theta
+            .par_chunks_mut(CHUNK)
+            .zip(m.par_chunks(CHUNK))
+            .zip(v.par_chunks(CHUNK))
+            .for_each(|((theta, m), v)| {
+                for ((theta, &m), &v) in theta.iter_mut().zip(m).zip(v) {
+                    let update = (m / h.bc1) / ((v / h.bc2).sqrt() + h.eps);
+                    *theta = *theta * h.shrink - update * h.lr;
+                }
+            });
+        Ok(())
+    }
+}
+
+/// The AdamW update of one parameter in place: three parallel passes, no temporaries (the
+/// composed version is nine single-threaded passes with a fresh tensor each: a tenth of a
+/// ClipCap step whose mapper has 31 M parameters, more with GPT-2's 124 M).
+fn fused_step(p: &mut Param, g: &Tensor, h: &Hyper) -> Result<()> {
+    let g = g.contiguous()?;
+    p.m.inplace_op2(
+        &g,
+        &Moment {
+            beta: h.beta1,
+            square: false,
+        },
+    )?;
+    p.v.inplace_op2(
+        &g,
+        &Moment {
+            beta: h.beta2,
+            square: true,
+        },
+    )?;
+    p.var.as_tensor().inplace_op3(&p.m, &p.v, &Update(h))?;
+    Ok(())
 }
 
 #[cfg(test)]
