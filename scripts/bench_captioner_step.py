@@ -44,19 +44,25 @@ def main():
         x = torch.cat([prefix, gpt.transformer.wte(tokens)], dim=1)
         logits = gpt(inputs_embeds=x).logits[:, k - 1 : -1]
         loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.flatten())
+        loss.item()
+        forward = time.perf_counter()
         opt.zero_grad()
         loss.backward()
+        backward = time.perf_counter()
         opt.step()
-        loss.item()
+        end = time.perf_counter()
         if step > 0:
-            times.append(time.perf_counter() - start)
+            times.append((end - start, forward - start, backward - forward, end - backward))
     print(json.dumps({
         "what": "torch %s ClipCap step, MLP mapper, gpt2 124M %s" % (
             torch.__version__, "trained" if a.train_gpt2 else "frozen"),
         "batch_size": a.batch_size,
         "caption_tokens": a.caption_tokens,
         "threads": a.threads,
-        "median_step_s": statistics.median(times),
+        "median_step_s": statistics.median(t[0] for t in times),
+        "median_forward_s": statistics.median(t[1] for t in times),
+        "median_backward_s": statistics.median(t[2] for t in times),
+        "median_optimizer_s": statistics.median(t[3] for t in times),
         "steps": a.steps,
     }))
 

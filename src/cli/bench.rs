@@ -30,13 +30,17 @@ pub struct BenchArgs {
     /// --batch-size captions of --caption-tokens tokens).
     #[arg(long)]
     captioner_step: bool,
+    /// Time contrastive CLIP training steps instead (ViT-B/32 shapes, fresh weights, all
+    /// trained; --batch-size random images and 77-token texts).
+    #[arg(long, conflicts_with = "captioner_step")]
+    clip_step: bool,
     /// Tokens per caption, with --captioner-step.
     #[arg(long, default_value_t = 20)]
     caption_tokens: usize,
     /// With --captioner-step: train GPT-2 too (default: frozen).
     #[arg(long)]
     train_gpt2: bool,
-    /// Timed training steps (after one warm-up step), with --captioner-step.
+    /// Timed training steps (after one warm-up step), with --captioner-step or --clip-step.
     #[arg(long, default_value_t = 5)]
     steps: usize,
     /// Time exact search instead, over this many synthetic clustered vectors (written as a
@@ -94,6 +98,24 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         return load(&a, url, &mut out);
     }
     let dev = a.device.device()?;
+    if a.clip_step {
+        let r = skyscribe::train::clip::step_time(&dev, a.batch_size, a.steps)?;
+        out.record(a.jsonl, &r, || {
+            format!(
+                "{}: batch {}, {} threads, {}\n  median step {:.3} s over {} steps (forward {:.3} s, backward {:.3} s, AdamW {:.3} s)",
+                r.what,
+                r.batch_size,
+                r.threads,
+                r.device,
+                r.median_step_s,
+                r.steps,
+                r.median_forward_s,
+                r.median_backward_s,
+                r.median_optimizer_s
+            )
+        })?;
+        return Ok(0);
+    }
     if a.captioner_step {
         let r = skyscribe::train::captioner::step_time(
             &dev,
@@ -104,7 +126,7 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         )?;
         out.record(a.jsonl, &r, || {
             format!(
-                "{}: batch {}, {} caption tokens + prefix {}, {} threads, {}\n  median step {:.3} s over {} steps",
+                "{}: batch {}, {} caption tokens + prefix {}, {} threads, {}\n  median step {:.3} s over {} steps (forward {:.3} s, backward {:.3} s, AdamW {:.3} s)",
                 r.what,
                 r.batch_size,
                 r.caption_tokens,
@@ -112,7 +134,10 @@ pub fn run(a: BenchArgs) -> Result<usize> {
                 r.threads,
                 r.device,
                 r.median_step_s,
-                r.steps
+                r.steps,
+                r.median_forward_s,
+                r.median_backward_s,
+                r.median_optimizer_s
             )
         })?;
         return Ok(0);

@@ -560,3 +560,80 @@ mod tests {
         }
     }
 }
+
+/// What [`step_time`] measured.
+#[derive(Debug, Serialize)]
+pub struct ClipStepReport {
+    pub what: String,
+    pub batch_size: usize,
+    pub threads: usize,
+    /// Median seconds of one step (both towers forward, InfoNCE, backward, AdamW).
+    pub median_step_s: f64,
+    /// Its parts: the loss (forward), the gradients (backward), the AdamW update.
+    pub median_forward_s: f64,
+    pub median_backward_s: f64,
+    pub median_optimizer_s: f64,
+    pub steps: usize,
+    pub device: String,
+}
+
+/// Contrastive training steps of a ViT-B/32 CLIP (openai/clip-vit-base-patch32's shapes) from
+/// fresh weights, on random pixels and random 77-token texts (`scripts/bench_clip_step.py` is
+/// the same step in transformers + torch).
+pub fn step_time(device: &Device, batch_size: usize, steps: usize) -> Result<ClipStepReport> {
+    use rand::SeedableRng;
+    if steps == 0 || batch_size < 2 {
+        bail!("--steps must be positive and --batch-size at least 2 (a contrastive batch)");
+    }
+    let config = ClipConfig::vit_base_patch32();
+    let (size, context) = (
+        config.vision_config.image_size,
+        config.text_config.max_position_embeddings,
+    );
+    let vocab = config.text_config.vocab_size as u32;
+    let trainee = ClipTrainee::new(config, Weights::init(0, device))?;
+    let mut optimizer = super::AdamW::new(&trainee.vars, 0.1)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let mut times = Vec::new();
+    for step in 1..=steps + 1 {
+        let pixels: Vec<f32> = (0..batch_size * 3 * size * size)
+            .map(|_| rng.random::<f32>() * 2.0 - 1.0)
+            .collect();
+        let pixels = Tensor::from_vec(pixels, (batch_size, 3, size, size), device)?;
+        // Random tokens below the end token, which closes every text (CLIP pools there).
+        let ids: Vec<Vec<u32>> = (0..batch_size)
+            .map(|_| {
+                let mut row: Vec<u32> = (0..context - 1)
+                    .map(|_| rng.random_range(0..vocab - 1))
+                    .collect();
+                row.push(vocab - 1);
+                row
+            })
+            .collect();
+        let start = std::time::Instant::now();
+        let (img, txt) = trainee.embed(&pixels, &ids)?;
+        let loss = trainee.loss(&img, &txt)?;
+        let _ = loss.to_scalar::<f32>()?;
+        let forward = start.elapsed().as_secs_f64();
+        let grads = loss.backward()?;
+        let backward = start.elapsed().as_secs_f64();
+        optimizer.step(&grads, 1e-5, step)?;
+        if step > 1 {
+            // The first step warms up allocations and threads.
+            let total = start.elapsed().as_secs_f64();
+            times.push([total, forward, backward - forward, total - backward]);
+        }
+    }
+    let [step, forward, backward, optimizer] = super::step_medians(&times);
+    Ok(ClipStepReport {
+        what: "CLIP ViT-B/32 contrastive step, all weights trained".into(),
+        batch_size,
+        threads: rayon::current_num_threads(),
+        median_step_s: step,
+        median_forward_s: forward,
+        median_backward_s: backward,
+        median_optimizer_s: optimizer,
+        steps,
+        device: format!("{device:?}"),
+    })
+}
