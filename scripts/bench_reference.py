@@ -23,8 +23,22 @@ def main():
     ap.add_argument("--limit", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--gemm", action="store_true",
+                    help="time torch's matrix products of ViT-B/32's layer shapes instead (GFLOP/s)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.gemm:
+        for m, k, n in [(1600, 768, 2304), (1600, 768, 3072), (1600, 3072, 768), (1600, 768, 768)]:
+            a, b = torch.randn(m, k), torch.randn(k, n)
+            for _ in range(2):
+                a @ b
+            start = time.perf_counter()
+            for _ in range(10):
+                a @ b
+            seconds = (time.perf_counter() - start) / 10
+            print(f"torch {torch.__version__} ({m} x {k}) . ({k} x {n}): "
+                  f"{2 * m * k * n / seconds / 1e9:.0f} GFLOP/s, {torch.get_num_threads()} threads")
+        return
     paths = sorted(glob.glob(os.path.join(args.images, "**", "*.jpg"), recursive=True))[: args.limit]
     model = CLIPModel(CLIPConfig()).eval()
     proc = CLIPImageProcessorPil()

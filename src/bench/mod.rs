@@ -1,6 +1,7 @@
 //! Throughput of the image pipeline with a real model's shapes and random weights, end to end
 //! from image files (decode + preprocess + encode) and for the model alone. Speed is measured
-//! here, never asserted in tests. (Training steps are timed by `train::captioner::step_time`;
+//! here, never asserted in tests. Also the matrix products of its layers alone ([`gemm_shapes`]).
+//! (Training steps are timed by `train::captioner::step_time` and `train::clip::step_time`;
 //! search over synthetic vectors by [`search`]; a running server's answers under load by
 //! [`http`].)
 
@@ -89,4 +90,45 @@ pub fn run(clip: &ClipEncoder, paths: &[PathBuf], batch_size: usize) -> Result<B
         model_images_per_s: model_only,
         device: format!("{:?}", clip.device()),
     })
+}
+
+/// Speed of one matrix-product shape.
+#[derive(Debug, Serialize)]
+pub struct GemmReport {
+    /// `(rows, inner, columns)`: `(rows × inner) · (inner × columns)`.
+    pub shape: [usize; 3],
+    pub gflop_per_s: f64,
+    pub threads: usize,
+}
+
+/// The products of ViT-B/32's layers at batch 32 (1,600 token rows: qkv, MLP up, MLP down,
+/// attention output), through the same bias-fused kernel the model uses, in GFLOP/s
+/// (2 × rows × inner × columns per product): the ceiling every other number is measured against.
+pub fn gemm_shapes(repeats: usize) -> Result<Vec<GemmReport>> {
+    let device = Device::Cpu;
+    let mut out = Vec::new();
+    for [m, k, n] in [
+        [1600, 768, 2304],
+        [1600, 768, 3072],
+        [1600, 3072, 768],
+        [1600, 768, 768],
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (m, k), &device)?;
+        let w_t = Tensor::randn(0f32, 1.0, (k, n), &device)?;
+        let b = Tensor::zeros(n, candle_core::DType::F32, &device)?;
+        for _ in 0..2 {
+            std::hint::black_box(crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?);
+        }
+        let start = Instant::now();
+        for _ in 0..repeats.max(1) {
+            std::hint::black_box(crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?);
+        }
+        let seconds = start.elapsed().as_secs_f64() / repeats.max(1) as f64;
+        out.push(GemmReport {
+            shape: [m, k, n],
+            gflop_per_s: 2.0 * (m * k * n) as f64 / seconds / 1e9,
+            threads: rayon::current_num_threads(),
+        });
+    }
+    Ok(out)
 }

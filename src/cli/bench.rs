@@ -34,6 +34,10 @@ pub struct BenchArgs {
     /// trained; --batch-size random images and 77-token texts).
     #[arg(long, conflicts_with = "captioner_step")]
     clip_step: bool,
+    /// Time the matrix products of ViT-B/32's layers instead (the kernel the model uses), in
+    /// GFLOP/s: the ceiling of the image pipeline on this machine.
+    #[arg(long, conflicts_with_all = ["captioner_step", "clip_step"])]
+    gemm: bool,
     /// Tokens per caption, with --captioner-step.
     #[arg(long, default_value_t = 20)]
     caption_tokens: usize,
@@ -98,6 +102,17 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         return load(&a, url, &mut out);
     }
     let dev = a.device.device()?;
+    if a.gemm {
+        for r in skyscribe::bench::gemm_shapes(10)? {
+            out.record(a.jsonl, &r, || {
+                format!(
+                    "({} × {}) · ({} × {}): {:.0} GFLOP/s, {} threads",
+                    r.shape[0], r.shape[1], r.shape[1], r.shape[2], r.gflop_per_s, r.threads
+                )
+            })?;
+        }
+        return Ok(0);
+    }
     if a.clip_step {
         let r = skyscribe::train::clip::step_time(&dev, a.batch_size, a.steps)?;
         out.record(a.jsonl, &r, || {
