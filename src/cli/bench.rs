@@ -117,16 +117,8 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         let r = skyscribe::train::clip::step_time(&dev, a.batch_size, a.steps)?;
         out.record(a.jsonl, &r, || {
             format!(
-                "{}: batch {}, {} threads, {}\n  median step {:.3} s over {} steps (forward {:.3} s, backward {:.3} s, AdamW {:.3} s)",
-                r.what,
-                r.batch_size,
-                r.threads,
-                r.device,
-                r.median_step_s,
-                r.steps,
-                r.median_forward_s,
-                r.median_backward_s,
-                r.median_optimizer_s
+                "{}: batch {}, {} threads, {}\n  {} over {} steps",
+                r.what, r.batch_size, r.threads, r.device, r.times, r.steps
             )
         })?;
         return Ok(0);
@@ -141,18 +133,15 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         )?;
         out.record(a.jsonl, &r, || {
             format!(
-                "{}: batch {}, {} caption tokens + prefix {}, {} threads, {}\n  median step {:.3} s over {} steps (forward {:.3} s, backward {:.3} s, AdamW {:.3} s)",
+                "{}: batch {}, {} caption tokens + prefix {}, {} threads, {}\n  {} over {} steps",
                 r.what,
                 r.batch_size,
                 r.caption_tokens,
                 r.prefix_length,
                 r.threads,
                 r.device,
-                r.median_step_s,
-                r.steps,
-                r.median_forward_s,
-                r.median_backward_s,
-                r.median_optimizer_s
+                r.times,
+                r.steps
             )
         })?;
         return Ok(0);

@@ -42,6 +42,47 @@ fn threads() -> Parallelism {
     }
 }
 
+/// `bias + x · Wᵀ` for `x` `(rows, k)` row-major and `Wᵀ` `(k, n)` read through strides
+/// (`rhs_cs` between its columns, `rhs_rs` between its rows): one gemm that starts from the bias
+/// rows instead of adding them in a second pass.
+fn gemm_from_bias(
+    x: &[f32],
+    (rows, k, n): (usize, usize, usize),
+    w_t: &[f32],
+    (rhs_cs, rhs_rs): (isize, isize),
+    bias: &[f32],
+) -> Vec<f32> {
+    let mut dst: Vec<f32> = Vec::with_capacity(rows * n);
+    for _ in 0..rows {
+        dst.extend_from_slice(bias);
+    }
+    // SAFETY: the callers check x (rows·k), bias (n) and the extent of Wᵀ's strides (k·n).
+    unsafe {
+        gemm(
+            rows,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            x.as_ptr(),
+            1,
+            k as isize,
+            w_t.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            threads(),
+        );
+    }
+    dst
+}
+
 /// `x·Wᵀ + b`. With `frozen_weight` it has a backward pass for the input only (the weight and
 /// bias are frozen): `g·W`, over `W` `(out, in)` made contiguous on first use (the same product
 /// over the transposed view of `Wᵀ` runs ~30 % slower), shared by every call of the layer.
@@ -71,34 +112,7 @@ impl CustomOp3 for LinearBias {
         if k != k2 || b.len() != n {
             bail!("linear: shapes ({rows}, {k}) x ({k2}, {n}) + ({})", b.len());
         }
-        let mut dst: Vec<f32> = Vec::with_capacity(rows * n);
-        for _ in 0..rows {
-            dst.extend_from_slice(b);
-        }
-        // SAFETY: every pointer covers the extent implied by its dimensions and strides.
-        unsafe {
-            gemm(
-                rows,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                x.as_ptr(),
-                1,
-                k as isize,
-                w.as_ptr(),
-                1,
-                n as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                threads(),
-            );
-        }
+        let dst = gemm_from_bias(x, (rows, k, n), w, (1, n as isize), b);
         Ok((CpuStorage::F32(dst), Shape::from((rows, n))))
     }
 
@@ -181,34 +195,7 @@ impl CustomOp3 for TrainedLinear {
         } else {
             (k as isize, 1)
         };
-        let mut dst: Vec<f32> = Vec::with_capacity(rows * n);
-        for _ in 0..rows {
-            dst.extend_from_slice(bias);
-        }
-        // SAFETY: every pointer covers the extent implied by its dimensions and strides.
-        unsafe {
-            gemm(
-                rows,
-                n,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                x.as_ptr(),
-                1,
-                k as isize,
-                p.as_ptr(),
-                rhs_cs,
-                rhs_rs,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                threads(),
-            );
-        }
+        let dst = gemm_from_bias(x, (rows, k, n), p, (rhs_cs, rhs_rs), bias);
         Ok((CpuStorage::F32(dst), Shape::from((rows, n))))
     }
 
@@ -289,6 +276,49 @@ pub fn frozen_linear_bias(
     x.contiguous()?.apply_op3(w_t, bias, op)
 }
 
+/// `dst = beta · lhs · rhs` on this thread, for the small per-head products of attention:
+/// `(m, n, k)` sizes, `dst` rows `dst_rs` apart (columns adjacent), `lhs` and `rhs` read through
+/// (column stride, row stride) pairs.
+///
+/// # Safety
+/// Every pointer must cover the extent its sizes and strides imply.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: isize,
+    lhs: *const f32,
+    (lhs_cs, lhs_rs): (isize, isize),
+    rhs: *const f32,
+    (rhs_cs, rhs_rs): (isize, isize),
+    beta: f32,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs,
+            false,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            0.0,
+            beta,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
 struct Attention {
     heads: usize,
     causal: bool,
@@ -324,26 +354,15 @@ impl CustomOp1 for Attention {
                     // the output head block is rows `d` apart inside `out_b`.
                     unsafe {
                         // scores = scale · q · kᵀ
-                        gemm(
-                            t,
-                            t,
-                            hd,
+                        product(
+                            (t, t, hd),
                             scores.as_mut_ptr(),
-                            1,
                             t as isize,
-                            false,
                             q,
-                            1,
-                            d3 as isize,
+                            (1, d3 as isize),
                             k,
-                            d3 as isize,
-                            1,
-                            0.0,
+                            (d3 as isize, 1),
                             scale,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
                         );
                     }
                     for i in 0..t {
@@ -365,26 +384,15 @@ impl CustomOp1 for Attention {
                     }
                     unsafe {
                         // out = probabilities · v
-                        gemm(
-                            t,
-                            hd,
-                            t,
+                        product(
+                            (t, hd, t),
                             out_b[head * hd..].as_mut_ptr(),
-                            1,
                             d as isize,
-                            false,
                             scores.as_ptr(),
-                            1,
-                            t as isize,
+                            (1, t as isize),
                             v,
-                            1,
-                            d3 as isize,
-                            0.0,
+                            (1, d3 as isize),
                             1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
                         );
                     }
                 }
@@ -433,48 +441,26 @@ impl Attention {
                     // inside this batch element's block, dO rows `d` apart, P and dS are (t, t).
                     unsafe {
                         // P = softmax(s · Q·Kᵀ)
-                        gemm(
-                            t,
-                            t,
-                            hd,
+                        product(
+                            (t, t, hd),
                             p.as_mut_ptr(),
-                            1,
                             ti,
-                            false,
                             q,
-                            1,
-                            d3i,
+                            (1, d3i),
                             k,
-                            d3i,
-                            1,
-                            0.0,
+                            (d3i, 1),
                             scale,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
                         );
                         // dP = dO·Vᵀ
-                        gemm(
-                            t,
-                            t,
-                            hd,
+                        product(
+                            (t, t, hd),
                             ds.as_mut_ptr(),
-                            1,
                             ti,
-                            false,
                             go,
-                            1,
-                            di,
+                            (1, di),
                             v,
-                            d3i,
-                            1,
-                            0.0,
+                            (d3i, 1),
                             1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
                         );
                     }
                     for i in 0..t {
@@ -509,71 +495,11 @@ impl Attention {
                     );
                     unsafe {
                         // dV = Pᵀ·dO
-                        gemm(
-                            t,
-                            hd,
-                            t,
-                            dv,
-                            1,
-                            d3i,
-                            false,
-                            p.as_ptr(),
-                            ti,
-                            1,
-                            go,
-                            1,
-                            di,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
+                        product((t, hd, t), dv, d3i, p.as_ptr(), (ti, 1), go, (1, di), 1.0);
                         // dQ = dS·K
-                        gemm(
-                            t,
-                            hd,
-                            t,
-                            dq,
-                            1,
-                            d3i,
-                            false,
-                            ds.as_ptr(),
-                            1,
-                            ti,
-                            k,
-                            1,
-                            d3i,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
+                        product((t, hd, t), dq, d3i, ds.as_ptr(), (1, ti), k, (1, d3i), 1.0);
                         // dK = dSᵀ·Q
-                        gemm(
-                            t,
-                            hd,
-                            t,
-                            dk,
-                            1,
-                            d3i,
-                            false,
-                            ds.as_ptr(),
-                            ti,
-                            1,
-                            q,
-                            1,
-                            d3i,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            Parallelism::None,
-                        );
+                        product((t, hd, t), dk, d3i, ds.as_ptr(), (ti, 1), q, (1, d3i), 1.0);
                     }
                 }
             });

@@ -474,12 +474,9 @@ pub struct CaptionerStepReport {
     pub prefix_length: usize,
     pub train_gpt2: bool,
     pub threads: usize,
-    /// Median seconds of one step (forward, backward, AdamW) over `steps` timed steps.
-    pub median_step_s: f64,
-    /// Its parts: the loss (forward), the gradients (backward), the AdamW update.
-    pub median_forward_s: f64,
-    pub median_backward_s: f64,
-    pub median_optimizer_s: f64,
+    /// Medians over `steps` timed steps.
+    #[serde(flatten)]
+    pub times: super::StepTimes,
     pub steps: usize,
     pub device: String,
 }
@@ -549,7 +546,6 @@ pub fn step_time(
             times.push([total, forward, backward - forward, total - backward]);
         }
     }
-    let [step, forward, backward, optimizer] = super::step_medians(&times);
     Ok(CaptionerStepReport {
         what: format!(
             "ClipCap step, MLP mapper, gpt2 124M {}",
@@ -560,10 +556,7 @@ pub fn step_time(
         prefix_length: 10,
         train_gpt2,
         threads: rayon::current_num_threads(),
-        median_step_s: step,
-        median_forward_s: forward,
-        median_backward_s: backward,
-        median_optimizer_s: optimizer,
+        times: super::StepTimes::median_of(&times),
         steps,
         device: format!("{device:?}"),
     })

@@ -567,12 +567,9 @@ pub struct ClipStepReport {
     pub what: String,
     pub batch_size: usize,
     pub threads: usize,
-    /// Median seconds of one step (both towers forward, InfoNCE, backward, AdamW).
-    pub median_step_s: f64,
-    /// Its parts: the loss (forward), the gradients (backward), the AdamW update.
-    pub median_forward_s: f64,
-    pub median_backward_s: f64,
-    pub median_optimizer_s: f64,
+    /// Medians over `steps` timed steps.
+    #[serde(flatten)]
+    pub times: super::StepTimes,
     pub steps: usize,
     pub device: String,
 }
@@ -624,15 +621,11 @@ pub fn step_time(device: &Device, batch_size: usize, steps: usize) -> Result<Cli
             times.push([total, forward, backward - forward, total - backward]);
         }
     }
-    let [step, forward, backward, optimizer] = super::step_medians(&times);
     Ok(ClipStepReport {
         what: "CLIP ViT-B/32 contrastive step, all weights trained".into(),
         batch_size,
         threads: rayon::current_num_threads(),
-        median_step_s: step,
-        median_forward_s: forward,
-        median_backward_s: backward,
-        median_optimizer_s: optimizer,
+        times: super::StepTimes::median_of(&times),
         steps,
         device: format!("{device:?}"),
     })

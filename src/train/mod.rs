@@ -97,13 +97,45 @@ pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) ->
     Ok(((picked * mask)?.sum_all()? * (-1.0 / count))?)
 }
 
-/// Medians of timed training steps, each `[whole step, forward, backward, optimiser]` seconds.
-pub fn step_medians(times: &[[f64; 4]]) -> [f64; 4] {
-    std::array::from_fn(|i| {
-        let mut v: Vec<f64> = times.iter().map(|t| t[i]).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-    })
+/// Median seconds of timed training steps: the whole step and its parts.
+#[derive(Debug, serde::Serialize)]
+pub struct StepTimes {
+    /// Forward, backward and optimiser together.
+    pub median_step_s: f64,
+    /// The loss (forward), the gradients (backward), the AdamW update.
+    pub median_forward_s: f64,
+    pub median_backward_s: f64,
+    pub median_optimizer_s: f64,
+}
+
+impl StepTimes {
+    /// `times`: one `[whole step, forward, backward, optimiser]` a timed step.
+    pub fn median_of(times: &[[f64; 4]]) -> Self {
+        let [step, forward, backward, optimizer] = std::array::from_fn(|i| {
+            let mut v: Vec<f64> = times.iter().map(|t| t[i]).collect();
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        });
+        Self {
+            median_step_s: step,
+            median_forward_s: forward,
+            median_backward_s: backward,
+            median_optimizer_s: optimizer,
+        }
+    }
+}
+
+impl std::fmt::Display for StepTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "median step {:.3} s (forward {:.3} s, backward {:.3} s, AdamW {:.3} s)",
+            self.median_step_s,
+            self.median_forward_s,
+            self.median_backward_s,
+            self.median_optimizer_s
+        )
+    }
 }
 
 /// The current values of variables and frozen tensors by checkpoint key.
