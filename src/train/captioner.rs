@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Result, anyhow, bail};
 use candle_core::{Device, Tensor, Var};
@@ -532,18 +531,10 @@ pub fn step_time(
                     .collect()
             })
             .collect();
-        let start = Instant::now();
-        let loss = model.loss(&embeds, &tokens)?;
-        let _ = loss.to_scalar::<f32>()?;
-        let forward = start.elapsed().as_secs_f64();
-        let grads = loss.backward()?;
-        let backward = start.elapsed().as_secs_f64();
-        optimizer.step(&grads, 1e-5, step)?;
-        let _ = loss.to_scalar::<f32>()?;
+        let t = super::timed_step(&mut optimizer, step, || model.loss(&embeds, &tokens))?;
         if step > 1 {
             // The first step warms up allocations and threads.
-            let total = start.elapsed().as_secs_f64();
-            times.push([total, forward, backward - forward, total - backward]);
+            times.push(t);
         }
     }
     Ok(CaptionerStepReport {

@@ -607,18 +607,13 @@ pub fn step_time(device: &Device, batch_size: usize, steps: usize) -> Result<Cli
                 row
             })
             .collect();
-        let start = std::time::Instant::now();
-        let (img, txt) = trainee.embed(&pixels, &ids)?;
-        let loss = trainee.loss(&img, &txt)?;
-        let _ = loss.to_scalar::<f32>()?;
-        let forward = start.elapsed().as_secs_f64();
-        let grads = loss.backward()?;
-        let backward = start.elapsed().as_secs_f64();
-        optimizer.step(&grads, 1e-5, step)?;
+        let t = super::timed_step(&mut optimizer, step, || {
+            let (img, txt) = trainee.embed(&pixels, &ids)?;
+            trainee.loss(&img, &txt)
+        })?;
         if step > 1 {
             // The first step warms up allocations and threads.
-            let total = start.elapsed().as_secs_f64();
-            times.push([total, forward, backward - forward, total - backward]);
+            times.push(t);
         }
     }
     Ok(ClipStepReport {

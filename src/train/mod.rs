@@ -97,6 +97,24 @@ pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) ->
     Ok(((picked * mask)?.sum_all()? * (-1.0 / count))?)
 }
 
+/// One timed training step: the loss (forced, so the forward pass is done), its gradients, the
+/// AdamW update. Returns `[whole step, forward, backward, optimiser]` seconds.
+pub fn timed_step(
+    optimizer: &mut AdamW,
+    step: usize,
+    loss: impl FnOnce() -> Result<Tensor>,
+) -> Result<[f64; 4]> {
+    let start = std::time::Instant::now();
+    let loss = loss()?;
+    let _ = loss.to_scalar::<f32>()?;
+    let forward = start.elapsed().as_secs_f64();
+    let grads = loss.backward()?;
+    let backward = start.elapsed().as_secs_f64();
+    optimizer.step(&grads, 1e-5, step)?;
+    let total = start.elapsed().as_secs_f64();
+    Ok([total, forward, backward - forward, total - backward])
+}
+
 /// Median seconds of timed training steps: the whole step and its parts.
 #[derive(Debug, serde::Serialize)]
 pub struct StepTimes {
