@@ -5,10 +5,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 use skyscribe::train::captioner::{CaptionerTrainOptions, train_captioner};
-use skyscribe::train::clip::{ClipTrainOptions, train_clip};
+use skyscribe::train::clip::{CaptionPool, ClipTrainOptions, train_clip};
 use skyscribe::train::run::EpochSink;
 use skyscribe::train::{EpochRecord, RunOptions, TrainSummary};
 
@@ -46,6 +46,10 @@ pub struct TrainCommon {
     /// Clip the global gradient norm to this; 0: off (default 1.0).
     #[arg(long)]
     grad_clip: Option<f64>,
+    /// Validate and save an exponential moving average of the weights with this decay (e.g.
+    /// 0.999); the checkpoint keeps both. Default: off.
+    #[arg(long, value_name = "DECAY")]
+    ema: Option<f64>,
     /// Share of images held out for validation (default 0.05).
     #[arg(long)]
     val_fraction: Option<f64>,
@@ -96,6 +100,7 @@ impl TrainCommon {
         setf(&mut run.grad_clip, self.grad_clip);
         setf(&mut run.val_fraction, self.val_fraction);
         run.seed = self.seed.unwrap_or(run.seed);
+        run.ema = self.ema.or(run.ema);
     }
 }
 
@@ -145,6 +150,23 @@ pub struct ClipArgs {
     /// Train on the images as they are (no crops, flips, rotations, colour jitter).
     #[arg(long)]
     no_augment: bool,
+    /// Which sentences a training image is paired with: its captions, RSICD's `augmented`
+    /// paraphrases, or both (validation always uses the first caption).
+    #[arg(long, value_enum, default_value_t = CaptionsArg::Original)]
+    captions: CaptionsArg,
+    /// Label smoothing of the contrastive loss's targets, in [0, 1) (default 0: off).
+    #[arg(long, value_name = "EPSILON")]
+    label_smoothing: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CaptionsArg {
+    /// The image's captions (the references).
+    Original,
+    /// RSICD's `augmented` sentences (back-translated paraphrases in place of repeats).
+    Augmented,
+    /// Both, without duplicates.
+    Both,
 }
 
 pub fn run(cmd: TrainCommand) -> Result<usize> {
@@ -182,6 +204,12 @@ pub fn run(cmd: TrainCommand) -> Result<usize> {
             opts.init = a.init;
             opts.config = a.config;
             opts.augment = !a.no_augment;
+            opts.captions = match a.captions {
+                CaptionsArg::Original => CaptionPool::Original,
+                CaptionsArg::Augmented => CaptionPool::Augmented,
+                CaptionsArg::Both => CaptionPool::Both,
+            };
+            opts.label_smoothing = a.label_smoothing.unwrap_or(opts.label_smoothing);
             a.common.apply(&mut opts.run);
             opts.run.on_epoch = epoch_printer(a.common.jsonl);
             let dev = a.common.device.device()?;

@@ -23,6 +23,10 @@ use serde::Deserialize;
 pub struct CaptionedImage {
     pub path: PathBuf,
     pub captions: Vec<String>,
+    /// Extra training sentences that are not references: RSICD's `augmented` paraphrases
+    /// (back-translations standing in for the original's repeated sentences). Empty when the
+    /// data has none.
+    pub augmented: Vec<String>,
 }
 
 /// A captioned collection, in a stable order.
@@ -68,6 +72,8 @@ pub fn open_captions(spec: &str) -> Result<CaptionedImages> {
 struct RsicdLine {
     filename: String,
     captions: Vec<String>,
+    #[serde(default)]
+    augmented: Vec<String>,
 }
 
 fn check_caption(file: &Path, line: usize, image: &str, caption: &str) -> Result<()> {
@@ -103,7 +109,7 @@ fn rsicd(dir: &Path) -> Result<Vec<CaptionedImage>> {
                 row.filename
             );
         }
-        for c in &row.captions {
+        for c in row.captions.iter().chain(&row.augmented) {
             check_caption(&file, n, &row.filename, c)?;
         }
         let path = dir.join(&row.filename);
@@ -117,6 +123,7 @@ fn rsicd(dir: &Path) -> Result<Vec<CaptionedImage>> {
         items.push(CaptionedImage {
             path,
             captions: row.captions,
+            augmented: row.augmented,
         });
     }
     // Images in the folder that no line captions are a sign of a wrong or partial file.
@@ -181,6 +188,7 @@ fn coco(file: &Path) -> Result<Vec<CaptionedImage>> {
         items.push(CaptionedImage {
             path,
             captions: vec![],
+            augmented: vec![],
         });
     }
     let mut extra: BTreeMap<usize, Vec<String>> = BTreeMap::new();
@@ -273,7 +281,11 @@ fn parquet(file: &Path) -> Result<Vec<CaptionedImage>> {
         if !path.is_file() {
             crate::atomic::write_file(&path, &bytes)?;
         }
-        items.push(CaptionedImage { path, captions });
+        items.push(CaptionedImage {
+            path,
+            captions,
+            augmented: vec![],
+        });
     }
     Ok(items)
 }

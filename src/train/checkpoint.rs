@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use candle_core::{Device, Tensor};
 
-use super::optim::AdamW;
 use super::run::TrainState;
 use crate::atomic::NewDir;
 
@@ -23,7 +22,8 @@ pub struct Saved {
     pub state: TrainState,
     /// `model.safetensors` of the checkpoint.
     pub weights: PathBuf,
-    /// `optimizer.safetensors`, and its AdamW moments.
+    /// `optimizer.safetensors`, and what it holds: AdamW's moments (`m.*`, `v.*`) and, with
+    /// `--ema`, the moving average (`ema.*`).
     pub optimizer_file: PathBuf,
     pub moments: HashMap<String, Tensor>,
 }
@@ -47,16 +47,17 @@ impl Checkpoint {
             .find(|d| d.join("state.json").is_file())
     }
 
-    /// Writes weights, optimiser moments and state into a fresh folder, then swaps it in.
+    /// Writes weights, optimiser state (AdamW's moments, and the weights' moving average with
+    /// `--ema`) and the run's state into a fresh folder, then swaps it in.
     pub fn save(
         &self,
         weights: &HashMap<String, Tensor>,
-        optimizer: &AdamW,
+        optimizer: &HashMap<String, Tensor>,
         state: &TrainState,
     ) -> Result<()> {
         let new = NewDir::replacing(&self.dir)?;
         new.write_safetensors("model.safetensors", weights)?;
-        new.write_safetensors("optimizer.safetensors", &optimizer.state()?)?;
+        new.write_safetensors("optimizer.safetensors", optimizer)?;
         new.write("state.json", &serde_json::to_vec_pretty(state)?)?;
         new.replace()?;
         Ok(())

@@ -38,6 +38,58 @@ pub struct ClipTrainOptions {
     pub config: Option<String>,
     /// Random crops, flips, rotations and colour jitter of the training images.
     pub augment: bool,
+    /// The sentences a training image is paired with. (This and `label_smoothing` are left
+    /// out of the recorded options at their defaults, so earlier checkpoints resume.)
+    #[serde(skip_serializing_if = "CaptionPool::is_original")]
+    pub captions: CaptionPool,
+    /// Label smoothing of the contrastive targets (training loss only; validation reports the
+    /// plain loss, comparable across runs).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub label_smoothing: f64,
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// Which sentences of an image CLIP trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptionPool {
+    /// The image's captions (the references).
+    #[default]
+    Original,
+    /// RSICD's `augmented` sentences: five per image, where the originals' repeats were
+    /// replaced by back-translated paraphrases.
+    Augmented,
+    /// Both, without duplicates.
+    Both,
+}
+
+impl CaptionPool {
+    fn is_original(&self) -> bool {
+        *self == Self::Original
+    }
+
+    /// The sentences of `item` in this pool; `None` when the data has no augmented ones.
+    pub fn sentences(&self, item: &crate::data::CaptionedImage) -> Option<Vec<String>> {
+        let mut out = match self {
+            Self::Original => return Some(item.captions.clone()),
+            Self::Augmented => item.augmented.clone(),
+            Self::Both => item
+                .captions
+                .iter()
+                .chain(&item.augmented)
+                .cloned()
+                .collect(),
+        };
+        if item.augmented.is_empty() {
+            return None;
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|s| seen.insert(s.clone()));
+        Some(out)
+    }
 }
 
 /// Fine-tuning defaults (roughly CLIP-rsicd's): batch 128, lr 1e-5 after 100 warm-up steps,
@@ -55,6 +107,8 @@ impl Default for ClipTrainOptions {
             init: None,
             config: None,
             augment: true,
+            captions: CaptionPool::Original,
+            label_smoothing: 0.0,
         }
     }
 }
@@ -245,15 +299,13 @@ impl ClipTrainee {
 
     /// CLIP's symmetric InfoNCE loss of matching rows.
     pub fn loss(&self, img: &Tensor, txt: &Tensor) -> Result<Tensor> {
-        let b = img.dim(0)?;
-        let scale = self.logit_scale.as_tensor().exp()?;
-        let logits = img.matmul(&txt.t()?)?.broadcast_mul(&scale)?;
-        let device = img.device();
-        let targets = Tensor::arange(0u32, b as u32, device)?;
-        let ones = Tensor::ones(b, candle_core::DType::F32, device)?;
-        let l_i = masked_cross_entropy(&logits, &targets, &ones)?;
-        let l_t = masked_cross_entropy(&logits.t()?.contiguous()?, &targets, &ones)?;
-        Ok(((l_i + l_t)? * 0.5)?)
+        self.smoothed_loss(img, txt, 0.0)
+    }
+
+    /// The same with label smoothing `epsilon`: each row's target puts `1 − ε` on its match
+    /// and spreads `ε` uniformly over the batch (as `torch`'s `label_smoothing`).
+    pub fn smoothed_loss(&self, img: &Tensor, txt: &Tensor, epsilon: f64) -> Result<Tensor> {
+        contrastive_loss(img, txt, &self.logit_scale.as_tensor().exp()?, epsilon)
     }
 
     /// CLIP clamps the temperature so that the scale stays at most 100.
@@ -266,6 +318,34 @@ impl ClipTrainee {
         }
         Ok(())
     }
+}
+
+/// CLIP's symmetric cross-entropy of the `scale`d similarities of matching rows, with label
+/// smoothing `epsilon`.
+fn contrastive_loss(img: &Tensor, txt: &Tensor, scale: &Tensor, epsilon: f64) -> Result<Tensor> {
+    let b = img.dim(0)?;
+    let logits = img.matmul(&txt.t()?)?.broadcast_mul(scale)?;
+    let device = img.device();
+    let targets = Tensor::arange(0u32, b as u32, device)?;
+    let ones = Tensor::ones(b, candle_core::DType::F32, device)?;
+    let mut total = Tensor::zeros((), candle_core::DType::F32, device)?;
+    for l in [logits.clone(), logits.t()?.contiguous()?] {
+        let mut term = masked_cross_entropy(&l, &targets, &ones)?;
+        if epsilon > 0.0 {
+            term = ((term * (1.0 - epsilon))? + (uniform_cross_entropy(&l)? * epsilon)?)?;
+        }
+        total = (total + term)?;
+    }
+    Ok((total * 0.5)?)
+}
+
+/// The mean over rows of the cross-entropy against a uniform target: `−mean_j log softmax(l)_j`.
+fn uniform_cross_entropy(logits: &Tensor) -> Result<Tensor> {
+    let max = logits.max_keepdim(1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(1)?.log()?;
+    let logp = shifted.broadcast_sub(&lse)?;
+    Ok((logp.mean_all()? * -1.0)?)
 }
 
 /// Recall@k of image→text and text→image retrieval where row i of both matches.
@@ -297,7 +377,8 @@ pub fn retrieval_recalls(img: &[Vec<f32>], txt: &[Vec<f32>]) -> BTreeMap<String,
 struct ClipRun<'a> {
     trainee: ClipTrainee,
     opts: &'a ClipTrainOptions,
-    data: CaptionedImages,
+    /// The training sentences of every image (`--captions`).
+    sentences: Vec<Vec<String>>,
     bank: ImageBank,
     /// Indices into `data` of the training and validation images.
     train_images: Vec<usize>,
@@ -337,7 +418,7 @@ impl Trainer for ClipRun<'_> {
         let texts: Vec<String> = images
             .iter()
             .map(|&i| {
-                let caps = &self.data.items[i].captions;
+                let caps = &self.sentences[i];
                 caps[rng.random_range(0..caps.len())].clone()
             })
             .collect();
@@ -356,7 +437,8 @@ impl Trainer for ClipRun<'_> {
             .collect::<Result<_>>()?;
         let ids = self.tokenizer.encode_batch_padded(&texts)?;
         let (img, txt) = self.trainee.embed(&self.pixel_tensor(pixels)?, &ids)?;
-        self.trainee.loss(&img, &txt)
+        self.trainee
+            .smoothed_loss(&img, &txt, self.opts.label_smoothing)
     }
 
     fn after_update(&self) -> Result<()> {
@@ -402,6 +484,12 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
     opts.run.check()?;
     if opts.run.batch_size < 2 {
         bail!("--batch-size must be at least 2 (the loss contrasts the images of a batch)");
+    }
+    if !(0.0..1.0).contains(&opts.label_smoothing) {
+        bail!(
+            "--label-smoothing must be in [0, 1), not {}",
+            opts.label_smoothing
+        );
     }
     let init_dir = match (&opts.init, &opts.config) {
         (Some(spec), None) => Some(crate::hub::resolve_clip(spec)?),
@@ -512,6 +600,21 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
         .iter()
         .map(|&i| data.items[i].captions[0].clone())
         .collect();
+    let sentences = data
+        .items
+        .iter()
+        .map(|item| {
+            opts.captions.sentences(item).ok_or_else(|| {
+                anyhow!(
+                    "{}: image {} has no `augmented` sentences for --captions {:?}; use \
+                     --captions original",
+                    opts.run.data,
+                    item.path.display(),
+                    opts.captions
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let plan = Plan {
         examples: train_images.len(),
         drop_last: true,
@@ -520,7 +623,7 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
     let run = ClipRun {
         trainee,
         opts,
-        data,
+        sentences,
         bank,
         train_images,
         val_images,
@@ -537,6 +640,74 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn caption_pools_pick_and_deduplicate_sentences() {
+        let mut item = crate::data::CaptionedImage {
+            path: "a.jpg".into(),
+            captions: vec!["a b .".into(), "c d .".into()],
+            augmented: vec!["a b .".into(), "A b.".into(), "A b.".into()],
+        };
+        assert_eq!(
+            CaptionPool::Original.sentences(&item).unwrap(),
+            ["a b .", "c d ."]
+        );
+        assert_eq!(
+            CaptionPool::Augmented.sentences(&item).unwrap(),
+            ["a b .", "A b."]
+        );
+        assert_eq!(
+            CaptionPool::Both.sentences(&item).unwrap(),
+            ["a b .", "c d .", "A b."]
+        );
+        item.augmented.clear();
+        assert!(CaptionPool::Both.sentences(&item).is_none());
+        assert_eq!(CaptionPool::Original.sentences(&item).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn label_smoothing_mixes_in_the_uniform_target() {
+        // Similarities [[1, 0.5], [0, 1]], scale 2: logits [[2, 1], [0, 2]].
+        let dev = Device::Cpu;
+        let img = Tensor::new(&[[1f32, 0.0], [0.0, 1.0]], &dev).unwrap();
+        let txt = Tensor::new(&[[1f32, 0.0], [0.5, 1.0]], &dev).unwrap();
+        let scale = Tensor::new(2f32, &dev).unwrap();
+        let logits = [[2f64, 1.0], [0.0, 2.0]];
+        let nll = |row: [f64; 2], k: usize| {
+            let lse = (row[0].exp() + row[1].exp()).ln();
+            lse - row[k]
+        };
+        let rows = |t: bool| -> Vec<[f64; 2]> {
+            (0..2)
+                .map(|i| {
+                    if t {
+                        [logits[0][i], logits[1][i]]
+                    } else {
+                        logits[i]
+                    }
+                })
+                .collect()
+        };
+        let eps = 0.2;
+        let mut want = 0.0;
+        for t in [false, true] {
+            for (i, r) in rows(t).into_iter().enumerate() {
+                let smooth = (nll(r, 0) + nll(r, 1)) / 2.0;
+                want += ((1.0 - eps) * nll(r, i) + eps * smooth) / 2.0;
+            }
+        }
+        want /= 2.0;
+        let got = contrastive_loss(&img, &txt, &scale, eps)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        let plain = contrastive_loss(&img, &txt, &scale, 0.0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        assert!((plain - got).abs() > 1e-3, "smoothing changed nothing");
+    }
 
     #[test]
     fn augmentation_normalises_with_the_models_own_statistics() {

@@ -1,6 +1,6 @@
-//! The optimiser side of training: [`AdamW`] (its moments saved in checkpoints), global
-//! gradient-norm clipping, and the learning-rate [`Schedule`] (linear warm-up, then linear or
-//! cosine decay).
+//! The optimiser side of training: [`AdamW`] (its moments saved in checkpoints), the weights'
+//! moving average [`Ema`], global gradient-norm clipping, and the learning-rate [`Schedule`]
+//! (linear warm-up, then linear or cosine decay).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -116,6 +116,99 @@ impl AdamW {
                 // A copy of its own: the moments are updated in place.
                 *slot = t.to_dtype(DType::F32)?.copy()?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// An exponential moving average of the trained weights (`--ema DECAY`): validation and the
+/// saved model use it, while training goes on with the raw weights. Its decay warms up as
+/// `min(decay, (1 + step) / (10 + step))`, so the random initial weights are forgotten within
+/// the first steps rather than dragged along for `1 / (1 − decay)` of them.
+pub struct Ema {
+    pub decay: f64,
+    shadow: Vec<(String, Var, Tensor)>,
+}
+
+impl Ema {
+    /// Starts at the variables' current values.
+    pub fn new(vars: &[(String, Var)], decay: f64) -> Result<Self> {
+        let shadow = vars
+            .iter()
+            .map(|(name, var)| Ok((name.clone(), var.clone(), var.as_tensor().copy()?)))
+            .collect::<Result<_>>()?;
+        Ok(Self { decay, shadow })
+    }
+
+    /// The decay used after optimiser step `step` (counting from 1).
+    pub fn decay_at(&self, step: usize) -> f64 {
+        self.decay.min((1.0 + step as f64) / (10.0 + step as f64))
+    }
+
+    /// `shadow ← d·shadow + (1 − d)·θ` after optimiser step `step`.
+    pub fn update(&mut self, step: usize) -> Result<()> {
+        let d = self.decay_at(step);
+        for (_, var, shadow) in &mut self.shadow {
+            let theta = var.as_tensor();
+            if theta.device().is_cpu() && theta.dtype() == DType::F32 {
+                // The same in-place pass as AdamW's first moment, with θ for the gradient.
+                shadow.inplace_op2(
+                    &theta.contiguous()?,
+                    &Moment {
+                        beta: d as f32,
+                        square: false,
+                    },
+                )?;
+            } else {
+                *shadow = ((&*shadow * d)? + (theta.detach() * (1.0 - d))?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with the averaged weights in the variables, then puts the trained ones back.
+    pub fn with_average<R>(&self, f: impl FnOnce() -> Result<R>) -> Result<R> {
+        let trained: Vec<Tensor> = self
+            .shadow
+            .iter()
+            .map(|(_, var, _)| var.as_tensor().copy())
+            .collect::<candle_core::Result<_>>()?;
+        for (_, var, shadow) in &self.shadow {
+            var.set(shadow)?;
+        }
+        let result = f();
+        for ((_, var, _), t) in self.shadow.iter().zip(&trained) {
+            var.set(t)?;
+        }
+        result
+    }
+
+    /// `ema.NAME` of every parameter, for the checkpoint.
+    pub fn state(&self) -> Result<HashMap<String, Tensor>> {
+        self.shadow
+            .iter()
+            .map(|(name, _, t)| Ok((format!("ema.{name}"), t.copy()?)))
+            .collect()
+    }
+
+    pub fn load_state(&mut self, file: &Path, state: &HashMap<String, Tensor>) -> Result<()> {
+        for (name, var, slot) in &mut self.shadow {
+            let key = format!("ema.{name}");
+            let t = state.get(&key).with_context(|| {
+                format!(
+                    "{}: the checkpoint has no '{key}' (was the run started without --ema?)",
+                    file.display()
+                )
+            })?;
+            if t.dims() != var.dims() {
+                bail!(
+                    "{}: '{key}' has shape {:?}, the parameter {:?}",
+                    file.display(),
+                    t.dims(),
+                    var.dims()
+                );
+            }
+            *slot = t.to_dtype(var.dtype())?.copy()?;
         }
         Ok(())
     }
@@ -322,6 +415,36 @@ mod tests {
             ..s
         };
         assert!((c.lr(60) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ema_averages_and_swaps_back() {
+        let dev = Device::Cpu;
+        let var = Var::from_vec(vec![0.0f32, 4.0], 2, &dev).unwrap();
+        let mut ema = Ema::new(&[("w".into(), var.clone())], 0.5).unwrap();
+        var.set(&Tensor::new(&[2.0f32, 0.0], &dev).unwrap())
+            .unwrap();
+        // Step 1: the warm-up decay 2/11 is below 0.5.
+        ema.update(1).unwrap();
+        let d = 2.0 / 11.0;
+        let want = [2.0 * (1.0 - d), 4.0 * d];
+        let seen = ema
+            .with_average(|| Ok(var.as_tensor().to_vec1::<f32>()?))
+            .unwrap();
+        for (s, w) in seen.iter().zip(want) {
+            assert!((*s as f64 - w).abs() < 1e-6, "{seen:?} vs {want:?}");
+        }
+        assert_eq!(var.as_tensor().to_vec1::<f32>().unwrap(), [2.0, 0.0]);
+        // Late steps use the decay itself.
+        assert_eq!(ema.decay_at(1000), 0.5);
+        // State round trip.
+        let state = ema.state().unwrap();
+        let mut other = Ema::new(&[("w".into(), var.clone())], 0.5).unwrap();
+        other.load_state(Path::new("x"), &state).unwrap();
+        let back = other
+            .with_average(|| Ok(var.as_tensor().to_vec1::<f32>()?))
+            .unwrap();
+        assert_eq!(back, seen);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! validate; this loop owns everything else:
 //!
 //! 1. start fresh, or resume from `OUT/checkpoint` (the same options, or a refusal);
-//! 2. each step: the batch from the epoch's order, loss, backward, clipping, AdamW;
-//! 3. each epoch's end: validation and a history record;
+//! 2. each step: the batch from the epoch's order, loss, backward, clipping, AdamW (and the
+//!    weights' moving average with `--ema`);
+//! 3. each epoch's end: validation (of the average, with `--ema`) and a history record;
 //! 4. save points (`--save-every`, each epoch, `--stop-after`), each writing the checkpoint and
 //!    the model once;
 //! 5. the summary.
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{Checkpoint, Saved, check_fresh_out, check_same_run};
 use super::epoch_order;
-use super::optim::{AdamW, Decay, Schedule, clip_grad_norm};
+use super::optim::{AdamW, Decay, Ema, Schedule, clip_grad_norm};
 use crate::progress;
 
 /// How a run goes, whatever is trained. The trainers' option types embed it (flattened: the
@@ -42,6 +43,10 @@ pub struct RunOptions {
     pub weight_decay: f64,
     /// Clip the global gradient norm to this (0: off).
     pub grad_clip: f64,
+    /// Validate and save an exponential moving average of the weights with this decay.
+    /// (Left out of the recorded options when off, so checkpoints of earlier versions resume.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
     /// Share of the images held out whole for validation.
     pub val_fraction: f64,
     pub seed: u64,
@@ -102,6 +107,7 @@ impl Default for RunOptions {
             warmup: 0,
             weight_decay: 0.01,
             grad_clip: 1.0,
+            ema: None,
             val_fraction: 0.05,
             seed: 42,
             tokenizer: None,
@@ -133,6 +139,11 @@ impl RunOptions {
         }
         if self.grad_clip < 0.0 || self.weight_decay < 0.0 {
             bail!("--grad-clip and --weight-decay cannot be negative");
+        }
+        if let Some(d) = self.ema
+            && !(d > 0.0 && d < 1.0)
+        {
+            bail!("--ema must be a decay strictly between 0 and 1 (e.g. 0.999), not {d}");
         }
         Ok(())
     }
@@ -269,9 +280,16 @@ pub fn train(
 
     // Phase 1: the run's state and optimiser, fresh or as saved.
     let mut optimizer = AdamW::new(trainer.vars(), run.weight_decay)?;
+    let mut ema = run
+        .ema
+        .map(|decay| Ema::new(trainer.vars(), decay))
+        .transpose()?;
     let mut state = match &start.saved {
         Some(saved) => {
             optimizer.load_state(&saved.optimizer_file, &saved.moments)?;
+            if let Some(ema) = &mut ema {
+                ema.load_state(&saved.optimizer_file, &saved.moments)?;
+            }
             saved.state.clone()
         }
         None => TrainState {
@@ -300,11 +318,23 @@ pub fn train(
         total: state.total_steps,
         decay: plan.decay,
     };
-    let save = |state: &TrainState, optimizer: &AdamW| -> Result<()> {
-        let weights = trainer.weights();
-        start.checkpoint.save(&weights, optimizer, state)?;
-        crate::atomic::write_safetensors(&start.out.join("model.safetensors"), &weights)
+    // With --ema, validation and the saved model see the averaged weights; the checkpoint
+    // keeps the trained ones (and the average) to continue from.
+    let save = |state: &TrainState, optimizer: &AdamW, ema: &Option<Ema>| -> Result<()> {
+        let mut optimizer_state = optimizer.state()?;
+        if let Some(ema) = ema {
+            optimizer_state.extend(ema.state()?);
+        }
+        start
+            .checkpoint
+            .save(&trainer.weights(), &optimizer_state, state)?;
+        averaged(ema, || {
+            crate::atomic::write_safetensors(
+                &start.out.join("model.safetensors"),
+                &trainer.weights(),
+            )
             .with_context(|| format!("{}: saving the model", start.out.display()))
+        })
     };
     let mut checkpoints_written = 0;
 
@@ -330,6 +360,9 @@ pub fn train(
         let lr = schedule.lr(step);
         optimizer.step(&grads, lr, step)?;
         trainer.after_update()?;
+        if let Some(ema) = &mut ema {
+            ema.update(step)?;
+        }
 
         let loss = loss.to_scalar::<f32>()? as f64;
         if !loss.is_finite() {
@@ -346,7 +379,7 @@ pub fn train(
         // Phase 3: at an epoch's end, validation and the history record.
         let end_of_epoch = step.is_multiple_of(state.steps_per_epoch);
         if end_of_epoch {
-            let (val_loss, metrics) = trainer.validate()?;
+            let (val_loss, metrics) = averaged(&ema, || trainer.validate())?;
             let record = EpochRecord {
                 epoch: step / state.steps_per_epoch,
                 step,
@@ -372,7 +405,7 @@ pub fn train(
         let save_point = run.save_every > 0 && step.is_multiple_of(run.save_every);
         if stop || end_of_epoch || save_point {
             // Every epoch ends here, so the run's last step is always saved, once.
-            save(&state, &optimizer)?;
+            save(&state, &optimizer, &ema)?;
             checkpoints_written += 1;
         }
         if stop {
@@ -397,6 +430,14 @@ pub fn train(
         seconds: start.started.elapsed().as_secs_f64(),
         checkpoints_written,
     })
+}
+
+/// `f` with the moving average's weights in place when there is one.
+fn averaged<R>(ema: &Option<Ema>, f: impl FnOnce() -> Result<R>) -> Result<R> {
+    match ema {
+        Some(ema) => ema.with_average(f),
+        None => f(),
+    }
 }
 
 /// `epoch 3: train loss 1.2345, validation loss 1.3456, image_to_text_r@1 0.123, …`

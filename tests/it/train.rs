@@ -16,7 +16,7 @@ use skyscribe::train::RunOptions;
 use skyscribe::train::captioner::{
     CaptionerTrainOptions, ModelSource, build_model, train_captioner,
 };
-use skyscribe::train::clip::{ClipTrainOptions, ClipTrainee, train_clip};
+use skyscribe::train::clip::{CaptionPool, ClipTrainOptions, ClipTrainee, train_clip};
 
 /// Asserts that every variable has a gradient with at least one non-zero value.
 fn assert_all_grads(vars: &[(String, candle_core::Var)], grads: &candle_core::backprop::GradStore) {
@@ -222,7 +222,10 @@ fn rsicd_subset(data: &Path, name: &str, n: usize) -> PathBuf {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let f = v["filename"].as_str().unwrap();
         std::os::unix::fs::symlink(src.join(f).canonicalize().unwrap(), dir.join(f)).unwrap();
-        lines.push(serde_json::json!({"filename": f, "captions": v["captions"]}).to_string());
+        lines.push(
+            serde_json::json!({"filename": f, "captions": v["captions"], "augmented": v["augmented"]})
+                .to_string(),
+        );
     }
     std::fs::write(dir.join("captions.jsonl"), lines.join("\n")).unwrap();
     dir
@@ -404,6 +407,7 @@ fn clip_options(data_dir: &Path, out: &Path, epochs: usize) -> ClipTrainOptions 
         init: None,
         config: Some(tiny_clip_config(data_dir).display().to_string()),
         augment: true,
+        ..ClipTrainOptions::default()
     }
 }
 
@@ -470,4 +474,57 @@ fn clip_resume_ends_with_the_same_weights() {
         &straight.join("model.safetensors"),
         &resumed.join("model.safetensors"),
     );
+}
+
+#[test]
+fn clip_resume_with_ema_smoothing_and_augmented_captions_ends_with_the_same_weights() {
+    let Some(data) = common::data_root("clip_resume_recipe") else {
+        return;
+    };
+    let dir = rsicd_subset(&data, "clip-recipe-data", 32);
+    let recipe = |out: &Path| {
+        let mut o = clip_options(&dir, out, 2);
+        o.run.ema = Some(0.9);
+        o.label_smoothing = 0.1;
+        o.captions = CaptionPool::Both;
+        o
+    };
+    let straight = common::scratch("clip-recipe-straight");
+    train_clip(&recipe(&straight), &Device::Cpu).unwrap();
+    let resumed = common::scratch("clip-recipe-resumed");
+    let mut o = recipe(&resumed);
+    o.run.stop_after = Some(3);
+    train_clip(&o, &Device::Cpu).unwrap();
+    // The checkpoint records the recipe: resuming without it is refused, naming what differs.
+    let mut other = recipe(&resumed);
+    other.run.resume = true;
+    other.run.ema = None;
+    let msg = train_clip(&other, &Device::Cpu).unwrap_err().to_string();
+    assert!(msg.contains("ema: 0.9 → (none)"), "{msg}");
+    o.run.stop_after = None;
+    o.run.resume = true;
+    assert!(train_clip(&o, &Device::Cpu).unwrap().finished);
+    assert_same_weights(
+        &straight.join("model.safetensors"),
+        &resumed.join("model.safetensors"),
+    );
+    assert_same_weights(
+        &straight.join("checkpoint/model.safetensors"),
+        &resumed.join("checkpoint/model.safetensors"),
+    );
+    // The saved model is the average, the checkpoint the trained weights.
+    let (avg, trained) = (
+        read_weights(&straight.join("model.safetensors")),
+        read_weights(&straight.join("checkpoint/model.safetensors")),
+    );
+    let name = "vision_model.embeddings.patch_embedding.weight";
+    let diff = (&avg[name] - &trained[name])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff > 0.0, "the saved model is not the moving average");
 }
