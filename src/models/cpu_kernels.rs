@@ -693,7 +693,8 @@ impl CustomOp3 for LayerNormOp {
         let w = contiguous_f32(ws, wl, "layer norm")?;
         let b = contiguous_f32(bs, bl, "layer norm")?;
         let d = w.len();
-        if d == 0 || b.len() != d || x.len() % d != 0 {
+        // Normalised over the last dimension, which the weight and bias must match.
+        if d == 0 || b.len() != d || xl.dims().last() != Some(&d) {
             bail!(
                 "layer norm: input {:?}, weight {d}, bias {}",
                 xl.shape(),
@@ -943,6 +944,12 @@ mod tests {
                 .unwrap()
         });
         check(fused, composed, "layer norm");
+        // (16, 6) has a multiple of 16 values but is not normalised over 16: refused.
+        let wrong = random(&[16, 6], 4);
+        let msg = layer_norm(&wrong, &inputs[1], &inputs[2], 1e-5)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("layer norm: input [16, 6]"), "{msg}");
     }
 
     #[test]
