@@ -3,9 +3,12 @@
 
 ViT-B/32 shapes (CLIPConfig's defaults are openai/clip-vit-base-patch32's), random weights,
 EuroSAT JPEGs, 2 threads. Prints images/s end to end (PIL decode + CLIPImageProcessor + model)
-and for the model alone.
+and for the model alone. With --texts FILE, the text side instead: the prompts of
+`skyscribe bench --texts --save-prompts FILE`, tokenized with skyscribe's built-in CLIP
+tokenizer.json (CLIPTokenizerFast) and encoded, prompts/s.
 
   /tmp/pyref/bin/python scripts/bench_reference.py [--images DIR] [--limit 256] [--batch-size 32]
+  /tmp/pyref/bin/python scripts/bench_reference.py --texts prompts.txt --batch-size 64
 """
 import argparse
 import glob
@@ -14,7 +17,9 @@ import time
 
 import torch
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizerFast
+
+TOKENIZER = os.path.join(os.path.dirname(__file__), "../assets/tokenizers/clip/tokenizer.json")
 
 
 def main():
@@ -25,8 +30,12 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--gemm", action="store_true",
                     help="time torch's matrix products of ViT-B/32's layer shapes instead (GFLOP/s)")
+    ap.add_argument("--texts", help="time the text side on these prompts (one a line) instead")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.texts:
+        texts(args)
+        return
     if args.gemm:
         for m, k, n in [(1600, 768, 2304), (1600, 768, 3072), (1600, 3072, 768), (1600, 768, 768)]:
             a, b = torch.randn(m, k), torch.randn(k, n)
@@ -62,6 +71,34 @@ def main():
           f"{len(paths)} images, batch {bs}, {torch.get_num_threads()} threads")
     print(f"  end to end (decode + preprocess + encode): {end_to_end:.1f} images/s")
     print(f"  model only: {model_only:.1f} images/s")
+
+
+def texts(args):
+    prompts = [l.rstrip("\n") for l in open(args.texts) if l.strip()]
+    model = CLIPModel(CLIPConfig()).eval()
+    tok = CLIPTokenizerFast(tokenizer_file=TOKENIZER)
+    bs = args.batch_size
+
+    def encode(batch):
+        return tok(batch, padding=True, return_tensors="pt")
+
+    with torch.inference_mode():
+        model.get_text_features(**encode(prompts[:bs]))  # warm-up
+        start = time.perf_counter()
+        for i in range(0, len(prompts), bs):
+            model.get_text_features(**encode(prompts[i:i + bs]))
+        end_to_end = len(prompts) / (time.perf_counter() - start)
+        batches = [encode(prompts[i:i + bs]) for i in range(0, len(prompts), bs)]
+        start = time.perf_counter()
+        for b in batches:
+            model.get_text_features(**b)
+        model_only = len(prompts) / (time.perf_counter() - start)
+    tokens = sum(len(tok(p)["input_ids"]) for p in prompts) / len(prompts)
+    print(f"transformers {__import__('transformers').__version__} + torch {torch.__version__}: "
+          f"{len(prompts)} prompts ({tokens:.1f} tokens on average), batch {bs}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"  end to end (tokenize + encode): {end_to_end:.0f} prompts/s")
+    print(f"  model only: {model_only:.0f} prompts/s")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 //! Throughput of the image pipeline with a real model's shapes and random weights, end to end
 //! from image files (decode + preprocess + encode) and for the model alone. Speed is measured
-//! here, never asserted in tests. Also the matrix products of its layers alone ([`gemm_shapes`]).
+//! here, never asserted in tests. Also the text side ([`texts`]: prompts of a label set) and the
+//! matrix products of the image layers alone ([`gemm_shapes`]).
 //! (Training steps are timed by `train::captioner::step_time` and `train::clip::step_time`;
 //! search over synthetic vectors by [`search`]; a running server's answers under load by
 //! [`http`].)
@@ -88,6 +89,59 @@ pub fn run(clip: &ClipEncoder, paths: &[PathBuf], batch_size: usize) -> Result<B
         threads: rayon::current_num_threads(),
         end_to_end_images_per_s: end_to_end,
         model_images_per_s: model_only,
+        device: format!("{:?}", clip.device()),
+    })
+}
+
+/// Throughput of the text side: prompts (a label set × templates) tokenized and encoded, as
+/// zero-shot classification does once per label set.
+#[derive(Debug, Serialize)]
+pub struct TextBenchReport {
+    pub model: String,
+    pub prompts: usize,
+    pub batch_size: usize,
+    /// Mean tokens per prompt (with the start and end tokens; batches pad to their longest).
+    pub mean_tokens: f64,
+    pub threads: usize,
+    /// Tokenize + encode, prompts per second.
+    pub end_to_end_prompts_per_s: f64,
+    /// Encode only (token ids already made), prompts per second.
+    pub model_prompts_per_s: f64,
+    pub device: String,
+}
+
+/// Embeds `prompts` once to warm up (first batch only), then timed: tokenizing and encoding,
+/// then encoding ids made beforehand.
+pub fn texts(clip: &ClipEncoder, prompts: &[String], batch_size: usize) -> Result<TextBenchReport> {
+    if prompts.is_empty() || batch_size == 0 {
+        bail!("a text benchmark needs at least one prompt and a positive batch size");
+    }
+    clip.embed_texts(&prompts[..batch_size.min(prompts.len())], batch_size)?;
+    let start = Instant::now();
+    std::hint::black_box(clip.embed_texts(prompts, batch_size)?);
+    let end_to_end = prompts.len() as f64 / start.elapsed().as_secs_f64();
+
+    let ids: Vec<Vec<Vec<u32>>> = prompts
+        .chunks(batch_size)
+        .map(|c| clip.tokenizer.encode_batch_padded(c))
+        .collect::<Result<_>>()?;
+    let tokens: usize = prompts
+        .iter()
+        .map(|p| clip.tokenizer.encode(p).map(|t| t.len()))
+        .sum::<Result<usize>>()?;
+    let start = Instant::now();
+    for batch in &ids {
+        std::hint::black_box(clip.model.text_features(batch)?.to_vec2::<f32>()?);
+    }
+    let model_only = prompts.len() as f64 / start.elapsed().as_secs_f64();
+    Ok(TextBenchReport {
+        model: clip.source.spec.clone(),
+        prompts: prompts.len(),
+        batch_size,
+        mean_tokens: tokens as f64 / prompts.len() as f64,
+        threads: rayon::current_num_threads(),
+        end_to_end_prompts_per_s: end_to_end,
+        model_prompts_per_s: model_only,
         device: format!("{:?}", clip.device()),
     })
 }

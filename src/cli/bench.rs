@@ -38,6 +38,19 @@ pub struct BenchArgs {
     /// GFLOP/s: the ceiling of the image pipeline on this machine.
     #[arg(long, conflicts_with_all = ["captioner_step", "clip_step"])]
     gemm: bool,
+    /// Time the text side instead: the prompts of --labels × --template, tokenized and encoded
+    /// in batches of --batch-size (as zero-shot classification does once per label set).
+    #[arg(long, conflicts_with_all = ["captioner_step", "clip_step", "gemm"])]
+    texts: bool,
+    /// The label set of --texts (a preset, a file or `a,b,c`).
+    #[arg(long, default_value = "xview", requires = "texts")]
+    labels: String,
+    /// Templates of --texts (literal with `{}` or a named set; repeatable).
+    #[arg(long = "template", requires = "texts")]
+    templates: Vec<String>,
+    /// With --texts: also write the prompts, one a line, for scripts/bench_reference.py --texts.
+    #[arg(long, requires = "texts")]
+    save_prompts: Option<PathBuf>,
     /// Tokens per caption, with --captioner-step.
     #[arg(long, default_value_t = 20)]
     caption_tokens: usize,
@@ -113,6 +126,9 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         }
         return Ok(0);
     }
+    if a.texts {
+        return texts(&a, &dev, &mut out);
+    }
     if a.clip_step {
         let r = skyscribe::train::clip::step_time(&dev, a.batch_size, a.steps)?;
         out.record(a.jsonl, &r, || {
@@ -169,6 +185,45 @@ pub fn run(a: BenchArgs) -> Result<usize> {
             r.device,
             r.end_to_end_images_per_s,
             r.model_images_per_s
+        )
+    })?;
+    Ok(0)
+}
+
+fn texts(a: &BenchArgs, dev: &candle_core::Device, out: &mut Out) -> Result<usize> {
+    use skyscribe::labels::{LabelSet, Templates};
+    let labels = LabelSet::parse(&a.labels)?;
+    let templates = if a.templates.is_empty() {
+        Templates::parse(&["remote-sensing".to_string()])?
+    } else {
+        Templates::parse(&a.templates)?
+    };
+    let prompts: Vec<String> = labels
+        .labels
+        .iter()
+        .flat_map(|l| templates.prompts(l))
+        .collect();
+    if let Some(path) = &a.save_prompts {
+        skyscribe::atomic::write_file(path, (prompts.join("\n") + "\n").as_bytes())?;
+    }
+    let clip = match &a.model {
+        Some(m) => ClipEncoder::load(m, dev)?,
+        None => skyscribe::bench::random_vit_b32(dev)?,
+    };
+    let r = skyscribe::bench::texts(&clip, &prompts, a.batch_size)?;
+    out.record(a.jsonl, &r, || {
+        format!(
+            "{}: {} prompts ({} labels, {} templates, {:.1} tokens on average), batch {}, {} threads, {}\n  end to end (tokenize + encode): {:.0} prompts/s\n  model only: {:.0} prompts/s",
+            r.model,
+            r.prompts,
+            labels.len(),
+            templates.0.len(),
+            r.mean_tokens,
+            r.batch_size,
+            r.threads,
+            r.device,
+            r.end_to_end_prompts_per_s,
+            r.model_prompts_per_s
         )
     })?;
     Ok(0)
