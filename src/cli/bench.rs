@@ -164,16 +164,14 @@ pub fn run(a: BenchArgs) -> Result<usize> {
     }
     let images = a
         .images
+        .clone()
         .unwrap_or_else(|| skyscribe::data_root().join("eurosat/images/Forest"));
     let (mut paths, errors) = collect_images(&[images]);
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }
     paths.truncate(a.limit);
-    let clip = match &a.model {
-        Some(m) => ClipEncoder::load(m, &dev)?,
-        None => skyscribe::bench::random_vit_b32(&dev)?,
-    };
+    let clip = bench_clip(&a, &dev)?;
     let r = skyscribe::bench::run(&clip, &paths, a.batch_size)?;
     out.record(a.jsonl, &r, || {
         format!(
@@ -188,6 +186,14 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         )
     })?;
     Ok(0)
+}
+
+/// `--model`, or random ViT-B/32 weights.
+fn bench_clip(a: &BenchArgs, dev: &candle_core::Device) -> Result<ClipEncoder> {
+    match &a.model {
+        Some(m) => ClipEncoder::load(m, dev),
+        None => skyscribe::bench::random_vit_b32(dev),
+    }
 }
 
 fn texts(a: &BenchArgs, dev: &candle_core::Device, out: &mut Out) -> Result<usize> {
@@ -206,10 +212,7 @@ fn texts(a: &BenchArgs, dev: &candle_core::Device, out: &mut Out) -> Result<usiz
     if let Some(path) = &a.save_prompts {
         skyscribe::atomic::write_file(path, (prompts.join("\n") + "\n").as_bytes())?;
     }
-    let clip = match &a.model {
-        Some(m) => ClipEncoder::load(m, dev)?,
-        None => skyscribe::bench::random_vit_b32(dev)?,
-    };
+    let clip = bench_clip(a, dev)?;
     let r = skyscribe::bench::texts(&clip, &prompts, a.batch_size)?;
     out.record(a.jsonl, &r, || {
         format!(

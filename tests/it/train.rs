@@ -287,19 +287,22 @@ fn read_weights(path: &Path) -> HashMap<String, Tensor> {
     candle_core::safetensors::load(path, &Device::Cpu).unwrap()
 }
 
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a.to_dtype(DType::F32).unwrap() - b.to_dtype(DType::F32).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn assert_same_weights(a: &Path, b: &Path) {
     let (wa, wb) = (read_weights(a), read_weights(b));
     assert_eq!(wa.len(), wb.len());
     for (name, ta) in &wa {
-        let tb = &wb[name];
-        let diff = (ta.to_dtype(DType::F32).unwrap() - tb.to_dtype(DType::F32).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(ta, &wb[name]);
         assert_eq!(diff, 0.0, "{name} differs after resume");
     }
 }
@@ -518,13 +521,6 @@ fn clip_resume_with_ema_smoothing_and_augmented_captions_ends_with_the_same_weig
         read_weights(&straight.join("checkpoint/model.safetensors")),
     );
     let name = "vision_model.embeddings.patch_embedding.weight";
-    let diff = (&avg[name] - &trained[name])
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&avg[name], &trained[name]);
     assert!(diff > 0.0, "the saved model is not the moving average");
 }
