@@ -144,7 +144,8 @@ pub struct ClipArgs {
     /// A pretrained CLIP to fine-tune (directory or hub id).
     #[arg(long, conflicts_with = "config")]
     init: Option<String>,
-    /// Train from scratch with these shapes: `mini` or a CLIP config.json.
+    /// Train from scratch with these shapes: `mini` (64-pixel images), `mini-128` (the same at
+    /// 128 pixels) or a CLIP config.json.
     #[arg(long)]
     config: Option<String>,
     /// Train on the images as they are (no crops, flips, rotations, colour jitter).

@@ -34,7 +34,7 @@ pub struct ClipTrainOptions {
     pub run: RunOptions,
     /// A pretrained CLIP to fine-tune (directory or hub id)…
     pub init: Option<String>,
-    /// …or the shapes of one to train from scratch: `mini` or a CLIP `config.json`.
+    /// …or the shapes of one to train from scratch: `mini`, `mini-128` or a CLIP `config.json`.
     pub config: Option<String>,
     /// Random crops, flips, rotations and colour jitter of the training images.
     pub augment: bool,
@@ -123,9 +123,10 @@ impl ClipTrainOptions {
     }
 }
 
-/// The mini CLIP: 64-pixel images in 16-pixel patches, 4 vision and 3 text layers of width 192,
-/// 32-token context; `vocab_size` and the end token come from its tokenizer.
-pub fn mini_clip(vocab_size: usize, end_token: u32) -> ClipConfig {
+/// The mini CLIP: `image_size`-pixel images (presets `mini`: 64, `mini-128`: 128) in 16-pixel
+/// patches, 4 vision and 3 text layers of width 192, 32-token context; `vocab_size` and the end
+/// token come from its tokenizer.
+pub fn mini_clip(vocab_size: usize, end_token: u32, image_size: usize) -> ClipConfig {
     ClipConfig {
         text_config: ClipTextConfig {
             vocab_size,
@@ -144,7 +145,7 @@ pub fn mini_clip(vocab_size: usize, end_token: u32) -> ClipConfig {
             num_hidden_layers: 4,
             num_attention_heads: 4,
             num_channels: 3,
-            image_size: 64,
+            image_size,
             patch_size: 16,
             hidden_act: Activation::QuickGelu,
             layer_norm_eps: 1e-5,
@@ -524,11 +525,12 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
     let raw_tokenizer = crate::tokenizer::load_json(&tokenizer_path)?;
     let config = match (&init_dir, opts.config.as_deref()) {
         (Some(dir), _) => ClipConfig::from_file(&dir.file("config.json"))?,
-        (None, Some("mini")) => mini_clip(
+        (None, Some(preset @ ("mini" | "mini-128"))) => mini_clip(
             raw_tokenizer.get_vocab_size(true),
             raw_tokenizer
                 .token_to_id(super::bpe::END)
                 .ok_or_else(|| anyhow!("{}: no end token", tokenizer_path.display()))?,
+            if preset == "mini" { 64 } else { 128 },
         ),
         (None, Some(file)) => ClipConfig::from_file(Path::new(file))?,
         (None, None) => unreachable!("checked above"),
