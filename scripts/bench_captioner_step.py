@@ -8,13 +8,12 @@ Prints one JSON line with the median step time. Needs torch and transformers
 (scripts/requirements-reference.txt).
 """
 import argparse
-import json
-import statistics
-import time
 
 import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
+
+from bench_common import print_steps, time_steps
 
 
 def main():
@@ -35,36 +34,22 @@ def main():
     mapper = nn.Sequential(nn.Linear(512, e * k // 2), nn.Tanh(), nn.Linear(e * k // 2, e * k))
     params = list(mapper.parameters()) + ([p for p in gpt.parameters()] if a.train_gpt2 else [])
     opt = torch.optim.AdamW(params, lr=1e-5)
-    times = []
-    for step in range(a.steps + 1):
-        emb = torch.rand(a.batch_size, 512) - 0.5
-        tokens = torch.randint(0, 50257, (a.batch_size, a.caption_tokens))
-        start = time.perf_counter()
+
+    def make_batch():
+        return (torch.rand(a.batch_size, 512) - 0.5,
+                torch.randint(0, 50257, (a.batch_size, a.caption_tokens)))
+
+    def loss_of(batch):
+        emb, tokens = batch
         prefix = mapper(emb).view(a.batch_size, k, e)
         x = torch.cat([prefix, gpt.transformer.wte(tokens)], dim=1)
         logits = gpt(inputs_embeds=x).logits[:, k - 1 : -1]
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.flatten())
-        loss.item()
-        forward = time.perf_counter()
-        opt.zero_grad()
-        loss.backward()
-        backward = time.perf_counter()
-        opt.step()
-        end = time.perf_counter()
-        if step > 0:
-            times.append((end - start, forward - start, backward - forward, end - backward))
-    print(json.dumps({
-        "what": "torch %s ClipCap step, MLP mapper, gpt2 124M %s" % (
-            torch.__version__, "trained" if a.train_gpt2 else "frozen"),
-        "batch_size": a.batch_size,
-        "caption_tokens": a.caption_tokens,
-        "threads": a.threads,
-        "median_step_s": statistics.median(t[0] for t in times),
-        "median_forward_s": statistics.median(t[1] for t in times),
-        "median_backward_s": statistics.median(t[2] for t in times),
-        "median_optimizer_s": statistics.median(t[3] for t in times),
-        "steps": a.steps,
-    }))
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.flatten())
+
+    times = time_steps(a.steps, make_batch, loss_of, opt)
+    print_steps("torch %s ClipCap step, MLP mapper, gpt2 124M %s" % (
+                    torch.__version__, "trained" if a.train_gpt2 else "frozen"),
+                times, batch_size=a.batch_size, caption_tokens=a.caption_tokens, threads=a.threads)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ Prints one JSON line with the median step time and its parts. Needs torch and tr
 (scripts/requirements-reference.txt).
 """
 import argparse
-import json
-import statistics
-import time
 
 import torch
 from transformers import CLIPConfig, CLIPModel
+
+from bench_common import print_steps, time_steps
 
 
 def main():
@@ -31,32 +30,16 @@ def main():
     vocab = config.text_config.vocab_size
     ctx = config.text_config.max_position_embeddings
     size = config.vision_config.image_size
-    times = []
-    for step in range(a.steps + 1):
-        pixels = torch.rand(a.batch_size, 3, size, size) * 2 - 1
+
+    def make_batch():
         ids = torch.randint(0, vocab - 1, (a.batch_size, ctx))
         ids[:, -1] = vocab - 1
-        start = time.perf_counter()
-        loss = model(input_ids=ids, pixel_values=pixels, return_loss=True).loss
-        loss.item()
-        forward = time.perf_counter()
-        opt.zero_grad()
-        loss.backward()
-        backward = time.perf_counter()
-        opt.step()
-        end = time.perf_counter()
-        if step > 0:
-            times.append((end - start, forward - start, backward - forward, end - backward))
-    print(json.dumps({
-        "what": "torch %s CLIP ViT-B/32 contrastive step, all weights trained" % torch.__version__,
-        "batch_size": a.batch_size,
-        "threads": a.threads,
-        "median_step_s": statistics.median(t[0] for t in times),
-        "median_forward_s": statistics.median(t[1] for t in times),
-        "median_backward_s": statistics.median(t[2] for t in times),
-        "median_optimizer_s": statistics.median(t[3] for t in times),
-        "steps": a.steps,
-    }))
+        return torch.rand(a.batch_size, 3, size, size) * 2 - 1, ids
+
+    times = time_steps(a.steps, make_batch,
+                       lambda b: model(input_ids=b[1], pixel_values=b[0], return_loss=True).loss, opt)
+    print_steps("torch %s CLIP ViT-B/32 contrastive step, all weights trained" % torch.__version__,
+                times, batch_size=a.batch_size, threads=a.threads)
 
 
 if __name__ == "__main__":

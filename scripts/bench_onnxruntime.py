@@ -13,16 +13,16 @@ Needs torch, transformers, onnx, onnxscript and onnxruntime (PyPI); the exported
 written to a temporary folder (about 350 MB) and removed afterwards.
 """
 import argparse
-import glob
 import os
 import tempfile
-import time
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+from bench_common import add_image_args, image_paths, print_pipeline, time_pipeline
 
 
 def export(path):
@@ -47,13 +47,10 @@ def export(path):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--images", default=os.path.join(os.path.dirname(__file__), "../../shared/data/eurosat/images/Forest"))
-    ap.add_argument("--limit", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
+    add_image_args(ap)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    paths = sorted(glob.glob(os.path.join(args.images, "**", "*.jpg"), recursive=True))[: args.limit]
+    paths = image_paths(args)
     proc = CLIPImageProcessorPil()
     bs = args.batch_size
 
@@ -72,20 +69,9 @@ def main():
     def run(pv):
         return session.run(None, {"pixel_values": pv})[0]
 
-    run(pixels(paths[:bs]))  # warm-up
-    start = time.perf_counter()
-    for i in range(0, len(paths), bs):
-        run(pixels(paths[i:i + bs]))
-    end_to_end = len(paths) / (time.perf_counter() - start)
-    all_pixels = [pixels(paths[i:i + bs]) for i in range(0, len(paths), bs)]
-    start = time.perf_counter()
-    for pv in all_pixels:
-        run(pv)
-    model_only = len(paths) / (time.perf_counter() - start)
-    print(f"onnxruntime {ort.__version__} (CPU provider, opset 17 export by torch {torch.__version__}): "
-          f"{len(paths)} images, batch {bs}, {args.threads} threads")
-    print(f"  end to end (decode + preprocess + encode): {end_to_end:.1f} images/s")
-    print(f"  model only: {model_only:.1f} images/s")
+    end_to_end, model_only = time_pipeline(paths, bs, pixels, run)
+    print_pipeline(f"onnxruntime {ort.__version__} (CPU provider, opset 17 export by torch {torch.__version__}): "
+                   f"{len(paths)} images, batch {bs}, {args.threads} threads", end_to_end, model_only)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ tokenizer.json (CLIPTokenizerFast) and encoded, prompts/s.
   /tmp/pyref/bin/python scripts/bench_reference.py --texts prompts.txt --batch-size 64
 """
 import argparse
-import glob
 import os
 import time
 
@@ -19,15 +18,14 @@ import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizerFast
 
+from bench_common import add_image_args, image_paths, print_pipeline, time_pipeline
+
 TOKENIZER = os.path.join(os.path.dirname(__file__), "../assets/tokenizers/clip/tokenizer.json")
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--images", default=os.path.join(os.path.dirname(__file__), "../../shared/data/eurosat/images/Forest"))
-    ap.add_argument("--limit", type=int, default=256)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--threads", type=int, default=2)
+    add_image_args(ap)
     ap.add_argument("--gemm", action="store_true",
                     help="time torch's matrix products of ViT-B/32's layer shapes instead (GFLOP/s)")
     ap.add_argument("--texts", help="time the text side on these prompts (one a line) instead")
@@ -48,29 +46,19 @@ def main():
             print(f"torch {torch.__version__} ({m} x {k}) . ({k} x {n}): "
                   f"{2 * m * k * n / seconds / 1e9:.0f} GFLOP/s, {torch.get_num_threads()} threads")
         return
-    paths = sorted(glob.glob(os.path.join(args.images, "**", "*.jpg"), recursive=True))[: args.limit]
+    paths = image_paths(args)
     model = CLIPModel(CLIPConfig()).eval()
     proc = CLIPImageProcessorPil()
-    bs = args.batch_size
 
     def pixels(batch):
         return proc(images=[Image.open(p) for p in batch], return_tensors="pt")["pixel_values"]
 
     with torch.inference_mode():
-        model.get_image_features(pixel_values=pixels(paths[:bs]))  # warm-up
-        start = time.perf_counter()
-        for i in range(0, len(paths), bs):
-            model.get_image_features(pixel_values=pixels(paths[i:i + bs]))
-        end_to_end = len(paths) / (time.perf_counter() - start)
-        all_pixels = [pixels(paths[i:i + bs]) for i in range(0, len(paths), bs)]
-        start = time.perf_counter()
-        for pv in all_pixels:
-            model.get_image_features(pixel_values=pv)
-        model_only = len(paths) / (time.perf_counter() - start)
-    print(f"transformers {__import__('transformers').__version__} + torch {torch.__version__}: "
-          f"{len(paths)} images, batch {bs}, {torch.get_num_threads()} threads")
-    print(f"  end to end (decode + preprocess + encode): {end_to_end:.1f} images/s")
-    print(f"  model only: {model_only:.1f} images/s")
+        end_to_end, model_only = time_pipeline(
+            paths, args.batch_size, pixels, lambda pv: model.get_image_features(pixel_values=pv))
+    print_pipeline(f"transformers {__import__('transformers').__version__} + torch {torch.__version__}: "
+                   f"{len(paths)} images, batch {args.batch_size}, {torch.get_num_threads()} threads",
+                   end_to_end, model_only)
 
 
 def texts(args):
@@ -83,22 +71,12 @@ def texts(args):
         return tok(batch, padding=True, return_tensors="pt")
 
     with torch.inference_mode():
-        model.get_text_features(**encode(prompts[:bs]))  # warm-up
-        start = time.perf_counter()
-        for i in range(0, len(prompts), bs):
-            model.get_text_features(**encode(prompts[i:i + bs]))
-        end_to_end = len(prompts) / (time.perf_counter() - start)
-        batches = [encode(prompts[i:i + bs]) for i in range(0, len(prompts), bs)]
-        start = time.perf_counter()
-        for b in batches:
-            model.get_text_features(**b)
-        model_only = len(prompts) / (time.perf_counter() - start)
+        end_to_end, model_only = time_pipeline(
+            prompts, bs, encode, lambda batch: model.get_text_features(**batch))
     tokens = sum(len(tok(p)["input_ids"]) for p in prompts) / len(prompts)
-    print(f"transformers {__import__('transformers').__version__} + torch {torch.__version__}: "
-          f"{len(prompts)} prompts ({tokens:.1f} tokens on average), batch {bs}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"  end to end (tokenize + encode): {end_to_end:.0f} prompts/s")
-    print(f"  model only: {model_only:.0f} prompts/s")
+    print_pipeline(f"transformers {__import__('transformers').__version__} + torch {torch.__version__}: "
+                   f"{len(prompts)} prompts ({tokens:.1f} tokens on average), batch {bs}, "
+                   f"{torch.get_num_threads()} threads", end_to_end, model_only, unit="prompts")
 
 
 if __name__ == "__main__":
