@@ -130,11 +130,26 @@ impl ClipEncoder {
     }
 
     /// Projected text embeddings (not normalised), `batch_size` texts per forward pass.
+    ///
+    /// Texts are batched by token length (shortest first) and the results put back in input
+    /// order: a batch is padded to its longest row, so grouping similar lengths cuts the padding
+    /// that label sets × templates otherwise carry. Causal attention makes padding invisible to
+    /// the pooled token, so the embeddings are those of unsorted batches.
     pub fn embed_texts(&self, texts: &[String], batch_size: usize) -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(batch_size.max(1)) {
-            let ids = self.tokenizer.encode_batch_padded(chunk)?;
-            out.extend(self.model.text_features(&ids)?.to_vec2::<f32>()?);
+        let ids: Vec<Vec<u32>> = texts
+            .iter()
+            .map(|t| self.tokenizer.encode(t))
+            .collect::<Result<_>>()?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(batch_size.max(1)) {
+            let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let batch = self.tokenizer.pad(&rows);
+            let features = self.model.text_features(&batch)?.to_vec2::<f32>()?;
+            for (&i, f) in chunk.iter().zip(features) {
+                out[i] = f;
+            }
         }
         Ok(out)
     }

@@ -59,15 +59,24 @@ impl TextTokenizer {
     /// Encodes several texts and pads them to the longest with the end token (which is what
     /// CLIP's tokenizer pads with; causal attention makes the padding invisible anyway).
     pub fn encode_batch_padded(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
-        let mut rows: Vec<Vec<u32>> = texts
+        let rows: Vec<Vec<u32>> = texts
             .iter()
             .map(|t| self.encode(t))
             .collect::<Result<_>>()?;
-        let longest = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let rows: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        Ok(self.pad(&rows))
+    }
+
+    /// Token rows padded to the longest with the end token, as [`Self::encode_batch_padded`].
+    pub fn pad(&self, rows: &[&[u32]]) -> Vec<Vec<u32>> {
+        let longest = rows.iter().map(|r| r.len()).max().unwrap_or(0);
         let pad = self.end_id.unwrap_or(0);
-        for r in &mut rows {
-            r.resize(longest, pad);
-        }
-        Ok(rows)
+        rows.iter()
+            .map(|r| {
+                let mut row = r.to_vec();
+                row.resize(longest, pad);
+                row
+            })
+            .collect()
     }
 }

@@ -207,14 +207,16 @@ impl EncoderLayer {
         Ok((xs + h)?)
     }
 
-    /// The output at the first position only `(B, 1, D)` (attending to every position): the
-    /// image tower pools its class token, so its last layer needs nothing else. Skips the
-    /// output projection and the MLP of the other 49 positions of ViT-B/32: 6 % of its work.
-    fn forward_first(&self, xs: &Tensor) -> Result<Tensor> {
+    /// The output at the pooled positions only, `(N, D)`, `rows` indexing the `B·T` positions
+    /// flattened: a tower pools one token a sequence, so its last layer needs nothing else. Skips
+    /// the output projection and the MLP of every other position (ViT-B/32's image tower: 6 % of
+    /// its work; the text tower: most of its last layer).
+    fn forward_rows(&self, xs: &Tensor, rows: &Tensor, causal: bool) -> Result<Tensor> {
+        let (b, t, d) = xs.dims3()?;
         let h = self
             .self_attn
-            .forward_first(&self.layer_norm1.forward(xs)?)?;
-        let xs = (xs.narrow(1, 0, 1)? + h)?;
+            .forward_rows(&self.layer_norm1.forward(xs)?, rows, causal)?;
+        let xs = (xs.reshape((b * t, d))?.index_select(rows, 0)? + h)?;
         let h = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
         Ok((xs + h)?)
     }
@@ -299,19 +301,22 @@ impl TextTransformer {
             .reshape((b, t, d))?;
         let positions = self.position_embedding.narrow(0, 0, t)?;
         let mut xs = tokens.broadcast_add(&positions)?;
-        for layer in &self.layers {
-            xs = layer.forward(&xs, true)?;
-        }
-        let xs = self.final_layer_norm.forward(&xs)?;
-        // Only the pooled row is needed: because attention is causal, padding after it never
-        // changes it, so batches may be padded to their own longest row.
+        // Only the pooled row of each sequence is read: because attention is causal, padding
+        // after it never changes it, so batches may be padded to their own longest row.
         let rows: Vec<u32> = ids
             .iter()
             .enumerate()
             .map(|(i, r)| (i * t + self.pooled_index(r)) as u32)
             .collect();
         let rows = Tensor::from_vec(rows, b, device)?;
-        Ok(xs.reshape((b * t, d))?.index_select(&rows, 0)?)
+        let Some((last, rest)) = self.layers.split_last() else {
+            bail!("the text tower has no layers");
+        };
+        for layer in rest {
+            xs = layer.forward(&xs, true)?;
+        }
+        self.final_layer_norm
+            .forward(&last.forward_rows(&xs, &rows, true)?)
     }
 }
 
@@ -395,7 +400,10 @@ impl VisionTransformer {
         for layer in rest {
             xs = layer.forward(&xs, false)?;
         }
-        let pooled = last.forward_first(&xs)?.squeeze(1)?;
+        let (_, t, _) = xs.dims3()?;
+        let class_rows: Vec<u32> = (0..b).map(|i| (i * t) as u32).collect();
+        let class_rows = Tensor::from_vec(class_rows, b, xs.device())?;
+        let pooled = last.forward_rows(&xs, &class_rows, false)?;
         self.post_layernorm.forward(&pooled)
     }
 }

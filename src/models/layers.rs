@@ -260,11 +260,13 @@ impl Attention {
         self.out_proj.forward(&self.mix(xs, causal)?)
     }
 
-    /// The output at the first position only `(B, 1, hidden)`, every position attended to: what
-    /// a tower pooled from its first token needs of its last layer.
-    pub fn forward_first(&self, xs: &Tensor) -> Result<Tensor> {
-        self.out_proj
-            .forward(&self.mix(xs, false)?.narrow(1, 0, 1)?)
+    /// The output at a few positions only, `(N, hidden)`: `rows` indexes the `B·T` positions of
+    /// `xs` flattened. What a tower that pools one token needs of its last layer: every position
+    /// still attends (keys and values), but only the pooled ones go through `out_proj`.
+    pub fn forward_rows(&self, xs: &Tensor, rows: &Tensor, causal: bool) -> Result<Tensor> {
+        let (b, t, hidden) = xs.dims3()?;
+        let mixed = self.mix(xs, causal)?.reshape((b * t, hidden))?;
+        self.out_proj.forward(&mixed.index_select(rows, 0)?)
     }
 
     /// The heads' outputs side by side, before `out_proj`.

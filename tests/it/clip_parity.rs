@@ -76,6 +76,24 @@ fn text_embeddings_and_token_ids_match() {
                 "{name}: text embedding of {text:?} differs by {d}"
             );
         }
+        // Batches are formed by token length and results put back in input order: any order
+        // of the inputs gives each text its own embedding.
+        let reversed: Vec<String> = texts.iter().rev().cloned().collect();
+        let lengths: Vec<usize> = reversed
+            .iter()
+            .map(|t| clip.tokenizer.encode(t).unwrap().len())
+            .collect();
+        assert!(!lengths.is_sorted(), "{name}: the texts need mixed lengths");
+        for (o, r) in ours
+            .iter()
+            .rev()
+            .zip(clip.embed_texts(&reversed, 3).unwrap())
+        {
+            assert!(
+                max_abs_diff(o, &r) < 1e-5,
+                "{name}: order changed an embedding"
+            );
+        }
     }
 }
 
