@@ -158,6 +158,11 @@ pub struct ClipArgs {
     /// Label smoothing of the contrastive loss's targets, in [0, 1) (default 0: off).
     #[arg(long, value_name = "EPSILON")]
     label_smoothing: Option<f64>,
+    /// The share of augmented views, in [0, 1], rendered at a random coarser resolution (¼ to
+    /// 1 × the model's input) and scaled back up, as a coarser sensor would see the ground
+    /// (default 0: off).
+    #[arg(long, value_name = "SHARE")]
+    low_res_views: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -211,6 +216,7 @@ pub fn run(cmd: TrainCommand) -> Result<usize> {
                 CaptionsArg::Both => CaptionPool::Both,
             };
             opts.label_smoothing = a.label_smoothing.unwrap_or(opts.label_smoothing);
+            opts.low_res_views = a.low_res_views.unwrap_or(opts.low_res_views);
             a.common.apply(&mut opts.run);
             opts.run.on_epoch = epoch_printer(a.common.jsonl);
             let dev = a.common.device.device()?;

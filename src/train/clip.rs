@@ -46,6 +46,9 @@ pub struct ClipTrainOptions {
     /// plain loss, comparable across runs).
     #[serde(skip_serializing_if = "is_zero")]
     pub label_smoothing: f64,
+    /// The share of augmented views rendered at a coarser ground resolution (see [`augment`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub low_res_views: f64,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -109,6 +112,7 @@ impl Default for ClipTrainOptions {
             augment: true,
             captions: CaptionPool::Original,
             label_smoothing: 0.0,
+            low_res_views: 0.0,
         }
     }
 }
@@ -207,10 +211,15 @@ impl ImageBank {
 /// One augmented view of `img` as `(3, size, size)` floats, rescaled and normalised as the
 /// model's `preprocessor` does: a random crop of 50–100 % of the area (aspect 3:4 to 4:3)
 /// resampled bilinearly, flips, a quarter-turn rotation, and ±10 % brightness and contrast.
+/// With probability `low_res_views` the view is then coarsened to a random `r × r`,
+/// `size / 4 ≤ r < size`, and scaled back up ([`coarsen`]): archives mix sensors whose ground
+/// resolution differs by an order of magnitude (RSICD's aerial photos against Sentinel-2's
+/// 10 m), and a model that only saw sharp views ties its concepts to the sharp detail.
 pub fn augment(
     img: &RgbImage,
     size: usize,
     preprocessor: &Preprocessor,
+    low_res_views: f64,
     rng: &mut impl Rng,
 ) -> Vec<f32> {
     // Jitter works on [0, 1] values; the model's own rescale and mean/std come after.
@@ -264,7 +273,57 @@ pub fn augment(
             }
         }
     }
+    // Drawn only when asked for, so runs without it keep their random stream.
+    if low_res_views > 0.0 && rng.random_bool(low_res_views) {
+        let r = rng.random_range((size / 4).max(1)..size.max(2));
+        coarsen(&mut out, size, r);
+    }
     out
+}
+
+/// `planes` (channel planes of `size × size`) as a sensor of `r × r` pixels would have seen
+/// them: box-averaged down to `r × r`, then scaled back up bilinearly (half-pixel centres).
+/// Both steps are linear with weights summing to one, so they commute with the per-channel
+/// normalisation already applied.
+pub fn coarsen(planes: &mut [f32], size: usize, r: usize) {
+    if r == 0 || r >= size {
+        return;
+    }
+    let n = size * size;
+    // Source pixels [lo, hi) of low-resolution pixel i along one axis (never empty).
+    let span = |i: usize| {
+        let lo = i * size / r;
+        (lo, ((i + 1) * size / r).max(lo + 1))
+    };
+    // Bilinear taps of output pixel o along one axis: (left, right, weight of right).
+    let taps = |o: usize| {
+        let x = ((o as f32 + 0.5) * r as f32 / size as f32 - 0.5).clamp(0.0, (r - 1) as f32);
+        let left = x.floor() as usize;
+        (left, (left + 1).min(r - 1), x - left as f32)
+    };
+    let mut low = vec![0f32; r * r];
+    for plane in planes.chunks_mut(n) {
+        for ly in 0..r {
+            let (y0, y1) = span(ly);
+            for lx in 0..r {
+                let (x0, x1) = span(lx);
+                let mut sum = 0.0;
+                for y in y0..y1 {
+                    sum += plane[y * size + x0..y * size + x1].iter().sum::<f32>();
+                }
+                low[ly * r + lx] = sum / ((y1 - y0) * (x1 - x0)) as f32;
+            }
+        }
+        for oy in 0..size {
+            let (ya, yb, fy) = taps(oy);
+            for ox in 0..size {
+                let (xa, xb, fx) = taps(ox);
+                let top = low[ya * r + xa] * (1.0 - fx) + low[ya * r + xb] * fx;
+                let bottom = low[yb * r + xa] * (1.0 - fx) + low[yb * r + xb] * fx;
+                plane[oy * size + ox] = top * (1.0 - fy) + bottom * fy;
+            }
+        }
+    }
 }
 
 /// The model being trained.
@@ -430,7 +489,13 @@ impl Trainer for ClipRun<'_> {
                 let img = &self.bank.images[i];
                 if self.opts.augment {
                     let mut rng = rng_for(s, "augment", 0);
-                    Ok(augment(img, self.size, &self.preprocessor, &mut rng))
+                    Ok(augment(
+                        img,
+                        self.size,
+                        &self.preprocessor,
+                        self.opts.low_res_views,
+                        &mut rng,
+                    ))
                 } else {
                     self.preprocessor.preprocess(img)
                 }
@@ -485,6 +550,15 @@ pub fn train_clip(opts: &ClipTrainOptions, device: &Device) -> Result<TrainSumma
     opts.run.check()?;
     if opts.run.batch_size < 2 {
         bail!("--batch-size must be at least 2 (the loss contrasts the images of a batch)");
+    }
+    if !(0.0..=1.0).contains(&opts.low_res_views) {
+        bail!(
+            "--low-res-views must be in [0, 1], not {}",
+            opts.low_res_views
+        );
+    }
+    if opts.low_res_views > 0.0 && !opts.augment {
+        bail!("--low-res-views is an augmentation: it cannot be combined with --no-augment");
     }
     if !(0.0..1.0).contains(&opts.label_smoothing) {
         bail!(
@@ -725,12 +799,45 @@ mod tests {
         let v = 128.0 / 255.0;
         let (lo, hi) = ((v * 0.9 * 0.9 - 0.9) / 0.05, (v * 1.1 - 0.9) / 0.05);
         for seed in 0..8 {
-            let out = augment(&img, 16, &p, &mut rng_for(seed, "t", 0));
+            let out = augment(&img, 16, &p, 1.0, &mut rng_for(seed, "t", 0));
             assert_eq!(out.len(), 3 * 16 * 16);
             for x in out {
                 assert!(x >= lo - 1e-4 && x <= hi + 1e-4, "{x} outside [{lo}, {hi}]");
             }
         }
+    }
+
+    #[test]
+    fn coarsening_keeps_the_mean_and_removes_fine_detail() {
+        // A one-pixel checkerboard (±1) over a ramp: at 3 × 3 of 12 × 12 every box holds as
+        // many +1 as −1, so only the ramp survives, and every value stays within its range.
+        let size = 12;
+        let ramp = |x: usize| x as f32 / size as f32;
+        let plane: Vec<f32> = (0..size * size)
+            .map(|i| {
+                let (x, y) = (i % size, i / size);
+                ramp(x) + if (x + y) % 2 == 0 { 1.0 } else { -1.0 }
+            })
+            .collect();
+        let mut planes = [plane.clone(), vec![0.25; size * size]].concat();
+        coarsen(&mut planes, size, 3);
+        let (coarse, flat) = planes.split_at(size * size);
+        assert!(
+            flat.iter().all(|&v| (v - 0.25).abs() < 1e-6),
+            "a flat plane changed"
+        );
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+        assert!((mean(coarse) - mean(&plane)).abs() < 1e-3);
+        for (i, &v) in coarse.iter().enumerate() {
+            // Box averages of the ramp: 0.125, 0.458, 0.792; bilinear between them.
+            assert!((0.12..=0.80).contains(&v), "pixel {i}: {v}");
+        }
+        // Left to right it still rises: the coarse view keeps what a coarse sensor sees.
+        assert!(coarse[size / 2 * size] < coarse[size / 2 * size + size - 1]);
+        // At full resolution nothing changes.
+        let mut same = plane.clone();
+        coarsen(&mut same, size, size);
+        assert_eq!(same, plane);
     }
 }
 

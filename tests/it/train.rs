@@ -490,6 +490,7 @@ fn clip_resume_with_ema_smoothing_and_augmented_captions_ends_with_the_same_weig
         o.run.ema = Some(0.9);
         o.label_smoothing = 0.1;
         o.captions = CaptionPool::Both;
+        o.low_res_views = 0.5;
         o
     };
     let straight = common::scratch("clip-recipe-straight");
@@ -504,6 +505,15 @@ fn clip_resume_with_ema_smoothing_and_augmented_captions_ends_with_the_same_weig
     other.run.ema = None;
     let msg = train_clip(&other, &Device::Cpu).unwrap_err().to_string();
     assert!(msg.contains("ema: 0.9 → (none)"), "{msg}");
+    let mut other = recipe(&resumed);
+    other.run.resume = true;
+    other.low_res_views = 0.0;
+    let msg = train_clip(&other, &Device::Cpu).unwrap_err().to_string();
+    assert!(msg.contains("low_res_views: 0.5 → (none)"), "{msg}");
+    let mut other = recipe(&resumed);
+    other.augment = false;
+    let msg = train_clip(&other, &Device::Cpu).unwrap_err().to_string();
+    assert!(msg.contains("--no-augment"), "{msg}");
     o.run.stop_after = None;
     o.run.resume = true;
     assert!(train_clip(&o, &Device::Cpu).unwrap().finished);
