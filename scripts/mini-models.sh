@@ -24,14 +24,9 @@ timed "train clip" $BIN train clip --data rsicd:$DATA/rsicd/train --config mini-
   --out "$RUNS/clip-mini" --epochs 16 --captions both --label-smoothing 0.1 --ema 0.995 \
   $(resume_flag "$RUNS/clip-mini") --jsonl | tee "$RUNS/clip-mini.history.jsonl"
 
-# 2. Zero-shot. The template is chosen on RSICD *train* scenes; test numbers use it.
-cat > "$RUNS/templates.grid" <<'GRID'
-template: a satellite photo of {}.
-template: {}
-template: there is a {} .
-template: this is a {} .
-template: many {} are here .
-GRID
+# 2. Zero-shot. The template (one of scripts/mini-templates.grid) is chosen on RSICD *train*
+#    scenes; test numbers use it.
+cp scripts/mini-templates.grid "$RUNS/templates.grid"
 timed "zero-shot rsicd train (template choice)" $BIN eval zero-shot --model "$RUNS/clip-mini" \
   --dataset rsicd-scenes:$DATA/rsicd/train --labels rsicd --grid "$RUNS/templates.grid" \
   --report "$RUNS/zs-rsicd-train" --no-cache
