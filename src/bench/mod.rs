@@ -102,10 +102,15 @@ pub struct TextBenchReport {
     pub batch_size: usize,
     /// Mean tokens per prompt (with the start and end tokens; batches pad to their longest).
     pub mean_tokens: f64,
+    /// Mean tokens a prompt costs once padded: batched in the given order, and by length.
+    pub padded_tokens_in_order: f64,
+    pub padded_tokens_by_length: f64,
     pub threads: usize,
-    /// Tokenize + encode, prompts per second.
+    /// Tokenize + encode as the library does it ([`ClipEncoder::embed_texts`]: batches formed by
+    /// token length), prompts per second.
     pub end_to_end_prompts_per_s: f64,
-    /// Encode only (token ids already made), prompts per second.
+    /// Encode only, ids made beforehand and batched in the given order (as the reference
+    /// script batches them), prompts per second.
     pub model_prompts_per_s: f64,
     pub device: String,
 }
@@ -125,10 +130,14 @@ pub fn texts(clip: &ClipEncoder, prompts: &[String], batch_size: usize) -> Resul
         .chunks(batch_size)
         .map(|c| clip.tokenizer.encode_batch_padded(c))
         .collect::<Result<_>>()?;
-    let tokens: usize = prompts
+    let mut lengths: Vec<usize> = prompts
         .iter()
         .map(|p| clip.tokenizer.encode(p).map(|t| t.len()))
-        .sum::<Result<usize>>()?;
+        .collect::<Result<_>>()?;
+    let tokens: usize = lengths.iter().sum();
+    let padded_tokens_in_order = mean_padded_length(&lengths, batch_size);
+    lengths.sort_unstable();
+    let padded_tokens_by_length = mean_padded_length(&lengths, batch_size);
     let start = Instant::now();
     for batch in &ids {
         std::hint::black_box(clip.model.text_features(batch)?.to_vec2::<f32>()?);
@@ -139,11 +148,23 @@ pub fn texts(clip: &ClipEncoder, prompts: &[String], batch_size: usize) -> Resul
         prompts: prompts.len(),
         batch_size,
         mean_tokens: tokens as f64 / prompts.len() as f64,
+        padded_tokens_in_order,
+        padded_tokens_by_length,
         threads: rayon::current_num_threads(),
         end_to_end_prompts_per_s: end_to_end,
         model_prompts_per_s: model_only,
         device: format!("{:?}", clip.device()),
     })
+}
+
+/// Tokens a sequence costs on average once batches of `batch_size` (in the given order) are
+/// padded to their longest.
+fn mean_padded_length(lengths: &[usize], batch_size: usize) -> f64 {
+    let total: usize = lengths
+        .chunks(batch_size.max(1))
+        .map(|c| c.len() * c.iter().max().unwrap_or(&0))
+        .sum();
+    total as f64 / lengths.len().max(1) as f64
 }
 
 /// Speed of one matrix-product shape.
@@ -185,4 +206,18 @@ pub fn gemm_shapes(repeats: usize) -> Result<Vec<GemmReport>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn padding_is_counted_per_batch() {
+        // In order, each batch of two pads its 3-token prompt to 10; sorted, the short ones
+        // share a batch.
+        assert_eq!(mean_padded_length(&[3, 10, 3, 10], 2), 10.0);
+        assert_eq!(mean_padded_length(&[3, 3, 10, 10], 2), 6.5);
+        assert_eq!(mean_padded_length(&[4, 2, 7], 5), 7.0);
+    }
 }

@@ -216,7 +216,7 @@ fn texts(a: &BenchArgs, dev: &candle_core::Device, out: &mut Out) -> Result<usiz
     let r = skyscribe::bench::texts(&clip, &prompts, a.batch_size)?;
     out.record(a.jsonl, &r, || {
         format!(
-            "{}: {} prompts ({} labels, {} templates, {:.1} tokens on average), batch {}, {} threads, {}\n  end to end (tokenize + encode): {:.0} prompts/s\n  model only: {:.0} prompts/s",
+            "{}: {} prompts ({} labels, {} templates, {:.1} tokens on average), batch {}, {} threads, {}\n  end to end (tokenize + encode, batched by length: {:.1} tokens a prompt padded): {:.0} prompts/s\n  model only (batched in order: {:.1} tokens a prompt padded): {:.0} prompts/s",
             r.model,
             r.prompts,
             labels.len(),
@@ -225,7 +225,9 @@ fn texts(a: &BenchArgs, dev: &candle_core::Device, out: &mut Out) -> Result<usiz
             r.batch_size,
             r.threads,
             r.device,
+            r.padded_tokens_by_length,
             r.end_to_end_prompts_per_s,
+            r.padded_tokens_in_order,
             r.model_prompts_per_s
         )
     })?;
