@@ -6,8 +6,8 @@
 #
 # VARIANT is one of
 #   base        128 px, 16 epochs, captions only                        (r1)
-#   recipe      base + --captions both --label-smoothing 0.1 --ema 0.995 (r2, built in)
-#   long        recipe, 24 epochs                                        (r3)
+#   recipe      base + --captions both --label-smoothing 0.1 --ema 0.995 (r2)
+#   long        recipe, 24 epochs                                        (r3, built in)
 #   low-res     recipe + --low-res-views 0.5                             (r4)
 #   no-captions / no-smoothing / no-ema    recipe without that one option (ablation)
 #
