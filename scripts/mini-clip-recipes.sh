@@ -13,7 +13,7 @@
 #
 # For each variant: the best single template on RSICD *train* scenes is chosen, and RSICD test
 # scenes and EuroSAT test are scored with it; one JSON line per variant goes to
-# RUNS_DIR/recipes.jsonl. A variant whose model exists is not retrained; a stopped one resumes.
+# RUNS_DIR/recipes.jsonl. A finished variant is not retrained; a stopped one resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${SKYSCRIBE_DATA:-../shared/data}
@@ -36,13 +36,13 @@ for variant in "$@"; do
     *) echo "unknown variant: $variant" >&2; exit 2 ;;
   esac
   out="$RUNS/$variant"
-  if [ ! -f "$out/model.safetensors" ] || [ -f "$out/checkpoint/state.json" ]; then
-    resume=$([ -f "$out/checkpoint/state.json" ] && echo --resume || true)
-    # shellcheck disable=SC2086  # $args is a list of options
-    /usr/bin/time -f "train clip $variant: %e s wall, %M KB peak" $BIN train clip \
-      --data "rsicd:$DATA/rsicd/train" --config mini-128 --out "$out" $args $resume --jsonl \
-      > "$out.history.jsonl"
-  fi
+  # A run with a checkpoint resumes (a finished one returns at once); its epochs are appended
+  # to the history.
+  resume=$([ -f "$out/checkpoint/state.json" ] && echo --resume || true)
+  # shellcheck disable=SC2086  # $args is a list of options
+  /usr/bin/time -f "train clip $variant: %e s wall, %M KB peak" $BIN train clip \
+    --data "rsicd:$DATA/rsicd/train" --config mini-128 --out "$out" $args $resume --jsonl \
+    >> "$out.history.jsonl"
   cp scripts/mini-templates.grid "$out.grid"
   score() {
     $BIN eval zero-shot --model "$out" --grid "$out.grid" --report "$out-zs-$1" --no-cache \

@@ -4,9 +4,9 @@
 #
 #   scripts/mini-models.sh [RUNS_DIR]     (default: ../runs)
 #
-# Every step prints its wall time and peak memory (/usr/bin/time -v). Steps whose output exists
-# are skipped, so a stopped run can be continued by running the script again; the training
-# steps themselves resume with --resume.
+# Every step prints its wall time and peak memory (/usr/bin/time). Running the script again
+# continues a stopped run: the training steps resume from their checkpoints (a finished one
+# returns at once) and append to their histories; the evaluations run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${SKYSCRIBE_DATA:-../shared/data}
@@ -22,7 +22,7 @@ resume_flag() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
 #    average of the weights (scripts/mini-clip-recipes.sh compares this recipe with others).
 timed "train clip" $BIN train clip --data rsicd:$DATA/rsicd/train --config mini-128 \
   --out "$RUNS/clip-mini" --epochs 24 --captions both --label-smoothing 0.1 --ema 0.995 \
-  $(resume_flag "$RUNS/clip-mini") --jsonl | tee "$RUNS/clip-mini.history.jsonl"
+  $(resume_flag "$RUNS/clip-mini") --jsonl | tee -a "$RUNS/clip-mini.history.jsonl"
 
 # 2. Zero-shot. The template (one of scripts/mini-templates.grid) is chosen on RSICD *train*
 #    scenes; test numbers use it.
@@ -48,7 +48,7 @@ timed "zero-shot eurosat test" $BIN eval zero-shot --model "$RUNS/clip-mini" \
 timed "train captioner" $BIN train captioner --data rsicd:$DATA/rsicd/train \
   --clip "$RUNS/clip-mini" --gpt2-config mini --out "$RUNS/captioner-mini" \
   --epochs 6 --batch-size 40 --lr 1e-3 --warmup 300 --no-cache \
-  $(resume_flag "$RUNS/captioner-mini") --jsonl | tee "$RUNS/captioner-mini.history.jsonl"
+  $(resume_flag "$RUNS/captioner-mini") --jsonl | tee -a "$RUNS/captioner-mini.history.jsonl"
 
 # 4. Captions on RSICD test: the captioner (greedy, beam 5) and the nearest-neighbour baseline.
 timed "eval captions greedy" $BIN eval captions --captioner "$RUNS/captioner-mini" \
