@@ -36,8 +36,8 @@ for variant in "$@"; do
     *) echo "unknown variant: $variant" >&2; exit 2 ;;
   esac
   out="$RUNS/$variant"
-  # A run with a checkpoint resumes (a finished one returns at once); its epochs are appended
-  # to the history.
+  # A run with a checkpoint resumes (a finished one returns without training); its epochs are
+  # appended to the history.
   resume=$([ -f "$out/checkpoint/state.json" ] && echo --resume || true)
   # shellcheck disable=SC2086  # $args is a list of options
   /usr/bin/time -f "train clip $variant: %e s wall, %M KB peak" $BIN train clip \

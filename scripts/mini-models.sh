@@ -6,7 +6,7 @@
 #
 # Every step prints its wall time and peak memory (/usr/bin/time). Running the script again
 # continues a stopped run: the training steps resume from their checkpoints (a finished one
-# returns at once) and append to their histories; the evaluations run again.
+# returns without training) and append to their histories; the evaluations run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${SKYSCRIBE_DATA:-../shared/data}
