@@ -15,7 +15,7 @@ use crate::data::ImageRef;
 use crate::hub::{self, ModelDir};
 use crate::imagery::{self, DecodeOptions, Preprocessor};
 use crate::labels::Templates;
-use crate::models::ClipModel;
+use crate::models::{ClipModel, Precision};
 use crate::tokenizer::TextTokenizer;
 
 /// CLIP ready to embed text and image files.
@@ -80,8 +80,14 @@ impl ModelDefaults {
 impl ClipEncoder {
     /// Loads a CLIP directory or hub id (see [`hub::resolve_clip`]).
     pub fn load(spec: &str, device: &Device) -> Result<Self> {
+        Self::load_in(spec, device, Precision::F32)
+    }
+
+    /// [`Self::load`] with the model's linear layers computing in `precision`.
+    pub fn load_in(spec: &str, device: &Device, precision: Precision) -> Result<Self> {
+        precision.check(device)?;
         let source = hub::resolve_clip(spec)?;
-        let model = ClipModel::load_dir(&source.dir, device)?;
+        let model = ClipModel::load_dir_in(&source.dir, device, precision)?;
         let json = crate::builtin::clip_tokenizer_json(&source.dir)?;
         let tokenizer = tokenizers::Tokenizer::from_bytes(&json).map_err(|e| {
             anyhow::anyhow!("{}: not a valid tokenizer.json: {e}", source.dir.display())

@@ -10,6 +10,7 @@ pub mod http;
 pub mod search;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -19,7 +20,8 @@ use serde::Serialize;
 use crate::encoder::ClipEncoder;
 use crate::hub::ModelDir;
 use crate::imagery::{DecodeOptions, Preprocessor};
-use crate::models::{ClipConfig, ClipModel, Weights};
+use crate::models::reduced_precision::{self, PackedBf16};
+use crate::models::{ClipConfig, ClipModel, Precision, Weights};
 use crate::tokenizer::TextTokenizer;
 
 #[derive(Debug, Serialize)]
@@ -33,12 +35,14 @@ pub struct BenchReport {
     /// Encode only (pixels already in memory), images per second.
     pub model_images_per_s: f64,
     pub device: String,
+    /// What the linear layers computed in (`f32`, `bf16`).
+    pub precision: String,
 }
 
 /// A ViT-B/32 CLIP (openai/clip-vit-base-patch32's config) with random weights.
-pub fn random_vit_b32(device: &Device) -> Result<ClipEncoder> {
+pub fn random_vit_b32(device: &Device, precision: Precision) -> Result<ClipEncoder> {
     let config = ClipConfig::vit_base_patch32();
-    let model = ClipModel::new(config, &Weights::random(device))?;
+    let model = ClipModel::new(config, &Weights::random(device).with_precision(precision)?)?;
     let tokenizer = TextTokenizer::new(crate::builtin::clip_tokenizer()?, model.context_length());
     let source = ModelDir {
         spec: "random ViT-B/32".into(),
@@ -90,6 +94,7 @@ pub fn run(clip: &ClipEncoder, paths: &[PathBuf], batch_size: usize) -> Result<B
         end_to_end_images_per_s: end_to_end,
         model_images_per_s: model_only,
         device: format!("{:?}", clip.device()),
+        precision: clip.model.precision().name().into(),
     })
 }
 
@@ -113,6 +118,8 @@ pub struct TextBenchReport {
     /// script batches them), prompts per second.
     pub model_prompts_per_s: f64,
     pub device: String,
+    /// What the linear layers computed in (`f32`, `bf16`).
+    pub precision: String,
 }
 
 /// Embeds `prompts` once to warm up (first batch only), then timed: tokenizing and encoding,
@@ -154,6 +161,7 @@ pub fn texts(clip: &ClipEncoder, prompts: &[String], batch_size: usize) -> Resul
         end_to_end_prompts_per_s: end_to_end,
         model_prompts_per_s: model_only,
         device: format!("{:?}", clip.device()),
+        precision: clip.model.precision().name().into(),
     })
 }
 
@@ -174,12 +182,16 @@ pub struct GemmReport {
     pub shape: [usize; 3],
     pub gflop_per_s: f64,
     pub threads: usize,
+    /// `f32`, or `bf16` (inputs and weights rounded, f32 sums).
+    pub precision: String,
 }
 
 /// The products of ViT-B/32's layers at batch 32 (1,600 token rows: qkv, MLP up, MLP down,
 /// attention output), through the same bias-fused kernel the model uses, in GFLOP/s
 /// (2 × rows × inner × columns per product): the ceiling every other number is measured against.
-pub fn gemm_shapes(repeats: usize) -> Result<Vec<GemmReport>> {
+/// In bf16, the packed product of [`crate::models::reduced_precision`] (input rounding included).
+pub fn gemm_shapes(repeats: usize, precision: Precision) -> Result<Vec<GemmReport>> {
+    precision.check(&Device::Cpu)?;
     let device = Device::Cpu;
     let mut out = Vec::new();
     for [m, k, n] in [
@@ -191,18 +203,33 @@ pub fn gemm_shapes(repeats: usize) -> Result<Vec<GemmReport>> {
         let x = Tensor::randn(0f32, 1.0, (m, k), &device)?;
         let w_t = Tensor::randn(0f32, 1.0, (k, n), &device)?;
         let b = Tensor::zeros(n, candle_core::DType::F32, &device)?;
+        let packed = match precision {
+            Precision::F32 => None,
+            Precision::Bf16 => {
+                let w = w_t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                let b = vec![0f32; n];
+                Some(Arc::new(PackedBf16::pack(&w, Some(&b), n, k)?))
+            }
+        };
+        let product = || -> Result<Tensor> {
+            Ok(match &packed {
+                None => crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?,
+                Some(p) => reduced_precision::linear_bf16(&x, p)?,
+            })
+        };
         for _ in 0..2 {
-            std::hint::black_box(crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?);
+            std::hint::black_box(product()?);
         }
         let start = Instant::now();
         for _ in 0..repeats.max(1) {
-            std::hint::black_box(crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?);
+            std::hint::black_box(product()?);
         }
         let seconds = start.elapsed().as_secs_f64() / repeats.max(1) as f64;
         out.push(GemmReport {
             shape: [m, k, n],
             gflop_per_s: 2.0 * (m * k * n) as f64 / seconds / 1e9,
             threads: rayon::current_num_threads(),
+            precision: precision.name().into(),
         });
     }
     Ok(out)

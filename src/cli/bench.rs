@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 
 use skyscribe::encoder::{ClipEncoder, collect_images};
 
-use super::common::DeviceArg;
+use super::common::{DeviceArg, PrecisionArg};
 use super::output::Out;
 
 #[derive(Args)]
@@ -101,6 +101,10 @@ pub struct BenchArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
+    /// What CLIP's linear layers compute in, for the image pipeline, --texts and --gemm:
+    /// f32, or bf16 on CPUs with AVX512-BF16.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
     /// Print the report as one JSON line.
     #[arg(long)]
     jsonl: bool,
@@ -108,6 +112,15 @@ pub struct BenchArgs {
 
 pub fn run(a: BenchArgs) -> Result<usize> {
     let mut out = Out::new();
+    let training = a.captioner_step || a.clip_step;
+    let elsewhere = a.search_vectors.is_some() || a.search_index.is_some() || a.http.is_some();
+    if a.precision != PrecisionArg::F32 && (training || elsewhere) {
+        bail!(
+            "--precision {} times inference only (the image pipeline, --texts, --gemm): training \
+             steps compute in f32, and search and --http do not run a model here",
+            a.precision.precision().name()
+        );
+    }
     if a.search_vectors.is_some() || a.search_index.is_some() {
         return search(&a, &mut out);
     }
@@ -116,11 +129,17 @@ pub fn run(a: BenchArgs) -> Result<usize> {
     }
     let dev = a.device.device()?;
     if a.gemm {
-        for r in skyscribe::bench::gemm_shapes(10)? {
+        for r in skyscribe::bench::gemm_shapes(10, a.precision.precision())? {
             out.record(a.jsonl, &r, || {
                 format!(
-                    "({} × {}) · ({} × {}): {:.0} GFLOP/s, {} threads",
-                    r.shape[0], r.shape[1], r.shape[1], r.shape[2], r.gflop_per_s, r.threads
+                    "({} × {}) · ({} × {}): {:.0} GFLOP/s, {}, {} threads",
+                    r.shape[0],
+                    r.shape[1],
+                    r.shape[1],
+                    r.shape[2],
+                    r.gflop_per_s,
+                    r.precision,
+                    r.threads
                 )
             })?;
         }
@@ -175,10 +194,11 @@ pub fn run(a: BenchArgs) -> Result<usize> {
     let r = skyscribe::bench::run(&clip, &paths, a.batch_size)?;
     out.record(a.jsonl, &r, || {
         format!(
-            "{}: {} images, batch {}, {} threads, {}\n  end to end (decode + preprocess + encode): {:.1} images/s\n  model only: {:.1} images/s",
+            "{}: {} images, batch {}, {}, {} threads, {}\n  end to end (decode + preprocess + encode): {:.1} images/s\n  model only: {:.1} images/s",
             r.model,
             r.images,
             r.batch_size,
+            r.precision,
             r.threads,
             r.device,
             r.end_to_end_images_per_s,
@@ -191,8 +211,8 @@ pub fn run(a: BenchArgs) -> Result<usize> {
 /// `--model`, or random ViT-B/32 weights.
 fn bench_clip(a: &BenchArgs, dev: &candle_core::Device) -> Result<ClipEncoder> {
     match &a.model {
-        Some(m) => ClipEncoder::load(m, dev),
-        None => skyscribe::bench::random_vit_b32(dev),
+        Some(m) => ClipEncoder::load_in(m, dev, a.precision.precision()),
+        None => skyscribe::bench::random_vit_b32(dev, a.precision.precision()),
     }
 }
 
@@ -216,13 +236,14 @@ fn texts(a: &BenchArgs, dev: &candle_core::Device, out: &mut Out) -> Result<usiz
     let r = skyscribe::bench::texts(&clip, &prompts, a.batch_size)?;
     out.record(a.jsonl, &r, || {
         format!(
-            "{}: {} prompts ({} labels, {} templates, {:.1} tokens on average), batch {}, {} threads, {}\n  end to end (tokenize + encode, batched by length: {:.1} tokens a prompt padded): {:.0} prompts/s\n  model only (batched in order: {:.1} tokens a prompt padded): {:.0} prompts/s",
+            "{}: {} prompts ({} labels, {} templates, {:.1} tokens on average), batch {}, {}, {} threads, {}\n  end to end (tokenize + encode, batched by length: {:.1} tokens a prompt padded): {:.0} prompts/s\n  model only (batched in order: {:.1} tokens a prompt padded): {:.0} prompts/s",
             r.model,
             r.prompts,
             labels.len(),
             templates.0.len(),
             r.mean_tokens,
             r.batch_size,
+            r.precision,
             r.threads,
             r.device,
             r.padded_tokens_by_length,

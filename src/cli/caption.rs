@@ -108,7 +108,7 @@ pub fn caption(a: CaptionArgs) -> Result<usize> {
         None => cap.clip_model_spec(),
         Some(m) => m.clone(),
     };
-    let clip = ClipEncoder::load(&clip_spec, &dev)?;
+    let clip = ClipEncoder::load_in(&clip_spec, &dev, common.precision.precision())?;
     cap.check_clip(&clip, a.force_clip)?;
     let mut out = Out::new();
     let mut batch: Vec<(PathBuf, Vec<f32>)> = Vec::new();

@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 
 use skyscribe::encoder::{ClipEncoder, collect_images};
 use skyscribe::imagery::{DEFAULT_MAX_PIXELS, DecodeOptions};
+use skyscribe::models::Precision;
 
 use super::output::report;
 
@@ -31,6 +32,24 @@ impl DeviceArg {
                 .context("cannot use CUDA (was skyscribe built with --features cuda?)")?,
             DeviceArg::Auto => Device::cuda_if_available(0).unwrap_or(Device::Cpu),
         })
+    }
+}
+
+/// What CLIP's linear layers compute in (`--precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    F32,
+    /// bf16 products with f32 sums: faster on CPUs with AVX512-BF16 (refused elsewhere);
+    /// embeddings drift slightly from f32 (README › Performance gives the measured drift).
+    Bf16,
+}
+
+impl PrecisionArg {
+    pub fn precision(self) -> Precision {
+        match self {
+            PrecisionArg::F32 => Precision::F32,
+            PrecisionArg::Bf16 => Precision::Bf16,
+        }
     }
 }
 
@@ -90,6 +109,9 @@ pub struct CommonArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
+    /// What CLIP's linear layers compute in: f32, or bf16 on CPUs with AVX512-BF16.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
 }
 
 impl CommonArgs {
@@ -98,6 +120,12 @@ impl CommonArgs {
         self.model
             .clone()
             .unwrap_or_else(|| skyscribe::builtin::MINI_CLIP.to_string())
+    }
+
+    /// Loads the CLIP `spec` on `--device` in `--precision`.
+    pub fn load_clip(&self, spec: &str) -> Result<ClipEncoder> {
+        let device = self.device.device()?;
+        ClipEncoder::load_in(spec, &device, self.precision.precision())
     }
 
     pub fn decode(&self) -> DecodeOptions {
@@ -163,7 +191,7 @@ pub fn clip_for(
         Some(c) if common.model.is_none() => c.clip_model_spec(),
         _ => common.model(),
     };
-    let clip = ClipEncoder::load(&spec, dev)?;
+    let clip = ClipEncoder::load_in(&spec, dev, common.precision.precision())?;
     if let Some(c) = captioner {
         c.check_clip(&clip, force_clip)?;
     }

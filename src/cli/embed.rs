@@ -5,8 +5,6 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use skyscribe::encoder::ClipEncoder;
-
 use super::common::{CommonArgs, for_each_image, gather};
 use super::output::Out;
 
@@ -27,7 +25,7 @@ pub fn run(a: EmbedArgs) -> Result<usize> {
         bail!("nothing to embed: give image files or folders, or --text");
     }
     let (paths, failed) = gather(&a.inputs);
-    let clip = ClipEncoder::load(&common.model(), &common.device.device()?)?;
+    let clip = common.load_clip(&common.model())?;
     let mut out = Out::new();
     let emit = |out: &mut Out, input: &str, kind: &str, e: &[f32]| -> Result<()> {
         if common.jsonl {

@@ -68,7 +68,7 @@ fn retrieval(a: RetrievalArgs) -> Result<usize> {
     use skyscribe::eval::retrieval;
     let common = &a.common;
     let data = skyscribe::data::open_captions(&a.data)?;
-    let clip = ClipEncoder::load(&common.model(), &common.device.device()?)?;
+    let clip = common.load_clip(&common.model())?;
     let decode = common.decode();
     let cache = a.cache.open(&clip, &decode)?;
     let run = retrieval::evaluate(
@@ -201,7 +201,7 @@ fn zero_shot(a: ZeroShotArgs) -> Result<usize> {
         .collect::<Result<_>>()?;
     skyscribe::eval::template_variants(&templates)?;
     skyscribe::eval::check_label_sets(&ds, &label_sets)?;
-    let clip = ClipEncoder::load(&common.model(), &common.device.device()?)?;
+    let clip = common.load_clip(&common.model())?;
     if templates.is_empty() && !clip.defaults.templates.is_empty() {
         templates = clip.defaults.templates.clone();
         report(&format!(

@@ -135,7 +135,7 @@ fn build_index(a: BuildArgs) -> Result<usize> {
         bail!("no images to index in {}", a.inputs.join(" "));
     }
     let spec = a.common.model();
-    let clip = ClipEncoder::load(&spec, &a.common.device.device()?)?;
+    let clip = a.common.load_clip(&spec)?;
     let decode = a.common.decode();
     let options = BuildOptions {
         shard,
@@ -433,7 +433,7 @@ pub fn locate_text(a: LocateArgs) -> Result<usize> {
         bail!("--text: an empty text");
     }
     let (paths, mut failed) = gather(&a.inputs);
-    let clip = ClipEncoder::load(&a.common.model(), &a.common.device.device()?)?;
+    let clip = a.common.load_clip(&a.common.model())?;
     let decode = a.common.decode();
     let text = clip
         .embed_texts(std::slice::from_ref(&a.text), 1)?

@@ -11,7 +11,7 @@ use clap::Args;
 use skyscribe::caption::Captioner;
 use skyscribe::serve::{BatchSettings, Models, ServeConfig, ServedIndex};
 
-use super::common::{CaptionerArgs, CommonArgs, DeviceArg, clip_for, positive};
+use super::common::{CaptionerArgs, CommonArgs, DeviceArg, PrecisionArg, clip_for, positive};
 use super::output::report;
 
 #[derive(Args)]
@@ -59,6 +59,9 @@ pub struct ServeArgs {
     /// Where the models run.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
+    /// What CLIP's linear layers compute in: f32, or bf16 on CPUs with AVX512-BF16.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
 }
 
 pub fn run(a: ServeArgs) -> Result<usize> {
@@ -108,6 +111,7 @@ pub fn run(a: ServeArgs) -> Result<usize> {
         bands: None,
         max_pixels: a.max_pixels,
         device: a.device,
+        precision: a.precision,
     };
     let clip = clip_for(&common, captioner.as_ref(), a.captioner.force_clip, &dev)?;
     let indexes = a

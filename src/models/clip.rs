@@ -13,6 +13,7 @@ use candle_core::{D, DType, Device, Tensor};
 use serde::Deserialize;
 
 use super::layers::{Activation, Attention, LayerNorm, Linear, Mlp};
+use super::reduced_precision::Precision;
 use super::weights::{Scope, Weights};
 
 /// `text_config` of a Hugging Face CLIP `config.json`; defaults are transformers' defaults.
@@ -417,6 +418,7 @@ pub struct ClipModel {
     logit_scale: f32,
     config: ClipConfig,
     device: Device,
+    precision: Precision,
 }
 
 impl ClipModel {
@@ -448,13 +450,20 @@ impl ClipModel {
             logit_scale,
             config,
             device: weights.device().clone(),
+            precision: weights.precision(),
         })
     }
 
     /// Loads `config.json` and `model.safetensors` (or `pytorch_model.bin`) from a directory.
     pub fn load_dir(dir: &Path, device: &Device) -> Result<Self> {
+        Self::load_dir_in(dir, device, Precision::F32)
+    }
+
+    /// [`Self::load_dir`] with the linear layers computing in `precision` (refused where the
+    /// device cannot).
+    pub fn load_dir_in(dir: &Path, device: &Device, precision: Precision) -> Result<Self> {
         let config = ClipConfig::from_file(&dir.join("config.json"))?;
-        let weights = Weights::from_model_dir(dir, device)?;
+        let weights = Weights::from_model_dir(dir, device)?.with_precision(precision)?;
         Self::new(config, &weights)
     }
 
@@ -464,6 +473,11 @@ impl ClipModel {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// What the linear layers compute in.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The side length of the square images the vision tower takes.

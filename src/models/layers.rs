@@ -8,7 +8,9 @@
 //! Linear layers use a bias-fused gemm without a backward pass, so a trained weight goes
 //! through candle's matmul; frozen weights under a tracked input (a frozen GPT-2 under a trained
 //! prefix) go through `cpu_kernels::frozen_linear_bias`, whose backward computes the input's
-//! gradient only: candle's matmul backward would also compute the weight's.
+//! gradient only: candle's matmul backward would also compute the weight's. Weights loaded for
+//! bf16 inference (`Weights::with_precision`) pack each frozen layer for the bf16 product of
+//! `reduced_precision` once, at load.
 
 use std::sync::{Arc, OnceLock};
 
@@ -17,6 +19,7 @@ use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
 use super::cpu_kernels;
+use super::reduced_precision::{self, PackedBf16, Precision};
 use super::weights::Scope;
 
 /// `hidden_act` of a transformers config.
@@ -63,18 +66,50 @@ pub struct Linear {
     /// `W` `(out, in)` contiguous for the backward pass of a frozen layer, made on first use
     /// (see [`cpu_kernels::frozen_linear_bias`]): only training pays for the copy.
     weight: Arc<OnceLock<Tensor>>,
+    /// The weight packed for bf16 products, when the weights were loaded for bf16 inference.
+    bf16: Option<Arc<PackedBf16>>,
 }
 
 impl Linear {
     pub fn load(w: &Scope, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = w.get("weight", &[out_dim, in_dim])?;
         let bias = w.get("bias", &[out_dim])?;
-        Self::from_weights(weight, Some(bias))
+        Self::from_weights(weight, Some(bias))?.in_precision(w.precision())
     }
 
     pub fn load_no_bias(w: &Scope, in_dim: usize, out_dim: usize) -> Result<Self> {
         let weight = w.get("weight", &[out_dim, in_dim])?;
-        Self::from_weights(weight, None)
+        Self::from_weights(weight, None)?.in_precision(w.precision())
+    }
+
+    /// Packs a frozen layer's weight for `precision`'s products (a trained layer stays f32).
+    fn in_precision(mut self, precision: Precision) -> Result<Self> {
+        self.bf16 = None;
+        if precision == Precision::Bf16 && !self.is_trainable() {
+            let (in_dim, out_dim) = self.weight_t.dims2()?;
+            let w = self
+                .weight_t
+                .t()?
+                .contiguous()?
+                .flatten_all()?
+                .to_vec1::<f32>()?;
+            let b = match &self.bias {
+                Some(b) => Some(b.to_vec1::<f32>()?),
+                None => None,
+            };
+            let packed = PackedBf16::pack(&w, b.as_deref(), out_dim, in_dim)?;
+            self.bf16 = Some(Arc::new(packed));
+        }
+        Ok(self)
+    }
+
+    /// What this layer's products compute in.
+    pub fn precision(&self) -> Precision {
+        if self.bf16.is_some() {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        }
     }
 
     /// `weight`: `(out, in)` as PyTorch stores it. A trainable weight is kept as a view of its
@@ -90,6 +125,7 @@ impl Linear {
             bias,
             trained,
             weight: Arc::default(),
+            bf16: None,
         })
     }
 
@@ -105,6 +141,7 @@ impl Linear {
             bias,
             trained,
             weight: Arc::default(),
+            bf16: None,
         })
     }
 
@@ -128,12 +165,18 @@ impl Linear {
         } else {
             bail!("cannot fuse linear layers with and without bias");
         };
-        Ok(Self {
+        let precision = layers.first().map_or(Precision::F32, Linear::precision);
+        if layers.iter().any(|l| l.precision() != precision) {
+            bail!("cannot fuse linear layers of different precisions");
+        }
+        Self {
             weight_t,
             bias,
             trained: None,
             weight: Arc::default(),
-        })
+            bf16: None,
+        }
+        .in_precision(precision)
     }
 
     pub fn out_dim(&self) -> usize {
@@ -152,7 +195,9 @@ impl Linear {
                 None => Tensor::zeros(self.out_dim(), DType::F32, xs.device())?,
             })
         };
-        let ys = if let (Some((p, stored_t)), true) = (&self.trained, cpu_f32) {
+        let ys = if let (Some(packed), true, false) = (&self.bf16, cpu_f32, xs.track_op()) {
+            reduced_precision::linear_bf16(&xs2, packed)?
+        } else if let (Some((p, stored_t)), true) = (&self.trained, cpu_f32) {
             cpu_kernels::trained_linear(&xs2, p, &bias_or_zeros()?, *stored_t)?
         } else if !self.is_trainable() && cpu_f32 && xs.track_op() {
             cpu_kernels::frozen_linear_bias(&xs2, &self.weight_t, &bias_or_zeros()?, &self.weight)?

@@ -5,7 +5,9 @@ pub mod cpu_kernels;
 pub mod gpt2;
 pub mod layers;
 pub mod mapper;
+pub mod reduced_precision;
 pub mod weights;
 
 pub use clip::{ClipConfig, ClipModel};
+pub use reduced_precision::Precision;
 pub use weights::Weights;

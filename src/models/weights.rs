@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::reduced_precision::Precision;
 use anyhow::{Context, Result, bail};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor, Var};
@@ -37,6 +38,8 @@ pub struct Weights {
     vars: Option<Mutex<Vec<(String, Var)>>>,
     /// In trainable mode, only names starting with one of these are variables (all if empty).
     trainable_prefixes: Vec<String>,
+    /// What the inference linear layers built from these weights compute in.
+    precision: Precision,
 }
 
 impl Weights {
@@ -77,6 +80,7 @@ impl Weights {
             device: device.clone(),
             vars: None,
             trainable_prefixes: vec![],
+            precision: Precision::F32,
         })
     }
 
@@ -88,6 +92,7 @@ impl Weights {
             device: device.clone(),
             vars: None,
             trainable_prefixes: vec![],
+            precision: Precision::F32,
         }
     }
 
@@ -100,6 +105,7 @@ impl Weights {
             device: device.clone(),
             vars: None,
             trainable_prefixes: vec![],
+            precision: Precision::F32,
         }
     }
 
@@ -113,7 +119,20 @@ impl Weights {
             device: device.clone(),
             vars: None,
             trainable_prefixes: vec![],
+            precision: Precision::F32,
         }
+    }
+
+    /// Builds the frozen linear layers to compute in `precision` (refused where this device
+    /// cannot; see [`Precision::check`]).
+    pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
+        precision.check(&self.device)?;
+        self.precision = precision;
+        Ok(self)
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Hands out every tensor as a trainable [`Var`].
@@ -295,6 +314,10 @@ impl<'a> Scope<'a> {
 
     pub fn device(&self) -> &Device {
         self.weights.device()
+    }
+
+    pub fn precision(&self) -> Precision {
+        self.weights.precision()
     }
 }
 

@@ -289,6 +289,10 @@ fn bad_options_are_clear_errors() {
             ],
             "band 5 does not exist",
         ),
+        (
+            vec!["bench", "--clip-step", "--precision", "bf16"],
+            "training steps compute in f32",
+        ),
     ] {
         let run = skyscribe(&args);
         assert_ne!(run.code, 0, "{args:?} succeeded");

@@ -8,6 +8,7 @@ use common::*;
 use skyscribe::encoder::ClipEncoder;
 use skyscribe::imagery::DecodeOptions;
 use skyscribe::labels::{Label, LabelSet, Templates};
+use skyscribe::models::Precision;
 use skyscribe::zeroshot::ZeroShotClassifier;
 
 const MODELS: &[&str] = &["tiny-a", "tiny-b"];
@@ -42,6 +43,56 @@ fn image_embeddings_match_for_identical_pixels() {
             let d = max_abs_diff(o, e);
             assert!(d < 1e-4, "{name}: image embedding differs by {d}");
         }
+    }
+}
+
+/// `Precision::Bf16` on a CPU with AVX512-BF16: the linear layers round to bf16, so the
+/// embeddings move off the f32 reference, but only by bf16's rounding. Elsewhere it is refused.
+#[test]
+fn bf16_embeddings_stay_within_rounding_of_the_reference() {
+    for name in MODELS {
+        let dir = tiny_clip(name);
+        let r = read_json(&dir.join("reference.json"));
+        let clip = match ClipEncoder::load_in(dir.to_str().unwrap(), &Device::Cpu, Precision::Bf16)
+        {
+            Ok(clip) => clip,
+            Err(e) => {
+                assert!(!skyscribe::models::reduced_precision::bf16_available());
+                assert!(format!("{e:#}").contains("AVX512-BF16"), "{e:#}");
+                continue;
+            }
+        };
+        assert_eq!(clip.model.precision(), Precision::Bf16);
+        let rp = &r["random_pixels"];
+        let shape: Vec<usize> = rp["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let pixels = Tensor::from_vec(floats(&rp["pixel_values"]), shape, &Device::Cpu).unwrap();
+        let ours = clip.model.image_features(&pixels).unwrap();
+        let ours = ours.to_vec2::<f32>().unwrap();
+        let t = &r["texts"];
+        let texts: Vec<String> = t["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect();
+        let ours_t = clip.embed_texts(&texts, 4).unwrap();
+        let pairs = ours
+            .iter()
+            .zip(rows(&rp["image_embeds"]))
+            .chain(ours_t.iter().zip(rows(&t["text_embeds"])));
+        let mut moved = 0f32;
+        for (o, e) in pairs {
+            let c = cosine(o, &e);
+            assert!(c > 0.999, "{name}: bf16 embedding's cosine to f32's {c}");
+            moved = moved.max(max_abs_diff(o, &e));
+        }
+        // f32 matches to 1e-5 (the test above): bf16's 8-bit mantissa must show.
+        assert!(moved > 1e-4, "{name}: bf16 changed nothing ({moved})");
     }
 }
 

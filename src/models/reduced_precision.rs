@@ -1,0 +1,425 @@
+//! Reduced-precision inference: the [`Precision`] a model computes its matrix products in, and
+//! the bf16 product for CPUs with AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake and
+//! Sapphire Rapids).
+//!
+//! bf16 is opt-in and never chosen silently: a model loaded with [`Precision::Bf16`] rounds the
+//! weights of its inference linear layers and their inputs to bf16 and multiplies them with
+//! `vdpbf16ps`, which does two multiply-adds per f32 lane where an f32 FMA does one, and
+//! accumulates in f32. Everything else (LayerNorm, softmax, attention's per-head products,
+//! activations) stays f32.
+//!
+//! Written by hand because neither candle (its CPU bf16 matmul widens to f32) nor the `gemm`
+//! crate (f16 is converted to f32 there too) has a bf16 kernel, so neither is faster than f32.
+//!
+//! The product is the textbook blocked one: the weight `W` (out, in) is packed once, at load,
+//! into panels of [`NR`] output columns whose k values sit in pairs (what one `vdpbf16ps` lane
+//! reads); the input rows are rounded to bf16 in one pass and read in place; a micro-kernel
+//! keeps an [`MR`] × [`NR`] tile of the output in 24 registers over a block of [`KC`] k values.
+
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+
+/// What a model's inference matrix products compute in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// Full f32 (the default; what the parity tests check).
+    #[default]
+    F32,
+    /// Linear layers in bf16 with f32 accumulation (CPU with AVX512-BF16 only).
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// Refuses a precision this device cannot compute in, saying why.
+    pub fn check(self, device: &Device) -> Result<()> {
+        match self {
+            Precision::F32 => Ok(()),
+            Precision::Bf16 if !device.is_cpu() => {
+                bail!("bf16 is implemented for CPUs with AVX512-BF16; on a GPU use f32")
+            }
+            Precision::Bf16 if !bf16_available() => bail!(
+                "bf16 needs a CPU with AVX512-BF16 (AMD Zen 4 or later, Intel Cooper Lake or \
+                 Sapphire Rapids and later); this one lacks it, so only f32 is offered"
+            ),
+            Precision::Bf16 => Ok(()),
+        }
+    }
+}
+
+/// Whether this CPU runs the bf16 product.
+pub fn bf16_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Output rows of the micro-kernel's tile.
+const MR: usize = 12;
+/// Output columns of the micro-kernel's tile (two registers of 16 f32).
+const NR: usize = 32;
+/// k values per block: the block of a weight panel (KC × NR bf16, 16 KiB) stays in L1 while
+/// the tiles of a row block pass over it.
+const KC: usize = 256;
+/// Tiles of MR rows per task: a task's input rows (MB·MR × KC bf16) stay in L2.
+const MB: usize = 8;
+
+/// f32 → bf16 bits, rounding to nearest even (as `vcvtneps2bf16` does; NaN stays NaN).
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// bf16 bits → f32 (exact).
+pub fn bf16_value(bits: u16) -> f32 {
+    f32::from_bits((bits as u32) << 16)
+}
+
+/// A weight `W` (out, in) packed for [`PackedBf16::linear`]: panels of [`NR`] output columns;
+/// in a panel, for each pair of k values `(2j, 2j+1)`, NR 32-bit words holding
+/// `bf16(W[col][2j]) | bf16(W[col][2j+1]) << 16`. Columns past `out` and the odd k past `in`
+/// are zeros.
+pub struct PackedBf16 {
+    in_dim: usize,
+    out_dim: usize,
+    pairs: usize,
+    panels: Vec<u32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl PackedBf16 {
+    /// Packs `w`, `(out, in)` row-major f32, and keeps the bias (f32) beside it.
+    pub fn pack(w: &[f32], bias: Option<&[f32]>, out_dim: usize, in_dim: usize) -> Result<Self> {
+        if w.len() != out_dim * in_dim {
+            bail!(
+                "bf16 pack: {} values for a ({out_dim}, {in_dim}) weight",
+                w.len()
+            );
+        }
+        if bias.is_some_and(|b| b.len() != out_dim) {
+            bail!("bf16 pack: a bias of {out_dim} values expected");
+        }
+        if in_dim == 0 || out_dim == 0 {
+            bail!("bf16 pack: an empty ({out_dim}, {in_dim}) weight");
+        }
+        let pairs = in_dim.div_ceil(2);
+        let n_panels = out_dim.div_ceil(NR);
+        let mut panels = vec![0u32; n_panels * pairs * NR];
+        for (p, panel) in panels.chunks_mut(pairs * NR).enumerate() {
+            for col in p * NR..((p + 1) * NR).min(out_dim) {
+                let row = &w[col * in_dim..(col + 1) * in_dim];
+                for j in 0..pairs {
+                    let lo = bf16_bits(row[2 * j]) as u32;
+                    let hi = row.get(2 * j + 1).map_or(0, |&v| bf16_bits(v) as u32);
+                    panel[j * NR + col - p * NR] = lo | hi << 16;
+                }
+            }
+        }
+        Ok(Self {
+            in_dim,
+            out_dim,
+            pairs,
+            panels,
+            bias: bias.map(<[f32]>::to_vec),
+        })
+    }
+
+    pub fn in_dim(&self) -> usize {
+        self.in_dim
+    }
+
+    pub fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    /// `x · Wᵀ + bias` for `x` `(rows, in)` row-major f32: the inputs rounded to bf16, products
+    /// accumulated in f32 from the f32 bias. Needs [`bf16_available`].
+    pub fn linear(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let k = self.in_dim;
+        if x.len() != rows * k {
+            bail!("bf16 linear: {} values for ({rows}, {k}) inputs", x.len());
+        }
+        if !bf16_available() {
+            bail!("bf16 linear: this CPU lacks AVX512-BF16");
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            Ok(x86::linear(self, x, rows))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            unreachable!("bf16_available is false off x86_64")
+        }
+    }
+}
+
+/// [`PackedBf16::linear`] as a candle op (inference: no backward pass), `x` `(rows, in)`.
+pub fn linear_bf16(x: &Tensor, w: &Arc<PackedBf16>) -> Result<Tensor> {
+    Ok(x.contiguous()?.apply_op1_no_bwd(&Bf16Linear(w.clone()))?)
+}
+
+struct Bf16Linear(Arc<PackedBf16>);
+
+impl CustomOp1 for Bf16Linear {
+    fn name(&self) -> &'static str {
+        "linear-bf16"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = s else {
+            candle_core::bail!("linear-bf16: f32 inputs only")
+        };
+        let Some((from, to)) = l.contiguous_offsets() else {
+            candle_core::bail!("linear-bf16: the input must be contiguous")
+        };
+        let (rows, _) = l.shape().dims2()?;
+        let out = self
+            .0
+            .linear(&data[from..to], rows)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok((CpuStorage::F32(out), Shape::from((rows, self.0.out_dim))))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use rayon::prelude::*;
+
+    use super::{KC, MB, MR, NR, PackedBf16};
+
+    /// A pointer handed to the tasks of one product, each writing its own tiles.
+    #[derive(Clone, Copy)]
+    struct Out(*mut f32);
+
+    impl Out {
+        /// The output at `offset` (a method, so that a closure captures the whole `Out`, which
+        /// is `Send`, rather than its raw pointer field).
+        fn at(self, offset: usize) -> *mut f32 {
+            // SAFETY: callers stay inside the output they were given.
+            unsafe { self.0.add(offset) }
+        }
+    }
+    // SAFETY: the tasks of `linear` write disjoint tiles and finish before it returns.
+    unsafe impl Send for Out {}
+    unsafe impl Sync for Out {}
+
+    pub(super) fn linear(w: &PackedBf16, x: &[f32], rows: usize) -> Vec<f32> {
+        let (k, n, pairs) = (w.in_dim, w.out_dim, w.pairs);
+        if rows == 0 || n == 0 {
+            return Vec::new();
+        }
+        let tiles = rows.div_ceil(MR);
+        let padded_rows = tiles * MR;
+        // The inputs as bf16 rows of `pairs` 32-bit words; padding rows and the odd k are 0.
+        let mut a = vec![0u32; padded_rows * pairs];
+        a.par_chunks_mut(pairs)
+            .zip(x.par_chunks(k))
+            .for_each(|(dst, src)| {
+                // SAFETY: the feature was checked by `PackedBf16::linear`.
+                unsafe { round_row(src, dst) }
+            });
+        // The output: columns padded to whole panels only when `n` is not a multiple of NR
+        // (never for CLIP's widths); rows padded to whole tiles, cut off at the end.
+        let n_panels = n.div_ceil(NR);
+        let ldc = n_panels * NR;
+        let mut c = vec![0f32; padded_rows * ldc];
+        if let Some(b) = &w.bias {
+            c.par_chunks_mut(ldc)
+                .for_each(|row| row[..n].copy_from_slice(b));
+        }
+        // Tasks: row blocks of at most MB tiles, as many as a multiple of the threads (17
+        // blocks on 2 threads would leave one idle for a block: 6 % of the product), and
+        // column ranges when there are too few rows to keep every thread busy (the class-token
+        // rows of a last layer).
+        let threads = rayon::current_num_threads().max(1);
+        let row_blocks = tiles.div_ceil(MB).div_ceil(threads) * threads;
+        let row_blocks = row_blocks.min(tiles);
+        let col_splits = (2 * threads).div_ceil(row_blocks).clamp(1, n_panels);
+        let out = Out(c.as_mut_ptr());
+        (0..row_blocks * col_splits)
+            .into_par_iter()
+            .for_each(|task| {
+                let (rb, cs) = (task / col_splits, task % col_splits);
+                let (t0, t1) = (rb * tiles / row_blocks, (rb + 1) * tiles / row_blocks);
+                let (p0, p1) = (cs * n_panels / col_splits, (cs + 1) * n_panels / col_splits);
+                for j0 in (0..pairs).step_by(KC / 2) {
+                    let jn = (KC / 2).min(pairs - j0);
+                    for p in p0..p1 {
+                        let b = &w.panels[(p * pairs + j0) * NR..];
+                        for t in t0..t1 {
+                            let a_tile = &a[t * MR * pairs + j0..];
+                            // SAFETY: the tile (rows t·MR.., columns p·NR..) lies in `c`,
+                            // written by this task only; `a_tile` holds MR rows `pairs`
+                            // apart from `j0`, `b` holds `jn` pairs of the panel.
+                            unsafe {
+                                kernel(
+                                    jn,
+                                    a_tile.as_ptr(),
+                                    pairs,
+                                    b.as_ptr(),
+                                    out.at(t * MR * ldc + p * NR),
+                                    ldc,
+                                )
+                            }
+                        }
+                    }
+                }
+            });
+        c.truncate(rows * ldc);
+        if ldc != n {
+            c = c.chunks(ldc).flat_map(|r| r[..n].iter().copied()).collect();
+        }
+        c
+    }
+
+    /// One row rounded to bf16 (`vcvtneps2bf16`, nearest even), two values a word.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn round_row(src: &[f32], dst: &mut [u32]) {
+        let full = src.len() / 32;
+        for i in 0..full {
+            // SAFETY: 32 values from 32·i are in `src`, 16 words from 16·i in `dst`
+            // (dst holds src.len().div_ceil(2) words).
+            unsafe {
+                let lo = _mm512_loadu_ps(src.as_ptr().add(32 * i));
+                let hi = _mm512_loadu_ps(src.as_ptr().add(32 * i + 16));
+                let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(dst.as_mut_ptr().add(16 * i) as *mut _, packed);
+            }
+        }
+        for j in 16 * full..dst.len() {
+            let lo = super::bf16_bits(src[2 * j]) as u32;
+            let hi = src
+                .get(2 * j + 1)
+                .map_or(0, |&v| super::bf16_bits(v) as u32);
+            dst[j] = lo | hi << 16;
+        }
+    }
+
+    /// `c[MR × NR] += a · b` over `pairs` k-pairs: `a` MR rows of bf16 pairs, `lda` words apart;
+    /// `b` one panel's pairs, NR words each; `c` rows `ldc` apart.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn kernel(
+        pairs: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        // SAFETY: the caller's promise on the extents.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+            for (i, row) in acc.iter_mut().enumerate() {
+                row[0] = _mm512_loadu_ps(c.add(i * ldc));
+                row[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
+            }
+            for j in 0..pairs {
+                let bp = b.add(j * NR);
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp as *const _));
+                let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp.add(16) as *const _));
+                for (i, row) in acc.iter_mut().enumerate() {
+                    let ai: __m512bh =
+                        std::mem::transmute(_mm512_set1_epi32(*a.add(i * lda + j) as i32));
+                    row[0] = _mm512_dpbf16_ps(row[0], ai, b0);
+                    row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
+                }
+            }
+            for (i, row) in acc.iter().enumerate() {
+                _mm512_storeu_ps(c.add(i * ldc), row[0]);
+                _mm512_storeu_ps(c.add(i * ldc + 16), row[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bf16_rounding_is_nearest_even() {
+        assert_eq!(bf16_value(bf16_bits(1.0)), 1.0);
+        // 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: ties go to the even one (1).
+        assert_eq!(bf16_value(bf16_bits(1.0 + 2f32.powi(-8))), 1.0);
+        // 1 + 3·2^-8 lies halfway between 1 + 2^-7 and 1 + 2^-6: ties go to 1 + 2^-6.
+        assert_eq!(
+            bf16_value(bf16_bits(1.0 + 3.0 * 2f32.powi(-8))),
+            1.0 + 2f32.powi(-6)
+        );
+        assert_eq!(bf16_value(bf16_bits(-2.5)), -2.5);
+        assert!(bf16_value(bf16_bits(f32::NAN)).is_nan());
+    }
+
+    /// Odd sizes on every side (rows, k, out) exercise the padding; a column split (few rows)
+    /// and several k blocks (k > KC) the task grid. The kernel must equal the same bf16
+    /// rounding computed plainly, up to f32 summation order.
+    #[test]
+    fn the_bf16_product_is_the_product_of_the_rounded_values() {
+        for &(rows, k, n) in &[(37, 301, 45), (3, 64, 96), (130, 600, 70)] {
+            let x = values(rows * k, 1);
+            let w = values(n * k, 2);
+            let bias = values(n, 3);
+            let packed = PackedBf16::pack(&w, Some(&bias), n, k).unwrap();
+            let got = match packed.linear(&x, rows) {
+                Ok(got) => got,
+                Err(e) => {
+                    // Not this CPU's feature: refused, with the reason.
+                    assert!(!bf16_available());
+                    assert!(e.to_string().contains("AVX512-BF16"), "{e}");
+                    assert!(Precision::Bf16.check(&Device::Cpu).is_err());
+                    return;
+                }
+            };
+            let round = |v: f32| bf16_value(bf16_bits(v)) as f64;
+            let mut worst_rounded = 0f64;
+            let mut worst_exact = 0f64;
+            for r in 0..rows {
+                for c in 0..n {
+                    let (mut rounded, mut exact) = (bias[c] as f64, bias[c] as f64);
+                    for i in 0..k {
+                        rounded += round(x[r * k + i]) * round(w[c * k + i]);
+                        exact += x[r * k + i] as f64 * w[c * k + i] as f64;
+                    }
+                    let g = got[r * n + c] as f64;
+                    worst_rounded = worst_rounded.max((g - rounded).abs());
+                    worst_exact = worst_exact.max((g - exact).abs());
+                }
+            }
+            assert_eq!(got.len(), rows * n);
+            assert!(worst_rounded < 1e-4, "{rows}×{k}×{n}: {worst_rounded}");
+            // …and differ from the f32 product by bf16's rounding (8 bits of mantissa).
+            assert!(worst_exact > 1e-4 && worst_exact < 0.05, "{worst_exact}");
+        }
+    }
+}
