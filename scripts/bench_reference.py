@@ -5,7 +5,9 @@ ViT-B/32 shapes (CLIPConfig's defaults are openai/clip-vit-base-patch32's), rand
 EuroSAT JPEGs, 2 threads. Prints images/s end to end (PIL decode + CLIPImageProcessor + model)
 and for the model alone. With --texts FILE, the text side instead: the prompts of
 `skyscribe bench --texts --save-prompts FILE`, tokenized with skyscribe's built-in CLIP
-tokenizer.json (CLIPTokenizerFast) and encoded, prompts/s.
+tokenizer.json (CLIPTokenizerFast) and encoded, prompts/s. With --bf16, the model runs under
+torch.autocast's bf16 (oneDNN's bf16 kernels where the CPU has AVX512-BF16 or AMX), and --gemm
+multiplies bf16 tensors: the reference of `skyscribe bench --precision bf16`.
 
   /tmp/pyref/bin/python scripts/bench_reference.py [--images DIR] [--limit 256] [--batch-size 32]
   /tmp/pyref/bin/python scripts/bench_reference.py --texts prompts.txt --batch-size 64
@@ -29,14 +31,19 @@ def main():
     ap.add_argument("--gemm", action="store_true",
                     help="time torch's matrix products of ViT-B/32's layer shapes instead (GFLOP/s)")
     ap.add_argument("--texts", help="time the text side on these prompts (one a line) instead")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (bf16 operands for --gemm)")
     args = ap.parse_args()
+    precision = "bf16 autocast" if args.bf16 else "f32"
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
     torch.set_num_threads(args.threads)
     if args.texts:
-        texts(args)
+        texts(args, autocast, precision)
         return
     if args.gemm:
         for m, k, n in [(1600, 768, 2304), (1600, 768, 3072), (1600, 3072, 768), (1600, 768, 768)]:
             a, b = torch.randn(m, k), torch.randn(k, n)
+            if args.bf16:
+                a, b = a.bfloat16(), b.bfloat16()
             for _ in range(2):
                 a @ b
             start = time.perf_counter()
@@ -44,7 +51,7 @@ def main():
                 a @ b
             seconds = (time.perf_counter() - start) / 10
             print(f"torch {torch.__version__} ({m} x {k}) . ({k} x {n}): "
-                  f"{2 * m * k * n / seconds / 1e9:.0f} GFLOP/s, {torch.get_num_threads()} threads")
+                  f"{2 * m * k * n / seconds / 1e9:.0f} GFLOP/s, {a.dtype}, {torch.get_num_threads()} threads")
         return
     paths = image_paths(args)
     model = CLIPModel(CLIPConfig()).eval()
@@ -53,15 +60,16 @@ def main():
     def pixels(batch):
         return proc(images=[Image.open(p) for p in batch], return_tensors="pt")["pixel_values"]
 
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         end_to_end, model_only = time_pipeline(
             paths, args.batch_size, pixels, lambda pv: model.get_image_features(pixel_values=pv))
     print_pipeline(f"transformers {__import__('transformers').__version__} + torch {torch.__version__}: "
-                   f"{len(paths)} images, batch {args.batch_size}, {torch.get_num_threads()} threads",
+                   f"{len(paths)} images, batch {args.batch_size}, {precision}, "
+                   f"{torch.get_num_threads()} threads",
                    end_to_end, model_only)
 
 
-def texts(args):
+def texts(args, autocast, precision):
     prompts = [l.rstrip("\n") for l in open(args.texts) if l.strip()]
     model = CLIPModel(CLIPConfig()).eval()
     tok = CLIPTokenizerFast(tokenizer_file=TOKENIZER)
@@ -70,12 +78,12 @@ def texts(args):
     def encode(batch):
         return tok(batch, padding=True, return_tensors="pt")
 
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast:
         end_to_end, model_only = time_pipeline(
             prompts, bs, encode, lambda batch: model.get_text_features(**batch))
     tokens = sum(len(tok(p)["input_ids"]) for p in prompts) / len(prompts)
     print_pipeline(f"transformers {__import__('transformers').__version__} + torch {torch.__version__}: "
-                   f"{len(prompts)} prompts ({tokens:.1f} tokens on average), batch {bs}, "
+                   f"{len(prompts)} prompts ({tokens:.1f} tokens on average), batch {bs}, {precision}, "
                    f"{torch.get_num_threads()} threads", end_to_end, model_only, unit="prompts")
 
 
