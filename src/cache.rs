@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::data::{ImageRef, Sample};
 use crate::encoder::{ClipEncoder, SceneCache};
 use crate::imagery::DecodeOptions;
+use crate::models::Precision;
 
 /// The embedding cache's default folder: `embeddings/` under [`crate::cache_root`] (which is
 /// `$SKYSCRIBE_CACHE` when set).
@@ -186,8 +187,10 @@ pub fn model_fingerprint(dir: &Path) -> Result<blake3::Hash> {
 }
 
 /// The identity of `clip`'s image embeddings under `decode`: the model files, its
-/// preprocessing and the bands read. Equal keys give equal embeddings of the same pixels; the
-/// cache and the search index both key on it.
+/// preprocessing and the bands read. Equal keys give embeddings of the same pixels that are
+/// comparable: equal in the same precision, within bf16's rounding across precisions (cosine
+/// ≥ 0.99999 measured). The search index keys on it, so an index built in one precision answers
+/// queries in the other; the cache adds the precision (see [`EmbeddingCache::open`]).
 pub fn model_key(clip: &ClipEncoder, decode: &DecodeOptions) -> Result<blake3::Hash> {
     let mut h = blake3::Hasher::new();
     h.update(b"skyscribe embedding cache v1\0");
@@ -199,8 +202,19 @@ pub fn model_key(clip: &ClipEncoder, decode: &DecodeOptions) -> Result<blake3::H
 
 impl EmbeddingCache {
     /// The cache for `clip` under `root` (created if needed).
+    ///
+    /// Entries are exact: a model running in reduced precision has a cache of its own (f32 keeps
+    /// the key it always had), so `--precision bf16` never reads f32 embeddings nor leaves its
+    /// own where an f32 run would read them.
     pub fn open(root: &Path, clip: &ClipEncoder, decode: &DecodeOptions) -> Result<Self> {
-        let model_key = model_key(clip, decode)?;
+        let mut model_key = model_key(clip, decode)?;
+        let precision = clip.model.precision();
+        if precision != Precision::F32 {
+            let mut h = blake3::Hasher::new();
+            h.update(model_key.as_bytes());
+            h.update(format!("precision {}", precision.name()).as_bytes());
+            model_key = h.finalize();
+        }
         let dir = root.join(&model_key.to_hex()[..16]);
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("{}: cannot create cache folder", dir.display()))?;

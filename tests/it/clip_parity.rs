@@ -93,6 +93,20 @@ fn bf16_embeddings_stay_within_rounding_of_the_reference() {
         }
         // f32 matches to 1e-5 (the test above): bf16's 8-bit mantissa must show.
         assert!(moved > 1e-4, "{name}: bf16 changed nothing ({moved})");
+        // Comparable with f32 (an index built in either answers the other's queries), but
+        // never cached as f32 embeddings.
+        let f32_clip = ClipEncoder::load(dir.to_str().unwrap(), &Device::Cpu).unwrap();
+        let decode = DecodeOptions::default();
+        let key = |c: &ClipEncoder| skyscribe::cache::model_key(c, &decode).unwrap();
+        assert_eq!(key(&clip), key(&f32_clip));
+        let root = scratch(&format!("bf16-cache-{name}"));
+        let cache = |c: &ClipEncoder| {
+            skyscribe::cache::EmbeddingCache::open(&root, c, &decode)
+                .unwrap()
+                .dir()
+                .to_path_buf()
+        };
+        assert_ne!(cache(&clip), cache(&f32_clip));
     }
 }
 
