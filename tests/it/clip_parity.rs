@@ -20,18 +20,33 @@ fn load(name: &str) -> (ClipEncoder, serde_json::Value) {
     (clip, reference)
 }
 
+/// The reference's `random_pixels` as the model's input tensor.
+fn reference_pixels(rp: &serde_json::Value) -> Tensor {
+    let shape: Vec<usize> = rp["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    Tensor::from_vec(floats(&rp["pixel_values"]), shape, &Device::Cpu).unwrap()
+}
+
+/// The reference's texts.
+fn reference_texts(t: &serde_json::Value) -> Vec<String> {
+    t["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn image_embeddings_match_for_identical_pixels() {
     for name in MODELS {
         let (clip, r) = load(name);
         let rp = &r["random_pixels"];
-        let shape: Vec<usize> = rp["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        let pixels = Tensor::from_vec(floats(&rp["pixel_values"]), shape, &Device::Cpu).unwrap();
+        let pixels = reference_pixels(rp);
         let ours = clip
             .model
             .image_features(&pixels)
@@ -64,22 +79,11 @@ fn bf16_embeddings_stay_within_rounding_of_the_reference() {
         };
         assert_eq!(clip.model.precision(), Precision::Bf16);
         let rp = &r["random_pixels"];
-        let shape: Vec<usize> = rp["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
-        let pixels = Tensor::from_vec(floats(&rp["pixel_values"]), shape, &Device::Cpu).unwrap();
+        let pixels = reference_pixels(rp);
         let ours = clip.model.image_features(&pixels).unwrap();
         let ours = ours.to_vec2::<f32>().unwrap();
         let t = &r["texts"];
-        let texts: Vec<String> = t["texts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_string())
-            .collect();
+        let texts = reference_texts(t);
         let ours_t = clip.embed_texts(&texts, 4).unwrap();
         let pairs = ours
             .iter()
@@ -115,12 +119,7 @@ fn text_embeddings_and_token_ids_match() {
     for name in MODELS {
         let (clip, r) = load(name);
         let t = &r["texts"];
-        let texts: Vec<String> = t["texts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_string())
-            .collect();
+        let texts = reference_texts(t);
         for (text, ids) in texts.iter().zip(t["input_ids"].as_array().unwrap()) {
             let ours = clip.tokenizer.encode(text).unwrap();
             let theirs: Vec<u32> = ids
