@@ -1,4 +1,4 @@
-//! Reduced-precision inference: the [`Precision`] a model computes its matrix products in, and
+//! Reduced-precision inference: the [`Precision`] a model computes its linear layers in, and
 //! the bf16 product for CPUs with AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake and
 //! Sapphire Rapids).
 //!
