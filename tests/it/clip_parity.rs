@@ -22,13 +22,7 @@ fn load(name: &str) -> (ClipEncoder, serde_json::Value) {
 
 /// The reference's `random_pixels` as the model's input tensor.
 fn reference_pixels(rp: &serde_json::Value) -> Tensor {
-    let shape: Vec<usize> = rp["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    Tensor::from_vec(floats(&rp["pixel_values"]), shape, &Device::Cpu).unwrap()
+    tensor(&rp["pixel_values"], &rp["shape"])
 }
 
 /// The reference's texts.
@@ -122,12 +116,7 @@ fn text_embeddings_and_token_ids_match() {
         let texts = reference_texts(t);
         for (text, ids) in texts.iter().zip(t["input_ids"].as_array().unwrap()) {
             let ours = clip.tokenizer.encode(text).unwrap();
-            let theirs: Vec<u32> = ids
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
+            let theirs: Vec<u32> = integers(ids);
             assert_eq!(&theirs[..ours.len()], &ours[..], "{name}: ids of {text:?}");
             // The reference pads to 77 with the end token.
             assert!(theirs[ours.len()..].iter().all(|&i| i == 49407));

@@ -72,13 +72,7 @@ fn imported_checkpoints_caption_like_the_reference() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|t| {
-                t.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|v| v.as_u64().unwrap() as u32)
-                    .collect()
-            })
+            .map(integers)
             .collect();
         assert_ne!(
             expected[0], expected[1],
@@ -109,12 +103,7 @@ fn imported_checkpoints_caption_like_the_reference() {
             .iter()
             .enumerate()
         {
-            let want: Vec<u32> = want
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
+            let want: Vec<u32> = integers(want);
             assert_eq!(
                 cap.beam(&embeds[i], beam_size, &Default::default())
                     .unwrap(),

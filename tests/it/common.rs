@@ -117,6 +117,28 @@ pub fn rows(v: &serde_json::Value) -> Vec<Vec<f32>> {
     v.as_array().unwrap().iter().map(floats).collect()
 }
 
+/// A JSON array of non-negative integers (token ids, shapes, pixel boxes) as `T`.
+pub fn integers<T: TryFrom<u64>>(v: &serde_json::Value) -> Vec<T>
+where
+    T::Error: std::fmt::Debug,
+{
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| T::try_from(x.as_u64().unwrap()).unwrap())
+        .collect()
+}
+
+/// A reference tensor written as its flat `values` and its `shape`, on the CPU.
+pub fn tensor(values: &serde_json::Value, shape: &serde_json::Value) -> candle_core::Tensor {
+    candle_core::Tensor::from_vec(
+        floats(values),
+        integers::<usize>(shape),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()
+}
+
 /// Resolves a reference input key: `data:<path under the data folder>` or `fixture:<file>`.
 pub fn input_path(key: &str, data: &Path) -> PathBuf {
     if let Some(rest) = key.strip_prefix("data:") {

@@ -20,13 +20,7 @@ fn ids(r: &serde_json::Value) -> Tensor {
         .as_array()
         .unwrap()
         .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect()
-        })
+        .map(integers)
         .collect();
     Tensor::new(rows, &Device::Cpu).unwrap()
 }
@@ -42,13 +36,7 @@ fn logits_match_for_tokens_and_for_an_embedding_prefix() {
     );
     assert!(d < 1e-4, "token logits differ by {d}");
 
-    let shape: Vec<usize> = r["prefix_shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as usize)
-        .collect();
-    let prefix = Tensor::from_vec(floats(&r["prefix"]), shape, &Device::Cpu).unwrap();
+    let prefix = tensor(&r["prefix"], &r["prefix_shape"]);
     let embeds = Tensor::cat(&[&prefix, &gpt2.embed_tokens(&ids).unwrap()], 1).unwrap();
     let logits = gpt2.forward_embeds(&embeds, &mut gpt2.new_cache()).unwrap();
     let d = max_abs_diff(

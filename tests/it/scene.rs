@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use skyscribe::scene::{Scene, SceneOptions};
 
-use crate::common::{fixtures, read_json, scratch};
+use crate::common::{fixtures, integers, read_json, scratch};
 
 pub fn scenes_dir() -> PathBuf {
     fixtures().join("scenes")
@@ -20,12 +20,7 @@ fn expected() -> Vec<serde_json::Value> {
 }
 
 fn tile_of(t: &serde_json::Value) -> (u32, u32, u32, u32) {
-    let v: Vec<u32> = t["tile"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect();
+    let v: Vec<u32> = integers(&t["tile"]);
     (v[0], v[1], v[2], v[3])
 }
 

@@ -839,12 +839,7 @@ fn scene_tiles_are_found_with_their_bounds_and_shown_cut_from_the_scene() {
     let api = search_like_the_cli(&server, &index);
     let best = &api["results"][0];
     assert_eq!(best["bounds"].as_array().unwrap().len(), 4, "{best}");
-    let chip: Vec<u32> = best["chip"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap() as u32)
-        .collect();
+    let chip: Vec<u32> = integers(&best["chip"]);
     let id = best["id"].as_str().unwrap();
     let thumb = get(&server.url(&format!("/v1/thumbnails/{}", encode(id))), None);
     assert_eq!(

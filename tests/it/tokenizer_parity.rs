@@ -6,14 +6,6 @@ use crate::common;
 use common::*;
 use skyscribe::tokenizer::TextTokenizer;
 
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
 #[test]
 fn clip_and_gpt2_ids_match_the_reference() {
     let r = read_json(&fixtures().join("tokenizers/reference_ids.json"));
@@ -31,14 +23,18 @@ fn clip_and_gpt2_ids_match_the_reference() {
             .unwrap();
     let mut truncated = 0;
     for (i, s) in strings.iter().enumerate() {
-        let expected = ids(&r["clip"][i]);
+        let expected: Vec<u32> = integers(&r["clip"][i]);
         let ours = clip.encode(s).unwrap();
         assert_eq!(ours, expected, "CLIP ids of {s:?}");
         assert_eq!(ours.first(), Some(&49406));
         assert_eq!(ours.last(), Some(&49407));
         truncated += (ours.len() == 77) as usize;
         let g = gpt2.encode(*s, false).unwrap();
-        assert_eq!(g.get_ids(), &ids(&r["gpt2"][i])[..], "GPT-2 ids of {s:?}");
+        assert_eq!(
+            g.get_ids(),
+            &integers::<u32>(&r["gpt2"][i])[..],
+            "GPT-2 ids of {s:?}"
+        );
     }
     assert!(truncated >= 3, "the fixture must exercise truncation");
 }
