@@ -23,6 +23,8 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail,
 };
 use gemm::{Parallelism, gemm};
+
+use super::vector_math;
 use rayon::prelude::*;
 
 fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -368,18 +370,7 @@ impl CustomOp1 for Attention {
                     for i in 0..t {
                         let row = &mut scores[i * t..(i + 1) * t];
                         let visible = if causal { i + 1 } else { t };
-                        let max = row[..visible]
-                            .iter()
-                            .copied()
-                            .fold(f32::NEG_INFINITY, f32::max);
-                        let mut sum = 0.0;
-                        for x in &mut row[..visible] {
-                            *x = (*x - max).exp();
-                            sum += *x;
-                        }
-                        for x in &mut row[..visible] {
-                            *x /= sum;
-                        }
+                        vector_math::softmax(&mut row[..visible]);
                         row[visible..].fill(0.0);
                     }
                     unsafe {
@@ -467,21 +458,12 @@ impl Attention {
                         let visible = if causal { i + 1 } else { t };
                         let pi = &mut p[i * t..(i + 1) * t];
                         let dsi = &mut ds[i * t..(i + 1) * t];
-                        let max = pi[..visible]
+                        vector_math::softmax(&mut pi[..visible]);
+                        let weighted: f32 = pi[..visible]
                             .iter()
-                            .copied()
-                            .fold(f32::NEG_INFINITY, f32::max);
-                        let mut sum = 0.0;
-                        for x in &mut pi[..visible] {
-                            *x = (*x - max).exp();
-                            sum += *x;
-                        }
-                        let inv = 1.0 / sum;
-                        let mut weighted = 0.0;
-                        for (x, g) in pi[..visible].iter_mut().zip(&dsi[..visible]) {
-                            *x *= inv;
-                            weighted += *x * g;
-                        }
+                            .zip(&dsi[..visible])
+                            .map(|(x, g)| x * g)
+                            .sum();
                         for (g, &x) in dsi[..visible].iter_mut().zip(&pi[..visible]) {
                             *g = scale * x * (*g - weighted);
                         }
@@ -588,25 +570,15 @@ impl CustomOp2 for HeadCrossEntropy {
             .zip(nll.par_iter_mut())
             .zip(self.targets.par_iter())
             .for_each(|((row, nll), &t)| {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 let target = row[t as usize];
-                let mut sum = 0f32;
-                if keep {
-                    for x in row.iter_mut() {
-                        *x = (*x - max).exp();
-                        sum += *x;
-                    }
-                    let inv = 1.0 / sum;
-                    for x in row.iter_mut() {
-                        *x *= inv;
-                    }
+                let normaliser = if keep {
+                    let normaliser = vector_math::softmax(row);
                     row[t as usize] -= 1.0;
+                    normaliser
                 } else {
-                    for &x in row.iter() {
-                        sum += (x - max).exp();
-                    }
-                }
-                *nll = sum.ln() + max - target;
+                    vector_math::log_sum_exp(row)
+                };
+                *nll = normaliser - target;
             });
         if keep {
             *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(logits);
@@ -798,22 +770,25 @@ const SQRT_2_OVER_PI: f32 = 0.797_884_6;
 
 /// `tanh` through one `exp`: libm's `tanhf` (via `expm1f`) took a tenth of a GPT-2 training
 /// step. Saturates correctly: `exp` overflowing to infinity gives 1, underflowing to 0 gives −1.
+#[inline(always)]
 fn tanh(u: f32) -> f32 {
-    1.0 - 2.0 / (1.0 + (2.0 * u).exp())
+    1.0 - 2.0 / (1.0 + vector_math::exp(2.0 * u))
 }
 
 impl Act {
+    #[inline(always)]
     fn value(self, x: f32) -> f32 {
         match self {
-            Act::QuickGelu => x / (1.0 + (-1.702 * x).exp()),
+            Act::QuickGelu => x / (1.0 + vector_math::exp(-1.702 * x)),
             Act::GeluTanh => 0.5 * x * (1.0 + tanh(SQRT_2_OVER_PI * (x + 0.044715 * x * x * x))),
         }
     }
 
+    #[inline(always)]
     fn derivative(self, x: f32) -> f32 {
         match self {
             Act::QuickGelu => {
-                let s = 1.0 / (1.0 + (-1.702 * x).exp());
+                let s = 1.0 / (1.0 + vector_math::exp(-1.702 * x));
                 s + 1.702 * x * s * (1.0 - s)
             }
             Act::GeluTanh => {
@@ -838,7 +813,11 @@ impl CustomOp1 for ActivationOp {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(8192)
             .zip(x.par_chunks(8192))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = act.value(x)));
+            .for_each(|(o, x)| match act {
+                // One loop per activation, so that each vectorises without a branch inside.
+                Act::QuickGelu => vector_math::map(x, o, |x| Act::QuickGelu.value(x)),
+                Act::GeluTanh => vector_math::map(x, o, |x| Act::GeluTanh.value(x)),
+            });
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -848,10 +827,13 @@ impl CustomOp1 for ActivationOp {
         let act = self.0;
         g.par_chunks_mut(8192)
             .zip(x.par_chunks(8192))
-            .for_each(|(g, x)| {
-                g.iter_mut()
-                    .zip(x)
-                    .for_each(|(g, &x)| *g *= act.derivative(x))
+            .for_each(|(g, x)| match act {
+                Act::QuickGelu => {
+                    vector_math::map_in_place(g, x, |g, x| g * Act::QuickGelu.derivative(x))
+                }
+                Act::GeluTanh => {
+                    vector_math::map_in_place(g, x, |g, x| g * Act::GeluTanh.derivative(x))
+                }
             });
         Ok(Some(Tensor::from_vec(g, arg.shape(), arg.device())?))
     }

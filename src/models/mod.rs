@@ -6,6 +6,7 @@ pub mod gpt2;
 pub mod layers;
 pub mod mapper;
 pub mod reduced_precision;
+pub mod vector_math;
 pub mod weights;
 
 pub use clip::{ClipConfig, ClipModel};
