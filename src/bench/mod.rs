@@ -93,7 +93,7 @@ pub fn run(clip: &ClipEncoder, paths: &[PathBuf], batch_size: usize) -> Result<B
         threads: rayon::current_num_threads(),
         end_to_end_images_per_s: end_to_end,
         model_images_per_s: model_only,
-        device: format!("{:?}", clip.device()),
+        device: crate::models::device_label(clip.device()),
         precision: clip.model.precision().name().into(),
     })
 }
@@ -160,7 +160,7 @@ pub fn texts(clip: &ClipEncoder, prompts: &[String], batch_size: usize) -> Resul
         threads: rayon::current_num_threads(),
         end_to_end_prompts_per_s: end_to_end,
         model_prompts_per_s: model_only,
-        device: format!("{:?}", clip.device()),
+        device: crate::models::device_label(clip.device()),
         precision: clip.model.precision().name().into(),
     })
 }
@@ -184,6 +184,7 @@ pub struct GemmReport {
     pub threads: usize,
     /// `f32`, or `bf16` (inputs and weights rounded, f32 sums).
     pub precision: String,
+    pub device: String,
 }
 
 /// The products of ViT-B/32's layers at batch 32 (1,600 token rows: qkv, MLP up, MLP down,
@@ -230,6 +231,7 @@ pub fn gemm_shapes(repeats: usize, precision: Precision) -> Result<Vec<GemmRepor
             gflop_per_s: 2.0 * (m * k * n) as f64 / seconds / 1e9,
             threads: rayon::current_num_threads(),
             precision: precision.name().into(),
+            device: crate::models::device_label(&device),
         });
     }
     Ok(out)

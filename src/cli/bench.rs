@@ -132,14 +132,15 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         for r in skyscribe::bench::gemm_shapes(10, a.precision.precision())? {
             out.record(a.jsonl, &r, || {
                 format!(
-                    "({} × {}) · ({} × {}): {:.0} GFLOP/s, {}, {} threads",
+                    "({} × {}) · ({} × {}): {:.0} GFLOP/s, {}, {} threads, {}",
                     r.shape[0],
                     r.shape[1],
                     r.shape[1],
                     r.shape[2],
                     r.gflop_per_s,
                     r.precision,
-                    r.threads
+                    r.threads,
+                    r.device
                 )
             })?;
         }

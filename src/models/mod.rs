@@ -12,3 +12,13 @@ pub mod weights;
 pub use clip::{ClipConfig, ClipModel};
 pub use reduced_precision::Precision;
 pub use weights::Weights;
+
+/// A device for reports: a GPU as candle names it, the CPU with the instruction set its kernels
+/// use (`Cpu (AVX-512)`), so a timing says which code produced it.
+pub fn device_label(device: &candle_core::Device) -> String {
+    if device.is_cpu() {
+        format!("Cpu ({})", vector_math::instruction_set())
+    } else {
+        format!("{device:?}")
+    }
+}

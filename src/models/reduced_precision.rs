@@ -46,6 +46,10 @@ impl Precision {
             Precision::Bf16 if !device.is_cpu() => {
                 bail!("bf16 is implemented for CPUs with AVX512-BF16; on a GPU use f32")
             }
+            Precision::Bf16 if !cfg!(feature = "avx512") => bail!(
+                "bf16 needs AVX-512 code, and this build leaves it out (built without the \
+                 `avx512` feature), so only f32 is offered"
+            ),
             Precision::Bf16 if !bf16_available() => bail!(
                 "bf16 needs a CPU with AVX512-BF16 (AMD Zen 4 or later, Intel Cooper Lake or \
                  Sapphire Rapids and later); this one lacks it, so only f32 is offered"
@@ -55,11 +59,12 @@ impl Precision {
     }
 }
 
-/// Whether this CPU runs the bf16 product.
+/// Whether this CPU runs the bf16 product (and this build has it).
 pub fn bf16_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        std::arch::is_x86_feature_detected!("avx512f")
+        cfg!(feature = "avx512")
+            && std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bf16")
     }
     #[cfg(not(target_arch = "x86_64"))]

@@ -11,7 +11,7 @@
 //!
 //! Each slice function is compiled three times (AVX-512, AVX2 + FMA, the x86-64 baseline) and
 //! picks the best the CPU has at run time; the build keeps the baseline target, so the binary
-//! runs everywhere.
+//! runs everywhere. A build without the `avx512` feature stops at AVX2 + FMA.
 
 use std::sync::OnceLock;
 
@@ -130,12 +130,22 @@ enum Isa {
     Baseline,
 }
 
+/// The vector instruction set this build uses on this CPU: `AVX-512`, `AVX2+FMA` or
+/// `baseline` (the same choice the `gemm` crate makes for the matrix products), for reports.
+pub fn instruction_set() -> &'static str {
+    match isa() {
+        Isa::Avx512 => "AVX-512",
+        Isa::Avx2Fma => "AVX2+FMA",
+        Isa::Baseline => "baseline",
+    }
+}
+
 fn isa() -> Isa {
     static ISA: OnceLock<Isa> = OnceLock::new();
     *ISA.get_or_init(|| {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
                 return Isa::Avx512;
             }
             if std::arch::is_x86_feature_detected!("avx2")
@@ -201,6 +211,27 @@ multiversioned! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn reports_name_the_instruction_set_this_build_uses_here() {
+        // Without the `avx512` feature an AVX-512 CPU runs (and reports) the AVX2 code.
+        let expected = if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f")
+        {
+            "AVX-512"
+        } else if std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            "AVX2+FMA"
+        } else {
+            "baseline"
+        };
+        assert_eq!(instruction_set(), expected);
+        assert_eq!(
+            crate::models::device_label(&candle_core::Device::Cpu),
+            format!("Cpu ({expected})")
+        );
+    }
 
     #[test]
     fn exp_is_within_two_ulp_of_the_exact_value() {

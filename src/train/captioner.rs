@@ -549,6 +549,6 @@ pub fn step_time(
         threads: rayon::current_num_threads(),
         times: super::StepTimes::median_of(&times),
         steps,
-        device: format!("{device:?}"),
+        device: crate::models::device_label(device),
     })
 }

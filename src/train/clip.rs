@@ -902,6 +902,6 @@ pub fn step_time(device: &Device, batch_size: usize, steps: usize) -> Result<Cli
         threads: rayon::current_num_threads(),
         times: super::StepTimes::median_of(&times),
         steps,
-        device: format!("{device:?}"),
+        device: crate::models::device_label(device),
     })
 }
