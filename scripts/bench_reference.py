@@ -11,6 +11,11 @@ multiplies bf16 tensors: the reference of `skyscribe bench --precision bf16`.
 
   /tmp/pyref/bin/python scripts/bench_reference.py [--images DIR] [--limit 256] [--batch-size 32]
   /tmp/pyref/bin/python scripts/bench_reference.py --texts prompts.txt --batch-size 64
+  /tmp/pyref/bin/python scripts/bench_reference.py --preprocess --images DIR --limit 1024
+
+--preprocess times decoding and preprocessing alone, as a PyTorch pipeline feeding a GPU runs
+them: a DataLoader with --threads worker processes, each opening files with PIL and running
+CLIPImageProcessor (the reference of `skyscribe bench --preprocess`).
 """
 import argparse
 import os
@@ -32,7 +37,12 @@ def main():
                     help="time torch's matrix products of ViT-B/32's layer shapes instead (GFLOP/s)")
     ap.add_argument("--texts", help="time the text side on these prompts (one a line) instead")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (bf16 operands for --gemm)")
+    ap.add_argument("--preprocess", action="store_true",
+                    help="time decoding and preprocessing alone, in a DataLoader of --threads workers")
     args = ap.parse_args()
+    if args.preprocess:
+        preprocess(args)
+        return
     precision = "bf16 autocast" if args.bf16 else "f32"
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16)
     torch.set_num_threads(args.threads)
@@ -67,6 +77,44 @@ def main():
                    f"{len(paths)} images, batch {args.batch_size}, {precision}, "
                    f"{torch.get_num_threads()} threads",
                    end_to_end, model_only)
+
+
+class _Files(torch.utils.data.Dataset):
+    def __init__(self, paths, proc):
+        self.paths, self.proc = paths, proc
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        img = Image.open(self.paths[i]).convert("RGB")
+        if self.proc is None:
+            return torch.from_numpy(__import__("numpy").asarray(img).copy())
+        return self.proc(images=img, return_tensors="pt")["pixel_values"][0]
+
+
+def preprocess(args):
+    """Images/s of decoding alone and of decoding + CLIPImageProcessor, each a second pass of
+    a DataLoader with persistent workers (the first starts them and warms the page cache)."""
+    paths = image_paths(args)
+    rates = {}
+    for what, proc in [("decode", None), ("decode + preprocess", CLIPImageProcessorPil())]:
+        loader = torch.utils.data.DataLoader(
+            _Files(paths, proc), batch_size=args.batch_size, num_workers=args.threads,
+            persistent_workers=True, collate_fn=(lambda b: b) if proc is None else None)
+        for _ in loader:
+            pass
+        start = time.perf_counter()
+        for _ in loader:
+            pass
+        rates[what] = len(paths) / (time.perf_counter() - start)
+        del loader
+    print(f"PIL {Image.__version__} + transformers {__import__('transformers').__version__} "
+          f"CLIPImageProcessor, DataLoader: {len(paths)} images, batch {args.batch_size}, "
+          f"{args.threads} workers")
+    print(f"  decode: {rates['decode']:.0f} images/s")
+    print(f"  decode + preprocess: {rates['decode + preprocess']:.0f} images/s "
+          f"({rates['decode + preprocess'] / args.threads:.0f} a worker)")
 
 
 def texts(args, autocast, precision):

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | plumbing | [`atomic`] | writing files and folders atomically |
 //! | | [`progress`] | progress bars and log lines beside them |
+//! | | [`simd`] | the CPU's vector instruction set, and loops compiled once per set |
 //! | inputs | [`imagery`] | decoding files (JPEG, PNG, WebP, multi-band TIFF) and CLIP preprocessing |
 //! | | [`tokenizer`] | text to token ids with a model's `tokenizer.json` |
 //! | | [`labels`] | label sets, presets, wordings and prompt templates |
@@ -45,6 +46,7 @@ pub mod progress;
 pub mod scan;
 pub mod scene;
 pub mod serve;
+pub mod simd;
 pub mod tokenizer;
 pub mod train;
 pub mod zeroshot;

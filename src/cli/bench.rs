@@ -38,9 +38,13 @@ pub struct BenchArgs {
     /// GFLOP/s: the ceiling of the image pipeline on this machine.
     #[arg(long, conflicts_with_all = ["captioner_step", "clip_step"])]
     gemm: bool,
+    /// Time decoding and preprocessing alone instead, on every thread (RAYON_NUM_THREADS): the
+    /// rate at which this machine can feed a model on any device, GPUs included.
+    #[arg(long, conflicts_with_all = ["captioner_step", "clip_step", "gemm"])]
+    preprocess: bool,
     /// Time the text side instead: the prompts of --labels × --template, tokenized and encoded
     /// in batches of --batch-size (as zero-shot classification does once per label set).
-    #[arg(long, conflicts_with_all = ["captioner_step", "clip_step", "gemm"])]
+    #[arg(long, conflicts_with_all = ["captioner_step", "clip_step", "gemm", "preprocess"])]
     texts: bool,
     /// The label set of --texts (a preset, a file or `a,b,c`).
     #[arg(long, default_value = "xview", requires = "texts")]
@@ -113,11 +117,12 @@ pub struct BenchArgs {
 pub fn run(a: BenchArgs) -> Result<usize> {
     let mut out = Out::new();
     let training = a.captioner_step || a.clip_step;
-    let elsewhere = a.search_vectors.is_some() || a.search_index.is_some() || a.http.is_some();
+    let elsewhere =
+        a.search_vectors.is_some() || a.search_index.is_some() || a.http.is_some() || a.preprocess;
     if a.precision != PrecisionArg::F32 && (training || elsewhere) {
         bail!(
             "--precision {} times inference only (the image pipeline, --texts, --gemm): training \
-             steps compute in f32, and search and --http do not run a model here",
+             steps compute in f32, and search, --http and --preprocess do not run a model here",
             a.precision.precision().name()
         );
     }
@@ -191,6 +196,29 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         return Err(e);
     }
     paths.truncate(a.limit);
+    if a.preprocess {
+        // Decoding needs no model: a given model's preprocessor, else CLIP's at 224 pixels.
+        let preprocessor = match &a.model {
+            Some(m) => ClipEncoder::load(m, &dev)?.preprocessor,
+            None => skyscribe::imagery::Preprocessor::clip_default(224),
+        };
+        let r = skyscribe::bench::preprocess(&preprocessor, &paths)?;
+        out.record(a.jsonl, &r, || {
+            format!(
+                "{} images of {:.3} megapixels on average, to {}×{}, {} threads, {}\n  decode: {:.0} images/s\n  decode + preprocess: {:.0} images/s ({:.0} a thread)",
+                r.images,
+                r.mean_megapixels,
+                r.output_size[1],
+                r.output_size[0],
+                r.threads,
+                r.device,
+                r.decode_images_per_s,
+                r.images_per_s,
+                r.images_per_s_per_thread,
+            )
+        })?;
+        return Ok(0);
+    }
     let clip = bench_clip(&a, &dev)?;
     let r = skyscribe::bench::run(&clip, &paths, a.batch_size)?;
     out.record(a.jsonl, &r, || {

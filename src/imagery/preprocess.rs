@@ -206,21 +206,29 @@ impl Preprocessor {
     pub fn preprocess(&self, img: &RgbImage) -> Result<Vec<f32>> {
         let img = self.resize_and_crop(img)?;
         let n = (img.width * img.height) as usize;
-        let mut out = vec![0f32; 3 * n];
-        for c in 0..3 {
+        // A byte has 256 values: each channel's floats are looked up, computed once each the
+        // way transformers computes them (rescale in float64, cast to float32, normalise in
+        // float32), so the table gives the same bits as the arithmetic per pixel.
+        let table: [[f32; 256]; 3] = std::array::from_fn(|c| {
             let (mean, std) = match self.mean_std {
                 Some((m, s)) => (m[c], s[c]),
                 None => (0.0, 1.0),
             };
-            for i in 0..n {
-                let v = img.pixels[i * 3 + c];
-                // transformers: rescale in float64, cast to float32, normalise in float32.
+            std::array::from_fn(|v| {
                 let v = match self.rescale_factor {
                     Some(f) => (v as f64 * f) as f32,
                     None => v as f32,
                 };
-                out[c * n + i] = (v - mean) / std;
-            }
+                (v - mean) / std
+            })
+        });
+        let mut out = vec![0f32; 3 * n];
+        let (r, rest) = out.split_at_mut(n);
+        let (g, b) = rest.split_at_mut(n);
+        for (((p, r), g), b) in img.pixels.chunks_exact(3).zip(r).zip(g).zip(b) {
+            *r = table[0][p[0] as usize];
+            *g = table[1][p[1] as usize];
+            *b = table[2][p[2] as usize];
         }
         Ok(out)
     }
@@ -288,15 +296,15 @@ fn center_crop(img: &RgbImage, crop_h: u32, crop_w: u32, how: CropOffsets) -> Rg
         if sy < 0 || sy >= h {
             continue;
         }
-        for x in 0..cw {
-            let sx = x + left;
-            if sx < 0 || sx >= w {
-                continue;
-            }
-            let s = ((sy * w + sx) * 3) as usize;
-            let d = ((y * cw + x) * 3) as usize;
-            pixels[d..d + 3].copy_from_slice(&img.pixels[s..s + 3]);
+        // The columns of this row that fall inside the image.
+        let (x0, x1) = ((-left).max(0), (w - left).min(cw));
+        if x0 >= x1 {
+            continue;
         }
+        let s = ((sy * w + x0 + left) * 3) as usize;
+        let d = ((y * cw + x0) * 3) as usize;
+        let len = ((x1 - x0) * 3) as usize;
+        pixels[d..d + len].copy_from_slice(&img.pixels[s..s + len]);
     }
     RgbImage {
         width: crop_w,

@@ -20,7 +20,7 @@ pub fn device_label(device: &candle_core::Device) -> String {
     if !device.is_cpu() {
         return format!("{device:?}");
     }
-    let isa = vector_math::instruction_set();
+    let isa = crate::simd::instruction_set();
     match std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| cpu_model(&info))
@@ -65,6 +65,16 @@ mod tests {
         assert_eq!(
             super::cpu_model(unnumbered).as_deref(),
             Some("Intel(R) Xeon(R) CPU @ 2.50GHz")
+        );
+    }
+
+    #[test]
+    fn the_cpu_label_ends_with_the_instruction_set_in_use() {
+        let label = super::device_label(&candle_core::Device::Cpu);
+        let isa = crate::simd::instruction_set();
+        assert!(
+            label.starts_with("Cpu (") && label.ends_with(&format!("{isa})")),
+            "{label}"
         );
     }
 }

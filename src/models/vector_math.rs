@@ -10,10 +10,9 @@
 //! CPU `exp` is the same scalar call).
 //!
 //! Each slice function is compiled three times (AVX-512, AVX2 + FMA, the x86-64 baseline) and
-//! picks the best the CPU has at run time; the build keeps the baseline target, so the binary
-//! runs everywhere. A build without the `avx512` feature stops at AVX2 + FMA.
+//! picks the best the CPU has at run time ([`crate::simd`]).
 
-use std::sync::OnceLock;
+use crate::simd::multiversioned;
 
 /// `eˣ` to within ~2 ulp (relative error < 3·10⁻⁷) on [−87, 88]; 0 below −87 (where `eˣ` is
 /// already under 1.7·10⁻³⁸) and +∞ above 88 (f32 overflows at 88.72); NaN stays NaN.
@@ -123,70 +122,6 @@ fn map_in_place_plain(ys: &mut [f32], xs: &[f32], f: impl Fn(f32, f32) -> f32) {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Isa {
-    Avx512,
-    Avx2Fma,
-    Baseline,
-}
-
-/// The vector instruction set this build uses on this CPU: `AVX-512`, `AVX2+FMA` or
-/// `baseline` (the same choice the `gemm` crate makes for the matrix products), for reports.
-pub fn instruction_set() -> &'static str {
-    match isa() {
-        Isa::Avx512 => "AVX-512",
-        Isa::Avx2Fma => "AVX2+FMA",
-        Isa::Baseline => "baseline",
-    }
-}
-
-fn isa() -> Isa {
-    static ISA: OnceLock<Isa> = OnceLock::new();
-    *ISA.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                return Isa::Avx2Fma;
-            }
-        }
-        Isa::Baseline
-    })
-}
-
-/// Defines `pub fn $name` calling `$plain` (an `#[inline(always)]` function) compiled for the
-/// best instruction set the CPU has: the plain body is inlined into each `#[target_feature]`
-/// copy, where the compiler vectorises it for that set.
-macro_rules! multiversioned {
-    ($(#[$doc:meta])* fn $name:ident $(<$g:ident: $bound:path>)? ($($arg:ident: $ty:ty),*) $(-> $ret:ty)? = $plain:ident) => {
-        $(#[$doc])*
-        pub fn $name $(<$g: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                fn avx512 $(<$g: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
-                    $plain($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                fn avx2 $(<$g: $bound>)? ($($arg: $ty),*) $(-> $ret)? {
-                    $plain($($arg),*)
-                }
-                match isa() {
-                    // SAFETY: `isa` saw the CPU report these features.
-                    Isa::Avx512 => return unsafe { avx512($($arg),*) },
-                    Isa::Avx2Fma => return unsafe { avx2($($arg),*) },
-                    Isa::Baseline => {}
-                }
-            }
-            $plain($($arg),*)
-        }
-    };
-}
-
 multiversioned! {
     /// `row ← softmax(row)` in place; returns `ln Σ exp(row)` of the input (its normaliser).
     fn softmax(row: &mut [f32]) -> f32 = softmax_plain
@@ -211,28 +146,6 @@ multiversioned! {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn reports_name_the_instruction_set_this_build_uses_here() {
-        // Without the `avx512` feature an AVX-512 CPU runs (and reports) the AVX2 code.
-        let expected = if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f")
-        {
-            "AVX-512"
-        } else if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            "AVX2+FMA"
-        } else {
-            "baseline"
-        };
-        assert_eq!(instruction_set(), expected);
-        let label = crate::models::device_label(&candle_core::Device::Cpu);
-        assert!(
-            label.starts_with("Cpu (") && label.ends_with(&format!("{expected})")),
-            "{label}"
-        );
-    }
 
     #[test]
     fn exp_is_within_two_ulp_of_the_exact_value() {

@@ -531,6 +531,46 @@ fn bench_runs_anywhere_and_survives_a_closed_pipe() {
 }
 
 #[test]
+fn bench_preprocess_reports_what_it_decoded() {
+    let images = fixtures().join("images");
+    let run = skyscribe(&[
+        "bench",
+        "--preprocess",
+        "--images",
+        &images.display().to_string(),
+        "--jsonl",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let r: serde_json::Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let n = skyscribe::imagery::images_under(&images).len();
+    assert_eq!(r["images"], n);
+    // CLIP's preprocessor at 224 pixels when no model is given.
+    assert_eq!(r["output_size"], serde_json::json!([224, 224]));
+    let pixels: u64 = skyscribe::imagery::images_under(&images)
+        .iter()
+        .map(|p| {
+            image::image_dimensions(p)
+                .map(|(w, h)| w as u64 * h as u64)
+                .unwrap()
+        })
+        .sum();
+    let mean = r["mean_megapixels"].as_f64().unwrap();
+    assert!(
+        (mean - pixels as f64 / n as f64 / 1e6).abs() < 1e-9,
+        "{mean}"
+    );
+    assert!(r["device"].as_str().unwrap().starts_with("Cpu ("), "{r}");
+
+    let run = skyscribe(&["bench", "--preprocess", "--precision", "bf16"]);
+    assert_ne!(run.code, 0);
+    assert!(
+        run.stderr.contains("--preprocess do not run a model"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn the_embedding_cache_lives_under_skyscribe_cache() {
     // SKYSCRIBE_CACHE is skyscribe's cache root: embeddings go to its embeddings/ folder.
     let dir = scratch("cache-root");
