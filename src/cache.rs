@@ -187,7 +187,7 @@ pub fn model_fingerprint(dir: &Path) -> Result<blake3::Hash> {
 }
 
 /// The identity of `clip`'s image embeddings under `decode`: the model files, its
-/// preprocessing and the bands read. Equal keys give embeddings of the same pixels that are
+/// preprocessing, the bands read and whether JPEGs were decoded in draft mode. Equal keys give embeddings of the same pixels that are
 /// comparable: equal in the same precision, within bf16's rounding across precisions (cosine
 /// ≥ 0.99999 measured). The search index keys on it, so an index built in one precision answers
 /// queries in the other; the cache adds the precision (see [`EmbeddingCache::open`]).
@@ -197,6 +197,10 @@ pub fn model_key(clip: &ClipEncoder, decode: &DecodeOptions) -> Result<blake3::H
     model_files_hash(&mut h, &clip.source.dir)?;
     h.update(format!("{:?}", clip.preprocessor).as_bytes());
     h.update(format!("{:?}", decode.bands).as_bytes());
+    if decode.jpeg_draft {
+        // Other pixels, other embeddings; without the option the key is what it always was.
+        h.update(b"jpeg draft");
+    }
     Ok(h.finalize())
 }
 

@@ -161,8 +161,13 @@ impl ClipEncoder {
     }
 
     /// Decodes and preprocesses one file into the `(3, S, S)` floats the vision tower takes.
+    /// With [`DecodeOptions::jpeg_draft`], a large JPEG decodes only as large as the
+    /// preprocessing needs.
     pub fn load_pixels(&self, path: &Path, decode: &DecodeOptions) -> Result<Vec<f32>> {
-        let img = imagery::load_rgb(path, decode)?;
+        let img = match self.preprocessor.draft_size() {
+            Some(size) => imagery::load_rgb_at_least(path, decode, size)?,
+            None => imagery::load_rgb(path, decode)?,
+        };
         self.preprocessor.preprocess(&img)
     }
 

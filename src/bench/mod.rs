@@ -52,22 +52,26 @@ pub fn random_vit_b32(device: &Device, precision: Precision) -> Result<ClipEncod
 }
 
 /// Runs the pipeline over `paths` once to warm up (first batch only), then timed.
-pub fn run(clip: &ClipEncoder, paths: &[PathBuf], batch_size: usize) -> Result<BenchReport> {
+pub fn run(
+    clip: &ClipEncoder,
+    paths: &[PathBuf],
+    batch_size: usize,
+    decode: &DecodeOptions,
+) -> Result<BenchReport> {
     if paths.is_empty() || batch_size == 0 {
         bail!("a benchmark needs at least one image and a positive batch size");
     }
-    let decode = DecodeOptions::default();
     // Warm-up: one batch through the model (allocations, thread pool start).
     let warm: Vec<Vec<f32>> = paths
         .iter()
         .take(batch_size)
-        .map(|p| clip.load_pixels(p, &decode))
+        .map(|p| clip.load_pixels(p, decode))
         .collect::<Result<_>>()?;
     clip.embed_pixels(&warm)?;
 
     let start = Instant::now();
     let mut n = 0usize;
-    clip.embed_files(paths, batch_size, &decode, |_, _, r| {
+    clip.embed_files(paths, batch_size, decode, |_, _, r| {
         r?;
         n += 1;
         Ok(())
@@ -76,7 +80,7 @@ pub fn run(clip: &ClipEncoder, paths: &[PathBuf], batch_size: usize) -> Result<B
 
     let pixels: Vec<Vec<f32>> = paths
         .iter()
-        .map(|p| clip.load_pixels(p, &decode))
+        .map(|p| clip.load_pixels(p, decode))
         .collect::<Result<_>>()?;
     let start = Instant::now();
     for chunk in pixels.chunks(batch_size.max(1)) {
@@ -104,7 +108,8 @@ pub fn run(clip: &ClipEncoder, paths: &[PathBuf], batch_size: usize) -> Result<B
 #[derive(Debug, Serialize)]
 pub struct PreprocessReport {
     pub images: usize,
-    /// Mean size of the source images, in megapixels.
+    /// Mean size of the decoded images, in megapixels (smaller than the files' with
+    /// --jpeg-draft).
     pub mean_megapixels: f64,
     /// `[height, width]` of the model input the preprocessor makes of the first image.
     pub output_size: [u32; 2],
@@ -115,21 +120,31 @@ pub struct PreprocessReport {
     pub images_per_s: f64,
     /// `images_per_s` over `threads`.
     pub images_per_s_per_thread: f64,
+    /// Whether JPEGs were decoded in draft mode (--jpeg-draft).
+    pub jpeg_draft: bool,
     pub device: String,
 }
 
 /// Decodes every file once to warm the page cache (and measure the sources), then times a pass
 /// of decoding alone and a pass of decoding + preprocessing, both spread over rayon's pool as
 /// the pipeline's producer spreads a batch.
-pub fn preprocess(preprocessor: &Preprocessor, paths: &[PathBuf]) -> Result<PreprocessReport> {
+pub fn preprocess(
+    preprocessor: &Preprocessor,
+    paths: &[PathBuf],
+    decode: &DecodeOptions,
+) -> Result<PreprocessReport> {
     use rayon::prelude::*;
     if paths.is_empty() {
         bail!("a benchmark needs at least one image");
     }
-    let decode = DecodeOptions::default();
+    // As the pipeline loads (`ClipEncoder::load_pixels`): draft-decoded JPEGs with --jpeg-draft.
+    let load = |p: &PathBuf| match preprocessor.draft_size() {
+        Some(size) => crate::imagery::load_rgb_at_least(p, decode, size),
+        None => crate::imagery::load_rgb(p, decode),
+    };
     let sizes: Vec<(u32, u32)> = paths
         .par_iter()
-        .map(|p| crate::imagery::load_rgb(p, &decode).map(|i| (i.height, i.width)))
+        .map(|p| load(p).map(|i| (i.height, i.width)))
         .collect::<Result<_>>()?;
     let pixels: u64 = sizes.iter().map(|&(h, w)| h as u64 * w as u64).sum();
     let mean_megapixels = pixels as f64 / sizes.len() as f64 / 1e6;
@@ -138,15 +153,14 @@ pub fn preprocess(preprocessor: &Preprocessor, paths: &[PathBuf]) -> Result<Prep
 
     let start = Instant::now();
     paths.par_iter().try_for_each(|p| -> Result<()> {
-        std::hint::black_box(crate::imagery::load_rgb(p, &decode)?);
+        std::hint::black_box(load(p)?);
         Ok(())
     })?;
     let decode_images_per_s = paths.len() as f64 / start.elapsed().as_secs_f64();
 
     let start = Instant::now();
     paths.par_iter().try_for_each(|p| -> Result<()> {
-        let img = crate::imagery::load_rgb(p, &decode)?;
-        std::hint::black_box(preprocessor.preprocess(&img)?);
+        std::hint::black_box(preprocessor.preprocess(&load(p)?)?);
         Ok(())
     })?;
     let images_per_s = paths.len() as f64 / start.elapsed().as_secs_f64();
@@ -159,6 +173,7 @@ pub fn preprocess(preprocessor: &Preprocessor, paths: &[PathBuf]) -> Result<Prep
         decode_images_per_s,
         images_per_s,
         images_per_s_per_thread: images_per_s / threads as f64,
+        jpeg_draft: decode.jpeg_draft,
         device: crate::models::device_label(&Device::Cpu),
     })
 }

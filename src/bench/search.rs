@@ -100,6 +100,7 @@ pub fn write_synthetic_index(dir: &Path, n: usize, dim: usize) -> Result<()> {
             key,
         },
         bands: None,
+        jpeg_draft: false,
         dim,
         dtype: "f32".into(),
         shards: 1,

@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// rate at which this machine can feed a model on any device, GPUs included.
     #[arg(long, conflicts_with_all = ["captioner_step", "clip_step", "gemm"])]
     preprocess: bool,
+    /// Decode large JPEGs at 1/2, 1/4 or 1/8 scale where the model's input is that much
+    /// smaller (Pillow's draft mode), for the image pipeline and --preprocess.
+    #[arg(long, conflicts_with_all = ["captioner_step", "clip_step", "gemm", "texts", "http", "search_vectors", "search_index"])]
+    jpeg_draft: bool,
     /// Time the text side instead: the prompts of --labels × --template, tokenized and encoded
     /// in batches of --batch-size (as zero-shot classification does once per label set).
     #[arg(long, conflicts_with_all = ["captioner_step", "clip_step", "gemm", "preprocess"])]
@@ -196,18 +200,23 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         return Err(e);
     }
     paths.truncate(a.limit);
+    let decode = skyscribe::imagery::DecodeOptions {
+        jpeg_draft: a.jpeg_draft,
+        ..Default::default()
+    };
     if a.preprocess {
         // Decoding needs no model: a given model's preprocessor, else CLIP's at 224 pixels.
         let preprocessor = match &a.model {
             Some(m) => ClipEncoder::load(m, &dev)?.preprocessor,
             None => skyscribe::imagery::Preprocessor::clip_default(224),
         };
-        let r = skyscribe::bench::preprocess(&preprocessor, &paths)?;
+        let r = skyscribe::bench::preprocess(&preprocessor, &paths, &decode)?;
         out.record(a.jsonl, &r, || {
             format!(
-                "{} images of {:.3} megapixels on average, to {}×{}, {} threads, {}\n  decode: {:.0} images/s\n  decode + preprocess: {:.0} images/s ({:.0} a thread)",
+                "{} images of {:.3} megapixels on average{}, to {}×{}, {} threads, {}\n  decode: {:.0} images/s\n  decode + preprocess: {:.0} images/s ({:.0} a thread)",
                 r.images,
                 r.mean_megapixels,
+                if r.jpeg_draft { " decoded (JPEG draft)" } else { "" },
                 r.output_size[1],
                 r.output_size[0],
                 r.threads,
@@ -220,7 +229,7 @@ pub fn run(a: BenchArgs) -> Result<usize> {
         return Ok(0);
     }
     let clip = bench_clip(&a, &dev)?;
-    let r = skyscribe::bench::run(&clip, &paths, a.batch_size)?;
+    let r = skyscribe::bench::run(&clip, &paths, a.batch_size, &decode)?;
     out.record(a.jsonl, &r, || {
         format!(
             "{}: {} images, batch {}, {}, {} threads, {}\n  end to end (decode + preprocess + encode): {:.1} images/s\n  model only: {:.1} images/s",

@@ -106,6 +106,11 @@ pub struct CommonArgs {
     /// Refuse images with more pixels than this.
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
+    /// Decode large JPEGs at 1/2, 1/4 or 1/8 scale where the model's input is at most that
+    /// share of their size (Pillow's draft mode): about twice the images per second a core
+    /// decodes, pixels a little different from transformers' full decode. Off by default.
+    #[arg(long)]
+    pub jpeg_draft: bool,
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
@@ -132,6 +137,7 @@ impl CommonArgs {
         DecodeOptions {
             bands: self.bands.as_ref().map(|b| b.0.clone()),
             max_pixels: self.max_pixels,
+            jpeg_draft: self.jpeg_draft,
             ..DecodeOptions::default()
         }
     }

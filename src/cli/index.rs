@@ -280,10 +280,7 @@ fn index_model(
             format!("cannot load --model {spec}")
         }
     })?;
-    let decode = DecodeOptions {
-        bands: meta.bands.clone(),
-        ..DecodeOptions::default()
-    };
+    let decode = meta.decode_options();
     let key = skyscribe::cache::model_key(&clip, &decode)?;
     meta.check_model(dir, &key.to_hex(), spec)?;
     Ok((clip, decode))
@@ -431,6 +428,9 @@ pub struct LocateArgs {
 pub fn locate_text(a: LocateArgs) -> Result<usize> {
     if a.text.trim().is_empty() {
         bail!("--text: an empty text");
+    }
+    if a.common.jpeg_draft {
+        bail!("--jpeg-draft does not apply to locate: its patches are cut from every pixel");
     }
     let (paths, mut failed) = gather(&a.inputs);
     let clip = a.common.load_clip(&a.common.model())?;

@@ -110,6 +110,8 @@ pub fn run(a: ServeArgs) -> Result<usize> {
         batch_size: a.max_batch,
         bands: None,
         max_pixels: a.max_pixels,
+        // Uploads arrive as bytes and decode in full.
+        jpeg_draft: false,
         device: a.device,
         precision: a.precision,
     };

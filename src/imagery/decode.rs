@@ -14,13 +14,30 @@ use super::{DecodeOptions, RgbImage};
 
 /// Decodes a file into 8-bit RGB. Every error names the file.
 pub fn load_rgb(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
-    decode(Source::File(path), opts).with_context(|| format!("{}", path.display()))
+    decode(Source::File(path), opts, None).with_context(|| format!("{}", path.display()))
+}
+
+/// [`load_rgb`] for a consumer that needs at least `(width, height)` pixels: with
+/// [`DecodeOptions::jpeg_draft`], a JPEG decodes at the smallest of 1/8, 1/4, 1/2 scale that
+/// keeps both sides at least that size, choosing the scale as Pillow's `Image.draft` does
+/// (libjpeg's scaled inverse DCT, the same pixels as Pillow's draft mode). Without the option,
+/// and for other formats, the same as [`load_rgb`].
+pub fn load_rgb_at_least(path: &Path, opts: &DecodeOptions, size: (u32, u32)) -> Result<RgbImage> {
+    let draft = opts.jpeg_draft.then_some(size);
+    decode(Source::File(path), opts, draft).with_context(|| format!("{}", path.display()))
+}
+
+/// Pillow's draft scale for an image of `(w, h)` asked for at least `(want_w, want_h)`: the
+/// largest of 8, 4, 2 dividing into both integer ratios, else 1.
+fn draft_scale((w, h): (u32, u32), (want_w, want_h): (u32, u32)) -> u32 {
+    let ratio = (w / want_w.max(1)).min(h / want_h.max(1));
+    [8, 4, 2, 1].into_iter().find(|&s| ratio >= s).unwrap_or(1)
 }
 
 /// Decodes an image held in memory (an upload) into 8-bit RGB, with the same formats, caps and
 /// checks as a file.
 pub fn decode_rgb(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
-    decode(Source::Bytes(bytes), opts)
+    decode(Source::Bytes(bytes), opts, None)
 }
 
 /// Where the encoded image is: a file is read as the decoder goes (a large TIFF is not held
@@ -37,7 +54,8 @@ fn open_file(path: &Path) -> Result<BufReader<File>> {
     ))
 }
 
-fn decode(src: Source, opts: &DecodeOptions) -> Result<RgbImage> {
+/// `draft`: the size a JPEG may be decoded down to (see [`load_rgb_at_least`]).
+fn decode(src: Source, opts: &DecodeOptions, draft: Option<(u32, u32)>) -> Result<RgbImage> {
     let mut head = [0u8; 16];
     let head: &[u8] = match src {
         Source::File(path) => {
@@ -69,7 +87,7 @@ fn decode(src: Source, opts: &DecodeOptions) -> Result<RgbImage> {
         };
         check_jpeg_complete(&bytes)?;
         if opts.bands.is_none()
-            && let Some(img) = decode_jpeg_like_pillow(&bytes, opts)?
+            && let Some(img) = decode_jpeg_like_pillow(&bytes, opts, draft)?
         {
             return Ok(img);
         }
@@ -117,7 +135,11 @@ fn check_jpeg_complete(bytes: &[u8]) -> Result<()> {
 /// libjpeg reports errors by unwinding: mozjpeg's error handler raises them with
 /// `resume_unwind`, which does not run the panic hook, so catching them here prints nothing and
 /// leaves the host program's hook alone.
-fn decode_jpeg_like_pillow(bytes: &[u8], opts: &DecodeOptions) -> Result<Option<RgbImage>> {
+fn decode_jpeg_like_pillow(
+    bytes: &[u8],
+    opts: &DecodeOptions,
+    draft: Option<(u32, u32)>,
+) -> Result<Option<RgbImage>> {
     let max_pixels = opts.max_pixels;
     let result = std::panic::catch_unwind(|| -> Result<Option<RgbImage>> {
         let d = mozjpeg::Decompress::new_mem(bytes).map_err(|e| anyhow!("bad JPEG: {e}"))?;
@@ -134,8 +156,22 @@ fn decode_jpeg_like_pillow(bytes: &[u8], opts: &DecodeOptions) -> Result<Option<
                 ..DecodeOptions::default()
             },
         )?;
+        let mut d = d;
+        let scale = draft.map_or(1, |want| draft_scale((w, h), want));
+        if scale > 1 {
+            // libjpeg's scale_num / scale_denom: 1/s as s/8ths; the output is ⌈w / s⌉ wide.
+            d.scale((8 / scale) as u8);
+        }
+        let (w, h) = (w.div_ceil(scale), h.div_ceil(scale));
         let mut pixels = allocate::<u8>(w as u64 * h as u64 * 3)?;
         let mut started = d.rgb().map_err(|e| anyhow!("cannot decode JPEG: {e}"))?;
+        if (started.width(), started.height()) != (w as usize, h as usize) {
+            bail!(
+                "libjpeg decodes at {}×{}, not the {w}×{h} asked for",
+                started.width(),
+                started.height()
+            );
+        }
         started
             .read_scanlines_into::<u8>(&mut pixels)
             .map_err(|e| anyhow!("cannot decode JPEG: {e}"))?;
@@ -499,6 +535,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn draft_scales_are_pillows() {
+        // Pillow: min(w // want_w, h // want_h), then the first of 8, 4, 2, 1 not above it.
+        assert_eq!(draft_scale((1024, 1024), (224, 224)), 4);
+        assert_eq!(draft_scale((224, 224), (224, 224)), 1);
+        assert_eq!(draft_scale((447, 2000), (224, 224)), 1);
+        assert_eq!(draft_scale((448, 2000), (224, 224)), 2);
+        assert_eq!(draft_scale((4000, 3000), (64, 64)), 8);
+        assert_eq!(draft_scale((200, 150), (64, 64)), 2);
+        assert_eq!(draft_scale((10, 10), (0, 0)), 8);
+    }
+
+    #[test]
     fn alpha_composites_onto_white_like_pillow() {
         assert_eq!(over_white([10, 20, 30], 255), [10, 20, 30]);
         assert_eq!(over_white([10, 20, 30], 0), [255, 255, 255]);
@@ -539,7 +587,7 @@ mod tests {
         let mut bytes = vec![0xFF, 0xD8, 0xFF, 0xC0, 0x00, 0x03, 0x42];
         bytes.extend([0x13; 64]);
         bytes.extend([0xFF, 0xD9]);
-        let err = decode_jpeg_like_pillow(&bytes, &DecodeOptions::default()).unwrap_err();
+        let err = decode_jpeg_like_pillow(&bytes, &DecodeOptions::default(), None).unwrap_err();
         let calls_during_decode = CALLS.load(Ordering::SeqCst);
         let hook = std::panic::take_hook();
         let unchanged = &*hook as *const _ as *const () == address;

@@ -9,7 +9,7 @@ pub mod heatmap;
 mod preprocess;
 mod resample;
 
-pub use decode::{decode_rgb, load_rgb};
+pub use decode::{decode_rgb, load_rgb, load_rgb_at_least};
 pub use preprocess::{CLIP_MEAN, CLIP_STD, CropOffsets, Preprocessor, Resize, resize_rgb};
 pub use resample::Filter;
 
@@ -77,6 +77,12 @@ pub struct DecodeOptions {
     /// Says which bands became red, green and blue when an image had more than three and no
     /// `bands` were given (shared by the clones of these options: one note per run).
     pub band_note: BandNote,
+    /// Opt-in speed for large JPEGs: where the model's input is at most half an image's size,
+    /// decode it at 1/2, 1/4 or 1/8 scale inside the inverse DCT (Pillow's
+    /// `Image.draft("RGB", size)`), several times less work than decoding every pixel and
+    /// resizing. The pixels then differ a little from transformers' (which decodes in full), so
+    /// it is never on by default; embeddings made with it are keyed apart in caches and indexes.
+    pub jpeg_draft: bool,
 }
 
 impl Default for DecodeOptions {
@@ -85,6 +91,7 @@ impl Default for DecodeOptions {
             bands: None,
             max_pixels: DEFAULT_MAX_PIXELS,
             band_note: BandNote::default(),
+            jpeg_draft: false,
         }
     }
 }

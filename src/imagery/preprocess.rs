@@ -175,6 +175,18 @@ impl Preprocessor {
         }
     }
 
+    /// `(width, height)` an image must keep for this preprocessing to see the pixels it would
+    /// see in full (what [`super::load_rgb_at_least`] may decode a JPEG down to): the resize
+    /// target; `None` when nothing is resized.
+    pub fn draft_size(&self) -> Option<(u32, u32)> {
+        match self.resize {
+            Resize::None => None,
+            Resize::Exact { height, width } => Some((width, height)),
+            // Both sides at least n keeps the shorter one at least n.
+            Resize::ShortestEdge(n) => Some((n, n)),
+        }
+    }
+
     fn resized_size(&self, h: u32, w: u32) -> (u32, u32) {
         match self.resize {
             Resize::None => (h, w),

@@ -85,6 +85,7 @@ pub fn build(
         skyscribe_version: env!("CARGO_PKG_VERSION").into(),
         model,
         bands: options.decode.bands.clone(),
+        jpeg_draft: options.decode.jpeg_draft,
         dim,
         dtype: "f32".into(),
         shards: shard.count,

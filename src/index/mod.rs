@@ -48,6 +48,10 @@ pub struct IndexMeta {
     pub model: ModelIdentity,
     /// 1-based bands used as red, green, blue (query images are read the same way).
     pub bands: Option<Vec<usize>>,
+    /// JPEGs were decoded in draft mode (`--jpeg-draft`); written only when true, so indexes
+    /// built without it read as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub jpeg_draft: bool,
     pub dim: usize,
     /// How embeddings are stored in the parts.
     pub dtype: String,
@@ -73,6 +77,16 @@ pub struct ModelIdentity {
 }
 
 impl IndexMeta {
+    /// How the index read its images (bands, JPEG draft mode): query images are read the same
+    /// way, and the model key is computed under these options.
+    pub fn decode_options(&self) -> crate::imagery::DecodeOptions {
+        crate::imagery::DecodeOptions {
+            bands: self.bands.clone(),
+            jpeg_draft: self.jpeg_draft,
+            ..Default::default()
+        }
+    }
+
     pub fn path(dir: &Path) -> PathBuf {
         dir.join("index.json")
     }

@@ -30,11 +30,7 @@ impl ServedIndex {
     /// bands): its vectors are comparable with the server's queries only then.
     pub fn open(dir: &Path, clip: &ClipEncoder) -> Result<Self> {
         let meta = IndexMeta::read(dir)?;
-        let decode = DecodeOptions {
-            bands: meta.bands.clone(),
-            ..DecodeOptions::default()
-        };
-        let key = crate::cache::model_key(clip, &decode)?;
+        let key = crate::cache::model_key(clip, &meta.decode_options())?;
         meta.check_model(dir, &key.to_hex(), &clip.source.spec)?;
         let index = LoadedIndex::load(dir)?;
         for w in &index.warnings {

@@ -7,7 +7,10 @@ use std::process::Command;
 
 use skyscribe::index::parts::{self, Row};
 
-use crate::common::{data_root, json_lines, scratch, skyscribe, skyscribe_env, tiny_clip};
+use crate::common::{
+    cosine, data_root, fixtures, floats, json_lines, read_json, scratch, skyscribe, skyscribe_env,
+    tiny_clip,
+};
 
 /// `n` small PNGs, each its own pattern (colour ramps and stripes from its number), named
 /// `img-000.png`…; returns their paths.
@@ -749,4 +752,67 @@ fn the_hnsw_graph_answers_like_exact_search_until_the_parts_change() {
     assert_eq!(auto.code, 0, "{}", auto.stderr);
     assert!(auto.stderr.contains("stale"), "{}", auto.stderr);
     assert_eq!(search("ann").code, 2);
+}
+
+#[test]
+fn jpeg_draft_is_opt_in_and_keyed_apart() {
+    let model = tiny_clip("tiny-a");
+    // 480 × 360: decodes at 1/8 for tiny-a.
+    let big = fixtures().join("preprocess-draft/inputs/dota-420.jpg");
+    let small = fixtures().join("images/river.webp"); // not a JPEG: decoded in full either way
+    let embed = |extra: &[&str]| -> Vec<Vec<f32>> {
+        let mut args = vec!["embed", "--model", s(&model), "--jsonl"];
+        args.extend(extra);
+        args.extend([s(&big), s(&small)]);
+        let r = skyscribe(&args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        json_lines(&r.stdout)
+            .iter()
+            .map(|l| floats(&l["embedding"]))
+            .collect()
+    };
+    let (full, draft) = (embed(&[]), embed(&["--jpeg-draft"]));
+    assert_ne!(full[0], draft[0], "--jpeg-draft changed nothing");
+    let c = cosine(&full[0], &draft[0]);
+    assert!(c > 0.9, "draft embedding cosine {c}");
+    assert_eq!(full[1], draft[1]);
+
+    // An index built with it says so, and reads query images the same way.
+    let dir = scratch("index-jpeg-draft");
+    let index = dir.join("ix");
+    build(&index, &model, &["--jpeg-draft"], &[&big, &small]);
+    assert_eq!(read_json(&index.join("index.json"))["jpeg_draft"], true);
+    let r = skyscribe(&[
+        "search",
+        "--index",
+        s(&index),
+        "--image",
+        s(&big),
+        "--top-k",
+        "1",
+        "--jsonl",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let hit = json_lines(&r.stdout).remove(0);
+    assert_eq!(hit["id"], "dota-420.jpg");
+    assert!(hit["score"].as_f64().unwrap() > 0.9999, "{hit}");
+    // Its vectors are not those of a full decode: adding to it without the option is refused.
+    let r = skyscribe(&[
+        "index",
+        "build",
+        "--index",
+        s(&index),
+        "--model",
+        s(&model),
+        s(&big),
+    ]);
+    assert_ne!(r.code, 0, "a full-decode build joined a draft index");
+
+    let r = skyscribe(&["locate", "--jpeg-draft", "--text", "a ship", s(&big)]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("--jpeg-draft does not apply to locate"),
+        "{}",
+        r.stderr
+    );
 }

@@ -4,7 +4,7 @@
 use crate::common;
 
 use common::*;
-use skyscribe::imagery::{DecodeOptions, Preprocessor, load_rgb};
+use skyscribe::imagery::{DecodeOptions, Preprocessor, load_rgb, load_rgb_at_least};
 
 #[test]
 fn resized_and_cropped_pixels_match_pillow() {
@@ -37,4 +37,67 @@ fn resized_and_cropped_pixels_match_pillow() {
         // JPEG decoding (libjpeg-turbo) and resampling (Pillow's fixed point) are bit-exact.
         assert_eq!(max, 0, "{key}: {off} samples differ, by up to {max}");
     }
+}
+
+#[test]
+fn jpeg_draft_decodes_and_preprocesses_as_pillows_draft_mode() {
+    // scripts/make_draft_reference.py: Pillow's `draft("RGB", (n, n))` (libjpeg's scaled
+    // inverse DCT), then transformers' processor at n pixels; 4:2:0, 4:4:4 and grey JPEGs.
+    let Some(data) = data_root("jpeg_draft_decodes_and_preprocesses_as_pillows_draft_mode") else {
+        return;
+    };
+    let dir = fixtures().join("preprocess-draft");
+    let draft = DecodeOptions {
+        jpeg_draft: true,
+        ..DecodeOptions::default()
+    };
+    let mut scaled = 0;
+    for rec in read_json(&dir.join("index.json")).as_array().unwrap() {
+        let key = rec["input"].as_str().unwrap();
+        let n = rec["size"].as_u64().unwrap() as u32;
+        let path = match key.strip_prefix("draft:") {
+            Some(name) => dir.join("inputs").join(name),
+            None => input_path(key, &data),
+        };
+        let pre = Preprocessor::clip_default(n);
+        let size = pre.draft_size().unwrap();
+        let img = load_rgb_at_least(&path, &draft, size).unwrap();
+        let decoded = [img.width as u64, img.height as u64];
+        assert_eq!(
+            serde_json::json!(decoded),
+            rec["decoded"],
+            "{key} at {n}: decoded size"
+        );
+        let full = load_rgb(&path, &DecodeOptions::default()).unwrap();
+        if (full.width, full.height) != (img.width, img.height) {
+            scaled += 1;
+        }
+        // Without the option the same call decodes every pixel.
+        let plain = load_rgb_at_least(&path, &DecodeOptions::default(), size).unwrap();
+        assert_eq!(plain, full, "{key}: draft without --jpeg-draft");
+
+        let ours = pre.resize_and_crop(&img).unwrap();
+        let expected = image::open(dir.join(rec["expected"].as_str().unwrap()))
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(
+            (ours.width, ours.height),
+            expected.dimensions(),
+            "{key} at {n}"
+        );
+        let off = ours
+            .pixels
+            .iter()
+            .zip(expected.as_raw())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(
+            off, 0,
+            "{key} at {n}: {off} samples differ from Pillow's draft"
+        );
+    }
+    assert!(
+        scaled >= 8,
+        "only {scaled} cases decoded at a reduced scale"
+    );
 }
