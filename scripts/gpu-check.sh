@@ -16,7 +16,9 @@
 #    captions (how many agree, the largest score difference).
 # 2. Speed: `bench` (random ViT-B/32) end to end and model alone at batch 32 and 128, on 512
 #    JPEGs copied from the repository's fixtures (decoding and resizing included, as in README ›
-#    Performance), in f32; the GPU's name with them.
+#    Performance), in f32; the GPU's name with them. Then `bench --preprocess` on every core
+#    (with and without --jpeg-draft) over the same JPEGs and the larger DOTA-crop fixtures: the
+#    rate at which that machine's CPUs can feed the GPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=$(realpath "$1")
@@ -63,4 +65,14 @@ done
 for batch in 32 128; do
   "$bin" bench --device "$device" --images "$work/jpegs" --limit 512 --batch-size "$batch" --jsonl \
     | tee -a "$out/bench.jsonl"
+done
+mkdir -p "$work/large"
+for i in $(seq 0 511); do
+  cp "tests/fixtures/preprocess-draft/inputs/dota-$([ $((i % 2)) = 0 ] && echo 420 || echo 444).jpg" \
+    "$work/large/$i.jpg"
+done
+for set in jpegs large; do
+  for draft in "" --jpeg-draft; do
+    "$bin" bench --preprocess --images "$work/$set" --limit 512 --jsonl $draft | tee -a "$out/preprocess.jsonl"
+  done
 done

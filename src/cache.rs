@@ -187,9 +187,9 @@ pub fn model_fingerprint(dir: &Path) -> Result<blake3::Hash> {
 }
 
 /// The identity of `clip`'s image embeddings under `decode`: the model files, its
-/// preprocessing, the bands read and whether JPEGs were decoded in draft mode. Equal keys give embeddings of the same pixels that are
-/// comparable: equal in the same precision, within bf16's rounding across precisions (cosine
-/// ≥ 0.99999 measured). The search index keys on it, so an index built in one precision answers
+/// preprocessing, the bands read and whether JPEGs were decoded in draft mode. Equal keys give
+/// embeddings of the same pixels that are comparable: equal in the same precision, within
+/// bf16's rounding across precisions (cosine ≥ 0.99999 measured). The search index keys on it, so an index built in one precision answers
 /// queries in the other; the cache adds the precision (see [`EmbeddingCache::open`]).
 pub fn model_key(clip: &ClipEncoder, decode: &DecodeOptions) -> Result<blake3::Hash> {
     let mut h = blake3::Hasher::new();

@@ -44,7 +44,9 @@ pub struct BenchArgs {
     preprocess: bool,
     /// Decode large JPEGs at 1/2, 1/4 or 1/8 scale where the model's input is that much
     /// smaller (Pillow's draft mode), for the image pipeline and --preprocess.
-    #[arg(long, conflicts_with_all = ["captioner_step", "clip_step", "gemm", "texts", "http", "search_vectors", "search_index"])]
+    #[arg(long, conflicts_with_all = [
+        "captioner_step", "clip_step", "gemm", "texts", "http", "search_vectors", "search_index",
+    ])]
     jpeg_draft: bool,
     /// Time the text side instead: the prompts of --labels × --template, tokenized and encoded
     /// in batches of --batch-size (as zero-shot classification does once per label set).

@@ -28,7 +28,7 @@ pub fn load_rgb_at_least(path: &Path, opts: &DecodeOptions, size: (u32, u32)) ->
 }
 
 /// Pillow's draft scale for an image of `(w, h)` asked for at least `(want_w, want_h)`: the
-/// largest of 8, 4, 2 dividing into both integer ratios, else 1.
+/// largest of 8, 4, 2 not above `min(w / want_w, h / want_h)` (integer division), else 1.
 fn draft_scale((w, h): (u32, u32), (want_w, want_h): (u32, u32)) -> u32 {
     let ratio = (w / want_w.max(1)).min(h / want_h.max(1));
     [8, 4, 2, 1].into_iter().find(|&s| ratio >= s).unwrap_or(1)
