@@ -15,7 +15,10 @@ multiplies bf16 tensors: the reference of `skyscribe bench --precision bf16`.
 
 --preprocess times decoding and preprocessing alone, as a PyTorch pipeline feeding a GPU runs
 them: a DataLoader with --threads worker processes, each opening files with PIL and running
-CLIPImageProcessor (the reference of `skyscribe bench --preprocess`).
+the image processor (the reference of `skyscribe bench --preprocess`). --processor pil (the
+default) is CLIPImageProcessorPil, the Pillow path whose pixels skyscribe reproduces;
+--processor torchvision is transformers' default CLIPImageProcessor when torchvision is
+installed (resizing with torch's antialiased bicubic interpolation on tensors).
 """
 import argparse
 import os
@@ -39,6 +42,8 @@ def main():
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (bf16 operands for --gemm)")
     ap.add_argument("--preprocess", action="store_true",
                     help="time decoding and preprocessing alone, in a DataLoader of --threads workers")
+    ap.add_argument("--processor", choices=["pil", "torchvision"], default="pil",
+                    help="with --preprocess: CLIPImageProcessorPil or the torchvision CLIPImageProcessor")
     args = ap.parse_args()
     if args.preprocess:
         preprocess(args)
@@ -97,8 +102,15 @@ def preprocess(args):
     """Images/s of decoding alone and of decoding + CLIPImageProcessor, each a second pass of
     a DataLoader with persistent workers (the first starts them and warms the page cache)."""
     paths = image_paths(args)
+    if args.processor == "torchvision":
+        from transformers import CLIPImageProcessor
+        processor = CLIPImageProcessor()
+        name = f"torchvision {__import__('torchvision').__version__} CLIPImageProcessor"
+    else:
+        processor = CLIPImageProcessorPil()
+        name = "CLIPImageProcessorPil"
     rates = {}
-    for what, proc in [("decode", None), ("decode + preprocess", CLIPImageProcessorPil())]:
+    for what, proc in [("decode", None), ("decode + preprocess", processor)]:
         loader = torch.utils.data.DataLoader(
             _Files(paths, proc), batch_size=args.batch_size, num_workers=args.threads,
             persistent_workers=True, collate_fn=(lambda b: b) if proc is None else None)
@@ -110,7 +122,7 @@ def preprocess(args):
         rates[what] = len(paths) / (time.perf_counter() - start)
         del loader
     print(f"PIL {Image.__version__} + transformers {__import__('transformers').__version__} "
-          f"CLIPImageProcessor, DataLoader: {len(paths)} images, batch {args.batch_size}, "
+          f"{name}, DataLoader: {len(paths)} images, batch {args.batch_size}, "
           f"{args.threads} workers")
     print(f"  decode: {rates['decode']:.0f} images/s")
     print(f"  decode + preprocess: {rates['decode + preprocess']:.0f} images/s "
