@@ -14,9 +14,12 @@
 # 1. Parity: the built-in models on DEVICE against the same binary on the CPU — image and text
 #    embeddings (cosine per row; the minimum is printed) and `describe`'s labels, scores and
 #    captions (how many agree, the largest score difference).
+#    The same in reduced precision on DEVICE (f16 and bf16 on a GPU; bf16 in a CPU dry run)
+#    against the CPU in f32: least cosine, same top-1 label, same caption.
 # 2. Speed: `bench` (random ViT-B/32) end to end and model alone at batch 32 and 128, on 512
 #    JPEGs copied from the repository's fixtures (decoding and resizing included, as in README ›
-#    Performance), in f32; the GPU's name with them. Then `bench --preprocess` on every core
+#    Performance), `bench --texts` and `bench --gemm` (the layers' products), in f32 and each
+#    reduced precision; the GPU's name with them. Then `bench --preprocess` on every core
 #    (with and without --jpeg-draft) over the same JPEGs and the larger DOTA-crop fixtures: the
 #    rate at which that machine's CPUs can feed the GPU.
 set -euo pipefail
@@ -31,30 +34,49 @@ if [ "$device" = cuda ]; then
 fi
 images=(assets/samples/eurosat-river.jpg tests/fixtures/images/* tests/fixtures/preprocess/*.png)
 texts=(--text "a river" --text "a dense residential area" --text "farmland" --text "an airport")
-for d in cpu "$device"; do
-  "$bin" embed --jsonl --device "$d" "${images[@]}" "${texts[@]}" >"$work/embed-$d.jsonl"
-  "$bin" describe --jsonl --device "$d" "${images[@]}" >"$work/describe-$d.jsonl"
+# Reduced precision on the device: f16 and bf16 on a GPU (the whole model); in a CPU dry run,
+# bf16 (the linear layers, on CPUs with AVX512-BF16; refused elsewhere, which the run prints).
+if [ "$device" = cuda ]; then precisions=(f16 bf16); else precisions=(bf16); fi
+runs=("cpu f32" "$device f32")
+for p in "${precisions[@]}"; do runs+=("$device $p"); done
+for run in "${runs[@]}"; do
+  read -r d p <<<"$run"
+  if "$bin" embed --jsonl --device "$d" --precision "$p" "${images[@]}" "${texts[@]}" \
+      >"$work/embed-$d-$p.jsonl" 2>"$work/err" &&
+    "$bin" describe --jsonl --device "$d" --precision "$p" "${images[@]}" \
+      >"$work/describe-$d-$p.jsonl" 2>>"$work/err"; then
+    :
+  else
+    echo "$d $p refused or failed: $(tail -n 1 "$work/err")" | tee -a "$out/parity.txt"
+    rm -f "$work/embed-$d-$p.jsonl" "$work/describe-$d-$p.jsonl"
+  fi
 done
-python3 - "$work" "$device" <<'PY' | tee "$out/parity.txt"
-import json, math, sys
-work, device = sys.argv[1], sys.argv[2]
+python3 - "$work" "${runs[@]:1}" <<'PY' | tee -a "$out/parity.txt"
+import json, math, os, sys
+work, runs = sys.argv[1], sys.argv[2:]
 def rows(name):
     return [json.loads(line) for line in open(f"{work}/{name}") if line.strip()]
-cpu, dev = rows("embed-cpu.jsonl"), rows(f"embed-{device}.jsonl")
-assert [r["input"] for r in cpu] == [r["input"] for r in dev], "different inputs"
 def cosine(a, b):
     dot = sum(x * y for x, y in zip(a, b))
     return dot / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
-worst = min(cosine(a["embedding"], b["embedding"]) for a, b in zip(cpu, dev))
-print(f"embeddings: {len(cpu)} rows, minimum cosine {device} vs cpu: {worst:.7f}")
-cpu, dev = rows("describe-cpu.jsonl"), rows(f"describe-{device}.jsonl")
 names = lambda r: [l["label"] for l in r["labels"]]
-same_labels = sum(names(a) == names(b) for a, b in zip(cpu, dev))
-same_captions = sum(a["caption"] == b["caption"] for a, b in zip(cpu, dev))
-score_gap = max(abs(x["score"] - y["score"]) for a, b in zip(cpu, dev)
-                for x, y in zip(a["labels"], b["labels"]))
-print(f"describe: {len(cpu)} images; same top-5 labels in order: {same_labels}, "
-      f"same caption: {same_captions}; largest score difference {score_gap:.2e}")
+for run in runs:
+    tag = run.replace(" ", "-")
+    if not os.path.exists(f"{work}/embed-{tag}.jsonl"):
+        continue
+    cpu, dev = rows("embed-cpu-f32.jsonl"), rows(f"embed-{tag}.jsonl")
+    assert [r["input"] for r in cpu] == [r["input"] for r in dev], "different inputs"
+    worst = min(cosine(a["embedding"], b["embedding"]) for a, b in zip(cpu, dev))
+    print(f"{run} against cpu f32 — embeddings: {len(cpu)} rows, minimum cosine {worst:.7f}")
+    cpu, dev = rows("describe-cpu-f32.jsonl"), rows(f"describe-{tag}.jsonl")
+    same_labels = sum(names(a) == names(b) for a, b in zip(cpu, dev))
+    same_top1 = sum(names(a)[:1] == names(b)[:1] for a, b in zip(cpu, dev))
+    same_captions = sum(a["caption"] == b["caption"] for a, b in zip(cpu, dev))
+    score_gap = max(abs(x["score"] - y["score"]) for a, b in zip(cpu, dev)
+                    for x, y in zip(a["labels"], b["labels"]))
+    print(f"{run} against cpu f32 — describe: {len(cpu)} images; same top-1 label: {same_top1}, "
+          f"same top-5 in order: {same_labels}, same caption: {same_captions}; "
+          f"largest score difference {score_gap:.2e}")
 PY
 # 512 JPEGs: the fixture JPEGs, copied under distinct names.
 mkdir -p "$work/jpegs"
@@ -62,9 +84,14 @@ jpegs=(assets/samples/*.jpg tests/fixtures/images/*.jpg)
 for i in $(seq 0 511); do
   cp "${jpegs[$((i % ${#jpegs[@]}))]}" "$work/jpegs/$i.jpg"
 done
-for batch in 32 128; do
-  "$bin" bench --device "$device" --images "$work/jpegs" --limit 512 --batch-size "$batch" --jsonl \
-    | tee -a "$out/bench.jsonl"
+for p in f32 "${precisions[@]}"; do
+  for batch in 32 128; do
+    "$bin" bench --device "$device" --precision "$p" --images "$work/jpegs" --limit 512 \
+      --batch-size "$batch" --jsonl | tee -a "$out/bench.jsonl" || true
+  done
+  "$bin" bench --device "$device" --precision "$p" --texts --batch-size 64 --jsonl \
+    | tee -a "$out/texts.jsonl" || true
+  "$bin" bench --device "$device" --precision "$p" --gemm --jsonl | tee -a "$out/gemm.jsonl" || true
 done
 mkdir -p "$work/large"
 for i in $(seq 0 511); do

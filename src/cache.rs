@@ -189,8 +189,9 @@ pub fn model_fingerprint(dir: &Path) -> Result<blake3::Hash> {
 /// The identity of `clip`'s image embeddings under `decode`: the model files, its
 /// preprocessing, the bands read and whether JPEGs were decoded in draft mode. Equal keys give
 /// embeddings of the same pixels that are comparable: equal in the same precision, within
-/// bf16's rounding across precisions (cosine ≥ 0.99999 measured). The search index keys on it, so an index built in one precision answers
-/// queries in the other; the cache adds the precision (see [`EmbeddingCache::open`]).
+/// reduced precision's rounding across precisions (cosine ≥ 0.99999 measured for bf16 on the
+/// CPU). The search index keys on it, so an index built in one precision answers queries in
+/// another; the cache adds the precision (see [`EmbeddingCache::open`]).
 pub fn model_key(clip: &ClipEncoder, decode: &DecodeOptions) -> Result<blake3::Hash> {
     let mut h = blake3::Hasher::new();
     h.update(b"skyscribe embedding cache v1\0");
@@ -209,7 +210,8 @@ impl EmbeddingCache {
     ///
     /// Entries are exact: a model running in reduced precision has a cache of its own (f32 keeps
     /// the key it always had), so `--precision bf16` never reads f32 embeddings nor leaves its
-    /// own where an f32 run would read them.
+    /// own where an f32 run would read them. bf16 on a GPU (the whole model) and on a CPU (the
+    /// linear layers' products) differ, so they are keyed apart too.
     pub fn open(root: &Path, clip: &ClipEncoder, decode: &DecodeOptions) -> Result<Self> {
         let mut model_key = model_key(clip, decode)?;
         let precision = clip.model.precision();
@@ -217,6 +219,9 @@ impl EmbeddingCache {
             let mut h = blake3::Hasher::new();
             h.update(model_key.as_bytes());
             h.update(format!("precision {}", precision.name()).as_bytes());
+            if clip.model.dtype() != candle_core::DType::F32 {
+                h.update(format!(", whole model in {:?}", clip.model.dtype()).as_bytes());
+            }
             model_key = h.finalize();
         }
         let dir = root.join(&model_key.to_hex()[..16]);

@@ -262,7 +262,7 @@ pub struct GemmReport {
     pub shape: [usize; 3],
     pub gflop_per_s: f64,
     pub threads: usize,
-    /// `f32`, or `bf16` (inputs and weights rounded, f32 sums).
+    /// `f32`, `bf16` (inputs and weights rounded, f32 sums) or `f16` (on a GPU).
     pub precision: String,
     pub device: String,
 }
@@ -270,10 +270,16 @@ pub struct GemmReport {
 /// The products of ViT-B/32's layers at batch 32 (1,600 token rows: qkv, MLP up, MLP down,
 /// attention output), through the same bias-fused kernel the model uses, in GFLOP/s
 /// (2 × rows × inner × columns per product): the ceiling every other number is measured against.
-/// In bf16, the packed product of [`crate::models::reduced_precision`] (input rounding included).
-pub fn gemm_shapes(repeats: usize, precision: Precision) -> Result<Vec<GemmReport>> {
-    precision.check(&Device::Cpu)?;
-    let device = Device::Cpu;
+/// In bf16 on the CPU, the packed product of [`crate::models::reduced_precision`] (input
+/// rounding included); on a GPU, candle's product and bias add in the precision's type, timed to
+/// the device's completion.
+pub fn gemm_shapes(
+    repeats: usize,
+    precision: Precision,
+    device: &Device,
+) -> Result<Vec<GemmReport>> {
+    precision.check(device)?;
+    let dtype = precision.compute_dtype(device);
     let mut out = Vec::new();
     for [m, k, n] in [
         [1600, 768, 2304],
@@ -281,37 +287,40 @@ pub fn gemm_shapes(repeats: usize, precision: Precision) -> Result<Vec<GemmRepor
         [1600, 3072, 768],
         [1600, 768, 768],
     ] {
-        let x = Tensor::randn(0f32, 1.0, (m, k), &device)?;
-        let w_t = Tensor::randn(0f32, 1.0, (k, n), &device)?;
-        let b = Tensor::zeros(n, candle_core::DType::F32, &device)?;
+        let x = Tensor::randn(0f32, 1.0, (m, k), device)?.to_dtype(dtype)?;
+        let w_t = Tensor::randn(0f32, 1.0, (k, n), device)?.to_dtype(dtype)?;
+        let b = Tensor::zeros(n, dtype, device)?;
         let packed = match precision {
-            Precision::F32 => None,
-            Precision::Bf16 => {
+            Precision::Bf16 if device.is_cpu() => {
                 let w = w_t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
                 let b = vec![0f32; n];
                 Some(Arc::new(PackedBf16::pack(&w, Some(&b), n, k)?))
             }
+            _ => None,
         };
         let product = || -> Result<Tensor> {
             Ok(match &packed {
-                None => crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?,
                 Some(p) => reduced_precision::linear_bf16(&x, p)?,
+                None if device.is_cpu() => crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?,
+                None => x.matmul(&w_t)?.broadcast_add(&b)?,
             })
         };
         for _ in 0..2 {
             std::hint::black_box(product()?);
         }
+        device.synchronize()?;
         let start = Instant::now();
         for _ in 0..repeats.max(1) {
             std::hint::black_box(product()?);
         }
+        device.synchronize()?;
         let seconds = start.elapsed().as_secs_f64() / repeats.max(1) as f64;
         out.push(GemmReport {
             shape: [m, k, n],
             gflop_per_s: 2.0 * (m * k * n) as f64 / seconds / 1e9,
             threads: rayon::current_num_threads(),
             precision: precision.name().into(),
-            device: crate::models::device_label(&device),
+            device: crate::models::device_label(device),
         });
     }
     Ok(out)

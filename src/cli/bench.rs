@@ -111,8 +111,8 @@ pub struct BenchArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
-    /// What CLIP's linear layers compute in, for the image pipeline, --texts and --gemm:
-    /// f32, or bf16 on CPUs with AVX512-BF16.
+    /// What CLIP computes in, for the image pipeline, --texts and --gemm: f32; bf16 on CPUs
+    /// with AVX512-BF16 and CUDA GPUs; f16 on CUDA GPUs.
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
     /// Print the report as one JSON line.
@@ -140,7 +140,7 @@ pub fn run(a: BenchArgs) -> Result<usize> {
     }
     let dev = a.device.device()?;
     if a.gemm {
-        for r in skyscribe::bench::gemm_shapes(10, a.precision.precision())? {
+        for r in skyscribe::bench::gemm_shapes(10, a.precision.precision(), &dev)? {
             out.record(a.jsonl, &r, || {
                 format!(
                     "({} × {}) · ({} × {}): {:.0} GFLOP/s, {}, {} threads, {}",

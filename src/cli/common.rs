@@ -35,13 +35,16 @@ impl DeviceArg {
     }
 }
 
-/// What CLIP's linear layers compute in (`--precision`).
+/// What CLIP computes in (`--precision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PrecisionArg {
     F32,
-    /// bf16 products with f32 sums: faster on CPUs with AVX512-BF16 (refused elsewhere);
-    /// embeddings drift slightly from f32 (README › Performance gives the measured drift).
+    /// On CPUs with AVX512-BF16, the linear layers' products in bf16 with f32 sums; on CUDA
+    /// GPUs, the whole model in bf16 (refused elsewhere); embeddings drift slightly from f32
+    /// (README › Performance gives the measured drift).
     Bf16,
+    /// The whole model in half precision, on CUDA GPUs only (as `model.half()` in PyTorch).
+    F16,
 }
 
 impl PrecisionArg {
@@ -49,6 +52,7 @@ impl PrecisionArg {
         match self {
             PrecisionArg::F32 => Precision::F32,
             PrecisionArg::Bf16 => Precision::Bf16,
+            PrecisionArg::F16 => Precision::F16,
         }
     }
 }
@@ -115,7 +119,8 @@ pub struct CommonArgs {
     /// Where the model runs.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
-    /// What CLIP's linear layers compute in: f32, or bf16 on CPUs with AVX512-BF16.
+    /// What CLIP computes in: f32; bf16 on CPUs with AVX512-BF16 and CUDA GPUs; f16 on CUDA
+    /// GPUs.
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
 }

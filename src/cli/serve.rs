@@ -59,7 +59,8 @@ pub struct ServeArgs {
     /// Where the models run.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
-    /// What CLIP's linear layers compute in: f32, or bf16 on CPUs with AVX512-BF16.
+    /// What CLIP computes in: f32; bf16 on CPUs with AVX512-BF16 and CUDA GPUs; f16 on CUDA
+    /// GPUs.
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
 }

@@ -419,6 +419,8 @@ pub struct ClipModel {
     config: ClipConfig,
     device: Device,
     precision: Precision,
+    /// What the weights and activations are held in (f32 but on a GPU in reduced precision).
+    dtype: DType,
 }
 
 impl ClipModel {
@@ -451,6 +453,7 @@ impl ClipModel {
             config,
             device: weights.device().clone(),
             precision: weights.precision(),
+            dtype: weights.dtype(),
         })
     }
 
@@ -475,9 +478,15 @@ impl ClipModel {
         &self.device
     }
 
-    /// What the linear layers compute in.
+    /// What the model computes in (as asked for; see [`Self::dtype`] for the tensors' type).
     pub fn precision(&self) -> Precision {
         self.precision
+    }
+
+    /// The type the weights and activations are held in: f32, or f16 / bf16 for a model loaded
+    /// in reduced precision on a GPU (or with [`Weights::with_dtype`]).
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// The side length of the square images the vision tower takes.
@@ -495,17 +504,24 @@ impl ClipModel {
         self.logit_scale.exp()
     }
 
-    /// Projected image embeddings before L2 normalisation, as `get_image_features`.
+    /// Projected image embeddings before L2 normalisation, as `get_image_features`, in f32
+    /// whatever the model computes in (`pixel_values` too may be f32 for any model).
     pub fn image_features(&self, pixel_values: &Tensor) -> Result<Tensor> {
-        let pooled = self.vision.forward(pixel_values)?;
-        self.visual_projection.forward(&pooled)
+        let pooled = self.vision.forward(&pixel_values.to_dtype(self.dtype)?)?;
+        Ok(self
+            .visual_projection
+            .forward(&pooled)?
+            .to_dtype(DType::F32)?)
     }
 
-    /// Projected text embeddings before L2 normalisation, as `get_text_features`. Rows must
-    /// have equal length (pad with any id after the end token).
+    /// Projected text embeddings before L2 normalisation, as `get_text_features`, in f32. Rows
+    /// must have equal length (pad with any id after the end token).
     pub fn text_features(&self, ids: &[Vec<u32>]) -> Result<Tensor> {
         let pooled = self.text.forward(ids, &self.device)?;
-        self.text_projection.forward(&pooled)
+        Ok(self
+            .text_projection
+            .forward(&pooled)?
+            .to_dtype(DType::F32)?)
     }
 }
 

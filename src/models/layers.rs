@@ -9,8 +9,9 @@
 //! through candle's matmul; frozen weights under a tracked input (a frozen GPT-2 under a trained
 //! prefix) go through `cpu_kernels::frozen_linear_bias`, whose backward computes the input's
 //! gradient only: candle's matmul backward would also compute the weight's. Weights loaded for
-//! bf16 inference (`Weights::with_precision`) pack each frozen layer for the bf16 product of
-//! `reduced_precision` once, at load.
+//! bf16 inference on a CPU (`Weights::with_precision`) pack each frozen layer for the bf16
+//! product of `reduced_precision` once, at load; on a GPU, f16 and bf16 weights are plain
+//! tensors of that type and every layer takes the composed path.
 
 use std::sync::{Arc, OnceLock};
 
@@ -82,10 +83,12 @@ impl Linear {
         Self::from_weights(weight, None)?.in_precision(w.precision())
     }
 
-    /// Packs a frozen layer's weight for `precision`'s products (a trained layer stays f32).
+    /// Packs a frozen f32 layer on the CPU for `precision`'s products (a trained layer stays
+    /// f32; on a GPU the weight's own type is the precision).
     fn in_precision(mut self, precision: Precision) -> Result<Self> {
         self.bf16 = None;
-        if precision == Precision::Bf16 && !self.is_trainable() {
+        let cpu_f32 = self.weight_t.device().is_cpu() && self.weight_t.dtype() == DType::F32;
+        if precision == Precision::Bf16 && cpu_f32 && !self.is_trainable() {
             let (in_dim, out_dim) = self.weight_t.dims2()?;
             let w = self
                 .weight_t
@@ -338,7 +341,7 @@ impl Attention {
         let v = qkv.get(2)?.contiguous()?;
         let scores = q.matmul(&k.t()?)?;
         let scores = if causal {
-            scores.broadcast_add(&causal_mask(t, xs.device())?)?
+            scores.broadcast_add(&causal_mask(t, xs.device())?.to_dtype(scores.dtype())?)?
         } else {
             scores
         };

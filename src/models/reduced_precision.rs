@@ -1,15 +1,22 @@
-//! Reduced-precision inference: the [`Precision`] a model computes its linear layers in, and
-//! the bf16 product for CPUs with AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake and
-//! Sapphire Rapids).
+//! Reduced-precision inference: the [`Precision`] a model computes in, and the bf16 product
+//! for CPUs with AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake and Sapphire Rapids).
 //!
-//! bf16 is opt-in and never chosen silently: a model loaded with [`Precision::Bf16`] rounds the
-//! weights of its inference linear layers and their inputs to bf16 and multiplies them with
-//! `vdpbf16ps`, which does two multiply-adds per f32 lane where an f32 FMA does one, and
-//! accumulates in f32. Everything else (LayerNorm, softmax, attention's per-head products,
-//! activations) stays f32.
+//! Reduced precision is opt-in and never chosen silently. What it means depends on the device:
 //!
-//! Written by hand because neither candle (its CPU bf16 matmul widens to f32) nor the `gemm`
-//! crate (f16 is converted to f32 there too) has a bf16 kernel, so neither is faster than f32.
+//! - **CPU, bf16**: a model loaded with [`Precision::Bf16`] rounds the weights of its inference
+//!   linear layers and their inputs to bf16 and multiplies them with `vdpbf16ps`, which does two
+//!   multiply-adds per f32 lane where an f32 FMA does one, and accumulates in f32. Everything
+//!   else (LayerNorm, softmax, attention's per-head products, activations) stays f32.
+//! - **CUDA, f16 or bf16**: the whole model holds its weights and activations in that type
+//!   ([`Precision::compute_dtype`]) and runs on candle's CUDA kernels, as PyTorch users run CLIP
+//!   with `model.half()`: cuBLAS sums products in f32 (candle leaves its reduced-precision
+//!   reductions off), LayerNorm and softmax sum in f32. Embeddings come back as f32.
+//! - **CPU, f16**: refused. Neither candle nor the `gemm` crate has a half-precision kernel
+//!   faster than f32 here; f16 would only be slower.
+//!
+//! The CPU bf16 product is written by hand because neither candle (its CPU bf16 matmul widens to
+//! f32) nor the `gemm` crate (f16 is converted to f32 there too) has a bf16 kernel, so neither is
+//! faster than f32.
 //!
 //! The product is the textbook blocked one: the weight `W` (out, in) is packed once, at load,
 //! into panels of [`NR`] output columns whose k values sit in pairs (what one `vdpbf16ps` lane
@@ -19,16 +26,19 @@
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 
-/// What a model's inference matrix products compute in.
+/// What a model's inference computes in (see the module comment for what each means where).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Precision {
     /// Full f32 (the default; what the parity tests check).
     #[default]
     F32,
-    /// Linear layers in bf16 with f32 accumulation (CPU with AVX512-BF16 only).
+    /// On a CPU with AVX512-BF16, the linear layers in bf16 with f32 accumulation; on a CUDA
+    /// GPU, the whole model in bf16.
     Bf16,
+    /// The whole model in IEEE half precision, on a CUDA GPU only.
+    F16,
 }
 
 impl Precision {
@@ -36,6 +46,7 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
         }
     }
 
@@ -43,18 +54,39 @@ impl Precision {
     pub fn check(self, device: &Device) -> Result<()> {
         match self {
             Precision::F32 => Ok(()),
-            Precision::Bf16 if !device.is_cpu() => {
-                bail!("bf16 is implemented for CPUs with AVX512-BF16; on a GPU use f32")
-            }
+            Precision::Bf16 | Precision::F16 if device.is_cuda() => Ok(()),
+            Precision::Bf16 | Precision::F16 if !device.is_cpu() => bail!(
+                "{} is implemented for CUDA GPUs and (bf16) CPUs with AVX512-BF16; on this \
+                 device use f32",
+                self.name()
+            ),
+            Precision::F16 => bail!(
+                "f16 runs on CUDA GPUs (--device cuda, in a build with --features cuda); on a \
+                 CPU it would be slower than f32, so it is refused: use f32, or bf16 on CPUs with \
+                 AVX512-BF16"
+            ),
             Precision::Bf16 if !cfg!(feature = "avx512") => bail!(
                 "bf16 needs AVX-512 code, and this build leaves it out (built without the \
                  `avx512` feature), so only f32 is offered"
             ),
             Precision::Bf16 if !bf16_available() => bail!(
                 "bf16 needs a CPU with AVX512-BF16 (AMD Zen 4 or later, Intel Cooper Lake or \
-                 Sapphire Rapids and later); this one lacks it, so only f32 is offered"
+                 Sapphire Rapids and later) or a CUDA GPU; this CPU lacks it, so only f32 is \
+                 offered here"
             ),
             Precision::Bf16 => Ok(()),
+        }
+    }
+
+    /// The type a model on `device` holds its weights and activations in: f32 on a CPU (bf16
+    /// there packs the linear layers' weights apart, see [`PackedBf16`]), the precision's own
+    /// type on a GPU.
+    pub fn compute_dtype(self, device: &Device) -> DType {
+        match self {
+            Precision::F32 => DType::F32,
+            Precision::Bf16 if device.is_cpu() => DType::F32,
+            Precision::Bf16 => DType::BF16,
+            Precision::F16 => DType::F16,
         }
     }
 }

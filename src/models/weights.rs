@@ -26,7 +26,8 @@ enum Source {
     Init(Box<Mutex<rand::rngs::StdRng>>),
 }
 
-/// The tensors of one checkpoint file, read as f32 on one device.
+/// The tensors of one checkpoint file, read as f32 (or [`Weights::with_dtype`]'s type) on one
+/// device.
 ///
 /// In trainable mode ([`Weights::trainable`]) every tensor handed out is a [`Var`], recorded
 /// under its checkpoint key: the models built from it are then the training graph, and
@@ -40,6 +41,8 @@ pub struct Weights {
     trainable_prefixes: Vec<String>,
     /// What the inference linear layers built from these weights compute in.
     precision: Precision,
+    /// The type every tensor is handed out in (f32 unless [`Weights::with_dtype`]).
+    dtype: DType,
 }
 
 impl Weights {
@@ -81,6 +84,7 @@ impl Weights {
             vars: None,
             trainable_prefixes: vec![],
             precision: Precision::F32,
+            dtype: DType::F32,
         })
     }
 
@@ -93,6 +97,7 @@ impl Weights {
             vars: None,
             trainable_prefixes: vec![],
             precision: Precision::F32,
+            dtype: DType::F32,
         }
     }
 
@@ -106,6 +111,7 @@ impl Weights {
             vars: None,
             trainable_prefixes: vec![],
             precision: Precision::F32,
+            dtype: DType::F32,
         }
     }
 
@@ -120,15 +126,31 @@ impl Weights {
             vars: None,
             trainable_prefixes: vec![],
             precision: Precision::F32,
+            dtype: DType::F32,
         }
     }
 
-    /// Builds the frozen linear layers to compute in `precision` (refused where this device
-    /// cannot; see [`Precision::check`]).
+    /// Builds the model to compute in `precision` (refused where this device cannot; see
+    /// [`Precision::check`]): on a GPU, every tensor is handed out in its type.
     pub fn with_precision(mut self, precision: Precision) -> Result<Self> {
         precision.check(&self.device)?;
         self.precision = precision;
+        self.dtype = precision.compute_dtype(&self.device);
         Ok(self)
+    }
+
+    /// Hands out every tensor in `dtype`, on any device, unchecked: what [`Self::with_precision`]
+    /// does on a GPU. On the CPU only f32 is fast (the models' fused kernels are f32), but
+    /// candle computes in f16 and bf16 there too, which is how the tests check the half-precision
+    /// model without a GPU. For inference: training computes in f32.
+    pub fn with_dtype(mut self, dtype: DType) -> Self {
+        self.dtype = dtype;
+        self
+    }
+
+    /// The type tensors are handed out in.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     pub fn precision(&self) -> Precision {
@@ -185,8 +207,8 @@ impl Weights {
         names
     }
 
-    /// The tensor `name`, which must have exactly `shape`, as f32 on this device (a [`Var`] in
-    /// trainable mode).
+    /// The tensor `name`, which must have exactly `shape`, in [`Self::dtype`] on this device (a
+    /// [`Var`] in trainable mode).
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let tensor = self.read(name, shape)?;
         let Some(vars) = &self.vars else {
@@ -217,11 +239,14 @@ impl Weights {
                 Some(t) => t.dims().to_vec(),
                 None => return Err(self.missing(name, shape)),
             },
-            Source::Random => return Ok((Tensor::randn(0f32, 1.0, shape, &self.device)? * 0.02)?),
+            Source::Random => {
+                let t = (Tensor::randn(0f32, 1.0, shape, &self.device)? * 0.02)?;
+                return Ok(t.to_dtype(self.dtype)?);
+            }
             Source::Init(rng) => {
                 let mut rng = rng.lock().expect("weights rng lock");
                 let values = initial_value(name, shape, &mut *rng);
-                return Ok(Tensor::from_vec(values, shape, &self.device)?);
+                return Ok(Tensor::from_vec(values, shape, &self.device)?.to_dtype(self.dtype)?);
             }
         };
         if found != shape {
@@ -235,7 +260,7 @@ impl Weights {
             Source::Loaded(map) => map[name].to_device(&self.device)?,
             Source::Random | Source::Init(_) => unreachable!("answered above"),
         };
-        Ok(tensor.to_dtype(DType::F32)?)
+        Ok(tensor.to_dtype(self.dtype)?)
     }
 
     /// The tensor `name` with whatever shape it has, as f32 on this device.

@@ -293,6 +293,23 @@ fn bad_options_are_clear_errors() {
             vec!["bench", "--clip-step", "--precision", "bf16"],
             "training steps compute in f32",
         ),
+        (
+            vec![
+                "embed",
+                "--model",
+                &m,
+                "--device",
+                "cpu",
+                "--precision",
+                "f16",
+                &img,
+            ],
+            "f16 runs on CUDA GPUs",
+        ),
+        (
+            vec!["bench", "--gemm", "--device", "cpu", "--precision", "f16"],
+            "f16 runs on CUDA GPUs",
+        ),
     ] {
         let run = skyscribe(&args);
         assert_ne!(run.code, 0, "{args:?} succeeded");

@@ -3,12 +3,12 @@
 
 use crate::common;
 
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use common::*;
 use skyscribe::encoder::ClipEncoder;
 use skyscribe::imagery::DecodeOptions;
 use skyscribe::labels::{Label, LabelSet, Templates};
-use skyscribe::models::Precision;
+use skyscribe::models::{ClipConfig, ClipModel, Precision, Weights};
 use skyscribe::zeroshot::ZeroShotClassifier;
 
 const MODELS: &[&str] = &["tiny-a", "tiny-b"];
@@ -106,6 +106,68 @@ fn bf16_embeddings_stay_within_rounding_of_the_reference() {
         };
         assert_ne!(cache(&clip), cache(&f32_clip));
     }
+}
+
+/// The model as a GPU runs it in `--precision f16` or `bf16`: every weight and activation in
+/// that type, through candle's composed operations (not the CPU's f32 kernels). candle computes
+/// in both types on the CPU too, so the path is checked here without a GPU: embeddings come
+/// back as f32, within the type's rounding of transformers' f32 ones, and moved by it.
+#[test]
+fn half_precision_model_stays_within_rounding_of_the_reference() {
+    for name in MODELS {
+        let dir = tiny_clip(name);
+        let r = read_json(&dir.join("reference.json"));
+        let rp = &r["random_pixels"];
+        let pixels = reference_pixels(rp);
+        let t = &r["texts"];
+        let texts = reference_texts(t);
+        // (dtype, least cosine to f32, least change): f16 keeps 11 significant bits, bf16 8.
+        for (dtype, least_cosine, least_moved) in
+            [(DType::F16, 0.9999, 1e-5), (DType::BF16, 0.999, 1e-4)]
+        {
+            let mut clip = ClipEncoder::load(dir.to_str().unwrap(), &Device::Cpu).unwrap();
+            let config = ClipConfig::from_file(&dir.join("config.json")).unwrap();
+            let weights = Weights::from_model_dir(&dir, &Device::Cpu)
+                .unwrap()
+                .with_dtype(dtype);
+            clip.model = ClipModel::new(config, &weights).unwrap();
+            assert_eq!(clip.model.dtype(), dtype);
+            let ours = clip.model.image_features(&pixels).unwrap();
+            assert_eq!(ours.dtype(), DType::F32, "embeddings come back as f32");
+            let ours = ours.to_vec2::<f32>().unwrap();
+            let ours_t = clip.embed_texts(&texts, 4).unwrap();
+            let pairs = ours
+                .iter()
+                .zip(rows(&rp["image_embeds"]))
+                .chain(ours_t.iter().zip(rows(&t["text_embeds"])));
+            let (mut worst, mut moved) = (1f32, 0f32);
+            for (o, e) in pairs {
+                worst = worst.min(cosine(o, &e));
+                moved = moved.max(max_abs_diff(o, &e));
+            }
+            eprintln!("{name} {dtype:?}: least cosine {worst}, largest change {moved}");
+            assert!(
+                worst > least_cosine,
+                "{name}: {dtype:?} embedding's cosine to f32's {worst}"
+            );
+            assert!(
+                moved > least_moved,
+                "{name}: {dtype:?} changed nothing ({moved})"
+            );
+        }
+    }
+}
+
+/// f16 is for GPUs: on a CPU it is refused with the reason, never run slowly or silently
+/// turned into f32.
+#[test]
+fn f16_is_refused_on_the_cpu() {
+    let dir = tiny_clip("tiny-a");
+    let err = ClipEncoder::load_in(dir.to_str().unwrap(), &Device::Cpu, Precision::F16)
+        .err()
+        .expect("f16 on the CPU must be refused");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("f16 runs on CUDA GPUs"), "{msg}");
 }
 
 #[test]
