@@ -32,6 +32,50 @@ trap 'rm -rf "$work"' EXIT
 if [ "$device" = cuda ]; then
   nvidia-smi -L | tee "$out/gpu.txt"
 fi
+# 0. Parity with transformers itself on DEVICE: the tiny reference models of the parity tests
+#    (tests/fixtures/clip, outputs from scripts/make_reference.py), their fixture images and
+#    texts, embedded by the binary on DEVICE in f32 (largest difference to transformers' f32;
+#    the tests ask for < 1e-4) and in each reduced precision (least cosine; they ask ≥ 0.999).
+if [ "$device" = cuda ]; then ref_precisions=(f32 f16 bf16); else ref_precisions=(f32 bf16); fi
+for m in tiny-a tiny-b; do
+  mkdir -p "$work/$m"
+  cp tests/fixtures/clip/$m/* assets/tokenizers/clip/tokenizer.json "$work/$m/"
+  mapfile -t ref_args < <(python3 - "$work/$m/reference.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+for x in r["images"]:
+    if x["input"].startswith("fixture:"):
+        print("tests/fixtures/images/" + x["input"][len("fixture:"):])
+for t in r["texts"]["texts"]:
+    print("--text"); print(t)
+PY
+)
+  for p in "${ref_precisions[@]}"; do
+    "$bin" embed --jsonl --model "$work/$m" --device "$device" --precision "$p" "${ref_args[@]}" \
+      >"$work/ref-$m-$p.jsonl" 2>"$work/err" ||
+      { echo "$m $p on $device refused or failed: $(tail -n 1 "$work/err")"; rm -f "$work/ref-$m-$p.jsonl"; }
+  done
+done 2>&1 | tee "$out/reference-parity.txt"
+python3 - "$work" "$device" <<'PY' | tee -a "$out/reference-parity.txt"
+import glob, json, math, os, sys
+work, device = sys.argv[1], sys.argv[2]
+def cosine(a, b):
+    dot = sum(x * y for x, y in zip(a, b))
+    return dot / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b))
+for m in ["tiny-a", "tiny-b"]:
+    r = json.load(open(f"{work}/{m}/reference.json"))
+    want = {"tests/fixtures/images/" + x["input"][len("fixture:"):]: x["image_embeds"]
+            for x in r["images"] if x["input"].startswith("fixture:")}
+    want.update(zip(r["texts"]["texts"], r["texts"]["text_embeds"]))
+    for f in sorted(glob.glob(f"{work}/ref-{m}-*.jsonl")):
+        p = f.rsplit("-", 1)[1].split(".")[0]
+        rows = [json.loads(l) for l in open(f) if l.strip()]
+        assert sorted(x["input"] for x in rows) == sorted(want), f"{f}: other inputs"
+        diff = max(abs(a - b) for x in rows for a, b in zip(x["embedding"], want[x["input"]]))
+        worst = min(cosine(x["embedding"], want[x["input"]]) for x in rows)
+        print(f"{m} on {device} in {p} against transformers f32: {len(rows)} embeddings, "
+              f"largest difference {diff:.2e}, least cosine {worst:.7f}")
+PY
 images=(assets/samples/eurosat-river.jpg tests/fixtures/images/* tests/fixtures/preprocess/*.png)
 texts=(--text "a river" --text "a dense residential area" --text "farmland" --text "an airport")
 # Reduced precision on the device: f16 and bf16 on a GPU (the whole model); in a CPU dry run,
