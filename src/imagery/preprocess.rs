@@ -167,11 +167,15 @@ impl Preprocessor {
         })
     }
 
-    /// The `(height, width)` of the output.
+    /// The `(height, width)` of the output (saturating: an output without a crop that would
+    /// not fit in `u32` is refused by [`Self::resize_and_crop`]).
     pub fn output_size(&self, img_h: u32, img_w: u32) -> (u32, u32) {
         match self.crop {
             Some(c) => c,
-            None => self.resized_size(img_h, img_w),
+            None => {
+                let (h, w) = self.resized_size(img_h, img_w);
+                (h.min(u32::MAX as u64) as u32, w.min(u32::MAX as u64) as u32)
+            }
         }
     }
 
@@ -187,30 +191,102 @@ impl Preprocessor {
         }
     }
 
-    fn resized_size(&self, h: u32, w: u32) -> (u32, u32) {
+    /// The `(height, width)` the image is resized to, before any crop. In `u64`: a skinny
+    /// image's long side, scaled with its short one, can pass any 32-bit size.
+    fn resized_size(&self, h: u32, w: u32) -> (u64, u64) {
         match self.resize {
-            Resize::None => (h, w),
-            Resize::Exact { height, width } => (height, width),
+            Resize::None => (h as u64, w as u64),
+            Resize::Exact { height, width } => (height as u64, width as u64),
             Resize::ShortestEdge(n) => {
                 let (short, long) = if w <= h { (w, h) } else { (h, w) };
-                let new_long = ((n as u64 * long as u64) as f64 / short as f64) as u32;
-                if w <= h { (new_long, n) } else { (n, new_long) }
+                let new_long = ((n as u64 * long as u64) as f64 / short as f64) as u64;
+                if w <= h {
+                    (new_long, n as u64)
+                } else {
+                    (n as u64, new_long)
+                }
             }
         }
     }
 
     /// Resize + centre crop, in 8-bit (transformers resizes through a PIL image, so the
     /// resized pixels are rounded to 8 bits before anything else).
+    ///
+    /// Only the part of the resized image that the crop keeps is computed (bit for bit what
+    /// resizing whole and cropping gives), so the work and memory are bounded by the output:
+    /// a 1 × 1,000,000 image, whose shortest-edge resize alone would be 224 × 224,000,000
+    /// pixels, costs a 224 × 224 crop.
     pub fn resize_and_crop(&self, img: &RgbImage) -> Result<RgbImage> {
         let (h, w) = self.resized_size(img.height, img.width);
-        let resized = if (h, w) == (img.height, img.width) {
-            img.clone()
-        } else {
-            resize_rgb(img, w, h, self.resample)?
+        let Some((ch, cw)) = self.crop else {
+            // No crop: the whole resize is the output, so it must be one a model can take.
+            const MAX_OUTPUT: u64 = 1 << 26;
+            if h * w > MAX_OUTPUT {
+                bail!(
+                    "a {}×{} image would be resized to {w}×{h} pixels, more than any model input \
+                     (this preprocessor does not crop)",
+                    img.width,
+                    img.height
+                );
+            }
+            return if (h, w) == (img.height as u64, img.width as u64) {
+                Ok(img.clone())
+            } else {
+                resize_rgb(img, w as u32, h as u32, self.resample)
+            };
         };
-        Ok(match self.crop {
-            Some((ch, cw)) => center_crop(&resized, ch, cw, self.crop_offsets),
-            None => resized,
+        let top = crop_offset(h, ch, self.crop_offsets);
+        let left = crop_offset(w, cw, self.crop_offsets);
+        // The rows and columns of the resized image inside the crop.
+        let (y0, y1) = (top.max(0) as u64, (top + ch as i64).min(h as i64) as u64);
+        let (x0, x1) = (left.max(0) as u64, (left + cw as i64).min(w as i64) as u64);
+        let window = resample::Window {
+            x: x0 as usize,
+            y: y0 as usize,
+            width: (x1 - x0) as usize,
+            height: (y1 - y0) as usize,
+        };
+        let inside = if (h, w) == (img.height as u64, img.width as u64) {
+            super::crop(
+                img,
+                (
+                    x0 as u32,
+                    y0 as u32,
+                    window.width as u32,
+                    window.height as u32,
+                ),
+            )?
+        } else {
+            let filter = Filter::from_pil(self.resample)
+                .ok_or_else(|| anyhow!("unknown resample filter {}", self.resample))?;
+            RgbImage {
+                width: window.width as u32,
+                height: window.height as u32,
+                pixels: resample::resize_rgb8_window(
+                    &img.pixels,
+                    img.width as usize,
+                    img.height as usize,
+                    w as usize,
+                    h as usize,
+                    window,
+                    filter,
+                ),
+            }
+        };
+        if (window.width, window.height) == (cw as usize, ch as usize) {
+            return Ok(inside);
+        }
+        // The crop is larger than the resized image on some side: zero padding around it.
+        let (dx, dy) = ((x0 as i64 - left) as usize, (y0 as i64 - top) as usize);
+        let mut pixels = vec![0u8; ch as usize * cw as usize * 3];
+        for (row, src) in inside.pixels.chunks_exact(window.width * 3).enumerate() {
+            let d = ((dy + row) * cw as usize + dx) * 3;
+            pixels[d..d + src.len()].copy_from_slice(src);
+        }
+        Ok(RgbImage {
+            width: cw,
+            height: ch,
+            pixels,
         })
     }
 
@@ -277,7 +353,7 @@ pub fn resize_rgb(img: &RgbImage, width: u32, height: u32, resample: u32) -> Res
 }
 
 /// The offset of a centre crop of `crop` pixels in a side of `size` (negative: zero padding).
-fn crop_offset(size: u32, crop: u32, how: CropOffsets) -> i64 {
+fn crop_offset(size: u64, crop: u32, how: CropOffsets) -> i64 {
     let margin = size as i64 - crop as i64;
     match how {
         // Python floor division on possibly negative numbers.
@@ -296,35 +372,6 @@ fn crop_offset(size: u32, crop: u32, how: CropOffsets) -> i64 {
     }
 }
 
-/// A centre crop (see [`CropOffsets`]), zero padding where the image is smaller than the crop.
-fn center_crop(img: &RgbImage, crop_h: u32, crop_w: u32, how: CropOffsets) -> RgbImage {
-    let (h, w) = (img.height as i64, img.width as i64);
-    let (ch, cw) = (crop_h as i64, crop_w as i64);
-    let top = crop_offset(img.height, crop_h, how);
-    let left = crop_offset(img.width, crop_w, how);
-    let mut pixels = vec![0u8; (ch * cw * 3) as usize];
-    for y in 0..ch {
-        let sy = y + top;
-        if sy < 0 || sy >= h {
-            continue;
-        }
-        // The columns of this row that fall inside the image.
-        let (x0, x1) = ((-left).max(0), (w - left).min(cw));
-        if x0 >= x1 {
-            continue;
-        }
-        let s = ((sy * w + x0 + left) * 3) as usize;
-        let d = ((y * cw + x0) * 3) as usize;
-        let len = ((x1 - x0) * 3) as usize;
-        pixels[d..d + len].copy_from_slice(&img.pixels[s..s + len]);
-    }
-    RgbImage {
-        width: crop_w,
-        height: crop_h,
-        pixels,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,6 +385,14 @@ mod tests {
         assert_eq!(p.resized_size(64, 64), (224, 224));
     }
 
+    fn crop_only(h: u32, w: u32) -> Preprocessor {
+        Preprocessor {
+            resize: Resize::None,
+            crop: Some((h, w)),
+            ..Preprocessor::clip_default(224)
+        }
+    }
+
     #[test]
     fn center_crop_uses_floor_offsets_and_pads() {
         let img = RgbImage {
@@ -345,12 +400,58 @@ mod tests {
             height: 1,
             pixels: (0..15).collect(),
         };
-        let c = center_crop(&img, 1, 2, CropOffsets::Transformers);
+        let c = crop_only(1, 2).resize_and_crop(&img).unwrap();
         // (5 - 2) // 2 = 1: columns 1 and 2.
         assert_eq!(c.pixels, vec![3, 4, 5, 6, 7, 8]);
-        let padded = center_crop(&img, 3, 5, CropOffsets::Transformers);
+        let padded = crop_only(3, 5).resize_and_crop(&img).unwrap();
         assert_eq!(&padded.pixels[..15], &[0; 15]);
         assert_eq!(&padded.pixels[15..30], &img.pixels[..]);
+        assert_eq!(&padded.pixels[30..], &[0; 15]);
+        // Padding on both axes: the 5×1 image in the middle of 7×3.
+        let both = crop_only(3, 7).resize_and_crop(&img).unwrap();
+        assert_eq!(&both.pixels[21..24], &[0; 3]);
+        assert_eq!(&both.pixels[24..39], &img.pixels[..]);
+        assert_eq!(&both.pixels[39..42], &[0; 3]);
+    }
+
+    #[test]
+    fn a_skinny_image_costs_its_crop_not_its_resize() {
+        // 1 × 1,000,000: resized whole, 224 × 224,000,000 pixels (150 GB). Each row has its own
+        // grey level (row / 4000), so the crop shows the rows around the middle.
+        let h = 1_000_000u32;
+        let img = RgbImage {
+            width: 1,
+            height: h,
+            pixels: (0..h).flat_map(|y| [(y / 4000) as u8; 3]).collect(),
+        };
+        let p = Preprocessor::clip_default(224);
+        let out = p.resize_and_crop(&img).unwrap();
+        assert_eq!((out.width, out.height), (224, 224));
+        // Rows 499,999.5 ± 0.5 of the input are all grey level 124 or 125.
+        assert!(
+            out.pixels.iter().all(|&v| v == 124 || v == 125),
+            "{:?}",
+            &out.pixels[..9]
+        );
+        // The same image on its side.
+        let wide = RgbImage {
+            width: h,
+            height: 1,
+            pixels: img.pixels.clone(),
+        };
+        let out = p.resize_and_crop(&wide).unwrap();
+        assert_eq!((out.width, out.height), (224, 224));
+        assert!(out.pixels.iter().all(|&v| v == 124 || v == 125));
+        // Without a crop the output is the resize itself: refused with the sizes, not allocated.
+        let no_crop = Preprocessor {
+            crop: None,
+            ..Preprocessor::clip_default(224)
+        };
+        let err = no_crop.resize_and_crop(&img).unwrap_err().to_string();
+        assert!(
+            err.contains("1×1000000") && err.contains("224×224000000"),
+            "{err}"
+        );
     }
 
     #[test]
