@@ -10,6 +10,7 @@
 //! | `routes.rs` | the endpoints |
 //! | `search.rs` | the indexes served: loading, merged search, thumbnails by id |
 //! | `metrics.rs` | `/metrics` (Prometheus text) |
+//! | `wire.rs` | the socket under each connection: hyper's own parse-error answers made JSON |
 //! | `web/` | the page at `/` (plain HTML/CSS/JS, embedded in the binary) and `openapi.json` |
 //!
 //! Requests run on a small tokio runtime; decoding runs on its blocking pool (at most one image
@@ -20,6 +21,7 @@ mod metrics;
 mod request;
 mod routes;
 mod search;
+mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -104,7 +106,7 @@ pub(crate) struct App {
     /// How images searched with are decoded: as the indexes were built (their bands).
     pub search_decode: DecodeOptions,
     /// Images being decoded at once.
-    pub decoders: tokio::sync::Semaphore,
+    pub decoders: Arc<tokio::sync::Semaphore>,
     /// Label sets already embedded, by (labels, templates) as asked.
     pub classifiers: Mutex<HashMap<ClassifierKey, Arc<ZeroShotClassifier>>>,
 }
@@ -131,6 +133,37 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
+/// The token of an `Authorization: Bearer TOKEN` header. The scheme is case-insensitive
+/// (RFC 9110 § 11.1), so `bearer` and `BEARER` are as good as `Bearer`.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// Error answers that are not JSON yet — axum's own rejections, such as a path that is not
+/// UTF-8 — become `{"error": …}` with their text, as every answer of ours is.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_string();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    ApiError::new(status, message).into_response()
+}
+
 /// Around every request: the token, the request timeout, and the metrics.
 async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let start = Instant::now();
@@ -148,8 +181,8 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
                     .headers()
                     .get(axum::http::header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "))
-                    .is_some_and(|given| same_secret(given.trim().as_bytes(), token.as_bytes()))
+                    .and_then(bearer_token)
+                    .is_some_and(|given| same_secret(given.as_bytes(), token.as_bytes()))
         }
     };
     let response = if !authorized {
@@ -162,7 +195,7 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
                 format!("{method} is not allowed on {route} (see /openapi.json)"),
             )
             .into_response(),
-            Ok(r) => r,
+            Ok(r) => json_errors(r).await,
             Err(_) => ApiError::new(
                 axum::http::StatusCode::REQUEST_TIMEOUT,
                 format!(
@@ -216,7 +249,7 @@ pub fn run(
         config: config.clone(),
         decode,
         search_decode,
-        decoders: tokio::sync::Semaphore::new(cores),
+        decoders: Arc::new(tokio::sync::Semaphore::new(cores)),
         classifiers: Mutex::new(HashMap::new()),
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -282,6 +315,7 @@ async fn serve_connections(listener: tokio::net::TcpListener, router: Router, dr
         };
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let stream = wire::JsonParseErrors::new(stream);
         let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
             let _ = connection.await;
@@ -358,6 +392,15 @@ mod tests {
         let mut short = config("127.0.0.1:1");
         short.token = Some("abc".into());
         assert!(short.check().is_err(), "a 3-character token");
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for v in ["Bearer abc", "bearer abc", "BEARER  abc ", " Bearer abc"] {
+            assert_eq!(bearer_token(v), Some("abc"), "{v:?}");
+        }
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
     }
 
     #[test]

@@ -72,6 +72,13 @@ impl IntoResponse for ApiError {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 § 11.6.1: a 401 names the scheme it wants.
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"skyscribe\""),
+            );
+        }
         r
     }
 }
@@ -132,12 +139,20 @@ impl Params {
     }
 }
 
-fn content_type(headers: &HeaderMap) -> String {
+/// The Content-Type as sent. Its type is compared lower-cased, but its parameters are kept as
+/// they are: a multipart boundary is case-sensitive (browsers send `----WebKitFormBoundary…`).
+fn content_type(headers: &HeaderMap) -> &str {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_ascii_lowercase()
+}
+
+/// Whether `content_type` is of type `mime` (case-insensitive, parameters ignored).
+fn is_type(content_type: &str, mime: &str) -> bool {
+    content_type
+        .get(..mime.len())
+        .is_some_and(|t| t.eq_ignore_ascii_case(mime))
 }
 
 /// Reads the body up to `limit` bytes: a declared length past it is refused before reading.
@@ -165,7 +180,7 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
 
 /// A request body that is JSON.
 pub fn is_json(headers: &HeaderMap) -> bool {
-    content_type(headers).starts_with("application/json")
+    is_type(content_type(headers), "application/json")
 }
 
 /// The image of a request: the body itself (any image type, or none given), or the field
@@ -174,15 +189,15 @@ pub async fn image_bytes(app: &App, headers: &HeaderMap, body: Body) -> Result<B
     let ct = content_type(headers);
     // (application/x-www-form-urlencoded is let through: it is what `curl --data-binary`
     // sends unless told otherwise, and the bytes say what they are.)
-    if ct.starts_with("application/json") || ct.starts_with("text/") {
+    if is_type(ct, "application/json") || is_type(ct, "text/") {
         return Err(ApiError::bad(format!(
             "a body of type {ct} where an image was expected: send the image's bytes, or a \
              multipart form with a field named image"
         )));
     }
     let bytes = read_body(headers, body, app.config.max_body_bytes).await?;
-    let bytes = if ct.starts_with("multipart/form-data") {
-        multipart_image(&ct, bytes).await?
+    let bytes = if is_type(ct, "multipart/form-data") {
+        multipart_image(ct, bytes).await?
     } else {
         bytes
     };
@@ -207,17 +222,18 @@ async fn multipart_image(content_type: &str, body: Bytes) -> Result<Bytes, ApiEr
 }
 
 /// Decodes (with `decode`) and preprocesses an uploaded image on the blocking pool (a few at a
-/// time): the `(3, S, S)` floats the vision tower takes. Past the pixel cap: 413; unreadable:
-/// 400.
+/// time, see [`on_decoder`]): the `(3, S, S)` floats the vision tower takes. Past the pixel cap:
+/// 413; unreadable: 400.
 pub async fn pixels(
     app: &Arc<App>,
     bytes: Bytes,
     decode: &DecodeOptions,
 ) -> Result<Vec<f32>, ApiError> {
-    let _slot = app.decoders.acquire().await.map_err(|_| ApiError::busy())?;
     let (app2, decode) = (app.clone(), decode.clone());
-    let decoded = tokio::task::spawn_blocking(move || {
+    let decoded = on_decoder(&app.decoders, move |cancel| {
         let img = crate::imagery::decode_rgb(&bytes, &decode)?;
+        drop(bytes);
+        cancel.check()?;
         app2.models.clip.preprocessor.preprocess(&img)
     })
     .await;
@@ -231,9 +247,99 @@ pub async fn pixels(
     }
 }
 
+/// Set when the request that started a decode is gone (timed out with 408, or its client
+/// left): the decode stops at its next check instead of finishing work nobody reads.
+pub struct Cancel(std::sync::atomic::AtomicBool);
+
+impl Cancel {
+    pub fn check(&self) -> anyhow::Result<()> {
+        if self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            anyhow::bail!("the request was cancelled");
+        }
+        Ok(())
+    }
+}
+
+/// Sets the [`Cancel`] flag when the request's future is dropped before the work ended.
+struct CancelOnDrop(Arc<Cancel>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs `work` on the blocking pool holding one of `slots` for as long as the work runs. The
+/// slot travels with the work, not with the request: a request dropped at its timeout (408)
+/// cancels the work (see [`Cancel`]) but its slot stays taken until the work has really
+/// stopped, so no more images are decoded at once than there are slots — which is what bounds
+/// the server's memory.
+pub async fn on_decoder<T: Send + 'static>(
+    slots: &Arc<tokio::sync::Semaphore>,
+    work: impl FnOnce(&Cancel) -> anyhow::Result<T> + Send + 'static,
+) -> Result<anyhow::Result<T>, tokio::task::JoinError> {
+    let slot = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the decoder semaphore is never closed");
+    let cancel = Arc::new(Cancel(false.into()));
+    let _on_drop = CancelOnDrop(cancel.clone());
+    tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        work(&cancel)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_dropped_request_cancels_its_decode_and_keeps_its_slot_until_the_decode_ends() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(1));
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (seen_tx, seen_rx) = std::sync::mpsc::channel();
+        let request = on_decoder(&slots, move |cancel| {
+            go_rx.recv().unwrap();
+            seen_tx.send(cancel.check().is_err()).unwrap();
+            Ok(())
+        });
+        // The request times out while its decode runs (its first poll took the slot and
+        // handed the work to the blocking pool).
+        let timed_out = tokio::time::timeout(std::time::Duration::from_millis(5), request).await;
+        assert!(timed_out.is_err());
+        // Answered (408), but the decode still holds the one slot.
+        assert_eq!(slots.available_permits(), 0);
+        go_tx.send(()).unwrap();
+        assert!(
+            tokio::task::spawn_blocking(move || seen_rx.recv().unwrap())
+                .await
+                .unwrap(),
+            "the decode saw that its request was gone"
+        );
+        let slot = tokio::time::timeout(std::time::Duration::from_secs(10), slots.acquire())
+            .await
+            .expect("the slot comes back when the decode ends");
+        drop(slot);
+    }
+
+    #[test]
+    fn content_types_compare_without_case_and_keep_the_boundary() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Multipart/Form-Data; boundary=----WebKitFormBoundaryAbC"),
+        );
+        assert!(is_type(content_type(&h), "multipart/form-data"));
+        assert_eq!(
+            multer::parse_boundary(content_type(&h)).unwrap(),
+            "----WebKitFormBoundaryAbC"
+        );
+        assert!(!is_type("image/png", "application/json"));
+        assert!(!is_type("", "text/"));
+    }
 
     #[test]
     fn parameters_are_taken_once_and_leftovers_refused() {

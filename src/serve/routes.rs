@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::App;
 use super::batcher::Permit;
-use super::request::{ApiError, Params, image_bytes, is_json, pixels, read_body};
+use super::request::{ApiError, Params, image_bytes, is_json, on_decoder, pixels, read_body};
 use crate::caption::Decoding;
 use crate::imagery::DecodeOptions;
 use crate::labels::LabelSet;
@@ -54,6 +54,12 @@ const MAX_LABELS: usize = 512;
 const MAX_TEMPLATES: usize = 32;
 const MAX_PROMPTS: usize = 2048;
 const MAX_TEXTS: usize = 256;
+/// Bytes of one text (a search text, a text to embed). CLIP reads 77 tokens, a few hundred
+/// bytes of English; the cap leaves room for any script while refusing a megabyte of text at
+/// once (the tokenizer reads only a prefix of a long text anyway).
+const MAX_TEXT_BYTES: usize = 8 << 10;
+/// Bytes of a `/v1/embed` JSON body of texts: every text at its cap, with room for escapes.
+const MAX_TEXTS_BODY: usize = 1 << 20;
 /// Embedded label sets kept (by labels and templates as asked).
 const CLASSIFIERS_KEPT: usize = 64;
 
@@ -137,7 +143,8 @@ async fn models(State(app): State<Arc<App>>) -> Json<Value> {
         .iter()
         .map(|s| {
             json!({
-                "dir": s.dir.display().to_string(),
+                // The folder's name, not its place on the server.
+                "name": s.dir.file_name().map(|n| n.to_string_lossy().into_owned()),
                 "items": s.index.len(),
                 "dim": s.index.dim(),
                 "engine": if s.ann.is_some() { "hnsw" } else { "exact" },
@@ -367,7 +374,18 @@ async fn embed(State(app): State<Arc<App>>, mut req: Request) -> Answer {
         .into_response());
     }
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, app.config.max_body_bytes).await?;
+    let limit = app.config.max_body_bytes.min(MAX_TEXTS_BODY);
+    let bytes = read_body(&parts.headers, body, limit).await.map_err(|e| {
+        if e.status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::too_large(format!(
+                "a JSON body of texts larger than {} KiB: send at most {MAX_TEXTS} texts of \
+                 at most {MAX_TEXT_BYTES} bytes each",
+                limit >> 10
+            ))
+        } else {
+            e
+        }
+    })?;
     let Texts { texts } = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::bad(format!(
             "a JSON body must be {{\"texts\": [\"...\", ...]}}: {e}"
@@ -382,12 +400,22 @@ async fn embed(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
         return Err(ApiError::bad(format!("texts[{i}] is empty")));
     }
+    if let Some(i) = texts.iter().position(|t| t.len() > MAX_TEXT_BYTES) {
+        return Err(text_too_long(&format!("texts[{i}]"), texts[i].len()));
+    }
     let embeddings = app
         .batcher
         .run(&permit, move |m| m.clip.embed_texts(&texts, 32))
         .await
         .map_err(|e| ApiError::internal(&e))?;
     Ok(Json(EmbedAnswer { embeddings }).into_response())
+}
+
+fn text_too_long(what: &str, bytes: usize) -> ApiError {
+    ApiError::too_large(format!(
+        "{what} is {bytes} bytes: at most {MAX_TEXT_BYTES} a text (CLIP reads its first 77 \
+         tokens, a few hundred bytes)"
+    ))
 }
 
 fn no_index(app: &App) -> Result<(), ApiError> {
@@ -427,6 +455,9 @@ async fn search_text(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     if text.trim().is_empty() {
         return Err(ApiError::bad("give text=… (what to look for)"));
     }
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(text_too_long("text", text.len()));
+    }
     let permit = enter(&app, &mut req).await?;
     let e = app
         .batcher
@@ -457,9 +488,8 @@ async fn thumbnail(State(app): State<Arc<App>>, Path(id): Path<String>) -> Answe
             "no indexed item has the id {id:?}"
         )));
     };
-    let _slot = app.decoders.acquire().await.map_err(|_| ApiError::busy())?;
     let app2 = app.clone();
-    let jpeg = tokio::task::spawn_blocking(move || app2.indexes.thumbnail(&image))
+    let jpeg = on_decoder(&app.decoders, move |_| app2.indexes.thumbnail(&image))
         .await
         .map_err(|e| ApiError::internal(&anyhow::anyhow!("thumbnail failed: {e}")))?
         .map_err(|e| ApiError::internal(&e.context(format!("the thumbnail of {id:?}"))))?;

@@ -55,7 +55,9 @@ impl ServedIndex {
     }
 }
 
-/// One search result, as `search --jsonl` prints it.
+/// One search result, as `search --jsonl` prints it, less the server's own folders: `path` is
+/// the file's path relative to the input it was indexed from (the id without its chip), never
+/// the absolute path on the server.
 #[derive(Debug, Serialize)]
 pub struct Hit {
     pub rank: usize,
@@ -136,10 +138,15 @@ impl Indexes {
             .enumerate()
             .map(|(rank, (score, i, row))| {
                 let ix = &self.served[i].index;
+                let id = &ix.ids[row];
+                let path = match ix.chips[row] {
+                    Some(_) => id.rsplit_once('#').map_or(id.as_str(), |(p, _)| p),
+                    None => id,
+                };
                 Hit {
                     rank: rank + 1,
-                    id: ix.ids[row].clone(),
-                    path: ix.paths[row].clone(),
+                    id: id.clone(),
+                    path: path.to_string(),
                     score,
                     chip: ix.chips[row],
                     bounds: ix.bounds[row],

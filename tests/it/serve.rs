@@ -221,8 +221,29 @@ fn search_like_the_cli(server: &Server, index: &Path) -> Value {
         "--jsonl",
     ]);
     let api = get(&server.url("/v1/search?text=a%20river&top_k=3"), None).json();
-    assert_eq!(api["results"], Value::Array(cli), "search by text");
+    same_hits(&api, &cli);
     api
+}
+
+/// A search answer of the server is what `search --jsonl` printed (`cli`), but for paths.
+fn same_hits(api: &Value, cli: &[Value]) {
+    let results = api["results"].as_array().unwrap();
+    assert_eq!(results.len(), cli.len());
+    for (a, c) in results.iter().zip(cli) {
+        // Everything the command line prints but the server's own folders: the served path is
+        // the file's path relative to its input (the id without a chip), the CLI's absolute.
+        let (mut a, mut c) = (a.clone(), c.clone());
+        let (served, local) = (a["path"].take(), c["path"].take());
+        assert_eq!(a, c, "search by text");
+        let (served, local) = (served.as_str().unwrap(), local.as_str().unwrap());
+        let id = c["id"].as_str().unwrap();
+        assert_eq!(served, id.rsplit_once('#').map_or(id, |(p, _)| p), "{id}");
+        assert!(
+            !served.starts_with('/') && local.starts_with('/'),
+            "{served} / {local}"
+        );
+        assert!(local.ends_with(&format!("/{served}")), "{served} / {local}");
+    }
 }
 
 /// An index of the fixture images with the built-in CLIP.
@@ -333,7 +354,7 @@ fn every_endpoint_answers_what_the_command_line_prints() {
         "--jsonl",
     ]);
     let api = post_image(&server.url("/v1/search?top_k=4"), &img).json();
-    assert_eq!(api["results"], Value::Array(cli), "search by image");
+    same_hits(&api, &cli);
 
     // Thumbnails by id only.
     let id = api["results"][0]["id"].as_str().unwrap().to_string();
@@ -601,6 +622,173 @@ fn bad_input_gets_its_status_and_never_takes_the_server_down() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// A mid-grey PNG of `w × h` pixels, encoded by the `image` crate with its best compression (a
+/// 1 × 1,000,000 one is a few kilobytes, like the testers' 2,991-byte file).
+pub fn skinny_png(w: u32, h: u32) -> Vec<u8> {
+    use image::ImageEncoder;
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    let pixels = vec![128u8; (w * h) as usize];
+    let mut out = Vec::new();
+    PngEncoder::new_with_quality(&mut out, CompressionType::Best, FilterType::NoFilter)
+        .write_image(&pixels, w, h, image::ExtendedColorType::L8)
+        .unwrap();
+    out
+}
+
+/// The most memory the process `pid` has held (VmHWM), in MiB.
+fn peak_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb / 1024
+}
+
+/// What outside testers broke, each answered now without taking the server down: a skinny
+/// image (once a 49 GB resize), a 15 MB text, a browser's multipart boundary, errors that were
+/// not JSON (axum's and hyper's own), and a 401 without its scheme.
+#[test]
+fn hostile_inputs_from_outside_testers_are_answered_within_bounded_memory() {
+    let server = Server::start(&["--no-caption", "--max-body-mb", "32"]);
+    let labels = server.url("/v1/labels?labels=eurosat");
+    // 1 × 1,000,000 and 1,000,000 × 1 (far under the pixel cap) and 1 × 20,000.
+    let tall = skinny_png(1, 1_000_000);
+    assert!(tall.len() < 20_000, "{} bytes", tall.len());
+    for (w, h) in [(1, 1_000_000), (1_000_000, 1), (1, 20_000)] {
+        let r = post(&labels, "image/png", &skinny_png(w, h));
+        assert_eq!(
+            r.status,
+            200,
+            "{w}×{h}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.json()["labels"].as_array().unwrap().len(), 5);
+    }
+    // The whole run, model included, in well under a gigabyte (the resize alone asked 49 GB).
+    let peak = peak_mib(server.child.id());
+    assert!(peak < 1024, "the server's peak memory: {peak} MiB");
+
+    // A 15 MB text: refused at once (the body of texts is capped), as is one text past its cap.
+    // (Answered before the body is read, so only its start is sent, as a client that reads
+    // answers while sending would see.)
+    let huge = format!(
+        r#"{{"texts": ["{}"]}}"#,
+        "a field of wheat ".repeat(900_000)
+    );
+    assert!(huge.len() > 15_000_000);
+    let mut request = format!(
+        "POST /v1/embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        huge.len()
+    )
+    .into_bytes();
+    request.extend(&huge.as_bytes()[..4096]);
+    let (code, text) = raw(&server.addr(), &request).expect("an answer");
+    assert_eq!(code, 413, "{text}");
+    assert!(
+        text.contains("a JSON body of texts larger than 1024 KiB"),
+        "{text}"
+    );
+    let long = format!(r#"{{"texts": ["ok", "{}"]}}"#, "b".repeat(9000));
+    let r = post(
+        &server.url("/v1/embed"),
+        "application/json",
+        long.as_bytes(),
+    );
+    assert_eq!(r.status, 413);
+    assert!(
+        r.error().contains("texts[1] is 9000 bytes"),
+        "{}",
+        r.error()
+    );
+    let r = get(
+        &server.url(&format!("/v1/search?text={}", "c".repeat(9000))),
+        None,
+    );
+    assert_eq!(r.status, 404, "no index here: the index check comes first");
+    // Up to the cap, texts are embedded as the command line embeds them.
+    let fits = format!(r#"{{"texts": ["{}"]}}"#, "a river ".repeat(1000));
+    assert_eq!(
+        post(
+            &server.url("/v1/embed"),
+            "application/json",
+            fits.as_bytes()
+        )
+        .status,
+        200
+    );
+
+    // A browser's multipart form: a mixed-case boundary, as Chrome and Safari write it.
+    let img = std::fs::read(sample()).unwrap();
+    let want = post(&labels, "image/jpeg", &img).json();
+    let boundary = "----WebKitFormBoundary7MA4YWxkTrZu0gW";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"r.jpg\"\r\n\
+         Content-Type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend(&img);
+    body.extend(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let r = post(
+        &labels,
+        &format!("multipart/form-data; boundary={boundary}"),
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json(), want);
+
+    // Every error is JSON: a path that is not UTF-8 (axum's rejection), and hyper's own
+    // answers to a URI past 64 KiB, headers past its buffer and a malformed header.
+    let addr = server.addr();
+    let long_uri = format!(
+        "GET /v1/search?text={} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let big_headers = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        (0..120)
+            .map(|i| format!("X-Filler-{i}: {}\r\n", "f".repeat(4000)))
+            .collect::<String>()
+    );
+    for (what, request, status) in [
+        (
+            "non-UTF-8 path",
+            b"GET /v1/thumbnails/%ff%fe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            400,
+        ),
+        ("URI past 64 KiB", long_uri.into_bytes(), 414),
+        ("headers past the buffer", big_headers.into_bytes(), 431),
+        (
+            "malformed header",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n".to_vec(),
+            400,
+        ),
+    ] {
+        let (code, text) = raw(&addr, &request).expect("an answer");
+        assert_eq!(code, status, "{what}: {text}");
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{what}: {head}"
+        );
+        let v: Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {body:?}"));
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{what}: {body}"
+        );
+    }
+
+    // Still up, still right, no panic logged.
+    assert_eq!(post(&labels, "image/jpeg", &img).json(), want);
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
 #[test]
 fn the_token_guards_everything_but_the_page_and_health() {
     let server = Server::start(&["--token", "correct-horse-battery", "--no-caption"]);
@@ -609,16 +797,32 @@ fn the_token_guards_everything_but_the_page_and_health() {
     let r = post(&labels, "image/jpeg", &img);
     assert_eq!(r.status, 401);
     assert!(r.error().contains("Authorization: Bearer"), "{}", r.error());
-    for (token, status) in [
-        (Some("wrong-horse-battery"), 401),
-        (Some("correct-horse-batter"), 401),
-        (Some("correct-horse-battery"), 200),
+    // A 401 names the scheme it wants (RFC 9110 § 11.6.1).
+    let (code, text) = raw(
+        &server.addr(),
+        b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .expect("an answer");
+    assert_eq!(code, 401);
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("www-authenticate: bearer realm=\"skyscribe\""),
+        "{text}"
+    );
+    // The scheme's name is case-insensitive (RFC 9110 § 11.1).
+    for (header, status) in [
+        ("Bearer wrong-horse-battery", 401),
+        ("Bearer correct-horse-batter", 401),
+        ("Basic correct-horse-battery", 401),
+        ("Bearer correct-horse-battery", 200),
+        ("bearer correct-horse-battery", 200),
+        ("BEARER correct-horse-battery", 200),
     ] {
-        let mut req = agent().post(&labels).set("Content-Type", "image/jpeg");
-        if let Some(t) = token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
-        assert_eq!(finish(req.send_bytes(&img)).status, status, "{token:?}");
+        let req = agent()
+            .post(&labels)
+            .set("Content-Type", "image/jpeg")
+            .set("Authorization", header);
+        assert_eq!(finish(req.send_bytes(&img)).status, status, "{header}");
     }
     for (path, open) in [
         ("/", true),
