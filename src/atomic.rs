@@ -25,6 +25,36 @@ fn temporary_beside(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}-{n}.tmp", std::process::id()))
 }
 
+/// Checks, before any work, that a file can later be written at `path`: its folder exists and
+/// takes a new file (one is created beside `path` and removed), and `path` is not a folder.
+/// A long run then cannot end by failing to save what it computed.
+pub fn check_writable(path: &Path, what: &str) -> Result<()> {
+    if path.is_dir() {
+        bail!("{what} {}: is a folder, not a file", path.display());
+    }
+    let parent = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(p) => p,
+        None => Path::new("."),
+    };
+    if !parent.is_dir() {
+        bail!(
+            "{what} {}: the folder {} does not exist (create it first)",
+            path.display(),
+            parent.display()
+        );
+    }
+    let probe = temporary_beside(path);
+    std::fs::write(&probe, b"").with_context(|| {
+        format!(
+            "{what} {}: cannot write in {}",
+            path.display(),
+            parent.display()
+        )
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temporary_beside(path);

@@ -217,6 +217,45 @@ fn preset(name: &str) -> Option<Vec<Label>> {
     })
 }
 
+/// The candidate `given` most likely stands for, for a "did you mean" hint: the one at the
+/// least edit distance, ignoring case, when that distance is small for the name's length (at
+/// most a third of it, and 1 for short names). `None` when nothing is that close.
+pub fn did_you_mean<'a>(
+    given: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let given = given.to_lowercase();
+    let allowed = (given.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (strsim::levenshtein(&given, &c.to_lowercase()), c))
+        .filter(|&(d, _)| d <= allowed)
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+/// The position of `given` among `names`: the name itself, else the one name equal to it
+/// ignoring case; otherwise an error naming `what`, with a "did you mean" when one is close.
+pub fn find_name(names: &[&str], given: &str, what: &str) -> Result<usize> {
+    if let Some(i) = names.iter().position(|n| *n == given) {
+        return Ok(i);
+    }
+    let folded: Vec<usize> = (0..names.len())
+        .filter(|&i| names[i].to_lowercase() == given.to_lowercase())
+        .collect();
+    if let [i] = folded[..] {
+        return Ok(i);
+    }
+    let hint = match did_you_mean(given, names.iter().copied()) {
+        Some(n) => format!("; did you mean {n:?}?"),
+        None => String::new(),
+    };
+    bail!(
+        "{what} {given:?} is not in the label set ({}){hint}",
+        names.join(", ")
+    )
+}
+
 impl LabelSet {
     /// `--labels` value: a preset name, a file, or a comma-separated list.
     pub fn parse(spec: &str) -> Result<Self> {
@@ -231,8 +270,10 @@ impl LabelSet {
 
     fn parse_with(spec: &str, files: bool) -> Result<Self> {
         let spec = spec.trim();
-        if let Some(labels) = preset(spec) {
-            return Self::new(spec, labels);
+        // Preset names are matched whatever their case: `EuroSAT` is `eurosat`.
+        let lower = spec.to_ascii_lowercase();
+        if let Some(labels) = preset(&lower) {
+            return Self::new(&lower, labels);
         }
         let path = Path::new(spec);
         if files && path.is_file() {
@@ -259,8 +300,13 @@ impl LabelSet {
         } else {
             ""
         };
+        let hint = match did_you_mean(spec, PRESETS.iter().copied()) {
+            Some(p) => format!("did you mean {p}? "),
+            None => String::new(),
+        };
         bail!(
-            "'{spec}' is not a label preset ({}){file}; inline labels are separated by commas",
+            "'{spec}' is not a label preset ({}){file}; {hint}inline labels are separated by \
+             commas (a single label needs no zero-shot choice)",
             PRESETS.join(", ")
         )
     }
@@ -443,6 +489,28 @@ mod tests {
     }
 
     #[test]
+    fn label_names_match_without_case_and_near_misses_are_named() {
+        let names = ["Forest", "River", "SeaLake", "forest fire"];
+        assert_eq!(find_name(&names, "River", "--heatmap-label").unwrap(), 1);
+        assert_eq!(find_name(&names, "sealake", "--heatmap-label").unwrap(), 2);
+        let err = find_name(&names, "Rivr", "--heatmap-label")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did you mean \"River\"?"), "{err}");
+        let err = find_name(&names, "harbour", "--heatmap-label")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not in the label set") && !err.contains("did you mean"),
+            "{err}"
+        );
+        // Equal ignoring case to two names: the exact one wins, else it is ambiguous.
+        let two = ["Forest", "forest"];
+        assert_eq!(find_name(&two, "forest", "x").unwrap(), 1);
+        assert!(find_name(&two, "FOREST", "x").is_err());
+    }
+
+    #[test]
     fn inline_and_errors() {
         let s = LabelSet::parse("forest, river ,harbor").unwrap();
         assert_eq!(s.names(), vec!["forest", "river", "harbor"]);
@@ -458,12 +526,19 @@ mod tests {
                 .to_string()
                 .contains("empty")
         );
-        assert!(
-            LabelSet::parse("euro-sat")
-                .unwrap_err()
-                .to_string()
-                .contains("not a label preset")
+        let err = LabelSet::parse("euro-sat").unwrap_err().to_string();
+        assert!(err.contains("not a label preset"), "{err}");
+        assert!(err.contains("did you mean eurosat?"), "{err}");
+        let err = LabelSet::parse("forest").unwrap_err().to_string();
+        assert!(!err.contains("did you mean"), "{err}");
+        // Preset names in any case.
+        let any_case = LabelSet::parse("EuroSAT").unwrap();
+        assert_eq!(
+            any_case.names(),
+            LabelSet::parse("eurosat").unwrap().names()
         );
+        assert_eq!(any_case.source, "eurosat");
+        assert_eq!(LabelSet::parse_inline("XVIEW").unwrap().len(), 60);
         assert!(
             LabelSet::parse("a,a")
                 .unwrap_err()

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | plumbing | [`atomic`] | writing files and folders atomically |
 //! | | [`progress`] | progress bars and log lines beside them |
+//! | | [`canvas`] | an RGB picture with text (DejaVu Sans), lines and fills, saved as PNG |
 //! | | [`simd`] | the CPU's vector instruction set, and loops compiled once per set |
 //! | inputs | [`imagery`] | decoding files (JPEG, PNG, WebP, multi-band TIFF) and CLIP preprocessing |
 //! | | [`tokenizer`] | text to token ids with a model's `tokenizer.json` |
@@ -32,6 +33,7 @@ pub mod atomic;
 pub mod bench;
 pub mod builtin;
 pub mod cache;
+pub mod canvas;
 pub mod caption;
 pub mod data;
 pub mod encoder;

@@ -28,9 +28,7 @@ fn main() -> ExitCode {
     match cli::run(cli) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(failed) => {
-            cli::report_error(&format!(
-                "{failed} input(s) could not be read; every other result was written"
-            ));
+            cli::report_error(&cli::failed_inputs_line(failed));
             ExitCode::from(1)
         }
         Err(e) => {

@@ -70,6 +70,17 @@ impl ZeroShotClassifier {
         softmax(&logits)
     }
 
+    /// The cosine similarity of one image embedding to each label's text embedding (in
+    /// label-set order): each label on its own, where [`Self::probabilities`] are the labels'
+    /// shares of one softmax (a label scores low there when another wins).
+    pub fn similarities(&self, image_embedding: &[f32]) -> Vec<f32> {
+        let img = normalized(image_embedding);
+        self.class_embeddings
+            .iter()
+            .map(|c| c.iter().zip(&img).map(|(a, b)| a * b).sum::<f32>())
+            .collect()
+    }
+
     /// Labels with their scores, highest first; `top_k` keeps the first k.
     pub fn ranked(&self, image_embedding: &[f32], top_k: Option<usize>) -> Vec<LabelScore> {
         let probs = self.probabilities(image_embedding);

@@ -106,6 +106,7 @@ pub fn write_synthetic_index(dir: &Path, n: usize, dim: usize) -> Result<()> {
         shards: 1,
         count: n,
         parts_complete: 1,
+        inputs: None,
     };
     crate::atomic::write_file(&IndexMeta::path(dir), &serde_json::to_vec_pretty(&meta)?)
 }

@@ -30,42 +30,72 @@ pub struct DecodingArgs {
     /// greedy (the reference's generate2), beam (generate_beam) or sample (nucleus).
     #[arg(long, value_enum, default_value_t = DecodeArg::Greedy)]
     decode: DecodeArg,
-    /// Beams kept by --decode beam.
-    #[arg(long, default_value_t = 5, value_parser = positive)]
-    beam_size: usize,
-    /// Nucleus size for --decode sample.
-    #[arg(long, default_value_t = 0.9)]
-    top_p: f32,
-    /// Logits are divided by this before beam search and sampling; 0 decodes greedily.
-    #[arg(long, default_value_t = 1.0)]
-    temperature: f32,
-    /// Seed for --decode sample (each image uses seed + its index).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Beams kept by --decode beam [default: 5].
+    #[arg(long, value_parser = positive)]
+    beam_size: Option<usize>,
+    /// Nucleus size for --decode sample [default: 0.9].
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Logits are divided by this before beam search and sampling; 0 decodes greedily
+    /// [default: 1].
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Seed for --decode sample (each image uses seed + its index) [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
     /// At most this many tokens per caption.
     #[arg(long, default_value_t = 67)]
     max_tokens: usize,
 }
 
 impl DecodingArgs {
+    /// The decoding asked for. An option of another decoding than `--decode`'s is refused, not
+    /// ignored: `--top-p 0.5` alone would otherwise decode greedily, as if never said.
     pub fn decoding(&self) -> Result<Decoding> {
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            bail!("--top-p {} must be in (0, 1]", self.top_p);
-        }
-        if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
+        let refuse = |option: &str, decode: &str| {
             bail!(
-                "--temperature {} must be 0 (greedy) or more",
-                self.temperature
+                "{option} is for --decode {decode}; this decodes {}: add --decode {decode}, or \
+                 leave {option} out",
+                match self.decode {
+                    DecodeArg::Greedy => "greedily (the default)",
+                    DecodeArg::Beam => "by beam search",
+                    DecodeArg::Sample => "by sampling",
+                }
+            )
+        };
+        if self.decode != DecodeArg::Sample {
+            if self.top_p.is_some() {
+                return refuse("--top-p", "sample");
+            }
+            if self.seed.is_some() {
+                return refuse("--seed", "sample");
+            }
+        }
+        if self.decode != DecodeArg::Beam && self.beam_size.is_some() {
+            return refuse("--beam-size", "beam");
+        }
+        if self.decode == DecodeArg::Greedy && self.temperature.is_some() {
+            bail!(
+                "--temperature is for --decode beam or sample; greedy decoding takes the most \
+                 likely token whatever the temperature"
             );
+        }
+        let top_p = self.top_p.unwrap_or(0.9);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            bail!("--top-p {top_p} must be in (0, 1]");
+        }
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(temperature >= 0.0 && temperature.is_finite()) {
+            bail!("--temperature {temperature} must be 0 (greedy) or more");
         }
         Ok(match self.decode {
             DecodeArg::Greedy => Decoding::Greedy,
             DecodeArg::Beam => Decoding::Beam {
-                size: self.beam_size,
+                size: self.beam_size.unwrap_or(5),
             },
             DecodeArg::Sample => Decoding::Sample {
-                top_p: self.top_p,
-                seed: self.seed,
+                top_p,
+                seed: self.seed.unwrap_or(0),
             },
         })
     }
@@ -73,7 +103,7 @@ impl DecodingArgs {
     pub fn options(&self) -> DecodeOptions {
         DecodeOptions {
             max_tokens: self.max_tokens,
-            temperature: self.temperature,
+            temperature: self.temperature.unwrap_or(1.0),
         }
     }
 }

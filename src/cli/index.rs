@@ -14,7 +14,7 @@ use skyscribe::index::build::{BuildOptions, build, complete_parts};
 use skyscribe::index::locate::locate;
 use skyscribe::index::search::{LoadedIndex, Query, weighted};
 use skyscribe::index::sheet::{SheetEntry, contact_sheet};
-use skyscribe::index::{IndexMeta, Shard, gather_items};
+use skyscribe::index::{IndexMeta, InputChange, Shard, gather_items, plan_inputs};
 
 use super::common::{CommonArgs, DeviceArg, gather, note_bands, positive};
 use super::output::{Out, fit, report};
@@ -113,6 +113,14 @@ pub struct BuildArgs {
     /// Chip stride for scene data sets (default: the chip size).
     #[arg(long, value_parser = positive)]
     chip_stride: Option<usize>,
+    /// Index these inputs as well as those the index was built over (an existing index's
+    /// inputs are recorded in its index.json; other inputs are refused without this or
+    /// --replace).
+    #[arg(long, conflicts_with = "replace")]
+    add: bool,
+    /// Make these inputs the index's only inputs: rows of files they do not name are dropped.
+    #[arg(long)]
+    replace: bool,
     /// Image files, folders (walked), or data sets KIND:PATH (folder, rsicd, rsicd-scenes,
     /// jsonl, dota, xview), or scene:PATH (a GeoTIFF scene or a folder of them, tiled as `scan`
     /// tiles them, each tile with its WGS 84 bounds).
@@ -127,12 +135,18 @@ fn build_index(a: BuildArgs) -> Result<usize> {
         stride: a.chip_stride.unwrap_or(a.chip_size) as u32,
         ..ChipOptions::default()
     };
-    let (items, errors) = gather_items(&a.inputs, &chips)?;
+    let change = match (a.add, a.replace) {
+        (true, _) => InputChange::Add,
+        (_, true) => InputChange::Replace,
+        _ => InputChange::Same,
+    };
+    let inputs = plan_inputs(&a.index, &a.inputs, change)?;
+    let (items, errors) = gather_items(&inputs, &chips)?;
     for e in &errors {
         report(&format!("{e:#}"));
     }
     if items.is_empty() {
-        bail!("no images to index in {}", a.inputs.join(" "));
+        bail!("no images to index in {}", inputs.join(" "));
     }
     let spec = a.common.model();
     let clip = a.common.load_clip(&spec)?;
@@ -143,6 +157,7 @@ fn build_index(a: BuildArgs) -> Result<usize> {
         decode: decode.clone(),
         checkpoint_every: a.checkpoint_every,
         quiet: false,
+        inputs: Some(inputs),
     };
     let r = build(&a.index, &clip, &spec, &items, &options)?;
     note_bands(&decode);
@@ -417,9 +432,13 @@ pub struct LocateArgs {
     /// Pixels between patches (default: half the patch).
     #[arg(long, value_parser = positive)]
     stride: Option<usize>,
-    /// Write a heatmap PNG of each image here (`<name>.heatmap.png`).
+    /// Write a heatmap PNG of each image here (`<name>.heatmap.png`), with a colour bar.
     #[arg(long)]
     heatmap: Option<PathBuf>,
+    /// The cosines --heatmap's colours span: auto (each image stretched to its own patches'
+    /// range, as its legend says) or LOW,HIGH (the same in every picture).
+    #[arg(long, default_value = "auto", requires = "heatmap")]
+    heatmap_scale: skyscribe::imagery::heatmap::Scale,
     /// Images or folders.
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -452,9 +471,20 @@ pub fn locate_text(a: LocateArgs) -> Result<usize> {
                 continue;
             }
         };
-        let patch = a
-            .patch
-            .map_or_else(|| (img.width.min(img.height) / 3).max(32), |p| p as u32);
+        let patch = match a.patch {
+            // Larger than the image, it would be cut to the image and scored as one patch of
+            // another size than asked for.
+            Some(p) if p as u32 > img.width.min(img.height) => bail!(
+                "--patch {p}: {input} is {}×{} px, smaller than one patch; give --patch {} or \
+                 less",
+                img.width,
+                img.height,
+                img.width.min(img.height),
+                input = path.display()
+            ),
+            Some(p) => p as u32,
+            None => (img.width.min(img.height) / 3).max(32),
+        };
         let stride = a.stride.map_or((patch / 2).max(1), |s| s as u32);
         let scores = locate(&clip, &img, &text, patch, stride, a.common.batch_size)?;
         let input = path.display().to_string();
@@ -492,15 +522,26 @@ pub fn locate_text(a: LocateArgs) -> Result<usize> {
         }
         if let Some(dir) = &a.heatmap {
             let cells: Vec<_> = scores.iter().map(|s| (s.patch, s.score)).collect();
-            let (pic, (low, high)) = skyscribe::imagery::heatmap::overlay(&img, &cells, 0.6);
+            use skyscribe::imagery::heatmap::{Scale, overlay, with_colour_bar};
+            let (pic, (low, high)) = overlay(&img, &cells, 0.6, a.heatmap_scale);
+            let legend = format!(
+                "mean cosine similarity of the patches to {:?}; {}",
+                a.text,
+                match a.heatmap_scale {
+                    Scale::Auto => "stretched to this image's range",
+                    Scale::Fixed { .. } => "fixed scale",
+                }
+            );
+            let pic = with_colour_bar(&pic, (low, high), &legend);
             let stem = path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "image".into());
             let file = dir.join(format!("{stem}.heatmap.png"));
             pic.save_png(&file)?;
+            super::output::wrote_file();
             report(&format!(
-                "heatmap {}: dark purple = {low:.4}, bright yellow = {high:.4} (mean patch cosine)",
+                "heatmap {}: {legend}, {low:.4} (dark purple) to {high:.4} (bright yellow)",
                 file.display()
             ));
         }

@@ -90,6 +90,9 @@ enum Command {
 /// Runs a parsed command line; `Ok(n)`: how many inputs could not be read (the run's exit
 /// status is 1 when any could not).
 pub fn run(cli: Cli) -> Result<usize> {
+    if let Some(line) = interrupted_line(&cli.command) {
+        exit_130_on_ctrl_c(line);
+    }
     match cli.command {
         Command::Describe(a) => labels::describe(a),
         Command::Labels(a) => labels::labels(a),
@@ -106,6 +109,64 @@ pub fn run(cli: Cli) -> Result<usize> {
         Command::Eval(c) => eval::run(c),
         Command::Train(c) => train::run(c),
         Command::Bench(a) => bench::run(a),
+    }
+}
+
+/// What Ctrl-C prints for `command`: what is kept and what a rerun does. `None` for the server,
+/// which stops gracefully on Ctrl-C by itself.
+fn interrupted_line(command: &Command) -> Option<&'static str> {
+    Some(match command {
+        Command::Serve(_) => return None,
+        Command::Index(index::IndexCommand::Build(_)) => {
+            "skyscribe: interrupted; the images encoded so far are saved: rerun the same command \
+             to resume where it stopped\n"
+        }
+        Command::Train(_) => {
+            "skyscribe: interrupted; rerun with --resume to continue from the last checkpoint\n"
+        }
+        Command::Describe(_)
+        | Command::Labels(_)
+        | Command::Embed(_)
+        | Command::Caption(_)
+        | Command::Eval(_) => {
+            "skyscribe: interrupted; the embeddings computed so far are in the cache: a rerun \
+             skips them\n"
+        }
+        _ => "skyscribe: interrupted; nothing more was written\n",
+    })
+}
+
+/// On Ctrl-C (SIGINT): `line` on stderr, then exit status 130 (128 + SIGINT, what shells
+/// report for an interrupted command). Files are written atomically, so whatever was being
+/// written is simply not there yet.
+fn exit_130_on_ctrl_c(line: &'static str) {
+    // SAFETY: the handler calls only async-signal-safe functions (write(2), _exit(2)) on a
+    // 'static buffer.
+    let registered = unsafe {
+        signal_hook_registry::register(libc::SIGINT, move || {
+            libc::write(2, line.as_ptr().cast(), line.len());
+            libc::_exit(130);
+        })
+    };
+    if let Err(e) = registered {
+        output::report(&format!(
+            "cannot watch for Ctrl-C ({e}); it stops without a word"
+        ));
+    }
+}
+
+/// The closing line of a run in which `failed` inputs could not be read: what was written and
+/// what was not, as it was.
+pub fn failed_inputs_line(failed: usize) -> String {
+    let inputs = if failed == 1 {
+        "1 input".to_string()
+    } else {
+        format!("{failed} inputs")
+    };
+    if output::wrote_anything() {
+        format!("{inputs} could not be read (named above); the results of the others were written")
+    } else {
+        format!("{inputs} could not be read (named above); nothing was written")
     }
 }
 

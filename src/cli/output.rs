@@ -6,6 +6,19 @@ use std::io::Write;
 
 use anyhow::Result;
 
+/// Results this process wrote: lines on stdout and output files ([`wrote_file`]).
+static RESULTS_WRITTEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Whether this process wrote any result, for the closing line.
+pub fn wrote_anything() -> bool {
+    RESULTS_WRITTEN.load(std::sync::atomic::Ordering::Relaxed) > 0
+}
+
+/// Counts an output file a command saved (a GeoJSON, a map, a heatmap) among its results.
+pub fn wrote_file() {
+    RESULTS_WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Writes result lines to stdout, flushed line by line so results stream out as computed.
 pub struct Out {
     stdout: std::io::Stdout,
@@ -26,7 +39,10 @@ impl Out {
         }
         let mut lock = self.stdout.lock();
         match writeln!(lock, "{s}").and_then(|_| lock.flush()) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                RESULTS_WRITTEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
             Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 self.closed = true;
                 Ok(())

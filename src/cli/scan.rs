@@ -9,9 +9,10 @@ use clap::Args;
 
 use skyscribe::caption::Captioner;
 use skyscribe::encoder::ClipEncoder;
+use skyscribe::imagery::heatmap::Scale;
 use skyscribe::index::Shard;
 use skyscribe::labels::{LabelSet, Templates};
-use skyscribe::scan::maps::{self, ClassGrid, TileRecord};
+use skyscribe::scan::maps::{self, ClassGrid, HeatmapScore, TileRecord};
 use skyscribe::scan::{ScanOptions, scan_scene};
 use skyscribe::scene::{Scene, SceneOptions, Stretch};
 use skyscribe::zeroshot::ZeroShotClassifier;
@@ -55,9 +56,19 @@ pub struct ScanArgs {
     /// The label whose score --heatmap shows.
     #[arg(long, requires = "heatmap")]
     heatmap_label: Option<String>,
-    /// PNG preview of the scene with --heatmap-label's score over it (a folder for several).
+    /// PNG preview of the scene with --heatmap-label's score over it and a colour bar under it
+    /// (a folder for several).
     #[arg(long, requires = "heatmap_label")]
     heatmap: Option<PathBuf>,
+    /// What --heatmap colours: probability (the label's share of the softmax over the label
+    /// set: low where another label wins) or similarity (the label's cosine similarity to each
+    /// tile, on its own).
+    #[arg(long, value_enum, default_value_t = HeatmapScoreArg::Probability, requires = "heatmap")]
+    heatmap_score: HeatmapScoreArg,
+    /// The scores --heatmap's colours span: LOW,HIGH (the same in every picture; scores outside
+    /// are clamped), or auto (each scene stretched to its own range, as its legend says).
+    #[arg(long, default_value = "0,1", requires = "heatmap")]
+    heatmap_scale: Scale,
     /// Scenes without georeferencing are scanned in pixel coordinates (else refused).
     #[arg(long)]
     pixel_coords: bool,
@@ -71,6 +82,21 @@ pub struct ScanArgs {
     /// Scene files (GeoTIFF, or any image with --pixel-coords) or folders of them.
     #[arg(required = true)]
     scenes: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum HeatmapScoreArg {
+    Probability,
+    Similarity,
+}
+
+impl From<HeatmapScoreArg> for HeatmapScore {
+    fn from(a: HeatmapScoreArg) -> Self {
+        match a {
+            HeatmapScoreArg::Probability => HeatmapScore::Probability,
+            HeatmapScoreArg::Similarity => HeatmapScore::Similarity,
+        }
+    }
 }
 
 fn positive_u32(s: &str) -> Result<u32, String> {
@@ -95,6 +121,9 @@ impl Target {
         if folder {
             std::fs::create_dir_all(path)
                 .with_context(|| format!("{flag} {}: cannot create the folder", path.display()))?;
+        } else {
+            // Before the scan, not after it: a missing folder must not cost the whole run.
+            skyscribe::atomic::check_writable(path, flag)?;
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -177,12 +206,10 @@ pub fn run(a: ScanArgs) -> Result<usize> {
     let labels = labels_or_vocabulary(given_labels, &clip)?;
     let names: Vec<String> = labels.names().iter().map(|s| s.to_string()).collect();
     let heat_label = match &a.heatmap_label {
-        Some(l) => Some(names.iter().position(|n| n == l).with_context(|| {
-            format!(
-                "--heatmap-label {l:?} is not in the label set ({})",
-                names.join(", ")
-            )
-        })?),
+        Some(l) => {
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            Some(skyscribe::labels::find_name(&names, l, "--heatmap-label")?)
+        }
         None => None,
     };
     let (templates, origin) = clip
@@ -275,6 +302,7 @@ impl SceneJob<'_> {
                     rect,
                     labels: self.classifier.ranked(&e, Some(self.a.top_k)),
                     probs: self.classifier.probabilities(&e),
+                    similarities: self.classifier.similarities(&e),
                     caption,
                 };
                 let ring = maps::tile_ring(georef.as_ref(), rect)?;
@@ -359,14 +387,22 @@ impl SceneJob<'_> {
         if let (Some(t), Some(label)) = (self.heat, self.heat_label) {
             let file = t.for_scene(path, "heatmap.png");
             let (preview, step) = scene.preview(1024)?;
-            let (img, (lo, hi)) = maps::heatmap(&preview, step, &records, label);
+            let score = HeatmapScore::from(self.a.heatmap_score);
+            let scale = self.a.heatmap_scale;
+            let (img, span) = maps::heatmap(&preview, step, &records, label, score, scale);
+            let legend = score.legend(&self.names[label], self.names.len(), scale);
+            let img = skyscribe::imagery::heatmap::with_colour_bar(&img, span, &legend);
             img.save_png(&file)?;
             report(&format!(
-                "{}: {:?} scores {lo:.4} (dark) to {hi:.4} (bright)",
+                "{}: {legend}, {:.4} (dark) to {:.4} (bright)",
                 file.display(),
-                self.names[label]
+                span.0,
+                span.1
             ));
             written.push(file);
+        }
+        for _ in &written {
+            super::output::wrote_file();
         }
         if !jsonl {
             self.summary(printer, &scene, &records, counts, coordinates, &written)?;

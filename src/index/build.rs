@@ -26,6 +26,9 @@ pub struct BuildOptions {
     /// Rows encoded between two flushes to the pending folder: what a kill can cost at most.
     pub checkpoint_every: usize,
     pub quiet: bool,
+    /// The index's inputs, recorded in `index.json` (from [`super::plan_inputs`]); `None`
+    /// records none (and keeps what is recorded).
+    pub inputs: Option<Vec<String>>,
 }
 
 /// What a build did (the `index build` summary line).
@@ -91,6 +94,7 @@ pub fn build(
         shards: shard.count,
         count: 0,
         parts_complete: 0,
+        inputs: options.inputs.clone(),
     };
     let meta = open_or_create(dir, meta)?;
     let parts_dir = dir.join("parts");
@@ -346,7 +350,7 @@ fn open_or_create(dir: &Path, meta: IndexMeta) -> Result<IndexMeta> {
             Err(e) => return Err(e).with_context(|| format!("{}: cannot write", path.display())),
         }
     }
-    let existing = IndexMeta::read(dir)?;
+    let mut existing = IndexMeta::read(dir)?;
     existing.check_model(dir, &meta.model.key, &meta.model.spec)?;
     if existing.shards != meta.shards {
         bail!(
@@ -357,6 +361,12 @@ fn open_or_create(dir: &Path, meta: IndexMeta) -> Result<IndexMeta> {
             meta.shards,
             existing.shards
         );
+    }
+    if meta.inputs.is_some() && meta.inputs != existing.inputs {
+        // Inputs added or replaced (shards of one array run the same command, so they write
+        // the same bytes here).
+        existing.inputs = meta.inputs;
+        crate::atomic::write_file(&path, &serde_json::to_vec_pretty(&existing)?)?;
     }
     Ok(existing)
 }

@@ -62,6 +62,106 @@ pub struct IndexMeta {
     /// once `parts_complete == shards`.
     pub count: usize,
     pub parts_complete: usize,
+    /// The inputs the index is built over, as [`canonical_inputs`] writes them: a build over
+    /// other inputs is refused unless it says `--add` or `--replace` ([`plan_inputs`]).
+    /// Absent in indexes built before it was recorded (their next build records it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<String>>,
+}
+
+/// How a build's inputs relate to those the index records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputChange {
+    /// The same inputs (anything else is refused).
+    #[default]
+    Same,
+    /// These inputs as well as the recorded ones.
+    Add,
+    /// These inputs instead of the recorded ones: rows of the others are dropped.
+    Replace,
+}
+
+/// Inputs written so that the same input reads the same from any folder: paths (also those
+/// of `KIND:PATH`) made absolute and canonical where they exist; sorted, without repeats.
+pub fn canonical_inputs(inputs: &[String]) -> Vec<String> {
+    let canonical = |p: &str| {
+        std::fs::canonicalize(p)
+            .map(|c| c.display().to_string())
+            .unwrap_or_else(|_| p.to_string())
+    };
+    let mut out: Vec<String> = inputs
+        .iter()
+        .map(|input| {
+            if Path::new(input).exists() {
+                return canonical(input);
+            }
+            match input.split_once(':') {
+                Some((kind, path)) if DATA_KINDS.contains(&kind) => {
+                    format!("{kind}:{}", canonical(path))
+                }
+                _ => input.clone(),
+            }
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The inputs a build of the index in `dir` runs over, given `inputs` on its command line and
+/// `change`: a new index (or one that recorded none) takes them as they are; `Add` adds them to
+/// the recorded ones and `Replace` puts them in their place; with neither, other inputs than
+/// the recorded ones are refused — building over them would drop every row of the archive
+/// that they do not name. Files vanished from the recorded inputs are still dropped.
+pub fn plan_inputs(dir: &Path, inputs: &[String], change: InputChange) -> Result<Vec<String>> {
+    let given = canonical_inputs(inputs);
+    let recorded = if IndexMeta::path(dir).is_file() {
+        IndexMeta::read(dir)?.inputs
+    } else {
+        None
+    };
+    let Some(recorded) = recorded else {
+        return Ok(given);
+    };
+    Ok(match change {
+        InputChange::Replace => given,
+        InputChange::Add => {
+            let mut all = recorded;
+            all.extend(given);
+            all.sort();
+            all.dedup();
+            all
+        }
+        InputChange::Same if given == recorded => given,
+        InputChange::Same => {
+            let new: Vec<&str> = given
+                .iter()
+                .filter(|g| !recorded.contains(g))
+                .map(String::as_str)
+                .collect();
+            let missing: Vec<&str> = recorded
+                .iter()
+                .filter(|r| !given.contains(r))
+                .map(String::as_str)
+                .collect();
+            bail!(
+                "{}: this index is built over {}; building it over {} would drop the rows of                  every file these inputs do not name{}{}. Give --add to index these inputs as                  well (the index keeps what it has), or --replace to make them the index's only                  inputs (the rows of the others are dropped)",
+                dir.display(),
+                recorded.join(", "),
+                given.join(", "),
+                if new.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (new: {})", new.join(", "))
+                },
+                if missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not given: {})", missing.join(", "))
+                },
+            )
+        }
+    })
 }
 
 /// Which model embedded the index.

@@ -23,6 +23,9 @@ pub struct TileRecord {
     pub labels: Vec<LabelScore>,
     /// Every label's probability, in label-set order (for class maps).
     pub probs: Vec<f32>,
+    /// Every label's cosine similarity to the tile, in label-set order (for heatmaps of one
+    /// label on its own).
+    pub similarities: Vec<f32>,
     pub caption: Option<String>,
 }
 
@@ -74,12 +77,21 @@ pub fn bounds(ring: &[[f64; 2]]) -> [f64; 4] {
     )
 }
 
-/// A tile as a GeoJSON Feature: its polygon; `scene`, `tile`, `labels` and `caption`.
+/// A tile as a GeoJSON Feature: its polygon; `scene`, `tile`, the best label and its score as
+/// plain `label` and `score` (what QGIS and other GIS tools can style and filter by: they read
+/// nested values as JSON strings), all `labels` ranked, and `caption`.
 pub fn feature(scene: &str, rec: &TileRecord, ring: Vec<[f64; 2]>) -> Feature {
     let mut props = JsonObject::new();
     props.insert("scene".into(), json!(scene));
     let (x, y, w, h) = rec.rect;
     props.insert("tile".into(), json!([x, y, w, h]));
+    if let Some(best) = rec.labels.first() {
+        props.insert("label".into(), json!(best.label));
+        props.insert(
+            "score".into(),
+            serde_json::to_value(best.score).unwrap_or_default(),
+        );
+    }
     props.insert(
         "labels".into(),
         serde_json::to_value(&rec.labels).unwrap_or_default(),
@@ -189,8 +201,109 @@ impl ClassGrid {
     }
 }
 
-/// Distinct colours for classes (Tableau's 20, then repeating): readable side by side in QGIS.
-pub fn palette(n: usize) -> Vec<[u8; 3]> {
+/// Land-cover colours for the labels of skyscribe's land-cover presets (EuroSAT's classes and
+/// wordings, `eurosat-reduced`, RSICD's scene classes and wordings, `describe`), in the
+/// conventions of land-cover maps (CORINE, ESA WorldCover): water blue, forest dark green,
+/// grass and shrubs light greens, crops yellow and orange, built-up reds and purples,
+/// transport greys, bare ground sand and brown. Keys are the names lower-cased with only
+/// letters and digits kept.
+const LAND_COVER: &[(&str, [u8; 3])] = &[
+    // Water.
+    ("sealake", [0, 92, 196]),
+    ("lakeorsea", [0, 92, 196]),
+    ("bodyofwater", [0, 92, 196]),
+    ("river", [66, 146, 232]),
+    ("pond", [120, 186, 245]),
+    ("port", [40, 70, 140]),
+    ("beach", [250, 236, 180]),
+    // Trees, grass, shrubs.
+    ("forest", [0, 100, 0]),
+    ("park", [60, 170, 80]),
+    ("meadow", [150, 215, 100]),
+    ("pasture", [200, 230, 77]),
+    ("pastureland", [200, 230, 77]),
+    ("herbaceousvegetation", [120, 160, 50]),
+    ("brushlandorshrubland", [120, 160, 50]),
+    ("baseballfield", [110, 200, 150]),
+    ("playground", [180, 230, 160]),
+    // Crops.
+    ("annualcrop", [255, 220, 60]),
+    ("annualcropland", [255, 220, 60]),
+    ("field", [255, 220, 60]),
+    ("farmland", [240, 200, 110]),
+    ("permanentcrop", [230, 128, 0]),
+    ("permanentcropland", [230, 128, 0]),
+    // Built-up.
+    ("residential", [220, 30, 30]),
+    ("residentialbuildingsorhomesorapartments", [220, 30, 30]),
+    ("buildings", [220, 30, 30]),
+    ("denseresidential", [180, 0, 0]),
+    ("denseresidentialarea", [180, 0, 0]),
+    ("mediumresidential", [230, 80, 80]),
+    ("mediumresidentialarea", [230, 80, 80]),
+    ("sparseresidential", [250, 150, 150]),
+    ("sparseresidentialarea", [250, 150, 150]),
+    ("center", [120, 0, 30]),
+    ("citycenter", [120, 0, 30]),
+    ("industrial", [150, 60, 170]),
+    ("industrialarea", [150, 60, 170]),
+    ("industrialbuildingsorcommercialbuildings", [150, 60, 170]),
+    ("commercial", [200, 110, 220]),
+    ("commercialarea", [200, 110, 220]),
+    ("church", [160, 90, 60]),
+    ("school", [240, 120, 60]),
+    ("resort", [255, 170, 200]),
+    ("stadium", [210, 60, 130]),
+    ("square", [190, 160, 190]),
+    ("storagetanks", [130, 100, 150]),
+    // Transport.
+    ("highway", [100, 100, 100]),
+    ("highwayorroad", [100, 100, 100]),
+    ("airport", [160, 160, 175]),
+    ("railwaystation", [80, 60, 50]),
+    ("bridge", [60, 60, 60]),
+    ("viaduct", [130, 130, 120]),
+    ("parking", [200, 200, 200]),
+    ("parkinglot", [200, 200, 200]),
+    // Bare ground.
+    ("bareland", [205, 175, 130]),
+    ("desert", [237, 210, 160]),
+    ("mountain", [130, 100, 70]),
+];
+
+/// Distinct colours for the classes `names`, in order. Land-cover labels (every name in
+/// [`LAND_COVER`], no colour twice) get land-cover colours, so that water reads blue and
+/// forest green; any other set gets Tableau's 20 qualitative colours (then repeating).
+pub fn palette(names: &[String]) -> Vec<[u8; 3]> {
+    let key = |n: &str| -> String {
+        n.chars()
+            .filter(|c| c.is_alphanumeric())
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let land: Option<Vec<[u8; 3]>> = names
+        .iter()
+        .map(|n| {
+            let k = key(n);
+            LAND_COVER
+                .iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, c)| *c)
+        })
+        .collect();
+    if let Some(colours) = land {
+        let mut seen = colours.clone();
+        seen.sort();
+        seen.dedup();
+        if seen.len() == colours.len() {
+            return colours;
+        }
+    }
+    qualitative(names.len())
+}
+
+/// Tableau's 20 colours, then repeating: readable side by side in QGIS.
+fn qualitative(n: usize) -> Vec<[u8; 3]> {
     const TAB20: [[u8; 3]; 20] = [
         [31, 119, 180],
         [255, 127, 14],
@@ -255,7 +368,7 @@ pub fn write_class_map(
         grid.width,
         grid.height,
         &classes,
-        &palette(labels.len().min(255)),
+        &palette(&labels[..labels.len().min(255)]),
         255,
         place.as_ref(),
     )?;
@@ -278,25 +391,57 @@ fn xml_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// `preview` (the scene every `step`-th pixel) in grey with `label`'s score over it, tiles'
-/// scores averaged where they overlap; and the score range the colours span.
+/// What a heatmap colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeatmapScore {
+    /// The label's share of the softmax over the label set: high where it wins, low where
+    /// another label wins — even over the label's own object ("ship" dark over ships when
+    /// "harbor" wins the tile).
+    Probability,
+    /// The label's cosine similarity to the tile, on its own: where the label fits, whatever
+    /// the other labels do.
+    Similarity,
+}
+
+impl HeatmapScore {
+    /// The legend's words for `label` under this score and `scale`.
+    pub fn legend(self, label: &str, labels: usize, scale: heatmap::Scale) -> String {
+        let what = match self {
+            HeatmapScore::Probability => {
+                format!("P({label}): its share of the softmax over {labels} labels")
+            }
+            HeatmapScore::Similarity => format!("cosine similarity of {label:?} to each tile"),
+        };
+        match scale {
+            heatmap::Scale::Fixed { .. } => format!("{what}; fixed scale"),
+            heatmap::Scale::Auto => format!("{what}; stretched to this scene's range"),
+        }
+    }
+}
+
+/// A heatmap of `label`'s `score` over `preview` (the scene read every `step` pixels): tile
+/// scores averaged where they overlap, coloured on `scale`; and the score range the colours
+/// span.
 pub fn heatmap(
     preview: &RgbImage,
     step: u32,
     records: &[TileRecord],
     label: usize,
+    score: HeatmapScore,
+    scale: heatmap::Scale,
 ) -> (RgbImage, (f32, f32)) {
     let cells: Vec<heatmap::Cell> = records
         .iter()
         .map(|r| {
             let (x, y, w, h) = r.rect;
-            (
-                (x / step, y / step, w.div_ceil(step), h.div_ceil(step)),
-                r.probs[label],
-            )
+            let s = match score {
+                HeatmapScore::Probability => r.probs[label],
+                HeatmapScore::Similarity => r.similarities[label],
+            };
+            ((x / step, y / step, w.div_ceil(step), h.div_ceil(step)), s)
         })
         .collect();
-    heatmap::overlay(preview, &cells, 0.6)
+    heatmap::overlay(preview, &cells, 0.6, scale)
 }
 
 #[cfg(test)]
@@ -307,9 +452,49 @@ mod tests {
         TileRecord {
             rect,
             labels: vec![],
+            similarities: probs.clone(),
             probs,
             caption: None,
         }
+    }
+
+    #[test]
+    fn land_cover_presets_get_land_cover_colours_and_others_a_qualitative_palette() {
+        use crate::labels::LabelSet;
+        let names = |spec: &str| -> Vec<String> {
+            let set = LabelSet::parse(spec).unwrap();
+            set.names().iter().map(|s| s.to_string()).collect()
+        };
+        for preset in [
+            "eurosat",
+            "eurosat-folders",
+            "eurosat-reduced",
+            "rsicd",
+            "describe",
+        ] {
+            let n = names(preset);
+            let p = palette(&n);
+            let mut distinct = p.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), n.len(), "{preset}: a colour twice");
+            assert_ne!(p, qualitative(n.len()), "{preset}: not land-cover colours");
+        }
+        let eurosat = names("eurosat");
+        let colour =
+            |name: &str| palette(&eurosat)[eurosat.iter().position(|n| n == name).unwrap()];
+        let [r, g, b] = colour("SeaLake");
+        assert!(b > r && b > g, "water is blue");
+        let [r, g, b] = colour("Forest");
+        assert!(g > r && g > b, "forest is green");
+        let [r, g, b] = colour("Residential");
+        assert!(r > g && r > b, "built-up is red");
+        let [r, g, b] = colour("AnnualCrop");
+        assert!(r > b && g > b, "crops are yellow");
+        // Objects, or a set with a name the table does not know: Tableau's colours.
+        assert_eq!(palette(&names("xview")), qualitative(60));
+        let mixed = vec!["forest".to_string(), "ship".to_string()];
+        assert_eq!(palette(&mixed), qualitative(2));
     }
 
     #[test]

@@ -228,6 +228,78 @@ fn unreadable_files_are_reported_skipped_and_fail_the_run() {
             p.display()
         );
     }
+    // The last line says what was written: here the two good images' results.
+    let last = run.stderr.lines().last().unwrap();
+    assert!(
+        last.contains("6 inputs could not be read") && last.contains("the others were written"),
+        "{last}"
+    );
+    // Only bad inputs: nothing was written, and the last line says so.
+    let run = skyscribe(&[
+        "labels",
+        "--model",
+        &model("tiny-a"),
+        "--labels",
+        "eurosat",
+        &text.display().to_string(),
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    let last = run.stderr.lines().last().unwrap();
+    assert!(
+        last.ends_with("1 input could not be read (named above); nothing was written"),
+        "{last}"
+    );
+}
+
+/// A 1 × 1,000,000 PNG (3 KB; resized whole it would need 150 GB) beside a good image: both
+/// get their labels, and the skinny one those of its centre crop.
+#[test]
+fn a_skinny_image_is_labelled_from_its_centre_crop_beside_a_good_one() {
+    let dir = scratch("skinny");
+    let skinny = dir.join("skinny.png");
+    std::fs::write(&skinny, crate::serve::skinny_png(1, 1_000_000)).unwrap();
+    let strip = dir.join("strip.png");
+    std::fs::write(&strip, crate::serve::skinny_png(224, 224)).unwrap();
+    let run = skyscribe(&[
+        "labels",
+        "--labels",
+        "eurosat",
+        "--jsonl",
+        &skinny.display().to_string(),
+        &good_image().display().to_string(),
+        &strip.display().to_string(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines = json_lines(&run.stdout);
+    assert_eq!(lines.len(), 3, "{}", run.stdout);
+    // Its centre crop is 224 × 224 of the same grey: the same scores as a grey square.
+    assert_eq!(lines[0]["labels"], lines[2]["labels"]);
+}
+
+/// An output path that cannot be written is refused before the work, not after it.
+#[test]
+fn an_unwritable_output_is_refused_before_the_scan() {
+    let scene = fixtures().join("scenes/utm33n-u8-tiled-deflate.tif");
+    let dir = scratch("unwritable");
+    let out = dir.join("missing-dir/x.geojson");
+    let run = skyscribe(&[
+        "scan",
+        "--out",
+        &out.display().to_string(),
+        &scene.display().to_string(),
+    ]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("does not exist (create it first)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("scanning") && run.stdout.is_empty(),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]

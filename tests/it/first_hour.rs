@@ -26,7 +26,7 @@ fn refused(r: &Run, what: &str) {
 fn options_that_make_no_sense_are_refused_at_start() {
     let s = sample();
     let t = tiny();
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 13] = [
         (
             &[
                 "labels", "--model", &t, "--labels", "a,b", "--top-k", "0", &s,
@@ -52,6 +52,25 @@ fn options_that_make_no_sense_are_refused_at_start() {
             "--beam-size",
         ),
         (&["caption", "--temperature=-1", &s], "--temperature"),
+        // Options of another decoding than the one run are refused, not ignored.
+        (&["caption", "--top-p", "0.9", &s], "--decode sample"),
+        (
+            &["caption", "--decode", "beam", "--seed", "3", &s],
+            "--seed is for --decode sample",
+        ),
+        (
+            &["caption", "--decode", "sample", "--beam-size", "3", &s],
+            "--beam-size is for --decode beam",
+        ),
+        (
+            &["caption", "--temperature", "0.5", &s],
+            "--temperature is for --decode beam or sample",
+        ),
+        // A patch larger than the image (the sample is 64 × 64 px).
+        (
+            &["locate", "--text", "a river", "--patch", "128", &s],
+            "64×64",
+        ),
         (
             &[
                 "labels", "--model", &t, "--labels", "a,b", "--bands", "4,3", &s,

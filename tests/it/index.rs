@@ -67,6 +67,108 @@ fn build(index: &Path, model: &Path, extra: &[&str], inputs: &[&Path]) -> serde_
     json_lines(&r.stdout).pop().unwrap()
 }
 
+/// A build over other inputs than the index's is refused (it would drop the archive), unless it
+/// says --add or --replace; the inputs live in index.json.
+#[test]
+fn a_build_over_other_inputs_is_refused_unless_it_adds_or_replaces() {
+    let dir = scratch("index-inputs");
+    let (a, b) = (dir.join("archive"), dir.join("samples"));
+    let archive = synthetic_images(&a, 9, 40);
+    synthetic_images(&dir.join("b-src"), 12, 40);
+    std::fs::create_dir_all(&b).unwrap();
+    for i in 9..12 {
+        let name = format!("img-{i:03}.png");
+        std::fs::copy(dir.join("b-src").join(&name), b.join(&name)).unwrap();
+    }
+    let model = tiny_clip("tiny-a");
+    let index = dir.join("ix");
+    assert_eq!(build(&index, &model, &[], &[&a])["count"], 9);
+    let meta = read_json(&index.join("index.json"));
+    let canonical = std::fs::canonicalize(&a).unwrap();
+    assert_eq!(
+        meta["inputs"],
+        serde_json::json!([canonical.display().to_string()])
+    );
+    // The same inputs, written another way (relative, with a trailing slash): no change.
+    let relative = format!("{}/", a.display());
+    let again = build(&index, &model, &[], &[Path::new(&relative)]);
+    assert_eq!(
+        (again["reused"].as_u64(), again["dropped"].as_u64()),
+        (Some(9), Some(0))
+    );
+
+    // Other inputs: refused, naming both ways on, and the index is as it was.
+    let before = index_rows(&index);
+    let r = skyscribe(&[
+        "index",
+        "build",
+        "--index",
+        s(&index),
+        "--model",
+        s(&model),
+        s(&b),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    for words in [
+        "--add",
+        "--replace",
+        "is built over",
+        &canonical.display().to_string(),
+    ] {
+        assert!(r.stderr.contains(words), "{words:?} in {}", r.stderr);
+    }
+    assert_eq!(index_rows(&index), before);
+    // --add: both, the archive's rows kept.
+    let added = build(&index, &model, &["--add"], &[&b]);
+    assert_eq!(
+        (added["encoded"].as_u64(), added["reused"].as_u64()),
+        (Some(3), Some(9))
+    );
+    assert_eq!(added["count"], 12);
+    assert_eq!(
+        read_json(&index.join("index.json"))["inputs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    // Now the archive alone is "other inputs" too.
+    let r = skyscribe(&[
+        "index",
+        "build",
+        "--index",
+        s(&index),
+        "--model",
+        s(&model),
+        s(&a),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("not given"), "{}", r.stderr);
+    // A file gone from a recorded input is still dropped by a plain rebuild.
+    std::fs::remove_file(&archive[4]).unwrap();
+    let rebuilt = build(&index, &model, &[], &[&a, &b]);
+    assert_eq!(
+        (rebuilt["dropped"].as_u64(), rebuilt["count"].as_u64()),
+        (Some(1), Some(11))
+    );
+    // --replace: the samples alone; the archive's rows go.
+    let replaced = build(&index, &model, &["--replace"], &[&b]);
+    assert_eq!(
+        (replaced["dropped"].as_u64(), replaced["count"].as_u64()),
+        (Some(8), Some(3))
+    );
+    let r = skyscribe(&[
+        "index",
+        "build",
+        "--index",
+        s(&index),
+        "--add",
+        "--replace",
+        s(&b),
+    ]);
+    assert_eq!(r.code, 2, "--add with --replace: {}", r.stderr);
+}
+
 #[test]
 fn incremental_builds_encode_only_new_and_changed_files() {
     let dir = scratch("index-incremental");
@@ -167,7 +269,7 @@ fn a_killed_build_resumes_and_encodes_only_the_rest() {
         ])
         .env("HF_HUB_OFFLINE", "1")
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let pending = index.join("parts").join(parts::pending_name(0, 1));
@@ -187,8 +289,22 @@ fn a_killed_build_resumes_and_encodes_only_the_rest() {
         assert!(started.elapsed().as_secs() < 300, "no progress");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Ctrl-C, as a user stops it: exit 130 and a line saying a rerun resumes.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted; the images encoded so far are saved: rerun the same command"),
+        "{stderr}"
+    );
     assert!(
         !index.join("parts").join(parts::marker_name(0, 1)).exists(),
         "killed before the end, yet the part is marked complete"
@@ -531,10 +647,15 @@ fn locate_scores_patches_that_cover_the_image() {
             .all(|l| l["input"] == s(&images[0]) && l["score"].as_f64().unwrap().abs() <= 1.0)
     );
     let png = image::open(heat.join("img-000.heatmap.png")).unwrap();
-    assert_eq!((png.width(), png.height()), (100, 100));
+    // The 100 × 100 image, centred over a legend 360 px wide and 62 px high.
+    assert_eq!((png.width(), png.height()), (360, 162));
     // Patch scores differ, so the heatmap is not one colour.
     let px = png.to_rgb8();
-    assert_ne!(px.get_pixel(5, 5), px.get_pixel(95, 95));
+    assert_ne!(px.get_pixel(130 + 5, 5), px.get_pixel(130 + 95, 95));
+    // The colour bar runs from the ramp's dark end to its bright end.
+    let (dark, bright) = (px.get_pixel(14, 131), px.get_pixel(345, 131));
+    let lum = |p: &image::Rgb<u8>| p.0.iter().map(|&v| v as u32).sum::<u32>();
+    assert!(lum(dark) < 30 && lum(bright) > 600, "{dark:?} {bright:?}");
 }
 
 #[test]

@@ -7,7 +7,7 @@ use crate::common::repo;
 /// Every top-level module of `src/`, lowest first.
 #[rustfmt::skip]
 const ORDER: &[&str] = &[
-    "atomic", "progress", "simd",                 // 0 plumbing
+    "atomic", "progress", "simd", "canvas",       // 0 plumbing
     "imagery", "tokenizer", "labels", "data",     // 1 inputs
     "scene",
     "models",                                     // 2 networks

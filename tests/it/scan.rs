@@ -96,6 +96,11 @@ fn tiles_are_where_gdal_puts_them_and_nodata_tiles_are_skipped() {
             assert_eq!(line["tile"], t["tile"], "{name}");
             assert_eq!(props["scene"], fixture(name));
             assert_eq!(props["labels"].as_array().unwrap().len(), 5);
+            // The best label flat, for GIS tools that cannot read nested values.
+            assert!(props["label"].is_string() && props["score"].is_f64());
+            assert_eq!(props["label"], props["labels"][0]["label"]);
+            assert_eq!(props["score"], props["labels"][0]["score"]);
+            assert_eq!(props["label"], line["labels"][0]["label"]);
             let geom = serde_json::to_value(feature.geometry.as_ref().unwrap()).unwrap();
             assert_eq!(geom["type"], "Polygon");
             let ring = geom["coordinates"][0].as_array().unwrap();
@@ -414,9 +419,10 @@ fn dota_scenes_scan_in_pixel_coordinates_with_a_heatmap() {
         assert_eq!((right, bottom), (w, h));
         let png = image::open(dir.join(format!("{stem}.heatmap.png"))).unwrap();
         let step = w.max(h).div_ceil(1024);
+        // The preview with a 62-pixel legend under it.
         assert_eq!(
             (png.width(), png.height()),
-            (w.div_ceil(step), h.div_ceil(step))
+            (w.div_ceil(step).max(360), h.div_ceil(step) + 62)
         );
     }
 }
