@@ -18,13 +18,18 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 fn main() -> ExitCode {
-    // By default mimalloc hands freed memory back to the kernel after a delay (1 s in
-    // mimalloc 3). A training step frees and reallocates the same large buffers all the time,
-    // and every page handed back costs a fault and zeroing when it comes back (a tenth of a
-    // ClipCap step; on the AMD host a CLIP step took 20.5 s without this, 11.3 s with): keep it.
-    // SAFETY: setting an option is allowed at any time.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     let cli = cli::Cli::parse();
+    if !cli.is_server() {
+        // By default mimalloc hands freed memory back to the kernel after a delay (1 s in
+        // mimalloc 3). Candle frees and reallocates the same large buffers all the time, and
+        // every page handed back costs a fault and zeroing when it comes back (a tenth of a
+        // ClipCap step; on the AMD host a CLIP step took 20.5 s without this, 11.3 s with):
+        // keep it, in commands that end when their work does. Not in the server, which must
+        // give back what a burst of large requests took (it held 781 MB idle after two bursts
+        // of 16-megapixel uploads with this set, 150 MB without).
+        // SAFETY: setting an option is allowed at any time.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
     match cli::run(cli) {
         Ok(0) => ExitCode::SUCCESS,
         Ok(failed) => {

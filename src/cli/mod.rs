@@ -89,6 +89,13 @@ enum Command {
 
 /// Runs a parsed command line; `Ok(n)`: how many inputs could not be read (the run's exit
 /// status is 1 when any could not).
+impl Cli {
+    /// Whether the command is `serve`, which runs until stopped (see `main`).
+    pub fn is_server(&self) -> bool {
+        matches!(self.command, Command::Serve(_))
+    }
+}
+
 pub fn run(cli: Cli) -> Result<usize> {
     if let Some(line) = interrupted_line(&cli.command) {
         exit_130_on_ctrl_c(line);

@@ -254,6 +254,9 @@ pub fn run(
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores.min(4))
+        // Decoding threads that sit idle end after 2 s (tokio's default is 10 s), and with
+        // them the memory their large decodes took goes back to the kernel.
+        .thread_keep_alive(Duration::from_secs(2))
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;

@@ -789,6 +789,71 @@ fn hostile_inputs_from_outside_testers_are_answered_within_bounded_memory() {
     assert!(!log.contains("panicked"), "{log}");
 }
 
+/// The memory the process `pid` holds now (VmRSS), in MiB.
+fn resident_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        / 1024
+}
+
+/// A burst of large uploads takes memory; once the server is idle it gives most of it back
+/// (it used to hold its peak for good).
+#[test]
+fn memory_taken_by_a_burst_of_large_uploads_is_given_back() {
+    let server = Server::start(&[
+        "--no-caption",
+        "--max-body-mb",
+        "64",
+        "--max-pixels",
+        "20000000",
+    ]);
+    let labels = server.url("/v1/labels?labels=eurosat");
+    // 3000 × 3000 noise: 27 MB of pixels a decode, a PNG that does not compress.
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    let noise = image::RgbImage::from_fn(3000, 3000, |_, _| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        image::Rgb([rng as u8, (rng >> 8) as u8, (rng >> 16) as u8])
+    });
+    let mut png = Vec::new();
+    noise
+        .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    let pid = server.child.id();
+    let start = resident_mib(pid);
+    for _ in 0..2 {
+        let senders: Vec<_> = (0..6)
+            .map(|_| {
+                let (url, body) = (labels.clone(), png.clone());
+                std::thread::spawn(move || post(&url, "image/png", &body).status)
+            })
+            .collect();
+        for s in senders {
+            assert_eq!(s.join().unwrap(), 200);
+        }
+    }
+    let peak = peak_mib(pid);
+    assert!(peak > start + 100, "the burst took {start} → {peak} MiB");
+    // Idle: back to within a third of what the burst took, in well under a minute.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut now = resident_mib(pid);
+    while now > start + (peak - start) / 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        now = resident_mib(pid);
+    }
+    assert!(
+        now <= start + (peak - start) / 3,
+        "idle at {now} MiB after a peak of {peak} (start {start})"
+    );
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
 #[test]
 fn the_token_guards_everything_but_the_page_and_health() {
     let server = Server::start(&["--token", "correct-horse-battery", "--no-caption"]);
