@@ -80,6 +80,12 @@ fn the_page_labels_captions_and_searches_in_a_real_browser() {
         &std::fs::read(&sample).unwrap(),
     )
     .json();
+    let eurosat = crate::serve::post(
+        &server.url("/v1/labels?labels=eurosat"),
+        "image/jpeg",
+        &std::fs::read(&sample).unwrap(),
+    )
+    .json();
 
     let port = free_port();
     let driver = Driver(
@@ -153,6 +159,25 @@ fn the_page_labels_captions_and_searches_in_a_real_browser() {
             client.screenshot().await.unwrap(),
         )
         .unwrap();
+
+        // The browser's own multipart upload: FormData with the chosen file, sent by fetch
+        // (Chrome writes its `----WebKitFormBoundary…` boundary, mixed case and all).
+        let answer = client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\
+                 const file = document.getElementById('file').files[0];\
+                 if (!file) { done({error: 'no file in the input'}); return; }\
+                 const form = new FormData();\
+                 form.append('image', file);\
+                 fetch('/v1/labels?labels=eurosat', {method: 'POST', body: form})\
+                   .then(r => r.json().then(j => done({status: r.status, body: j})))\
+                   .catch(e => done({error: String(e)}));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(answer["status"], 200, "{answer}");
+        assert_eq!(answer["body"], eurosat, "FormData gives the raw upload's answer");
 
         // Search: a grid of thumbnails with scores.
         let query = client.find(Locator::Id("query")).await.unwrap();
