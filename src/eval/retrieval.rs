@@ -80,10 +80,25 @@ pub fn evaluate(
             captions.push(c.clone());
         }
     }
-    let texts: Vec<Vec<f32>> = clip
-        .embed_texts(&captions, batch_size)?
+    // Each distinct sentence is embedded once: repeated captions (RSICD has many) then have
+    // bit-identical embeddings and tie exactly, as they do in the reference, instead of
+    // differing in their last bits with the batch they were padded in.
+    let mut distinct: Vec<String> = captions.clone();
+    distinct.sort();
+    distinct.dedup();
+    let embedded: Vec<Vec<f32>> = clip
+        .embed_texts(&distinct, batch_size)?
         .iter()
         .map(|e| normalized(e))
+        .collect();
+    let texts: Vec<Vec<f32>> = captions
+        .iter()
+        .map(|c| {
+            let i = distinct
+                .binary_search(c)
+                .expect("every caption is among the distinct");
+            embedded[i].clone()
+        })
         .collect();
     Ok(RetrievalRun {
         ranks: ranks(&images, &texts, &owner),
@@ -158,12 +173,25 @@ pub struct RetrievalSummary {
 }
 
 /// Ranks, 1-based: for each image, the rank of its best own caption among all captions; for
-/// each caption, the rank of its own image among all images. A tie counts for the query
-/// (ranks count only the strictly better candidates).
+/// each caption, the rank of its own image among all images. Candidates with equal scores rank
+/// in data order, the lower index first (as a stable sort orders them): a duplicate of a
+/// query's own caption that comes earlier in the data ranks ahead of it, as it does in the code
+/// published numbers come from (CLIP_benchmark's `recall_at_k` over `torch.topk`; checked
+/// against it by `scripts/make_retrieval_reference.py`). RSICD has many identical captions,
+/// so counting ties for the query (as this did before) inflated image → text recall.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ranks {
     pub image_to_text: Vec<usize>,
     pub text_to_image: Vec<usize>,
+}
+
+/// The 1-based place of candidate `own` in `scores` sorted best first, equal scores in index
+/// order.
+fn place(scores: impl Iterator<Item = f32>, own: usize, own_score: f32) -> usize {
+    1 + scores
+        .enumerate()
+        .filter(|&(j, s)| s > own_score || (s == own_score && j < own))
+        .count()
 }
 
 /// `images` and `texts`: unit vectors; `owner[t]`: the image caption `t` describes.
@@ -178,20 +206,29 @@ pub fn ranks(images: &[Vec<f32>], texts: &[Vec<f32>], owner: &[usize]) -> Ranks 
         .par_iter()
         .enumerate()
         .map(|(i, row)| {
-            let best_own = row
+            // The best own caption: the highest score, the first of equals.
+            let best = row
                 .iter()
                 .zip(owner)
-                .filter(|&(_, &o)| o == i)
-                .map(|(&s, _)| s)
-                .fold(f32::NEG_INFINITY, f32::max);
-            1 + row.iter().filter(|&&s| s > best_own).count()
+                .enumerate()
+                .filter(|&(_, (_, &o))| o == i)
+                .map(|(t, (&s, _))| (t, s))
+                .fold(None, |best: Option<(usize, f32)>, (t, s)| match best {
+                    Some((_, b)) if b >= s => best,
+                    _ => Some((t, s)),
+                });
+            match best {
+                Some((t, s)) => place(row.iter().copied(), t, s),
+                // An image without captions is never found.
+                None => row.len() + 1,
+            }
         })
         .collect();
     let text_to_image = (0..texts.len())
         .into_par_iter()
         .map(|t| {
-            let own = sims[owner[t]][t];
-            1 + sims.iter().filter(|row| row[t] > own).count()
+            let own = owner[t];
+            place(sims.iter().map(|row| row[t]), own, sims[own][t])
         })
         .collect();
     Ranks {
@@ -251,5 +288,23 @@ mod tests {
         assert!((s.t2i_r5 - 1.0).abs() < 1e-12);
         let mean = (1.0 / 3.0 + 1.0 + 1.0 + 0.25 + 1.0 + 1.0) / 6.0;
         assert!((s.mean_recall - mean).abs() < 1e-12);
+    }
+
+    #[test]
+    fn equal_scores_rank_in_data_order() {
+        // Captions 0 and 2 are the same text; image 1 owns caption 2, image 0 caption 0 and 1.
+        let images = vec![unit(0.0), unit(0.5)];
+        let texts = vec![unit(0.5), unit(3.0), unit(0.5)];
+        let owner = vec![0, 0, 1];
+        let r = ranks(&images, &texts, &owner);
+        // Image 1: captions 0 and 2 tie at cosine 1; caption 0 comes first, so its own is 2nd.
+        // Image 0: its best own caption is 0 (cosine 0.88), tied with caption 2, first: 1st.
+        assert_eq!(r.image_to_text, vec![1, 2]);
+        // Caption 0 (angle 0.5) is nearest image 1, then its own image 0: 2nd. Caption 2 ties
+        // nowhere: image 1 is nearest. Two identical images would rank the first first.
+        assert_eq!(r.text_to_image, vec![2, 2, 1]);
+        let twins = ranks(&[unit(0.2), unit(0.2)], &[unit(0.2), unit(0.2)], &[0, 1]);
+        assert_eq!(twins.text_to_image, vec![1, 2]);
+        assert_eq!(twins.image_to_text, vec![1, 2]);
     }
 }

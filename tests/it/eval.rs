@@ -420,3 +420,55 @@ fn eval_report_and_per_image_lines_recompute_to_the_summary() {
     assert!(!md.contains("best single template"), "{md}");
     assert!(md.contains("chance (one of 10 labels) | 10.0 %"), "{md}");
 }
+
+/// Retrieval recall as CLIP_benchmark computes it (`scripts/make_retrieval_reference.py`):
+/// equal to its `recall_at_k` digit for digit where no query ties, and in data order (a stable
+/// sort, the lower index first) where captions repeat, as RSICD's do.
+#[test]
+fn retrieval_recall_matches_clip_benchmark_and_ranks_ties_in_data_order() {
+    use skyscribe::eval::retrieval::ranks;
+    let r = read_json(&fixtures().join("retrieval/reference.json"));
+    let vectors = |v: &serde_json::Value| -> Vec<Vec<f32>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|row| floats(row))
+            .collect()
+    };
+    let recalls = |set: &serde_json::Value| {
+        let owner: Vec<usize> = integers(&set["owner"]);
+        let s = ranks(&vectors(&set["images"]), &vectors(&set["texts"]), &owner).summary();
+        [
+            ("i2t_r1", s.i2t_r1),
+            ("i2t_r5", s.i2t_r5),
+            ("i2t_r10", s.i2t_r10),
+            ("t2i_r1", s.t2i_r1),
+            ("t2i_r5", s.t2i_r5),
+            ("t2i_r10", s.t2i_r10),
+        ]
+    };
+    let distinct = &r["distinct"];
+    assert_eq!(distinct["queries_with_a_tie"], 0);
+    for (k, ours) in recalls(distinct) {
+        let theirs = distinct["clip_benchmark"][k].as_f64().unwrap();
+        assert!(
+            (ours - theirs).abs() < 1e-6,
+            "{k}: {ours} vs CLIP_benchmark {theirs}"
+        );
+    }
+    let ties = &r["ties"];
+    assert!(ties["queries_with_a_tie"].as_u64().unwrap() > 100);
+    for (k, ours) in recalls(ties) {
+        assert_eq!(ours, ties["stable_sort"][k].as_f64().unwrap(), "{k}");
+        // R@1 is where counting ties for the query inflated recall; CLIP_benchmark agrees there.
+        if k.ends_with("_r1") {
+            let old = ties["ties_count_for_the_query"][k].as_f64().unwrap();
+            assert!(ours < old, "{k}: {ours} vs {old}");
+            let cb = ties["clip_benchmark"][k].as_f64().unwrap();
+            assert!(
+                (ours - cb).abs() < 1e-6,
+                "{k}: {ours} vs CLIP_benchmark {cb}"
+            );
+        }
+    }
+}
