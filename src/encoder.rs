@@ -164,11 +164,8 @@ impl ClipEncoder {
     /// With [`DecodeOptions::jpeg_draft`], a large JPEG decodes only as large as the
     /// preprocessing needs.
     pub fn load_pixels(&self, path: &Path, decode: &DecodeOptions) -> Result<Vec<f32>> {
-        let img = match self.preprocessor.draft_size() {
-            Some(size) => imagery::load_rgb_at_least(path, decode, size)?,
-            None => imagery::load_rgb(path, decode)?,
-        };
-        self.preprocessor.preprocess(&img)
+        let img = imagery::load_decoded(path, decode, self.preprocessor.draft_size())?;
+        self.preprocessor.preprocess_decoded(img)
     }
 
     /// Projected image embeddings (not normalised) of preprocessed images.

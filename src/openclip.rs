@@ -510,7 +510,8 @@ impl OpenClipConfig {
     }
 
     /// `preprocessor_config.json`: OpenCLIP's torchvision pipeline in transformers' terms,
-    /// plus skyscribe's `crop_offsets` (see [`crate::imagery::CropOffsets`]).
+    /// plus skyscribe's `crop_offsets` and `convert_rgb` (see [`crate::imagery::CropOffsets`]
+    /// and [`crate::imagery::ConvertRgb`]).
     pub fn preprocessor_json(&self) -> Value {
         let s = self.image_size;
         let p = &self.preprocess;
@@ -527,6 +528,7 @@ impl OpenClipConfig {
             "do_center_crop": crop,
             "crop_size": {"height": s, "width": s},
             "crop_offsets": "torchvision",
+            "convert_rgb": "last",
             "do_rescale": true,
             "rescale_factor": 1.0 / 255.0,
             "do_normalize": true,

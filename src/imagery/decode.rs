@@ -10,11 +10,12 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
-use super::{DecodeOptions, RgbImage};
+use super::{DecodeOptions, Decoded, RgbImage};
 
-/// Decodes a file into 8-bit RGB. Every error names the file.
+/// Decodes a file into 8-bit RGB (transparency composited onto white, as transformers'
+/// `convert_to_rgb` does). Every error names the file.
 pub fn load_rgb(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
-    decode(Source::File(path), opts, None).with_context(|| format!("{}", path.display()))
+    load_decoded(path, opts, None).map(Decoded::over_white)
 }
 
 /// [`load_rgb`] for a consumer that needs at least `(width, height)` pixels: with
@@ -23,7 +24,17 @@ pub fn load_rgb(path: &Path, opts: &DecodeOptions) -> Result<RgbImage> {
 /// (libjpeg's scaled inverse DCT, the same pixels as Pillow's draft mode). Without the option,
 /// and for other formats, the same as [`load_rgb`].
 pub fn load_rgb_at_least(path: &Path, opts: &DecodeOptions, size: (u32, u32)) -> Result<RgbImage> {
-    let draft = opts.jpeg_draft.then_some(size);
+    load_decoded(path, opts, Some(size)).map(Decoded::over_white)
+}
+
+/// A file decoded as it is stored (see [`Decoded`]), before anything turns it into RGB; `at_least`
+/// as [`load_rgb_at_least`]. Every error names the file.
+pub fn load_decoded(
+    path: &Path,
+    opts: &DecodeOptions,
+    at_least: Option<(u32, u32)>,
+) -> Result<Decoded> {
+    let draft = at_least.filter(|_| opts.jpeg_draft);
     decode(Source::File(path), opts, draft).with_context(|| format!("{}", path.display()))
 }
 
@@ -37,7 +48,25 @@ fn draft_scale((w, h): (u32, u32), (want_w, want_h): (u32, u32)) -> u32 {
 /// Decodes an image held in memory (an upload) into 8-bit RGB, with the same formats, caps and
 /// checks as a file.
 pub fn decode_rgb(bytes: &[u8], opts: &DecodeOptions) -> Result<RgbImage> {
+    decode(Source::Bytes(bytes), opts, None).map(Decoded::over_white)
+}
+
+/// [`decode_rgb`] as [`load_decoded`]: the image as it is stored.
+pub fn decode_bytes(bytes: &[u8], opts: &DecodeOptions) -> Result<Decoded> {
     decode(Source::Bytes(bytes), opts, None)
+}
+
+/// Whether the image's colours are palette indices (or 1-bit), as Pillow opens them (modes `P`
+/// and `1`): PNGs of colour type 3 or 1-bit grey (read from the header, which `image` does not
+/// report), and GIFs.
+fn is_palette(head: &[u8], format: ImageFormat) -> bool {
+    match format {
+        ImageFormat::Gif => true,
+        // Signature (8), IHDR length and type (8), width and height (8), then bit depth and
+        // colour type.
+        ImageFormat::Png => matches!(head.get(24..26), Some([_, 3]) | Some([1, 0])),
+        _ => false,
+    }
 }
 
 /// Where the encoded image is: a file is read as the decoder goes (a large TIFF is not held
@@ -55,8 +84,8 @@ fn open_file(path: &Path) -> Result<BufReader<File>> {
 }
 
 /// `draft`: the size a JPEG may be decoded down to (see [`load_rgb_at_least`]).
-fn decode(src: Source, opts: &DecodeOptions, draft: Option<(u32, u32)>) -> Result<RgbImage> {
-    let mut head = [0u8; 16];
+fn decode(src: Source, opts: &DecodeOptions, draft: Option<(u32, u32)>) -> Result<Decoded> {
+    let mut head = [0u8; 32];
     let head: &[u8] = match src {
         Source::File(path) => {
             let n = File::open(path)
@@ -65,7 +94,7 @@ fn decode(src: Source, opts: &DecodeOptions, draft: Option<(u32, u32)>) -> Resul
                 .map_err(|e| anyhow!("cannot read: {e}"))?;
             &head[..n]
         }
-        Source::Bytes(b) => &b[..b.len().min(16)],
+        Source::Bytes(b) => &b[..b.len().min(32)],
     };
     if head.is_empty() {
         bail!("empty file (0 bytes)");
@@ -76,7 +105,8 @@ fn decode(src: Source, opts: &DecodeOptions, draft: Option<(u32, u32)>) -> Resul
         return match src {
             Source::File(path) => decode_tiff(open_file(path)?, opts),
             Source::Bytes(b) => decode_tiff(Cursor::new(b), opts),
-        };
+        }
+        .map(Decoded::from);
     }
     if format == ImageFormat::Jpeg {
         let bytes: std::borrow::Cow<[u8]> = match src {
@@ -89,13 +119,15 @@ fn decode(src: Source, opts: &DecodeOptions, draft: Option<(u32, u32)>) -> Resul
         if opts.bands.is_none()
             && let Some(img) = decode_jpeg_like_pillow(&bytes, opts, draft)?
         {
-            return Ok(img);
+            return Ok(img.into());
         }
     }
-    match src {
+    let mut decoded = match src {
         Source::File(path) => decode_other(ImageReader::new(open_file(path)?), format, opts),
         Source::Bytes(b) => decode_other(ImageReader::new(Cursor::new(b)), format, opts),
-    }
+    }?;
+    decoded.palette = is_palette(head, format);
+    Ok(decoded)
 }
 
 /// PNG, WebP, BMP, GIF (and JPEGs libjpeg cannot make RGB) through `image`.
@@ -103,7 +135,7 @@ fn decode_other<R: BufRead + Seek>(
     mut reader: ImageReader<R>,
     format: ImageFormat,
     opts: &DecodeOptions,
-) -> Result<RgbImage> {
+) -> Result<Decoded> {
     reader.set_format(format);
     reader.no_limits();
     let decoder = reader
@@ -266,40 +298,46 @@ struct Bands {
     samples: Vec<f32>,
 }
 
-fn dynamic_to_rgb(img: DynamicImage, opts: &DecodeOptions) -> Result<RgbImage> {
+fn dynamic_to_rgb(img: DynamicImage, opts: &DecodeOptions) -> Result<Decoded> {
     let (width, height) = (img.width(), img.height());
     let bands = match img {
-        // 8-bit images as transformers' convert_to_rgb sees them: grey is repeated, palettes
-        // are expanded by the decoder, transparency is composited onto white.
+        // 8-bit images as Pillow holds them: grey is repeated, palettes are expanded by the
+        // decoder, transparency is kept beside the colours (composited onto white by
+        // [`Decoded::over_white`] as transformers does, or dropped after resizing as OpenCLIP
+        // does).
         DynamicImage::ImageRgb8(b) if opts.bands.is_none() => {
             return Ok(RgbImage {
                 width,
                 height,
                 pixels: b.into_raw(),
-            });
+            }
+            .into());
         }
         DynamicImage::ImageRgba8(b) if opts.bands.is_none() => {
-            let pixels = b
-                .as_raw()
-                .chunks_exact(4)
-                .flat_map(|p| over_white([p[0], p[1], p[2]], p[3]))
-                .collect();
-            return Ok(RgbImage {
-                width,
-                height,
-                pixels,
+            let raw = b.into_raw();
+            return Ok(Decoded {
+                rgb: RgbImage {
+                    width,
+                    height,
+                    pixels: raw
+                        .chunks_exact(4)
+                        .flat_map(|p| [p[0], p[1], p[2]])
+                        .collect(),
+                },
+                alpha: Some(raw.chunks_exact(4).map(|p| p[3]).collect()),
+                palette: false,
             });
         }
         DynamicImage::ImageLumaA8(b) if opts.bands.is_none() => {
-            let pixels = b
-                .as_raw()
-                .chunks_exact(2)
-                .flat_map(|p| over_white([p[0]; 3], p[1]))
-                .collect();
-            return Ok(RgbImage {
-                width,
-                height,
-                pixels,
+            let raw = b.into_raw();
+            return Ok(Decoded {
+                rgb: RgbImage {
+                    width,
+                    height,
+                    pixels: raw.chunks_exact(2).flat_map(|p| [p[0]; 3]).collect(),
+                },
+                alpha: Some(raw.chunks_exact(2).map(|p| p[1]).collect()),
+                palette: false,
             });
         }
         DynamicImage::ImageLuma8(b) => Bands {
@@ -383,7 +421,25 @@ fn dynamic_to_rgb(img: DynamicImage, opts: &DecodeOptions) -> Result<RgbImage> {
             }
         }
     };
-    bands_to_rgb(bands, opts)
+    bands_to_rgb(bands, opts).map(Decoded::from)
+}
+
+impl Decoded {
+    /// The image as transformers' `convert_to_rgb` makes it: transparency composited onto
+    /// white (Pillow's `alpha_composite`).
+    pub fn over_white(self) -> RgbImage {
+        let Some(alpha) = self.alpha else {
+            return self.rgb;
+        };
+        let pixels = self
+            .rgb
+            .pixels
+            .chunks_exact(3)
+            .zip(alpha)
+            .flat_map(|(p, a)| over_white([p[0], p[1], p[2]], a))
+            .collect();
+        RgbImage { pixels, ..self.rgb }
+    }
 }
 
 /// Pillow's `alpha_composite` of one pixel over opaque white, in its fixed-point arithmetic

@@ -9,8 +9,10 @@ pub mod heatmap;
 mod preprocess;
 mod resample;
 
-pub use decode::{decode_rgb, load_rgb, load_rgb_at_least};
-pub use preprocess::{CLIP_MEAN, CLIP_STD, CropOffsets, Preprocessor, Resize, resize_rgb};
+pub use decode::{decode_bytes, decode_rgb, load_decoded, load_rgb, load_rgb_at_least};
+pub use preprocess::{
+    CLIP_MEAN, CLIP_STD, ConvertRgb, CropOffsets, Preprocessor, Resize, resize_rgb,
+};
 pub use resample::Filter;
 
 use std::path::Path;
@@ -42,6 +44,29 @@ impl std::fmt::Display for TooManyPixels {
 }
 
 impl std::error::Error for TooManyPixels {}
+
+/// An image as decoded, before it is made RGB: its colours straight (not composited), its
+/// alpha when it has one, and whether the colours came from a palette (Pillow's modes `P` and
+/// `1`). What becomes of the alpha, and how the image is resized, depends on the pipeline:
+/// transformers composites onto white first ([`Decoded::over_white`]); OpenCLIP resizes the
+/// image in its own mode and drops the alpha after ([`ConvertRgb`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    pub rgb: RgbImage,
+    /// One byte a pixel, when the file has transparency.
+    pub alpha: Option<Vec<u8>>,
+    pub palette: bool,
+}
+
+impl From<RgbImage> for Decoded {
+    fn from(rgb: RgbImage) -> Self {
+        Self {
+            rgb,
+            alpha: None,
+            palette: false,
+        }
+    }
+}
 
 /// An 8-bit RGB image, rows top to bottom, `[r, g, b]` per pixel.
 #[derive(Debug, Clone, PartialEq, Eq)]

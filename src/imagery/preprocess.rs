@@ -7,8 +7,8 @@ use std::path::Path;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::Deserialize;
 
-use super::RgbImage;
 use super::resample::{self, Filter};
+use super::{Decoded, RgbImage};
 
 /// CLIP's published per-channel mean and standard deviation (OpenAI's training statistics), the
 /// defaults of `CLIPImageProcessor`.
@@ -48,6 +48,24 @@ struct RawPreprocessorConfig {
     /// skyscribe's own key (transformers ignores it): whose centre-crop offsets to use.
     #[serde(default)]
     crop_offsets: CropOffsets,
+    /// skyscribe's own key: when the image becomes RGB (default: `last` for torchvision's
+    /// offsets, which only OpenCLIP imports write, else `first`).
+    #[serde(default)]
+    convert_rgb: Option<ConvertRgb>,
+}
+
+/// When an image with transparency or a palette becomes RGB, which changes its pixels. The two
+/// reference pipelines differ: transformers' `CLIPImageProcessor` converts first (alpha
+/// composited onto white, palettes expanded), then resizes; OpenCLIP's torchvision transform
+/// resizes the image in its own mode — Pillow resizes RGBA and LA with premultiplied alpha and
+/// palette (and 1-bit) images with nearest neighbour whatever the filter — crops, and only then
+/// converts, dropping the alpha. Models imported from OpenCLIP carry `"convert_rgb": "last"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConvertRgb {
+    #[default]
+    First,
+    Last,
 }
 
 /// Where a centre crop starts when the margin `size - crop` is odd. The two reference
@@ -97,6 +115,7 @@ pub struct Preprocessor {
     pub rescale_factor: Option<f64>,
     pub mean_std: Option<([f32; 3], [f32; 3])>,
     pub crop_offsets: CropOffsets,
+    pub convert_rgb: ConvertRgb,
 }
 
 impl Preprocessor {
@@ -118,6 +137,7 @@ impl Preprocessor {
             rescale_factor: Some(1.0 / 255.0),
             mean_std: Some((CLIP_MEAN, CLIP_STD)),
             crop_offsets: CropOffsets::Transformers,
+            convert_rgb: ConvertRgb::First,
         }
     }
 
@@ -164,6 +184,10 @@ impl Preprocessor {
             rescale_factor: raw.do_rescale.then_some(raw.rescale_factor),
             mean_std,
             crop_offsets: raw.crop_offsets,
+            convert_rgb: raw.convert_rgb.unwrap_or(match raw.crop_offsets {
+                CropOffsets::Torchvision => ConvertRgb::Last,
+                CropOffsets::Transformers => ConvertRgb::First,
+            }),
         })
     }
 
@@ -292,7 +316,71 @@ impl Preprocessor {
 
     /// The full pipeline: `(3, H, W)` floats, channel-major, ready for the vision tower.
     pub fn preprocess(&self, img: &RgbImage) -> Result<Vec<f32>> {
-        let img = self.resize_and_crop(img)?;
+        Ok(self.normalize(&self.resize_and_crop(img)?))
+    }
+
+    /// The full pipeline from an image as decoded, converted to RGB where this model's
+    /// pipeline converts it ([`ConvertRgb`]).
+    pub fn preprocess_decoded(&self, img: Decoded) -> Result<Vec<f32>> {
+        let rgb = match self.convert_rgb {
+            ConvertRgb::First => self.resize_and_crop(&img.over_white())?,
+            ConvertRgb::Last => self.resize_and_crop_then_convert(&img)?,
+        };
+        Ok(self.normalize(&rgb))
+    }
+
+    /// OpenCLIP's order: resize (and crop) the image in its own mode, as Pillow does under
+    /// torchvision's `Resize`, then make it RGB by dropping the alpha.
+    fn resize_and_crop_then_convert(&self, img: &Decoded) -> Result<RgbImage> {
+        let (h, w) = self.resized_size(img.rgb.height, img.rgb.width);
+        let resized = (h, w) != (img.rgb.height as u64, img.rgb.width as u64);
+        if img.palette && self.resample != 0 {
+            // Pillow resizes modes P and 1 with nearest neighbour, whatever was asked.
+            let nearest = Self {
+                resample: 0,
+                ..self.clone()
+            };
+            return nearest.resize_and_crop(&img.rgb);
+        }
+        let alpha = match &img.alpha {
+            // Pillow premultiplies only to resize, and not for nearest neighbour.
+            Some(a) if resized && self.resample != 0 && !img.palette => a,
+            _ => return self.resize_and_crop(&img.rgb),
+        };
+        // RGBA → RGBa (Pillow's rgbA2rgba), resized band by band, → RGBA (rgba2rgbA).
+        let premultiplied = RgbImage {
+            pixels: img
+                .rgb
+                .pixels
+                .chunks_exact(3)
+                .zip(alpha)
+                .flat_map(|(p, &a)| [p[0], p[1], p[2]].map(|c| muldiv255(c, a)))
+                .collect(),
+            ..img.rgb
+        };
+        let alpha_as_rgb = RgbImage {
+            pixels: alpha.iter().flat_map(|&a| [a; 3]).collect(),
+            ..img.rgb
+        };
+        let mut colour = self.resize_and_crop(&premultiplied)?;
+        let alpha = self.resize_and_crop(&alpha_as_rgb)?;
+        for (p, a) in colour
+            .pixels
+            .chunks_exact_mut(3)
+            .zip(alpha.pixels.chunks_exact(3))
+        {
+            let a = a[0] as u32;
+            if a != 0 && a != 255 {
+                for c in p {
+                    *c = ((255 * *c as u32) / a).min(255) as u8;
+                }
+            }
+        }
+        Ok(colour)
+    }
+
+    /// Rescale and normalise into `(3, H, W)` floats, channel-major.
+    fn normalize(&self, img: &RgbImage) -> Vec<f32> {
         let n = (img.width * img.height) as usize;
         // A byte has 256 values: each channel's floats are looked up, computed once each the
         // way transformers computes them (rescale in float64, cast to float32, normalise in
@@ -318,8 +406,14 @@ impl Preprocessor {
             *g = table[1][p[1] as usize];
             *b = table[2][p[2] as usize];
         }
-        Ok(out)
+        out
     }
+}
+
+/// Pillow's `MULDIV255`: `a · b / 255`, rounded, in integers.
+fn muldiv255(a: u8, b: u8) -> u8 {
+    let t = a as u32 * b as u32 + 128;
+    (((t >> 8) + t) >> 8) as u8
 }
 
 fn three(v: Vec<f64>, what: &str) -> Result<[f32; 3]> {

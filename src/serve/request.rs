@@ -231,10 +231,10 @@ pub async fn pixels(
 ) -> Result<Vec<f32>, ApiError> {
     let (app2, decode) = (app.clone(), decode.clone());
     let decoded = on_decoder(&app.decoders, move |cancel| {
-        let img = crate::imagery::decode_rgb(&bytes, &decode)?;
+        let img = crate::imagery::decode_bytes(&bytes, &decode)?;
         drop(bytes);
         cancel.check()?;
-        app2.models.clip.preprocessor.preprocess(&img)
+        app2.models.clip.preprocessor.preprocess_decoded(img)
     })
     .await;
     match decoded {

@@ -101,3 +101,52 @@ fn jpeg_draft_decodes_and_preprocesses_as_pillows_draft_mode() {
         "only {scaled} cases decoded at a reduced scale"
     );
 }
+
+/// Models imported from OpenCLIP preprocess as OpenCLIP does: the image resized in its own mode
+/// (RGBA and LA premultiplied, palettes by nearest neighbour, as Pillow resizes them under
+/// torchvision's `Resize`), cropped, and only then made RGB by dropping the alpha. Every float
+/// of `open_clip.image_transform`'s output, from `scripts/make_openclip_preprocess_reference.py`.
+#[test]
+fn openclip_models_resize_before_converting_to_rgb_as_open_clip_does() {
+    use skyscribe::imagery::{ConvertRgb, DecodeOptions, Preprocessor, load_decoded};
+    let dir = fixtures().join("openclip-preprocess");
+    let r = read_json(&dir.join("reference.json"));
+    let size = r["size"].as_u64().unwrap();
+    // What import-openclip writes (convert_rgb left to its default: torchvision's offsets
+    // mean an OpenCLIP pipeline), and the same with transformers' order.
+    let config = |extra: &str| {
+        let path = scratch("openclip-preprocess").join(format!("config{}.json", extra.len()));
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"size": {{"shortest_edge": {size}}}, "crop_size": {{"height": {size}, "width": {size}}},
+                    "resample": 3, "crop_offsets": "torchvision"{extra}}}"#
+            ),
+        )
+        .unwrap();
+        Preprocessor::from_file(&path).unwrap()
+    };
+    let open_clip = config("");
+    assert_eq!(open_clip.convert_rgb, ConvertRgb::Last);
+    let transformers_order = config(r#", "convert_rgb": "first""#);
+    let files = r["files"].as_array().unwrap();
+    assert_eq!(files.len(), 5);
+    for f in files {
+        let name = f["file"].as_str().unwrap();
+        let want = floats(&f["pixels"]);
+        let img = load_decoded(&dir.join(name), &DecodeOptions::default(), None).unwrap();
+        assert_eq!(img.palette, f["mode"] == "P", "{name}");
+        let got = open_clip.preprocess_decoded(img.clone()).unwrap();
+        assert_eq!(got.len(), want.len());
+        let worst = max_abs_diff(&got, &want);
+        assert!(worst < 1e-5, "{name}: largest difference {worst}");
+        // Converting first is another picture (what the fixture's alternative order shows).
+        let other = transformers_order.preprocess_decoded(img).unwrap();
+        let moved = max_abs_diff(&other, &want);
+        let expected = f["rgb_first_max_difference"].as_f64().unwrap() as f32;
+        assert!(
+            (moved - expected).abs() < 1e-4,
+            "{name}: {moved} vs {expected}"
+        );
+    }
+}
