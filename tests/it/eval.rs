@@ -429,11 +429,7 @@ fn retrieval_recall_matches_clip_benchmark_and_ranks_ties_in_data_order() {
     use skyscribe::eval::retrieval::ranks;
     let r = read_json(&fixtures().join("retrieval/reference.json"));
     let vectors = |v: &serde_json::Value| -> Vec<Vec<f32>> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|row| floats(row))
-            .collect()
+        v.as_array().unwrap().iter().map(floats).collect()
     };
     let recalls = |set: &serde_json::Value| {
         let owner: Vec<usize> = integers(&set["owner"]);
