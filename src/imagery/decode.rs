@@ -122,6 +122,17 @@ fn decode(src: Source, opts: &DecodeOptions, draft: Option<(u32, u32)>) -> Resul
             return Ok(img.into());
         }
     }
+    if format == ImageFormat::Gif {
+        let gif = match src {
+            Source::File(path) => decode_gif(open_file(path)?, opts)?,
+            Source::Bytes(b) => decode_gif(Cursor::new(b), opts)?,
+        };
+        if let Some(img) = gif {
+            let mut decoded = dynamic_to_rgb(img, opts)?;
+            decoded.palette = true;
+            return Ok(decoded);
+        }
+    }
     let mut decoded = match src {
         Source::File(path) => decode_other(ImageReader::new(open_file(path)?), format, opts),
         Source::Bytes(b) => decode_other(ImageReader::new(Cursor::new(b)), format, opts),
@@ -148,6 +159,62 @@ fn decode_other<R: BufRead + Seek>(
     let img = DynamicImage::from_decoder(decoder)
         .map_err(|e| anyhow!("cannot decode {format:?}: {e}"))?;
     dynamic_to_rgb(img, opts)
+}
+
+/// A GIF's first frame as RGBA (palette and transparency applied), when it covers the whole
+/// logical screen; `None` for a frame placed inside a larger screen (`image` composes those).
+///
+/// Decoded here rather than through `image`, whose `gif` 0.14 reads interlaced frames row by
+/// row and reports "image truncated" for some valid ones (Pillow 13 interlaces every GIF it
+/// writes; an 81 × 45 one fails): the frame's data is read whole, in stream order, and its
+/// rows put back in place from GIF's four interlace passes.
+fn decode_gif<R: Read>(reader: R, opts: &DecodeOptions) -> Result<Option<DynamicImage>> {
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::RGBA);
+    // The pixel cap and `ensure_memory` below bound what is allocated.
+    options.set_memory_limit(gif::MemoryLimit::Unlimited);
+    let mut decoder = options
+        .read_info(reader)
+        .map_err(|e| anyhow!("bad Gif header: {e}"))?;
+    let (screen_w, screen_h) = (decoder.width() as u32, decoder.height() as u32);
+    check_size(screen_w, screen_h, opts)?;
+    let frame = decoder
+        .next_frame_info()
+        .map_err(|e| anyhow!("cannot decode Gif: {e}"))?
+        .ok_or_else(|| anyhow!("a Gif without any frame"))?;
+    let (w, h) = (frame.width as u32, frame.height as u32);
+    if (frame.left, frame.top, w, h) != (0, 0, screen_w, screen_h) {
+        return Ok(None);
+    }
+    let interlaced = frame.interlaced;
+    let row = w as usize * 4;
+    ensure_memory(2 * row as u64 * h as u64)?;
+    let mut stream = vec![0u8; row * h as usize];
+    if !decoder
+        .fill_buffer(&mut stream)
+        .map_err(|e| anyhow!("cannot decode Gif: {e}"))?
+    {
+        bail!("cannot decode Gif: the image data ends before its last row");
+    }
+    let pixels = if interlaced {
+        let mut out = vec![0u8; stream.len()];
+        for (i, y) in interlaced_rows(h as usize).enumerate() {
+            out[y * row..(y + 1) * row].copy_from_slice(&stream[i * row..(i + 1) * row]);
+        }
+        out
+    } else {
+        stream
+    };
+    let img = image::RgbaImage::from_raw(w, h, pixels).expect("w × h RGBA pixels");
+    Ok(Some(DynamicImage::ImageRgba8(img)))
+}
+
+/// The rows of an interlaced GIF of `h` rows in the order its data holds them: every 8th row
+/// from 0, every 8th from 4, every 4th from 2, every 2nd from 1.
+fn interlaced_rows(h: usize) -> impl Iterator<Item = usize> {
+    [(0, 8), (4, 8), (2, 4), (1, 2)]
+        .into_iter()
+        .flat_map(move |(start, step)| (start..h).step_by(step))
 }
 
 /// zune-jpeg decodes truncated files by inventing the missing rows; Pillow refuses them, and so
@@ -589,6 +656,17 @@ fn decode_tiff<R: Read + Seek>(reader: R, opts: &DecodeOptions) -> Result<RgbIma
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interlaced_gif_rows_come_in_four_passes() {
+        let order: Vec<usize> = interlaced_rows(11).collect();
+        assert_eq!(order, vec![0, 8, 4, 2, 6, 10, 1, 3, 5, 7, 9]);
+        for h in 1..40 {
+            let mut rows: Vec<usize> = interlaced_rows(h).collect();
+            rows.sort();
+            assert_eq!(rows, (0..h).collect::<Vec<_>>(), "{h}");
+        }
+    }
 
     #[test]
     fn draft_scales_are_pillows() {

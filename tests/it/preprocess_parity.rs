@@ -150,3 +150,28 @@ fn openclip_models_resize_before_converting_to_rgb_as_open_clip_does() {
         );
     }
 }
+
+/// GIFs Pillow writes (interlaced, as Pillow 13 writes every GIF) decode to the pixels Pillow
+/// reads back, every byte (`scripts/make_gif_reference.py`). The `gif` crate under `image`
+/// refused the 81 × 45 one as "image truncated".
+#[test]
+fn interlaced_gifs_from_pillow_decode_to_pillows_pixels() {
+    use base64::Engine;
+    let dir = fixtures().join("gif");
+    let r = read_json(&dir.join("pixels.json"));
+    let files = r["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    for f in files {
+        let name = f["file"].as_str().unwrap();
+        assert_eq!(
+            f["interlaced"], true,
+            "{name}: the fixture must be interlaced"
+        );
+        let want = base64::engine::general_purpose::STANDARD
+            .decode(f["rgb"].as_str().unwrap())
+            .unwrap();
+        let got = load_rgb(&dir.join(name), &DecodeOptions::default()).unwrap();
+        assert_eq!(got.pixels.len(), want.len(), "{name}");
+        assert!(got.pixels == want, "{name}: pixels differ from Pillow's");
+    }
+}
