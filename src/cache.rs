@@ -196,7 +196,7 @@ pub fn model_key(clip: &ClipEncoder, decode: &DecodeOptions) -> Result<blake3::H
     let mut h = blake3::Hasher::new();
     h.update(b"skyscribe embedding cache v1\0");
     model_files_hash(&mut h, &clip.source.dir)?;
-    h.update(format!("{:?}", clip.preprocessor).as_bytes());
+    h.update(clip.preprocessor.identity().as_bytes());
     h.update(format!("{:?}", decode.bands).as_bytes());
     if decode.jpeg_draft {
         // Other pixels, other embeddings; without the option the key is what it always was.

@@ -191,6 +191,27 @@ impl Preprocessor {
         })
     }
 
+    /// What the embedding cache and the index key on: every setting that changes pixels.
+    /// Written as the derived `Debug` of this struct was before `convert_rgb` existed, so that
+    /// keys of models in transformers' order stay what they were; OpenCLIP's order adds to it
+    /// (its pixels of RGBA and palette images differ).
+    pub fn identity(&self) -> String {
+        let base = format!(
+            "Preprocessor {{ resize: {:?}, resample: {:?}, crop: {:?}, rescale_factor: {:?}, \
+             mean_std: {:?}, crop_offsets: {:?} }}",
+            self.resize,
+            self.resample,
+            self.crop,
+            self.rescale_factor,
+            self.mean_std,
+            self.crop_offsets
+        );
+        match self.convert_rgb {
+            ConvertRgb::First => base,
+            ConvertRgb::Last => format!("{base}, convert_rgb: Last"),
+        }
+    }
+
     /// The `(height, width)` of the output (saturating: an output without a crop that would
     /// not fit in `u32` is refused by [`Self::resize_and_crop`]).
     pub fn output_size(&self, img_h: u32, img_w: u32) -> (u32, u32) {
@@ -469,6 +490,38 @@ fn crop_offset(size: u64, crop: u32, how: CropOffsets) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_identity_of_transformers_order_is_the_old_derived_debug() {
+        // The struct as it was before `convert_rgb`: its derived Debug is what keys were made of.
+        mod old {
+            #[derive(Debug)]
+            #[allow(dead_code)]
+            pub struct Preprocessor {
+                pub resize: super::Resize,
+                pub resample: u32,
+                pub crop: Option<(u32, u32)>,
+                pub rescale_factor: Option<f64>,
+                pub mean_std: Option<([f32; 3], [f32; 3])>,
+                pub crop_offsets: super::CropOffsets,
+            }
+        }
+        let p = Preprocessor::clip_default(224);
+        let was = old::Preprocessor {
+            resize: p.resize,
+            resample: p.resample,
+            crop: p.crop,
+            rescale_factor: p.rescale_factor,
+            mean_std: p.mean_std,
+            crop_offsets: p.crop_offsets,
+        };
+        assert_eq!(p.identity(), format!("{was:?}"));
+        let open_clip = Preprocessor {
+            convert_rgb: ConvertRgb::Last,
+            ..p.clone()
+        };
+        assert_ne!(open_clip.identity(), p.identity());
+    }
 
     #[test]
     fn shortest_edge_truncates_like_transformers() {

@@ -190,11 +190,20 @@ async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Respons
     } else {
         match tokio::time::timeout(app.config.request_timeout, next.run(req)).await {
             // The router's own 405 has an empty body; errors here are JSON.
-            Ok(r) if r.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
-                r.status(),
-                format!("{method} is not allowed on {route} (see /openapi.json)"),
-            )
-            .into_response(),
+            Ok(r) if r.status() == axum::http::StatusCode::METHOD_NOT_ALLOWED => {
+                let mut answer = ApiError::new(
+                    r.status(),
+                    format!("{method} is not allowed on {route} (see /openapi.json)"),
+                )
+                .into_response();
+                // RFC 9110 § 15.5.6: a 405 lists the methods the path takes.
+                if let Some(allow) = r.headers().get(axum::http::header::ALLOW) {
+                    answer
+                        .headers_mut()
+                        .insert(axum::http::header::ALLOW, allow.clone());
+                }
+                answer
+            }
             Ok(r) => json_errors(r).await,
             Err(_) => ApiError::new(
                 axum::http::StatusCode::REQUEST_TIMEOUT,

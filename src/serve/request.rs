@@ -207,18 +207,28 @@ pub async fn image_bytes(app: &App, headers: &HeaderMap, body: Body) -> Result<B
     Ok(bytes)
 }
 
-/// The field `image` of a multipart form already read whole (the body cap applied).
+/// The field `image` of a multipart form already read whole (the body cap applied). Other
+/// fields are refused, as unknown query parameters are (a misnamed field would otherwise be
+/// ignored silently), and so is `image` given twice.
 async fn multipart_image(content_type: &str, body: Bytes) -> Result<Bytes, ApiError> {
     let bad = |e: multer::Error| ApiError::bad(format!("malformed multipart form: {e}"));
     let boundary = multer::parse_boundary(content_type).map_err(bad)?;
     let stream = futures_util::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
     let mut form = multer::Multipart::new(stream, boundary);
+    let mut image = None;
     while let Some(field) = form.next_field().await.map_err(bad)? {
-        if field.name() == Some("image") {
-            return field.bytes().await.map_err(bad);
+        match field.name() {
+            Some("image") if image.is_none() => image = Some(field.bytes().await.map_err(bad)?),
+            Some("image") => return Err(ApiError::bad("the multipart form has two fields image")),
+            other => {
+                return Err(ApiError::bad(format!(
+                    "the multipart form has a field {:?}: it takes one field, image",
+                    other.unwrap_or("")
+                )));
+            }
         }
     }
-    Err(ApiError::bad("the multipart form has no field named image"))
+    image.ok_or_else(|| ApiError::bad("the multipart form has no field named image"))
 }
 
 /// Decodes (with `decode`) and preprocesses an uploaded image on the blocking pool (a few at a

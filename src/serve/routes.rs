@@ -54,12 +54,13 @@ const MAX_LABELS: usize = 512;
 const MAX_TEMPLATES: usize = 32;
 const MAX_PROMPTS: usize = 2048;
 const MAX_TEXTS: usize = 256;
-/// Bytes of one text (a search text, a text to embed). CLIP reads 77 tokens, a few hundred
-/// bytes of English; the cap leaves room for any script while refusing a megabyte of text at
-/// once (the tokenizer reads only a prefix of a long text anyway).
-const MAX_TEXT_BYTES: usize = 8 << 10;
-/// Bytes of a `/v1/embed` JSON body of texts: every text at its cap, with room for escapes.
-const MAX_TEXTS_BODY: usize = 1 << 20;
+/// Characters of one text (a search text, a text to embed). CLIP reads 77 tokens, a few
+/// hundred characters of English; the cap leaves room for any script while refusing a megabyte
+/// of text at once (the tokenizer reads only a prefix of a long text anyway). Characters, not
+/// bytes, so that the OpenAPI document's `maxLength` says exactly what is refused.
+const MAX_TEXT_CHARS: usize = 2048;
+/// Bytes of a `/v1/embed` JSON body of texts: 256 texts at their cap, with room for escapes.
+const MAX_TEXTS_BODY: usize = 4 << 20;
 /// Embedded label sets kept (by labels and templates as asked).
 const CLASSIFIERS_KEPT: usize = 64;
 
@@ -276,10 +277,33 @@ async fn image_embedding(
         .map_err(|e| ApiError::internal(&e))
 }
 
+/// Characters of a `labels` value and of one template: far past any real label list (512
+/// labels of 15 characters) or template, and short enough that a request within the caps fits
+/// in a URI (32 templates and a label list stay under 30 KB).
+const MAX_LABELS_CHARS: usize = 8192;
+const MAX_TEMPLATE_CHARS: usize = 512;
+
 /// `labels`, `template` (repeatable) and `top_k` of `/v1/labels` and `/v1/describe`.
 fn label_params(params: &mut Params) -> Result<(Option<String>, Vec<String>, usize), ApiError> {
     let labels = params.one("labels")?;
+    if let Some(l) = &labels
+        && l.chars().count() > MAX_LABELS_CHARS
+    {
+        return Err(ApiError::bad(format!(
+            "labels is {} characters: at most {MAX_LABELS_CHARS}",
+            l.chars().count()
+        )));
+    }
     let templates = params.all("template");
+    if let Some(t) = templates
+        .iter()
+        .find(|t| t.chars().count() > MAX_TEMPLATE_CHARS)
+    {
+        return Err(ApiError::bad(format!(
+            "a template of {} characters: at most {MAX_TEMPLATE_CHARS}",
+            t.chars().count()
+        )));
+    }
     let top_k = params.count("top_k", 5, MAX_LABELS)?;
     Ok((labels, templates, top_k))
 }
@@ -379,7 +403,7 @@ async fn embed(State(app): State<Arc<App>>, mut req: Request) -> Answer {
         if e.status == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(format!(
                 "a JSON body of texts larger than {} KiB: send at most {MAX_TEXTS} texts of \
-                 at most {MAX_TEXT_BYTES} bytes each",
+                 at most {MAX_TEXT_CHARS} characters each",
                 limit >> 10
             ))
         } else {
@@ -400,8 +424,13 @@ async fn embed(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
         return Err(ApiError::bad(format!("texts[{i}] is empty")));
     }
-    if let Some(i) = texts.iter().position(|t| t.len() > MAX_TEXT_BYTES) {
-        return Err(text_too_long(&format!("texts[{i}]"), texts[i].len()));
+    if let Some((i, n)) = texts
+        .iter()
+        .map(|t| t.chars().count())
+        .enumerate()
+        .find(|&(_, n)| n > MAX_TEXT_CHARS)
+    {
+        return Err(text_too_long(&format!("texts[{i}]"), n));
     }
     let embeddings = app
         .batcher
@@ -411,10 +440,12 @@ async fn embed(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     Ok(Json(EmbedAnswer { embeddings }).into_response())
 }
 
-fn text_too_long(what: &str, bytes: usize) -> ApiError {
-    ApiError::too_large(format!(
-        "{what} is {bytes} bytes: at most {MAX_TEXT_BYTES} a text (CLIP reads its first 77 \
-         tokens, a few hundred bytes)"
+/// A text past its cap: a bad parameter (400), as the OpenAPI document's `maxLength` says; 413
+/// is for bodies past the server's byte caps.
+fn text_too_long(what: &str, chars: usize) -> ApiError {
+    ApiError::bad(format!(
+        "{what} is {chars} characters: at most {MAX_TEXT_CHARS} a text (CLIP reads its first \
+         77 tokens, a few hundred characters)"
     ))
 }
 
@@ -455,8 +486,9 @@ async fn search_text(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     if text.trim().is_empty() {
         return Err(ApiError::bad("give text=… (what to look for)"));
     }
-    if text.len() > MAX_TEXT_BYTES {
-        return Err(text_too_long("text", text.len()));
+    let chars = text.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Err(text_too_long("text", chars));
     }
     let permit = enter(&app, &mut req).await?;
     let e = app
