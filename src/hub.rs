@@ -79,10 +79,13 @@ pub fn resolve(spec: &str, required: &[&str], weights: &[&str]) -> Result<ModelD
 
 fn hint(spec: &str) -> String {
     format!(
-        "skyscribe could not get model '{spec}' from the Hugging Face hub or its cache. \
-         With no network, download it elsewhere (e.g. `huggingface-cli download {spec}`) and pass the \
-         folder with --model DIR: a directory with config.json, model.safetensors, tokenizer.json \
-         and preprocessor_config.json"
+        "'{spec}' is not a folder here nor a built-in model ({}, {}), so it was taken for a \
+         Hugging Face hub id, and skyscribe could not get it from the hub or its cache. With no \
+         network, download it elsewhere (e.g. `huggingface-cli download {spec}`) and pass that \
+         folder with --model: a directory with config.json, model.safetensors, tokenizer.json \
+         and preprocessor_config.json",
+        crate::builtin::MINI_CLIP,
+        crate::builtin::MINI_CAPTIONER
     )
 }
 

@@ -607,7 +607,13 @@ fn benchmark(a: BenchmarkArgs) -> Result<usize> {
         finish(Outcome::Ran(r), &what)?;
     }
     if results.is_empty() {
-        bail!("no task of {} could be run", suite.name);
+        bail!(
+            "no task of {} could be run: its data sets are read under {} (--data DIR, else \
+             SKYSCRIBE_DATA, else ../shared/data); get EuroSAT and RSICD as the README's Data \
+             section says, or give --suite FILE with tasks over data you have",
+            suite.name,
+            data.display()
+        );
     }
     bench::write_tables(&a.out, &results)?;
     if a.jsonl {

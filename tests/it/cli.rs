@@ -352,7 +352,7 @@ fn bad_options_are_clear_errors() {
                 "eurosat",
                 &img,
             ],
-            "--model DIR",
+            "pass that folder with --model",
         ),
         (vec!["embed", "--model", &m], "nothing to embed"),
         (
@@ -539,8 +539,33 @@ fn describe_with_an_uncached_hub_model_offline_says_what_to_do() {
     let stderr = r.stderr;
     assert_eq!(r.code, 2);
     assert!(
-        stderr.contains("openai/clip-vit-base-patch32") && stderr.contains("--model DIR"),
+        stderr.contains("openai/clip-vit-base-patch32")
+            && stderr.contains("huggingface-cli download openai/clip-vit-base-patch32")
+            && stderr.contains("pass that folder with --model"),
         "{stderr}"
+    );
+    // A placeholder copied as written: said to be neither a folder nor a built-in model.
+    let r = skyscribe(&[
+        "describe",
+        "--model",
+        "DIR",
+        &good_image().display().to_string(),
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("'DIR' is not a folder here nor a built-in model (skyscribe-mini"),
+        "{}",
+        r.stderr
+    );
+    // The benchmark without its data names where it looked and how to say where the data is.
+    let r = skyscribe(&["eval", "benchmark", "--data", "/nonexistent-data"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("read under /nonexistent-data (--data DIR, else SKYSCRIBE_DATA"),
+        "{}",
+        r.stderr
     );
 }
 
