@@ -385,17 +385,20 @@ mod tests {
         }
     }
 
+    /// The convolution filters (all but nearest neighbour).
+    const CONVOLUTIONS: [Filter; 5] = [
+        Filter::Bicubic,
+        Filter::Bilinear,
+        Filter::Lanczos,
+        Filter::Box,
+        Filter::Hamming,
+    ];
+
     #[test]
     fn vectorised_passes_give_the_plain_sums_bits() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let filters = [
-            Filter::Bicubic,
-            Filter::Bilinear,
-            Filter::Lanczos,
-            Filter::Box,
-            Filter::Hamming,
-        ];
+        let filters = CONVOLUTIONS;
         // Up, down, one side only, odd sizes, and a 1-pixel image.
         for (w, h, ow, oh) in [
             (64, 64, 224, 224),
@@ -417,14 +420,8 @@ mod tests {
     fn a_window_is_the_same_bits_as_resizing_whole_and_cropping() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let filters = [
-            Filter::Nearest,
-            Filter::Bicubic,
-            Filter::Bilinear,
-            Filter::Lanczos,
-            Filter::Box,
-            Filter::Hamming,
-        ];
+        let mut filters = vec![Filter::Nearest];
+        filters.extend(CONVOLUTIONS);
         // Up and down in each direction, one side unchanged, a skinny image.
         for (w, h, ow, oh) in [
             (64, 48, 224, 168),
@@ -434,7 +431,7 @@ mod tests {
             (1, 40, 8, 320),
         ] {
             let img: Vec<u8> = (0..w * h * 3).map(|_| rng.random()).collect();
-            for f in filters {
+            for &f in &filters {
                 let whole = resize_rgb8(&img, w, h, ow, oh, f);
                 for _ in 0..6 {
                     let (x, y) = (rng.random_range(0..ow), rng.random_range(0..oh));

@@ -99,16 +99,20 @@ fn a_build_over_other_inputs_is_refused_unless_it_adds_or_replaces() {
 
     // Other inputs: refused, naming both ways on, and the index is as it was.
     let before = index_rows(&index);
-    let r = skyscribe(&[
-        "index",
-        "build",
-        "--index",
-        s(&index),
-        "--model",
-        s(&model),
-        s(&b),
-    ]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    let refused = |input: &Path| {
+        let r = skyscribe(&[
+            "index",
+            "build",
+            "--index",
+            s(&index),
+            "--model",
+            s(&model),
+            s(input),
+        ]);
+        assert_eq!(r.code, 2, "{}", r.stderr);
+        r
+    };
+    let r = refused(&b);
     for words in [
         "--add",
         "--replace",
@@ -133,16 +137,7 @@ fn a_build_over_other_inputs_is_refused_unless_it_adds_or_replaces() {
         2
     );
     // Now the archive alone is "other inputs" too.
-    let r = skyscribe(&[
-        "index",
-        "build",
-        "--index",
-        s(&index),
-        "--model",
-        s(&model),
-        s(&a),
-    ]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = refused(&a);
     assert!(r.stderr.contains("not given"), "{}", r.stderr);
     // A file gone from a recorded input is still dropped by a plain rebuild.
     std::fs::remove_file(&archive[4]).unwrap();

@@ -862,6 +862,63 @@ fn memory_taken_by_a_burst_of_large_uploads_is_given_back() {
     assert_eq!(code, Some(0), "{log}");
 }
 
+/// Requests that time out (408) while their images decode: the decodes keep their slots (one
+/// per core) until they stop, so no more images are decoded at once than there are cores, and
+/// the memory stays that of a few decodes. (It used to free the slot at the 408, and six
+/// skinny PNGs then resized at once, 6.3 GB.)
+#[test]
+fn timed_out_decodes_keep_their_slots_and_memory_stays_bounded() {
+    let server = Server::start(&[
+        "--no-caption",
+        "--request-timeout-s",
+        "0.05",
+        "--max-pixels",
+        "40000000",
+    ]);
+    let labels = server.url("/v1/labels?labels=eurosat");
+    // 6,000 × 6,000 pixels (108 MB decoded) in a PNG of a few hundred kilobytes, so that the
+    // bodies weigh nothing and the decodes are what takes memory.
+    let (w, h) = (6000u32, 6000u32);
+    let img = image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([(x / 40) as u8, (y / 40) as u8, 90])
+    });
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    drop(img);
+    let decoded_mib = (w as u64 * h as u64 * 3) >> 20;
+    let pid = server.child.id();
+    let start = peak_mib(pid);
+    // One request every 80 ms: each arrives after the ones before it have timed out (50 ms)
+    // but while their decodes (hundreds of milliseconds each) still run. Had a 408 freed its
+    // slot, every request would find one free and all six images would be decoding at once.
+    let senders: Vec<_> = (0..6u64)
+        .map(|k| {
+            let (url, body) = (labels.clone(), png.clone());
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(80 * k));
+                post(&url, "image/png", &body).status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+    assert!(statuses.iter().all(|&s| s == 408), "{statuses:?}");
+    // Wait for the decodes still running to stop: the server answers again once they have.
+    std::thread::sleep(Duration::from_secs(3));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
+    let grew = peak_mib(pid) - start;
+    // One decoded image per slot, with room for the decoder's own buffers: under what six
+    // decodes at once would take whenever there are fewer slots than requests.
+    if cores < 6 {
+        assert!(
+            grew <= (cores + 1) * decoded_mib,
+            "the server grew by {grew} MiB: more than {cores} decodes of {decoded_mib} MiB at once"
+        );
+    }
+    let (code, log) = server.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
 #[test]
 fn the_token_guards_everything_but_the_page_and_health() {
     let server = Server::start(&["--token", "correct-horse-battery", "--no-caption"]);
