@@ -11,6 +11,14 @@ fn model(name: &str) -> String {
     tiny_clip(name).display().to_string()
 }
 
+/// `labels --model tiny-a --labels eurosat ARGS…`, as it ran.
+fn tiny_eurosat_labels(args: &[&str]) -> Run {
+    let m = model("tiny-a");
+    let mut all = vec!["labels", "--model", &m, "--labels", "eurosat"];
+    all.extend(args);
+    skyscribe(&all)
+}
+
 fn good_image() -> PathBuf {
     fixtures().join("images/wide.jpg")
 }
@@ -235,14 +243,7 @@ fn unreadable_files_are_reported_skipped_and_fail_the_run() {
         "{last}"
     );
     // Only bad inputs: nothing was written, and the last line says so.
-    let run = skyscribe(&[
-        "labels",
-        "--model",
-        &model("tiny-a"),
-        "--labels",
-        "eurosat",
-        &text.display().to_string(),
-    ]);
+    let run = tiny_eurosat_labels(&[&text.display().to_string()]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(run.stdout.is_empty());
     let last = run.stderr.lines().last().unwrap();
@@ -450,17 +451,7 @@ fn multi_band_16_bit_tiff_with_band_choice() {
     };
     let rgb = skyscribe::imagery::load_rgb(&path, &nir).unwrap();
     assert_eq!(rgb.pixels[0], 255);
-    let run = skyscribe(&[
-        "labels",
-        "--model",
-        &model("tiny-a"),
-        "--labels",
-        "eurosat",
-        "--bands",
-        "4,3,2",
-        "--jsonl",
-        path.to_str().unwrap(),
-    ]);
+    let run = tiny_eurosat_labels(&["--bands", "4,3,2", "--jsonl", path.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
         json_lines(&run.stdout)[0]["labels"]
@@ -471,15 +462,7 @@ fn multi_band_16_bit_tiff_with_band_choice() {
     );
     assert!(!run.stderr.contains("were used"), "{}", run.stderr);
     // Without --bands the default choice is said, once per run.
-    let run = skyscribe(&[
-        "labels",
-        "--model",
-        &model("tiny-a"),
-        "--labels",
-        "eurosat",
-        path.to_str().unwrap(),
-        path.to_str().unwrap(),
-    ]);
+    let run = tiny_eurosat_labels(&[path.to_str().unwrap(), path.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let notes = run.stderr.matches("bands 1, 2, 3 were used").count();
     assert_eq!(notes, 1, "{}", run.stderr);

@@ -8,8 +8,8 @@ use std::process::Command;
 use skyscribe::index::parts::{self, Row};
 
 use crate::common::{
-    cosine, data_root, fixtures, floats, json_lines, read_json, scratch, skyscribe, skyscribe_env,
-    tiny_clip,
+    Run, cosine, data_root, fixtures, floats, json_lines, read_json, scratch, skyscribe,
+    skyscribe_env, tiny_clip,
 };
 
 /// `n` small PNGs, each its own pattern (colour ramps and stripes from its number), named
@@ -50,7 +50,8 @@ fn index_rows(index: &Path) -> Vec<Row> {
     rows
 }
 
-fn build(index: &Path, model: &Path, extra: &[&str], inputs: &[&Path]) -> serde_json::Value {
+/// `index build --index INDEX --model MODEL --jsonl EXTRA… INPUTS…`, as it ran.
+fn build_run(index: &Path, model: &Path, extra: &[&str], inputs: &[&Path]) -> Run {
     let mut args = vec![
         "index",
         "build",
@@ -62,7 +63,12 @@ fn build(index: &Path, model: &Path, extra: &[&str], inputs: &[&Path]) -> serde_
     ];
     args.extend(extra);
     args.extend(inputs.iter().map(|p| s(p)));
-    let r = skyscribe(&args);
+    skyscribe(&args)
+}
+
+/// [`build_run`], which must succeed: its summary line.
+fn build(index: &Path, model: &Path, extra: &[&str], inputs: &[&Path]) -> serde_json::Value {
+    let r = build_run(index, model, extra, inputs);
     assert_eq!(r.code, 0, "{}", r.stderr);
     json_lines(&r.stdout).pop().unwrap()
 }
@@ -100,15 +106,7 @@ fn a_build_over_other_inputs_is_refused_unless_it_adds_or_replaces() {
     // Other inputs: refused, naming both ways on, and the index is as it was.
     let before = index_rows(&index);
     let refused = |input: &Path| {
-        let r = skyscribe(&[
-            "index",
-            "build",
-            "--index",
-            s(&index),
-            "--model",
-            s(&model),
-            s(input),
-        ]);
+        let r = build_run(&index, &model, &[], &[input]);
         assert_eq!(r.code, 2, "{}", r.stderr);
         r
     };
@@ -841,7 +839,7 @@ fn the_hnsw_graph_answers_like_exact_search_until_the_parts_change() {
     assert_eq!(json_lines(&o.stdout)[0]["rows"], 40);
     let (exact, ann) = (search("exact"), search("ann"));
     assert_eq!(ann.code, 0, "{}", ann.stderr);
-    let ids = |r: &crate::common::Run| {
+    let ids = |r: &Run| {
         json_lines(&r.stdout)
             .iter()
             .map(|h| {
@@ -913,15 +911,7 @@ fn jpeg_draft_is_opt_in_and_keyed_apart() {
     assert_eq!(hit["id"], "dota-420.jpg");
     assert!(hit["score"].as_f64().unwrap() > 0.9999, "{hit}");
     // Its vectors are not those of a full decode: adding to it without the option is refused.
-    let r = skyscribe(&[
-        "index",
-        "build",
-        "--index",
-        s(&index),
-        "--model",
-        s(&model),
-        s(&big),
-    ]);
+    let r = build_run(&index, &model, &[], &[&big]);
     assert_ne!(r.code, 0, "a full-decode build joined a draft index");
 
     let r = skyscribe(&["locate", "--jpeg-draft", "--text", "a ship", s(&big)]);
