@@ -269,12 +269,22 @@ impl SceneJob<'_> {
         let mut scene = Scene::open(path, self.scene_opts)?;
         if scene.georef.is_none() && !self.a.pixel_coords {
             bail!(
-                "{}: the scene has no georeferencing (no GeoTIFF transform and CRS); pass \
-                 --pixel-coords to scan it in pixel coordinates",
-                path.display()
+                "{}: the scene has no georeferencing ({}); pass --pixel-coords to scan it in \
+                 pixel coordinates",
+                path.display(),
+                scene
+                    .no_georef
+                    .as_deref()
+                    .unwrap_or("no GeoTIFF transform and CRS")
             );
         }
+        if let Some(note) = scene.georef.as_ref().and_then(|g| g.datum_note.as_ref()) {
+            report(&format!("{}: warning: {note}", path.display()));
+        }
         for n in &scene.notes {
+            report(&format!("{}: {n}", path.display()));
+        }
+        if let Some(n) = skyscribe::scan::tiles_cut_note(&scene, self.scan) {
             report(&format!("{}: {n}", path.display()));
         }
         let georef = scene.georef.clone();
@@ -347,10 +357,12 @@ impl SceneJob<'_> {
         })?;
         emit(pending)?;
         bar.finish_and_clear();
-        let coordinates = if georef.is_some() {
-            "lon/lat (WGS 84)"
-        } else {
-            "pixels (the scene has no georeferencing)"
+        let coordinates = match &georef {
+            Some(g) if g.datum_note.is_some() => {
+                "lon/lat on the scene's own datum (see datum_note)"
+            }
+            Some(_) => "lon/lat (WGS 84)",
+            None => "pixels (the scene has no georeferencing)",
         };
         let mut written = Vec::new();
         if let Some(t) = self.out {
@@ -358,7 +370,9 @@ impl SceneJob<'_> {
             let info = serde_json::json!({
                 "scene": name,
                 "coordinates": coordinates,
-                "crs": georef.as_ref().map(|g| format!("EPSG:{}", g.epsg)),
+                "crs": georef.as_ref().and_then(|g| g.epsg).map(|c| format!("EPSG:{c}")),
+                "crs_name": georef.as_ref().map(|g| g.crs_name.clone()),
+                "datum_note": georef.as_ref().and_then(|g| g.datum_note.clone()),
                 "width": scene.width,
                 "height": scene.height,
                 "tile": self.scan.tile,

@@ -479,16 +479,8 @@ fn scene_items(path: &Path, chips: &ChipOptions) -> Result<Vec<IndexItem>> {
     let mut items = Vec::new();
     for file in files {
         let scene = crate::scene::Scene::open(&file, &Default::default())?;
-        if chips.size > scene.width || chips.size > scene.height {
-            bail!(
-                "{}: tiles of {} px are larger than the scene ({}×{} px); give --chip-size {} or less",
-                file.display(),
-                chips.size,
-                scene.width,
-                scene.height,
-                scene.width.min(scene.height)
-            );
-        }
+        // A scene smaller than the tile is one tile wide (or tall), cut to the scene, as
+        // `scan` takes it.
         for rect in crate::data::cover_grid(scene.width, scene.height, chips.size, chips.stride) {
             let bounds = match &scene.georef {
                 Some(g) => Some(g.tile_bounds(rect)?),

@@ -37,20 +37,11 @@ pub struct ScanCounts {
     pub nodata: usize,
 }
 
-/// The tiles of a scene, rows top to bottom; refuses tiles larger than the scene and stride 0.
+/// The tiles of a scene, rows top to bottom; refuses stride 0. A scene narrower or shorter
+/// than the tile gets tiles cut to its width or height (callers say so: [`tiles_cut_note`]).
 pub fn tile_grid(scene: &Scene, o: &ScanOptions) -> Result<Vec<Rect>> {
     if o.stride == 0 || o.tile == 0 {
         bail!("--tile and --stride must be at least 1 pixel");
-    }
-    if o.tile > scene.width || o.tile > scene.height {
-        bail!(
-            "{}: --tile {} is larger than the scene ({}×{} px); use --tile {} or less",
-            scene.path.display(),
-            o.tile,
-            scene.width,
-            scene.height,
-            scene.width.min(scene.height)
-        );
     }
     Ok(crate::data::cover_grid(
         scene.width,
@@ -58,6 +49,20 @@ pub fn tile_grid(scene: &Scene, o: &ScanOptions) -> Result<Vec<Rect>> {
         o.tile,
         o.stride,
     ))
+}
+
+/// What to tell people when the scene is smaller than the tile in a direction.
+pub fn tiles_cut_note(scene: &Scene, o: &ScanOptions) -> Option<String> {
+    (o.tile > scene.width || o.tile > scene.height).then(|| {
+        format!(
+            "the scene ({}×{} px) is smaller than --tile {}: its tiles are {}×{} px",
+            scene.width,
+            scene.height,
+            o.tile,
+            o.tile.min(scene.width),
+            o.tile.min(scene.height)
+        )
+    })
 }
 
 /// A batch from the reading thread: each tile with its preprocessed pixels, or `None` when it
@@ -91,8 +96,17 @@ pub fn scan_scene(
                 let row_end = grid[i..].iter().take_while(|r| r.1 == y).count() + i;
                 let rects = &grid[i..row_end];
                 i = row_end;
-                let prepared: Result<Batch> = scene.rgb_rows(y, rects[0].3, 1).and_then(|rows| {
-                    rects
+                let rows = match scene.rgb_rows(y, rects[0].3, 1) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                // A batch at a time: a row of tiles can hold 10,000 of them (a wide scene at
+                // tile 1), and each preprocessed tile is 600 KB.
+                for part in rects.chunks(batch_size) {
+                    let prepared: Result<Batch> = part
                         .par_iter()
                         .map(|&r| {
                             let (img, any) = rows.tile(r)?;
@@ -105,19 +119,19 @@ pub fn scan_scene(
                                 },
                             ))
                         })
-                        .collect()
-                });
-                match prepared {
-                    Ok(p) => pending.extend(p),
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
+                        .collect();
+                    match prepared {
+                        Ok(p) => pending.extend(p),
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
                     }
-                }
-                while pending.len() >= batch_size {
-                    let rest = pending.split_off(batch_size);
-                    if tx.send(Ok(std::mem::replace(&mut pending, rest))).is_err() {
-                        return; // the model side stopped (an error): stop reading.
+                    while pending.len() >= batch_size {
+                        let rest = pending.split_off(batch_size);
+                        if tx.send(Ok(std::mem::replace(&mut pending, rest))).is_err() {
+                            return; // the model side stopped (an error): stop reading.
+                        }
                     }
                 }
             }

@@ -1,19 +1,15 @@
-//! Where a scene's pixels are on Earth: the GeoTIFF tags (ModelPixelScale + ModelTiepoint, or
-//! ModelTransformation; GeoKeys with an EPSG code; PixelIsArea / PixelIsPoint) read into a
-//! GDAL-style affine geotransform and a CRS, and points of that CRS transformed to WGS 84
-//! longitude/latitude with `proj4rs` (PROJ's algorithms in Rust: Poder/Engsager transverse
-//! Mercator for UTM, as PROJ itself uses) and its EPSG table.
+//! Where a scene's pixels are on Earth: the GeoTIFF tags read into a GDAL-style affine
+//! geotransform as GDAL reads them (ModelPixelScale + the first ModelTiepoint before
+//! ModelTransformation; a negative Y scale taken as north-up; tie points without a scale are
+//! ground control points, not a geotransform; PixelIsPoint moved to pixel corners), the CRS read
+//! from the GeoKeys by [`super::crs`], and points transformed to longitude/latitude with
+//! `proj4rs` (PROJ's algorithms in Rust: Poder/Engsager transverse Mercator for UTM, as PROJ
+//! itself uses).
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Result, anyhow};
 use proj4rs::Proj;
 
-/// GeoKey ids this reader uses.
-const GT_MODEL_TYPE: u16 = 1024;
-const GT_RASTER_TYPE: u16 = 1025;
-const GEOGRAPHIC_TYPE: u16 = 2048;
-const PROJECTED_CS_TYPE: u16 = 3072;
-/// "User-defined" in GeoKeys: the CRS is spelled out in parameters instead of a code.
-const USER_DEFINED: u16 = 32767;
+use super::crs::{self, Crs, GT_RASTER_TYPE};
 
 /// A scene's georeferencing: pixel (column, row) → CRS coordinates, and the CRS.
 #[derive(Clone)]
@@ -21,106 +17,128 @@ pub struct GeoRef {
     /// GDAL's order: `x = t[0] + col·t[1] + row·t[2]`, `y = t[3] + col·t[4] + row·t[5]`, at
     /// pixel corners (PixelIsPoint files are shifted by half a pixel, as GDAL does).
     pub transform: [f64; 6],
-    /// The EPSG code of the CRS.
-    pub epsg: u32,
+    /// The EPSG code of the CRS, when the file names one and does not redefine it.
+    pub epsg: Option<u32>,
+    /// The CRS for people ("EPSG:32633 (WGS 84 / UTM zone 33N)", "a user-defined …").
+    pub crs_name: String,
+    /// Set when longitude/latitude are not on WGS 84 (see [`Crs::datum_note`]): outputs carry
+    /// it.
+    pub datum_note: Option<String>,
     crs: Proj,
-    wgs84: Proj,
+    lon_lat: Proj,
     geographic: bool,
+    degrees_per_unit: f64,
+    /// The source's GeoKeys, written again as they are on rasters of the same CRS (a class
+    /// map): whatever GDAL read from the scene, it reads from them.
+    keys: Vec<u16>,
+    doubles: Vec<f64>,
+    ascii: String,
 }
 
 impl std::fmt::Debug for GeoRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GeoRef")
             .field("transform", &self.transform)
-            .field("epsg", &self.epsg)
+            .field("crs", &self.crs_name)
             .finish()
     }
 }
 
 /// The GeoTIFF tags, as read from the file (each optional).
+#[derive(Default)]
 pub struct GeoTags<'a> {
     pub pixel_scale: Option<&'a [f64]>,
     pub tiepoints: Option<&'a [f64]>,
     pub transformation: Option<&'a [f64]>,
     pub geo_keys: Option<&'a [u16]>,
+    pub geo_doubles: Option<&'a [f64]>,
+    pub geo_ascii: Option<&'a str>,
+}
+
+/// The geotransform the tags give, as GDAL takes it; `None` with the reason when there is
+/// none.
+fn geotransform(t: &GeoTags) -> Result<[f64; 6], &'static str> {
+    if let (Some(sc), Some(tp)) = (t.pixel_scale, t.tiepoints)
+        && sc.len() >= 2
+        && tp.len() >= 6
+        && sc[0] != 0.0
+        && sc[1] != 0.0
+    {
+        // The first tie point and the scale; a negative Y scale is taken as north-up, as
+        // GDAL does unless told otherwise (GTIFF_HONOUR_NEGATIVE_SCALEY).
+        let (i, j, x, y) = (tp[0], tp[1], tp[3], tp[4]);
+        let (sx, sy) = (sc[0], sc[1].abs());
+        return Ok([x - i * sx, sx, 0.0, y + j * sy, 0.0, -sy]);
+    }
+    if let Some(m) = t.transformation.filter(|m| m.len() >= 16) {
+        return Ok([m[3], m[0], m[1], m[7], m[4], m[5]]);
+    }
+    Err(match (t.tiepoints, t.geo_keys) {
+        (Some(_), _) => {
+            "tie points without a pixel scale are ground control points, which are not used"
+        }
+        (None, Some(_)) => {
+            "GeoKeys but no geotransform (no ModelPixelScale + ModelTiepoint or ModelTransformation)"
+        }
+        (None, None) => "no GeoTIFF tags",
+    })
 }
 
 impl GeoRef {
-    /// The georeferencing the tags describe; `Ok(None)` when the file has none at all (no
-    /// transform and no keys).
-    pub fn from_tags(t: &GeoTags) -> Result<Option<Self>> {
-        let transform = match (t.transformation, t.tiepoints, t.pixel_scale) {
-            (Some(m), _, _) => {
-                if m.len() < 16 {
-                    bail!(
-                        "ModelTransformationTag holds {} values, 16 expected",
-                        m.len()
-                    );
-                }
-                [m[3], m[0], m[1], m[7], m[4], m[5]]
-            }
-            (None, Some(tp), Some(sc)) => {
-                if tp.len() < 6 || sc.len() < 2 {
-                    bail!("ModelTiepointTag or ModelPixelScaleTag too short");
-                }
-                // The first tie point and the scale, as GDAL reads them.
-                let (i, j, x, y) = (tp[0], tp[1], tp[3], tp[4]);
-                [x - i * sc[0], sc[0], 0.0, y + j * sc[1], 0.0, -sc[1]]
-            }
-            (None, Some(_), None) => {
-                bail!("tie points without ModelPixelScaleTag (ground control points are not read)")
-            }
-            _ => {
-                if t.geo_keys.is_some() {
-                    bail!("GeoKeys but no ModelTransformationTag or ModelTiepointTag");
-                }
-                return Ok(None);
-            }
+    /// The georeferencing the tags describe: `Ok(Err(reason))` when there is no geotransform
+    /// or no CRS (the scene is then read in pixel coordinates only); `Err` when the tags are
+    /// there but cannot be read exactly (an unknown unit, an unsupported projection).
+    pub fn from_tags(t: &GeoTags) -> Result<Result<Self, String>> {
+        let mut transform = match geotransform(t) {
+            Ok(g) => g,
+            Err(why) => return Ok(Err(why.to_string())),
         };
         if transform.iter().any(|v| !v.is_finite())
             || transform[1] * transform[5] - transform[2] * transform[4] == 0.0
         {
-            bail!("the geotransform {transform:?} cannot be inverted");
+            return Ok(Err(format!(
+                "the geotransform {transform:?} cannot be inverted"
+            )));
         }
-        let keys = t.geo_keys.ok_or_else(|| {
-            anyhow!("a geotransform but no GeoKeyDirectoryTag: the CRS is unknown")
-        })?;
-        let key = |id: u16| -> Option<u16> {
-            if keys.len() < 4 {
-                return None;
-            }
-            let n = keys[3] as usize;
-            keys[4..]
-                .chunks_exact(4)
-                .take(n)
-                .find(|k| k[0] == id && k[1] == 0)
-                .map(|k| k[3])
+        let Some(keys) = t.geo_keys.filter(|k| k.len() >= 4) else {
+            return Ok(Err(
+                "a geotransform but no GeoKeyDirectoryTag: the CRS is unknown".to_string(),
+            ));
         };
-        let mut transform = transform;
-        if key(GT_RASTER_TYPE) == Some(2) {
+        let geokeys = crs::GeoKeys {
+            directory: keys,
+            doubles: t.geo_doubles.unwrap_or(&[]),
+            ascii: t.geo_ascii.unwrap_or(""),
+        };
+        if geokeys.short(GT_RASTER_TYPE) == Some(2) {
             // PixelIsPoint: coordinates name pixel centres; GDAL moves the origin half a pixel
             // to the corner (its default, GTIFF_POINT_GEO_IGNORE=FALSE).
             transform[0] -= 0.5 * transform[1] + 0.5 * transform[2];
             transform[3] -= 0.5 * transform[4] + 0.5 * transform[5];
         }
-        let model = key(GT_MODEL_TYPE);
-        let code = match (model, key(PROJECTED_CS_TYPE), key(GEOGRAPHIC_TYPE)) {
-            (_, Some(p), _) if p != USER_DEFINED && p != 0 => p,
-            (Some(2) | None, _, Some(g)) if g != USER_DEFINED && g != 0 => g,
-            (Some(1), _, _) => bail!(
-                "the CRS is user-defined (ProjectedCSTypeGeoKey {USER_DEFINED}), not an EPSG \
-                 code: reproject the scene to an EPSG CRS (gdalwarp -t_srs EPSG:…)"
-            ),
-            _ => bail!("the GeoKeys name no EPSG code for the CRS"),
+        let c: Crs = crs::from_geokeys(&geokeys)?;
+        let proj = |s: &str| {
+            Proj::from_proj_string(s).map_err(|e| anyhow!("{}: PROJ string {s:?}: {e}", c.name))
         };
-        let (crs, geographic) = crs_for(code as u32)?;
-        Ok(Some(Self {
+        let mut keys = keys.to_vec();
+        // The transform is at pixel corners now: whoever reads the keys again reads PixelIsArea.
+        for k in keys[4..].chunks_exact_mut(4) {
+            if k[0] == GT_RASTER_TYPE && k[1] == 0 {
+                k[3] = 1;
+            }
+        }
+        Ok(Ok(Self {
             transform,
-            epsg: code as u32,
-            crs,
-            wgs84: Proj::from_proj_string("+proj=longlat +datum=WGS84 +no_defs")
-                .map_err(|e| anyhow!("WGS 84: {e}"))?,
-            geographic,
+            epsg: c.epsg,
+            crs_name: c.name.clone(),
+            datum_note: c.datum_note.clone(),
+            crs: proj(&c.proj)?,
+            lon_lat: proj(&c.lon_lat)?,
+            geographic: c.geographic,
+            degrees_per_unit: c.degrees_per_unit,
+            keys,
+            doubles: geokeys.doubles.to_vec(),
+            ascii: geokeys.ascii.to_string(),
         }))
     }
 
@@ -136,12 +154,17 @@ impl GeoRef {
     /// WGS 84 (longitude, latitude) in degrees of CRS coordinates.
     pub fn crs_to_lon_lat(&self, x: f64, y: f64) -> Result<(f64, f64)> {
         let mut p = if self.geographic {
-            (x.to_radians(), y.to_radians(), 0.0)
+            let k = self.degrees_per_unit;
+            ((x * k).to_radians(), (y * k).to_radians(), 0.0)
         } else {
             (x, y, 0.0)
         };
-        proj4rs::transform::transform(&self.crs, &self.wgs84, &mut p)
-            .map_err(|e| anyhow!("EPSG:{} → WGS 84 failed at ({x}, {y}): {e}", self.epsg))?;
+        proj4rs::transform::transform(&self.crs, &self.lon_lat, &mut p).map_err(|e| {
+            anyhow!(
+                "{} → longitude/latitude failed at ({x}, {y}): {e}",
+                self.crs_name
+            )
+        })?;
         Ok((p.0.to_degrees(), p.1.to_degrees()))
     }
 
@@ -179,68 +202,19 @@ impl GeoRef {
         ]
     }
 
-    /// The GeoKey directory that says this CRS (for writing a GeoTIFF on the same CRS).
-    pub fn geo_keys(&self) -> Vec<u16> {
-        let code = self.epsg as u16;
-        if self.geographic {
-            vec![
-                1,
-                1,
-                0,
-                3,
-                GT_MODEL_TYPE,
-                0,
-                1,
-                2,
-                GT_RASTER_TYPE,
-                0,
-                1,
-                1,
-                GEOGRAPHIC_TYPE,
-                0,
-                1,
-                code,
-            ]
-        } else {
-            vec![
-                1,
-                1,
-                0,
-                3,
-                GT_MODEL_TYPE,
-                0,
-                1,
-                1,
-                GT_RASTER_TYPE,
-                0,
-                1,
-                1,
-                PROJECTED_CS_TYPE,
-                0,
-                1,
-                code,
-            ]
-        }
+    /// The source's GeoKeys (directory, doubles, ASCII), for a raster on the same CRS.
+    pub fn geo_keys(&self) -> (&[u16], &[f64], &str) {
+        (&self.keys, &self.doubles, &self.ascii)
     }
-}
-
-/// The CRS of an EPSG code from proj4rs's table, and whether it is geographic (degrees).
-fn crs_for(code: u32) -> Result<(Proj, bool)> {
-    let unsupported = || {
-        anyhow!(
-            "CRS EPSG:{code} is not supported (reproject the scene, e.g. gdalwarp -t_srs \
-             EPSG:4326, or to its UTM zone)"
-        )
-    };
-    let code16 = u16::try_from(code).map_err(|_| unsupported())?;
-    let proj = Proj::from_epsg_code(code16).map_err(|_| unsupported())?;
-    let geographic = proj.is_latlong();
-    Ok((proj, geographic))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scene::crs::{GT_MODEL_TYPE, USER_DEFINED};
+
+    const GEOGRAPHIC_TYPE: u16 = 2048;
+    const PROJECTED_CS_TYPE: u16 = 3072;
 
     fn keys(projected: Option<u16>, geographic: Option<u16>, point: bool) -> Vec<u16> {
         let mut k = vec![1, 1, 0, 0];
@@ -258,12 +232,12 @@ mod tests {
     }
 
     /// The georeferencing of a pixel scale, a tie point and GeoKeys.
-    fn tied(scale: &[f64], tie: &[f64], keys: &[u16]) -> Result<Option<GeoRef>> {
+    fn tied(scale: &[f64], tie: &[f64], keys: &[u16]) -> Result<Result<GeoRef, String>> {
         GeoRef::from_tags(&GeoTags {
             pixel_scale: Some(scale),
             tiepoints: Some(tie),
-            transformation: None,
             geo_keys: Some(keys),
+            ..Default::default()
         })
     }
 
@@ -273,10 +247,14 @@ mod tests {
         let tie = [0.0, 0.0, 0.0, 399960.0, 5300040.0, 0.0];
         let g = tied(&[10.0, 10.0, 0.0], &tie, &k).unwrap().unwrap();
         assert_eq!(g.transform, [399960.0, 10.0, 0.0, 5300040.0, 0.0, -10.0]);
-        assert_eq!(g.epsg, 32633);
+        assert_eq!(g.epsg, Some(32633));
+        assert!(g.datum_note.is_none());
         // Zone 33's central meridian is 15°E: x = 500000 lies on it.
         let (lon, _) = g.crs_to_lon_lat(500000.0, 5300040.0).unwrap();
         assert!((lon - 15.0).abs() < 1e-9, "{lon}");
+        // A negative Y scale is north-up, as GDAL takes it.
+        let g = tied(&[10.0, -10.0, 0.0], &tie, &k).unwrap().unwrap();
+        assert_eq!(g.transform[5], -10.0);
     }
 
     #[test]
@@ -286,24 +264,37 @@ mod tests {
         let g = tied(&[0.5, 0.25, 0.0], &tie, &k).unwrap().unwrap();
         assert_eq!(g.transform, [9.75, 0.5, 0.0, 50.125, 0.0, -0.25]);
         assert_eq!(g.pixel_to_lon_lat(0.5, 0.5).unwrap(), (10.0, 50.0));
+        // Written again, the keys say PixelIsArea: the transform is at corners now.
+        assert_eq!(&g.geo_keys().0[8..12], &[GT_RASTER_TYPE, 0, 1, 1]);
     }
 
     #[test]
-    fn unknown_and_user_defined_crs_are_refused_by_code() {
+    fn unknown_crs_are_refused_and_missing_parts_leave_pixel_coordinates() {
         let (scale, tie) = ([1.0, 1.0, 0.0], [0.0; 6]);
         let err = tied(&scale, &tie, &keys(Some(1), None, false)).unwrap_err();
-        assert!(err.to_string().contains("EPSG:1 is not supported"), "{err}");
-        let err = tied(&scale, &tie, &keys(Some(USER_DEFINED), None, false)).unwrap_err();
-        assert!(err.to_string().contains("user-defined"), "{err}");
         assert!(
-            GeoRef::from_tags(&GeoTags {
-                pixel_scale: None,
-                tiepoints: None,
-                transformation: None,
-                geo_keys: None
-            })
-            .unwrap()
-            .is_none()
+            err.to_string().contains("EPSG:1 is not in the EPSG table"),
+            "{err}"
         );
+        let err = tied(&scale, &tie, &keys(Some(USER_DEFINED), None, false)).unwrap_err();
+        assert!(err.to_string().contains("ProjCoordTransGeoKey"), "{err}");
+        let none = GeoRef::from_tags(&GeoTags::default()).unwrap().unwrap_err();
+        assert_eq!(none, "no GeoTIFF tags");
+        let gcps = GeoRef::from_tags(&GeoTags {
+            tiepoints: Some(&[0.0, 0.0, 0.0, 5.0, 6.0, 0.0, 9.0, 9.0, 0.0, 1.0, 1.0, 0.0]),
+            geo_keys: Some(&keys(None, Some(4326), false)),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap_err();
+        assert!(gcps.contains("ground control points"), "{gcps}");
+        let no_crs = GeoRef::from_tags(&GeoTags {
+            pixel_scale: Some(&scale),
+            tiepoints: Some(&tie),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap_err();
+        assert!(no_crs.contains("CRS is unknown"), "{no_crs}");
     }
 }

@@ -1,6 +1,6 @@
 //! GeoTIFF files on a scene's grid: float bands with names (a class map's scores) and a
-//! one-band palette image (a class map's argmax), each with the geotransform and the EPSG code
-//! as GeoKeys, written atomically. Built from the `tiff` crate's directory encoder: its image
+//! one-band palette image (a class map's argmax), each with the geotransform and the scene's own
+//! GeoKeys, written atomically. Built from the `tiff` crate's directory encoder: its image
 //! encoder fixes the band count at compile time, and a class map has one band per label.
 
 use std::io::Cursor;
@@ -17,14 +17,19 @@ use super::GeoRef;
 pub struct Placement {
     pub transform: [f64; 6],
     pub geo_keys: Vec<u16>,
+    pub geo_doubles: Vec<f64>,
+    pub geo_ascii: String,
 }
 
 impl Placement {
     /// A grid of `cell`-pixel cells over a georeferenced scene.
     pub fn grid(georef: &GeoRef, cell: f64) -> Self {
+        let (keys, doubles, ascii) = georef.geo_keys();
         Self {
             transform: georef.scaled(cell),
-            geo_keys: georef.geo_keys(),
+            geo_keys: keys.to_vec(),
+            geo_doubles: doubles.to_vec(),
+            geo_ascii: ascii.to_string(),
         }
     }
 }
@@ -176,5 +181,13 @@ fn write_placement<W: std::io::Write + std::io::Seek>(
     }
     dir.write_tag(Tag::GeoKeyDirectoryTag, &p.geo_keys[..])
         .map_err(err)?;
+    if !p.geo_doubles.is_empty() {
+        dir.write_tag(Tag::GeoDoubleParamsTag, &p.geo_doubles[..])
+            .map_err(err)?;
+    }
+    if !p.geo_ascii.is_empty() {
+        dir.write_tag(Tag::GeoAsciiParamsTag, p.geo_ascii.as_str())
+            .map_err(err)?;
+    }
     Ok(())
 }

@@ -8,8 +8,10 @@
 //! Memory follows the scene's width, not its area: a caller walks the scene top to bottom in
 //! bands of rows ([`Scene::rgb_rows`]); only the strips or tiles those rows touch are decoded.
 
+pub mod crs;
 pub mod georef;
 pub mod geotiff_write;
+mod tiff_chunk;
 mod tiff_reader;
 
 use std::path::{Path, PathBuf};
@@ -73,6 +75,11 @@ pub struct Scene {
     pub band_count: usize,
     pub kind: SampleKind,
     pub georef: Option<GeoRef>,
+    /// Why a scene has no georeferencing (no GeoTIFF tags, GeoKeys without a geotransform,
+    /// ground control points only, a geotransform without a CRS).
+    pub no_georef: Option<String>,
+    /// Bits per sample as stored (1, 2 and 4-bit samples read as 0..2^bits − 1).
+    pub bits: u16,
     pub nodata: Option<f64>,
     /// The alpha band (0-based), if the file has one.
     pub alpha: Option<usize>,
@@ -211,7 +218,13 @@ impl Scene {
                 tiepoints: tags.tiepoints.as_deref(),
                 transformation: tags.transformation.as_deref(),
                 geo_keys: tags.geo_keys.as_deref(),
+                geo_doubles: tags.geo_doubles.as_deref(),
+                geo_ascii: tags.geo_ascii.as_deref(),
             })?;
+            let (georef, no_georef) = match georef {
+                Ok(g) => (Some(g), None),
+                Err(why) => (None, Some(why)),
+            };
             Scene {
                 path: path.to_path_buf(),
                 width: tags.width,
@@ -219,6 +232,8 @@ impl Scene {
                 band_count: tags.samples,
                 kind: tags.kind,
                 georef,
+                no_georef,
+                bits: tags.bits,
                 nodata: tags.nodata,
                 alpha: tags.alpha,
                 has_mask: tags.has_mask,
@@ -240,6 +255,8 @@ impl Scene {
                 band_count: 3,
                 kind: SampleKind::U8,
                 georef: None,
+                no_georef: Some("not a GeoTIFF".into()),
+                bits: 8,
                 nodata: None,
                 alpha: None,
                 has_mask: false,
@@ -287,6 +304,12 @@ impl Scene {
     }
 
     fn measure_stretch(&mut self, stretch: Stretch) -> Result<()> {
+        if stretch == Stretch::Auto && self.bits < 8 {
+            // 1, 2 and 4-bit samples (masks, classes): their whole range spans 0..=255.
+            let top = ((1u32 << self.bits) - 1) as f32;
+            self.ranges = [(0.0, top); 3];
+            return Ok(());
+        }
         let stretch = match stretch {
             Stretch::Auto if self.kind == SampleKind::U8 => Stretch::None,
             Stretch::Auto => Stretch::Percentile,
@@ -456,9 +479,10 @@ impl Scene {
 
     /// What the file is, in one line for people.
     pub fn describe(&self) -> String {
-        let crs = match &self.georef {
-            Some(g) => format!("EPSG:{}", g.epsg),
-            None => "no georeferencing".into(),
+        let crs = match (&self.georef, &self.no_georef) {
+            (Some(g), _) => g.crs_name.clone(),
+            (None, Some(why)) => format!("no georeferencing: {why}"),
+            (None, None) => "no georeferencing".into(),
         };
         format!(
             "{}×{} px, {} band(s) {}, {crs}",

@@ -1,7 +1,8 @@
-//! TIFF and BigTIFF scenes read a band of rows at a time through the `tiff` crate's chunk
-//! decoder: only the strips or tiles a request touches are decoded, and those still needed by
-//! the next band of rows (tiles overlap when the stride is under the tile) are kept, so memory
-//! follows the width of the scene, never its area.
+//! TIFF and BigTIFF scenes read a band of rows at a time: the `tiff` crate reads the tags (and
+//! decodes JPEG chunks); every other chunk is decoded by [`super::tiff_chunk`]. Only the strips
+//! or tiles a request touches are decoded, and those still needed by the next band of rows
+//! (tiles overlap when the stride is under the tile) are kept, so memory follows the width of
+//! the scene, never its area.
 //!
 //! GDAL's internal masks (an extra image of 1-bit samples, photometric "transparency mask")
 //! are read here by hand: the `tiff` crate refuses that photometric interpretation, and no
@@ -18,6 +19,8 @@ use anyhow::{Result, anyhow, bail};
 use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
 use tiff::tags::Tag;
 
+use super::tiff_chunk::{self, Coding};
+
 /// The most a single decoded chunk may take, and the most any tag value may (a mutated file
 /// that claims a gigantic strip fails cleanly instead of allocating it).
 const MAX_CHUNK_BYTES: usize = 256 << 20;
@@ -30,26 +33,32 @@ pub const MAX_SIDE: u32 = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SampleKind {
     U8,
+    I8,
     U16,
     I16,
     U32,
     I32,
+    U64,
+    I64,
+    F16,
     F32,
     F64,
-    Other,
 }
 
 impl SampleKind {
     pub fn name(self) -> &'static str {
         match self {
             SampleKind::U8 => "uint8",
+            SampleKind::I8 => "int8",
             SampleKind::U16 => "uint16",
             SampleKind::I16 => "int16",
             SampleKind::U32 => "uint32",
             SampleKind::I32 => "int32",
+            SampleKind::U64 => "uint64",
+            SampleKind::I64 => "int64",
+            SampleKind::F16 => "float16",
             SampleKind::F32 => "float32",
             SampleKind::F64 => "float64",
-            SampleKind::Other => "other",
         }
     }
 }
@@ -77,6 +86,17 @@ impl Layout {
 /// An open TIFF scene.
 pub struct TiffReader {
     decoder: Decoder<BufReader<File>>,
+    /// The file again, for chunks' stored bytes.
+    raw: File,
+    file_len: u64,
+    offsets: Vec<u64>,
+    counts: Vec<u64>,
+    coding: Coding,
+    tiled: bool,
+    /// Samples a stored pixel has (a palette image: 1; it is read as 3).
+    stored_samples: usize,
+    /// What a sparse (absent) chunk reads as: the nodata value, else 0.
+    fill: f64,
     layout: Layout,
     /// Decoded chunks kept between calls, by chunk index.
     cache: HashMap<u32, Arc<DecodingResult>>,
@@ -87,8 +107,11 @@ pub struct TiffReader {
 pub struct TiffTags {
     pub width: u32,
     pub height: u32,
+    /// Bands as read (a palette image has 3: red, green, blue).
     pub samples: usize,
     pub kind: SampleKind,
+    /// Bits per sample as stored (1, 2 and 4-bit samples are read as 0..2^bits − 1).
+    pub bits: u16,
     /// `Some(i)`: band `i` (0-based) is an alpha band (ExtraSamples says so).
     pub alpha: Option<usize>,
     pub nodata: Option<f64>,
@@ -96,6 +119,8 @@ pub struct TiffTags {
     pub tiepoints: Option<Vec<f64>>,
     pub transformation: Option<Vec<f64>>,
     pub geo_keys: Option<Vec<u16>>,
+    pub geo_doubles: Option<Vec<f64>>,
+    pub geo_ascii: Option<String>,
     pub has_mask: bool,
 }
 
@@ -128,37 +153,107 @@ impl TiffReader {
                 "the image claims {width}×{height} pixels (scenes up to {MAX_SIDE} a side are read)"
             );
         }
-        let samples = d
+        let stored_samples = d
             .find_tag_unsigned::<u16>(Tag::SamplesPerPixel)
             .map_err(tiff_err)?
             .unwrap_or(1) as usize;
-        let bits = d
+        if stored_samples == 0 {
+            bail!("SamplesPerPixel is 0");
+        }
+        let all_bits = d
             .find_tag_unsigned_vec::<u16>(Tag::BitsPerSample)
             .map_err(tiff_err)?
-            .and_then(|v| v.first().copied())
-            .unwrap_or(1);
+            .unwrap_or_else(|| vec![1]);
+        let bits = all_bits.first().copied().unwrap_or(1);
+        if all_bits.iter().any(|&b| b != bits) {
+            bail!("bands of different bit depths ({all_bits:?}) are not read");
+        }
         let format = d
             .find_tag_unsigned_vec::<u16>(Tag::SampleFormat)
             .map_err(tiff_err)?
             .and_then(|v| v.first().copied())
             .unwrap_or(1);
         let kind = match (format, bits) {
-            (1, 8) => SampleKind::U8,
+            (1, 1 | 2 | 4 | 8) => SampleKind::U8,
+            (2, 8) => SampleKind::I8,
             (1, 16) => SampleKind::U16,
             (2, 16) => SampleKind::I16,
             (1, 32) => SampleKind::U32,
             (2, 32) => SampleKind::I32,
+            (1, 64) => SampleKind::U64,
+            (2, 64) => SampleKind::I64,
+            (3, 16) => SampleKind::F16,
             (3, 32) => SampleKind::F32,
             (3, 64) => SampleKind::F64,
-            _ => SampleKind::Other,
+            (5 | 6, _) => bail!("complex samples (SampleFormat {format}) are not read"),
+            _ => bail!("unsupported sample type: {bits}-bit, SampleFormat {format}"),
         };
-        if kind == SampleKind::Other {
-            bail!("unsupported sample type: {bits}-bit, SampleFormat {format}");
+        let compression = d
+            .find_tag_unsigned::<u16>(Tag::Compression)
+            .map_err(tiff_err)?
+            .unwrap_or(1);
+        tiff_chunk::supported(compression)?;
+        let photometric = d
+            .find_tag_unsigned::<u16>(Tag::PhotometricInterpretation)
+            .map_err(tiff_err)?
+            .unwrap_or(1);
+        match photometric {
+            0 | 1 | 2 | 3 | 5 => {}
+            6 if compression == 7 => {}
+            6 => bail!("YCbCr samples without JPEG compression are not read"),
+            p => bail!("photometric interpretation {p} (CIELab, LogLuv, …) is not read"),
         }
-        // Asking for the colour type checks that the crate can decode this photometric
-        // interpretation before any chunk is read.
-        d.colortype()
-            .map_err(|e| anyhow!("unsupported TIFF: {e}"))?;
+        if compression == 7 {
+            // Asking for the colour type checks that the crate can decode this JPEG before any
+            // chunk is read.
+            d.colortype()
+                .map_err(|e| anyhow!("unsupported TIFF: {e}"))?;
+        }
+        let palette = if bits == 1 && stored_samples == 1 && matches!(photometric, 0 | 1) {
+            // GDAL reads a 1-bit image as a black-and-white palette (white first for
+            // MinIsWhite), so do we.
+            let (zero, one) = if photometric == 0 {
+                (65535, 0)
+            } else {
+                (0, 65535)
+            };
+            Some(vec![zero, one, zero, one, zero, one])
+        } else if photometric == 3 {
+            let map = d
+                .find_tag_unsigned_vec::<u16>(Tag::ColorMap)
+                .map_err(tiff_err)?
+                .ok_or_else(|| anyhow!("a palette image without a ColorMap"))?;
+            if stored_samples != 1 || bits > 16 || map.len() != 3 << bits {
+                bail!(
+                    "a palette image of {stored_samples} × {bits}-bit samples with {} ColorMap values",
+                    map.len()
+                );
+            }
+            Some(map)
+        } else {
+            None
+        };
+        let samples = if palette.is_some() { 3 } else { stored_samples };
+        let kind = if palette.is_some() {
+            SampleKind::U8
+        } else {
+            kind
+        };
+        let coding = Coding {
+            compression,
+            predictor: d
+                .find_tag_unsigned::<u16>(Tag::Predictor)
+                .map_err(tiff_err)?
+                .unwrap_or(1),
+            bits,
+            format,
+            little_endian: matches!(d.byte_order(), tiff::tags::ByteOrder::LittleEndian),
+            lsb_first: d
+                .find_tag_unsigned::<u16>(Tag::FillOrder)
+                .map_err(tiff_err)?
+                == Some(2),
+            palette,
+        };
         let planar = d
             .find_tag_unsigned::<u16>(Tag::PlanarConfiguration)
             .map_err(tiff_err)?
@@ -190,6 +285,22 @@ impl TiffReader {
             down: height.div_ceil(chunk_h),
             planar,
         };
+        let tiled = d.get_chunk_type() == ChunkType::Tile;
+        let (offsets_tag, counts_tag) = match d.get_chunk_type() {
+            ChunkType::Tile => (Tag::TileOffsets, Tag::TileByteCounts),
+            ChunkType::Strip => (Tag::StripOffsets, Tag::StripByteCounts),
+        };
+        let offsets = d.get_tag_u64_vec(offsets_tag).map_err(tiff_err)?;
+        let counts = d.get_tag_u64_vec(counts_tag).map_err(tiff_err)?;
+        let planes = if planar { stored_samples } else { 1 };
+        let chunks = layout.across as usize * layout.down as usize * planes;
+        if offsets.len() < chunks || counts.len() < chunks {
+            bail!(
+                "{chunks} strips/tiles but {} offsets and {} byte counts",
+                offsets.len(),
+                counts.len()
+            );
+        }
         let extra = d
             .find_tag_unsigned_vec::<u16>(Tag::ExtraSamples)
             .map_err(tiff_err)?
@@ -212,14 +323,15 @@ impl TiffReader {
             .map_err(tiff_err)?
             .map(|v| v.into_u16_vec().map_err(tiff_err))
             .transpose()?;
+        let geo_doubles = f64s(&mut d, Tag::GeoDoubleParamsTag)?;
+        let geo_ascii = match d.find_tag(Tag::GeoAsciiParamsTag).map_err(tiff_err)? {
+            Some(v) => Some(v.into_string().map_err(tiff_err)?),
+            None => None,
+        };
         let nodata = match d.find_tag(Tag::GdalNodata).map_err(tiff_err)? {
             Some(v) => {
                 let s = v.into_string().map_err(tiff_err)?;
-                let s = s.trim_matches(char::from(0)).trim();
-                Some(
-                    s.parse::<f64>()
-                        .map_err(|_| anyhow!("GDAL_NODATA tag {s:?} is not a number"))?,
-                )
+                atof_m(s.trim_matches(char::from(0)))
             }
             None => None,
         };
@@ -229,17 +341,30 @@ impl TiffReader {
             height,
             samples,
             kind,
+            bits,
             alpha,
             nodata,
             pixel_scale,
             tiepoints,
             transformation,
             geo_keys,
+            geo_doubles,
+            geo_ascii,
             has_mask: mask.is_some(),
         };
+        let raw = File::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
+        let file_len = raw.metadata().map(|m| m.len()).unwrap_or(0);
         Ok((
             Self {
                 decoder: d,
+                raw,
+                file_len,
+                offsets,
+                counts,
+                coding,
+                tiled,
+                stored_samples,
+                fill: nodata.filter(|v| v.is_finite()).unwrap_or(0.0),
                 layout,
                 cache: HashMap::new(),
                 mask,
@@ -258,12 +383,52 @@ impl TiffReader {
             return Ok(c.clone());
         }
         let c = Arc::new(
-            self.decoder
-                .read_chunk(index)
-                .map_err(|e| anyhow!("cannot decode strip/tile {index}: {e}"))?,
+            self.decode_chunk(index)
+                .map_err(|e| anyhow!("cannot decode strip/tile {index}: {e:#}"))?,
         );
         self.cache.insert(index, c.clone());
         Ok(c)
+    }
+
+    fn decode_chunk(&mut self, index: u32) -> Result<DecodingResult> {
+        if self.coding.compression == 7 {
+            return self.decoder.read_chunk(index).map_err(tiff_err);
+        }
+        let l = self.layout;
+        let per_plane = l.across * l.down;
+        let at = index % per_plane;
+        let (ccol, crow) = (at % l.across, at / l.across);
+        let cx0 = ccol * l.chunk_w;
+        let cy0 = crow * l.chunk_h;
+        let keep_w = l.chunk_w.min(l.width - cx0);
+        let spp = if l.planar { 1 } else { self.stored_samples };
+        // Tiles are stored whole (padded past the edges); the last strip only to the last row.
+        let (w, rows) = if self.tiled {
+            (l.chunk_w, l.chunk_h)
+        } else {
+            (l.width, l.chunk_h.min(l.height - cy0))
+        };
+        let (off, len) = (self.offsets[index as usize], self.counts[index as usize]);
+        let bytes;
+        let raw = if off == 0 || len == 0 {
+            None // sparse: GDAL reads an absent chunk as nodata (or 0)
+        } else {
+            if off.checked_add(len).is_none_or(|end| end > self.file_len)
+                || len > MAX_CHUNK_BYTES as u64
+            {
+                bail!("it points past the end of the file ({len} bytes at {off})");
+            }
+            let mut buf = vec![0u8; len as usize];
+            self.raw.seek(SeekFrom::Start(off))?;
+            self.raw.read_exact(&mut buf)?;
+            bytes = buf;
+            Some(&bytes[..])
+        };
+        let out_bytes = w as u64 * rows as u64 * spp as u64 * (self.coding.bits as u64).max(8) / 8;
+        if out_bytes > MAX_CHUNK_BYTES as u64 {
+            bail!("a {w}×{rows} chunk of {spp} samples is larger than {MAX_CHUNK_BYTES} bytes");
+        }
+        tiff_chunk::decode(&self.coding, raw, (w, rows, spp), keep_w, self.fill)
     }
 
     /// Rows `y0..y0 + h` of the bands `bands` (0-based), every `step`-th column and row,
@@ -357,6 +522,61 @@ impl TiffReader {
         };
         Ok((out, mask))
     }
+}
+
+/// A GDAL_NODATA value as GDAL reads it (CPLAtofM): empty is no nodata; "inf", "1.#INF",
+/// "nan", "1.#QNAN", "-1.#IND" as MSVC wrote them; a comma as the decimal point; otherwise
+/// the longest number the text starts with, 0 when it starts with none.
+fn atof_m(s: &str) -> Option<f64> {
+    let t = s.trim();
+    if t.is_empty() {
+        return None;
+    }
+    let lower = t.to_ascii_lowercase();
+    let (neg, body) = match lower.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, lower.strip_prefix('+').unwrap_or(&lower)),
+    };
+    let sign = if neg { -1.0 } else { 1.0 };
+    if body.starts_with("inf") || body.starts_with("1.#inf") {
+        return Some(sign * f64::INFINITY);
+    }
+    if body.starts_with("1.#qnan")
+        || body.starts_with("1.#ind")
+        || (!neg && body.starts_with("nan"))
+    {
+        return Some(f64::NAN);
+    }
+    let t = t.replace(',', ".");
+    let b = t.as_bytes();
+    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    let digits = |i: &mut usize| {
+        let s = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i > s
+    };
+    let mut any = digits(&mut i);
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        any |= digits(&mut i);
+    }
+    if !any {
+        return Some(0.0);
+    }
+    let mantissa_end = i;
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        let mut j = i + 1;
+        if matches!(b.get(j), Some(b'+' | b'-')) {
+            j += 1;
+        }
+        if digits(&mut j) {
+            i = j;
+        }
+    }
+    let end = if i > mantissa_end { i } else { mantissa_end };
+    Some(t[..end].trim_end_matches('.').parse().unwrap_or(0.0))
 }
 
 fn decoded_len(d: &DecodingResult) -> usize {

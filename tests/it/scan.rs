@@ -7,7 +7,9 @@ use std::path::Path;
 
 use skyscribe::scene::{Scene, SceneOptions};
 
-use crate::common::{data_root, json_lines, read_json, scratch, skyscribe, skyscribe_env};
+use crate::common::{
+    data_root, integers, json_lines, read_json, scratch, skyscribe, skyscribe_env,
+};
 use crate::scene::scenes_dir;
 
 fn fixture(name: &str) -> String {
@@ -167,7 +169,7 @@ fn the_class_map_lies_on_the_scenes_grid_and_crs() {
         )
         .unwrap();
         let g = m.georef.clone().expect("the class map is georeferenced");
-        assert_eq!(g.epsg as u64, want["epsg"].as_u64().unwrap());
+        assert_eq!(g.epsg.map(u64::from), want["epsg"].as_u64());
         let scaled = [
             gt[0],
             gt[1] * 32.0,
@@ -231,6 +233,8 @@ fn bad_scenes_are_refused_by_name_and_the_rest_still_run() {
     let place = skyscribe::scene::geotiff_write::Placement {
         transform: [500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0],
         geo_keys: vec![1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633],
+        geo_doubles: vec![],
+        geo_ascii: String::new(),
     };
     skyscribe::scene::geotiff_write::write_float_bands(
         &flat,
@@ -257,7 +261,7 @@ fn bad_scenes_are_refused_by_name_and_the_rest_still_run() {
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(r.stderr.contains("cut.tif"), "{}", r.stderr);
     assert!(
-        r.stderr.contains("odd-crs.tif") && r.stderr.contains("EPSG:9999 is not supported"),
+        r.stderr.contains("odd-crs.tif") && r.stderr.contains("EPSG:9999 is not in the EPSG table"),
         "{}",
         r.stderr
     );
@@ -287,19 +291,21 @@ fn bad_scenes_are_refused_by_name_and_the_rest_still_run() {
     // Options that make no sense, each refused with what is wrong.
     let r = skyscribe(&["scan", &good, "--stride", "0"]);
     assert_eq!(r.code, 2);
-    let r = skyscribe(&["scan", &good, "--labels", LABELS, "--tile", "500"]);
-    assert_eq!(r.code, 1);
+    // A tile larger than the scene: one tile, cut to the scene, and said.
+    let r = skyscribe(&[
+        "scan", &good, "--labels", LABELS, "--tile", "500", "--jsonl",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stderr
-            .contains("--tile 500 is larger than the scene (200×150 px)"),
+        r.stderr.contains("utm33n-u8-tiled-deflate.tif")
+            && r.stderr
+                .contains("smaller than --tile 500: its tiles are 200×150 px"),
         "{}",
         r.stderr
     );
-    assert!(
-        r.stderr.contains("utm33n-u8-tiled-deflate.tif"),
-        "{}",
-        r.stderr
-    );
+    let lines = json_lines(&r.stdout);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(integers::<u32>(&lines[0]["tile"]), [0, 0, 200, 150]);
     let r = skyscribe(&["scan", &good, "--labels", LABELS, "--bands", "5,3,2"]);
     assert_eq!(r.code, 1);
     assert!(
@@ -531,7 +537,7 @@ fn xview_layout_is_read_through_the_scene_reader_to_every_edge() {
     let tif = root.join("train_images/2355.tif");
     let mut scene = Scene::open(&tif, &SceneOptions::default()).unwrap();
     let g = scene.georef.clone().unwrap();
-    assert_eq!(g.epsg, 4326);
+    assert_eq!(g.epsg, Some(4326));
     // Each feature's polygon is where the GeoTIFF's georeferencing puts its pixel box.
     for f in doc["features"].as_array().unwrap() {
         let b: Vec<f64> = f["properties"]["bounds_imcoords"]
@@ -643,4 +649,148 @@ fn captions_ride_along_with_the_labels() {
     for (f, l) in fc.features.iter().zip(&lines) {
         assert_eq!(f.properties.as_ref().unwrap()["caption"], l["caption"]);
     }
+}
+
+/// `skyscribe ARGS` run to its end while its peak memory (VmHWM) is read: the run and the
+/// peak in MiB.
+fn run_with_peak(args: &[&str]) -> (crate::common::Run, u64) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_skyscribe"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = format!("/proc/{}/status", child.id());
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let (mut o, mut e) = (String::new(), String::new());
+        use std::io::Read;
+        let t = std::thread::spawn(move || {
+            err.read_to_string(&mut e).unwrap();
+            e
+        });
+        out.read_to_string(&mut o).unwrap();
+        (o, t.join().unwrap())
+    });
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        // VmHWM only grows: the last read before the exit holds the peak.
+        if let Ok(s) = std::fs::read_to_string(&status)
+            && let Some(kb) = s
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        {
+            peak = peak.max(kb / 1024);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let code = child.wait().unwrap().code().unwrap_or(-1);
+    let (stdout, stderr) = reader.join().unwrap();
+    (
+        crate::common::Run {
+            code,
+            stdout,
+            stderr,
+        },
+        peak,
+    )
+}
+
+#[test]
+fn memory_follows_the_batch_not_the_row_of_tiles() {
+    // A 2,000 × 1 scene at tile 1: one row of 2,000 tiles. Preprocessed a row at a time (the
+    // old way) they took 576 MiB; a batch at a time the whole run peaks near 190 MiB.
+    let dir = scratch("scan-wide-row");
+    let path = dir.join("wide.tif");
+    let w = 2000u32;
+    let band: Vec<f32> = (0..w).map(|x| (x % 251) as f32).collect();
+    skyscribe::scene::geotiff_write::write_float_bands(
+        &path,
+        w,
+        1,
+        &[band.clone(), band.clone(), band],
+        &["r".into(), "g".into(), "b".into()],
+        None,
+    )
+    .unwrap();
+    let p = path.display().to_string();
+    let (r, peak) = run_with_peak(&[
+        "scan",
+        &p,
+        "--labels",
+        "forest,sea",
+        "--tile",
+        "1",
+        "--stride",
+        "1",
+        "--pixel-coords",
+        "--stretch",
+        "none",
+        "--jsonl",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(json_lines(&r.stdout).len(), 2000);
+    assert!(peak > 0 && peak < 350, "peak memory {peak} MiB");
+}
+
+#[test]
+fn scenes_not_on_wgs84_say_so_and_class_maps_keep_their_crs() {
+    // NAD27 (its shift to WGS 84 needs grids) and a PCS whose keys say US survey feet.
+    let cases = crate::common::fixtures().join("gdal_cases");
+    let out = scratch("scan-datums");
+    let (nad27, feet) = (
+        cases.join("nad27-utm11.tif").display().to_string(),
+        cases.join("epsg2853-us-feet.tif").display().to_string(),
+    );
+    let r = scan(
+        &[&nad27, &feet],
+        (48, 48),
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--class-map",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "nad27-utm11.tif: warning: longitude/latitude are on North American Datum 1927"
+        ),
+        "{}",
+        r.stderr
+    );
+    let fc = read_json(&out.join("nad27-utm11.geojson"));
+    let info = &fc["skyscribe"];
+    assert!(
+        info["datum_note"].as_str().unwrap().contains("needs grids"),
+        "{info}"
+    );
+    assert_eq!(info["crs"], "EPSG:26711");
+    let fc = read_json(&out.join("epsg2853-us-feet.geojson"));
+    let info = &fc["skyscribe"];
+    // Redefined by its keys, the CRS is no longer EPSG:2853 itself.
+    assert!(info["crs"].is_null(), "{info}");
+    assert!(
+        info["crs_name"]
+            .as_str()
+            .unwrap()
+            .contains("US survey foot"),
+        "{info}"
+    );
+    // The class map carries the scene's own GeoKeys: read again, it lies where the scene does.
+    let map = Scene::open(
+        &out.join("epsg2853-us-feet.classmap.tif"),
+        &SceneOptions::default(),
+    )
+    .unwrap();
+    let scene = Scene::open(std::path::Path::new(&feet), &SceneOptions::default()).unwrap();
+    let (a, b) = (map.georef.unwrap(), scene.georef.unwrap());
+    let (lon, lat) = a.pixel_to_lon_lat(0.0, 0.0).unwrap();
+    let (want_lon, want_lat) = b.pixel_to_lon_lat(0.0, 0.0).unwrap();
+    assert!((lon - want_lon).abs() < 1e-9 && (lat - want_lat).abs() < 1e-9);
+    assert_eq!(a.crs_name, b.crs_name);
 }
