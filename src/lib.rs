@@ -38,6 +38,7 @@ pub mod caption;
 pub mod data;
 pub mod encoder;
 pub mod eval;
+pub mod geoparquet;
 pub mod hub;
 pub mod imagery;
 pub mod index;

@@ -45,10 +45,15 @@ pub struct ScanArgs {
     /// The captioner for --caption (default: the built-in mini captioner).
     #[arg(long, requires = "caption")]
     captioner: Option<String>,
-    /// GeoJSON FeatureCollection of the tiles (a folder when scanning several scenes: one
-    /// SCENE.geojson each).
+    /// The tiles as a GeoJSON FeatureCollection, or as GeoParquet 1.1 when the file ends in
+    /// .parquet (a folder when scanning several scenes: one SCENE.geojson or SCENE.parquet
+    /// each, as --out-format says).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The format of --out: geojson (the default) or geoparquet (WKB geometry, `geo` metadata,
+    /// the GeoJSON's properties as columns). A file ending in .parquet is GeoParquet.
+    #[arg(long, value_enum)]
+    out_format: Option<OutFormat>,
     /// Class-map GeoTIFF, one score band per label on a grid of --stride pixels, plus
     /// NAME.argmax.tif with the best label in a colour table (a folder for several scenes).
     #[arg(long)]
@@ -107,6 +112,13 @@ fn positive_u32(s: &str) -> Result<u32, String> {
 struct Target {
     path: PathBuf,
     folder: bool,
+}
+
+/// What `--out` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutFormat {
+    Geojson,
+    Geoparquet,
 }
 
 impl Target {
@@ -168,6 +180,24 @@ pub fn run(a: ScanArgs) -> Result<usize> {
         .as_deref()
         .map(|p| Target::new(p, all.len(), "--out"))
         .transpose()?;
+    let out_format = match (&out, a.out_format) {
+        (Some(t), f) if !t.folder => {
+            let parquet = t.path.extension().is_some_and(|e| e == "parquet");
+            match (parquet, f) {
+                (true, Some(OutFormat::Geojson)) | (false, Some(OutFormat::Geoparquet)) => bail!(
+                    "--out {} and --out-format {:?} disagree: name the file .parquet for \
+                     GeoParquet, anything else for GeoJSON",
+                    t.path.display(),
+                    f.expect("matched")
+                ),
+                (true, _) => OutFormat::Geoparquet,
+                (false, _) => OutFormat::Geojson,
+            }
+        }
+        (Some(_), f) => f.unwrap_or(OutFormat::Geojson),
+        (None, Some(_)) => bail!("--out-format needs --out"),
+        (None, None) => OutFormat::Geojson,
+    };
     let class_map = a
         .class_map
         .as_deref()
@@ -238,6 +268,7 @@ pub fn run(a: ScanArgs) -> Result<usize> {
             scene_opts: &scene_opts,
             scan: &scan,
             out: out.as_ref(),
+            out_format,
             class_map: class_map.as_ref(),
             heat: heat.as_ref(),
         };
@@ -260,6 +291,7 @@ struct SceneJob<'a> {
     scene_opts: &'a SceneOptions,
     scan: &'a ScanOptions,
     out: Option<&'a Target>,
+    out_format: OutFormat,
     class_map: Option<&'a Target>,
     heat: Option<&'a Target>,
 }
@@ -366,7 +398,12 @@ impl SceneJob<'_> {
         };
         let mut written = Vec::new();
         if let Some(t) = self.out {
-            let file = t.for_scene(path, "geojson");
+            let parquet = self.out_format == OutFormat::Geoparquet;
+            let file = if t.folder {
+                t.for_scene(path, if parquet { "parquet" } else { "geojson" })
+            } else {
+                t.path.clone()
+            };
             let info = serde_json::json!({
                 "scene": name,
                 "coordinates": coordinates,
@@ -381,8 +418,16 @@ impl SceneJob<'_> {
                 "nodata_tiles": counts.nodata,
                 "model": self.clip.source.spec,
             });
-            let fc = maps::collection(std::mem::take(&mut features), info);
-            skyscribe::atomic::write_file(&file, fc.to_string().as_bytes())?;
+            if parquet {
+                let coordinates = match &georef {
+                    Some(g) if g.datum_note.is_none() => skyscribe::geoparquet::Coordinates::Wgs84,
+                    _ => skyscribe::geoparquet::Coordinates::Undefined,
+                };
+                maps::write_geoparquet(&file, &features, &info, coordinates)?;
+            } else {
+                let fc = maps::collection(std::mem::take(&mut features), info);
+                skyscribe::atomic::write_file(&file, fc.to_string().as_bytes())?;
+            }
             written.push(file);
         }
         if let Some(t) = self.class_map {

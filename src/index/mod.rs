@@ -479,6 +479,13 @@ fn scene_items(path: &Path, chips: &ChipOptions) -> Result<Vec<IndexItem>> {
     let mut items = Vec::new();
     for file in files {
         let scene = crate::scene::Scene::open(&file, &Default::default())?;
+        if let Some(note) = scene.georef.as_ref().and_then(|g| g.datum_note.as_ref()) {
+            // Said once per scene: its tiles' bounds are on that datum, not quite WGS 84.
+            eprintln!(
+                "skyscribe: {}: warning: {note}; its tiles' bounds are given so",
+                file.display()
+            );
+        }
         // A scene smaller than the tile is one tile wide (or tall), cut to the scene, as
         // `scan` takes it.
         for rect in crate::data::cover_grid(scene.width, scene.height, chips.size, chips.stride) {

@@ -97,6 +97,8 @@ fn schema(dim: usize) -> Schema {
             ),
             false,
         ),
+        // GeoParquet's geometry: the `bounds` box as a WKB polygon (null where there is none).
+        Field::new("geometry", DataType::Binary, true),
     ])
 }
 
@@ -162,6 +164,13 @@ pub fn encode(rows: &[Row], dim: usize) -> Result<Vec<u8>> {
         Arc::new(Float32Array::from(values)),
         None,
     )?;
+    let geometry: arrow_array::BinaryArray = rows
+        .iter()
+        .map(|r| {
+            r.bounds
+                .map(|b| crate::geoparquet::wkb_polygon(&crate::geoparquet::box_ring(b)))
+        })
+        .collect();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(ids),
         Arc::new(paths),
@@ -169,7 +178,23 @@ pub fn encode(rows: &[Row], dim: usize) -> Result<Vec<u8>> {
         Arc::new(bounds),
         Arc::new(hashes),
         Arc::new(embeddings),
+        Arc::new(geometry),
     ];
+    // Parts with tile bounds are GeoParquet: DuckDB spatial, GeoPandas and QGIS open them as
+    // layers of WGS 84 boxes.
+    let boxes: Vec<Vec<[f64; 2]>> = rows
+        .iter()
+        .filter_map(|r| r.bounds.map(crate::geoparquet::box_ring))
+        .collect();
+    let geo = (!boxes.is_empty()).then(|| {
+        parquet::file::metadata::KeyValue::new(
+            "geo".to_string(),
+            crate::geoparquet::geo_metadata(
+                crate::geoparquet::Coordinates::Wgs84,
+                Some(crate::geoparquet::bbox(boxes.iter().map(|r| &r[..]))),
+            ),
+        )
+    });
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
     let embedding_values = parquet::schema::types::ColumnPath::new(vec![
         "embedding".into(),
@@ -186,6 +211,7 @@ pub fn encode(rows: &[Row], dim: usize) -> Result<Vec<u8>> {
         // Nor do they repeat: a dictionary is tried, fails and is thrown away, at a cost.
         .set_column_dictionary_enabled(embedding_values, false)
         .set_created_by(format!("skyscribe {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(geo.map(|g| vec![g]))
         .build();
     let mut bytes = Vec::new();
     let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, Some(props))?;

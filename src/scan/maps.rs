@@ -444,6 +444,110 @@ pub fn heatmap(
     heatmap::overlay(preview, &cells, 0.6, scale)
 }
 
+/// A scene's features as a GeoParquet 1.1 file: one row per feature, its polygon as WKB in
+/// `geometry`, and each property as a column of its own (strings and numbers as they are,
+/// lists and objects as JSON text, which is how GIS tools show nested values), in the order
+/// they first appear. `info` (the GeoJSON's `skyscribe` member) rides along as the `skyscribe`
+/// key of the file's metadata; `coordinates` says whether the polygons are on WGS 84.
+pub fn write_geoparquet(
+    path: &Path,
+    features: &[Feature],
+    info: &serde_json::Value,
+    coordinates: crate::geoparquet::Coordinates,
+) -> Result<()> {
+    use arrow_array::{
+        ArrayRef, BinaryArray, BooleanArray, Float64Array, RecordBatch, StringArray,
+    };
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    let mut names: Vec<String> = Vec::new();
+    for f in features {
+        for k in f.properties.iter().flat_map(|p| p.keys()) {
+            if !names.contains(k) && k != "geometry" {
+                names.push(k.clone());
+            }
+        }
+    }
+    let value = |f: &Feature, k: &str| f.properties.as_ref().and_then(|p| p.get(k)).cloned();
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for k in &names {
+        let values: Vec<Option<serde_json::Value>> = features
+            .iter()
+            .map(|f| value(f, k).filter(|v| !v.is_null()))
+            .collect();
+        let all = |pred: fn(&serde_json::Value) -> bool| values.iter().flatten().all(pred);
+        let (dt, col): (DataType, ArrayRef) = if all(serde_json::Value::is_number) {
+            let v: Float64Array = values
+                .iter()
+                .map(|v| v.as_ref().and_then(|v| v.as_f64()))
+                .collect();
+            (DataType::Float64, Arc::new(v))
+        } else if all(serde_json::Value::is_boolean) {
+            let v: BooleanArray = values
+                .iter()
+                .map(|v| v.as_ref().and_then(|v| v.as_bool()))
+                .collect();
+            (DataType::Boolean, Arc::new(v))
+        } else {
+            let v: StringArray = values
+                .iter()
+                .map(|v| {
+                    v.as_ref().map(|v| match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    })
+                })
+                .collect();
+            (DataType::Utf8, Arc::new(v))
+        };
+        fields.push(Field::new(k, dt, true));
+        columns.push(col);
+    }
+    let mut rings: Vec<Vec<[f64; 2]>> = Vec::with_capacity(features.len());
+    for f in features {
+        let ring = match f.geometry.as_ref().map(|g| &g.value) {
+            Some(GeometryValue::Polygon { coordinates }) => coordinates
+                .first()
+                .map(|r| r.iter().map(|p| [p[0], p[1]]).collect())
+                .unwrap_or_default(),
+            _ => anyhow::bail!("{}: a feature without a polygon", path.display()),
+        };
+        rings.push(ring);
+    }
+    let wkb: Vec<Vec<u8>> = rings
+        .iter()
+        .map(|r| crate::geoparquet::wkb_polygon(r))
+        .collect();
+    fields.push(Field::new("geometry", DataType::Binary, false));
+    columns.push(Arc::new(BinaryArray::from_iter_values(wkb.iter())));
+    let bbox = crate::geoparquet::bbox(rings.iter().map(|r| &r[..]));
+    // GeoParquet readers look for `geo` in the Parquet file's own key-value metadata (the Arrow
+    // schema's metadata would only be inside ARROW:schema).
+    let kv = vec![
+        parquet::file::metadata::KeyValue::new(
+            "geo".to_string(),
+            crate::geoparquet::geo_metadata(coordinates, (!features.is_empty()).then_some(bbox)),
+        ),
+        parquet::file::metadata::KeyValue::new("skyscribe".to_string(), info.to_string()),
+    ];
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let props = parquet::file::properties::WriterProperties::builder()
+        .set_key_value_metadata(Some(kv))
+        .set_compression(parquet::basic::Compression::SNAPPY)
+        .set_created_by(format!("skyscribe {}", env!("CARGO_PKG_VERSION")))
+        .build();
+    let mut bytes = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, Some(props))?;
+    if !features.is_empty() {
+        writer.write(&batch)?;
+    }
+    writer.close()?;
+    crate::atomic::write_file(path, &bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

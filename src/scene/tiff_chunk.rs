@@ -177,7 +177,7 @@ pub fn decode(
         }
         let v = unpack_bits(&bytes, (w, h, spp), c.bits, keep);
         return Ok(match &c.palette {
-            Some(map) => look_up(&v, map, c.bits),
+            Some(map) => look_up(&v, map),
             None => DecodingResult::U8(v),
         });
     }
@@ -200,11 +200,8 @@ pub fn decode(
     }
     let out = typed(&bytes, c, c.little_endian, (w, h, spp), keep)?;
     Ok(match (&c.palette, out) {
-        (Some(map), DecodingResult::U8(v)) => look_up(&v, map, c.bits),
-        (Some(map), DecodingResult::U16(v)) => {
-            let v: Vec<u16> = v;
-            look_up_wide(&v, map)
-        }
+        (Some(map), DecodingResult::U8(v)) => look_up(&v, map),
+        (Some(map), DecodingResult::U16(v)) => look_up(&v, map),
         (_, out) => out,
     })
 }
@@ -265,24 +262,14 @@ fn palette_byte(map: &[u16]) -> impl Fn(u16) -> u8 {
     move |v| (v / div).min(255) as u8
 }
 
-fn look_up(indices: &[u8], map: &[u16], bits: u16) -> DecodingResult {
-    let n = map.len() / 3;
-    let to8 = palette_byte(map);
-    let _ = bits;
-    let mut out = Vec::with_capacity(indices.len() * 3);
-    for &i in indices {
-        let i = (i as usize).min(n.saturating_sub(1));
-        out.extend([to8(map[i]), to8(map[n + i]), to8(map[2 * n + i])]);
-    }
-    DecodingResult::U8(out)
-}
-
-fn look_up_wide(indices: &[u16], map: &[u16]) -> DecodingResult {
+/// Palette indices (8 or 16-bit) as red, green, blue bytes; an index past the map takes its
+/// last entry.
+fn look_up<I: Copy + Into<usize>>(indices: &[I], map: &[u16]) -> DecodingResult {
     let n = map.len() / 3;
     let to8 = palette_byte(map);
     let mut out = Vec::with_capacity(indices.len() * 3);
     for &i in indices {
-        let i = (i as usize).min(n.saturating_sub(1));
+        let i = i.into().min(n.saturating_sub(1));
         out.extend([to8(map[i]), to8(map[n + i]), to8(map[2 * n + i])]);
     }
     DecodingResult::U8(out)

@@ -8,6 +8,7 @@ use crate::common::repo;
 #[rustfmt::skip]
 const ORDER: &[&str] = &[
     "atomic", "progress", "simd", "canvas",       // 0 plumbing
+    "geoparquet",
     "imagery", "tokenizer", "labels", "data",     // 1 inputs
     "scene",
     "models",                                     // 2 networks

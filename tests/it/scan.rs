@@ -526,6 +526,64 @@ fn index_build_tiles_scenes_like_scan_with_their_wgs84_bounds() {
         with_bounds += 1;
     }
     assert!(with_bounds > 50, "{with_bounds}");
+    // The parts are GeoParquet: `geo` metadata, and each row's bounds box as a WKB polygon.
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let mut geometries = 0;
+    for e in std::fs::read_dir(idx.join("parts")).unwrap() {
+        let path = e.unwrap().path();
+        if path.extension().is_none_or(|x| x != "parquet") {
+            continue;
+        }
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let kv = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .cloned();
+        let geo = kv
+            .unwrap_or_default()
+            .into_iter()
+            .find(|k| k.key == "geo")
+            .and_then(|k| k.value)
+            .expect("geo metadata");
+        let geo: serde_json::Value = serde_json::from_str(&geo).unwrap();
+        assert_eq!(geo["columns"]["geometry"]["encoding"], "WKB");
+        for row in reader.get_row_iter(None).unwrap() {
+            let row = row.unwrap();
+            let mut bounds = None;
+            let mut wkb = None;
+            for (name, field) in row.get_column_iter() {
+                match (name.as_str(), field) {
+                    ("bounds", parquet::record::Field::ListInternal(l)) => {
+                        bounds = Some(
+                            l.elements()
+                                .iter()
+                                .map(|v| match v {
+                                    parquet::record::Field::Double(d) => *d,
+                                    other => panic!("{other:?}"),
+                                })
+                                .collect::<Vec<f64>>(),
+                        )
+                    }
+                    ("geometry", parquet::record::Field::Bytes(b)) => wkb = Some(b.data().to_vec()),
+                    _ => {}
+                }
+            }
+            match (bounds, wkb) {
+                (Some(b), Some(w)) => {
+                    let want =
+                        skyscribe::geoparquet::wkb_polygon(&skyscribe::geoparquet::box_ring([
+                            b[0], b[1], b[2], b[3],
+                        ]));
+                    assert_eq!(w, want);
+                    geometries += 1;
+                }
+                (None, None) => {}
+                (b, w) => panic!("bounds {b:?} but geometry {w:?}"),
+            }
+        }
+    }
+    assert_eq!(geometries, with_bounds);
 }
 
 #[test]
@@ -793,4 +851,128 @@ fn scenes_not_on_wgs84_say_so_and_class_maps_keep_their_crs() {
     let (want_lon, want_lat) = b.pixel_to_lon_lat(0.0, 0.0).unwrap();
     assert!((lon - want_lon).abs() < 1e-9 && (lat - want_lat).abs() < 1e-9);
     assert_eq!(a.crs_name, b.crs_name);
+}
+
+#[test]
+fn geoparquet_out_holds_the_geojsons_features_with_wkb_and_geo_metadata() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = scratch("scan-geoparquet");
+    let scene = fixture("utm33n-u8-tiled-deflate.tif");
+    let (json_out, pq_out) = (dir.join("tiles.geojson"), dir.join("tiles.parquet"));
+    for out in [&json_out, &pq_out] {
+        let r = scan(&[&scene], (64, 48), &["--out", out.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let fc = read_json(&json_out);
+    let features = fc["features"].as_array().unwrap();
+    let reader = SerializedFileReader::new(std::fs::File::open(&pq_out).unwrap()).unwrap();
+    let kv = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap();
+    let get = |k: &str| {
+        kv.iter()
+            .find(|e| e.key == k)
+            .and_then(|e| e.value.clone())
+            .unwrap()
+    };
+    let geo: serde_json::Value = serde_json::from_str(&get("geo")).unwrap();
+    assert_eq!(geo["version"], "1.1.0");
+    assert_eq!(geo["primary_column"], "geometry");
+    let col = &geo["columns"]["geometry"];
+    assert_eq!(col["encoding"], "WKB");
+    assert!(
+        col.get("crs").is_none(),
+        "WGS 84 is GeoParquet's default CRS: {col}"
+    );
+    let info: serde_json::Value = serde_json::from_str(&get("skyscribe")).unwrap();
+    assert_eq!(info, fc["skyscribe"]);
+    // Row by row, the same properties and the same polygon.
+    let rows: Vec<parquet::record::Row> = reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rows.len(), features.len());
+    for (row, f) in rows.iter().zip(features) {
+        let mut label = None;
+        let mut wkb = None;
+        for (name, field) in row.get_column_iter() {
+            match (name.as_str(), field) {
+                ("label", parquet::record::Field::Str(s)) => label = Some(s.clone()),
+                ("tile", parquet::record::Field::Str(s)) => {
+                    assert_eq!(
+                        serde_json::from_str::<serde_json::Value>(s).unwrap(),
+                        f["properties"]["tile"]
+                    )
+                }
+                ("score", parquet::record::Field::Double(v)) => {
+                    assert!((v - f["properties"]["score"].as_f64().unwrap()).abs() < 1e-6)
+                }
+                ("geometry", parquet::record::Field::Bytes(b)) => wkb = Some(b.data().to_vec()),
+                _ => {}
+            }
+        }
+        assert_eq!(label.as_deref(), f["properties"]["label"].as_str());
+        let wkb = wkb.unwrap();
+        let ring = f["geometry"]["coordinates"][0].as_array().unwrap();
+        assert_eq!(
+            &wkb[..13],
+            &[1, 3, 0, 0, 0, 1, 0, 0, 0, ring.len() as u8, 0, 0, 0]
+        );
+        for (i, p) in ring.iter().enumerate() {
+            let at = 13 + 16 * i;
+            let x = f64::from_le_bytes(wkb[at..at + 8].try_into().unwrap());
+            let y = f64::from_le_bytes(wkb[at + 8..at + 16].try_into().unwrap());
+            // (serde_json's float parsing may differ from the written value in the last bit.)
+            let (px, py) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+            assert!(
+                (x - px).abs() < 1e-12 && (y - py).abs() < 1e-12,
+                "{x},{y} vs {px},{py}"
+            );
+        }
+    }
+    // A scene not on WGS 84 says its CRS is undefined rather than take the default.
+    let nad27 = crate::common::fixtures().join("gdal_cases/nad27-utm11.tif");
+    let out = dir.join("nad27.parquet");
+    let r = scan(
+        &[nad27.to_str().unwrap()],
+        (48, 48),
+        &["--out", out.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let reader = SerializedFileReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+    let kv = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .unwrap();
+    let geo = kv
+        .iter()
+        .find(|e| e.key == "geo")
+        .unwrap()
+        .value
+        .clone()
+        .unwrap();
+    let geo: serde_json::Value = serde_json::from_str(&geo).unwrap();
+    assert!(
+        geo["columns"]["geometry"]["crs"].is_null()
+            && geo["columns"]["geometry"].get("crs").is_some()
+    );
+    // A .geojson name with --out-format geoparquet is refused, as is --out-format alone.
+    let r = scan(
+        &[&scene],
+        (64, 48),
+        &[
+            "--out",
+            json_out.to_str().unwrap(),
+            "--out-format",
+            "geoparquet",
+        ],
+    );
+    assert_eq!(r.code, 2, "a refused option: {}", r.stderr);
+    assert!(r.stderr.contains("disagree"), "{}", r.stderr);
+    let r = scan(&[&scene], (64, 48), &["--out-format", "geoparquet"]);
+    assert_ne!(r.code, 0);
 }
