@@ -9,11 +9,12 @@
 //! | | [`progress`] | progress bars and log lines beside them |
 //! | | [`canvas`] | an RGB picture with text (DejaVu Sans), lines and fills, saved as PNG |
 //! | | [`simd`] | the CPU's vector instruction set, and loops compiled once per set |
+//! | | [`geoparquet`] | GeoParquet 1.1 pieces: WKB polygons and the `geo` metadata |
 //! | inputs | [`imagery`] | decoding files (JPEG, PNG, WebP, multi-band TIFF) and CLIP preprocessing |
 //! | | [`tokenizer`] | text to token ids with a model's `tokenizer.json` |
 //! | | [`labels`] | label sets, presets, wordings and prompt templates |
 //! | | [`data`] | labelled datasets behind one trait; captioned image sets |
-//! | | [`scene`] | whole scenes (GeoTIFF / BigTIFF) read by bands of rows; georeferencing and CRS → WGS 84; nodata; GeoTIFF writing |
+//! | | [`scene`] | whole scenes (GeoTIFF / BigTIFF, files or URLs) read by bands of rows; georeferencing and CRS as GDAL reads them → WGS 84; nodata; GeoTIFF writing |
 //! | networks | [`models`] | CLIP, GPT-2, ClipCap mappers, one model a file, weights checked on load |
 //! | running models | [`builtin`] | the mini CLIP and captioner built into the binary (the offline default) |
 //! | | [`hub`] | model specs: a local directory, a built-in name or a Hugging Face hub id; export |

@@ -84,9 +84,14 @@ pub struct ScanArgs {
     /// The shard count, for JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
     #[arg(long, value_parser = positive)]
     shards: Option<usize>,
-    /// Scene files (GeoTIFF, or any image with --pixel-coords) or folders of them.
+    /// Scene files (GeoTIFF, or any image with --pixel-coords) or folders of them, or GeoTIFFs
+    /// (COGs) by URL: https://…, s3://…, gs://…, az://… (read by range requests; credentials
+    /// from the usual environment variables).
     #[arg(required = true)]
     scenes: Vec<PathBuf>,
+    /// Anonymous requests to public buckets, as the AWS CLI's --no-sign-request.
+    #[arg(long)]
+    no_sign_request: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -155,11 +160,17 @@ impl Target {
 
 /// The scene files among `inputs` (folders walked for images), sorted; missing inputs reported.
 fn gather_scenes(inputs: &[PathBuf]) -> (Vec<PathBuf>, usize) {
-    let (paths, errors) = skyscribe::encoder::collect_images(inputs);
+    // URLs pass as they are (the reader reaches them); paths are walked for images.
+    let (urls, paths): (Vec<PathBuf>, Vec<PathBuf>) = inputs
+        .iter()
+        .cloned()
+        .partition(|p| skyscribe::scene::source::is_remote(&p.to_string_lossy()));
+    let (mut found, errors) = skyscribe::encoder::collect_images(&paths);
     for e in &errors {
         report(&format!("{e:#}"));
     }
-    (paths, errors.len())
+    found.extend(urls);
+    (found, errors.len())
 }
 
 pub fn run(a: ScanArgs) -> Result<usize> {
@@ -250,6 +261,9 @@ pub fn run(a: ScanArgs) -> Result<usize> {
     let scene_opts = SceneOptions {
         bands: a.common.bands.as_ref().map(|b| b.0.clone()),
         stretch: a.stretch,
+        remote: skyscribe::scene::source::RemoteOptions {
+            no_sign_request: a.no_sign_request,
+        },
     };
     let scan = ScanOptions {
         tile: a.tile,

@@ -11,6 +11,7 @@
 pub mod crs;
 pub mod georef;
 pub mod geotiff_write;
+pub mod source;
 mod tiff_chunk;
 mod tiff_reader;
 
@@ -59,6 +60,8 @@ pub struct SceneOptions {
     /// single band of a grey scene).
     pub bands: Option<Vec<usize>>,
     pub stretch: Stretch,
+    /// How scenes named by URL (https://, s3://, gs://, az://) are reached.
+    pub remote: source::RemoteOptions,
 }
 
 enum Source {
@@ -202,7 +205,10 @@ impl Scene {
 
     fn open_inner(path: &Path, opts: &SceneOptions) -> Result<Self> {
         let mut head = [0u8; 4];
-        {
+        if source::is_remote(&path.to_string_lossy()) {
+            // Over the network only GeoTIFFs are read, window by window (a COG's point).
+            head = *b"II*\0";
+        } else {
             use std::io::Read;
             let mut f = std::fs::File::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
             let n = f.read(&mut head).map_err(|e| anyhow!("cannot read: {e}"))?;
@@ -212,7 +218,7 @@ impl Scene {
         }
         let is_tiff = matches!(&head, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+");
         let mut scene = if is_tiff {
-            let (reader, tags) = TiffReader::open(path)?;
+            let (reader, tags) = TiffReader::open(path, &opts.remote)?;
             let georef = GeoRef::from_tags(&georef::GeoTags {
                 pixel_scale: tags.pixel_scale.as_deref(),
                 tiepoints: tags.tiepoints.as_deref(),

@@ -10,8 +10,7 @@
 //! `flate2` (GDAL writes them deflated) or taken as they are when stored uncompressed.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,6 +18,7 @@ use anyhow::{Result, anyhow, bail};
 use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
 use tiff::tags::Tag;
 
+use super::source::{self, BlockReader, RemoteOptions, Shared};
 use super::tiff_chunk::{self, Coding};
 
 /// The most a single decoded chunk may take, and the most any tag value may (a mutated file
@@ -85,10 +85,13 @@ impl Layout {
 
 /// An open TIFF scene.
 pub struct TiffReader {
-    decoder: Decoder<BufReader<File>>,
-    /// The file again, for chunks' stored bytes.
-    raw: File,
+    decoder: Decoder<BlockReader>,
+    /// The file or object, for chunks' stored bytes.
+    src: Shared,
     file_len: u64,
+    /// Stored bytes fetched ahead for the band of rows being read (neighbours merged into one
+    /// request), by chunk index.
+    fetched: HashMap<u32, Vec<u8>>,
     offsets: Vec<u64>,
     counts: Vec<u64>,
     coding: Coding,
@@ -136,17 +139,17 @@ fn tiff_err(e: tiff::TiffError) -> anyhow::Error {
     anyhow!("{e}")
 }
 
-fn open_decoder(path: &Path) -> Result<Decoder<BufReader<File>>> {
-    let file = File::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
-    Ok(Decoder::new(BufReader::new(file))
+fn open_decoder(src: &Shared) -> Result<Decoder<BlockReader>> {
+    Ok(Decoder::new(BlockReader::new(src.clone()))
         .map_err(|e| anyhow!("bad TIFF header: {e}"))?
         .with_limits(limits()))
 }
 
 impl TiffReader {
     /// Opens the first image of a TIFF and reads its tags; nothing is decoded yet.
-    pub fn open(path: &Path) -> Result<(Self, TiffTags)> {
-        let mut d = open_decoder(path)?;
+    pub fn open(path: &Path, remote: &RemoteOptions) -> Result<(Self, TiffTags)> {
+        let src = source::open(&path.to_string_lossy(), remote)?;
+        let mut d = open_decoder(&src)?;
         let (width, height) = d.dimensions().map_err(tiff_err)?;
         if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
             bail!(
@@ -335,7 +338,7 @@ impl TiffReader {
             }
             None => None,
         };
-        let mask = MaskReader::find(path, &mut d, &layout)?;
+        let mask = MaskReader::find(&src, &layout)?;
         let tags = TiffTags {
             width,
             height,
@@ -352,13 +355,13 @@ impl TiffReader {
             geo_ascii,
             has_mask: mask.is_some(),
         };
-        let raw = File::open(path).map_err(|e| anyhow!("cannot open: {e}"))?;
-        let file_len = raw.metadata().map(|m| m.len()).unwrap_or(0);
+        let file_len = src.lock().unwrap_or_else(|e| e.into_inner()).size();
         Ok((
             Self {
                 decoder: d,
-                raw,
+                src,
                 file_len,
+                fetched: HashMap::new(),
                 offsets,
                 counts,
                 coding,
@@ -390,6 +393,57 @@ impl TiffReader {
         Ok(c)
     }
 
+    /// Where chunk `index`'s stored bytes are; `None` for a sparse (absent) chunk.
+    fn stored(&self, index: u32) -> Result<Option<std::ops::Range<u64>>> {
+        let (off, len) = (self.offsets[index as usize], self.counts[index as usize]);
+        if off == 0 || len == 0 {
+            return Ok(None);
+        }
+        if off.checked_add(len).is_none_or(|end| end > self.file_len)
+            || len > MAX_CHUNK_BYTES as u64
+        {
+            bail!("strip/tile {index} points past the end of the file ({len} bytes at {off})");
+        }
+        Ok(Some(off..off + len))
+    }
+
+    /// Fetches the stored bytes of the chunks `indices` not decoded yet, in as few requests as
+    /// their places allow (ranges closer than 4 KiB are merged).
+    fn prefetch(&mut self, indices: &[u32]) -> Result<()> {
+        if self.coding.compression == 7 {
+            return Ok(()); // JPEG chunks are read by the tiff crate through the block reader
+        }
+        let mut wanted: Vec<(std::ops::Range<u64>, u32)> = Vec::new();
+        for &i in indices {
+            if self.cache.contains_key(&i) || self.fetched.contains_key(&i) {
+                continue;
+            }
+            if let Some(r) = self
+                .stored(i)
+                .map_err(|e| anyhow!("cannot decode strip/tile {i}: {e:#}"))?
+            {
+                wanted.push((r, i));
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        wanted.sort_by_key(|(r, _)| r.start);
+        let ranges: Vec<_> = wanted.iter().map(|(r, _)| r.clone()).collect();
+        let (merged, owner) = source::merge(&ranges, 4 << 10);
+        let got = self
+            .src
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read_ranges(&merged)?;
+        for ((r, i), m) in wanted.iter().zip(owner) {
+            let base = merged[m].start;
+            let bytes = &got[m][(r.start - base) as usize..(r.end - base) as usize];
+            self.fetched.insert(*i, bytes.to_vec());
+        }
+        Ok(())
+    }
+
     fn decode_chunk(&mut self, index: u32) -> Result<DecodingResult> {
         if self.coding.compression == 7 {
             return self.decoder.read_chunk(index).map_err(tiff_err);
@@ -408,22 +462,20 @@ impl TiffReader {
         } else {
             (l.width, l.chunk_h.min(l.height - cy0))
         };
-        let (off, len) = (self.offsets[index as usize], self.counts[index as usize]);
-        let bytes;
-        let raw = if off == 0 || len == 0 {
-            None // sparse: GDAL reads an absent chunk as nodata (or 0)
-        } else {
-            if off.checked_add(len).is_none_or(|end| end > self.file_len)
-                || len > MAX_CHUNK_BYTES as u64
-            {
-                bail!("it points past the end of the file ({len} bytes at {off})");
-            }
-            let mut buf = vec![0u8; len as usize];
-            self.raw.seek(SeekFrom::Start(off))?;
-            self.raw.read_exact(&mut buf)?;
-            bytes = buf;
-            Some(&bytes[..])
+        let bytes = match self.fetched.remove(&index) {
+            Some(b) => Some(b),
+            None => match self.stored(index)? {
+                Some(r) => Some(
+                    self.src
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .read_range(r)?,
+                ),
+                None => None,
+            },
         };
+        // None: sparse; GDAL reads an absent chunk as nodata (or 0).
+        let raw = bytes.as_deref();
         let out_bytes = w as u64 * rows as u64 * spp as u64 * (self.coding.bits as u64).max(8) / 8;
         if out_bytes > MAX_CHUNK_BYTES as u64 {
             bail!("a {w}×{rows} chunk of {spp} samples is larger than {MAX_CHUNK_BYTES} bytes");
@@ -456,6 +508,13 @@ impl TiffReader {
         let per_plane = l.across * l.down;
         self.cache
             .retain(|&i, _| (i % per_plane) / l.across >= first_row);
+        self.fetched.clear();
+        let planes: Vec<usize> = if l.planar { bands.to_vec() } else { vec![0] };
+        let needed: Vec<u32> = (first_row..=last_row)
+            .flat_map(|crow| (0..l.across).map(move |ccol| (ccol, crow)))
+            .flat_map(|(ccol, crow)| planes.iter().map(move |&p| l.chunk_index(ccol, crow, p)))
+            .collect();
+        self.prefetch(&needed)?;
         for crow in first_row..=last_row {
             for ccol in 0..l.across {
                 let cx0 = ccol * l.chunk_w;
@@ -663,7 +722,7 @@ impl ChunkAt<'_> {
 
 /// GDAL's internal per-dataset mask: 1 bit a pixel, same size and chunking as the image.
 struct MaskReader {
-    file: BufReader<File>,
+    src: Shared,
     offsets: Vec<u64>,
     counts: Vec<u64>,
     compression: u16,
@@ -675,10 +734,9 @@ struct MaskReader {
 impl MaskReader {
     /// Looks through the file's further images for a mask of the first one's size
     /// (NewSubfileType with the mask bit, 4).
-    fn find(path: &Path, d: &mut Decoder<BufReader<File>>, image: &Layout) -> Result<Option<Self>> {
+    fn find(src: &Shared, image: &Layout) -> Result<Option<Self>> {
         // A second decoder: walking the images moves the one that reads pixels.
-        let mut walker = open_decoder(path)?;
-        let _ = d;
+        let mut walker = open_decoder(src)?;
         let mut index = 0usize;
         // GDAL puts the mask right after the image or after its overviews; a few suffice, and a
         // bound keeps a looping IFD chain of a damaged file from walking forever.
@@ -736,10 +794,9 @@ impl MaskReader {
             if !matches!(compression, 1 | 8 | 32946) {
                 bail!("internal mask compressed with TIFF method {compression}, which is not read");
             }
-            let mut file = BufReader::new(File::open(path)?);
-            let file_len = file.seek(SeekFrom::End(0))?;
+            let file_len = src.lock().unwrap_or_else(|e| e.into_inner()).size();
             return Ok(Some(Self {
-                file,
+                src: src.clone(),
                 offsets,
                 counts,
                 compression,
@@ -762,9 +819,11 @@ impl MaskReader {
         {
             bail!("internal mask chunk {index} points past the end of the file");
         }
-        let mut raw = vec![0u8; len as usize];
-        self.file.seek(SeekFrom::Start(off))?;
-        self.file.read_exact(&mut raw)?;
+        let raw = self
+            .src
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read_range(off..off + len)?;
         let l = self.layout;
         let row_bytes = l.chunk_w.div_ceil(8) as usize;
         let want = row_bytes * l.chunk_h as usize;

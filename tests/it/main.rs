@@ -17,6 +17,7 @@ mod index;
 mod layers;
 mod openclip;
 mod preprocess_parity;
+mod remote;
 mod scan;
 mod scene;
 mod serve;
