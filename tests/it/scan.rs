@@ -535,18 +535,7 @@ fn index_build_tiles_scenes_like_scan_with_their_wgs84_bounds() {
             continue;
         }
         let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
-        let kv = reader
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .cloned();
-        let geo = kv
-            .unwrap_or_default()
-            .into_iter()
-            .find(|k| k.key == "geo")
-            .and_then(|k| k.value)
-            .expect("geo metadata");
-        let geo: serde_json::Value = serde_json::from_str(&geo).unwrap();
+        let geo = parquet_meta(&path, "geo");
         assert_eq!(geo["columns"]["geometry"]["encoding"], "WKB");
         for row in reader.get_row_iter(None).unwrap() {
             let row = row.unwrap();
@@ -866,18 +855,7 @@ fn geoparquet_out_holds_the_geojsons_features_with_wkb_and_geo_metadata() {
     let fc = read_json(&json_out);
     let features = fc["features"].as_array().unwrap();
     let reader = SerializedFileReader::new(std::fs::File::open(&pq_out).unwrap()).unwrap();
-    let kv = reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .unwrap();
-    let get = |k: &str| {
-        kv.iter()
-            .find(|e| e.key == k)
-            .and_then(|e| e.value.clone())
-            .unwrap()
-    };
-    let geo: serde_json::Value = serde_json::from_str(&get("geo")).unwrap();
+    let geo = parquet_meta(&pq_out, "geo");
     assert_eq!(geo["version"], "1.1.0");
     assert_eq!(geo["primary_column"], "geometry");
     let col = &geo["columns"]["geometry"];
@@ -886,7 +864,7 @@ fn geoparquet_out_holds_the_geojsons_features_with_wkb_and_geo_metadata() {
         col.get("crs").is_none(),
         "WGS 84 is GeoParquet's default CRS: {col}"
     );
-    let info: serde_json::Value = serde_json::from_str(&get("skyscribe")).unwrap();
+    let info = parquet_meta(&pq_out, "skyscribe");
     assert_eq!(info, fc["skyscribe"]);
     // Row by row, the same properties and the same polygon.
     let rows: Vec<parquet::record::Row> = reader
@@ -942,20 +920,7 @@ fn geoparquet_out_holds_the_geojsons_features_with_wkb_and_geo_metadata() {
         &["--out", out.to_str().unwrap()],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let reader = SerializedFileReader::new(std::fs::File::open(&out).unwrap()).unwrap();
-    let kv = reader
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .unwrap();
-    let geo = kv
-        .iter()
-        .find(|e| e.key == "geo")
-        .unwrap()
-        .value
-        .clone()
-        .unwrap();
-    let geo: serde_json::Value = serde_json::from_str(&geo).unwrap();
+    let geo = parquet_meta(&out, "geo");
     assert!(
         geo["columns"]["geometry"]["crs"].is_null()
             && geo["columns"]["geometry"].get("crs").is_some()
@@ -975,4 +940,22 @@ fn geoparquet_out_holds_the_geojsons_features_with_wkb_and_geo_metadata() {
     assert!(r.stderr.contains("disagree"), "{}", r.stderr);
     let r = scan(&[&scene], (64, 48), &["--out-format", "geoparquet"]);
     assert_ne!(r.code, 0);
+}
+
+/// The value of `key` in a Parquet file's key-value metadata, parsed as JSON.
+fn parquet_meta(path: &Path, key: &str) -> serde_json::Value {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+    let kv = reader
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .cloned();
+    let value = kv
+        .unwrap_or_default()
+        .into_iter()
+        .find(|e| e.key == key)
+        .and_then(|e| e.value)
+        .unwrap_or_else(|| panic!("{}: no {key} metadata", path.display()));
+    serde_json::from_str(&value).unwrap()
 }
