@@ -1,7 +1,7 @@
 //! GeoParquet 1.1's two pieces that plain Parquet lacks: geometries as WKB and the `geo` file
 //! metadata that says which column holds them, how, and on which CRS. `scan --out FILE.parquet`
 //! and the index's parts use them, so DuckDB spatial, GeoPandas, GDAL/OGR and QGIS open those
-//! files as layers.
+//! files as layers; and the one way both write a file of one batch.
 //!
 //! By hand: a polygon's WKB is five lines (a byte order, a type, counts, coordinates) and the
 //! metadata is a JSON object; the `wkb`/`geoarrow` crates bring a geometry model this does not
@@ -63,6 +63,20 @@ pub fn geo_metadata(coordinates: Coordinates, bbox: Option<[f64; 4]>) -> String 
         "columns": { "geometry": column },
     })
     .to_string()
+}
+
+/// A Parquet file of one batch, as bytes (a file of no rows still carries the schema).
+pub fn one_batch_file(
+    batch: &arrow_array::RecordBatch,
+    props: parquet::file::properties::WriterProperties,
+) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))?;
+    if batch.num_rows() > 0 {
+        writer.write(batch)?;
+    }
+    writer.close()?;
+    Ok(bytes)
 }
 
 /// The box around rings (∞ when there is none).

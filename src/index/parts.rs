@@ -195,7 +195,7 @@ pub fn encode(rows: &[Row], dim: usize) -> Result<Vec<u8>> {
             ),
         )
     });
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let batch = RecordBatch::try_new(schema, columns)?;
     let embedding_values = parquet::schema::types::ColumnPath::new(vec![
         "embedding".into(),
         "list".into(),
@@ -213,13 +213,7 @@ pub fn encode(rows: &[Row], dim: usize) -> Result<Vec<u8>> {
         .set_created_by(format!("skyscribe {}", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata(geo.map(|g| vec![g]))
         .build();
-    let mut bytes = Vec::new();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, Some(props))?;
-    if !rows.is_empty() {
-        writer.write(&batch)?;
-    }
-    writer.close()?;
-    Ok(bytes)
+    crate::geoparquet::one_batch_file(&batch, props)
 }
 
 /// Rows and the dimension of a Parquet file's bytes written by [`encode`]; `what` names the

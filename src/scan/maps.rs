@@ -533,19 +533,13 @@ pub fn write_geoparquet(
         parquet::file::metadata::KeyValue::new("skyscribe".to_string(), info.to_string()),
     ];
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let batch = RecordBatch::try_new(schema, columns)?;
     let props = parquet::file::properties::WriterProperties::builder()
         .set_key_value_metadata(Some(kv))
         .set_compression(parquet::basic::Compression::SNAPPY)
         .set_created_by(format!("skyscribe {}", env!("CARGO_PKG_VERSION")))
         .build();
-    let mut bytes = Vec::new();
-    let mut writer = parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, Some(props))?;
-    if !features.is_empty() {
-        writer.write(&batch)?;
-    }
-    writer.close()?;
-    crate::atomic::write_file(path, &bytes)
+    crate::atomic::write_file(path, &crate::geoparquet::one_batch_file(&batch, props)?)
 }
 
 #[cfg(test)]

@@ -148,24 +148,22 @@ impl Remote {
                 (Arc::new(store), key)
             }
             "gs" => {
-                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                let store = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
                     .with_client_options(client)
-                    .with_retry(retry);
-                if opts.no_sign_request {
-                    b = b.with_skip_signature(true);
-                }
-                (Arc::new(b.build()?), key)
+                    .with_retry(retry)
+                    .with_skip_signature(opts.no_sign_request)
+                    .build()?;
+                (Arc::new(store), key)
             }
             "az" | "abfs" | "azure" => {
-                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
+                let store = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(url)
                     .with_client_options(client)
-                    .with_retry(retry);
-                if opts.no_sign_request {
-                    b = b.with_skip_signature(true);
-                }
-                (Arc::new(b.build()?), key)
+                    .with_retry(retry)
+                    .with_skip_signature(opts.no_sign_request)
+                    .build()?;
+                (Arc::new(store), key)
             }
             s => bail!("URLs of scheme {s}: are not read"),
         };

@@ -24,22 +24,36 @@ fn tile_of(t: &serde_json::Value) -> (u32, u32, u32, u32) {
     (v[0], v[1], v[2], v[3])
 }
 
+/// The scene at `path`, opened and checked against GDAL's size and band count in `gdal`.
+fn open_as_gdal_says(path: &std::path::Path, gdal: &serde_json::Value) -> Scene {
+    let name = path.display();
+    let scene =
+        Scene::open(path, &SceneOptions::default()).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    assert_eq!(
+        scene.width as u64,
+        gdal["width"].as_u64().unwrap(),
+        "{name}"
+    );
+    assert_eq!(
+        scene.height as u64,
+        gdal["height"].as_u64().unwrap(),
+        "{name}"
+    );
+    assert_eq!(
+        scene.band_count as u64,
+        gdal["bands"].as_u64().unwrap(),
+        "{name}"
+    );
+    scene
+}
+
 #[test]
 fn scenes_read_as_gdal_reads_them() {
     let all = expected();
     assert!(all.len() >= 8);
     for s in &all {
         let name = s["file"].as_str().unwrap();
-        let path = scenes_dir().join(name);
-        let mut scene = Scene::open(&path, &SceneOptions::default())
-            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        assert_eq!(scene.width as u64, s["width"].as_u64().unwrap(), "{name}");
-        assert_eq!(scene.height as u64, s["height"].as_u64().unwrap(), "{name}");
-        assert_eq!(
-            scene.band_count as u64,
-            s["bands"].as_u64().unwrap(),
-            "{name}"
-        );
+        let mut scene = open_as_gdal_says(&scenes_dir().join(name), s);
         assert_eq!(scene.nodata, s["nodata"].as_f64(), "{name}");
         match (&scene.georef, s["geotransform"].as_array()) {
             (Some(g), Some(gt)) => {
@@ -226,15 +240,7 @@ fn gdal_cases_read_as_gdal_reads_them() {
     assert!(cases.len() >= 25, "{}", cases.len());
     for c in cases {
         let name = c["file"].as_str().unwrap();
-        let mut scene = Scene::open(&dir.join(name), &SceneOptions::default())
-            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
-        assert_eq!(scene.width as u64, c["width"].as_u64().unwrap(), "{name}");
-        assert_eq!(scene.height as u64, c["height"].as_u64().unwrap(), "{name}");
-        assert_eq!(
-            scene.band_count as u64,
-            c["bands"].as_u64().unwrap(),
-            "{name}"
-        );
+        let mut scene = open_as_gdal_says(&dir.join(name), c);
         let nodata = match &c["nodata"] {
             serde_json::Value::String(s) => Some(s.parse::<f64>().unwrap()),
             v => v.as_f64(),
