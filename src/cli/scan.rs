@@ -14,7 +14,8 @@ use skyscribe::index::Shard;
 use skyscribe::labels::{LabelSet, Templates};
 use skyscribe::scan::maps::{self, ClassGrid, HeatmapScore, TileRecord};
 use skyscribe::scan::{ScanOptions, scan_scene};
-use skyscribe::scene::{Scene, SceneOptions, Stretch};
+use skyscribe::scene::stac::{StacQuery, StacScene};
+use skyscribe::scene::{ReaderChoice, Scene, SceneOptions, Stretch};
 use skyscribe::zeroshot::ZeroShotClassifier;
 
 use super::common::{CommonArgs, VocabularyArgs, clip_for, labels_or_vocabulary, positive};
@@ -84,14 +85,39 @@ pub struct ScanArgs {
     /// The shard count, for JOB_COMPLETION_INDEX (Kubernetes Indexed Jobs).
     #[arg(long, value_parser = positive)]
     shards: Option<usize>,
-    /// Scene files (GeoTIFF, or any image with --pixel-coords) or folders of them, or GeoTIFFs
+    /// Scene files (GeoTIFF, or any image with --pixel-coords) or folders of them, GeoTIFFs
     /// (COGs) by URL: https://…, s3://…, gs://…, az://… (read by range requests; credentials
-    /// from the usual environment variables).
+    /// from the usual environment variables), STAC items (stac:ITEM.json or stac:URL, or a
+    /// saved item collection), or a STAC API's item search (stac-search:API_URL with --bbox,
+    /// --datetime, --collections, --max-items).
     #[arg(required = true)]
     scenes: Vec<PathBuf>,
+    /// The STAC assets read as red, green, blue (asset keys or band common names, e.g.
+    /// red,green,blue or B04,B03,B02: one COG per band on one grid); default: the item's
+    /// `visual` asset, else its red, green and blue bands.
+    #[arg(long, value_delimiter = ',')]
+    assets: Option<Vec<String>>,
+    /// With stac-search: items whose footprint meets WEST,SOUTH,EAST,NORTH (degrees).
+    #[arg(long, value_parser = parse_bbox, allow_hyphen_values = true)]
+    bbox: Option<[f64; 4]>,
+    /// With stac-search: items of an RFC 3339 instant or interval (2024-06-01T00:00:00Z,
+    /// 2024-06-01/2024-06-30, ../2024-01-01).
+    #[arg(long)]
+    datetime: Option<String>,
+    /// With stac-search: items of these collections (comma-separated, e.g. sentinel-2-l2a).
+    #[arg(long, value_delimiter = ',')]
+    collections: Vec<String>,
+    /// With stac-search: the most items scanned (pages are followed until then).
+    #[arg(long, value_parser = positive)]
+    max_items: Option<usize>,
     /// Anonymous requests to public buckets, as the AWS CLI's --no-sign-request.
     #[arg(long)]
     no_sign_request: bool,
+    /// Which reader opens scenes: native (the built-in GeoTIFF/COG reader), gdal (every format
+    /// GDAL reads, /vsi… paths, PROJ for every CRS; builds with the `gdal` feature), or auto
+    /// (native for TIFFs and URLs, GDAL for other files when built with it).
+    #[arg(long, default_value = "auto")]
+    reader: ReaderChoice,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -107,6 +133,27 @@ impl From<HeatmapScoreArg> for HeatmapScore {
             HeatmapScoreArg::Similarity => HeatmapScore::Similarity,
         }
     }
+}
+
+fn parse_bbox(s: &str) -> Result<[f64; 4], String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>().map_err(|e| format!("{x:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let [w, south, e, n]: [f64; 4] = v
+        .try_into()
+        .map_err(|_| "four numbers: WEST,SOUTH,EAST,NORTH".to_string())?;
+    if !(-180.0..=180.0).contains(&w)
+        || !(-180.0..=180.0).contains(&e)
+        || !(-90.0..=90.0).contains(&south)
+        || !(-90.0..=90.0).contains(&n)
+        || south > n
+    {
+        return Err(format!(
+            "{s}: longitudes in -180..180, latitudes in -90..90, south ≤ north"
+        ));
+    }
+    Ok([w, south, e, n])
 }
 
 fn positive_u32(s: &str) -> Result<u32, String> {
@@ -158,19 +205,92 @@ impl Target {
     }
 }
 
-/// The scene files among `inputs` (folders walked for images), sorted; missing inputs reported.
-fn gather_scenes(inputs: &[PathBuf]) -> (Vec<PathBuf>, usize) {
+/// One scene to scan: a file or URL, or a STAC item's assets.
+pub enum SceneInput {
+    File(PathBuf),
+    Stac(StacScene),
+}
+
+impl SceneInput {
+    /// The name outputs and messages use: the path or URL, or `stac:ID`.
+    fn name(&self) -> String {
+        match self {
+            SceneInput::File(p) => p.display().to_string(),
+            SceneInput::Stac(s) => format!("stac:{}", s.id),
+        }
+    }
+
+    /// What a folder of outputs names this scene's files after.
+    fn stem(&self) -> PathBuf {
+        match self {
+            SceneInput::File(p) => p.clone(),
+            SceneInput::Stac(s) => PathBuf::from(&s.id),
+        }
+    }
+
+    fn open(&self, opts: &SceneOptions) -> Result<Scene> {
+        match self {
+            SceneInput::File(p) => Scene::open(p, opts),
+            SceneInput::Stac(s) if s.hrefs.len() == 1 => {
+                let mut scene = Scene::open(Path::new(&s.hrefs[0]), opts)
+                    .with_context(|| format!("STAC item {}", s.id))?;
+                scene.path = PathBuf::from(self.name());
+                Ok(scene)
+            }
+            SceneInput::Stac(s) => Scene::open_bands(&self.name(), &s.hrefs, opts),
+        }
+    }
+
+    /// The item's id, datetime and collection, for every feature of a STAC scene.
+    fn stac_properties(&self) -> Vec<(&'static str, serde_json::Value)> {
+        match self {
+            SceneInput::File(_) => vec![],
+            SceneInput::Stac(s) => vec![
+                ("stac_item", serde_json::json!(s.id)),
+                ("datetime", serde_json::json!(s.datetime)),
+                ("collection", serde_json::json!(s.collection)),
+            ],
+        }
+    }
+}
+
+/// The scenes among `inputs` (folders walked for images, sorted; STAC items and searches
+/// resolved to their items); inputs that fail are reported and counted.
+fn gather_scenes(inputs: &[PathBuf], query: &StacQuery) -> (Vec<SceneInput>, usize) {
+    let mut found = Vec::new();
+    let mut failed = 0;
+    let mut paths = Vec::new();
     // URLs pass as they are (the reader reaches them); paths are walked for images.
-    let (urls, paths): (Vec<PathBuf>, Vec<PathBuf>) = inputs
-        .iter()
-        .cloned()
-        .partition(|p| skyscribe::scene::source::is_remote(&p.to_string_lossy()));
-    let (mut found, errors) = skyscribe::encoder::collect_images(&paths);
+    let mut urls = Vec::new();
+    for p in inputs {
+        let s = p.to_string_lossy();
+        if skyscribe::scene::stac::is_stac(&s) {
+            match skyscribe::scene::stac::resolve(&s, query) {
+                Ok((items, notes)) => {
+                    for n in notes {
+                        report(&n);
+                    }
+                    found.extend(items.into_iter().map(SceneInput::Stac));
+                }
+                Err(e) => {
+                    failed += 1;
+                    report(&format!("{e:#}"));
+                }
+            }
+        } else if skyscribe::scene::source::is_remote(&s) || s.starts_with("/vsi") {
+            urls.push(p.clone());
+        } else {
+            paths.push(p.clone());
+        }
+    }
+    let (files, errors) = skyscribe::encoder::collect_images(&paths);
     for e in &errors {
         report(&format!("{e:#}"));
     }
-    found.extend(urls);
-    (found, errors.len())
+    let mut all: Vec<SceneInput> = files.into_iter().map(SceneInput::File).collect();
+    all.extend(urls.into_iter().map(SceneInput::File));
+    all.extend(found);
+    (all, failed + errors.len())
 }
 
 pub fn run(a: ScanArgs) -> Result<usize> {
@@ -185,7 +305,34 @@ pub fn run(a: ScanArgs) -> Result<usize> {
         Templates::parse(&a.vocabulary.templates)?;
     }
     let shard = Shard::resolve(a.shard, a.shards, |k| std::env::var(k).ok())?;
-    let (all, mut failed) = gather_scenes(&a.scenes);
+    let remote = skyscribe::scene::source::RemoteOptions {
+        no_sign_request: a.no_sign_request,
+    };
+    let inputs: Vec<String> = a.scenes.iter().map(|p| p.display().to_string()).collect();
+    let any_stac = inputs.iter().any(|i| skyscribe::scene::stac::is_stac(i));
+    let any_search = inputs.iter().any(|i| i.starts_with("stac-search:"));
+    if a.assets.is_some() && !any_stac {
+        bail!("--assets names a STAC item's assets: give a stac: or stac-search: input");
+    }
+    for (given, flag) in [
+        (a.bbox.is_some(), "--bbox"),
+        (a.datetime.is_some(), "--datetime"),
+        (!a.collections.is_empty(), "--collections"),
+        (a.max_items.is_some(), "--max-items"),
+    ] {
+        if given && !any_search {
+            bail!("{flag} filters a STAC API's item search: give a stac-search:API_URL input");
+        }
+    }
+    let query = StacQuery {
+        assets: a.assets.clone(),
+        bbox: a.bbox,
+        datetime: a.datetime.clone(),
+        collections: a.collections.clone(),
+        max_items: a.max_items.unwrap_or(100),
+        remote: remote.clone(),
+    };
+    let (all, mut failed) = gather_scenes(&a.scenes, &query);
     let out = a
         .out
         .as_deref()
@@ -220,11 +367,7 @@ pub fn run(a: ScanArgs) -> Result<usize> {
         .map(|p| Target::new(p, all.len(), "--heatmap"))
         .transpose()?;
     // Ids as given on the command line: every task of an array computes the same ones.
-    let scenes: Vec<PathBuf> = all
-        .iter()
-        .filter(|p| shard.owns(&p.display().to_string()))
-        .cloned()
-        .collect();
+    let scenes: Vec<&SceneInput> = all.iter().filter(|p| shard.owns(&p.name())).collect();
     if shard != Shard::WHOLE {
         report(&format!(
             "shard {shard}: {} of {} scenes",
@@ -261,9 +404,8 @@ pub fn run(a: ScanArgs) -> Result<usize> {
     let scene_opts = SceneOptions {
         bands: a.common.bands.as_ref().map(|b| b.0.clone()),
         stretch: a.stretch,
-        remote: skyscribe::scene::source::RemoteOptions {
-            no_sign_request: a.no_sign_request,
-        },
+        remote,
+        reader: a.reader,
     };
     let scan = ScanOptions {
         tile: a.tile,
@@ -271,7 +413,7 @@ pub fn run(a: ScanArgs) -> Result<usize> {
         batch_size: a.common.batch_size,
     };
     let mut printer = Out::new();
-    for path in &scenes {
+    for path in scenes {
         let job = SceneJob {
             a: &a,
             clip: &clip,
@@ -311,13 +453,16 @@ struct SceneJob<'a> {
 }
 
 impl SceneJob<'_> {
-    fn run(&self, path: &Path, printer: &mut Out) -> Result<()> {
-        let mut scene = Scene::open(path, self.scene_opts)?;
+    fn run(&self, input: &SceneInput, printer: &mut Out) -> Result<()> {
+        let mut scene = input.open(self.scene_opts)?;
+        let stem = input.stem();
+        let path = stem.as_path();
+        let name = input.name();
+        let item_props = input.stac_properties();
         if scene.georef.is_none() && !self.a.pixel_coords {
             bail!(
-                "{}: the scene has no georeferencing ({}); pass --pixel-coords to scan it in \
+                "{name}: the scene has no georeferencing ({}); pass --pixel-coords to scan it in \
                  pixel coordinates",
-                path.display(),
                 scene
                     .no_georef
                     .as_deref()
@@ -325,16 +470,15 @@ impl SceneJob<'_> {
             );
         }
         if let Some(note) = scene.georef.as_ref().and_then(|g| g.datum_note.as_ref()) {
-            report(&format!("{}: warning: {note}", path.display()));
+            report(&format!("{name}: warning: {note}"));
         }
         for n in &scene.notes {
-            report(&format!("{}: {n}", path.display()));
+            report(&format!("{name}: {n}"));
         }
         if let Some(n) = skyscribe::scan::tiles_cut_note(&scene, self.scan) {
-            report(&format!("{}: {n}", path.display()));
+            report(&format!("{name}: {n}"));
         }
         let georef = scene.georef.clone();
-        let name = path.display().to_string();
         let grid_len = skyscribe::scan::tile_grid(&scene, self.scan)?.len();
         let bar = skyscribe::progress::items(grid_len, "tiles", "scanning", false);
         let mut records: Vec<TileRecord> = Vec::new();
@@ -371,6 +515,8 @@ impl SceneJob<'_> {
                         labels: &'a [skyscribe::zeroshot::LabelScore],
                         #[serde(skip_serializing_if = "Option::is_none")]
                         caption: Option<&'a str>,
+                        #[serde(flatten)]
+                        item: serde_json::Map<String, serde_json::Value>,
                     }
                     bar.suspend(|| {
                         printer.json(&Line {
@@ -379,11 +525,21 @@ impl SceneJob<'_> {
                             bounds: maps::bounds(&ring),
                             labels: &rec.labels,
                             caption: rec.caption.as_deref(),
+                            item: item_props
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.clone()))
+                                .collect(),
                         })
                     })?;
                 }
                 if self.out.is_some() {
-                    features.push(maps::feature(&name, &rec, ring));
+                    let mut f = maps::feature(&name, &rec, ring);
+                    if let Some(p) = f.properties.as_mut() {
+                        for (k, v) in &item_props {
+                            p.insert(k.to_string(), v.clone());
+                        }
+                    }
+                    features.push(f);
                 }
                 records.push(rec);
             }
@@ -418,7 +574,7 @@ impl SceneJob<'_> {
             } else {
                 t.path.clone()
             };
-            let info = serde_json::json!({
+            let mut info = serde_json::json!({
                 "scene": name,
                 "coordinates": coordinates,
                 "crs": georef.as_ref().and_then(|g| g.epsg).map(|c| format!("EPSG:{c}")),
@@ -432,6 +588,16 @@ impl SceneJob<'_> {
                 "nodata_tiles": counts.nodata,
                 "model": self.clip.source.spec,
             });
+            if let SceneInput::Stac(item) = input {
+                info["stac"] = serde_json::json!({
+                    "item": item.item,
+                    "id": item.id,
+                    "datetime": item.datetime,
+                    "collection": item.collection,
+                    "assets": item.assets,
+                    "hrefs": item.hrefs,
+                });
+            }
             if parquet {
                 let coordinates = match &georef {
                     Some(g) if g.datum_note.is_none() => skyscribe::geoparquet::Coordinates::Wgs84,

@@ -348,7 +348,9 @@ pub fn write_class_map(
     labels: &[String],
     georef: Option<&GeoRef>,
 ) -> Result<PathBuf> {
-    let place = georef.map(|g| Placement::grid(g, grid.cell as f64));
+    let place = georef
+        .map(|g| Placement::grid(g, grid.cell as f64))
+        .transpose()?;
     geotiff_write::write_float_bands(
         path,
         grid.width,

@@ -24,15 +24,31 @@ pub struct GeoRef {
     /// Set when longitude/latitude are not on WGS 84 (see [`Crs::datum_note`]): outputs carry
     /// it.
     pub datum_note: Option<String>,
+    to_lon_lat: ToLonLat,
+    /// The source's GeoKeys, written again as they are on rasters of the same CRS (a class
+    /// map): whatever GDAL read from the scene, it reads from them. Empty for a scene GDAL read
+    /// whose CRS has no EPSG code.
+    keys: Vec<u16>,
+    doubles: Vec<f64>,
+    ascii: String,
+}
+
+/// How CRS coordinates become longitude/latitude.
+#[derive(Clone)]
+enum ToLonLat {
+    /// `proj4rs`, from the GeoKeys (the pure-Rust reader).
+    Proj4rs(Box<Proj4rsLonLat>),
+    /// OSR over PROJ (scenes read through GDAL).
+    #[cfg(feature = "gdal")]
+    Osr(super::gdal_reader::OsrLonLat),
+}
+
+#[derive(Clone)]
+struct Proj4rsLonLat {
     crs: Proj,
     lon_lat: Proj,
     geographic: bool,
     degrees_per_unit: f64,
-    /// The source's GeoKeys, written again as they are on rasters of the same CRS (a class
-    /// map): whatever GDAL read from the scene, it reads from them.
-    keys: Vec<u16>,
-    doubles: Vec<f64>,
-    ascii: String,
 }
 
 impl std::fmt::Debug for GeoRef {
@@ -132,10 +148,12 @@ impl GeoRef {
             epsg: c.epsg,
             crs_name: c.name.clone(),
             datum_note: c.datum_note.clone(),
-            crs: proj(&c.proj)?,
-            lon_lat: proj(&c.lon_lat)?,
-            geographic: c.geographic,
-            degrees_per_unit: c.degrees_per_unit,
+            to_lon_lat: ToLonLat::Proj4rs(Box::new(Proj4rsLonLat {
+                crs: proj(&c.proj)?,
+                lon_lat: proj(&c.lon_lat)?,
+                geographic: c.geographic,
+                degrees_per_unit: c.degrees_per_unit,
+            })),
             keys,
             doubles: geokeys.doubles.to_vec(),
             ascii: geokeys.ascii.to_string(),
@@ -151,15 +169,93 @@ impl GeoRef {
         )
     }
 
+    /// The georeferencing GDAL reads: its geotransform (already at pixel corners) and its CRS,
+    /// taken to longitude/latitude by OSR. Class maps get GeoKeys naming the CRS's EPSG code
+    /// when OSR finds one.
+    #[cfg(feature = "gdal")]
+    pub fn from_gdal(transform: [f64; 6], srs: gdal::spatial_ref::SpatialRef) -> Result<Self> {
+        if transform.iter().any(|v| !v.is_finite())
+            || transform[1] * transform[5] - transform[2] * transform[4] == 0.0
+        {
+            anyhow::bail!("the geotransform {transform:?} cannot be inverted");
+        }
+        let name = srs.name().unwrap_or_else(|| "an unnamed CRS".into());
+        let mut identified = srs.clone();
+        let epsg = (identified.auth_name().as_deref() == Some("EPSG"))
+            .then(|| identified.auth_code().ok())
+            .flatten()
+            .or_else(|| {
+                identified.auto_identify_epsg().ok()?;
+                (identified.auth_name().as_deref() == Some("EPSG"))
+                    .then(|| identified.auth_code().ok())
+                    .flatten()
+            })
+            .and_then(|c| u32::try_from(c).ok());
+        let (to_lon_lat, datum_note) = super::gdal_reader::OsrLonLat::new(&srs)?;
+        let keys = match epsg {
+            // GTModelType, GTRasterType (PixelIsArea), then the CRS by code.
+            Some(code) if code <= u16::MAX as u32 => {
+                let (model, key) = if srs.is_geographic() {
+                    (2, 2048)
+                } else {
+                    (1, 3072)
+                };
+                vec![
+                    1,
+                    1,
+                    0,
+                    3,
+                    1024,
+                    0,
+                    1,
+                    model,
+                    GT_RASTER_TYPE,
+                    0,
+                    1,
+                    1,
+                    key,
+                    0,
+                    1,
+                    code as u16,
+                ]
+            }
+            _ => vec![],
+        };
+        Ok(Self {
+            transform,
+            epsg,
+            crs_name: match epsg {
+                Some(c) => format!("EPSG:{c} ({name})"),
+                None => name,
+            },
+            datum_note,
+            to_lon_lat: ToLonLat::Osr(to_lon_lat),
+            keys,
+            doubles: vec![],
+            ascii: String::new(),
+        })
+    }
+
     /// WGS 84 (longitude, latitude) in degrees of CRS coordinates.
     pub fn crs_to_lon_lat(&self, x: f64, y: f64) -> Result<(f64, f64)> {
-        let mut p = if self.geographic {
-            let k = self.degrees_per_unit;
+        let (crs, lon_lat, geographic, k) = match &self.to_lon_lat {
+            ToLonLat::Proj4rs(p) => (&p.crs, &p.lon_lat, p.geographic, p.degrees_per_unit),
+            #[cfg(feature = "gdal")]
+            ToLonLat::Osr(t) => {
+                return t.lon_lat(x, y).map_err(|e| {
+                    anyhow!(
+                        "{} → longitude/latitude failed at ({x}, {y}): {e}",
+                        self.crs_name
+                    )
+                });
+            }
+        };
+        let mut p = if geographic {
             ((x * k).to_radians(), (y * k).to_radians(), 0.0)
         } else {
             (x, y, 0.0)
         };
-        proj4rs::transform::transform(&self.crs, &self.lon_lat, &mut p).map_err(|e| {
+        proj4rs::transform::transform(crs, lon_lat, &mut p).map_err(|e| {
             anyhow!(
                 "{} → longitude/latitude failed at ({x}, {y}): {e}",
                 self.crs_name
@@ -202,9 +298,10 @@ impl GeoRef {
         ]
     }
 
-    /// The source's GeoKeys (directory, doubles, ASCII), for a raster on the same CRS.
-    pub fn geo_keys(&self) -> (&[u16], &[f64], &str) {
-        (&self.keys, &self.doubles, &self.ascii)
+    /// The source's GeoKeys (directory, doubles, ASCII), for a raster on the same CRS; `None`
+    /// for a scene GDAL read whose CRS has no EPSG code (no keys would say it exactly).
+    pub fn geo_keys(&self) -> Option<(&[u16], &[f64], &str)> {
+        (!self.keys.is_empty()).then_some((&self.keys, &self.doubles, &self.ascii))
     }
 }
 
@@ -265,7 +362,7 @@ mod tests {
         assert_eq!(g.transform, [9.75, 0.5, 0.0, 50.125, 0.0, -0.25]);
         assert_eq!(g.pixel_to_lon_lat(0.5, 0.5).unwrap(), (10.0, 50.0));
         // Written again, the keys say PixelIsArea: the transform is at corners now.
-        assert_eq!(&g.geo_keys().0[8..12], &[GT_RASTER_TYPE, 0, 1, 1]);
+        assert_eq!(&g.geo_keys().unwrap().0[8..12], &[GT_RASTER_TYPE, 0, 1, 1]);
     }
 
     #[test]

@@ -22,15 +22,22 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// A grid of `cell`-pixel cells over a georeferenced scene.
-    pub fn grid(georef: &GeoRef, cell: f64) -> Self {
-        let (keys, doubles, ascii) = georef.geo_keys();
-        Self {
+    /// A grid of `cell`-pixel cells over a georeferenced scene; refused when no GeoKeys can
+    /// name the scene's CRS exactly (a scene GDAL read whose CRS has no EPSG code).
+    pub fn grid(georef: &GeoRef, cell: f64) -> anyhow::Result<Self> {
+        let Some((keys, doubles, ascii)) = georef.geo_keys() else {
+            anyhow::bail!(
+                "the scene's CRS ({}) has no EPSG code, so no GeoKeys can name it: class maps of \
+                 this scene cannot be written on its CRS",
+                georef.crs_name
+            );
+        };
+        Ok(Self {
             transform: georef.scaled(cell),
             geo_keys: keys.to_vec(),
             geo_doubles: doubles.to_vec(),
             geo_ascii: ascii.to_string(),
-        }
+        })
     }
 }
 

@@ -9,9 +9,13 @@
 //! bands of rows ([`Scene::rgb_rows`]); only the strips or tiles those rows touch are decoded.
 
 pub mod crs;
+#[cfg(feature = "gdal")]
+mod gdal_reader;
 pub mod georef;
 pub mod geotiff_write;
+pub mod raster;
 pub mod source;
+pub mod stac;
 mod tiff_chunk;
 mod tiff_reader;
 
@@ -23,6 +27,7 @@ pub use georef::GeoRef;
 pub use tiff_reader::SampleKind;
 
 use crate::imagery::{self, DecodeOptions, RgbImage};
+use raster::{BandStack, RasterInfo, RasterReader};
 use tiff_reader::TiffReader;
 
 /// How a band's values become 0..=255.
@@ -62,10 +67,41 @@ pub struct SceneOptions {
     pub stretch: Stretch,
     /// How scenes named by URL (https://, s3://, gs://, az://) are reached.
     pub remote: source::RemoteOptions,
+    /// Which reader opens the scene.
+    pub reader: ReaderChoice,
 }
 
+/// Which reader opens a scene (see [`raster`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReaderChoice {
+    /// TIFFs and URLs by the pure-Rust reader; with the `gdal` feature every other file (JPEG
+    /// 2000, VRT, NetCDF, a SAFE folder's XML, `/vsi…` paths) by GDAL, without it PNG, JPEG and
+    /// the other images the decoder reads, whole and in pixel coordinates.
+    #[default]
+    Auto,
+    /// The pure-Rust reader (and the image decoder for non-TIFF files).
+    Native,
+    /// GDAL for everything (a build with the `gdal` feature).
+    Gdal,
+}
+
+impl std::str::FromStr for ReaderChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(ReaderChoice::Auto),
+            "native" => Ok(ReaderChoice::Native),
+            "gdal" => Ok(ReaderChoice::Gdal),
+            _ => Err(format!("{s:?}: use auto, native or gdal")),
+        }
+    }
+}
+
+/// Whether this build reads scenes through GDAL too (the `gdal` cargo feature).
+pub const HAS_GDAL: bool = cfg!(feature = "gdal");
+
 enum Source {
-    Tiff(Box<TiffReader>),
+    Raster(Box<dyn RasterReader>),
     Decoded(RgbImage),
 }
 
@@ -203,9 +239,29 @@ impl Scene {
         Self::open_inner(path, opts).with_context(|| path.display().to_string())
     }
 
+    /// Opens rasters on one grid (files or URLs) as the bands of one scene called `name`, each
+    /// part's bands after the previous part's: a STAC item's `red`, `green` and `blue` COGs.
+    pub fn open_bands(name: &str, parts: &[String], opts: &SceneOptions) -> Result<Self> {
+        let inner = || -> Result<Self> {
+            let mut opened = Vec::with_capacity(parts.len());
+            for p in parts {
+                let (reader, info) = open_raster(p, opts).with_context(|| p.clone())?;
+                opened.push((p.clone(), reader, info));
+            }
+            let (stack, info) = BandStack::new(opened)?;
+            Self::from_raster(Path::new(name), Box::new(stack), info, opts)
+        };
+        inner().with_context(|| name.to_string())
+    }
+
     fn open_inner(path: &Path, opts: &SceneOptions) -> Result<Self> {
+        let location = path.to_string_lossy();
+        if use_gdal(&location, opts)? {
+            let (reader, info) = open_raster(&location, opts)?;
+            return Self::from_raster(path, reader, info, opts);
+        }
         let mut head = [0u8; 4];
-        if source::is_remote(&path.to_string_lossy()) {
+        if source::is_remote(&location) {
             // Over the network only GeoTIFFs are read, window by window (a COG's point).
             head = *b"II*\0";
         } else {
@@ -216,71 +272,71 @@ impl Scene {
                 bail!("not an image: {n} bytes");
             }
         }
-        let is_tiff = matches!(&head, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+");
-        let mut scene = if is_tiff {
-            let (reader, tags) = TiffReader::open(path, &opts.remote)?;
-            let georef = GeoRef::from_tags(&georef::GeoTags {
-                pixel_scale: tags.pixel_scale.as_deref(),
-                tiepoints: tags.tiepoints.as_deref(),
-                transformation: tags.transformation.as_deref(),
-                geo_keys: tags.geo_keys.as_deref(),
-                geo_doubles: tags.geo_doubles.as_deref(),
-                geo_ascii: tags.geo_ascii.as_deref(),
-            })?;
-            let (georef, no_georef) = match georef {
-                Ok(g) => (Some(g), None),
-                Err(why) => (None, Some(why)),
-            };
-            Scene {
-                path: path.to_path_buf(),
-                width: tags.width,
-                height: tags.height,
-                band_count: tags.samples,
-                kind: tags.kind,
-                georef,
-                no_georef,
-                bits: tags.bits,
-                nodata: tags.nodata,
-                alpha: tags.alpha,
-                has_mask: tags.has_mask,
-                rgb_bands: [0; 3],
-                ranges: [(0.0, 255.0); 3],
-                notes: vec![],
-                source: Source::Tiff(Box::new(reader)),
-            }
-        } else {
-            let decode = DecodeOptions {
-                bands: opts.bands.clone(),
-                ..DecodeOptions::default()
-            };
-            let img = imagery::load_rgb(path, &decode).map_err(|e| anyhow!("{e:#}"))?;
-            Scene {
-                path: path.to_path_buf(),
-                width: img.width,
-                height: img.height,
-                band_count: 3,
-                kind: SampleKind::U8,
-                georef: None,
-                no_georef: Some("not a GeoTIFF".into()),
-                bits: 8,
-                nodata: None,
-                alpha: None,
-                has_mask: false,
-                rgb_bands: [0, 1, 2],
-                ranges: [(0.0, 255.0); 3],
-                notes: vec![],
-                source: Source::Decoded(img),
-            }
+        if matches!(&head, b"II*\0" | b"MM\0*" | b"II+\0" | b"MM\0+") {
+            let (reader, info) = open_raster(&location, opts)?;
+            return Self::from_raster(path, reader, info, opts);
+        }
+        let decode = DecodeOptions {
+            bands: opts.bands.clone(),
+            ..DecodeOptions::default()
         };
-        if let Source::Tiff(_) = scene.source {
-            scene.choose_bands(opts)?;
-            scene.measure_stretch(opts.stretch)?;
-        } else if !matches!(opts.stretch, Stretch::Auto | Stretch::None) {
+        let img = imagery::load_rgb(path, &decode).map_err(|e| anyhow!("{e:#}"))?;
+        let mut scene = Scene {
+            path: path.to_path_buf(),
+            width: img.width,
+            height: img.height,
+            band_count: 3,
+            kind: SampleKind::U8,
+            georef: None,
+            no_georef: Some("not a GeoTIFF".into()),
+            bits: 8,
+            nodata: None,
+            alpha: None,
+            has_mask: false,
+            rgb_bands: [0, 1, 2],
+            ranges: [(0.0, 255.0); 3],
+            notes: vec![],
+            source: Source::Decoded(img),
+        };
+        if !matches!(opts.stretch, Stretch::Auto | Stretch::None) {
             // Said, not silently dropped: these formats decode to 8 bits already.
             scene
                 .notes
                 .push("--stretch applies to TIFF scenes; this image is used as it is".into());
         }
+        Ok(scene)
+    }
+
+    /// A scene over an opened raster: bands chosen, stretch measured.
+    fn from_raster(
+        path: &Path,
+        reader: Box<dyn RasterReader>,
+        info: RasterInfo,
+        opts: &SceneOptions,
+    ) -> Result<Self> {
+        let (georef, no_georef) = match info.georef {
+            Ok(g) => (Some(g), None),
+            Err(why) => (None, Some(why)),
+        };
+        let mut scene = Scene {
+            path: path.to_path_buf(),
+            width: info.width,
+            height: info.height,
+            band_count: info.samples,
+            kind: info.kind,
+            georef,
+            no_georef,
+            bits: info.bits,
+            nodata: info.nodata,
+            alpha: info.alpha,
+            has_mask: info.has_mask,
+            rgb_bands: [0; 3],
+            ranges: [(0.0, 255.0); 3],
+            notes: vec![],
+            source: Source::Raster(reader),
+        };
+        scene.choose_bands(opts)?;
+        scene.measure_stretch(opts.stretch)?;
         Ok(scene)
     }
 
@@ -326,7 +382,7 @@ impl Scene {
             return Ok(());
         }
         let bands = self.read_bands();
-        let Source::Tiff(reader) = &mut self.source else {
+        let Source::Raster(reader) = &mut self.source else {
             return Ok(());
         };
         // A decimated read: every `step`-th pixel of at most 32 evenly spread bands of rows.
@@ -416,7 +472,7 @@ impl Scene {
                     valid: vec![true; n],
                 })
             }
-            Source::Tiff(reader) => {
+            Source::Raster(reader) => {
                 let nb = bands.len();
                 let (data, mask) = reader.read_rows(y0, h, &bands, step)?;
                 let mut pixels = Vec::with_capacity(n * 3);
@@ -505,7 +561,7 @@ impl Scene {
     pub fn values(&mut self, y0: u32, h: u32) -> Result<(Vec<f32>, Option<Vec<bool>>)> {
         let all: Vec<usize> = (0..self.band_count).collect();
         match &mut self.source {
-            Source::Tiff(r) => r.read_rows(y0, h, &all, 1),
+            Source::Raster(r) => r.read_rows(y0, h, &all, 1),
             Source::Decoded(img) => {
                 let start = (y0 * img.width * 3) as usize;
                 let end = ((y0 + h) * img.width * 3) as usize;
@@ -517,6 +573,65 @@ impl Scene {
             }
         }
     }
+}
+
+/// Whether `location` is read through GDAL (see [`ReaderChoice`]); refuses what this build
+/// cannot read at all.
+fn use_gdal(location: &str, opts: &SceneOptions) -> Result<bool> {
+    let vsi = location.starts_with("/vsi");
+    match opts.reader {
+        ReaderChoice::Gdal if !HAS_GDAL => bail!(
+            "--reader gdal: this build has no GDAL (build with `cargo build --release --features \
+             gdal`, which needs libgdal-dev)"
+        ),
+        ReaderChoice::Gdal => Ok(true),
+        _ if vsi && !HAS_GDAL => bail!(
+            "GDAL's virtual file systems (/vsicurl/, /vsis3/, /vsizip/, …) need a build with the \
+             gdal feature; URLs (https://, s3://, gs://, az://) are read without it"
+        ),
+        ReaderChoice::Native if vsi => {
+            bail!("--reader native cannot read GDAL's virtual file systems: use --reader gdal")
+        }
+        ReaderChoice::Native => Ok(false),
+        ReaderChoice::Auto => Ok(
+            HAS_GDAL && (vsi || (!source::is_remote(location) && !is_tiff(Path::new(location))))
+        ),
+    }
+}
+
+/// Opens one raster (a file, a URL, or with GDAL anything GDAL opens) through the reader
+/// `opts` chooses.
+fn open_raster(location: &str, opts: &SceneOptions) -> Result<(Box<dyn RasterReader>, RasterInfo)> {
+    #[cfg(feature = "gdal")]
+    if use_gdal(location, opts)? {
+        let (r, info) = gdal_reader::GdalReader::open(location, &opts.remote)?;
+        return Ok((Box::new(r), info));
+    }
+    #[cfg(not(feature = "gdal"))]
+    use_gdal(location, opts)?;
+    let (reader, tags) = TiffReader::open(Path::new(location), &opts.remote)?;
+    let georef = GeoRef::from_tags(&georef::GeoTags {
+        pixel_scale: tags.pixel_scale.as_deref(),
+        tiepoints: tags.tiepoints.as_deref(),
+        transformation: tags.transformation.as_deref(),
+        geo_keys: tags.geo_keys.as_deref(),
+        geo_doubles: tags.geo_doubles.as_deref(),
+        geo_ascii: tags.geo_ascii.as_deref(),
+    })?;
+    Ok((
+        Box::new(reader),
+        RasterInfo {
+            width: tags.width,
+            height: tags.height,
+            samples: tags.samples,
+            kind: tags.kind,
+            bits: tags.bits,
+            alpha: tags.alpha,
+            nodata: tags.nodata,
+            has_mask: tags.has_mask,
+            georef,
+        },
+    ))
 }
 
 fn is_nodata(v: f32, nodata: Option<f64>) -> bool {

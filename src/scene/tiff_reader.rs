@@ -18,6 +18,7 @@ use anyhow::{Result, anyhow, bail};
 use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
 use tiff::tags::Tag;
 
+use super::raster::RasterReader;
 use super::source::{self, BlockReader, RemoteOptions, Shared};
 use super::tiff_chunk::{self, Coding};
 
@@ -376,11 +377,6 @@ impl TiffReader {
         ))
     }
 
-    /// The height of a strip or tile: reading rows in multiples of it decodes each chunk once.
-    pub fn chunk_height(&self) -> u32 {
-        self.layout.chunk_h
-    }
-
     fn chunk(&mut self, index: u32) -> Result<Arc<DecodingResult>> {
         if let Some(c) = self.cache.get(&index) {
             return Ok(c.clone());
@@ -483,10 +479,9 @@ impl TiffReader {
         tiff_chunk::decode(&self.coding, raw, (w, rows, spp), keep_w, self.fill)
     }
 
-    /// Rows `y0..y0 + h` of the bands `bands` (0-based), every `step`-th column and row,
-    /// pixel-interleaved as f32; and, per pixel, whether an internal mask leaves it visible.
-    /// Chunks wholly above `y0` are dropped from the cache (rows are asked for top to bottom).
-    pub fn read_rows(
+    /// Rows `y0..y0 + h` (see [`RasterReader::read_rows`]). Chunks wholly above `y0` are
+    /// dropped from the cache (rows are asked for top to bottom).
+    fn read_rows_inner(
         &mut self,
         y0: u32,
         h: u32,
@@ -865,5 +860,21 @@ impl MaskReader {
             }
         }
         Ok(out)
+    }
+}
+
+impl RasterReader for TiffReader {
+    fn chunk_height(&self) -> u32 {
+        self.layout.chunk_h
+    }
+
+    fn read_rows(
+        &mut self,
+        y0: u32,
+        h: u32,
+        bands: &[usize],
+        step: u32,
+    ) -> Result<(Vec<f32>, Option<Vec<bool>>)> {
+        self.read_rows_inner(y0, h, bands, step)
     }
 }

@@ -12,6 +12,8 @@ mod clipcap;
 mod common;
 mod eval;
 mod first_hour;
+#[cfg(feature = "gdal")]
+mod gdal;
 mod gpt2_parity;
 mod index;
 mod layers;
@@ -21,6 +23,7 @@ mod remote;
 mod scan;
 mod scene;
 mod serve;
+mod stac;
 mod tokenizer_parity;
 mod train;
 mod train_cli;

@@ -15,7 +15,7 @@ use crate::common::{fixtures, read_json, scratch, skyscribe};
 
 /// Faults the server injects.
 #[derive(Clone, Copy, Default)]
-struct Faults {
+pub struct Faults {
     /// Every Nth GET answers 503.
     unavailable_every: u64,
     /// Every Nth GET sends half its body and drops the connection.
@@ -24,15 +24,23 @@ struct Faults {
     slow_ms: u64,
 }
 
-struct Server {
-    port: u16,
-    requests: Arc<AtomicU64>,
-    bytes: Arc<AtomicU64>,
+/// Answers a request (method, path, body) with a JSON document, or `None` to serve a file.
+pub type Api = Arc<dyn Fn(&str, &str, &str) -> Option<String> + Send + Sync>;
+
+pub struct Server {
+    pub port: u16,
+    pub requests: Arc<AtomicU64>,
+    pub bytes: Arc<AtomicU64>,
 }
 
 impl Server {
     /// Serves the files of `dir` on 127.0.0.1 until the test process ends.
-    fn start(dir: PathBuf, faults: Faults) -> Self {
+    pub fn start(dir: PathBuf, faults: Faults) -> Self {
+        Self::start_with_api(dir, faults, None)
+    }
+
+    /// [`Server::start`], with `api` answering the requests it knows first (a STAC API).
+    pub fn start_with_api(dir: PathBuf, faults: Faults, api: Option<Api>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(AtomicU64::new(0));
@@ -42,8 +50,9 @@ impl Server {
             let gets = Arc::new(AtomicU64::new(0));
             for conn in listener.incoming().flatten() {
                 let (dir, r, b, gets) = (dir.clone(), r.clone(), b.clone(), gets.clone());
+                let api = api.clone();
                 std::thread::spawn(move || {
-                    let _ = serve(conn, &dir, faults, &r, &b, &gets);
+                    let _ = serve(conn, &dir, faults, &r, &b, &gets, api.as_ref());
                 });
             }
         });
@@ -54,7 +63,7 @@ impl Server {
         }
     }
 
-    fn url(&self, name: &str) -> String {
+    pub fn url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{name}", self.port)
     }
 }
@@ -66,6 +75,7 @@ fn serve(
     requests: &AtomicU64,
     bytes: &AtomicU64,
     gets: &AtomicU64,
+    api: Option<&Api>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(conn.try_clone()?);
     let mut out = conn;
@@ -75,12 +85,16 @@ fn serve(
             return Ok(());
         }
         let mut range = None;
+        let mut content_length = 0;
         loop {
             let mut h = String::new();
             reader.read_line(&mut h)?;
             let h = h.trim_end();
             if h.is_empty() {
                 break;
+            }
+            if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                content_length = v.trim().parse().unwrap_or(0);
             }
             if let Some(v) = h.to_ascii_lowercase().strip_prefix("range: bytes=") {
                 let (a, z) = v.split_once('-').unwrap();
@@ -90,6 +104,16 @@ fn serve(
         requests.fetch_add(1, Ordering::SeqCst);
         let mut parts = line.split_whitespace();
         let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+        let mut body = vec![0u8; content_length];
+        std::io::Read::read_exact(&mut reader, &mut body)?;
+        if let Some(json) = api.and_then(|f| f(method, path, &String::from_utf8_lossy(&body))) {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/geo+json\r\nContent-Length: {}\r\n\r\n{json}",
+                json.len()
+            )?;
+            continue;
+        }
         let Ok(data) = std::fs::read(dir.join(path.trim_start_matches('/'))) else {
             out.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")?;
             continue;
@@ -134,7 +158,7 @@ fn serve(
 const LABELS: &str = "forest,sea,river,buildings,fields";
 
 /// The features of a scan's GeoJSON without the `scene` property (a URL or a path).
-fn features(geojson: &Path) -> Vec<serde_json::Value> {
+pub fn features(geojson: &Path) -> Vec<serde_json::Value> {
     let mut fc = read_json(geojson);
     let mut fs = fc["features"].as_array_mut().unwrap().clone();
     for f in &mut fs {
@@ -143,7 +167,7 @@ fn features(geojson: &Path) -> Vec<serde_json::Value> {
     fs
 }
 
-fn scan_to(scene: &str, out: &Path) {
+pub fn scan_to(scene: &str, out: &Path) {
     let r = skyscribe(&[
         "scan",
         scene,
