@@ -300,7 +300,15 @@ pub fn content_hashes(images: &[&ImageRef]) -> HashMap<PathBuf, blake3::Hash> {
     paths
         .par_iter()
         .filter_map(|p| {
-            let bytes = std::fs::read(p).ok()?;
+            let location = p.to_string_lossy();
+            // Objects behind URLs by their version (size, ETag, modification), not their bytes.
+            let bytes = if crate::scene::source::is_remote(&location) {
+                crate::scene::source::object_version(&location, &Default::default())
+                    .ok()?
+                    .into_bytes()
+            } else {
+                std::fs::read(p).ok()?
+            };
             Some(((*p).clone(), blake3::hash(&bytes)))
         })
         .collect()

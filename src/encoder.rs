@@ -286,7 +286,9 @@ impl SceneCache {
         {
             return *t;
         }
-        let t = crate::scene::is_tiff(path);
+        // Scenes by URL are read only as GeoTIFFs, window by window.
+        let t =
+            crate::scene::source::is_remote(&path.to_string_lossy()) || crate::scene::is_tiff(path);
         *known = Some((path.to_path_buf(), t));
         t
     }

@@ -122,8 +122,9 @@ pub struct BuildArgs {
     #[arg(long)]
     replace: bool,
     /// Image files, folders (walked), or data sets KIND:PATH (folder, rsicd, rsicd-scenes,
-    /// jsonl, dota, xview), or scene:PATH (a GeoTIFF scene or a folder of them, tiled as `scan`
-    /// tiles them, each tile with its WGS 84 bounds).
+    /// jsonl, dota, xview), or scene:PATH (a GeoTIFF scene or a folder of them, or a COG by
+    /// URL: https://…, s3://…, gs://…, az://…, tiled as `scan` tiles them, each tile with its
+    /// WGS 84 bounds), or STAC items' visual assets (stac:ITEM, stac-search:API_URL).
     #[arg(required = true)]
     inputs: Vec<String>,
 }

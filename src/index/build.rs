@@ -276,6 +276,9 @@ pub fn build(
 }
 
 fn absolute(path: &Path) -> String {
+    if crate::scene::source::is_remote(&path.to_string_lossy()) {
+        return path.display().to_string();
+    }
     // Canonical (no `..`, links resolved) so that the path means the same from any folder.
     std::fs::canonicalize(path)
         .or_else(|_| std::path::absolute(path))

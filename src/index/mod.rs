@@ -376,6 +376,13 @@ pub fn gather_items(
     let mut errors = Vec::new();
     for input in inputs {
         let as_path = Path::new(input);
+        if crate::scene::stac::is_stac(input) {
+            match stac_items(input, chips) {
+                Ok(found) => items.extend(found),
+                Err(e) => errors.push(e),
+            }
+            continue;
+        }
         if let Some(path) = input.strip_prefix("scene:").filter(|_| !as_path.exists()) {
             match scene_items(Path::new(path), chips) {
                 Ok(found) => items.extend(found),
@@ -463,6 +470,11 @@ fn item(root: &Path, image: ImageRef) -> IndexItem {
 /// the chip size every chip stride to every edge, as `scan` lays them; each with its WGS 84
 /// bounds when the scene is georeferenced.
 fn scene_items(path: &Path, chips: &ChipOptions) -> Result<Vec<IndexItem>> {
+    if crate::scene::source::is_remote(&path.to_string_lossy()) {
+        // A URL is its own id (its tiles' ids: URL#x,y,w,h).
+        let name = path.display().to_string();
+        return tiles_of_scene(path, &name, chips);
+    }
     let (files, root) = if path.is_dir() {
         (crate::imagery::images_under(path), path)
     } else if path.is_file() {
@@ -478,31 +490,68 @@ fn scene_items(path: &Path, chips: &ChipOptions) -> Result<Vec<IndexItem>> {
     }
     let mut items = Vec::new();
     for file in files {
-        let scene = crate::scene::Scene::open(&file, &Default::default())?;
-        if let Some(note) = scene.georef.as_ref().and_then(|g| g.datum_note.as_ref()) {
-            // Said once per scene: its tiles' bounds are on that datum, not quite WGS 84.
-            eprintln!(
-                "skyscribe: {}: warning: {note}; its tiles' bounds are given so",
-                file.display()
-            );
-        }
-        // A scene smaller than the tile is one tile wide (or tall), cut to the scene, as
-        // `scan` takes it.
-        for rect in crate::data::cover_grid(scene.width, scene.height, chips.size, chips.stride) {
-            let bounds = match &scene.georef {
+        let id = item(root, ImageRef::file(file.clone())).id;
+        items.extend(tiles_of_scene(&file, &id, chips)?);
+    }
+    Ok(items)
+}
+
+/// The tiles of one scene (a file or a URL), with ids `ID#x,y,w,h` and WGS 84 bounds when the
+/// scene is georeferenced. A scene smaller than the tile is one tile wide (or tall), cut to the
+/// scene, as `scan` takes it.
+fn tiles_of_scene(location: &Path, id: &str, chips: &ChipOptions) -> Result<Vec<IndexItem>> {
+    let scene = crate::scene::Scene::open(location, &Default::default())?;
+    if let Some(note) = scene.georef.as_ref().and_then(|g| g.datum_note.as_ref()) {
+        // Said once per scene: its tiles' bounds are on that datum, not quite WGS 84.
+        eprintln!(
+            "skyscribe: {}: warning: {note}; its tiles' bounds are given so",
+            location.display()
+        );
+    }
+    let mut items = Vec::new();
+    for rect in crate::data::cover_grid(scene.width, scene.height, chips.size, chips.stride) {
+        let (x, y, w, h) = rect;
+        items.push(IndexItem {
+            id: format!("{id}#{x},{y},{w},{h}"),
+            image: ImageRef {
+                path: location.to_path_buf(),
+                crop: Some(rect),
+            },
+            bounds: match &scene.georef {
                 Some(g) => Some(g.tile_bounds(rect)?),
                 None => None,
-            };
-            let mut it = item(
-                root,
-                ImageRef {
-                    path: file.clone(),
-                    crop: Some(rect),
-                },
+            },
+        });
+    }
+    Ok(items)
+}
+
+/// The tiles of STAC items (`stac:ITEM`, `stac-search:API`): each item's `visual` asset, tiled
+/// as `scene:` inputs are, with ids `ITEM_ID#x,y,w,h`. An index row is one file's chip, so an
+/// item whose colour comes from several band files is scanned (`scan --assets`), not indexed.
+fn stac_items(input: &str, chips: &ChipOptions) -> Result<Vec<IndexItem>> {
+    let query = crate::scene::stac::StacQuery {
+        max_items: 100,
+        ..Default::default()
+    };
+    let (scenes, notes) = crate::scene::stac::resolve(input, &query)?;
+    for n in notes {
+        eprintln!("skyscribe: {n}");
+    }
+    let mut items = Vec::new();
+    for s in scenes {
+        let [href] = s.hrefs.as_slice() else {
+            bail!(
+                "{input}: item {} has no `visual` asset (one file of red, green and blue): an \
+                 index reads one file per item; scan its bands with `scan stac:… --assets \
+                 red,green,blue`",
+                s.id
             );
-            it.bounds = bounds;
-            items.push(it);
-        }
+        };
+        items.extend(
+            tiles_of_scene(Path::new(href), &s.id, chips)
+                .with_context(|| format!("{input}: item {}", s.id))?,
+        );
     }
     Ok(items)
 }

@@ -103,6 +103,17 @@ struct Remote {
     len: u64,
     runtime: tokio::runtime::Runtime,
     url: String,
+    /// What identifies this version of the object (size, ETag, last modification).
+    version: String,
+}
+
+/// What identifies the current version of the object at `url` (one HEAD request): its URL,
+/// size, ETag and last modification time. An index keys its rows on it, as it keys local files
+/// on their bytes' hash, without downloading the object to hash it.
+pub fn object_version(url: &str, opts: &RemoteOptions) -> Result<String> {
+    Ok(Remote::open(url, opts)
+        .with_context(|| url.to_string())?
+        .version)
 }
 
 /// How often a range is asked for again after a failure `object_store` did not retry itself
@@ -175,12 +186,19 @@ impl Remote {
         let meta = runtime
             .block_on(store.head(&path))
             .with_context(|| "cannot reach the object")?;
+        let version = format!(
+            "{url} size={} etag={} modified={}",
+            meta.size,
+            meta.e_tag.as_deref().unwrap_or("-"),
+            meta.last_modified.to_rfc3339()
+        );
         Ok(Self {
             store,
             path,
             len: meta.size,
             runtime,
             url: url.to_string(),
+            version,
         })
     }
 }

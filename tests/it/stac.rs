@@ -320,3 +320,84 @@ fn stac_items_over_http_and_a_paged_search_give_the_plain_scans_features() {
     assert_eq!(bodies.lock().unwrap().len(), 1);
     assert_eq!(bodies.lock().unwrap()[0]["limit"], 1);
 }
+
+/// Every row of an index: id → (path, chip, bounds, embedding).
+fn rows_of(index: &Path) -> Vec<skyscribe::index::parts::Row> {
+    let meta = skyscribe::index::IndexMeta::read(index).unwrap();
+    let mut rows = Vec::new();
+    for i in 0..meta.shards {
+        let (r, _) = skyscribe::index::parts::read_part(
+            &index.join("parts"),
+            i,
+            meta.shards,
+            &meta.model.key,
+        )
+        .unwrap();
+        rows.extend(r);
+    }
+    rows.sort_by(|a, b| a.chip.cmp(&b.chip));
+    rows
+}
+
+fn index_build(index: &Path, input: &str) -> serde_json::Value {
+    let r = skyscribe(&[
+        "index",
+        "build",
+        "--index",
+        index.to_str().unwrap(),
+        "--chip-size",
+        "64",
+        "--jsonl",
+        input,
+    ]);
+    assert_eq!(r.code, 0, "{input}: {}", r.stderr);
+    crate::common::json_lines(&r.stdout).pop().unwrap()
+}
+
+#[test]
+fn index_build_takes_scene_urls_and_stac_items_as_the_local_scene() {
+    let work = scratch("stac-index");
+    let tci = stac_dir().join(A).join("TCI.tif");
+    let local = work.join("local");
+    index_build(&local, &format!("scene:{}", tci.display()));
+    let want = rows_of(&local);
+    assert_eq!(
+        want.len(),
+        12,
+        "a 200×150 scene in 64-px chips to every edge"
+    );
+
+    let server = Server::start(stac_dir(), Faults::default());
+    let url = server.url(&format!("{A}/TCI.tif"));
+    let item = format!("stac:{}", server.url(&format!("{A}/{A}.json")));
+    for (input, id) in [(format!("scene:{url}"), url.clone()), (item, A.to_string())] {
+        let index = work.join(format!("i{}", id.len()));
+        let summary = index_build(&index, &input);
+        assert_eq!(summary["encoded"], 12, "{input}: {summary}");
+        let rows = rows_of(&index);
+        assert_eq!(rows.len(), want.len());
+        for (r, w) in rows.iter().zip(&want) {
+            assert_eq!(r.chip, w.chip);
+            let [x, y, cw, ch] = r.chip.unwrap();
+            assert_eq!(r.id, format!("{id}#{x},{y},{cw},{ch}"));
+            assert_eq!(r.path, url, "rows point at the object itself");
+            assert_eq!(r.bounds, w.bounds);
+            assert_eq!(r.embedding, w.embedding, "{input} {:?}", r.chip);
+        }
+        // Built again: the object's version (size, ETag, modification) is unchanged, so every
+        // row is reused, not embedded again.
+        let again = index_build(&index, &input);
+        assert_eq!(again["reused"], 12, "{input}: {again}");
+        assert_eq!(again["encoded"], 0, "{input}: {again}");
+    }
+    // An item without a visual asset (its colour is three files) is refused, with the way out.
+    let r = skyscribe(&[
+        "index",
+        "build",
+        "--index",
+        work.join("bands").to_str().unwrap(),
+        &format!("stac:{}", item_path(B).display()),
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("--assets red,green,blue"), "{}", r.stderr);
+}
