@@ -335,7 +335,7 @@ fn rows_of(index: &Path) -> Vec<skyscribe::index::parts::Row> {
         .unwrap();
         rows.extend(r);
     }
-    rows.sort_by(|a, b| a.chip.cmp(&b.chip));
+    rows.sort_by_key(|r| r.chip);
     rows
 }
 
