@@ -511,7 +511,8 @@ impl SceneJob<'_> {
                     struct Line<'a> {
                         scene: &'a str,
                         tile: [u32; 4],
-                        bounds: [f64; 4],
+                        /// `null` for a tile off the Earth.
+                        bounds: Option<[f64; 4]>,
                         labels: &'a [skyscribe::zeroshot::LabelScore],
                         #[serde(skip_serializing_if = "Option::is_none")]
                         caption: Option<&'a str>,
@@ -522,7 +523,7 @@ impl SceneJob<'_> {
                         printer.json(&Line {
                             scene: &name,
                             tile: [rect.0, rect.1, rect.2, rect.3],
-                            bounds: maps::bounds(&ring),
+                            bounds: ring.as_deref().map(maps::bounds),
                             labels: &rec.labels,
                             caption: rec.caption.as_deref(),
                             item: item_props

@@ -517,8 +517,9 @@ fn tiles_of_scene(location: &Path, id: &str, chips: &ChipOptions) -> Result<Vec<
                 path: location.to_path_buf(),
                 crop: Some(rect),
             },
+            // A tile off the Earth (a geostationary disk's corners) has no bounds.
             bounds: match &scene.georef {
-                Some(g) => Some(g.tile_bounds(rect)?),
+                Some(g) => g.tile_bounds_on_earth(rect)?,
                 None => None,
             },
         });

@@ -30,16 +30,19 @@ pub struct TileRecord {
 }
 
 /// The closed ring of a tile's four pixel corners: WGS 84 (longitude, latitude) through
-/// `georef`, else pixel (x, y); counter-clockwise as RFC 7946 asks of exterior rings.
-pub fn tile_ring(georef: Option<&GeoRef>, (x, y, w, h): Rect) -> Result<Vec<[f64; 2]>> {
+/// `georef`, else pixel (x, y); counter-clockwise as RFC 7946 asks of exterior rings. `None`
+/// when a corner is off the Earth (a geostationary disk's corners): such a tile has no
+/// footprint, and its feature a null geometry.
+pub fn tile_ring(georef: Option<&GeoRef>, (x, y, w, h): Rect) -> Result<Option<Vec<[f64; 2]>>> {
     let corners = [(x, y), (x, y + h), (x + w, y + h), (x + w, y)];
     let mut ring = Vec::with_capacity(5);
     for (px, py) in corners {
         ring.push(match georef {
-            Some(g) => {
-                let (lon, lat) = g.pixel_to_lon_lat(px as f64, py as f64)?;
-                [lon, lat]
-            }
+            Some(g) => match g.pixel_to_lon_lat(px as f64, py as f64) {
+                Ok((lon, lat)) => [lon, lat],
+                Err(e) if e.is::<crate::scene::georef::OutsideProjection>() => return Ok(None),
+                Err(e) => return Err(e),
+            },
             None => [px as f64, py as f64],
         });
     }
@@ -54,7 +57,7 @@ pub fn tile_ring(georef: Option<&GeoRef>, (x, y, w, h): Rect) -> Result<Vec<[f64
         ring.reverse();
     }
     ring.push(ring[0]);
-    Ok(ring)
+    Ok(Some(ring))
 }
 
 /// `[west, south, east, north]` (or `[min x, min y, max x, max y]`) of a ring.
@@ -80,7 +83,7 @@ pub fn bounds(ring: &[[f64; 2]]) -> [f64; 4] {
 /// A tile as a GeoJSON Feature: its polygon; `scene`, `tile`, the best label and its score as
 /// plain `label` and `score` (what QGIS and other GIS tools can style and filter by: they read
 /// nested values as JSON strings), all `labels` ranked, and `caption`.
-pub fn feature(scene: &str, rec: &TileRecord, ring: Vec<[f64; 2]>) -> Feature {
+pub fn feature(scene: &str, rec: &TileRecord, ring: Option<Vec<[f64; 2]>>) -> Feature {
     let mut props = JsonObject::new();
     props.insert("scene".into(), json!(scene));
     let (x, y, w, h) = rec.rect;
@@ -101,7 +104,7 @@ pub fn feature(scene: &str, rec: &TileRecord, ring: Vec<[f64; 2]>) -> Feature {
     }
     Feature {
         bbox: None,
-        geometry: Some(Geometry::new(GeometryValue::new_polygon([ring]))),
+        geometry: ring.map(|r| Geometry::new(GeometryValue::new_polygon([r]))),
         id: None,
         properties: Some(props),
         foreign_members: None,
@@ -507,30 +510,39 @@ pub fn write_geoparquet(
         fields.push(Field::new(k, dt, true));
         columns.push(col);
     }
-    let mut rings: Vec<Vec<[f64; 2]>> = Vec::with_capacity(features.len());
+    // A tile off the Earth has no footprint: a null geometry, as in the GeoJSON.
+    let mut rings: Vec<Option<Vec<[f64; 2]>>> = Vec::with_capacity(features.len());
     for f in features {
         let ring = match f.geometry.as_ref().map(|g| &g.value) {
-            Some(GeometryValue::Polygon { coordinates }) => coordinates
-                .first()
-                .map(|r| r.iter().map(|p| [p[0], p[1]]).collect())
-                .unwrap_or_default(),
+            Some(GeometryValue::Polygon { coordinates }) => Some(
+                coordinates
+                    .first()
+                    .map(|r| r.iter().map(|p| [p[0], p[1]]).collect())
+                    .unwrap_or_default(),
+            ),
+            None => None,
             _ => anyhow::bail!("{}: a feature without a polygon", path.display()),
         };
         rings.push(ring);
     }
-    let wkb: Vec<Vec<u8>> = rings
+    let wkb: Vec<Option<Vec<u8>>> = rings
         .iter()
-        .map(|r| crate::geoparquet::wkb_polygon(r))
+        .map(|r| r.as_ref().map(|r| crate::geoparquet::wkb_polygon(r)))
         .collect();
-    fields.push(Field::new("geometry", DataType::Binary, false));
-    columns.push(Arc::new(BinaryArray::from_iter_values(wkb.iter())));
-    let bbox = crate::geoparquet::bbox(rings.iter().map(|r| &r[..]));
+    fields.push(Field::new("geometry", DataType::Binary, true));
+    columns.push(Arc::new(BinaryArray::from_iter(
+        wkb.iter().map(|w| w.as_deref()),
+    )));
+    let bbox = crate::geoparquet::bbox(rings.iter().flatten().map(|r| &r[..]));
     // GeoParquet readers look for `geo` in the Parquet file's own key-value metadata (the Arrow
     // schema's metadata would only be inside ARROW:schema).
     let kv = vec![
         parquet::file::metadata::KeyValue::new(
             "geo".to_string(),
-            crate::geoparquet::geo_metadata(coordinates, (!features.is_empty()).then_some(bbox)),
+            crate::geoparquet::geo_metadata(
+                coordinates,
+                rings.iter().any(Option::is_some).then_some(bbox),
+            ),
         ),
         parquet::file::metadata::KeyValue::new("skyscribe".to_string(), info.to_string()),
     ];
@@ -616,7 +628,7 @@ mod tests {
 
     #[test]
     fn pixel_rings_are_closed_and_counter_clockwise() {
-        let ring = tile_ring(None, (10, 20, 4, 3)).unwrap();
+        let ring = tile_ring(None, (10, 20, 4, 3)).unwrap().unwrap();
         assert_eq!(ring.len(), 5);
         assert_eq!(ring[0], ring[4]);
         let area: f64 = (0..4)

@@ -462,10 +462,61 @@ fn projection(keys: &GeoKeys, p: &Params) -> Result<String> {
     projection_from_params(keys, p)
 }
 
+/// The ESRI PE string of a projected CRS in the citations (`ESRI PE String = PROJCS[…]`), as
+/// ArcGIS writes projections GeoTIFF has no keys for.
+fn esri_pe_projcs(keys: &GeoKeys) -> Option<String> {
+    keys.citations()
+        .into_iter()
+        .find_map(|c| c.find("PROJCS[").map(|at| c[at..].to_string()))
+}
+
+/// A projection only an ESRI PE string describes, as GDAL imports it (`importFromESRI`): its
+/// PROJECTION and PARAMETERs. Methods not mapped here are refused by name, never guessed.
+fn projection_from_esri_pe(pe: &str, metres_per_unit: f64) -> Result<String> {
+    let quoted = |after: &str| -> Option<String> {
+        let at = pe.find(after)? + after.len();
+        let rest = &pe[at..];
+        Some(rest[..rest.find('"')?].to_string())
+    };
+    let method = quoted("PROJECTION[\"").ok_or_else(|| {
+        anyhow!("the ESRI PE string names no PROJECTION: its CRS cannot be read exactly")
+    })?;
+    // ESRI's parameter names, in any case (ArcGIS and GDAL spell some differently).
+    let lower = pe.to_ascii_lowercase();
+    let param = |names: &[&str]| -> Option<f64> {
+        names.iter().find_map(|name| {
+            let key = format!("parameter[\"{name}\",");
+            let at = lower.find(&key)? + key.len();
+            let rest = &lower[at..];
+            rest[..rest.find(']')?].trim().parse().ok()
+        })
+    };
+    let fe = param(&["false_easting"]).unwrap_or(0.0) * metres_per_unit;
+    let fn_ = param(&["false_northing"]).unwrap_or(0.0) * metres_per_unit;
+    Ok(match method.as_str() {
+        // ESRI's geostationary view sweeps along y (GDAL: "Geostationary Satellite (Sweep Y)");
+        // its Option 0 (or none) is that view, any other is refused.
+        "Geostationary_Satellite" if param(&["option"]).unwrap_or(0.0) == 0.0 => format!(
+            "+proj=geos +h={} +lon_0={} +sweep=y +x_0={fe} +y_0={fn_}",
+            param(&["satellite_height", "height"]).ok_or_else(|| anyhow!(
+                "the ESRI PE string's geostationary view has no satellite height"
+            ))?,
+            param(&["central_meridian", "longitude_of_center"]).unwrap_or(0.0),
+        ),
+        m => bail!(
+            "the projection {m:?} of the file's ESRI PE string is not read here (only GDAL reads \
+             it: --reader gdal, or reproject the scene with gdalwarp -t_srs EPSG:…)"
+        ),
+    })
+}
+
 fn projection_from_params(keys: &GeoKeys, p: &Params) -> Result<String> {
-    let ct = keys
-        .short(PROJ_COORD_TRANS)
-        .ok_or_else(|| anyhow!("a user-defined projected CRS without ProjCoordTransGeoKey"))?;
+    let Some(ct) = keys.short(PROJ_COORD_TRANS) else {
+        if let Some(pe) = esri_pe_projcs(keys) {
+            return projection_from_esri_pe(&pe, p.metres_per_unit);
+        }
+        bail!("a user-defined projected CRS without ProjCoordTransGeoKey");
+    };
     let lon = |ids: &[u16]| p.angle(ids).unwrap_or(0.0);
     let nat_lon = lon(&[NAT_ORIGIN_LONG, FALSE_ORIGIN_LONG, CENTER_LONG]);
     let nat_lat = lon(&[NAT_ORIGIN_LAT, FALSE_ORIGIN_LAT, CENTER_LAT]);
@@ -554,10 +605,14 @@ pub fn from_geokeys(keys: &GeoKeys) -> Result<Crs> {
     let projected = match model {
         Some(1) => true,
         Some(2) => false,
-        // User-defined or missing: projected when any projection key is there.
-        _ => [PROJECTED_CS_TYPE, PROJECTION, PROJ_COORD_TRANS]
-            .iter()
-            .any(|&k| keys.short(k).is_some()),
+        // User-defined or missing: projected when any projection key is there, or (as GDAL
+        // reads such files) when a citation holds an ESRI PE string of a projected CRS.
+        _ => {
+            [PROJECTED_CS_TYPE, PROJECTION, PROJ_COORD_TRANS]
+                .iter()
+                .any(|&k| keys.short(k).is_some())
+                || esri_pe_projcs(keys).is_some()
+        }
     };
     let degrees_per_unit = match keys.short(GEOG_ANGULAR_UNITS) {
         None | Some(0) => 1.0,
@@ -698,6 +753,42 @@ mod tests {
             d.extend([a, b, c, e]);
         }
         d
+    }
+
+    #[test]
+    fn esri_pe_projections_are_read_where_known_and_refused_by_name_elsewhere() {
+        let geos = "ESRI PE String = PROJCS[\"x\",GEOGCS[\"g\",DATUM[\"D\",SPHEROID[\"s\",6378160,298.25]],\
+            PRIMEM[\"Greenwich\",0],UNIT[\"Degree\",0.0174532925199433]],PROJECTION[\"Geostationary_Satellite\"],\
+            PARAMETER[\"False_Easting\",0.0],PARAMETER[\"Longitude_Of_Center\",9.5],\
+            PARAMETER[\"Height\",35785831.0],PARAMETER[\"Option\",0.0],UNIT[\"Meter\",1.0]]";
+        let p = projection_from_esri_pe(geos, 1.0).unwrap();
+        assert!(
+            p.contains("+proj=geos +h=35785831 +lon_0=9.5 +sweep=y"),
+            "{p}"
+        );
+        let bonne = geos.replace("Geostationary_Satellite", "Bonne");
+        let e = projection_from_esri_pe(&bonne, 1.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"Bonne\"") && e.contains("--reader gdal"),
+            "{e}"
+        );
+        // A model type that is user-defined with a PE string is projected, as GDAL reads it.
+        let d = dir(&[
+            (1024, 0, 1, 32767),
+            (2057, 34736, 1, 0),
+            (2059, 34736, 1, 1),
+            (3073, 34737, geos.len() as u16 + 1, 0),
+        ]);
+        let ascii = format!("{geos}|");
+        let c = from_geokeys(&GeoKeys {
+            directory: &d,
+            doubles: &[6378160.0, 298.25],
+            ascii: &ascii,
+        })
+        .unwrap();
+        assert!(!c.geographic && c.proj.contains("+proj=geos"), "{c:?}");
     }
 
     #[test]

@@ -71,8 +71,11 @@ impl GdalReader {
                 "GDAL opens it, but it has no raster bands (a SAFE folder or container: name one of its subdatasets)"
             );
         }
-        if width == 0 || height == 0 || width > u32::MAX as usize || height > u32::MAX as usize {
-            bail!("GDAL says it is {width}×{height} pixels");
+        // The native reader's limit, for the same reason: a band of rows of a taller or wider
+        // scene could not be held (GDAL's test files include a 2,048 × 1,073,741,824 one).
+        let max = super::tiff_reader::MAX_SIDE as usize;
+        if width == 0 || height == 0 || width > max || height > max {
+            bail!("the image claims {width}×{height} pixels (scenes up to {max} a side are read)");
         }
         let b1 = ds.rasterband(1)?;
         let structure = |key: &str| {
@@ -129,7 +132,10 @@ impl GdalReader {
             Self {
                 ds,
                 width,
-                block_h: (block_h.max(1)).min(height) as u32,
+                // A stretch's decimated read takes a block at a time: at most ~32 MB of f64.
+                block_h: block_h
+                    .clamp(1, ((32usize << 20) / (width * 8)).max(1))
+                    .min(height) as u32,
                 palette,
                 signed_bytes,
                 mask,
@@ -279,7 +285,8 @@ impl OsrLonLat {
         let wrap = |ct| Self {
             ct: Arc::new(Mutex::new(SendTransform(ct))),
         };
-        if let Ok(ct) = CoordTransform::new_with_options(&source, &wgs84, &opts) {
+        // Its failure is an answer here (no exact transformation), said in datum_note below.
+        if let Ok(ct) = quietly(|| CoordTransform::new_with_options(&source, &wgs84, &opts)) {
             return Ok((wrap(ct), None));
         }
         let mut own = srs.geog_cs()?;
@@ -298,8 +305,23 @@ impl OsrLonLat {
     pub fn lon_lat(&self, x: f64, y: f64) -> Result<(f64, f64)> {
         let ct = self.ct.lock().unwrap_or_else(|e| e.into_inner());
         let (mut xs, mut ys, mut zs) = ([x], [y], [0.0]);
-        ct.0.transform_coords(&mut xs, &mut ys, &mut zs)
-            .map_err(|e| anyhow!("PROJ: {e}"))?;
+        if quietly(|| ct.0.transform_coords(&mut xs, &mut ys, &mut zs)).is_err()
+            || !(xs[0].is_finite() && ys[0].is_finite())
+        {
+            // OSR fails (or gives infinities) where PROJ has no inverse: off the Earth.
+            return Err(anyhow::Error::new(super::georef::OutsideProjection));
+        }
         Ok((xs[0], ys[0]))
     }
+}
+
+/// `f` with GDAL's error messages silenced: for calls whose failure skyscribe reports itself
+/// (GDAL would print "ERROR 1: Point outside of projection domain" for every tile off the
+/// Earth).
+fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: the handler stack is per thread; every push is popped before returning.
+    unsafe { gdal_sys::CPLPushErrorHandler(Some(gdal_sys::CPLQuietErrorHandler)) };
+    let out = f();
+    unsafe { gdal_sys::CPLPopErrorHandler() };
+    out
 }

@@ -33,6 +33,20 @@ pub struct GeoRef {
     ascii: String,
 }
 
+/// A point outside the projection's domain (the space around the Earth's disk in a
+/// geostationary view, the far side of an orthographic one): it has no longitude/latitude, as
+/// GDAL and PROJ give it none. Callers turn such tiles' footprints into nulls, never guesses.
+#[derive(Debug)]
+pub struct OutsideProjection;
+
+impl std::fmt::Display for OutsideProjection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the point is outside the projection's domain (off the Earth)")
+    }
+}
+
+impl std::error::Error for OutsideProjection {}
+
 /// How CRS coordinates become longitude/latitude.
 #[derive(Clone)]
 enum ToLonLat {
@@ -241,26 +255,29 @@ impl GeoRef {
         let (crs, lon_lat, geographic, k) = match &self.to_lon_lat {
             ToLonLat::Proj4rs(p) => (&p.crs, &p.lon_lat, p.geographic, p.degrees_per_unit),
             #[cfg(feature = "gdal")]
-            ToLonLat::Osr(t) => {
-                return t.lon_lat(x, y).map_err(|e| {
-                    anyhow!(
-                        "{} → longitude/latitude failed at ({x}, {y}): {e}",
-                        self.crs_name
-                    )
-                });
-            }
+            // Its errors are OutsideProjection, passed on as they are.
+            ToLonLat::Osr(t) => return t.lon_lat(x, y),
         };
         let mut p = if geographic {
             ((x * k).to_radians(), (y * k).to_radians(), 0.0)
         } else {
             (x, y, 0.0)
         };
-        proj4rs::transform::transform(crs, lon_lat, &mut p).map_err(|e| {
-            anyhow!(
-                "{} → longitude/latitude failed at ({x}, {y}): {e}",
-                self.crs_name
-            )
-        })?;
+        match proj4rs::transform::transform(crs, lon_lat, &mut p) {
+            Err(proj4rs::errors::Error::CoordTransOutsideProjectionDomain) => {
+                return Err(anyhow::Error::new(OutsideProjection));
+            }
+            Err(e) => {
+                return Err(anyhow!(
+                    "{} → longitude/latitude failed at ({x}, {y}): {e}",
+                    self.crs_name
+                ));
+            }
+            Ok(()) => {}
+        }
+        if !(p.0.is_finite() && p.1.is_finite()) {
+            return Err(anyhow::Error::new(OutsideProjection));
+        }
         Ok((p.0.to_degrees(), p.1.to_degrees()))
     }
 
@@ -268,6 +285,15 @@ impl GeoRef {
     pub fn pixel_to_lon_lat(&self, col: f64, row: f64) -> Result<(f64, f64)> {
         let (x, y) = self.pixel_to_crs(col, row);
         self.crs_to_lon_lat(x, y)
+    }
+
+    /// `[west, south, east, north]` in WGS 84 degrees of a pixel rectangle's four corners;
+    /// `None` when a corner is off the Earth ([`OutsideProjection`]).
+    pub fn tile_bounds_on_earth(&self, rect: (u32, u32, u32, u32)) -> Result<Option<[f64; 4]>> {
+        match self.tile_bounds(rect) {
+            Err(e) if e.is::<OutsideProjection>() => Ok(None),
+            other => other.map(Some),
+        }
     }
 
     /// `[west, south, east, north]` in WGS 84 degrees of a pixel rectangle's four corners.

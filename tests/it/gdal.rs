@@ -141,3 +141,28 @@ fn a_cog_over_http_through_gdal_gives_the_native_scans_features() {
         same_features(&native, &out, &input);
     }
 }
+
+#[test]
+fn gdal_read_scenes_keep_the_native_readers_size_limit() {
+    // A VRT that claims two million rows (GDAL's own test files hold a 2,048 × 1,073,741,824
+    // TIFF): refused by name, as the native reader refuses such a TIFF, not read until the
+    // memory runs out.
+    let dir = scratch("gdal-huge");
+    let vrt = dir.join("tall.vrt");
+    std::fs::write(
+        &vrt,
+        "<VRTDataset rasterXSize=\"64\" rasterYSize=\"2000000\"><VRTRasterBand dataType=\"Byte\" \
+         band=\"1\"/></VRTDataset>",
+    )
+    .unwrap();
+    let r = skyscribe(&[
+        "scan",
+        vrt.to_str().unwrap(),
+        "--labels",
+        LABELS,
+        "--pixel-coords",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("64×2000000 pixels"), "{}", r.stderr);
+    assert!(r.stderr.contains("tall.vrt"), "{}", r.stderr);
+}

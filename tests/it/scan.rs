@@ -959,3 +959,63 @@ fn parquet_meta(path: &Path, key: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("{}: no {key} metadata", path.display()));
     serde_json::from_str(&value).unwrap()
 }
+
+/// A geostationary full disk (GDAL-made: user-defined keys and an ESRI PE string): the tiles
+/// on the Earth are where OSR puts them; the disk's corner tiles have no footprint, so their
+/// features carry a null geometry (GeoJSON and GeoParquet alike) and JSON Lines null bounds,
+/// while the scan itself goes on.
+#[test]
+fn tiles_off_the_earth_have_no_footprint_and_the_rest_are_placed() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let dir = scratch("scan-geostationary");
+    let scene = crate::common::fixtures().join("gdal_cases/geostationary-esri-pe.tif");
+    let (json_out, pq_out) = (dir.join("disk.geojson"), dir.join("disk.parquet"));
+    let r = scan(
+        &[scene.to_str().unwrap()],
+        (24, 24),
+        &["--out", json_out.to_str().unwrap(), "--jsonl"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let fc = read_json(&json_out);
+    let features = fc["features"].as_array().unwrap();
+    assert_eq!(features.len(), 12, "a 96 × 72 disk in 24-px tiles");
+    let null: Vec<&serde_json::Value> = features
+        .iter()
+        .filter(|f| f["geometry"].is_null())
+        .map(|f| &f["properties"]["tile"])
+        .collect();
+    assert!(
+        null.contains(&&serde_json::json!([0, 0, 24, 24])),
+        "{null:?}"
+    );
+    assert!(null.len() < features.len(), "the centre tiles are placed");
+    // The tile over the disk's centre: a small square around (0°, 0°).
+    let centre = features
+        .iter()
+        .find(|f| f["properties"]["tile"] == serde_json::json!([24, 24, 24, 24]))
+        .unwrap();
+    let ring = centre["geometry"]["coordinates"][0].as_array().unwrap();
+    assert!(ring.iter().all(|p| p[0].as_f64().unwrap().abs() < 30.0));
+    let lines = json_lines(&r.stdout);
+    let nulls = lines.iter().filter(|l| l["bounds"].is_null()).count();
+    assert_eq!(nulls, null.len());
+    // GeoParquet: the same rows, a null geometry where the GeoJSON has one.
+    let r = scan(
+        &[scene.to_str().unwrap()],
+        (24, 24),
+        &["--out", pq_out.to_str().unwrap()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let reader = SerializedFileReader::new(std::fs::File::open(&pq_out).unwrap()).unwrap();
+    let geometries: Vec<bool> = reader
+        .get_row_iter(None)
+        .unwrap()
+        .map(|row| {
+            let row = row.unwrap();
+            row.get_column_iter()
+                .any(|(n, f)| n == "geometry" && matches!(f, parquet::record::Field::Bytes(_)))
+        })
+        .collect();
+    let want: Vec<bool> = features.iter().map(|f| !f["geometry"].is_null()).collect();
+    assert_eq!(geometries, want);
+}
