@@ -473,36 +473,8 @@ impl Scene {
                 })
             }
             Source::Raster(reader) => {
-                let nb = bands.len();
                 let (data, mask) = reader.read_rows(y0, h, &bands, step)?;
-                let mut pixels = Vec::with_capacity(n * 3);
-                let mut valid = Vec::with_capacity(n);
-                // Per band: value → (value − lo) · 255 / (hi − lo), rounded half up, clamped.
-                let scales = self.ranges.map(|(lo, hi)| (lo, 255.0 / (hi - lo)));
-                let all_valid = mask.is_none() && self.alpha.is_none() && self.nodata.is_none();
-                for (p, px) in data.chunks_exact(nb).enumerate() {
-                    let ok =
-                        all_valid || valid_pixel(px, &mask, p, self.nodata, self.alpha.is_some());
-                    valid.push(ok);
-                    if !ok {
-                        pixels.extend_from_slice(&[0; 3]);
-                        continue;
-                    }
-                    for (&(lo, k), &v) in scales.iter().zip(px) {
-                        let x = (v - lo) * k;
-                        // NaN fails every comparison and becomes 0, like nodata.
-                        let byte = if is_nodata(v, self.nodata) {
-                            0
-                        } else if x >= 254.5 {
-                            255
-                        } else if x > 0.0 {
-                            (x + 0.5) as u8
-                        } else {
-                            0
-                        };
-                        pixels.push(byte);
-                    }
-                }
+                let (pixels, valid) = self.to_rgb(&data, &mask, bands.len());
                 Ok(RgbRows {
                     y0,
                     width: out_w,
@@ -514,10 +486,106 @@ impl Scene {
         }
     }
 
-    /// The whole scene at most `max_side` pixels on its longer side (every k-th pixel), read
-    /// top to bottom in bands of rows; and k.
+    /// Samples (pixel-interleaved, `nb` bands: the shown ones, then alpha) in 8-bit RGB by the
+    /// scene's stretch, with each pixel's validity (invalid pixels are black).
+    fn to_rgb(&self, data: &[f32], mask: &Option<Vec<bool>>, nb: usize) -> (Vec<u8>, Vec<bool>) {
+        let n = data.len() / nb.max(1);
+        let mut pixels = Vec::with_capacity(n * 3);
+        let mut valid = Vec::with_capacity(n);
+        // Per band: value → (value − lo) · 255 / (hi − lo), rounded half up, clamped.
+        let scales = self.ranges.map(|(lo, hi)| (lo, 255.0 / (hi - lo)));
+        let all_valid = mask.is_none() && self.alpha.is_none() && self.nodata.is_none();
+        for (p, px) in data.chunks_exact(nb).enumerate() {
+            let ok = all_valid || valid_pixel(px, mask, p, self.nodata, self.alpha.is_some());
+            valid.push(ok);
+            if !ok {
+                pixels.extend_from_slice(&[0; 3]);
+                continue;
+            }
+            for (&(lo, k), &v) in scales.iter().zip(px) {
+                let x = (v - lo) * k;
+                // NaN fails every comparison and becomes 0, like nodata.
+                let byte = if is_nodata(v, self.nodata) {
+                    0
+                } else if x >= 254.5 {
+                    255
+                } else if x > 0.0 {
+                    (x + 0.5) as u8
+                } else {
+                    0
+                };
+                pixels.push(byte);
+            }
+        }
+        (pixels, valid)
+    }
+
+    /// The preview from the smallest overview at least as large as it (a COG's point: a
+    /// picture of the whole scene without reading every full-resolution tile), each preview
+    /// pixel taken from the overview pixel over it; `None` when there is no such overview.
+    fn preview_from_overview(&mut self, step: u32) -> Result<Option<RgbImage>> {
+        let (out_w, out_h) = (self.width.div_ceil(step), self.height.div_ceil(step));
+        let bands = self.read_bands();
+        let Source::Raster(reader) = &self.source else {
+            return Ok(None);
+        };
+        let best = reader
+            .overviews()
+            .into_iter()
+            .enumerate()
+            .filter(|(_, (w, h))| *w >= out_w && *h >= out_h)
+            .min_by_key(|(_, (w, _))| *w);
+        let Some((i, (ow, oh))) = best else {
+            return Ok(None);
+        };
+        let mut overview = reader.open_overview(i)?;
+        // Preview pixel (c, r) shows scene pixel (c·step, r·step): overview pixel
+        // (c·step·ow/width, r·step·oh/height).
+        let col = |c: u32| ((c as u64 * step as u64 * ow as u64) / self.width as u64) as usize;
+        let row = |r: u32| ((r as u64 * step as u64 * oh as u64) / self.height as u64) as u32;
+        let cols: Vec<usize> = (0..out_w).map(|c| col(c).min(ow as usize - 1)).collect();
+        let nb = bands.len();
+        let block = overview.chunk_height().clamp(1, oh);
+        let mut data = Vec::with_capacity(out_w as usize * out_h as usize * nb);
+        let mut mask_all: Option<Vec<bool>> = None;
+        let mut r = 0;
+        let mut y0 = 0;
+        while r < out_h && y0 < oh {
+            let h = block.min(oh - y0);
+            let (values, mask) = overview.read_rows(y0, h, &bands, 1)?;
+            while r < out_h && row(r).min(oh - 1) < y0 + h {
+                let src_row = (row(r).min(oh - 1) - y0) as usize;
+                for &c in &cols {
+                    let p = src_row * ow as usize + c;
+                    data.extend_from_slice(&values[p * nb..(p + 1) * nb]);
+                    if let Some(m) = &mask {
+                        mask_all.get_or_insert_with(Vec::new).push(m[p]);
+                    }
+                }
+                r += 1;
+            }
+            y0 += h;
+        }
+        let (pixels, _) = self.to_rgb(&data, &mask_all, nb);
+        Ok(Some(RgbImage {
+            width: out_w,
+            height: out_h,
+            pixels,
+        }))
+    }
+
+    /// The whole scene at most `max_side` pixels on its longer side (every k-th pixel; from an
+    /// overview when the file has one at least that large), read top to bottom in bands of
+    /// rows; and k.
     pub fn preview(&mut self, max_side: u32) -> Result<(RgbImage, u32)> {
         let step = self.width.max(self.height).div_ceil(max_side.max(1)).max(1);
+        if step > 1
+            && let Some(img) = self
+                .preview_from_overview(step)
+                .with_context(|| format!("{}: overview", self.path.display()))?
+        {
+            return Ok((img, step));
+        }
         let block = (step * 64).min(self.height);
         let mut pixels = Vec::new();
         let mut y = 0;

@@ -27,6 +27,16 @@ pub trait RasterReader: Send {
         bands: &[usize],
         step: u32,
     ) -> Result<(Vec<f32>, Option<Vec<bool>>)>;
+
+    /// Reduced-resolution copies (a COG's overviews) as (width, height), largest first.
+    fn overviews(&self) -> Vec<(u32, u32)> {
+        vec![]
+    }
+
+    /// Overview `i` of [`RasterReader::overviews`], as a reader of its own (same bands).
+    fn open_overview(&self, i: usize) -> Result<Box<dyn RasterReader>> {
+        bail!("no overview {i}")
+    }
 }
 
 /// What a reader found when it opened a raster.

@@ -31,6 +31,45 @@ pub trait ByteSource: Send {
             .pop()
             .unwrap_or_default())
     }
+    /// The 16 KiB block `index` (the last one shorter), which headers are read in.
+    fn block(&mut self, index: u64) -> Result<Arc<Vec<u8>>> {
+        let start = index * BLOCK;
+        let end = (start + BLOCK).min(self.size());
+        Ok(Arc::new(self.read_range(start..end)?))
+    }
+}
+
+/// A source whose header blocks are kept (the last 256), for every decoder over it: the
+/// image's, the mask's and the overviews' walkers and readers read the header once.
+struct BlockCached {
+    inner: Box<dyn ByteSource>,
+    blocks: HashMap<u64, Arc<Vec<u8>>>,
+    order: VecDeque<u64>,
+}
+
+impl ByteSource for BlockCached {
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+
+    fn read_ranges(&mut self, ranges: &[Range<u64>]) -> Result<Vec<Vec<u8>>> {
+        self.inner.read_ranges(ranges)
+    }
+
+    fn block(&mut self, index: u64) -> Result<Arc<Vec<u8>>> {
+        if let Some(b) = self.blocks.get(&index) {
+            return Ok(b.clone());
+        }
+        let b = self.inner.block(index)?;
+        if self.order.len() >= MAX_BLOCKS
+            && let Some(old) = self.order.pop_front()
+        {
+            self.blocks.remove(&old);
+        }
+        self.blocks.insert(index, b.clone());
+        self.order.push_back(index);
+        Ok(b)
+    }
 }
 
 /// A source shared by the header reader and the chunk reader of one scene.
@@ -59,7 +98,11 @@ pub fn open(location: &str, opts: &RemoteOptions) -> Result<Shared> {
     } else {
         Box::new(LocalFile::open(location)?)
     };
-    Ok(Arc::new(Mutex::new(src)))
+    Ok(Arc::new(Mutex::new(Box::new(BlockCached {
+        inner: src,
+        blocks: HashMap::new(),
+        order: VecDeque::new(),
+    }))))
 }
 
 struct LocalFile {
@@ -264,8 +307,6 @@ pub struct BlockReader {
     src: Shared,
     len: u64,
     pos: u64,
-    blocks: HashMap<u64, Arc<Vec<u8>>>,
-    order: VecDeque<u64>,
 }
 
 const BLOCK: u64 = 16 << 10;
@@ -274,36 +315,15 @@ const MAX_BLOCKS: usize = 256;
 impl BlockReader {
     pub fn new(src: Shared) -> Self {
         let len = src.lock().unwrap_or_else(|e| e.into_inner()).size();
-        Self {
-            src,
-            len,
-            pos: 0,
-            blocks: HashMap::new(),
-            order: VecDeque::new(),
-        }
+        Self { src, len, pos: 0 }
     }
 
     fn block(&mut self, index: u64) -> std::io::Result<Arc<Vec<u8>>> {
-        if let Some(b) = self.blocks.get(&index) {
-            return Ok(b.clone());
-        }
-        let start = index * BLOCK;
-        let end = (start + BLOCK).min(self.len);
-        let got = self
-            .src
+        self.src
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .read_range(start..end)
-            .map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-        let b = Arc::new(got);
-        if self.order.len() >= MAX_BLOCKS
-            && let Some(old) = self.order.pop_front()
-        {
-            self.blocks.remove(&old);
-        }
-        self.blocks.insert(index, b.clone());
-        self.order.push_back(index);
-        Ok(b)
+            .block(index)
+            .map_err(|e| std::io::Error::other(format!("{e:#}")))
     }
 }
 

@@ -105,6 +105,9 @@ pub struct TiffReader {
     /// Decoded chunks kept between calls, by chunk index.
     cache: HashMap<u32, Arc<DecodingResult>>,
     mask: Option<MaskReader>,
+    /// Reduced-resolution copies of the image (a COG's overviews): IFD index, width, height,
+    /// largest first.
+    overviews: Vec<(usize, u32, u32)>,
 }
 
 /// What the first image's tags say beyond the pixels.
@@ -150,7 +153,18 @@ impl TiffReader {
     /// Opens the first image of a TIFF and reads its tags; nothing is decoded yet.
     pub fn open(path: &Path, remote: &RemoteOptions) -> Result<(Self, TiffTags)> {
         let src = source::open(&path.to_string_lossy(), remote)?;
+        let (mut reader, tags) = Self::open_at(src, 0)?;
+        reader.overviews = find_overviews(&reader.src, &reader.layout, reader.stored_samples)?;
+        Ok((reader, tags))
+    }
+
+    /// Opens image `ifd` of the file (0: the full-resolution image; an overview's index).
+    fn open_at(src: Shared, ifd: usize) -> Result<(Self, TiffTags)> {
         let mut d = open_decoder(&src)?;
+        if ifd > 0 {
+            d.seek_to_image(ifd)
+                .map_err(|e| anyhow!("image {ifd} of the file: {e}"))?;
+        }
         let (width, height) = d.dimensions().map_err(tiff_err)?;
         if width == 0 || height == 0 || width > MAX_SIDE || height > MAX_SIDE {
             bail!(
@@ -372,6 +386,7 @@ impl TiffReader {
                 layout,
                 cache: HashMap::new(),
                 mask,
+                overviews: vec![],
             },
             tags,
         ))
@@ -863,9 +878,53 @@ impl MaskReader {
     }
 }
 
+/// The file's overviews of `image` (NewSubfileType with the reduced-resolution bit and not the
+/// mask bit, the same samples, smaller): IFD index, width, height, largest first. GDAL and COGs
+/// put them after the full-resolution image; a bound keeps a looping IFD chain from walking
+/// forever.
+fn find_overviews(src: &Shared, image: &Layout, samples: usize) -> Result<Vec<(usize, u32, u32)>> {
+    let mut walker = open_decoder(src)?;
+    let mut found = Vec::new();
+    let mut index = 0usize;
+    while index < 64 && walker.more_images() {
+        index += 1;
+        if walker.seek_to_image(index).is_err() {
+            break;
+        }
+        let kind = walker
+            .find_tag_unsigned::<u32>(Tag::NewSubfileType)
+            .map_err(tiff_err)?
+            .unwrap_or(0);
+        let spp = walker
+            .find_tag_unsigned::<u16>(Tag::SamplesPerPixel)
+            .map_err(tiff_err)?
+            .unwrap_or(1) as usize;
+        let Ok((w, h)) = walker.dimensions() else {
+            continue;
+        };
+        if kind & 1 != 0 && kind & 4 == 0 && spp == samples && w < image.width && h < image.height {
+            found.push((index, w, h));
+        }
+    }
+    found.sort_by_key(|&(_, w, _)| std::cmp::Reverse(w));
+    Ok(found)
+}
+
 impl RasterReader for TiffReader {
     fn chunk_height(&self) -> u32 {
         self.layout.chunk_h
+    }
+
+    fn overviews(&self) -> Vec<(u32, u32)> {
+        self.overviews.iter().map(|&(_, w, h)| (w, h)).collect()
+    }
+
+    fn open_overview(&self, i: usize) -> Result<Box<dyn RasterReader>> {
+        let &(ifd, _, _) = self
+            .overviews
+            .get(i)
+            .ok_or_else(|| anyhow!("no overview {i}"))?;
+        Ok(Box::new(Self::open_at(self.src.clone(), ifd)?.0))
     }
 
     fn read_rows(
