@@ -254,6 +254,18 @@ impl SceneInput {
     }
 }
 
+/// Whether `s` looks like a GDAL connection string: `DRIVER:rest`, the driver name in capitals
+/// (`SENTINEL2_L2A:`, `NETCDF:`, `HDF5:`, `GTIFF_DIR:`).
+fn is_gdal_connection(s: &str) -> bool {
+    s.split_once(':').is_some_and(|(driver, rest)| {
+        driver.len() > 1
+            && !rest.is_empty()
+            && driver
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    })
+}
+
 /// The scenes among `inputs` (folders walked for images, sorted; STAC items and searches
 /// resolved to their items); inputs that fail are reported and counted.
 fn gather_scenes(inputs: &[PathBuf], query: &StacQuery) -> (Vec<SceneInput>, usize) {
@@ -277,7 +289,12 @@ fn gather_scenes(inputs: &[PathBuf], query: &StacQuery) -> (Vec<SceneInput>, usi
                     report(&format!("{e:#}"));
                 }
             }
-        } else if skyscribe::scene::source::is_remote(&s) || s.starts_with("/vsi") {
+        } else if skyscribe::scene::source::is_remote(&s)
+            || s.starts_with("/vsi")
+            || (skyscribe::scene::HAS_GDAL && is_gdal_connection(&s) && !p.exists())
+        {
+            // GDAL's connection strings (SENTINEL2_L2A:…:10m:EPSG_32633, NETCDF:file.nc:var)
+            // name subdatasets, not files: the GDAL reader opens them.
             urls.push(p.clone());
         } else {
             paths.push(p.clone());

@@ -166,3 +166,22 @@ fn gdal_read_scenes_keep_the_native_readers_size_limit() {
     assert!(r.stderr.contains("64×2000000 pixels"), "{}", r.stderr);
     assert!(r.stderr.contains("tall.vrt"), "{}", r.stderr);
 }
+
+#[test]
+fn a_netcdf_subdataset_named_as_gdal_names_it_scans_like_its_band() {
+    // GDAL's connection strings name subdatasets (NETCDF:file:variable, SENTINEL2_L2A:…): not
+    // files, yet scenes. A netCDF copy of the scene (CF grid mapping, one variable a band),
+    // variable Band2, scans to the native scan of band 2.
+    let work = scratch("gdal-netcdf");
+    let nc = work.join("scene.nc");
+    let src = gdal::Dataset::open(source()).unwrap();
+    let driver = gdal::DriverManager::get_driver_by_name("netCDF").unwrap();
+    src.create_copy(&driver, &nc, &gdal::raster::RasterCreationOptions::new())
+        .unwrap();
+    let native = work.join("native.geojson");
+    scan(source().to_str().unwrap(), &native, &["--bands", "2"]);
+    let out = work.join("nc.geojson");
+    let r = scan(&format!("NETCDF:{}:Band2", nc.display()), &out, &[]);
+    same_features(&native, &out, "netCDF subdataset");
+    assert!(r.stdout.contains("1 band(s)"), "{}", r.stdout);
+}
