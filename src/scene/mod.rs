@@ -677,29 +677,8 @@ fn open_raster(location: &str, opts: &SceneOptions) -> Result<(Box<dyn RasterRea
     }
     #[cfg(not(feature = "gdal"))]
     use_gdal(location, opts)?;
-    let (reader, tags) = TiffReader::open(Path::new(location), &opts.remote)?;
-    let georef = GeoRef::from_tags(&georef::GeoTags {
-        pixel_scale: tags.pixel_scale.as_deref(),
-        tiepoints: tags.tiepoints.as_deref(),
-        transformation: tags.transformation.as_deref(),
-        geo_keys: tags.geo_keys.as_deref(),
-        geo_doubles: tags.geo_doubles.as_deref(),
-        geo_ascii: tags.geo_ascii.as_deref(),
-    })?;
-    Ok((
-        Box::new(reader),
-        RasterInfo {
-            width: tags.width,
-            height: tags.height,
-            samples: tags.samples,
-            kind: tags.kind,
-            bits: tags.bits,
-            alpha: tags.alpha,
-            nodata: tags.nodata,
-            has_mask: tags.has_mask,
-            georef,
-        },
-    ))
+    let (reader, info) = TiffReader::open(Path::new(location), &opts.remote)?;
+    Ok((Box::new(reader), info))
 }
 
 fn is_nodata(v: f32, nodata: Option<f64>) -> bool {

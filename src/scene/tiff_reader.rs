@@ -18,7 +18,8 @@ use anyhow::{Result, anyhow, bail};
 use tiff::decoder::{ChunkType, Decoder, DecodingResult, Limits};
 use tiff::tags::Tag;
 
-use super::raster::RasterReader;
+use super::georef::{GeoRef, GeoTags};
+use super::raster::{RasterInfo, RasterReader};
 use super::source::{self, BlockReader, RemoteOptions, Shared};
 use super::tiff_chunk::{self, Coding};
 
@@ -110,25 +111,14 @@ pub struct TiffReader {
     overviews: Vec<(usize, u32, u32)>,
 }
 
-/// What the first image's tags say beyond the pixels.
-pub struct TiffTags {
-    pub width: u32,
-    pub height: u32,
-    /// Bands as read (a palette image has 3: red, green, blue).
-    pub samples: usize,
-    pub kind: SampleKind,
-    /// Bits per sample as stored (1, 2 and 4-bit samples are read as 0..2^bits − 1).
-    pub bits: u16,
-    /// `Some(i)`: band `i` (0-based) is an alpha band (ExtraSamples says so).
-    pub alpha: Option<usize>,
-    pub nodata: Option<f64>,
-    pub pixel_scale: Option<Vec<f64>>,
-    pub tiepoints: Option<Vec<f64>>,
-    pub transformation: Option<Vec<f64>>,
-    pub geo_keys: Option<Vec<u16>>,
-    pub geo_doubles: Option<Vec<f64>>,
-    pub geo_ascii: Option<String>,
-    pub has_mask: bool,
+/// The GeoTIFF tags of an image as stored, for [`GeoRef::from_tags`].
+struct GeoTagValues {
+    pixel_scale: Option<Vec<f64>>,
+    tiepoints: Option<Vec<f64>>,
+    transformation: Option<Vec<f64>>,
+    geo_keys: Option<Vec<u16>>,
+    geo_doubles: Option<Vec<f64>>,
+    geo_ascii: Option<String>,
 }
 
 fn limits() -> Limits {
@@ -150,16 +140,26 @@ fn open_decoder(src: &Shared) -> Result<Decoder<BlockReader>> {
 }
 
 impl TiffReader {
-    /// Opens the first image of a TIFF and reads its tags; nothing is decoded yet.
-    pub fn open(path: &Path, remote: &RemoteOptions) -> Result<(Self, TiffTags)> {
+    /// Opens the first image of a TIFF and reads its tags and georeferencing (as GDAL reads
+    /// them: [`GeoRef::from_tags`]); nothing is decoded yet.
+    pub fn open(path: &Path, remote: &RemoteOptions) -> Result<(Self, RasterInfo)> {
         let src = source::open(&path.to_string_lossy(), remote)?;
-        let (mut reader, tags) = Self::open_at(src, 0)?;
+        let (mut reader, mut info, geo) = Self::open_at(src, 0)?;
         reader.overviews = find_overviews(&reader.src, &reader.layout, reader.stored_samples)?;
-        Ok((reader, tags))
+        info.georef = GeoRef::from_tags(&GeoTags {
+            pixel_scale: geo.pixel_scale.as_deref(),
+            tiepoints: geo.tiepoints.as_deref(),
+            transformation: geo.transformation.as_deref(),
+            geo_keys: geo.geo_keys.as_deref(),
+            geo_doubles: geo.geo_doubles.as_deref(),
+            geo_ascii: geo.geo_ascii.as_deref(),
+        })?;
+        Ok((reader, info))
     }
 
-    /// Opens image `ifd` of the file (0: the full-resolution image; an overview's index).
-    fn open_at(src: Shared, ifd: usize) -> Result<(Self, TiffTags)> {
+    /// Opens image `ifd` of the file (0: the full-resolution image; an overview's index): the
+    /// reader, what it holds (georeferencing not yet read), and its GeoTIFF tags.
+    fn open_at(src: Shared, ifd: usize) -> Result<(Self, RasterInfo, GeoTagValues)> {
         let mut d = open_decoder(&src)?;
         if ifd > 0 {
             d.seek_to_image(ifd)
@@ -354,7 +354,7 @@ impl TiffReader {
             None => None,
         };
         let mask = MaskReader::find(&src, &layout)?;
-        let tags = TiffTags {
+        let info = RasterInfo {
             width,
             height,
             samples,
@@ -362,13 +362,16 @@ impl TiffReader {
             bits,
             alpha,
             nodata,
+            has_mask: mask.is_some(),
+            georef: Err("not read yet".into()),
+        };
+        let geo = GeoTagValues {
             pixel_scale,
             tiepoints,
             transformation,
             geo_keys,
             geo_doubles,
             geo_ascii,
-            has_mask: mask.is_some(),
         };
         let file_len = src.lock().unwrap_or_else(|e| e.into_inner()).size();
         Ok((
@@ -388,7 +391,8 @@ impl TiffReader {
                 mask,
                 overviews: vec![],
             },
-            tags,
+            info,
+            geo,
         ))
     }
 
