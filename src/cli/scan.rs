@@ -107,7 +107,8 @@ pub struct ScanArgs {
     /// With stac-search: items of these collections (comma-separated, e.g. sentinel-2-l2a).
     #[arg(long, value_delimiter = ',')]
     collections: Vec<String>,
-    /// With stac-search: the most items scanned (pages are followed until then).
+    /// With stac-search: the most items scanned, 100 unless given (pages are followed until
+    /// then; what was left is said).
     #[arg(long, value_parser = positive)]
     max_items: Option<usize>,
     /// Anonymous requests to public buckets, as the AWS CLI's --no-sign-request.
