@@ -1,7 +1,7 @@
 //! The `gdal` feature's reader end to end: formats the pure-Rust reader refuses (JPEG 2000
 //! written by GDAL's OpenJPEG driver, a VRT), and a COG over loopback HTTP through GDAL's
 //! /vsicurl/, each scanned to the features the native reader gives for the same pixels; class
-//! maps of GDAL-read scenes keep the CRS. (The 26 GDAL-made cases are read through GDAL as well,
+//! maps of GDAL-read scenes keep the CRS. (The 27 GDAL-made cases are read through GDAL as well,
 //! in `scene::gdal_cases_read_through_gdal_as_gdal_reads_them`.)
 
 use std::path::Path;
