@@ -497,104 +497,6 @@ impl TiffReader {
         }
         tiff_chunk::decode(&self.coding, raw, (w, rows, spp), keep_w, self.fill)
     }
-
-    /// Rows `y0..y0 + h` (see [`RasterReader::read_rows`]). Chunks wholly above `y0` are
-    /// dropped from the cache (rows are asked for top to bottom).
-    fn read_rows_inner(
-        &mut self,
-        y0: u32,
-        h: u32,
-        bands: &[usize],
-        step: u32,
-    ) -> Result<(Vec<f32>, Option<Vec<bool>>)> {
-        let l = self.layout;
-        let step = step.max(1);
-        if y0 + h > l.height || bands.iter().any(|&b| b >= l.samples) {
-            bail!("rows {y0}..{} or bands {bands:?} outside the image", y0 + h);
-        }
-        let out_w = l.width.div_ceil(step) as usize;
-        let out_h = h.div_ceil(step) as usize;
-        let nb = bands.len();
-        let mut out = vec![0f32; out_w * out_h * nb];
-        let first_row = y0 / l.chunk_h;
-        let last_row = (y0 + h - 1) / l.chunk_h;
-        // Forget chunks above the requested rows.
-        let per_plane = l.across * l.down;
-        self.cache
-            .retain(|&i, _| (i % per_plane) / l.across >= first_row);
-        self.fetched.clear();
-        let planes: Vec<usize> = if l.planar { bands.to_vec() } else { vec![0] };
-        let needed: Vec<u32> = (first_row..=last_row)
-            .flat_map(|crow| (0..l.across).map(move |ccol| (ccol, crow)))
-            .flat_map(|(ccol, crow)| planes.iter().map(move |&p| l.chunk_index(ccol, crow, p)))
-            .collect();
-        self.prefetch(&needed)?;
-        for crow in first_row..=last_row {
-            for ccol in 0..l.across {
-                let cx0 = ccol * l.chunk_w;
-                let cy0 = crow * l.chunk_h;
-                let cw = l.chunk_w.min(l.width - cx0);
-                let ch = l.chunk_h.min(l.height - cy0);
-                // Rows of this chunk inside the request that the step keeps.
-                let ry0 = y0.max(cy0);
-                let ry1 = (y0 + h).min(cy0 + ch);
-                if (ry0..ry1).all(|r| !(r - y0).is_multiple_of(step)) {
-                    continue;
-                }
-                let planes: Vec<usize> = if l.planar { bands.to_vec() } else { vec![0] };
-                for (pi, &plane) in planes.iter().enumerate() {
-                    let chunk = self.chunk(l.chunk_index(ccol, crow, plane))?;
-                    let spp = if l.planar { 1 } else { l.samples };
-                    // The decoded chunk's row stride: its data width (edge tiles are cut).
-                    let need = cw as usize * ch as usize * spp;
-                    let len = decoded_len(&chunk);
-                    if len < need {
-                        bail!(
-                            "strip/tile at {cx0},{cy0} decoded to {len} samples, {need} expected"
-                        );
-                    }
-                    let picks: Vec<(usize, usize)> = if l.planar {
-                        vec![(0, pi)]
-                    } else {
-                        bands.iter().enumerate().map(|(k, &b)| (b, k)).collect()
-                    };
-                    let rows = (ry0..ry1)
-                        .filter(|r| (r - y0).is_multiple_of(step))
-                        .map(|r| ((r - cy0) as usize, ((r - y0) / step) as usize));
-                    let at = ChunkAt {
-                        spp,
-                        cw,
-                        cx0,
-                        step,
-                        out_w,
-                        nb,
-                        picks: &picks,
-                    };
-                    match &*chunk {
-                        DecodingResult::U8(v) => at.copy(v, rows, &mut out),
-                        DecodingResult::U16(v) => at.copy(v, rows, &mut out),
-                        DecodingResult::U32(v) => at.copy(v, rows, &mut out),
-                        DecodingResult::U64(v) => at.copy(v, rows, &mut out),
-                        DecodingResult::I8(v) => at.copy(v, rows, &mut out),
-                        DecodingResult::I16(v) => at.copy(v, rows, &mut out),
-                        DecodingResult::I32(v) => at.copy(v, rows, &mut out),
-                        DecodingResult::I64(v) => at.copy(v, rows, &mut out),
-                        DecodingResult::F32(v) => at.copy(v, rows, &mut out),
-                        DecodingResult::F64(v) => at.copy(v, rows, &mut out),
-                        DecodingResult::F16(v) => {
-                            let v: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
-                            at.copy(&v, rows, &mut out)
-                        }
-                    }
-                }
-            }
-        }
-        let mask = match self.mask.as_mut() {
-            Some(m) => Some(m.read_rows(y0, h, step, out_w)?),
-            None => None,
-        };
-        Ok((out, mask))
-    }
 }
 
 /// A GDAL_NODATA value as GDAL reads it (CPLAtofM): empty is no nodata; "inf", "1.#INF",
@@ -931,6 +833,7 @@ impl RasterReader for TiffReader {
         Ok(Box::new(Self::open_at(self.src.clone(), ifd)?.0))
     }
 
+    /// Chunks wholly above `y0` are dropped from the cache (rows are asked for top to bottom).
     fn read_rows(
         &mut self,
         y0: u32,
@@ -938,6 +841,92 @@ impl RasterReader for TiffReader {
         bands: &[usize],
         step: u32,
     ) -> Result<(Vec<f32>, Option<Vec<bool>>)> {
-        self.read_rows_inner(y0, h, bands, step)
+        let l = self.layout;
+        let step = step.max(1);
+        if y0 + h > l.height || bands.iter().any(|&b| b >= l.samples) {
+            bail!("rows {y0}..{} or bands {bands:?} outside the image", y0 + h);
+        }
+        let out_w = l.width.div_ceil(step) as usize;
+        let out_h = h.div_ceil(step) as usize;
+        let nb = bands.len();
+        let mut out = vec![0f32; out_w * out_h * nb];
+        let first_row = y0 / l.chunk_h;
+        let last_row = (y0 + h - 1) / l.chunk_h;
+        // Forget chunks above the requested rows.
+        let per_plane = l.across * l.down;
+        self.cache
+            .retain(|&i, _| (i % per_plane) / l.across >= first_row);
+        self.fetched.clear();
+        let planes: Vec<usize> = if l.planar { bands.to_vec() } else { vec![0] };
+        let needed: Vec<u32> = (first_row..=last_row)
+            .flat_map(|crow| (0..l.across).map(move |ccol| (ccol, crow)))
+            .flat_map(|(ccol, crow)| planes.iter().map(move |&p| l.chunk_index(ccol, crow, p)))
+            .collect();
+        self.prefetch(&needed)?;
+        for crow in first_row..=last_row {
+            for ccol in 0..l.across {
+                let cx0 = ccol * l.chunk_w;
+                let cy0 = crow * l.chunk_h;
+                let cw = l.chunk_w.min(l.width - cx0);
+                let ch = l.chunk_h.min(l.height - cy0);
+                // Rows of this chunk inside the request that the step keeps.
+                let ry0 = y0.max(cy0);
+                let ry1 = (y0 + h).min(cy0 + ch);
+                if (ry0..ry1).all(|r| !(r - y0).is_multiple_of(step)) {
+                    continue;
+                }
+                let planes: Vec<usize> = if l.planar { bands.to_vec() } else { vec![0] };
+                for (pi, &plane) in planes.iter().enumerate() {
+                    let chunk = self.chunk(l.chunk_index(ccol, crow, plane))?;
+                    let spp = if l.planar { 1 } else { l.samples };
+                    // The decoded chunk's row stride: its data width (edge tiles are cut).
+                    let need = cw as usize * ch as usize * spp;
+                    let len = decoded_len(&chunk);
+                    if len < need {
+                        bail!(
+                            "strip/tile at {cx0},{cy0} decoded to {len} samples, {need} expected"
+                        );
+                    }
+                    let picks: Vec<(usize, usize)> = if l.planar {
+                        vec![(0, pi)]
+                    } else {
+                        bands.iter().enumerate().map(|(k, &b)| (b, k)).collect()
+                    };
+                    let rows = (ry0..ry1)
+                        .filter(|r| (r - y0).is_multiple_of(step))
+                        .map(|r| ((r - cy0) as usize, ((r - y0) / step) as usize));
+                    let at = ChunkAt {
+                        spp,
+                        cw,
+                        cx0,
+                        step,
+                        out_w,
+                        nb,
+                        picks: &picks,
+                    };
+                    match &*chunk {
+                        DecodingResult::U8(v) => at.copy(v, rows, &mut out),
+                        DecodingResult::U16(v) => at.copy(v, rows, &mut out),
+                        DecodingResult::U32(v) => at.copy(v, rows, &mut out),
+                        DecodingResult::U64(v) => at.copy(v, rows, &mut out),
+                        DecodingResult::I8(v) => at.copy(v, rows, &mut out),
+                        DecodingResult::I16(v) => at.copy(v, rows, &mut out),
+                        DecodingResult::I32(v) => at.copy(v, rows, &mut out),
+                        DecodingResult::I64(v) => at.copy(v, rows, &mut out),
+                        DecodingResult::F32(v) => at.copy(v, rows, &mut out),
+                        DecodingResult::F64(v) => at.copy(v, rows, &mut out),
+                        DecodingResult::F16(v) => {
+                            let v: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+                            at.copy(&v, rows, &mut out)
+                        }
+                    }
+                }
+            }
+        }
+        let mask = match self.mask.as_mut() {
+            Some(m) => Some(m.read_rows(y0, h, step, out_w)?),
+            None => None,
+        };
+        Ok((out, mask))
     }
 }
