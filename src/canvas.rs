@@ -112,6 +112,32 @@ impl Canvas {
         }
     }
 
+    /// A straight line from `(x0, y0)` to `(x1, y1)`, `w` pixels thick, dashed when `dash` > 0
+    /// (dash and gap of that length along the line).
+    pub fn line(
+        &mut self,
+        (x0, y0): (f32, f32),
+        (x1, y1): (f32, f32),
+        w: i64,
+        color: Rgb,
+        dash: f32,
+    ) {
+        let length = ((x1 - x0).powi(2) + (y1 - y0).powi(2)).sqrt();
+        let steps = (length.ceil() as usize).max(1);
+        let half = w / 2;
+        for i in 0..=steps {
+            let t = i as f32 / steps as f32;
+            if dash > 0.0 && ((t * length / dash) as i64) % 2 == 1 {
+                continue;
+            }
+            let (x, y) = (
+                (x0 + (x1 - x0) * t).round() as i64,
+                (y0 + (y1 - y0) * t).round() as i64,
+            );
+            self.fill(x - half, y - half, x - half + w, y - half + w, color);
+        }
+    }
+
     /// The width in pixels of `text` at `size` pixels per em.
     pub fn text_width(&self, text: &str, size: f32) -> f32 {
         let f = self.font.as_scaled(PxScale::from(size));

@@ -36,6 +36,7 @@ pub mod builtin;
 pub mod cache;
 pub mod canvas;
 pub mod caption;
+pub mod classify;
 pub mod data;
 pub mod encoder;
 pub mod eval;

@@ -32,6 +32,12 @@ pub enum EvalCommand {
     Captions(CaptionsArgs),
     /// Zero-shot accuracy on a labelled dataset, with a grid of label wordings and templates.
     ZeroShot(ZeroShotArgs),
+    /// A classifier from `train classifier` on a labelled dataset: the same lines, summary and
+    /// report as zero-shot.
+    Classify(super::classify::EvalClassifyArgs),
+    /// Accuracy against shots per class for each method (mean ± std over seeds), beside
+    /// zero-shot and the probe on all training data: a table, JSON Lines and a picture.
+    FewShot(super::classify::FewShotArgs),
     /// Image–text retrieval recall@1/5/10 both ways and their mean (the RemoteCLIP and
     /// GeoRSCLIP benchmark) on a captioned data set.
     Retrieval(RetrievalArgs),
@@ -44,6 +50,8 @@ pub fn run(cmd: EvalCommand) -> Result<usize> {
     match cmd {
         EvalCommand::Captions(a) => captions(a),
         EvalCommand::ZeroShot(a) => zero_shot(a),
+        EvalCommand::Classify(a) => super::classify::eval_classify(a),
+        EvalCommand::FewShot(a) => super::classify::few_shot(a),
         EvalCommand::Retrieval(a) => retrieval(a),
         EvalCommand::Benchmark(a) => benchmark(a),
     }

@@ -9,6 +9,7 @@
 //! | `caption.rs` | `caption`, `import-clipcap` |
 //! | `openclip.rs` | `import-openclip` |
 //! | `eval.rs` | `eval zero-shot`, `eval captions`, `eval retrieval`, `eval benchmark` |
+//! | `classify.rs` | `train classifier`, `eval classify`, `eval few-shot` |
 //! | `index.rs` | `index build`, `index info`, `search`, `locate` |
 //! | `scan.rs` | `scan` |
 //! | `serve.rs` | `serve` |
@@ -20,6 +21,7 @@
 
 mod bench;
 mod caption;
+mod classify;
 mod common;
 mod embed;
 mod eval;

@@ -110,6 +110,9 @@ pub enum TrainCommand {
     Captioner(CaptionerArgs),
     /// CLIP, contrastively: fine-tune (--init) or from scratch (--config).
     Clip(ClipArgs),
+    /// A classifier on CLIP image embeddings from labelled examples, a few shots, or training
+    /// areas drawn over a scene (linear probe, prototypes, or pulled towards zero-shot).
+    Classifier(super::classify::TrainClassifierArgs),
 }
 
 #[derive(Args)]
@@ -177,6 +180,7 @@ pub enum CaptionsArg {
 
 pub fn run(cmd: TrainCommand) -> Result<usize> {
     let (summary, common) = match cmd {
+        TrainCommand::Classifier(a) => return super::classify::train_classifier(a),
         TrainCommand::Captioner(a) => {
             let defaults = if a.gpt2_config.is_some() {
                 CaptionerTrainOptions::from_scratch()

@@ -205,6 +205,164 @@ pub fn template_variants(values: &[String]) -> Result<Vec<(String, Templates)>> 
         .collect()
 }
 
+/// Indices of the evaluated samples, their truth (label indices), unmapped classes in use.
+type EvaluatedTruth = (Vec<usize>, Vec<Vec<usize>>, Vec<String>);
+
+/// The images of `samples` that can be evaluated against label `set` — read (an embedding) and,
+/// for single-label data, with a label for their class — with their truth in label space; and
+/// the dataset classes no label stands for that images use.
+fn truth_in_label_space(
+    dataset: &dyn Dataset,
+    embeddings: &[Option<Vec<f32>>],
+    set: &LabelSet,
+) -> Result<EvaluatedTruth> {
+    let multi = dataset.multi_label();
+    let samples = dataset.samples();
+    let (mapped, unmapped) = map_classes(set, dataset.classes())?;
+    let mut idx = Vec::new();
+    let mut truth: Vec<Vec<usize>> = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        if embeddings[i].is_none() {
+            continue;
+        }
+        let mut t: Vec<usize> = s
+            .labels
+            .iter()
+            .filter_map(|c| mapped.get(c).copied())
+            .collect();
+        if !multi && t.len() != s.labels.len() {
+            continue; // refused below as unmapped
+        }
+        t.sort();
+        t.dedup();
+        idx.push(i);
+        truth.push(t);
+    }
+    let used_unmapped: Vec<String> = unmapped
+        .iter()
+        .filter(|c| samples.iter().any(|s| s.labels.contains(c)))
+        .cloned()
+        .collect();
+    if !multi && !used_unmapped.is_empty() {
+        bail!(
+            "label set {}: no label stands for the dataset class(es) {}; add them, or map them with `label: wording => Class`",
+            set.source,
+            used_unmapped.join(", ")
+        );
+    }
+    Ok((idx, truth, used_unmapped))
+}
+
+/// Measures one cell: `probabilities` (per evaluated image, in label order) against `truth`.
+fn measure_cell(
+    multi: bool,
+    names: &[String],
+    truth: &[Vec<usize>],
+    probabilities: Vec<Vec<f32>>,
+    k: usize,
+    (labels, templates, template_list): (String, String, Vec<String>),
+) -> GridResult {
+    let (single, multi_m) = if multi {
+        (
+            None,
+            Some(metrics::multi_label(names, truth, &probabilities, k)),
+        )
+    } else {
+        let t: Vec<usize> = truth.iter().map(|t| t[0]).collect();
+        (
+            Some(metrics::single_label(names, &t, &probabilities, k)),
+            None,
+        )
+    };
+    GridResult {
+        labels,
+        templates,
+        template_list,
+        label_count: names.len(),
+        single,
+        multi: multi_m,
+        probabilities,
+    }
+}
+
+/// Per-image predictions of the main cell.
+fn predictions_of(
+    dataset: &dyn Dataset,
+    names: &[String],
+    idx: &[usize],
+    truth: &[Vec<usize>],
+    main: &GridResult,
+) -> Vec<Prediction> {
+    let samples = dataset.samples();
+    idx.iter()
+        .zip(truth)
+        .zip(&main.probabilities)
+        .map(|((&i, t), p)| {
+            let mut predicted: Vec<crate::zeroshot::LabelScore> = names
+                .iter()
+                .zip(p)
+                .map(|(n, &s)| crate::zeroshot::LabelScore {
+                    label: n.clone(),
+                    score: s,
+                })
+                .collect();
+            predicted.sort_by(|a, b| b.score.total_cmp(&a.score));
+            Prediction {
+                input: samples[i].image.display(),
+                truth: t.iter().map(|&j| names[j].clone()).collect(),
+                predicted,
+            }
+        })
+        .collect()
+}
+
+/// Evaluates a learned classifier (or any scorer) on `dataset`: `set` names its classes (in
+/// the scorer's order, matched to the dataset's classes as label sets are), `probabilities`
+/// scores one embedding, `what` names the configuration in reports.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_scorer(
+    model: &str,
+    dataset: &dyn Dataset,
+    embeddings: &[Option<Vec<f32>>],
+    set: &LabelSet,
+    what: &str,
+    probabilities: &dyn Fn(&[f32]) -> Vec<f32>,
+    k: Option<usize>,
+    encode: EncodeStats,
+) -> Result<Evaluation> {
+    let multi = dataset.multi_label();
+    let k = k.unwrap_or(if multi { 10 } else { 5 });
+    let (idx, truth, unmapped) = truth_in_label_space(dataset, embeddings, set)?;
+    let names: Vec<String> = set.labels.iter().map(|l| l.name.clone()).collect();
+    let probs: Vec<Vec<f32>> = idx
+        .iter()
+        .map(|&i| probabilities(embeddings[i].as_ref().expect("evaluated images are read")))
+        .collect();
+    let main = measure_cell(
+        multi,
+        &names,
+        &truth,
+        probs,
+        k,
+        (set.source.clone(), what.to_string(), Vec::new()),
+    );
+    let predictions = predictions_of(dataset, &names, &idx, &truth, &main);
+    Ok(Evaluation {
+        dataset: dataset.name().to_string(),
+        model: model.to_string(),
+        multi_label: multi,
+        images: dataset.samples().len(),
+        evaluated: idx.len(),
+        unmapped_classes: unmapped,
+        encode,
+        k,
+        grid: vec![main.clone()],
+        main,
+        predictions,
+        label_names: names,
+    })
+}
+
 /// Scores `embeddings` (one per sample, `None` for unreadable images) against the grid.
 pub fn evaluate(
     clip: &ClipEncoder,
@@ -228,40 +386,7 @@ pub fn evaluate(
     let mut main_idx: Vec<usize> = Vec::new();
     let mut unmapped_main = Vec::new();
     for (si, set) in label_sets.iter().enumerate() {
-        let (mapped, unmapped) = map_classes(set, dataset.classes())?;
-        // Truth in label space, for the images that can be evaluated.
-        let mut idx = Vec::new();
-        let mut truth: Vec<Vec<usize>> = Vec::new();
-        for (i, s) in samples.iter().enumerate() {
-            if embeddings[i].is_none() {
-                continue;
-            }
-            let t: Vec<usize> = s
-                .labels
-                .iter()
-                .filter_map(|c| mapped.get(c).copied())
-                .collect();
-            if !multi && t.len() != s.labels.len() {
-                continue; // reported below as unmapped
-            }
-            let mut t = t;
-            t.sort();
-            t.dedup();
-            idx.push(i);
-            truth.push(t);
-        }
-        let used_unmapped: Vec<String> = unmapped
-            .iter()
-            .filter(|c| samples.iter().any(|s| s.labels.contains(c)))
-            .cloned()
-            .collect();
-        if !multi && !used_unmapped.is_empty() {
-            bail!(
-                "label set {}: no label stands for the dataset class(es) {}; add them, or map them with `label: wording => Class`",
-                set.source,
-                used_unmapped.join(", ")
-            );
-        }
+        let (idx, truth, used_unmapped) = truth_in_label_space(dataset, embeddings, set)?;
         let names: Vec<String> = set.labels.iter().map(|l| l.name.clone()).collect();
         let mut cells: Vec<(String, Templates)> = variants.clone();
         if variants.len() > 1 {
@@ -282,27 +407,14 @@ pub fn evaluate(
                     )
                 })
                 .collect();
-            let (single, multi_m) = if multi {
-                (
-                    None,
-                    Some(metrics::multi_label(&names, &truth, &probabilities, k)),
-                )
-            } else {
-                let t: Vec<usize> = truth.iter().map(|t| t[0]).collect();
-                (
-                    Some(metrics::single_label(&names, &t, &probabilities, k)),
-                    None,
-                )
-            };
-            let cell = GridResult {
-                labels: set.source.clone(),
-                templates: tname,
-                template_list,
-                label_count: names.len(),
-                single,
-                multi: multi_m,
+            let cell = measure_cell(
+                multi,
+                &names,
+                &truth,
                 probabilities,
-            };
+                k,
+                (set.source.clone(), tname, template_list),
+            );
             if si == 0 && ci == last {
                 main = Some(cell.clone());
                 main_truth = truth.clone();
@@ -318,27 +430,7 @@ pub fn evaluate(
         .iter()
         .map(|l| l.name.clone())
         .collect();
-    let predictions = main_idx
-        .iter()
-        .zip(&main_truth)
-        .zip(&main.probabilities)
-        .map(|((&i, t), p)| {
-            let mut predicted: Vec<crate::zeroshot::LabelScore> = names
-                .iter()
-                .zip(p)
-                .map(|(n, &s)| crate::zeroshot::LabelScore {
-                    label: n.clone(),
-                    score: s,
-                })
-                .collect();
-            predicted.sort_by(|a, b| b.score.total_cmp(&a.score));
-            Prediction {
-                input: samples[i].image.display(),
-                truth: t.iter().map(|&j| names[j].clone()).collect(),
-                predicted,
-            }
-        })
-        .collect();
+    let predictions = predictions_of(dataset, &names, &main_idx, &main_truth, &main);
     Ok(Evaluation {
         dataset: dataset.name().to_string(),
         model: clip.source.spec.clone(),

@@ -257,6 +257,198 @@ pub fn bars(path: &Path, t: &Titles, rows: &[(String, f64)], chance: Option<f64>
     c.save(path)
 }
 
+/// One line of [`curves`]: `(x, mean, std)` points.
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64, f64)>,
+}
+
+/// Colour-blind-safe line colours (Okabe–Ito), in series order.
+const SERIES_COLOURS: [Rgb; 6] = [
+    [0, 114, 178],
+    [230, 159, 0],
+    [0, 158, 115],
+    [204, 121, 167],
+    [86, 180, 233],
+    [213, 94, 0],
+];
+
+/// Accuracy (0–100 %) against x on a log₂ axis (shots per class): each series a line through
+/// its means with ± std whiskers, horizontal dashed reference lines (zero-shot), and one
+/// labelled point (the probe on all the data) at the right edge; a legend below.
+pub fn curves(
+    path: &Path,
+    t: &Titles,
+    series: &[Series],
+    lines: &[(String, f64)],
+    point: Option<(String, f64)>,
+) -> Result<()> {
+    let (left, top, plot_w, plot_h) = (64i64, 76i64, 560i64, 340i64);
+    let legend_rows = series.len() + lines.len() + usize::from(point.is_some());
+    let width = left + plot_w + 150;
+    let height = top + plot_h + 50 + 20 * legend_rows as i64;
+    let mut c = Canvas::new(width as u32, height as u32);
+    titles(&mut c, t);
+    let xs: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
+    let (xmin, xmax) = (
+        xs.iter().copied().fold(f64::INFINITY, f64::min).max(1.0),
+        xs.iter().copied().fold(1.0f64, f64::max),
+    );
+    let span = (xmax.log2() - xmin.log2()).max(1.0);
+    // The all-data point sits in its own column right of the curve.
+    let curve_w = plot_w - 90;
+    let x_of = |x: f64| left as f32 + ((x.log2() - xmin.log2()) / span) as f32 * curve_w as f32;
+    let y_of = |v: f64| (top + plot_h) as f32 - (v.clamp(0.0, 1.0) as f32) * plot_h as f32;
+    for tick in 0..=10 {
+        let v = tick as f64 / 10.0;
+        let y = y_of(v) as i64;
+        c.fill(left, y, left + plot_w, y + 1, LIGHT_GREY);
+        c.text(
+            &format!("{:.0} %", v * 100.0),
+            (left - 6) as f32,
+            y as f32,
+            11.0,
+            GREY,
+            Anchor::Right,
+        );
+    }
+    let mut ticks: Vec<f64> = xs.clone();
+    ticks.sort_by(f64::total_cmp);
+    ticks.dedup();
+    for x in &ticks {
+        let px = x_of(*x);
+        c.vline(px as i64, top, top + plot_h, 1, LIGHT_GREY, 0);
+        c.text(
+            &format!("{x}"),
+            px,
+            (top + plot_h + 14) as f32,
+            11.0,
+            GREY,
+            Anchor::Center,
+        );
+    }
+    c.text(
+        "shots per class",
+        left as f32 + curve_w as f32 / 2.0,
+        (top + plot_h + 32) as f32,
+        12.0,
+        BLACK,
+        Anchor::Center,
+    );
+    for (name, v) in lines {
+        let y = y_of(*v);
+        c.line((left as f32, y), ((left + curve_w) as f32, y), 2, RED, 6.0);
+        let _ = name;
+    }
+    for (i, s) in series.iter().enumerate() {
+        let colour = SERIES_COLOURS[i % SERIES_COLOURS.len()];
+        for w in s.points.windows(2) {
+            c.line(
+                (x_of(w[0].0), y_of(w[0].1)),
+                (x_of(w[1].0), y_of(w[1].1)),
+                2,
+                colour,
+                0.0,
+            );
+        }
+        for &(x, m, sd) in &s.points {
+            let px = x_of(x);
+            c.line((px, y_of(m - sd)), (px, y_of(m + sd)), 1, colour, 0.0);
+            c.fill(
+                px as i64 - 3,
+                y_of(m) as i64 - 3,
+                px as i64 + 4,
+                y_of(m) as i64 + 4,
+                colour,
+            );
+        }
+    }
+    if let Some((_, v)) = &point {
+        let px = (left + plot_w - 45) as f32;
+        let y = y_of(*v);
+        c.fill(
+            px as i64 - 5,
+            y as i64 - 5,
+            px as i64 + 6,
+            y as i64 + 6,
+            BLACK,
+        );
+        c.text(
+            &format!("{:.1} %", v * 100.0),
+            px,
+            y - 14.0,
+            11.0,
+            BLACK,
+            Anchor::Center,
+        );
+        c.text(
+            "all data",
+            px,
+            (top + plot_h + 14) as f32,
+            11.0,
+            GREY,
+            Anchor::Center,
+        );
+    }
+    c.vline(left, top, top + plot_h, 1, GREY, 0);
+    c.fill(left, top + plot_h, left + plot_w, top + plot_h + 1, GREY);
+    // Legend.
+    let mut y = (top + plot_h + 56) as f32;
+    let mut entry = |c: &mut Canvas, label: &str, colour: Rgb, dashed: bool, square: bool| {
+        let x = left as f32;
+        if square {
+            c.fill(
+                x as i64 + 10,
+                y as i64 - 5,
+                x as i64 + 21,
+                y as i64 + 6,
+                colour,
+            );
+        } else {
+            c.line(
+                (x, y),
+                (x + 30.0, y),
+                2,
+                colour,
+                if dashed { 6.0 } else { 0.0 },
+            );
+        }
+        c.text(label, x + 40.0, y, 12.0, BLACK, Anchor::Left);
+        y += 20.0;
+    };
+    for (i, s) in series.iter().enumerate() {
+        entry(
+            &mut c,
+            &s.name,
+            SERIES_COLOURS[i % SERIES_COLOURS.len()],
+            false,
+            false,
+        );
+    }
+    for (name, v) in lines {
+        entry(
+            &mut c,
+            &format!("{name} ({:.1} %)", v * 100.0),
+            RED,
+            true,
+            false,
+        );
+    }
+    if let Some((name, v)) = &point {
+        entry(
+            &mut c,
+            &format!("{name} ({:.1} %)", v * 100.0),
+            BLACK,
+            false,
+            true,
+        );
+    }
+    c.save(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

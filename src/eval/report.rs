@@ -90,7 +90,9 @@ fn pct(x: f64) -> String {
 /// `` `a {}`, `b {}` ``, or `ensemble of all: …` listing what the ensemble holds.
 fn templates_cell(g: &GridResult) -> String {
     let list: Vec<String> = g.template_list.iter().map(|t| format!("`{t}`")).collect();
-    if g.templates == "ensemble of all" {
+    if list.is_empty() {
+        g.templates.clone()
+    } else if g.templates == "ensemble of all" {
         format!("ensemble of all: {}", list.join(", "))
     } else {
         list.join(", ")
@@ -425,6 +427,8 @@ pub fn write(eval: &Evaluation, dir: &Path) -> Result<()> {
     let sens = sensitivity(eval);
     let mut plots = Vec::new();
     let wording = match eval.main.template_list.as_slice() {
+        // A learned classifier: no templates, its own name.
+        [] => eval.main.templates.clone(),
         [one] => format!("\"{one}\""),
         many => format!("ensemble of {} templates", many.len()),
     };

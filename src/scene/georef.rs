@@ -174,6 +174,25 @@ impl GeoRef {
         }))
     }
 
+    /// The CRS of EPSG `code` with a pixel grid equal to its coordinates: for turning another
+    /// file's coordinates in that CRS (a GeoJSON's `crs`) into longitude/latitude with
+    /// [`Self::crs_to_lon_lat`], exactly as a scene in it would be.
+    pub fn of_epsg(code: u16) -> Result<Self> {
+        let geographic = crs_definitions::from_code(code)
+            .ok_or_else(|| anyhow!("EPSG:{code} is not in the EPSG table"))?
+            .proj4
+            .contains("+proj=longlat");
+        let (model, key) = if geographic { (2, 2048) } else { (1, 3072) };
+        let keys = [1, 1, 0, 2, crs::GT_MODEL_TYPE, 0, 1, model, key, 0, 1, code];
+        let tags = GeoTags {
+            pixel_scale: Some(&[1.0, 1.0, 0.0]),
+            tiepoints: Some(&[0.0; 6]),
+            geo_keys: Some(&keys),
+            ..Default::default()
+        };
+        Self::from_tags(&tags)?.map_err(|why| anyhow!("EPSG:{code}: {why}"))
+    }
+
     /// CRS coordinates of a pixel position (corners are whole numbers).
     pub fn pixel_to_crs(&self, col: f64, row: f64) -> (f64, f64) {
         let t = &self.transform;
