@@ -22,6 +22,7 @@
 //! | | [`encoder`] | a CLIP model with its tokenizer and preprocessor; the batched image pipeline |
 //! | | [`cache`] | the on-disk embedding cache; embedding lists of images through it |
 //! | tasks | [`zeroshot`] | scoring images against a label set |
+//! | | [`classify`] | classifiers learned from labelled embeddings (linear probe, prototypes, zero-shot prior), training areas over scenes |
 //! | | [`caption`] | ClipCap captioners: mapping network + GPT-2, greedy / beam / sampled decoding, checkpoint import |
 //! | | [`scan`] | scenes tiled to every edge and embedded while the next rows decode; GeoJSON, class maps, heatmaps |
 //! | | [`index`] | archive search: Parquet index parts built in shards, incremental and resumable; exact top-k; patch scores |

@@ -292,3 +292,45 @@ pub fn argmax(values: &[f32]) -> usize {
     }
     best
 }
+
+/// What labels an image: a label set's zero-shot classifier or a learned one — the same
+/// questions asked of either by `labels`, `describe`, `scan` and `serve`.
+// One per run: the size difference between the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum Scorer {
+    ZeroShot(crate::zeroshot::ZeroShotClassifier),
+    Learned(Classifier),
+}
+
+impl Scorer {
+    /// Label or class names, in score order.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Scorer::ZeroShot(z) => z.labels.labels.iter().map(|l| l.name.clone()).collect(),
+            Scorer::Learned(c) => c.classes().to_vec(),
+        }
+    }
+
+    pub fn probabilities(&self, image_embedding: &[f32]) -> Vec<f32> {
+        match self {
+            Scorer::ZeroShot(z) => z.probabilities(image_embedding),
+            Scorer::Learned(c) => c.probabilities(image_embedding),
+        }
+    }
+
+    pub fn ranked(&self, image_embedding: &[f32], top_k: Option<usize>) -> Vec<LabelScore> {
+        match self {
+            Scorer::ZeroShot(z) => z.ranked(image_embedding, top_k),
+            Scorer::Learned(c) => c.ranked(image_embedding, top_k),
+        }
+    }
+
+    /// Each label on its own: the cosine similarity to its text for zero-shot; a learned
+    /// classifier has no text to compare with, so its class probabilities.
+    pub fn similarities(&self, image_embedding: &[f32]) -> Vec<f32> {
+        match self {
+            Scorer::ZeroShot(z) => z.similarities(image_embedding),
+            Scorer::Learned(c) => c.probabilities(image_embedding),
+        }
+    }
+}

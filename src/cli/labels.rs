@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use skyscribe::caption::Captioner;
+use skyscribe::classify::{Classifier, Scorer};
 use skyscribe::labels::{LabelSet, Templates};
 use skyscribe::zeroshot::{LabelScore, ZeroShotClassifier};
 
@@ -27,6 +28,9 @@ pub struct DescribeArgs {
     top_k: usize,
     #[command(flatten)]
     captioner: CaptionerArgs,
+    /// A classifier from `train classifier`: its classes instead of the vocabulary.
+    #[arg(long, conflicts_with_all = ["labels", "templates"])]
+    classifier: Option<PathBuf>,
     /// Image files or folders (walked recursively).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
@@ -38,8 +42,11 @@ pub struct LabelsArgs {
     common: CommonArgs,
     /// A preset (eurosat, eurosat-folders, eurosat-reduced, xview, rsicd, describe), a file
     /// (one label a line, or `label: wording | synonym`), or `a,b,c`.
-    #[arg(long)]
-    labels: String,
+    #[arg(long, required_unless_present = "classifier")]
+    labels: Option<String>,
+    /// A classifier from `train classifier`, instead of --labels.
+    #[arg(long, conflicts_with_all = ["labels", "templates"])]
+    classifier: Option<PathBuf>,
     /// A template with `{}` ("a satellite photo of {}.") or a template set (satellite,
     /// eurosat, aerial, plain, remote-sensing); repeat to ensemble (default: the model's own,
     /// from its skyscribe.json, else "a satellite photo of {}.").
@@ -62,18 +69,20 @@ pub fn describe(a: DescribeArgs) -> Result<usize> {
         top_k_table: a.top_k,
         captioner: captioner.as_deref(),
         force_clip: a.captioner.force_clip,
+        classifier: a.classifier.as_deref(),
     };
     label_images(&a.common, &run, &a.inputs)
 }
 
 pub fn labels(a: LabelsArgs) -> Result<usize> {
     let run = LabelRun {
-        labels: Some(&a.labels),
+        labels: a.labels.as_deref(),
         templates: &a.templates,
         top_k_json: a.top_k,
         top_k_table: 5,
         captioner: None,
         force_clip: false,
+        classifier: a.classifier.as_deref(),
     };
     label_images(&a.common, &run, &a.inputs)
 }
@@ -87,6 +96,8 @@ struct LabelRun<'a> {
     top_k_table: usize,
     captioner: Option<&'a str>,
     force_clip: bool,
+    /// A learned classifier instead of a label set.
+    classifier: Option<&'a Path>,
 }
 
 /// Scores every image against the label set; with a captioner, a caption under each.
@@ -96,18 +107,32 @@ fn label_images(common: &CommonArgs, run: &LabelRun, inputs: &[PathBuf]) -> Resu
     if !run.templates.is_empty() {
         Templates::parse(run.templates)?;
     }
+    let learned = run.classifier.map(Classifier::load).transpose()?;
     let (paths, failed) = gather(inputs);
     let dev = common.device.device()?;
     let captioner = run
         .captioner
         .map(|c| Captioner::load_spec(c, &dev))
         .transpose()?;
-    // With a captioner and no --model, use the CLIP model the captioner was trained with.
-    let clip = clip_for(common, captioner.as_ref(), run.force_clip, &dev)?;
-    let labels = labels_or_vocabulary(given_labels, &clip)?;
-    let (templates, origin) = clip.defaults.templates(run.templates, &clip.source.spec)?;
-    report(&format!("templates ({origin}): {}", templates.describe()));
-    let classifier = ZeroShotClassifier::new(&clip, labels, templates)?;
+    let (clip, classifier) = match (learned, run.classifier) {
+        (Some(c), Some(file)) => {
+            // The classifier's CLIP (or --model, checked), and a captioner that reads it.
+            let clip = super::classify::clip_for_classifier(common, &c, file)?;
+            if let Some(cap) = &captioner {
+                cap.check_clip(&clip, run.force_clip)?;
+            }
+            (clip, Scorer::Learned(c))
+        }
+        _ => {
+            // With a captioner and no --model, the CLIP model the captioner was trained with.
+            let clip = clip_for(common, captioner.as_ref(), run.force_clip, &dev)?;
+            let labels = labels_or_vocabulary(given_labels, &clip)?;
+            let (templates, origin) = clip.defaults.templates(run.templates, &clip.source.spec)?;
+            report(&format!("templates ({origin}): {}", templates.describe()));
+            let z = ZeroShotClassifier::new(&clip, labels, templates)?;
+            (clip, Scorer::ZeroShot(z))
+        }
+    };
     let top_k = if common.jsonl {
         run.top_k_json
     } else {

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use skyscribe::caption::Captioner;
+use skyscribe::classify::{Classifier, Scorer};
 use skyscribe::encoder::ClipEncoder;
 use skyscribe::imagery::heatmap::Scale;
 use skyscribe::index::Shard;
@@ -27,6 +28,10 @@ pub struct ScanArgs {
     common: CommonArgs,
     #[command(flatten)]
     vocabulary: VocabularyArgs,
+    /// A classifier from `train classifier`: its classes label the tiles, fill the class maps
+    /// and heatmaps (class probabilities) instead of a label set's.
+    #[arg(long, conflicts_with_all = ["labels", "templates"])]
+    classifier: Option<PathBuf>,
     /// Tile side in scene pixels (tiles are resized to the model's input).
     #[arg(long, default_value_t = 224, value_parser = positive_u32)]
     tile: u32,
@@ -322,6 +327,7 @@ pub fn run(a: ScanArgs) -> Result<usize> {
     if !a.vocabulary.templates.is_empty() {
         Templates::parse(&a.vocabulary.templates)?;
     }
+    let learned = a.classifier.as_deref().map(Classifier::load).transpose()?;
     let shard = Shard::resolve(a.shard, a.shards, |k| std::env::var(k).ok())?;
     let remote = skyscribe::scene::source::RemoteOptions {
         no_sign_request: a.no_sign_request,
@@ -404,9 +410,24 @@ pub fn run(a: ScanArgs) -> Result<usize> {
     } else {
         None
     };
-    let clip = clip_for(&a.common, captioner.as_ref(), false, &dev)?;
-    let labels = labels_or_vocabulary(given_labels, &clip)?;
-    let names: Vec<String> = labels.names().iter().map(|s| s.to_string()).collect();
+    let (clip, labels) = match (learned, &a.classifier) {
+        (Some(c), Some(file)) => {
+            let clip = super::classify::clip_for_classifier(&a.common, &c, file)?;
+            if let Some(cap) = &captioner {
+                cap.check_clip(&clip, false)?;
+            }
+            (clip, Err(c))
+        }
+        _ => {
+            let clip = clip_for(&a.common, captioner.as_ref(), false, &dev)?;
+            let labels = labels_or_vocabulary(given_labels, &clip)?;
+            (clip, Ok(labels))
+        }
+    };
+    let names: Vec<String> = match &labels {
+        Ok(l) => l.names().iter().map(|s| s.to_string()).collect(),
+        Err(c) => c.classes().to_vec(),
+    };
     let heat_label = match &a.heatmap_label {
         Some(l) => {
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -414,11 +435,16 @@ pub fn run(a: ScanArgs) -> Result<usize> {
         }
         None => None,
     };
-    let (templates, origin) = clip
-        .defaults
-        .templates(&a.vocabulary.templates, &clip.source.spec)?;
-    report(&format!("templates ({origin}): {}", templates.describe()));
-    let classifier = ZeroShotClassifier::new(&clip, labels, templates)?;
+    let classifier = match labels {
+        Ok(labels) => {
+            let (templates, origin) = clip
+                .defaults
+                .templates(&a.vocabulary.templates, &clip.source.spec)?;
+            report(&format!("templates ({origin}): {}", templates.describe()));
+            Scorer::ZeroShot(ZeroShotClassifier::new(&clip, labels, templates)?)
+        }
+        Err(c) => Scorer::Learned(c),
+    };
     let scene_opts = SceneOptions {
         bands: a.common.bands.as_ref().map(|b| b.0.clone()),
         stretch: a.stretch,
@@ -458,7 +484,7 @@ pub fn run(a: ScanArgs) -> Result<usize> {
 struct SceneJob<'a> {
     a: &'a ScanArgs,
     clip: &'a ClipEncoder,
-    classifier: &'a ZeroShotClassifier,
+    classifier: &'a Scorer,
     captioner: Option<&'a Captioner>,
     names: &'a [String],
     heat_label: Option<usize>,

@@ -14,7 +14,8 @@ const ORDER: &[&str] = &[
     "models",                                     // 2 networks
     "builtin", "hub", "openclip", "encoder",      // 3 running models
     "cache",
-    "zeroshot", "caption", "index", "scan",       // 4 tasks
+    "zeroshot", "classify", "caption", "index",   // 4 tasks
+    "scan",
     "eval", "train", "bench",                     // 5 measuring and training
     "serve",                                      // 6 surfaces (the CLI is the binary's)
 ];

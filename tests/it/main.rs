@@ -6,6 +6,7 @@
 
 mod browser;
 mod caption_metrics;
+mod classify;
 mod cli;
 mod clip_parity;
 mod clipcap;
