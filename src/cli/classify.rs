@@ -8,7 +8,6 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use skyscribe::cache::embed_samples;
 use skyscribe::classify::fit::{Examples, Options, Prior, train};
 use skyscribe::classify::{
     Classifier, ClassifierInfo, Method, ModelIdentity, PriorInfo, TrainingSummary,
@@ -162,21 +161,8 @@ fn embed_examples(
     data: &Labelled,
     quiet: bool,
 ) -> Result<Examples> {
-    let decode = common.decode();
-    let cache = cache.open(clip, &decode)?;
-    let bar = skyscribe::progress::items(data.samples.len(), "images", "encoding", quiet);
-    let (embeddings, stats) = embed_samples(
-        clip,
-        &data.samples,
-        cache.as_ref(),
-        common.batch_size,
-        &decode,
-        &bar,
-    )?;
-    bar.finish_and_clear();
-    for (_, why) in &stats.failed {
-        report(why);
-    }
+    let (embeddings, stats) =
+        super::common::embed_labelled(clip, common, cache, &data.samples, quiet)?;
     let dim = clip.model.config().projection_dim;
     let mut ex = Examples::new(data.classes.clone(), dim);
     for (s, e) in data.samples.iter().zip(&embeddings) {
@@ -576,21 +562,8 @@ pub fn eval_classify(a: EvalClassifyArgs) -> Result<usize> {
     )?;
     skyscribe::eval::check_label_sets(&ds, std::slice::from_ref(&set))?;
     let clip = clip_for_classifier(&a.common, &classifier, &a.classifier)?;
-    let decode = a.common.decode();
-    let cache = a.cache.open(&clip, &decode)?;
-    let bar = skyscribe::progress::items(ds.samples.len(), "images", "encoding", false);
-    let (embeddings, stats) = embed_samples(
-        &clip,
-        &ds.samples,
-        cache.as_ref(),
-        a.common.batch_size,
-        &decode,
-        &bar,
-    )?;
-    bar.finish_and_clear();
-    for (_, why) in &stats.failed {
-        report(why);
-    }
+    let (embeddings, stats) =
+        super::common::embed_labelled(&clip, &a.common, &a.cache, &ds.samples, false)?;
     let failed = stats.failed.len();
     if failed == ds.samples.len() {
         report(&format!(

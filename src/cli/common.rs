@@ -308,3 +308,32 @@ pub fn note_bands(decode: &DecodeOptions) {
         report(note);
     }
 }
+
+/// Embeds `samples` through the `--cache` folder (a progress bar unless `quiet`), reporting each
+/// unreadable image by name: what `eval zero-shot`, `eval classify` and the classifier
+/// commands share.
+pub fn embed_labelled(
+    clip: &ClipEncoder,
+    common: &CommonArgs,
+    cache: &CacheArgs,
+    samples: &[skyscribe::data::Sample],
+    quiet: bool,
+) -> Result<(Vec<Option<Vec<f32>>>, skyscribe::cache::EncodeStats)> {
+    let decode = common.decode();
+    let cache = cache.open(clip, &decode)?;
+    let bar = skyscribe::progress::items(samples.len(), "images", "encoding", quiet);
+    let (embeddings, stats) = skyscribe::cache::embed_samples(
+        clip,
+        samples,
+        cache.as_ref(),
+        common.batch_size,
+        &decode,
+        &bar,
+    )?;
+    bar.finish_and_clear();
+    note_bands(&decode);
+    for (_, why) in &stats.failed {
+        super::output::report(why);
+    }
+    Ok((embeddings, stats))
+}

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use skyscribe::cache::{EmbeddingCache, embed_images, embed_samples};
+use skyscribe::cache::{EmbeddingCache, embed_images};
 use skyscribe::caption::Captioner;
 use skyscribe::data::CaptionedImages;
 use skyscribe::encoder::ClipEncoder;
@@ -219,22 +219,8 @@ fn zero_shot(a: ZeroShotArgs) -> Result<usize> {
             skyscribe::labels::Templates::parse(&templates)?.describe()
         ));
     }
-    let decode = common.decode();
-    let cache = a.cache.open(&clip, &decode)?;
-    let bar = skyscribe::progress::items(ds.samples.len(), "images", "encoding", false);
-    let (embeddings, stats) = embed_samples(
-        &clip,
-        &ds.samples,
-        cache.as_ref(),
-        common.batch_size,
-        &decode,
-        &bar,
-    )?;
-    bar.finish_and_clear();
-    super::common::note_bands(&decode);
-    for (_, why) in &stats.failed {
-        report(why);
-    }
+    let (embeddings, stats) =
+        super::common::embed_labelled(&clip, common, &a.cache, &ds.samples, false)?;
     let failed = stats.failed.len();
     if failed == ds.samples.len() {
         // No summary of nothing: the run fails (exit 1) with the count.
