@@ -9,6 +9,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use skyscribe::caption::Captioner;
+use skyscribe::classify::Classifier;
 use skyscribe::serve::{BatchSettings, Models, ServeConfig, ServedIndex};
 
 use super::common::{CaptionerArgs, CommonArgs, DeviceArg, PrecisionArg, clip_for, positive};
@@ -31,6 +32,10 @@ pub struct ServeArgs {
     /// An index folder to search (`skyscribe index build`); repeat to search several together.
     #[arg(long = "index")]
     indexes: Vec<PathBuf>,
+    /// A classifier from `train classifier` for /v1/classify (named by its file name without
+    /// the extension); repeat to serve several. It must read this server's CLIP model.
+    #[arg(long = "classifier")]
+    classifiers: Vec<PathBuf>,
     /// Images encoded together in one forward pass.
     #[arg(long, default_value_t = 32, value_parser = positive)]
     max_batch: usize,
@@ -122,6 +127,23 @@ pub fn run(a: ServeArgs) -> Result<usize> {
         .iter()
         .map(|dir| ServedIndex::open(dir, &clip))
         .collect::<Result<Vec<_>>>()?;
+    let mut classifiers: Vec<(String, Classifier)> = Vec::new();
+    for file in &a.classifiers {
+        let c = Classifier::load(file)?;
+        c.check_model(&clip, file)?;
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if classifiers.iter().any(|(n, _)| n == &name) {
+            bail!(
+                "{}: a classifier named {name} is already served (names are file names \
+                 without the extension)",
+                file.display()
+            );
+        }
+        classifiers.push((name, c));
+    }
     let what = format!(
         "CLIP {}{}{}",
         clip.source.spec,
@@ -138,7 +160,12 @@ pub fn run(a: ServeArgs) -> Result<usize> {
             ),
         }
     );
-    skyscribe::serve::run(config, Models { clip, captioner }, indexes, |addr| {
+    let models = Models {
+        clip,
+        captioner,
+        classifiers,
+    };
+    skyscribe::serve::run(config, models, indexes, |addr| {
         report(&format!("serve: listening on http://{addr} ({what})"))
     })?;
     Ok(0)

@@ -25,6 +25,8 @@ use super::metrics::Metrics;
 pub struct Models {
     pub clip: ClipEncoder,
     pub captioner: Option<Captioner>,
+    /// Learned classifiers of `/v1/classify`, by name (checked against `clip` by the caller).
+    pub classifiers: Vec<(String, crate::classify::Classifier)>,
 }
 
 /// How requests are batched.

@@ -75,6 +75,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/models", get(models))
         .route("/v1/labels", axum::routing::post(labels))
         .route("/v1/describe", axum::routing::post(describe))
+        .route("/v1/classify", axum::routing::post(classify))
         .route("/v1/caption", axum::routing::post(caption))
         .route("/v1/embed", axum::routing::post(embed))
         .route("/v1/search", get(search_text).post(search_image))
@@ -163,6 +164,12 @@ async fn models(State(app): State<Arc<App>>) -> Json<Value> {
             "gpt2_model": c.config.gpt2_model,
         })),
         "describe_labels": clip.defaults.describe_labels.as_deref().unwrap_or("describe"),
+        "classifiers": app.models.classifiers.iter().map(|(name, c)| json!({
+            "name": name,
+            "classes": c.classes(),
+            "method": c.info.method.name(),
+            "examples": c.info.training.examples,
+        })).collect::<Vec<_>>(),
         "templates": templates.0,
         "indexes": indexes,
         "limits": {
@@ -325,6 +332,54 @@ async fn labels(State(app): State<Arc<App>>, mut req: Request) -> Answer {
     Ok(Json(LabelsAnswer {
         labels: classifier.ranked(&e, Some(top_k)),
         caption: None,
+    })
+    .into_response())
+}
+
+#[derive(Serialize)]
+struct ClassifyAnswer<'a> {
+    classifier: &'a str,
+    labels: Vec<LabelScore>,
+}
+
+/// A learned classifier's classes for the image: `classifier=NAME` (optional when the server
+/// serves one), `top_k`.
+async fn classify(State(app): State<Arc<App>>, mut req: Request) -> Answer {
+    let mut params = Params::parse(req.uri().query())?;
+    let name = params.one("classifier")?;
+    let top_k = params.count("top_k", 5, MAX_LABELS)?;
+    params.done(&["classifier", "top_k"])?;
+    let served = &app.models.classifiers;
+    let names = || {
+        served
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let index = match (&name, served.len()) {
+        (_, 0) => {
+            return Err(ApiError::not_found(
+                "this server serves no classifier (start it with --classifier FILE)",
+            ));
+        }
+        (None, 1) => 0,
+        (None, _) => {
+            return Err(ApiError::bad(format!(
+                "give classifier=… (one of {})",
+                names()
+            )));
+        }
+        (Some(n), _) => served.iter().position(|(s, _)| s == n).ok_or_else(|| {
+            ApiError::bad(format!("no classifier named {n:?} (served: {})", names()))
+        })?,
+    };
+    let permit = enter(&app, &mut req).await?;
+    let e = image_embedding(&app, req, &permit, &app.decode).await?;
+    let (name, c) = &app.models.classifiers[index];
+    Ok(Json(ClassifyAnswer {
+        classifier: name,
+        labels: c.ranked(&e, Some(top_k)),
     })
     .into_response())
 }

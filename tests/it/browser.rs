@@ -71,8 +71,15 @@ fn the_page_labels_captions_and_searches_in_a_real_browser() {
     let Some(driver_bin) = chromedriver() else {
         return;
     };
-    let index = fixture_index(&scratch("serve-browser"));
-    let server = Server::start(&["--index", index.to_str().unwrap()]);
+    let dir = scratch("serve-browser");
+    let index = fixture_index(&dir);
+    let classifier = crate::classify::mosaic_classifier(&dir);
+    let server = Server::start(&[
+        "--index",
+        index.to_str().unwrap(),
+        "--classifier",
+        classifier.to_str().unwrap(),
+    ]);
     let sample = repo().join("assets/samples/eurosat-river.jpg");
     let api = crate::serve::post(
         &server.url("/v1/describe"),
@@ -159,6 +166,62 @@ fn the_page_labels_captions_and_searches_in_a_real_browser() {
             client.screenshot().await.unwrap(),
         )
         .unwrap();
+
+        // The learned classifier: chosen in the options, its classes replace the labels.
+        let learned = crate::serve::post(
+            &server.url("/v1/classify"),
+            "image/jpeg",
+            &std::fs::read(&sample).unwrap(),
+        )
+        .json();
+        client
+            .execute(
+                "const s = document.getElementById('classifier');\
+                 document.getElementById('options').open = true;\
+                 s.value = 'mosaic';\
+                 s.dispatchEvent(new Event('change'));",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let want = learned["labels"][0]["label"].as_str().unwrap().to_string();
+        appears(
+            &client,
+            Locator::XPath(&format!(
+                "//ol[@id='labels']/li[1]//*[contains(@class,'label-name')][.='{want}']"
+            )),
+            "the classifier's best class appears first",
+        )
+        .await;
+        let shown = client
+            .execute(
+                "return [...document.querySelectorAll('#labels .label-name')].map(e => e.textContent);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let wanted: Vec<&serde_json::Value> = learned["labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| &l["label"])
+            .collect();
+        assert_eq!(shown.as_array().unwrap().iter().collect::<Vec<_>>(), wanted);
+        std::fs::write(
+            shots.join("serve-classify.png"),
+            client.screenshot().await.unwrap(),
+        )
+        .unwrap();
+        // Back to zero-shot for what follows.
+        client
+            .execute(
+                "const s = document.getElementById('classifier');\
+                 s.value = '';\
+                 s.dispatchEvent(new Event('change'));",
+                vec![],
+            )
+            .await
+            .unwrap();
 
         // The browser's own multipart upload: FormData with the chosen file, sent by fetch
         // (Chrome writes its `----WebKitFormBoundary…` boundary, mixed case and all).

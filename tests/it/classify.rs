@@ -374,15 +374,12 @@ fn bad_training_input_is_refused_by_name() {
     }
 }
 
-/// Training areas drawn over one half of the EuroSAT mosaic (a checkerboard of its 64 cells),
-/// written by GDAL in Web Mercator while the scene is in UTM 32N: the classifier they train,
-/// through `scan --classifier`, labels the other half's cells better than zero-shot does.
-#[test]
-fn training_areas_over_the_mosaic_make_a_better_class_map() {
-    let dir = scratch("classify-polygons");
+/// A classifier trained on the mosaic's training areas (32 tiles of 64 px, 8 classes), written
+/// to `dir/mosaic.safetensors`.
+pub fn mosaic_classifier(dir: &Path) -> std::path::PathBuf {
     let mosaic = repo().join("assets/samples/eurosat-mosaic.tif");
     let areas = fixtures().join("polygons/mosaic-areas.geojson");
-    let out = dir.join("areas.safetensors");
+    let out = dir.join("mosaic.safetensors");
     let spec = format!("polygons:{}@{}", areas.display(), mosaic.display());
     let r = skyscribe(&[
         "train",
@@ -395,13 +392,111 @@ fn training_areas_over_the_mosaic_make_a_better_class_map() {
         "64",
         "--out",
         out.to_str().unwrap(),
-        "--jsonl",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let info = &json_lines(&r.stdout)[0]["info"];
-    // 32 training cells: 30 polygons and 2 points, 8 classes.
-    assert_eq!(info["training"]["examples"], 32, "{info}");
-    assert_eq!(info["classes"].as_array().unwrap().len(), 8);
+    out
+}
+
+/// `serve --classifier`: `/v1/classify` answers as `labels --classifier` does, `/v1/models`
+/// lists it, unknown names and a server without one are told so, and a classifier of another
+/// CLIP model stops the server from starting.
+#[test]
+fn the_server_classifies_with_a_learned_classifier() {
+    use crate::serve::{Server, get, post};
+    let dir = scratch("classify-serve");
+    let file = mosaic_classifier(&dir);
+    let river = repo().join("assets/samples/eurosat-river.jpg");
+    let bytes = std::fs::read(&river).unwrap();
+    let cli = skyscribe(&[
+        "labels",
+        "--classifier",
+        file.to_str().unwrap(),
+        "--jsonl",
+        river.to_str().unwrap(),
+    ]);
+    assert_eq!(cli.code, 0, "{}", cli.stderr);
+    let want = &json_lines(&cli.stdout)[0]["labels"];
+
+    let server = Server::start(&["--classifier", file.to_str().unwrap(), "--no-caption"]);
+    let r = post(&server.url("/v1/classify?top_k=8"), "image/jpeg", &bytes);
+    assert_eq!(r.status, 200);
+    let answer = r.json();
+    assert_eq!(answer["classifier"], "mosaic");
+    let got = answer["labels"].as_array().unwrap();
+    assert_eq!(got.len(), 8);
+    for (g, w) in got.iter().zip(want.as_array().unwrap()) {
+        assert_eq!(g["label"], w["label"]);
+        let (a, b) = (g["score"].as_f64().unwrap(), w["score"].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-5, "{g} against {w}");
+    }
+    let total: f64 = got.iter().map(|l| l["score"].as_f64().unwrap()).sum();
+    assert!((total - 1.0).abs() < 1e-4);
+    let models = get(&server.url("/v1/models"), None).json();
+    assert_eq!(models["classifiers"][0]["name"], "mosaic");
+    assert_eq!(
+        models["classifiers"][0]["classes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        8
+    );
+    let r = post(
+        &server.url("/v1/classify?classifier=nope"),
+        "image/jpeg",
+        &bytes,
+    );
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("served: mosaic")
+    );
+    drop(server);
+
+    let bare = Server::start(&["--no-caption"]);
+    let r = post(&bare.url("/v1/classify"), "image/jpeg", &bytes);
+    assert_eq!(r.status, 404);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("--classifier FILE")
+    );
+    drop(bare);
+
+    let other = tiny_clip("tiny-a");
+    let r = skyscribe(&[
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--model",
+        other.to_str().unwrap(),
+        "--no-caption",
+        "--classifier",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("reads the embeddings of CLIP model"),
+        "{}",
+        r.stderr
+    );
+}
+
+/// Training areas drawn over one half of the EuroSAT mosaic (a checkerboard of its 64 cells),
+/// written by GDAL in Web Mercator while the scene is in UTM 32N: the classifier they train,
+/// through `scan --classifier`, labels the other half's cells better than zero-shot does.
+#[test]
+fn training_areas_over_the_mosaic_make_a_better_class_map() {
+    let dir = scratch("classify-polygons");
+    let mosaic = repo().join("assets/samples/eurosat-mosaic.tif");
+    let out = mosaic_classifier(&dir);
+    let info = skyscribe::classify::Classifier::load(&out).unwrap().info;
+    // 32 training cells: 30 polygons and 2 points, 8 classes; the areas were read in EPSG:3857.
+    assert_eq!(info.training.examples, 32, "{info:?}");
+    assert_eq!(info.classes.len(), 8);
+    assert_eq!(info.training.per_class.iter().sum::<usize>(), 32);
     let truth: std::collections::HashMap<Vec<u64>, String> =
         read_json(&fixtures().join("polygons/mosaic-truth.json"))
             .as_array()

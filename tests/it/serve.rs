@@ -384,6 +384,7 @@ fn every_endpoint_answers_what_the_command_line_prints() {
     let openapi = get(&server.url("/openapi.json"), None).json();
     for path in [
         "/v1/labels",
+        "/v1/classify",
         "/v1/describe",
         "/v1/caption",
         "/v1/embed",

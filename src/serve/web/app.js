@@ -69,7 +69,12 @@ async function describe() {
   $("#caption").textContent = "…";
   $("#relabel").disabled = true;
   try {
-    const answer = await api(`/v1/describe?${labelQuery()}`, {
+    // A learned classifier, when one is chosen, answers instead of the label set (no caption).
+    const learned = $("#classifier").value;
+    const url = learned
+      ? `/v1/classify?${new URLSearchParams({ classifier: learned, top_k: $("#top-k").value || "5" })}`
+      : `/v1/describe?${labelQuery()}`;
+    const answer = await api(url, {
       method: "POST",
       headers: { "Content-Type": image.type || "application/octet-stream" },
       body: image,
@@ -139,6 +144,13 @@ async function start() {
     if (models.indexes.length) parts.push(`${items} indexed images`);
     $("#model").textContent = parts.join(" · ");
     $("#search-panel").hidden = models.indexes.length === 0;
+    for (const c of models.classifiers) {
+      const option = document.createElement("option");
+      option.value = c.name;
+      option.textContent = `${c.name} (${c.classes.length} classes, ${c.method})`;
+      $("#classifier").append(option);
+    }
+    $("#classifier-row").hidden = models.classifiers.length === 0;
     $("#labels-spec").placeholder = `the model's vocabulary (${models.describe_labels}); or a preset (eurosat, rsicd, xview) or a,b,c`;
   } catch (e) {
     $("#model").textContent = "";
@@ -156,6 +168,7 @@ drop.addEventListener("drop", (e) => {
   choose(e.dataTransfer.files[0]);
 });
 $("#relabel").addEventListener("click", describe);
+$("#classifier").addEventListener("change", describe);
 $("#search-form").addEventListener("submit", search);
 $("#token-save").addEventListener("click", () => {
   token = $("#token").value.trim();
