@@ -277,6 +277,13 @@ pub struct SearchArgs {
     /// Candidates the HNSW graph explores per query (more: slower, nearer exact).
     #[arg(long, default_value_t = 128, value_parser = positive)]
     ef: usize,
+    /// Keep only images --classifier puts in this class (its best class), searched exactly
+    /// among them.
+    #[arg(long, requires = "classifier")]
+    class: Option<String>,
+    /// A classifier from `train classifier` (of the index's CLIP model), for --class.
+    #[arg(long, requires = "class")]
+    classifier: Option<std::path::PathBuf>,
 }
 
 /// An index's model, loaded and checked against it.
@@ -306,8 +313,21 @@ pub fn search(a: SearchArgs) -> Result<usize> {
     if a.texts.is_empty() && a.images.is_empty() {
         bail!("an empty query: give at least one --text or --image");
     }
+    if a.engine == Engine::Ann && a.class.is_some() {
+        bail!("--class searches exactly among the class's images; leave out --engine ann");
+    }
     let meta = IndexMeta::read(&a.index)?;
     let (clip, decode) = index_model(&meta, &a.index, a.model.as_deref(), a.device)?;
+    let filter = match (&a.class, &a.classifier) {
+        (Some(class), Some(file)) => {
+            let c = skyscribe::classify::Classifier::load(file)?;
+            c.check_model(&clip, file)?;
+            let names: Vec<&str> = c.classes().iter().map(String::as_str).collect();
+            let i = skyscribe::labels::find_name(&names, class, "--class")?;
+            Some((c, i))
+        }
+        _ => None,
+    };
     let mut query = Query::default();
     for (texts, images, into) in [
         (&a.texts, &a.images, &mut query.positive),
@@ -341,6 +361,17 @@ pub fn search(a: SearchArgs) -> Result<usize> {
         AnnIndex::load(&a.index, &index)?
     };
     let hits = match (a.engine, ann) {
+        _ if filter.is_some() => {
+            let (c, class) = filter.as_ref().expect("matched");
+            let rows = index.rows_where(|e| skyscribe::classify::argmax(&c.logits(e)) == *class);
+            report(&format!(
+                "--class {}: {} of {} images",
+                c.classes()[*class],
+                rows.len(),
+                index.len()
+            ));
+            index.search_rows(&q, a.top_k, &rows)?
+        }
         (Engine::Exact, _) | (Engine::Auto, Err(AnnState::Absent)) => index.search(&q, a.top_k)?,
         (Engine::Auto, Err(AnnState::Stale(why))) => {
             report(&format!(

@@ -126,6 +126,38 @@ impl LoadedIndex {
         all.truncate(k);
         Ok(all)
     }
+
+    /// The rows `keep` accepts (asked of each row with its embedding, in parallel), e.g. those
+    /// a classifier puts in one class.
+    pub fn rows_where(&self, keep: impl Fn(&[f32]) -> bool + Sync) -> Vec<usize> {
+        (0..self.len())
+            .into_par_iter()
+            .filter(|&r| keep(self.vector(r)))
+            .collect()
+    }
+
+    /// [`Self::search`] among `rows` only (exactly).
+    pub fn search_rows(
+        &self,
+        query: &[f32],
+        k: usize,
+        rows: &[usize],
+    ) -> Result<Vec<(usize, f32)>> {
+        if query.len() != self.meta.dim {
+            bail!(
+                "a query of dimension {} for an index of dimension {}",
+                query.len(),
+                self.meta.dim
+            );
+        }
+        let mut all: Vec<(usize, f32)> = rows
+            .par_iter()
+            .map(|&r| (r, dot(self.vector(r), query)))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        all.truncate(k);
+        Ok(all)
+    }
 }
 
 /// `x · y`, with sixteen partial sums so that the compiler vectorises it (a single running sum

@@ -568,3 +568,79 @@ fn training_areas_over_the_mosaic_make_a_better_class_map() {
         "held-out cells: classifier {learned}, zero-shot {zero_shot}"
     );
 }
+
+/// `search --class C --classifier F`: every result is an image the classifier puts in C (as
+/// `scan --classifier` labels the same tiles), ranked by the query among them.
+#[test]
+fn search_keeps_the_images_of_a_class() {
+    let dir = scratch("classify-search");
+    let file = mosaic_classifier(&dir);
+    let mosaic = repo().join("assets/samples/eurosat-mosaic.tif");
+    let index = dir.join("index");
+    let scene = format!("scene:{}", mosaic.display());
+    let r = skyscribe(&[
+        "index",
+        "build",
+        "--index",
+        index.to_str().unwrap(),
+        "--chip-size",
+        "64",
+        &scene,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = skyscribe(&[
+        "scan",
+        "--classifier",
+        file.to_str().unwrap(),
+        "--tile",
+        "64",
+        "--stride",
+        "64",
+        "--jsonl",
+        "--top-k",
+        "1",
+        mosaic.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rivers: Vec<serde_json::Value> = json_lines(&r.stdout)
+        .into_iter()
+        .filter(|l| l["labels"][0]["label"] == "River")
+        .map(|l| l["tile"].clone())
+        .collect();
+    assert!(rivers.len() >= 2, "{rivers:?}");
+    let r = skyscribe(&[
+        "search",
+        "--index",
+        index.to_str().unwrap(),
+        "--text",
+        "a river",
+        "--class",
+        "river",
+        "--classifier",
+        file.to_str().unwrap(),
+        "--top-k",
+        "64",
+        "--jsonl",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let hits = json_lines(&r.stdout);
+    assert_eq!(hits.len(), rivers.len(), "{}", r.stderr);
+    for h in &hits {
+        assert!(rivers.contains(&h["chip"]), "{h} is not a River tile");
+    }
+    let scores: Vec<f64> = hits.iter().map(|h| h["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]));
+    let r = skyscribe(&[
+        "search",
+        "--index",
+        index.to_str().unwrap(),
+        "--text",
+        "a river",
+        "--class",
+        "Lake",
+        "--classifier",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("--class \"Lake\" is not"), "{}", r.stderr);
+}
