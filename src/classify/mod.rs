@@ -30,7 +30,7 @@ pub const VERSION: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// `linear`, as measured best at every number of shots (see [`fit::resolve`]).
+    /// `zero-shot-prior` at one shot with `--labels`, else `linear` (see [`fit::resolve`]).
     Auto,
     /// Multinomial logistic regression, L2 penalty towards zero, C searched on held-out data.
     Linear,

@@ -73,8 +73,8 @@ pub struct TrainClassifierArgs {
     /// Seed of the shots drawn and of the held-out examples of the search for C.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// auto (linear: measured best at every number of shots), linear, prototype or
-    /// zero-shot-prior (needs --labels).
+    /// auto (zero-shot-prior at one shot with --labels, else linear: as measured best),
+    /// linear, prototype or zero-shot-prior (needs --labels).
     #[arg(long, value_enum, default_value_t = Method::Auto)]
     method: Method,
     /// A fixed C (scikit-learn's inverse penalty) instead of the search on held-out examples.
@@ -291,7 +291,8 @@ pub fn train_classifier(a: TrainClassifierArgs) -> Result<usize> {
             .shots(k, a.seed)
             .with_context(|| format!("{name}: cannot draw the shots"))?;
     }
-    let prior = if skyscribe::classify::fit::resolve(a.method, 0, a.labels.is_some())?
+    let smallest = ex.per_class().into_iter().min().unwrap_or(0);
+    let prior = if skyscribe::classify::fit::resolve(a.method, smallest, a.labels.is_some())?
         == Method::ZeroShotPrior
     {
         a.labels
@@ -300,9 +301,10 @@ pub fn train_classifier(a: TrainClassifierArgs) -> Result<usize> {
             .transpose()?
     } else {
         if a.labels.is_some() {
-            report(
-                "--method auto is linear (measured best at every number of shots): --labels is not used",
-            );
+            report(&format!(
+                "--method auto is linear with {smallest} or more examples a class (measured \
+                 better than the prior from two on): --labels is not used"
+            ));
         }
         None
     };
