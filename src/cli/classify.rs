@@ -19,32 +19,8 @@ use skyscribe::scan::ScanOptions;
 use skyscribe::scene::{Scene, SceneOptions};
 use skyscribe::zeroshot::ZeroShotClassifier;
 
-use super::common::{CacheArgs, CommonArgs};
+use super::common::{CacheArgs, ChipArgs, CommonArgs};
 use super::output::{Out, report};
-
-/// How scene data sets are cut into examples.
-#[derive(Args, Clone)]
-pub struct ChipArgs {
-    /// Chip side for scene data sets (xview, dota), and the tile side for polygons:.
-    #[arg(long, default_value_t = 300)]
-    chip_size: u32,
-    /// Chip or tile stride (default: the chip size, no overlap).
-    #[arg(long)]
-    chip_stride: Option<u32>,
-    /// Share of a box's area that must lie in a chip for its class to count.
-    #[arg(long, default_value_t = 0.5)]
-    min_box_share: f64,
-}
-
-impl ChipArgs {
-    fn options(&self) -> ChipOptions {
-        ChipOptions {
-            size: self.chip_size,
-            stride: self.chip_stride.unwrap_or(self.chip_size),
-            min_box_share: self.min_box_share,
-        }
-    }
-}
 
 #[derive(Args)]
 pub struct TrainClassifierArgs {

@@ -337,3 +337,28 @@ pub fn embed_labelled(
     }
     Ok((embeddings, stats))
 }
+
+/// How scene data sets (dota, xview) are cut into chips: `eval zero-shot`, `eval classify`,
+/// `eval few-shot`, `train classifier`.
+#[derive(Args, Clone)]
+pub struct ChipArgs {
+    /// Chip side for scene data sets (xview, dota).
+    #[arg(long, default_value_t = 300)]
+    chip_size: u32,
+    /// Chip stride (default: the chip size, no overlap).
+    #[arg(long)]
+    chip_stride: Option<u32>,
+    /// Share of a box's area that must lie in a chip for its class to count.
+    #[arg(long, default_value_t = 0.5)]
+    min_box_share: f64,
+}
+
+impl ChipArgs {
+    pub fn options(&self) -> skyscribe::data::ChipOptions {
+        skyscribe::data::ChipOptions {
+            size: self.chip_size,
+            stride: self.chip_stride.unwrap_or(self.chip_size),
+            min_box_share: self.min_box_share,
+        }
+    }
+}

@@ -180,15 +180,8 @@ pub struct ZeroShotArgs {
     report: Option<PathBuf>,
     #[command(flatten)]
     cache: CacheArgs,
-    /// Chip side for scene datasets (xview, dota).
-    #[arg(long, default_value_t = 300)]
-    chip_size: u32,
-    /// Chip stride (default: the chip size, no overlap).
-    #[arg(long)]
-    chip_stride: Option<u32>,
-    /// Share of a box's area that must lie in a chip for its class to count.
-    #[arg(long, default_value_t = 0.5)]
-    min_box_share: f64,
+    #[command(flatten)]
+    chips: super::common::ChipArgs,
 }
 
 fn zero_shot(a: ZeroShotArgs) -> Result<usize> {
@@ -197,11 +190,7 @@ fn zero_shot(a: ZeroShotArgs) -> Result<usize> {
     if let Some(grid) = &a.grid {
         skyscribe::eval::read_grid(grid, &mut labels, &mut templates)?;
     }
-    let chips = skyscribe::data::ChipOptions {
-        size: a.chip_size,
-        stride: a.chip_stride.unwrap_or(a.chip_size),
-        min_box_share: a.min_box_share,
-    };
+    let chips = a.chips.options();
     let ds = skyscribe::data::open(&a.dataset, a.split.as_deref(), &chips)?;
     let label_sets: Vec<LabelSet> = labels
         .iter()
