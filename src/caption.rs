@@ -92,6 +92,105 @@ impl Default for DecodeOptions {
     }
 }
 
+/// Which decoding a caller asked for, before its options are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DecodeKind {
+    /// The most likely token each step (the reference's generate2).
+    Greedy,
+    /// Beam search (the reference's generate_beam).
+    Beam,
+    /// Nucleus sampling.
+    Sample,
+}
+
+impl DecodeKind {
+    /// `greedy`, `beam` or `sample`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "greedy" => Ok(Self::Greedy),
+            "beam" => Ok(Self::Beam),
+            "sample" => Ok(Self::Sample),
+            other => bail!("decode {other:?}: expected greedy, beam or sample"),
+        }
+    }
+}
+
+/// A decoding as asked for (`--decode` and its options, or the Python keywords): options of
+/// another decoding are refused, not ignored — `--top-p 0.5` alone would otherwise decode
+/// greedily, as if never said.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodingRequest {
+    pub decode: DecodeKind,
+    pub beam_size: Option<usize>,
+    pub top_p: Option<f32>,
+    pub temperature: Option<f32>,
+    pub seed: Option<u64>,
+    pub max_tokens: usize,
+}
+
+impl DecodingRequest {
+    /// The decoding and its options, checked.
+    pub fn resolve(&self) -> Result<(Decoding, DecodeOptions)> {
+        let refuse = |option: &str, decode: &str| {
+            bail!(
+                "{option} is for --decode {decode}; this decodes {}: add --decode {decode}, or \
+                 leave {option} out",
+                match self.decode {
+                    DecodeKind::Greedy => "greedily (the default)",
+                    DecodeKind::Beam => "by beam search",
+                    DecodeKind::Sample => "by sampling",
+                }
+            )
+        };
+        if self.decode != DecodeKind::Sample {
+            if self.top_p.is_some() {
+                return refuse("--top-p", "sample");
+            }
+            if self.seed.is_some() {
+                return refuse("--seed", "sample");
+            }
+        }
+        if self.decode != DecodeKind::Beam && self.beam_size.is_some() {
+            return refuse("--beam-size", "beam");
+        }
+        if self.decode == DecodeKind::Greedy && self.temperature.is_some() {
+            bail!(
+                "--temperature is for --decode beam or sample; greedy decoding takes the most \
+                 likely token whatever the temperature"
+            );
+        }
+        if self.beam_size == Some(0) {
+            bail!("--beam-size must be at least 1");
+        }
+        if self.max_tokens == 0 {
+            bail!("--max-tokens must be at least 1");
+        }
+        let top_p = self.top_p.unwrap_or(0.9);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            bail!("--top-p {top_p} must be in (0, 1]");
+        }
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(temperature >= 0.0 && temperature.is_finite()) {
+            bail!("--temperature {temperature} must be 0 (greedy) or more");
+        }
+        let how = match self.decode {
+            DecodeKind::Greedy => Decoding::Greedy,
+            DecodeKind::Beam => Decoding::Beam {
+                size: self.beam_size.unwrap_or(5),
+            },
+            DecodeKind::Sample => Decoding::Sample {
+                top_p,
+                seed: self.seed.unwrap_or(0),
+            },
+        };
+        let opts = DecodeOptions {
+            max_tokens: self.max_tokens,
+            temperature,
+        };
+        Ok((how, opts))
+    }
+}
+
 fn log_softmax(row: &[f32]) -> Vec<f32> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let lse = row.iter().map(|x| (x - max).exp()).sum::<f32>().ln() + max;

@@ -5,6 +5,7 @@
 //! templates; several wordings are a synonym ensemble), and the dataset classes it stands for
 //! (for reduced sets that merge classes, such as `eurosat-reduced`).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -465,6 +466,49 @@ impl Templates {
             .flat_map(|w| self.0.iter().map(move |t| t.replacen("{}", w, 1)))
             .collect()
     }
+}
+
+fn normalized_class(s: &str) -> String {
+    s.trim().to_lowercase().replace(['-', '_'], " ")
+}
+
+/// Which label stands for each dataset class: a label's `classes` (or its own name), compared
+/// case-insensitively with `-` and `_` read as spaces.
+pub fn map_classes(
+    labels: &LabelSet,
+    classes: &[String],
+) -> Result<(HashMap<String, usize>, Vec<String>)> {
+    let mut by_name: HashMap<String, usize> = HashMap::new();
+    for (i, l) in labels.labels.iter().enumerate() {
+        let stands_for = if l.classes.is_empty() {
+            std::slice::from_ref(&l.name)
+        } else {
+            &l.classes[..]
+        };
+        for c in stands_for {
+            if let Some(prev) = by_name.insert(normalized_class(c), i)
+                && prev != i
+            {
+                bail!(
+                    "{}: class '{c}' is claimed by labels '{}' and '{}'",
+                    labels.source,
+                    labels.labels[prev].name,
+                    l.name
+                );
+            }
+        }
+    }
+    let mut mapped = HashMap::new();
+    let mut unmapped = Vec::new();
+    for c in classes {
+        match by_name.get(&normalized_class(c)) {
+            Some(&i) => {
+                mapped.insert(c.clone(), i);
+            }
+            None => unmapped.push(c.clone()),
+        }
+    }
+    Ok((mapped, unmapped))
 }
 
 #[cfg(test)]

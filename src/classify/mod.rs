@@ -282,6 +282,177 @@ impl Classifier {
     }
 }
 
+/// What a classifier is trained with, beyond its examples: the method, a fixed C, the seed of
+/// the holdout and folds, and the label set and templates of a text prior.
+#[derive(Debug, Clone)]
+pub struct TrainSettings {
+    pub method: Method,
+    pub c: Option<f64>,
+    pub seed: u64,
+    /// The classes' wordings (a preset, file or `a,b,c`), for `zero-shot-prior`.
+    pub labels: Option<String>,
+    pub templates: Vec<String>,
+}
+
+impl TrainSettings {
+    /// Refuses settings that contradict each other, before any image is embedded.
+    pub fn check(&self) -> Result<()> {
+        if let Some(c) = self.c {
+            if !(c > 0.0 && c.is_finite()) {
+                bail!("--c must be a positive number, not {c}");
+            }
+            if self.method == Method::Prototype {
+                bail!(
+                    "--c sets the penalty of linear and zero-shot-prior fits; prototype has none"
+                );
+            }
+        }
+        if self.method == Method::ZeroShotPrior && self.labels.is_none() {
+            bail!("--method zero-shot-prior needs --labels (the classes' wordings)");
+        }
+        if self.labels.is_some() && matches!(self.method, Method::Linear | Method::Prototype) {
+            bail!(
+                "--labels is the prior of --method zero-shot-prior; --method {} does not use it",
+                self.method.name()
+            );
+        }
+        if !self.templates.is_empty() && self.labels.is_none() {
+            bail!("--template words --labels; give --labels too");
+        }
+        Ok(())
+    }
+}
+
+/// Where the examples came from, kept in the classifier file.
+#[derive(Debug, Clone, Default)]
+pub struct Provenance {
+    /// The `--data` spec (or what stands for it).
+    pub data: String,
+    pub split: Option<String>,
+    pub shots: Option<usize>,
+}
+
+/// The zero-shot classifier of `labels` over `classes` as a [`fit::Prior`]: each class must
+/// have a label, and each label a class. Also says which templates were used, for the user.
+pub fn text_prior(
+    clip: &ClipEncoder,
+    labels: &str,
+    templates: &[String],
+    classes: &[String],
+) -> Result<(fit::Prior, String)> {
+    let set = crate::labels::LabelSet::parse(labels)?;
+    let (mapped, unmapped) = crate::labels::map_classes(&set, classes)?;
+    if !unmapped.is_empty() {
+        bail!(
+            "--labels {labels}: no label stands for the class(es) {}; add them, or map them \
+             with `label: wording => Class`",
+            unmapped.join(", ")
+        );
+    }
+    let used: Vec<usize> = classes.iter().map(|c| mapped[c]).collect();
+    let extra: Vec<&str> = (0..set.labels.len())
+        .filter(|i| !used.contains(i))
+        .map(|i| set.labels[i].name.as_str())
+        .collect();
+    if !extra.is_empty() {
+        bail!(
+            "--labels {labels}: label(s) {} stand for no class of the data ({})",
+            extra.join(", "),
+            classes.join(", ")
+        );
+    }
+    let (templates, origin) = clip.defaults.templates(templates, &clip.source.spec)?;
+    let note = format!("templates ({origin}): {}", templates.describe());
+    let template_list = templates.0.clone();
+    let zs = crate::zeroshot::ZeroShotClassifier::new(clip, set, templates)?;
+    let embeddings: Vec<Vec<f32>> = used
+        .iter()
+        .map(|&i| zs.class_embeddings()[i].clone())
+        .collect();
+    let info = PriorInfo {
+        labels: labels.to_string(),
+        templates: template_list,
+        logit_scale: clip.model.logit_scale_exp(),
+    };
+    Ok((fit::Prior::new(&embeddings, info), note))
+}
+
+/// Trains a classifier of `clip`'s embeddings on `ex` (every class with an example), with the
+/// text prior when the method resolves to `zero-shot-prior`. What the user should hear (the
+/// templates used, a label set left unused) goes to `note`.
+pub fn train_classifier(
+    clip: &ClipEncoder,
+    ex: &fit::Examples,
+    settings: &TrainSettings,
+    provenance: &Provenance,
+    mut note: impl FnMut(&str),
+) -> Result<Classifier> {
+    settings.check()?;
+    ex.check_every_class_has_examples(&provenance.data)?;
+    let smallest = ex.per_class().into_iter().min().unwrap_or(0);
+    let has_labels = settings.labels.is_some();
+    let prior = if fit::resolve(settings.method, smallest, has_labels)? == Method::ZeroShotPrior {
+        match settings.labels.as_deref() {
+            Some(l) => {
+                let (p, n) = text_prior(clip, l, &settings.templates, &ex.classes)?;
+                note(&n);
+                Some(p)
+            }
+            None => None,
+        }
+    } else {
+        if has_labels {
+            note(&format!(
+                "--method auto is linear with {smallest} or more examples a class (measured \
+                 better than the prior from two on): --labels is not used"
+            ));
+        }
+        None
+    };
+    let started = std::time::Instant::now();
+    let opts = fit::Options {
+        method: settings.method,
+        c: settings.c,
+        seed: settings.seed,
+        logit_scale: clip.model.logit_scale_exp(),
+    };
+    let trained = fit::train(ex, prior.as_ref(), &opts)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let training_accuracy = fit::accuracy(ex, &trained.weight, &trained.bias)?;
+    let used_prior = trained.method == Method::ZeroShotPrior;
+    Ok(Classifier {
+        info: ClassifierInfo {
+            format: FORMAT.into(),
+            version: VERSION,
+            classes: ex.classes.clone(),
+            method: trained.method,
+            model: ModelIdentity {
+                spec: clip.source.spec.clone(),
+                fingerprint: crate::cache::model_fingerprint(&clip.source.dir)?
+                    .to_hex()
+                    .to_string(),
+            },
+            embedding_dim: ex.dim,
+            regularisation: trained.regularisation.clone(),
+            prior: prior.filter(|_| used_prior).map(|p| p.info),
+            training: TrainingSummary {
+                data: provenance.data.clone(),
+                split: provenance.split.clone(),
+                examples: ex.len(),
+                per_class: ex.per_class(),
+                shots: provenance.shots,
+                seed: settings.seed,
+                training_accuracy,
+                iterations: trained.iterations,
+                seconds,
+                skyscribe_version: env!("CARGO_PKG_VERSION").into(),
+            },
+        },
+        weight: trained.weight,
+        bias: trained.bias,
+    })
+}
+
 /// The index of the largest value (the first of equals).
 pub fn argmax(values: &[f32]) -> usize {
     let mut best = 0;

@@ -3,33 +3,23 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use skyscribe::caption::{Captioner, DecodeOptions, Decoding};
+use skyscribe::caption::{Captioner, DecodeKind, DecodeOptions, Decoding, DecodingRequest};
 use skyscribe::encoder::ClipEncoder;
 use skyscribe::models::mapper::MappingType;
 
 use super::common::{CommonArgs, for_each_image, gather, positive};
 use super::output::{Out, report};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum DecodeArg {
-    /// The most likely token each step (the reference's generate2).
-    Greedy,
-    /// Beam search (the reference's generate_beam).
-    Beam,
-    /// Nucleus sampling.
-    Sample,
-}
-
 /// How captions are decoded.
 #[derive(Args)]
 pub struct DecodingArgs {
     /// greedy (the reference's generate2), beam (generate_beam) or sample (nucleus).
-    #[arg(long, value_enum, default_value_t = DecodeArg::Greedy)]
-    decode: DecodeArg,
+    #[arg(long, value_enum, default_value_t = DecodeKind::Greedy)]
+    decode: DecodeKind,
     /// Beams kept by --decode beam [default: 5].
     #[arg(long, value_parser = positive)]
     beam_size: Option<usize>,
@@ -49,62 +39,17 @@ pub struct DecodingArgs {
 }
 
 impl DecodingArgs {
-    /// The decoding asked for. An option of another decoding than `--decode`'s is refused, not
-    /// ignored: `--top-p 0.5` alone would otherwise decode greedily, as if never said.
-    pub fn decoding(&self) -> Result<Decoding> {
-        let refuse = |option: &str, decode: &str| {
-            bail!(
-                "{option} is for --decode {decode}; this decodes {}: add --decode {decode}, or \
-                 leave {option} out",
-                match self.decode {
-                    DecodeArg::Greedy => "greedily (the default)",
-                    DecodeArg::Beam => "by beam search",
-                    DecodeArg::Sample => "by sampling",
-                }
-            )
-        };
-        if self.decode != DecodeArg::Sample {
-            if self.top_p.is_some() {
-                return refuse("--top-p", "sample");
-            }
-            if self.seed.is_some() {
-                return refuse("--seed", "sample");
-            }
-        }
-        if self.decode != DecodeArg::Beam && self.beam_size.is_some() {
-            return refuse("--beam-size", "beam");
-        }
-        if self.decode == DecodeArg::Greedy && self.temperature.is_some() {
-            bail!(
-                "--temperature is for --decode beam or sample; greedy decoding takes the most \
-                 likely token whatever the temperature"
-            );
-        }
-        let top_p = self.top_p.unwrap_or(0.9);
-        if !(top_p > 0.0 && top_p <= 1.0) {
-            bail!("--top-p {top_p} must be in (0, 1]");
-        }
-        let temperature = self.temperature.unwrap_or(1.0);
-        if !(temperature >= 0.0 && temperature.is_finite()) {
-            bail!("--temperature {temperature} must be 0 (greedy) or more");
-        }
-        Ok(match self.decode {
-            DecodeArg::Greedy => Decoding::Greedy,
-            DecodeArg::Beam => Decoding::Beam {
-                size: self.beam_size.unwrap_or(5),
-            },
-            DecodeArg::Sample => Decoding::Sample {
-                top_p,
-                seed: self.seed.unwrap_or(0),
-            },
-        })
-    }
-
-    pub fn options(&self) -> DecodeOptions {
-        DecodeOptions {
+    /// The decoding asked for, checked (see [`DecodingRequest`]).
+    pub fn resolve(&self) -> Result<(Decoding, DecodeOptions)> {
+        DecodingRequest {
+            decode: self.decode,
+            beam_size: self.beam_size,
+            top_p: self.top_p,
+            temperature: self.temperature,
+            seed: self.seed,
             max_tokens: self.max_tokens,
-            temperature: self.temperature.unwrap_or(1.0),
         }
+        .resolve()
     }
 }
 
@@ -128,8 +73,7 @@ pub struct CaptionArgs {
 
 pub fn caption(a: CaptionArgs) -> Result<usize> {
     let common = &a.common;
-    let how = a.decoding.decoding()?;
-    let opts = a.decoding.options();
+    let (how, opts) = a.decoding.resolve()?;
     let dev = common.device.device()?;
     let cap = Captioner::load_spec(&a.captioner, &dev)?;
     let (paths, failed) = gather(&a.inputs);

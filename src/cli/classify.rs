@@ -8,16 +8,15 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use skyscribe::classify::fit::{Examples, Options, Prior, train};
+use skyscribe::classify::fit::{Examples, Options, train};
 use skyscribe::classify::{
-    Classifier, ClassifierInfo, Method, ModelIdentity, PriorInfo, TrainingSummary,
+    Classifier, Method, Provenance, TrainSettings, train_classifier as train_classifier_on,
 };
 use skyscribe::data::{ChipOptions, Sample};
 use skyscribe::encoder::ClipEncoder;
 use skyscribe::labels::LabelSet;
 use skyscribe::scan::ScanOptions;
 use skyscribe::scene::{Scene, SceneOptions};
-use skyscribe::zeroshot::ZeroShotClassifier;
 
 use super::common::{CacheArgs, ChipArgs, CommonArgs};
 use super::output::{Out, report};
@@ -159,79 +158,17 @@ fn embed_examples(
     Ok(ex)
 }
 
-/// The zero-shot classifier of `labels` over `classes` (each class must have a label, and
-/// each label a class).
-fn prior_of(
-    clip: &ClipEncoder,
-    labels: &str,
-    templates: &[String],
-    classes: &[String],
-) -> Result<(Prior, ZeroShotClassifier)> {
-    let set = LabelSet::parse(labels)?;
-    let (mapped, unmapped) = skyscribe::eval::map_classes(&set, classes)?;
-    if !unmapped.is_empty() {
-        bail!(
-            "--labels {labels}: no label stands for the class(es) {}; add them, or map them \
-             with `label: wording => Class`",
-            unmapped.join(", ")
-        );
-    }
-    let used: Vec<usize> = classes.iter().map(|c| mapped[c]).collect();
-    let extra: Vec<&str> = (0..set.labels.len())
-        .filter(|i| !used.contains(i))
-        .map(|i| set.labels[i].name.as_str())
-        .collect();
-    if !extra.is_empty() {
-        bail!(
-            "--labels {labels}: label(s) {} stand for no class of the data ({})",
-            extra.join(", "),
-            classes.join(", ")
-        );
-    }
-    let (templates, origin) = clip.defaults.templates(templates, &clip.source.spec)?;
-    report(&format!("templates ({origin}): {}", templates.describe()));
-    let template_list = templates.0.clone();
-    let zs = ZeroShotClassifier::new(clip, set, templates)?;
-    let embeddings: Vec<Vec<f32>> = used
-        .iter()
-        .map(|&i| zs.class_embeddings()[i].clone())
-        .collect();
-    let info = PriorInfo {
-        labels: labels.to_string(),
-        templates: template_list,
-        logit_scale: clip.model.logit_scale_exp(),
-    };
-    Ok((Prior::new(&embeddings, info), zs))
-}
-
-fn check_c(c: Option<f64>, method: Method) -> Result<()> {
-    if let Some(c) = c {
-        if !(c > 0.0 && c.is_finite()) {
-            bail!("--c must be a positive number, not {c}");
-        }
-        if method == Method::Prototype {
-            bail!("--c sets the penalty of linear and zero-shot-prior fits; prototype has none");
-        }
-    }
-    Ok(())
-}
-
 pub fn train_classifier(a: TrainClassifierArgs) -> Result<usize> {
-    check_c(a.c, a.method)?;
-    if a.method == Method::ZeroShotPrior && a.labels.is_none() {
-        bail!("--method zero-shot-prior needs --labels (the classes' wordings)");
-    }
+    let settings = TrainSettings {
+        method: a.method,
+        c: a.c,
+        seed: a.seed,
+        labels: a.labels.clone(),
+        templates: a.templates.clone(),
+    };
+    settings.check()?;
     if a.shots == Some(0) {
         bail!("--shots must be at least 1");
-    }
-    if a.labels.is_some() && matches!(a.method, Method::Linear | Method::Prototype) {
-        bail!(
-            "--labels is the prior of --method zero-shot-prior; --method {} does not use it",
-            a.method.name()
-        );
-    }
-    if !a.templates.is_empty() && a.labels.is_none() {
-        bail!("--template words --labels; give --labels too");
     }
     skyscribe::atomic::check_writable(&a.out, "--out")?;
     let chips = a.chips.options();
@@ -267,66 +204,13 @@ pub fn train_classifier(a: TrainClassifierArgs) -> Result<usize> {
             .shots(k, a.seed)
             .with_context(|| format!("{name}: cannot draw the shots"))?;
     }
-    let smallest = ex.per_class().into_iter().min().unwrap_or(0);
-    let prior = if skyscribe::classify::fit::resolve(a.method, smallest, a.labels.is_some())?
-        == Method::ZeroShotPrior
-    {
-        a.labels
-            .as_deref()
-            .map(|l| prior_of(&clip, l, &a.templates, &ex.classes))
-            .transpose()?
-    } else {
-        if a.labels.is_some() {
-            report(&format!(
-                "--method auto is linear with {smallest} or more examples a class (measured \
-                 better than the prior from two on): --labels is not used"
-            ));
-        }
-        None
+    let provenance = Provenance {
+        data: a.data.clone(),
+        split: a.split.as_ref().map(|p| p.display().to_string()),
+        shots: a.shots,
     };
-    let started = Instant::now();
-    let opts = Options {
-        method: a.method,
-        c: a.c,
-        seed: a.seed,
-        logit_scale: clip.model.logit_scale_exp(),
-    };
-    let trained = train(&ex, prior.as_ref().map(|p| &p.0), &opts)?;
-    let seconds = started.elapsed().as_secs_f64();
-    let training_accuracy =
-        skyscribe::classify::fit::accuracy(&ex, &trained.weight, &trained.bias)?;
-    let used_prior = trained.method == Method::ZeroShotPrior;
-    let classifier = Classifier {
-        info: ClassifierInfo {
-            format: skyscribe::classify::FORMAT.into(),
-            version: skyscribe::classify::VERSION,
-            classes: ex.classes.clone(),
-            method: trained.method,
-            model: ModelIdentity {
-                spec: clip.source.spec.clone(),
-                fingerprint: skyscribe::cache::model_fingerprint(&clip.source.dir)?
-                    .to_hex()
-                    .to_string(),
-            },
-            embedding_dim: ex.dim,
-            regularisation: trained.regularisation.clone(),
-            prior: prior.filter(|_| used_prior).map(|p| p.0.info),
-            training: TrainingSummary {
-                data: a.data.clone(),
-                split: a.split.as_ref().map(|p| p.display().to_string()),
-                examples: ex.len(),
-                per_class: ex.per_class(),
-                shots: a.shots,
-                seed: a.seed,
-                training_accuracy,
-                iterations: trained.iterations,
-                seconds,
-                skyscribe_version: env!("CARGO_PKG_VERSION").into(),
-            },
-        },
-        weight: trained.weight,
-        bias: trained.bias,
-    };
+    let classifier = train_classifier_on(&clip, &ex, &settings, &provenance, report)?;
+    let seconds = classifier.info.training.seconds;
     classifier.save(&a.out)?;
     let mut out = Out::new();
     if a.common.jsonl {
@@ -695,9 +579,12 @@ pub fn few_shot(a: FewShotArgs) -> Result<usize> {
     let prior = a
         .labels
         .as_deref()
-        .map(|l| prior_of(&clip, l, &a.templates, &train_ex.classes))
+        .map(|l| skyscribe::classify::text_prior(&clip, l, &a.templates, &train_ex.classes))
         .transpose()?
-        .map(|p| p.0);
+        .map(|(p, note)| {
+            report(&note);
+            p
+        });
     let zeros = vec![0f32; train_ex.classes.len()];
     let zero_shot = prior
         .as_ref()

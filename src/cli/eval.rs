@@ -411,8 +411,7 @@ fn generate_captions(a: &CaptionsArgs) -> Result<(Vec<(String, String)>, Caption
         let clip = ClipEncoder::load(&clip_spec, &dev)?;
         cap.check_clip(&clip, a.force_clip)?;
         let embeds = embed_images(&clip, &paths(&data), open_cache(&clip)?.as_ref(), false)?;
-        let how = a.decoding.decoding()?;
-        let opts = a.decoding.options();
+        let (how, opts) = a.decoding.resolve()?;
         cap.captions_with_progress(&embeds, how, &opts, false)?
     } else {
         let train_spec = a.nearest_neighbour.as_deref().expect("one source is given");

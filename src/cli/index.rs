@@ -8,11 +8,9 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use skyscribe::data::ChipOptions;
-use skyscribe::encoder::ClipEncoder;
-use skyscribe::imagery::DecodeOptions;
 use skyscribe::index::build::{BuildOptions, build, complete_parts};
 use skyscribe::index::locate::locate;
-use skyscribe::index::search::{LoadedIndex, Query, weighted};
+use skyscribe::index::searcher::{Engine, QuerySpec, Searcher};
 use skyscribe::index::sheet::{SheetEntry, contact_sheet};
 use skyscribe::index::{IndexMeta, InputChange, Shard, gather_items, plan_inputs};
 
@@ -67,18 +65,6 @@ fn optimize(a: OptimizeArgs) -> Result<usize> {
         )
     })?;
     Ok(0)
-}
-
-/// Which search engine answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Engine {
-    /// The HNSW graph when `index optimize` made one and the parts have not changed since;
-    /// else exact.
-    Auto,
-    /// Every vector scored (never wrong).
-    Exact,
-    /// The HNSW graph (an error when there is none or it is stale).
-    Ann,
 }
 
 pub fn run(cmd: IndexCommand) -> Result<usize> {
@@ -286,29 +272,6 @@ pub struct SearchArgs {
     classifier: Option<std::path::PathBuf>,
 }
 
-/// An index's model, loaded and checked against it.
-fn index_model(
-    meta: &IndexMeta,
-    dir: &std::path::Path,
-    model: Option<&str>,
-    device: DeviceArg,
-) -> Result<(ClipEncoder, DecodeOptions)> {
-    let spec = model.unwrap_or(&meta.model.spec);
-    let clip = ClipEncoder::load(spec, &device.device()?).with_context(|| {
-        if model.is_none() {
-            format!(
-                "cannot load the index's model {spec} (give --model with the same model's folder)"
-            )
-        } else {
-            format!("cannot load --model {spec}")
-        }
-    })?;
-    let decode = meta.decode_options();
-    let key = skyscribe::cache::model_key(&clip, &decode)?;
-    meta.check_model(dir, &key.to_hex(), spec)?;
-    Ok((clip, decode))
-}
-
 pub fn search(a: SearchArgs) -> Result<usize> {
     if a.texts.is_empty() && a.images.is_empty() {
         bail!("an empty query: give at least one --text or --image");
@@ -316,81 +279,30 @@ pub fn search(a: SearchArgs) -> Result<usize> {
     if a.engine == Engine::Ann && a.class.is_some() {
         bail!("--class searches exactly among the class's images; leave out --engine ann");
     }
-    let meta = IndexMeta::read(&a.index)?;
-    let (clip, decode) = index_model(&meta, &a.index, a.model.as_deref(), a.device)?;
+    let searcher = Searcher::open(
+        &a.index,
+        a.model.as_deref(),
+        &a.device.device()?,
+        a.engine == Engine::Exact,
+    )?;
     let filter = match (&a.class, &a.classifier) {
         (Some(class), Some(file)) => {
-            let c = skyscribe::classify::Classifier::load(file)?;
-            c.check_model(&clip, file)?;
-            let names: Vec<&str> = c.classes().iter().map(String::as_str).collect();
-            let i = skyscribe::labels::find_name(&names, class, "--class")?;
-            Some((c, i))
+            let classifier = skyscribe::classify::Classifier::load(file)?;
+            Some(searcher.class_filter(classifier, file, class)?)
         }
         _ => None,
     };
-    let mut query = Query::default();
-    for (texts, images, into) in [
-        (&a.texts, &a.images, &mut query.positive),
-        (&a.negative_texts, &a.negative_images, &mut query.negative),
-    ] {
-        for t in texts {
-            let (w, text) = weighted(t)?;
-            if text.trim().is_empty() {
-                bail!("--text {t:?}: an empty text");
-            }
-            let e = clip.embed_texts(&[text.to_string()], 1)?.remove(0);
-            into.push((w, e));
-        }
-        for i in images {
-            let (w, path) = weighted(i)?;
-            let pixels = clip
-                .load_pixels(std::path::Path::new(path), &decode)
-                .with_context(|| format!("--image {path}: cannot be read"))?;
-            into.push((w, clip.embed_pixels(&[pixels])?.remove(0)));
-        }
-    }
-    let q = query.vector()?;
-    let index = LoadedIndex::load(&a.index)?;
+    let q = searcher.query(&QuerySpec {
+        texts: a.texts.clone(),
+        images: a.images.clone(),
+        negative_texts: a.negative_texts.clone(),
+        negative_images: a.negative_images.clone(),
+    })?;
+    let index = &searcher.index;
     for w in &index.warnings {
         report(w);
     }
-    use skyscribe::index::ann::{AnnIndex, AnnState};
-    let ann = if a.engine == Engine::Exact {
-        Err(AnnState::Absent)
-    } else {
-        AnnIndex::load(&a.index, &index)?
-    };
-    let hits = match (a.engine, ann) {
-        _ if filter.is_some() => {
-            let (c, class) = filter.as_ref().expect("matched");
-            let rows = index.rows_where(|e| skyscribe::classify::argmax(&c.logits(e)) == *class);
-            report(&format!(
-                "--class {}: {} of {} images",
-                c.classes()[*class],
-                rows.len(),
-                index.len()
-            ));
-            index.search_rows(&q, a.top_k, &rows)?
-        }
-        (Engine::Exact, _) | (Engine::Auto, Err(AnnState::Absent)) => index.search(&q, a.top_k)?,
-        (Engine::Auto, Err(AnnState::Stale(why))) => {
-            report(&format!(
-                "the HNSW graph is stale ({why}); searched exactly (run `skyscribe index optimize --index {}`)",
-                a.index.display()
-            ));
-            index.search(&q, a.top_k)?
-        }
-        (Engine::Ann, Err(AnnState::Absent)) => bail!(
-            "{}: no HNSW graph; run `skyscribe index optimize --index {}` first",
-            a.index.display(),
-            a.index.display()
-        ),
-        (Engine::Ann, Err(AnnState::Stale(why))) => bail!(
-            "{}: the HNSW graph is stale ({why}); run `skyscribe index optimize` again",
-            a.index.display()
-        ),
-        (_, Ok(ann)) => ann.search(&q, a.top_k, a.ef)?,
-    };
+    let hits = searcher.search(&q, a.top_k, a.engine, a.ef, filter.as_ref(), report)?;
     let mut out = Out::new();
     if !a.jsonl {
         out.line(&format!(
@@ -402,25 +314,7 @@ pub fn search(a: SearchArgs) -> Result<usize> {
     }
     for (rank, &(row, score)) in hits.iter().enumerate() {
         if a.jsonl {
-            #[derive(Serialize)]
-            struct Hit<'a> {
-                rank: usize,
-                id: &'a str,
-                path: &'a str,
-                score: f32,
-                chip: Option<[u32; 4]>,
-                /// A scene tile's WGS 84 box; left out for other images.
-                #[serde(skip_serializing_if = "Option::is_none")]
-                bounds: Option<[f64; 4]>,
-            }
-            out.json(&Hit {
-                rank: rank + 1,
-                id: &index.ids[row],
-                path: &index.paths[row],
-                score,
-                chip: index.chips[row],
-                bounds: index.bounds[row],
-            })?;
+            out.json(&searcher.hit(rank + 1, row, score))?;
         } else {
             out.line(&format!(
                 "{:>4}  {score:>6.4}  {}",
@@ -445,7 +339,7 @@ pub fn search(a: SearchArgs) -> Result<usize> {
         title.extend(a.images.iter().cloned());
         title.extend(a.negative_texts.iter().map(|t| format!("not “{t}”")));
         title.extend(a.negative_images.iter().map(|t| format!("not {t}")));
-        let page = contact_sheet(&title.join(" + "), &entries, &decode);
+        let page = contact_sheet(&title.join(" + "), &entries, &searcher.decode);
         skyscribe::atomic::write_file(html, page.as_bytes())?;
     }
     Ok(0)

@@ -13,8 +13,8 @@ use skyscribe::encoder::ClipEncoder;
 use skyscribe::imagery::heatmap::Scale;
 use skyscribe::index::Shard;
 use skyscribe::labels::{LabelSet, Templates};
+use skyscribe::scan::ScanOptions;
 use skyscribe::scan::maps::{self, ClassGrid, HeatmapScore, TileRecord};
-use skyscribe::scan::{ScanOptions, scan_scene};
 use skyscribe::scene::stac::{StacQuery, StacScene};
 use skyscribe::scene::{ReaderChoice, Scene, SceneOptions, Stretch};
 use skyscribe::zeroshot::ZeroShotClassifier;
@@ -528,89 +528,59 @@ impl SceneJob<'_> {
         let mut records: Vec<TileRecord> = Vec::new();
         let mut features = Vec::new();
         let jsonl = self.a.common.jsonl;
-        // Tiles are labelled, captioned (a batch at a time: the captioner decodes a batch as
-        // fast as one tile) and printed in grid order.
-        let mut emit = |tiles: Vec<(skyscribe::scan::Rect, Vec<f32>)>| -> Result<()> {
-            let captions: Vec<Option<String>> = match self.captioner {
-                Some(c) if !tiles.is_empty() => {
-                    let embeddings: Vec<Vec<f32>> = tiles.iter().map(|t| t.1.clone()).collect();
-                    c.greedy(&embeddings, &Default::default())?
-                        .iter()
-                        .map(|ids| Ok(Some(c.decode_text(ids)?.trim().to_string())))
-                        .collect::<Result<_>>()?
+        let scoring = skyscribe::scan::TileScoring {
+            scorer: self.classifier,
+            captioner: self.captioner,
+            top_k: self.a.top_k,
+        };
+        let each = |rec: TileRecord| -> Result<()> {
+            let rect = rec.rect;
+            let ring = maps::tile_ring(georef.as_ref(), rect)?;
+            if jsonl {
+                #[derive(serde::Serialize)]
+                struct Line<'a> {
+                    scene: &'a str,
+                    tile: [u32; 4],
+                    /// `null` for a tile off the Earth.
+                    bounds: Option<[f64; 4]>,
+                    labels: &'a [skyscribe::zeroshot::LabelScore],
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    caption: Option<&'a str>,
+                    #[serde(flatten)]
+                    item: serde_json::Map<String, serde_json::Value>,
                 }
-                _ => vec![None; tiles.len()],
-            };
-            for ((rect, e), caption) in tiles.into_iter().zip(captions) {
-                let rec = TileRecord {
-                    rect,
-                    labels: self.classifier.ranked(&e, Some(self.a.top_k)),
-                    probs: self.classifier.probabilities(&e),
-                    similarities: self.classifier.similarities(&e),
-                    caption,
-                };
-                let ring = maps::tile_ring(georef.as_ref(), rect)?;
-                if jsonl {
-                    #[derive(serde::Serialize)]
-                    struct Line<'a> {
-                        scene: &'a str,
-                        tile: [u32; 4],
-                        /// `null` for a tile off the Earth.
-                        bounds: Option<[f64; 4]>,
-                        labels: &'a [skyscribe::zeroshot::LabelScore],
-                        #[serde(skip_serializing_if = "Option::is_none")]
-                        caption: Option<&'a str>,
-                        #[serde(flatten)]
-                        item: serde_json::Map<String, serde_json::Value>,
-                    }
-                    bar.suspend(|| {
-                        printer.json(&Line {
-                            scene: &name,
-                            tile: [rect.0, rect.1, rect.2, rect.3],
-                            bounds: ring.as_deref().map(maps::bounds),
-                            labels: &rec.labels,
-                            caption: rec.caption.as_deref(),
-                            item: item_props
-                                .iter()
-                                .map(|(k, v)| (k.to_string(), v.clone()))
-                                .collect(),
-                        })
-                    })?;
-                }
-                if self.out.is_some() {
-                    let mut f = maps::feature(&name, &rec, ring);
-                    if let Some(p) = f.properties.as_mut() {
-                        for (k, v) in &item_props {
-                            p.insert(k.to_string(), v.clone());
-                        }
-                    }
-                    features.push(f);
-                }
-                records.push(rec);
+                bar.suspend(|| {
+                    printer.json(&Line {
+                        scene: &name,
+                        tile: [rect.0, rect.1, rect.2, rect.3],
+                        bounds: ring.as_deref().map(maps::bounds),
+                        labels: &rec.labels,
+                        caption: rec.caption.as_deref(),
+                        item: item_props
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.clone()))
+                            .collect(),
+                    })
+                })?;
             }
+            if self.out.is_some() {
+                let mut f = maps::feature(&name, &rec, ring);
+                if let Some(p) = f.properties.as_mut() {
+                    for (k, v) in &item_props {
+                        p.insert(k.to_string(), v.clone());
+                    }
+                }
+                features.push(f);
+            }
+            records.push(rec);
             Ok(())
         };
-        let mut pending = Vec::new();
-        let batch = self.scan.batch_size.max(1);
-        let counts = scan_scene(self.clip, &mut scene, self.scan, |rect, embedding| {
-            bar.inc(1);
-            if let Some(e) = embedding {
-                pending.push((rect, e));
-                if pending.len() >= batch {
-                    emit(std::mem::take(&mut pending))?;
-                }
-            }
-            Ok(())
-        })?;
-        emit(pending)?;
+        let counts =
+            skyscribe::scan::score_scene(self.clip, &mut scene, self.scan, &scoring, each, || {
+                bar.inc(1)
+            })?;
         bar.finish_and_clear();
-        let coordinates = match &georef {
-            Some(g) if g.datum_note.is_some() => {
-                "lon/lat on the scene's own datum (see datum_note)"
-            }
-            Some(_) => "lon/lat (WGS 84)",
-            None => "pixels (the scene has no georeferencing)",
-        };
+        let coordinates = maps::coordinates(georef.as_ref());
         let mut written = Vec::new();
         if let Some(t) = self.out {
             let parquet = self.out_format == OutFormat::Geoparquet;
@@ -619,20 +589,8 @@ impl SceneJob<'_> {
             } else {
                 t.path.clone()
             };
-            let mut info = serde_json::json!({
-                "scene": name,
-                "coordinates": coordinates,
-                "crs": georef.as_ref().and_then(|g| g.epsg).map(|c| format!("EPSG:{c}")),
-                "crs_name": georef.as_ref().map(|g| g.crs_name.clone()),
-                "datum_note": georef.as_ref().and_then(|g| g.datum_note.clone()),
-                "width": scene.width,
-                "height": scene.height,
-                "tile": self.scan.tile,
-                "stride": self.scan.stride,
-                "tiles": counts.tiles,
-                "nodata_tiles": counts.nodata,
-                "model": self.clip.source.spec,
-            });
+            let mut info =
+                maps::scene_info(&name, &scene, self.scan, counts, &self.clip.source.spec);
             if let SceneInput::Stac(item) = input {
                 info["stac"] = serde_json::json!({
                     "item": item.item,

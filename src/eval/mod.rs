@@ -13,8 +13,6 @@ pub mod plot;
 pub mod report;
 pub mod retrieval;
 
-use std::collections::HashMap;
-
 use anyhow::{Result, bail};
 use serde::Serialize;
 
@@ -25,48 +23,7 @@ use crate::labels::{LabelSet, Templates};
 use crate::zeroshot::ZeroShotClassifier;
 use metrics::{MultiLabelMetrics, SingleLabelMetrics};
 
-fn normalized_class(s: &str) -> String {
-    s.trim().to_lowercase().replace(['-', '_'], " ")
-}
-
-/// Which label stands for each dataset class: a label's `classes` (or its own name), compared
-/// case-insensitively with `-` and `_` read as spaces.
-pub fn map_classes(
-    labels: &LabelSet,
-    classes: &[String],
-) -> Result<(HashMap<String, usize>, Vec<String>)> {
-    let mut by_name: HashMap<String, usize> = HashMap::new();
-    for (i, l) in labels.labels.iter().enumerate() {
-        let stands_for = if l.classes.is_empty() {
-            std::slice::from_ref(&l.name)
-        } else {
-            &l.classes[..]
-        };
-        for c in stands_for {
-            if let Some(prev) = by_name.insert(normalized_class(c), i)
-                && prev != i
-            {
-                bail!(
-                    "{}: class '{c}' is claimed by labels '{}' and '{}'",
-                    labels.source,
-                    labels.labels[prev].name,
-                    l.name
-                );
-            }
-        }
-    }
-    let mut mapped = HashMap::new();
-    let mut unmapped = Vec::new();
-    for c in classes {
-        match by_name.get(&normalized_class(c)) {
-            Some(&i) => {
-                mapped.insert(c.clone(), i);
-            }
-            None => unmapped.push(c.clone()),
-        }
-    }
-    Ok((mapped, unmapped))
-}
+pub use crate::labels::map_classes;
 
 /// Fails early, before any image is encoded, when a label set leaves classes of single-label
 /// data without a label.

@@ -19,7 +19,8 @@
 //! Shard `I` of `N` owns the ids whose BLAKE3 hash is `I` modulo `N` ([`shard_of`]), so shards
 //! running on different machines over one shared folder never write the same part, and a new
 //! file moves no other. Submodules: [`parts`] (the files), [`build`] (incremental, resumable
-//! builds), [`search`] (loading and exact top-k), [`locate`] (patch scores in one image),
+//! builds), [`search`] (loading and exact top-k), [`searcher`] (one search with its model, query and
+//! engine), [`locate`] (patch scores in one image),
 //! [`sheet`] (HTML contact sheets of results).
 
 pub mod ann;
@@ -27,6 +28,7 @@ pub mod build;
 pub mod locate;
 pub mod parts;
 pub mod search;
+pub mod searcher;
 pub mod sheet;
 
 use std::collections::HashMap;

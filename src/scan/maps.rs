@@ -111,6 +111,42 @@ pub fn feature(scene: &str, rec: &TileRecord, ring: Option<Vec<[f64; 2]>>) -> Fe
     }
 }
 
+/// The coordinates a scene's features are in, as the FeatureCollection's `skyscribe` member
+/// says.
+pub fn coordinates(georef: Option<&GeoRef>) -> &'static str {
+    match georef {
+        Some(g) if g.datum_note.is_some() => "lon/lat on the scene's own datum (see datum_note)",
+        Some(_) => "lon/lat (WGS 84)",
+        None => "pixels (the scene has no georeferencing)",
+    }
+}
+
+/// The FeatureCollection's `skyscribe` member: what was scanned, how, and in which
+/// coordinates.
+pub fn scene_info(
+    name: &str,
+    scene: &crate::scene::Scene,
+    o: &super::ScanOptions,
+    counts: super::ScanCounts,
+    model: &str,
+) -> serde_json::Value {
+    let georef = scene.georef.as_ref();
+    json!({
+        "scene": name,
+        "coordinates": coordinates(georef),
+        "crs": georef.and_then(|g| g.epsg).map(|c| format!("EPSG:{c}")),
+        "crs_name": georef.map(|g| g.crs_name.clone()),
+        "datum_note": georef.and_then(|g| g.datum_note.clone()),
+        "width": scene.width,
+        "height": scene.height,
+        "tile": o.tile,
+        "stride": o.stride,
+        "tiles": counts.tiles,
+        "nodata_tiles": counts.nodata,
+        "model": model,
+    })
+}
+
 /// The features of one scene as a FeatureCollection, with a `skyscribe` member that says what
 /// was scanned and in which coordinates (`"lon/lat (WGS 84)"` or `"pixels"`).
 pub fn collection(features: Vec<Feature>, info: serde_json::Value) -> FeatureCollection {

@@ -160,3 +160,60 @@ pub fn scan_scene(
     })?;
     Ok(counts)
 }
+
+/// How [`score_scene`] scores tiles: a label set's zero-shot classifier or a learned one, the
+/// best labels kept per tile, and captions when a captioner is given.
+pub struct TileScoring<'a> {
+    pub scorer: &'a crate::classify::Scorer,
+    pub captioner: Option<&'a crate::caption::Captioner>,
+    pub top_k: usize,
+}
+
+/// [`scan_scene`] with every tile scored: `each` gets each embedded tile's record in grid
+/// order, `tick` is called once a tile (nodata ones too, for progress). Tiles are captioned a
+/// batch at a time (the captioner decodes a batch as fast as one tile).
+pub fn score_scene(
+    clip: &ClipEncoder,
+    scene: &mut Scene,
+    o: &ScanOptions,
+    scoring: &TileScoring,
+    mut each: impl FnMut(maps::TileRecord) -> Result<()>,
+    mut tick: impl FnMut(),
+) -> Result<ScanCounts> {
+    let mut emit = |tiles: Vec<(Rect, Vec<f32>)>| -> Result<()> {
+        let captions: Vec<Option<String>> = match scoring.captioner {
+            Some(c) if !tiles.is_empty() => {
+                let embeddings: Vec<Vec<f32>> = tiles.iter().map(|t| t.1.clone()).collect();
+                c.greedy(&embeddings, &Default::default())?
+                    .iter()
+                    .map(|ids| Ok(Some(c.decode_text(ids)?.trim().to_string())))
+                    .collect::<Result<_>>()?
+            }
+            _ => vec![None; tiles.len()],
+        };
+        for ((rect, e), caption) in tiles.into_iter().zip(captions) {
+            each(maps::TileRecord {
+                rect,
+                labels: scoring.scorer.ranked(&e, Some(scoring.top_k)),
+                probs: scoring.scorer.probabilities(&e),
+                similarities: scoring.scorer.similarities(&e),
+                caption,
+            })?;
+        }
+        Ok(())
+    };
+    let mut pending = Vec::new();
+    let batch = o.batch_size.max(1);
+    let counts = scan_scene(clip, scene, o, |rect, embedding| {
+        tick();
+        if let Some(e) = embedding {
+            pending.push((rect, e));
+            if pending.len() >= batch {
+                emit(std::mem::take(&mut pending))?;
+            }
+        }
+        Ok(())
+    })?;
+    emit(pending)?;
+    Ok(counts)
+}
