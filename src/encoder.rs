@@ -135,6 +135,17 @@ impl ClipEncoder {
         self.model.device()
     }
 
+    /// The label set `describe` and `scan` use when none is given: the model's own (its
+    /// `skyscribe.json`), else the `describe` preset.
+    pub fn describe_labels(&self) -> Result<crate::labels::LabelSet> {
+        crate::labels::LabelSet::parse(
+            self.defaults
+                .describe_labels
+                .as_deref()
+                .unwrap_or("describe"),
+        )
+    }
+
     /// Projected text embeddings (not normalised), `batch_size` texts per forward pass.
     ///
     /// Texts are batched by token length (shortest first) and the results put back in input

@@ -115,62 +115,51 @@ impl Clip {
         })
         .py()
     }
+}
 
-    /// A label set's zero-shot classifier, or the learned `classifier` (checked against this
-    /// model).
-    fn scorer(
-        &self,
-        py: Python<'_>,
-        labels: Option<&Bound<'_, PyAny>>,
-        templates: Option<&Bound<'_, PyAny>>,
-        classifier: Option<&Bound<'_, Classifier>>,
-    ) -> PyResult<Scorer> {
-        let clip = &*self.encoder;
-        if let Some(c) = classifier {
-            if labels.is_some() || templates.is_some() {
-                return Err(invalid(
-                    "give labels (and templates) or a classifier, not both: a classifier has its \
-                     own classes",
-                ));
-            }
-            let c = c.get();
-            c.inner
-                .check_model(clip, std::path::Path::new(&c.source))
-                .arg()?;
-            return Ok(Scorer::Learned(c.inner.clone()));
+/// A label set's zero-shot classifier over `clip` (`labels`: a preset, file or "a,b,c", or a
+/// list of names; default: the model's describe vocabulary; `templates` as `--template`), or
+/// the learned `classifier`, checked against `clip`.
+pub fn scorer(
+    py: Python<'_>,
+    clip: &ClipEncoder,
+    labels: Option<&Bound<'_, PyAny>>,
+    templates: Option<&Bound<'_, PyAny>>,
+    classifier: Option<&Classifier>,
+) -> PyResult<Scorer> {
+    if let Some(c) = classifier {
+        if labels.is_some() || templates.is_some() {
+            return Err(invalid(
+                "give labels (and templates) or a classifier, not both: a classifier has its \
+                 own classes",
+            ));
         }
-        let set = match labels {
-            None => None,
-            Some(l) if l.is_instance_of::<PyString>() => {
-                Some(LabelSet::parse(&l.extract::<String>()?).arg()?)
-            }
-            Some(l) => {
-                let names: Vec<String> = l.extract().map_err(|_| {
-                    invalid("labels: a preset name, a file, \"a,b,c\" or a list of str")
-                })?;
-                let labels = names.iter().map(|n| Label::plain(n)).collect();
-                Some(LabelSet::new("labels", labels).arg()?)
-            }
-        };
-        let set = match set {
-            Some(s) => s,
-            None => LabelSet::parse(
-                clip.defaults
-                    .describe_labels
-                    .as_deref()
-                    .unwrap_or("describe"),
-            )
-            .arg()?,
-        };
-        let given = match templates {
-            None => vec![],
-            Some(t) => texts_arg(t, "templates")?,
-        };
-        let (templates, _) = clip.defaults.templates(&given, &clip.source.spec).arg()?;
-        py.detach(|| ZeroShotClassifier::new(clip, set, templates))
-            .py()
-            .map(Scorer::ZeroShot)
+        c.inner
+            .check_model(clip, std::path::Path::new(&c.source))
+            .arg()?;
+        return Ok(Scorer::Learned(c.inner.clone()));
     }
+    let set = match labels {
+        None => clip.describe_labels().arg()?,
+        Some(l) if l.is_instance_of::<PyString>() => {
+            LabelSet::parse(&l.extract::<String>()?).arg()?
+        }
+        Some(l) => {
+            let names: Vec<String> = l.extract().map_err(|_| {
+                invalid("labels: a preset name, a file, \"a,b,c\" or a list of str")
+            })?;
+            let labels = names.iter().map(|n| Label::plain(n)).collect();
+            LabelSet::new("labels", labels).arg()?
+        }
+    };
+    let given = match templates {
+        None => vec![],
+        Some(t) => texts_arg(t, "templates")?,
+    };
+    let (templates, _) = clip.defaults.templates(&given, &clip.source.spec).arg()?;
+    py.detach(|| ZeroShotClassifier::new(clip, set, templates))
+        .py()
+        .map(Scorer::ZeroShot)
 }
 
 #[pymethods]
@@ -274,7 +263,13 @@ impl Clip {
         }
         let batch_size = positive(batch_size, "batch_size")?;
         let decode = decode_options(bands, None)?;
-        let scorer = self.scorer(py, labels, templates, classifier)?;
+        let scorer = scorer(
+            py,
+            &self.encoder,
+            labels,
+            templates,
+            classifier.map(|c| c.get()),
+        )?;
         let images = images_arg(images)?;
         let rows = self.embed(py, &images, batch_size, &decode, progress)?;
         Ok(rows

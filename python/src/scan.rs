@@ -10,17 +10,14 @@ use numpy::ndarray::{Array2, Array3};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use skyscribe::classify::Scorer;
 use skyscribe::encoder::ClipEncoder;
-use skyscribe::labels::LabelSet;
 use skyscribe::scan::maps::{self, ClassGrid, TileRecord};
 use skyscribe::scan::{ScanOptions, TileScoring, score_scene};
 use skyscribe::scene::{Scene, SceneOptions};
-use skyscribe::zeroshot::ZeroShotClassifier;
 
 use crate::caption::Captioner;
 use crate::classify::Classifier;
-use crate::clip::{Clip, device_of, positive, texts_arg};
+use crate::clip::{Clip, device_of, positive, scorer};
 use crate::errors::{IntoPy, invalid};
 use crate::images::decode_options;
 
@@ -90,62 +87,12 @@ pub fn scan<'py>(
         reader: reader.parse().map_err(invalid)?,
     };
     let learned = classifier.map(|c| c.get());
-    if learned.is_some() && (labels.is_some() || templates.is_some()) {
-        return Err(invalid(
-            "give labels (and templates) or a classifier, not both: a classifier has its own \
-             classes",
-        ));
-    }
-    let set = match labels {
-        None => None,
-        Some(l) => match l.extract::<String>() {
-            Ok(s) => Some(LabelSet::parse(&s).arg()?),
-            Err(_) => {
-                let names: Vec<String> = l.extract().map_err(|_| {
-                    invalid("labels: a preset name, a file, \"a,b,c\" or a list of str")
-                })?;
-                let list = names
-                    .iter()
-                    .map(|n| skyscribe::labels::Label::plain(n))
-                    .collect();
-                Some(LabelSet::new("labels", list).arg()?)
-            }
-        },
-    };
-    let given_templates = match templates {
-        Some(t) => texts_arg(t, "templates")?,
-        None => vec![],
-    };
     let clip = clip_of(py, model, learned, device)?;
     let cap = captioner.map(|c| c.get().captioner.clone());
     if let Some(c) = &cap {
         c.check_clip(&clip, false).arg()?;
     }
-    let scorer = match learned {
-        Some(c) => {
-            c.inner
-                .check_model(&clip, std::path::Path::new(&c.source))
-                .arg()?;
-            Scorer::Learned(c.inner.clone())
-        }
-        None => {
-            let set = match set {
-                Some(s) => s,
-                None => LabelSet::parse(
-                    clip.defaults
-                        .describe_labels
-                        .as_deref()
-                        .unwrap_or("describe"),
-                )
-                .arg()?,
-            };
-            let (t, _) = clip
-                .defaults
-                .templates(&given_templates, &clip.source.spec)
-                .arg()?;
-            Scorer::ZeroShot(py.detach(|| ZeroShotClassifier::new(&clip, set, t)).py()?)
-        }
-    };
+    let scorer = scorer(py, &clip, labels, templates, learned)?;
     let names = scorer.names();
     let o = ScanOptions {
         tile,

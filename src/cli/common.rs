@@ -218,12 +218,7 @@ pub fn labels_or_vocabulary(
 ) -> Result<skyscribe::labels::LabelSet> {
     match given {
         Some(l) => Ok(l),
-        None => skyscribe::labels::LabelSet::parse(
-            clip.defaults
-                .describe_labels
-                .as_deref()
-                .unwrap_or("describe"),
-        ),
+        None => clip.describe_labels(),
     }
 }
 
