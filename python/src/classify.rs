@@ -181,14 +181,18 @@ impl Classifier {
     }
 
     /// The best class of each embedding.
-    fn predict(&self, embeddings: PyReadonlyArray2<'_, f32>) -> PyResult<Vec<String>> {
-        Ok(self
-            .rows(&embeddings)?
-            .iter()
-            .map(|e| {
-                self.inner.classes()[skyscribe::classify::argmax(&self.inner.logits(e))].clone()
-            })
-            .collect())
+    fn predict(
+        &self,
+        py: Python<'_>,
+        embeddings: PyReadonlyArray2<'_, f32>,
+    ) -> PyResult<Vec<String>> {
+        let rows = self.rows(&embeddings)?;
+        let c = &self.inner;
+        Ok(py.detach(|| {
+            rows.iter()
+                .map(|e| c.classes()[skyscribe::classify::argmax(&c.logits(e))].clone())
+                .collect()
+        }))
     }
 
     /// Each embedding's class probabilities, `float32` of shape `(N, classes)`.
@@ -199,10 +203,8 @@ impl Classifier {
     ) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let rows = self.rows(&embeddings)?;
         let k = self.inner.classes().len();
-        let flat: Vec<f32> = rows
-            .iter()
-            .flat_map(|e| self.inner.probabilities(e))
-            .collect();
+        let c = &self.inner;
+        let flat: Vec<f32> = py.detach(|| rows.iter().flat_map(|e| c.probabilities(e)).collect());
         Ok(Array2::from_shape_vec((rows.len(), k), flat)
             .map_err(|e| invalid(e.to_string()))?
             .into_pyarray(py))
