@@ -68,7 +68,7 @@ def main() -> None:
     rows = []
 
     def record(what: str, seconds: float, images: int = n) -> None:
-        r = {"what": what, "images": images, "seconds": round(seconds, 4),
+        r = {"what": what, "images": images, "seconds": round(seconds, 7),
              "images_per_s": round(images / seconds, 1) if images else None}
         rows.append(r)
         print(json.dumps(r), flush=True)
