@@ -9,6 +9,9 @@ Images: the first N of EuroSAT's balanced test subset (64×64 JPEGs) from $SKYSC
 Measures, each the best of --repeat runs:
   cli        `skyscribe embed --jsonl PATHS` — a whole process: start, model load, output
   python     the same as one Python process (`import skyscribe; Clip().embed_images(PATHS)`)
+  cli-start  `skyscribe embed --text x`: the CLI's start and model load (subtracted from cli
+             for its steady rate)
+  py-start   `import skyscribe; Clip()` in a fresh Python
   paths      `clip.embed_images(paths)` with the model loaded (the steady rate)
   array      `clip.embed_images(batch)` of an N×64×64×3 uint8 array (decoded beforehand)
   overhead   one call with nothing to embed (argument checks, GIL release, array out)
@@ -78,6 +81,11 @@ def main() -> None:
     script = ("import sys, skyscribe; skyscribe.Clip().embed_images(sys.argv[1:])")
     record("python", best(a.repeat, lambda: subprocess.run(
         [sys.executable, "-c", script, *paths], env=env, check=True)))
+    record("cli-start", best(a.repeat, lambda: subprocess.run(
+        [a.cli, "embed", "--jsonl", "--text", "x"], env=env, check=True,
+        stdout=subprocess.DEVNULL)), 0)
+    record("py-start", best(a.repeat, lambda: subprocess.run(
+        [sys.executable, "-c", "import skyscribe; skyscribe.Clip()"], env=env, check=True)), 0)
 
     clip = skyscribe.Clip()
     clip.embed_images(paths[:64])  # warm up
@@ -103,9 +111,15 @@ def main() -> None:
     for r in rows:
         if r["what"] == "overhead":
             print(f"{'overhead':<9} {r['seconds'] * 1e6:9.1f} µs a call")
+        elif r["images"] == 0:
+            print(f"{r['what']:<9} {r['seconds']:8.3f} s")
         else:
             print(f"{r['what']:<9} {r['seconds']:8.3f} s  {r['images_per_s']:8.1f} images/s")
-    print(f"python / cli (whole processes): {by['cli']['seconds'] / by['python']['seconds']:.3f} of the CLI's rate")
+    cli_steady = n / (by["cli"]["seconds"] - by["cli-start"]["seconds"])
+    print(f"python / cli, whole processes: {by['cli']['seconds'] / by['python']['seconds']:.3f}")
+    print(f"python / cli, steady (paths / (cli - cli-start)): {by['paths']['images_per_s'] / cli_steady:.3f}"
+          f" ({cli_steady:.1f} images/s for the CLI)")
+    print(f"array / cli, steady: {by['array']['images_per_s'] / cli_steady:.3f}")
 
 
 if __name__ == "__main__":
