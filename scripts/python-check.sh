@@ -5,7 +5,7 @@
 # with the CLI binary `cargo test` built (target/debug/skyscribe).
 #
 # Needs python3 with venv and network access to PyPI (maturin, pytest, numpy; tifffile and
-# geopandas for the scan tests). The venv is .venv (or $SKYSCRIBE_VENV) and is kept between runs.
+# geopandas for the scan tests; mypy, which checks the stubs against the example and tests). The venv is .venv (or $SKYSCRIBE_VENV) and is kept between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv="${SKYSCRIBE_VENV:-$(pwd)/.venv}"
@@ -20,9 +20,11 @@ if [ ! -x "$venv/bin/python" ]; then
   fi
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check \
-  "maturin>=1.16,<2" pytest numpy tifffile geopandas
+  "maturin>=1.16,<2" pytest numpy tifffile geopandas mypy
 (cd python && VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --quiet)
 if [ ! -x target/debug/skyscribe ]; then
   cargo build --bin skyscribe
 fi
+# The typed package (skyscribe/_skyscribe.pyi) as a user's code sees it.
+(cd python && "$venv/bin/mypy" --ignore-missing-imports skyscribe tests ../examples/python)
 SKYSCRIBE_BIN="$(pwd)/target/debug/skyscribe" "$venv/bin/python" -m pytest python/tests -q

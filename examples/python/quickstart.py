@@ -47,6 +47,7 @@ probe.save("eurosat-probe.safetensors")  # `skyscribe labels --classifier` reads
 # 4. A GeoTIFF scene tiled and labelled: GeoJSON features for GeoPandas, the class map as
 #    numpy with its geotransform and CRS (rasterio.Affine.from_gdal(*scan.transform)).
 scan = skyscribe.scan(repo / "assets" / "samples" / "eurosat-mosaic.tif", "eurosat", tile=64, stride=32)
+assert scan.transform is not None  # None only for scenes scanned with pixel_coords=True
 print(f"class map {scan.class_map.shape} on {scan.crs}, cells of {scan.transform[1]:.0f} m")
 try:
     import geopandas
