@@ -19,12 +19,16 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
   fi
 fi
+start=$SECONDS
 "$venv/bin/pip" install -q --disable-pip-version-check \
   "maturin>=1.16,<2" pytest numpy tifffile geopandas mypy
 (cd python && VIRTUAL_ENV="$venv" "$venv/bin/maturin" develop --quiet)
+echo "python-check: tools and the extension built in $((SECONDS - start)) s" >&2
 if [ ! -x target/debug/skyscribe ]; then
   cargo build --bin skyscribe
 fi
+start=$SECONDS
 # The typed package (skyscribe/_skyscribe.pyi) as a user's code sees it.
 (cd python && "$venv/bin/mypy" --ignore-missing-imports skyscribe tests ../examples/python)
 SKYSCRIBE_BIN="$(pwd)/target/debug/skyscribe" "$venv/bin/python" -m pytest python/tests -q
+echo "python-check: typed and tested in $((SECONDS - start)) s" >&2
