@@ -29,20 +29,26 @@ use super::output::{Out, fit, report};
 pub enum EvalCommand {
     /// BLEU-1..4, METEOR, ROUGE-L and CIDEr-D of captions against references: from a predictions
     /// file, from a captioner run on a dataset, or from the nearest-neighbour baseline.
+    #[command(after_help = super::shell::examples::EVAL_CAPTIONS)]
     Captions(CaptionsArgs),
     /// Zero-shot accuracy on a labelled dataset, with a grid of label wordings and templates.
+    #[command(after_help = super::shell::examples::EVAL_ZERO_SHOT)]
     ZeroShot(ZeroShotArgs),
     /// A classifier from `train classifier` on a labelled dataset: the same lines, summary and
     /// report as zero-shot.
+    #[command(after_help = super::shell::examples::EVAL_CLASSIFY)]
     Classify(super::classify::EvalClassifyArgs),
     /// Accuracy against shots per class for each method (mean ± std over seeds), beside
     /// zero-shot and the probe on all training data: a table, JSON Lines and a picture.
+    #[command(after_help = super::shell::examples::EVAL_FEW_SHOT)]
     FewShot(super::classify::FewShotArgs),
     /// Image–text retrieval recall@1/5/10 both ways and their mean (the RemoteCLIP and
     /// GeoRSCLIP benchmark) on a captioned data set.
+    #[command(after_help = super::shell::examples::EVAL_RETRIEVAL)]
     Retrieval(RetrievalArgs),
     /// A suite of zero-shot, retrieval and caption tasks for several models: one JSON per
     /// (model, task), merged into results.csv and results.md (the published tables' layout).
+    #[command(after_help = super::shell::examples::EVAL_BENCHMARK)]
     Benchmark(BenchmarkArgs),
 }
 

@@ -21,11 +21,14 @@ use super::output::{Out, fit, report};
 pub enum IndexCommand {
     /// Embed images into an index folder (Parquet parts), incrementally and resumably; one
     /// shard of many with --shard I/N or a scheduler's array variables.
+    #[command(after_help = super::shell::examples::INDEX_BUILD)]
     Build(BuildArgs),
     /// What an index holds: its model, dimension, parts complete and rows.
+    #[command(after_help = super::shell::examples::INDEX_INFO)]
     Info(InfoArgs),
     /// Build the approximate (HNSW) search graph over every part, for archives too large to
     /// scan quickly; search uses it until the parts change.
+    #[command(after_help = super::shell::examples::INDEX_OPTIMIZE)]
     Optimize(OptimizeArgs),
 }
 

@@ -107,11 +107,14 @@ impl TrainCommon {
 #[derive(Subcommand)]
 pub enum TrainCommand {
     /// ClipCap: a mapping network (and optionally GPT-2) on CLIP image embeddings.
+    #[command(after_help = super::shell::examples::TRAIN_CAPTIONER)]
     Captioner(CaptionerArgs),
     /// CLIP, contrastively: fine-tune (--init) or from scratch (--config).
+    #[command(after_help = super::shell::examples::TRAIN_CLIP)]
     Clip(ClipArgs),
     /// A classifier on CLIP image embeddings from labelled examples, a few shots, or training
     /// areas drawn over a scene (linear probe, prototypes, or pulled towards zero-shot).
+    #[command(after_help = super::shell::examples::TRAIN_CLASSIFIER)]
     Classifier(super::classify::TrainClassifierArgs),
 }
 
