@@ -17,7 +17,7 @@
 #    The same in reduced precision on DEVICE (f16 and bf16 on a GPU; bf16 in a CPU dry run)
 #    against the CPU in f32: least cosine, same top-1 label, same caption.
 # 2. Speed: `bench` (random ViT-B/32) end to end and model alone at batch 32 and 128, on 512
-#    JPEGs copied from the repository's fixtures (decoding and resizing included, as in README ›
+#    JPEGs copied from the repository's fixtures (decoding and resizing included, as in docs/src/performance.md ›
 #    Performance), `bench --texts` and `bench --gemm` (the layers' products), in f32 and each
 #    reduced precision; the GPU's name with them. Then `bench --preprocess` on every core
 #    (with and without --jpeg-draft) over the same JPEGs and the larger DOTA-crop fixtures: the

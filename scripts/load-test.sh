@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# The load test of `skyscribe serve` in the README, on loopback only, bounded in count and time:
+# The load test of `skyscribe serve` in docs/src/serving.md, on loopback only, bounded in count and time:
 #   1. throughput with 1 and 16 clients, with batching (--max-batch 32) and without (1);
-#   2. 32 clients for 30 s on /v1/labels with EuroSAT images (the README's main row);
+#   2. 32 clients for 30 s on /v1/labels with EuroSAT images (the main row of docs/src/serving.md);
 #   3. past capacity: 256 clients against a queue of 64 — 503s shed the excess, the accepted
 #      requests' latency stays bounded, memory stays flat — and the server answers normally
 #      afterwards;
 #      once with clients that retry at once, once with clients that honour Retry-After.
 #   4. with MODEL=DIR set, step 1 again (15 s runs) with that CLIP (e.g. the ViT-B/32-shaped
-#      model the README names), where the model, not the server, is the bound.
+#      model docs/src/serving.md names), where the model, not the server, is the bound.
 # Usage: [MODEL=DIR] scripts/load-test.sh [OUT_DIR]   (needs ../shared/data/eurosat; ~4 minutes)
 # Prints each run as a JSON line, also appended to OUT_DIR/load.jsonl.
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains mini CLIP variants from scratch on RSICD train and scores each zero-shot the way the
-# built-in model is chosen (README "Mini models trained here": recipes compared):
+# built-in model is chosen (docs/src/mini-models.md: recipes compared):
 #
 #   scripts/mini-clip-recipes.sh RUNS_DIR VARIANT...
 #

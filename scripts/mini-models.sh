@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Trains the mini CLIP and captioner from scratch on RSICD's training split, evaluates them
-# (README "Mini models trained here"), and writes the f16 copies built into the binary.
+# (docs/src/mini-models.md), and writes the f16 copies built into the binary.
 #
 #   scripts/mini-models.sh [RUNS_DIR]     (default: ../runs)
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How far reduced precision moves CLIP's outputs from f32 (README › Performance › bf16).
+"""How far reduced precision moves CLIP's outputs from f32 (docs/src/performance.md › bf16).
 
 Compares two runs of the same inputs, f32 and reduced precision, of either kind:
 

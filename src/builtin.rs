@@ -1,7 +1,7 @@
 //! The mini models built into the binary, so that `skyscribe describe` works on a machine
 //! without network or downloaded models: `skyscribe-mini` (a CLIP) and
 //! `skyscribe-mini-captioner` (a ClipCap captioner on it), trained from scratch on RSICD's
-//! training split by the commands in the README (see `assets/models/README.md`).
+//! training split by the commands in docs/src/mini-models.md (see `assets/models/README.md`).
 //!
 //! They are written out once to `builtin/<name>-<hash>/` under [`crate::cache_root`] (atomically: a
 //! temporary folder renamed into place) and then load like any model folder.

@@ -18,7 +18,7 @@ pub use errors::Error;
 /// The CLI's allocator, for the extension's own allocations (Python's stay with Python's):
 /// candle allocates a fresh buffer for every op; the system allocator returns large freed
 /// buffers to the kernel and pays page faults to get them back, mimalloc reuses them. Measured
-/// in README › Python.
+/// in docs/src/python.md.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -1,4 +1,4 @@
-"""The README's Python example (examples/python/quickstart.py) runs, and says what it should."""
+"""The Python example (examples/python/quickstart.py) runs, and says what it should."""
 
 from __future__ import annotations
 

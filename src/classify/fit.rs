@@ -207,7 +207,7 @@ pub struct Trained {
 /// prior was given; other methods as they are (a prior method without a prior is refused).
 ///
 /// `auto` is `zero-shot-prior` at one example per class with a prior, else `linear`. Measured
-/// on EuroSAT with the built-in model (5 seeds, README): at one shot the prior kept the fit
+/// on EuroSAT with the built-in model (5 seeds, docs/src/classifiers.md): at one shot the prior kept the fit
 /// steady (39.4 ± 1.9 % against the plain probe's 39.0 ± 6.9 %, zero-shot 35.9 %); from two
 /// shots on the plain probe, whose C is then chosen by cross-validation, was as good or better
 /// (46.0 / 50.5 / 58.3 / 64.2 % against 43.7 / 47.6 / 58.6 / 64.3 % at 2 / 4 / 8 / 16).

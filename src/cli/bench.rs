@@ -1,5 +1,5 @@
 //! `bench`: images per second of the CLIP image pipeline, or the time of a ClipCap training
-//! step. Measurements only; the README says which machine gave which number.
+//! step. Measurements only; docs/src/performance.md says which machine gave which number.
 
 use std::path::PathBuf;
 

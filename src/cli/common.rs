@@ -41,7 +41,7 @@ pub enum PrecisionArg {
     F32,
     /// On CPUs with AVX512-BF16, the linear layers' products in bf16 with f32 sums; on CUDA
     /// GPUs, the whole model in bf16 (refused elsewhere); embeddings drift slightly from f32
-    /// (README › Performance gives the measured drift).
+    /// (docs/src/performance.md gives the measured drift).
     Bf16,
     /// The whole model in half precision, on CUDA GPUs only (as `model.half()` in PyTorch).
     F16,

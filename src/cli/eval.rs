@@ -597,7 +597,7 @@ fn benchmark(a: BenchmarkArgs) -> Result<usize> {
     if results.is_empty() {
         bail!(
             "no task of {} could be run: its data sets are read under {} (--data DIR, else \
-             SKYSCRIBE_DATA, else ../shared/data); get EuroSAT and RSICD as the README's Data \
+             SKYSCRIBE_DATA, else ../shared/data); get EuroSAT and RSICD as the README's tour \
              section says, or give --suite FILE with tasks over data you have",
             suite.name,
             data.display()

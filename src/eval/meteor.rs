@@ -1,7 +1,7 @@
 //! METEOR (Banerjee & Lavie; Meteor 1.5 as the COCO caption evaluation runs it: English,
 //! `-norm`, default parameters α 0.85, β 0.2, γ 0.6, δ 0.75), with the *exact* and *stem*
 //! matching modules (weights 1.0 and 0.6). Meteor's synonym (WordNet) and paraphrase modules are
-//! not implemented, and the function-word list is this crate's own, not the jar's; README states
+//! not implemented, and the function-word list is this crate's own, not the jar's; docs/src/evaluation.md states
 //! how far the scores land from the jar's.
 //!
 //! Per hypothesis the best-scoring reference counts; the corpus score is computed from the

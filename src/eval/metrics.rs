@@ -1,6 +1,6 @@
 //! Classification metrics over ranked label scores, single-label and multi-label.
 //!
-//! Conventions (stated in the README and the report): ties in a ranking keep label-set order;
+//! Conventions (stated in docs/src/evaluation.md and the report): ties in a ranking keep label-set order;
 //! a class with no examples has no recall and is left out of macro averages; a class never
 //! predicted has precision 0; images with no true label are left out of multi-label
 //! per-image measures and counted.

@@ -1,6 +1,6 @@
 //! Exact search: every part's vectors a memory-mapped row-major `f32` matrix, scored against the
 //! query by a dot product (cosine, as both are L2-normalised), best `k` kept per thread and
-//! merged. Up to millions of vectors this is fast enough on one machine (the README has the
+//! merged. Up to millions of vectors this is fast enough on one machine (docs/src/search.md has the
 //! measurements), needs no build step and is never wrong.
 
 use std::cmp::Ordering;

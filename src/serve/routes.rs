@@ -1,4 +1,4 @@
-//! The endpoints (a contract: the README and `web/openapi.json` list them). Each answers what
+//! The endpoints (a contract: the book's Serving chapter and `web/openapi.json` list them). Each answers what
 //! the command of the same name prints with `--jsonl`, for one image: the same preprocessing,
 //! the same label sets and templates, the same decoding.
 

@@ -165,7 +165,7 @@ fn eval_captions_command_reads_jsonl_and_coco_references() {
 
 /// METEOR against the Meteor 1.5 jar (pycocoevalcap) on the same 300 RSICD pairs. The jar also
 /// matches WordNet synonyms and paraphrases and uses its own function-word list, which this
-/// crate does not have: the scores are close, not equal (README states how close).
+/// crate does not have: the scores are close, not equal (docs/src/evaluation.md states how close).
 #[test]
 fn meteor_is_close_to_the_meteor_jar() {
     let fixture = read_json(&fixtures().join("captions/rsicd_reference_scores.json"));

@@ -586,7 +586,7 @@ fn searching_eurosat_by_text_finds_the_class() {
     let forests = hits.iter().filter(|h| h.0.starts_with("Forest/")).count();
     // Chance is 2 of 8, and 5 or more of 8 by chance has a probability of 2 % (25 of the 100
     // images are forests: hypergeometric). The built-in model confuses dark lakes with forest
-    // (README, "Mini models"), so some lakes rank among the forests.
+    // (docs/src/mini-models.md), so some lakes rank among the forests.
     assert!(forests >= 5, "{forests} of 8 forests: {hits:?}");
     let industry = top(&index, "this is an industrial area .");
     let factories = industry

@@ -1,6 +1,6 @@
 //! The library's modules depend one way: each may use only the modules before it in
-//! [`ORDER`] (inputs → networks → running models → tasks → measuring and training → surfaces). The README's
-//! architecture table is this order; a new module takes its place in both.
+//! [`ORDER`] (inputs → networks → running models → tasks → measuring and training → surfaces). docs/src/architecture.md's
+//! layer table is this order; a new module takes its place in both.
 
 use crate::common::repo;
 

@@ -11,6 +11,7 @@ mod cli;
 mod clip_parity;
 mod clipcap;
 mod common;
+mod docs;
 mod eval;
 mod first_hour;
 #[cfg(feature = "gdal")]

@@ -1,0 +1,172 @@
+//! The README and the book (docs/, an mdBook): every relative link and anchor resolves, every
+//! chapter is in the book's summary, and the README stays a front door (≤ 250 lines).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use crate::common::repo;
+
+/// A heading's anchor as mdBook and GitHub make it: lower case, spaces to `-`, only letters,
+/// digits, `-` and `_` kept.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The anchors of a Markdown file's headings (outside code blocks); repeated headings get
+/// `-1`, `-2`, … as both renderers number them.
+fn anchors(text: &str) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    let mut code = false;
+    for line in text.lines() {
+        if line.starts_with("```") {
+            code = !code;
+        }
+        if code || !line.starts_with('#') {
+            continue;
+        }
+        let base = slug(line.trim_start_matches('#'));
+        let mut id = base.clone();
+        let mut n = 0;
+        while !seen.insert(id.clone()) {
+            n += 1;
+            id = format!("{base}-{n}");
+        }
+    }
+    seen
+}
+
+/// `(line, target)` of every Markdown link and image outside code blocks and inline code.
+fn links(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut code = false;
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("```") {
+            code = !code;
+        }
+        if code {
+            continue;
+        }
+        // Inline code spans hold no links.
+        let plain: String = line.split('`').step_by(2).collect::<Vec<_>>().join(" ");
+        let mut rest = plain.as_str();
+        while let Some(p) = rest.find("](") {
+            let after = &rest[p + 2..];
+            let Some(end) = after.find(')') else { break };
+            out.push((i + 1, after[..end].to_string()));
+            rest = &after[end..];
+        }
+    }
+    out
+}
+
+fn markdown_files() -> Vec<PathBuf> {
+    let mut files = vec![repo().join("README.md")];
+    let src = repo().join("docs/src");
+    let mut chapters: Vec<PathBuf> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    chapters.sort();
+    files.extend(chapters);
+    files
+}
+
+#[test]
+fn every_relative_link_and_anchor_resolves() {
+    let mut broken = Vec::new();
+    let mut checked = 0;
+    for file in markdown_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let dir = file.parent().unwrap();
+        for (line, target) in links(&text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            checked += 1;
+            let (path, anchor) = target.split_once('#').unwrap_or((&target, ""));
+            let resolved: PathBuf = if path.is_empty() {
+                file.clone()
+            } else {
+                dir.join(path)
+            };
+            let name = format!(
+                "{}:{line}: {target}",
+                file.strip_prefix(repo()).unwrap().display()
+            );
+            if !resolved.exists() {
+                broken.push(format!("{name} (no such file)"));
+                continue;
+            }
+            if !anchor.is_empty() {
+                let text = std::fs::read_to_string(&resolved).unwrap_or_default();
+                if !anchors(&text).contains(anchor) {
+                    broken.push(format!("{name} (no such heading)"));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(
+        checked >= 50,
+        "only {checked} links found: is the parser reading them?"
+    );
+}
+
+#[test]
+fn every_chapter_is_in_the_summary() {
+    let src = repo().join("docs/src");
+    let summary = std::fs::read_to_string(src.join("SUMMARY.md")).unwrap();
+    let listed: HashSet<String> = links(&summary).into_iter().map(|(_, t)| t).collect();
+    for file in markdown_files().iter().skip(1) {
+        let name = file.file_name().unwrap().to_string_lossy().to_string();
+        if name != "SUMMARY.md" {
+            assert!(
+                listed.contains(&name),
+                "docs/src/{name} is not in SUMMARY.md"
+            );
+        }
+    }
+    for l in &listed {
+        assert!(
+            Path::new(&src.join(l)).is_file(),
+            "SUMMARY.md lists {l}, which is missing"
+        );
+    }
+}
+
+#[test]
+fn the_readme_is_a_front_door() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let lines = readme.lines().count();
+    assert!(
+        lines <= 250,
+        "README.md has {lines} lines; the rest belongs in docs/"
+    );
+    // The two commands, as `.ci/run` and a newcomer use them.
+    assert!(readme.contains("cargo run --release -- describe assets/samples/eurosat-river.jpg"));
+    assert!(readme.contains("\ncargo test\n"));
+}
+
+#[test]
+fn slugs_are_the_renderers() {
+    assert_eq!(slug("Whole scenes: `scan`"), "whole-scenes-scan");
+    assert_eq!(
+        slug("AVX2 code on the same AMD host (what an AVX2-only CPU runs)"),
+        "avx2-code-on-the-same-amd-host-what-an-avx2-only-cpu-runs"
+    );
+    let a = anchors("# A\n## B\n```\n# not a heading\n```\n## B\n");
+    assert_eq!(
+        a,
+        HashSet::from(["a".to_string(), "b".to_string(), "b-1".to_string()])
+    );
+}
