@@ -170,3 +170,63 @@ fn slugs_are_the_renderers() {
         HashSet::from(["a".to_string(), "b".to_string(), "b-1".to_string()])
     );
 }
+
+/// The README's tour runs as written (from the repository's root, the data in
+/// `SKYSCRIBE_DATA`), all but `serve`, which runs until stopped: a labelled image, an
+/// evaluation report, a searched archive and a mapped GeoTIFF.
+#[test]
+fn the_readme_tour_runs_as_written() {
+    let Some(data) = crate::common::data_root("the_readme_tour_runs_as_written") else {
+        return;
+    };
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let tour = readme
+        .split("## A tour over real data")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("the README's tour and its code block");
+    let commands: Vec<String> = tour
+        .replace("\\\n", " ")
+        .lines()
+        .map(|l| l.split(" # ").next().unwrap().trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(commands.iter().any(|c| c.starts_with("skyscribe scan")));
+    let dir = crate::common::scratch("readme-tour");
+    std::os::unix::fs::symlink(repo().join("assets"), dir.join("assets")).unwrap();
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_skyscribe")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let script: Vec<&str> = commands
+        .iter()
+        .map(String::as_str)
+        .filter(|c| !c.starts_with("skyscribe serve"))
+        .collect();
+    // One shell, as a reader types them: the tour's variables carry from line to line.
+    let out = std::process::Command::new("bash")
+        .args(["-euxc", &script.join("\n")])
+        .current_dir(&dir)
+        .env("PATH", &path)
+        .env("SKYSCRIBE_DATA", &data)
+        .env("SKYSCRIBE_CACHE", dir.join("cache"))
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the tour stopped:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for made in [
+        "report/report.md",
+        "idx/index.json",
+        "tiles.geojson",
+        "classes.tif",
+    ] {
+        assert!(dir.join(made).is_file(), "the tour made no {made}");
+    }
+}
