@@ -17,6 +17,7 @@ pub struct LabelScore {
 }
 
 /// A label set turned into unit-length text embeddings, ready to score images.
+#[derive(Clone)]
 pub struct ZeroShotClassifier {
     pub labels: LabelSet,
     pub templates: Templates,

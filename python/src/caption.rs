@@ -39,12 +39,7 @@ impl Captioner {
             None => {
                 let spec = captioner.clip_model_spec();
                 let encoder = py.detach(|| ClipEncoder::load(&spec, &dev)).py()?;
-                Py::new(
-                    py,
-                    Clip {
-                        encoder: Arc::new(encoder),
-                    },
-                )?
+                Py::new(py, Clip::from_encoder(encoder))?
             }
         };
         captioner

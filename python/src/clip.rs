@@ -69,9 +69,51 @@ pub fn texts_arg(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
 #[pyclass(frozen, module = "skyscribe._skyscribe")]
 pub struct Clip {
     pub encoder: Arc<ClipEncoder>,
+    /// The label sets' text embeddings of recent calls: a notebook labelling image after image
+    /// with one label set embeds its prompts once, not once a call.
+    labels_seen: LabelCache,
+}
+
+/// Zero-shot classifiers by their label set and templates, the last few kept.
+#[derive(Default)]
+pub struct LabelCache(std::sync::Mutex<Vec<(String, ZeroShotClassifier)>>);
+
+impl LabelCache {
+    /// Label sets × templates kept (each is a few kilobytes of embeddings).
+    const KEEP: usize = 8;
+
+    fn get_or_make(
+        &self,
+        key: String,
+        make: impl FnOnce() -> anyhow::Result<ZeroShotClassifier>,
+    ) -> anyhow::Result<ZeroShotClassifier> {
+        let found = {
+            let kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            kept.iter().find(|(k, _)| *k == key).map(|(_, z)| z.clone())
+        };
+        if let Some(z) = found {
+            return Ok(z);
+        }
+        // Made without the lock: two threads may both make it, and keep one.
+        let z = make()?;
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= Self::KEEP {
+            kept.remove(0);
+        }
+        kept.push((key, z.clone()));
+        Ok(z)
+    }
 }
 
 impl Clip {
+    /// A `Clip` over a loaded encoder.
+    pub fn from_encoder(encoder: ClipEncoder) -> Self {
+        Self {
+            encoder: Arc::new(encoder),
+            labels_seen: LabelCache::default(),
+        }
+    }
+
     /// The embeddings of `images` in input order; the first unreadable image is an error that
     /// names it. Runs without the GIL.
     pub fn embed(
@@ -119,13 +161,15 @@ impl Clip {
 
 /// A label set's zero-shot classifier over `clip` (`labels`: a preset, file or "a,b,c", or a
 /// list of names; default: the model's describe vocabulary; `templates` as `--template`), or
-/// the learned `classifier`, checked against `clip`.
+/// the learned `classifier`, checked against `clip`. Label sets already embedded come from
+/// `cache` when one is given.
 pub fn scorer(
     py: Python<'_>,
     clip: &ClipEncoder,
     labels: Option<&Bound<'_, PyAny>>,
     templates: Option<&Bound<'_, PyAny>>,
     classifier: Option<&Classifier>,
+    cache: Option<&LabelCache>,
 ) -> PyResult<Scorer> {
     if let Some(c) = classifier {
         if labels.is_some() || templates.is_some() {
@@ -157,9 +201,16 @@ pub fn scorer(
         Some(t) => texts_arg(t, "templates")?,
     };
     let (templates, _) = clip.defaults.templates(&given, &clip.source.spec).arg()?;
-    py.detach(|| ZeroShotClassifier::new(clip, set, templates))
-        .py()
-        .map(Scorer::ZeroShot)
+    // The resolved set (names, wordings, classes) and templates: a file's label set is keyed
+    // by what it says, not by its name.
+    let key = format!("{:?}\u{0}{:?}", set.labels, templates.0);
+    let make = || ZeroShotClassifier::new(clip, set, templates);
+    py.detach(|| match cache {
+        Some(c) => c.get_or_make(key, make),
+        None => make(),
+    })
+    .py()
+    .map(Scorer::ZeroShot)
 }
 
 #[pymethods]
@@ -173,9 +224,7 @@ impl Clip {
         let encoder = py
             .detach(|| ClipEncoder::load_in(model, &device, precision))
             .py()?;
-        Ok(Self {
-            encoder: Arc::new(encoder),
-        })
+        Ok(Self::from_encoder(encoder))
     }
 
     /// The model as given (a built-in name, folder or hub id).
@@ -269,6 +318,7 @@ impl Clip {
             labels,
             templates,
             classifier.map(|c| c.get()),
+            Some(&self.labels_seen),
         )?;
         let images = images_arg(images)?;
         let rows = self.embed(py, &images, batch_size, &decode, progress)?;

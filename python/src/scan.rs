@@ -92,7 +92,7 @@ pub fn scan<'py>(
     if let Some(c) = &cap {
         c.check_clip(&clip, false).arg()?;
     }
-    let scorer = scorer(py, &clip, labels, templates, learned)?;
+    let scorer = scorer(py, &clip, labels, templates, learned, None)?;
     let names = scorer.names();
     let o = ScanOptions {
         tile,

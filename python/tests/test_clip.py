@@ -112,3 +112,20 @@ def test_list_images_finds_what_embed_finds():
 def test_a_precision_this_cpu_cannot_run_is_refused(precision):
     with pytest.raises(ValueError, match="f16"):
         skyscribe.Clip(precision=precision)
+
+
+def test_label_sets_are_kept_apart_by_the_cache_of_recent_sets(clip):
+    paths = eurosat_images(1)[:2]
+    a = clip.labels(paths, ["river", "forest"], top_k=None)
+    b = clip.labels(paths, ["river", "city"], top_k=None)
+    assert {label for label, _ in b[0]} == {"river", "city"}
+    assert clip.labels(paths, ["river", "forest"], top_k=None) == a
+    # Another template is another classifier, not the kept one.
+    other = clip.labels(paths, ["river", "forest"], templates="{}", top_k=None)
+    assert dict(other[0])["river"] != dict(a[0])["river"]
+    # A fresh model (no kept sets) gives the same numbers.
+    assert skyscribe.Clip().labels(paths, ["river", "forest"], top_k=None) == a
+    # More sets than are kept: each still labels with its own names.
+    for n in range(10):
+        names = [f"class {n}", "river"]
+        assert {label for label, _ in clip.labels(paths[:1], names)[0]} == set(names)
