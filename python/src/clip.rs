@@ -94,13 +94,16 @@ impl LabelCache {
         if let Some(z) = found {
             return Ok(z);
         }
-        // Made without the lock: two threads may both make it, and keep one.
+        // Made without the lock (it runs the text tower): two threads may both make it; the
+        // first to finish keeps it.
         let z = make()?;
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if kept.len() >= Self::KEEP {
-            kept.remove(0);
+        if !kept.iter().any(|(k, _)| *k == key) {
+            if kept.len() >= Self::KEEP {
+                kept.remove(0);
+            }
+            kept.push((key, z.clone()));
         }
-        kept.push((key, z.clone()));
         Ok(z)
     }
 }
