@@ -42,6 +42,11 @@ pub fn value_err(e: anyhow::Error) -> PyErr {
     })
 }
 
+/// `FileNotFoundError` for a path that is not there, in the CLI's words.
+pub fn missing(path: &std::path::Path) -> PyErr {
+    PyFileNotFoundError::new_err(format!("{}: no such file or directory", path.display()))
+}
+
 /// A `ValueError` with this message.
 pub fn invalid(message: impl Into<String>) -> PyErr {
     PyValueError::new_err(message.into())

@@ -13,7 +13,7 @@ use pyo3::types::{PyList, PyString, PyTuple};
 
 use skyscribe::imagery::{DecodeOptions, RgbImage};
 
-use crate::errors::{IntoPy, invalid};
+use crate::errors::{IntoPy, invalid, missing};
 
 /// Images to run through CLIP.
 pub enum Images {
@@ -53,10 +53,7 @@ fn path_of(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
         )));
     }
     if !p.exists() {
-        return Err(pyo3::exceptions::PyFileNotFoundError::new_err(format!(
-            "{}: no such file or directory",
-            p.display()
-        )));
+        return Err(missing(&p));
     }
     Ok(p)
 }

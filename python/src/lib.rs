@@ -27,13 +27,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[pyfunction]
 fn list_images(folder: std::path::PathBuf) -> PyResult<Vec<std::path::PathBuf>> {
     if !folder.exists() {
-        return Err(pyo3::exceptions::PyFileNotFoundError::new_err(format!(
-            "{}: no such file or directory",
-            folder.display()
-        )));
+        return Err(errors::missing(&folder));
     }
     if !folder.is_dir() {
-        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+        return Err(errors::invalid(format!(
             "{}: not a folder",
             folder.display()
         )));
