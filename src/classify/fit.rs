@@ -28,6 +28,43 @@ pub struct Examples {
     pub names: Vec<String>,
 }
 
+/// Every class's example indices, shuffled by `seed`.
+fn shuffled_by_class(y: &[usize], n_classes: usize, seed: u64) -> Vec<Vec<usize>> {
+    let mut by_class = vec![Vec::new(); n_classes];
+    for (i, &c) in y.iter().enumerate() {
+        by_class[c].push(i);
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for v in &mut by_class {
+        v.shuffle(&mut rng);
+    }
+    by_class
+}
+
+/// The indices of `k` examples of every class, drawn with `seed` from examples whose classes
+/// (indices into `classes`) are `y`: class by class, in the order of `classes`. A class with
+/// fewer than `k` is an error naming it. `train classifier --shots` draws with this before
+/// embedding anything, so that 16 shots of a 100,000-image folder embed 16 images a class.
+pub fn draw_shots(y: &[usize], classes: &[String], k: usize, seed: u64) -> Result<Vec<usize>> {
+    if k == 0 {
+        bail!("--shots must be at least 1");
+    }
+    let by_class = shuffled_by_class(y, classes.len(), seed);
+    let short: Vec<String> = by_class
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.len() < k)
+        .map(|(c, v)| format!("{} ({})", classes[c], v.len()))
+        .collect();
+    if !short.is_empty() {
+        bail!(
+            "--shots {k}: class(es) with fewer examples: {}",
+            short.join(", ")
+        );
+    }
+    Ok(by_class.iter().flat_map(|v| v[..k].to_vec()).collect())
+}
+
 impl Examples {
     pub fn new(classes: Vec<String>, dim: usize) -> Self {
         Self {
@@ -90,39 +127,9 @@ impl Examples {
         out
     }
 
-    /// Every class's example indices, shuffled by `seed`.
-    fn shuffled_by_class(&self, seed: u64) -> Vec<Vec<usize>> {
-        let mut by_class = vec![Vec::new(); self.classes.len()];
-        for (i, &c) in self.y.iter().enumerate() {
-            by_class[c].push(i);
-        }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        for v in &mut by_class {
-            v.shuffle(&mut rng);
-        }
-        by_class
-    }
-
     /// `k` examples of every class drawn with `seed`; a class with fewer is an error naming it.
     pub fn shots(&self, k: usize, seed: u64) -> Result<Examples> {
-        if k == 0 {
-            bail!("--shots must be at least 1");
-        }
-        let by_class = self.shuffled_by_class(seed);
-        let short: Vec<String> = by_class
-            .iter()
-            .enumerate()
-            .filter(|(_, v)| v.len() < k)
-            .map(|(c, v)| format!("{} ({})", self.classes[c], v.len()))
-            .collect();
-        if !short.is_empty() {
-            bail!(
-                "--shots {k}: class(es) with fewer examples: {}",
-                short.join(", ")
-            );
-        }
-        let idx: Vec<usize> = by_class.iter().flat_map(|v| v[..k].to_vec()).collect();
-        Ok(self.subset(&idx))
+        Ok(self.subset(&draw_shots(&self.y, &self.classes, k, seed)?))
     }
 
     /// Refuses a class without examples, naming it.
@@ -330,7 +337,7 @@ fn search(
     prior: Option<&Prior>,
     seed: u64,
 ) -> Result<(Regularisation, Option<Fit>)> {
-    let by_class = ex.shuffled_by_class(seed ^ 0x5EA7C4);
+    let by_class = shuffled_by_class(&ex.y, ex.classes.len(), seed ^ 0x5EA7C4);
     let smallest = by_class.iter().map(Vec::len).min().unwrap_or(0);
     // Each example's fold.
     let (folds, chosen_by): (Vec<Vec<usize>>, &str) = if ex.len() >= HOLDOUT_FROM {

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
 
-use skyscribe::classify::fit::{Examples, Options, train};
+use skyscribe::classify::fit::{Examples, Options, draw_shots, train};
 use skyscribe::classify::{
     Classifier, Method, Provenance, TrainSettings, train_classifier as train_classifier_on,
 };
@@ -193,13 +193,25 @@ pub fn train_classifier(a: TrainClassifierArgs) -> Result<usize> {
                 "--tile and --stride cut the scene of polygons: data; use --chip-size for dota/xview"
             );
         }
-        let d = open_labelled(&a.data, a.split.as_deref(), &chips)?;
+        let mut d = open_labelled(&a.data, a.split.as_deref(), &chips)?;
+        if let Some(k) = a.shots {
+            // The shots are drawn from the list, before anything is embedded.
+            let (idx, y): (Vec<usize>, Vec<usize>) = d
+                .samples
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| Some((i, d.classes.iter().position(|c| c == &s.labels[0])?)))
+                .unzip();
+            let drawn = draw_shots(&y, &d.classes, k, a.seed)
+                .with_context(|| format!("{}: cannot draw the shots", d.name))?;
+            d.samples = drawn.iter().map(|&j| d.samples[idx[j]].clone()).collect();
+        }
         let ex = embed_examples(&clip, &a.common, &a.cache, &d, a.common.jsonl)?;
         (d.name, ex)
     };
     let (name, mut ex) = data;
     ex.check_every_class_has_examples(&name)?;
-    if let Some(k) = a.shots {
+    if let (Some(k), true) = (a.shots, a.data.starts_with("polygons:")) {
         ex = ex
             .shots(k, a.seed)
             .with_context(|| format!("{name}: cannot draw the shots"))?;

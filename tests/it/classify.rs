@@ -200,6 +200,7 @@ fn a_linear_probe_on_eurosat_beats_zero_shot() {
 
     // Prototypes: class means, no C.
     let protos = dir.join("protos.safetensors");
+    let shots_cache = dir.join("cache-shots");
     let r = skyscribe(&[
         "train",
         "classifier",
@@ -214,13 +215,22 @@ fn a_linear_probe_on_eurosat_beats_zero_shot() {
         "--out",
         protos.to_str().unwrap(),
         "--cache",
-        cache,
+        shots_cache.to_str().unwrap(),
         "--jsonl",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let info = &json_lines(&r.stdout)[0]["info"];
     assert_eq!(info["method"], "prototype");
     assert_eq!(info["training"]["examples"], 50);
+    // The shots were drawn before embedding: the cache holds the 50 drawn images, no others.
+    fn files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |rd| {
+            rd.map(|e| e.unwrap().path())
+                .map(|p| if p.is_dir() { files(&p) } else { 1 })
+                .sum()
+        })
+    }
+    assert_eq!(files(&shots_cache), 50);
     assert!(info["regularisation"].is_null());
 
     // The classifier labels images like a label set does.
