@@ -2,10 +2,10 @@
 step (MLP mapper, gpt2 124M shapes with random weights, frozen unless --train-gpt2), the
 reference's loss (logits at positions K-1..K+T-2 against the T caption tokens), AdamW.
 
-    python scripts/bench_captioner_step.py --threads 2 --batch-size 40 --caption-tokens 20
+    python scripts/bench/bench_captioner_step.py --threads 2 --batch-size 40 --caption-tokens 20
 
 Prints one JSON line with the median step time. Needs torch and transformers
-(scripts/requirements-reference.txt).
+(scripts/reference/requirements-reference.txt).
 """
 import argparse
 

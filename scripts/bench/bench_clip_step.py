@@ -3,10 +3,10 @@ step — ViT-B/32 shapes (transformers' CLIPConfig defaults, openai/clip-vit-bas
 fresh random weights, all trained; random pixels and random 77-token texts closed by the end
 token; CLIP's symmetric InfoNCE (`return_loss=True`), AdamW (weight decay 0.1, lr 1e-5).
 
-    python scripts/bench_clip_step.py --threads 2 --batch-size 32 --steps 3
+    python scripts/bench/bench_clip_step.py --threads 2 --batch-size 32 --steps 3
 
 Prints one JSON line with the median step time and its parts. Needs torch and transformers
-(scripts/requirements-reference.txt).
+(scripts/reference/requirements-reference.txt).
 """
 import argparse
 

@@ -12,7 +12,7 @@ import time
 
 def add_image_args(ap, batch_size=32):
     """The image pipeline's options, with skyscribe bench's defaults."""
-    ap.add_argument("--images", default=os.path.join(os.path.dirname(__file__), "../../shared/data/eurosat/images/Forest"))
+    ap.add_argument("--images", default=os.path.join(os.path.dirname(__file__), "../../../shared/data/eurosat/images/Forest"))
     ap.add_argument("--limit", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=batch_size)
     ap.add_argument("--threads", type=int, default=2)

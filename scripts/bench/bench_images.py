@@ -4,7 +4,7 @@ scene (P0706, 1111 × 1182 px) at shifted offsets, flipped and rotated in turn, 
 quality 90. The data's own images are small (EuroSAT 64 px, RSICD 128 and 224 px); archives of
 aerial photos are not, and there decoding and downscaling are most of a GPU pipeline's work.
 
-  python scripts/bench_images.py OUT_DIR [--count 256] [--size 1024]
+  python scripts/bench/bench_images.py OUT_DIR [--count 256] [--size 1024]
 
 Writes OUT_DIR/dota-NNNN.jpg (outside the repository: the data stay in ../shared/data).
 """
@@ -13,7 +13,7 @@ import os
 
 from PIL import Image
 
-SCENE = os.path.join(os.path.dirname(__file__), "../../shared/data/dota/images/P0706.png")
+SCENE = os.path.join(os.path.dirname(__file__), "../../../shared/data/dota/images/P0706.png")
 
 
 def main():

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """The ONNX Runtime side of `skyscribe bench`: the same pipeline, the model run by ONNX Runtime.
 
-The random ViT-B/32 image tower of `scripts/bench_reference.py` (transformers' CLIPConfig
+The random ViT-B/32 image tower of `scripts/bench/bench_reference.py` (transformers' CLIPConfig
 defaults, openai/clip-vit-base-patch32's shapes) is exported with `torch.onnx.export` (opset 17,
 dynamic batch) and run by ONNX Runtime's CPU provider with 2 intra-op threads and all graph
 optimisations. Preprocessing is transformers' PIL CLIPImageProcessor, as in the torch script.
 Prints images/s end to end (PIL decode + preprocess + model) and for the model alone.
 
-  python scripts/bench_onnxruntime.py [--images DIR] [--limit 512] [--batch-size 32]
+  python scripts/bench/bench_onnxruntime.py [--images DIR] [--limit 512] [--batch-size 32]
 
 Needs torch, transformers, onnx, onnxscript and onnxruntime (PyPI); the exported model is
 written to a temporary folder (about 350 MB) and removed afterwards.

@@ -9,9 +9,9 @@ tokenizer.json (CLIPTokenizerFast) and encoded, prompts/s. With --bf16, the mode
 torch.autocast's bf16 (oneDNN's bf16 kernels where the CPU has AVX512-BF16 or AMX), and --gemm
 multiplies bf16 tensors: the reference of `skyscribe bench --precision bf16`.
 
-  /tmp/pyref/bin/python scripts/bench_reference.py [--images DIR] [--limit 256] [--batch-size 32]
-  /tmp/pyref/bin/python scripts/bench_reference.py --texts prompts.txt --batch-size 64
-  /tmp/pyref/bin/python scripts/bench_reference.py --preprocess --images DIR --limit 1024
+  /tmp/pyref/bin/python scripts/bench/bench_reference.py [--images DIR] [--limit 256] [--batch-size 32]
+  /tmp/pyref/bin/python scripts/bench/bench_reference.py --texts prompts.txt --batch-size 64
+  /tmp/pyref/bin/python scripts/bench/bench_reference.py --preprocess --images DIR --limit 1024
 
 --preprocess times decoding and preprocessing alone, as a PyTorch pipeline feeding a GPU runs
 them: a DataLoader with --threads worker processes, each opening files with PIL and running
@@ -30,7 +30,7 @@ from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPToken
 
 from bench_common import add_image_args, image_paths, print_pipeline, time_pipeline
 
-TOKENIZER = os.path.join(os.path.dirname(__file__), "../assets/tokenizers/clip/tokenizer.json")
+TOKENIZER = os.path.join(os.path.dirname(__file__), "../../assets/tokenizers/clip/tokenizer.json")
 
 
 def main():

@@ -8,10 +8,10 @@
 #      once with clients that retry at once, once with clients that honour Retry-After.
 #   4. with MODEL=DIR set, step 1 again (15 s runs) with that CLIP (e.g. the ViT-B/32-shaped
 #      model docs/src/serving.md names), where the model, not the server, is the bound.
-# Usage: [MODEL=DIR] scripts/load-test.sh [OUT_DIR]   (needs ../shared/data/eurosat; ~4 minutes)
+# Usage: [MODEL=DIR] scripts/bench/load-test.sh [OUT_DIR]   (needs ../shared/data/eurosat; ~4 minutes)
 # Prints each run as a JSON line, also appended to OUT_DIR/load.jsonl.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 out="${1:-target/load-test}"
 mkdir -p "$out"
 : > "$out/load.jsonl"

@@ -6,8 +6,8 @@ Compares two runs of the same inputs, f32 and reduced precision, of either kind:
   embeddings   two `skyscribe embed --jsonl` outputs: cosine of each input's two embeddings
   predictions  two `predictions.jsonl` of `skyscribe eval zero-shot --report`: top-1 agreement
 
-  python3 scripts/precision_drift.py embeddings f32.jsonl bf16.jsonl
-  python3 scripts/precision_drift.py predictions f32/predictions.jsonl bf16/predictions.jsonl
+  python3 scripts/bench/precision_drift.py embeddings f32.jsonl bf16.jsonl
+  python3 scripts/bench/precision_drift.py predictions f32/predictions.jsonl bf16/predictions.jsonl
 
 With `torch IMAGES`, the reference's own drift instead: a random ViT-B/32 (transformers'
 CLIPConfig defaults) under torch.autocast bf16 against f32, on the JPEGs of IMAGES (needs torch,

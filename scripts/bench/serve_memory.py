@@ -5,7 +5,7 @@ Starts `skyscribe serve` on loopback, sends two bursts of eight 4,000 × 4,000 n
 (VmHWM) in MiB after each burst and 1, 4, 10 and 22 s into the quiet after them. Standard
 library only; the PNG is written once to /tmp/skyscribe-16mp.png.
 
-    python3 scripts/serve_memory.py target/release/skyscribe
+    python3 scripts/bench/serve_memory.py target/release/skyscribe
 """
 import os
 import re

@@ -3,7 +3,7 @@
 the same scan of the local file (Python's http.server answers Range with the whole file).
 It prints each request's byte count on exit.
 
-    python3 scripts/serve_ranges.py DIR PORT &
+    python3 scripts/bench/serve_ranges.py DIR PORT &
     skyscribe scan http://127.0.0.1:PORT/scene.tif …
 """
 

@@ -6,14 +6,14 @@
 # CUDA 13.0 matches the driver seen on the project's lent H200s (580.x): an nvcc newer than the
 # driver writes PTX the driver refuses to load.
 #
-#   bash scripts/build-cuda.sh [TARGET_DIR]        # default target/cuda; needs python3 -m pip
+#   bash scripts/checks/build-cuda.sh [TARGET_DIR]        # default target/cuda; needs python3 -m pip
 #
 # The binary is TARGET_DIR/release/skyscribe. candle links CUDA's libraries when the program
 # starts, so it runs only where NVIDIA's driver and CUDA 13's cuBLAS, cuRAND and the runtime are
 # (LD_LIBRARY_PATH), and fails to start elsewhere. CUDA_COMPUTE_CAP picks the GPU generation
 # candle's kernels are compiled for (default 90: Hopper, the H100 and H200).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 target=$(realpath -m "${1:-target/cuda}")
 tools=$target/cuda-13.0
 mkdir -p "$tools/wheels" "$tools/link"

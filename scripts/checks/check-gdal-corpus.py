@@ -8,7 +8,7 @@ CRS's own datum where skyscribe says so with datum_note). No panic is ever accep
 
     apt-get install gdal-bin python3-gdal          # Debian's GDAL
     cargo build [--features gdal]
-    /usr/bin/python3 scripts/check-gdal-corpus.py CORPUS_DIR [--reader native|gdal] [--jsonl F]
+    /usr/bin/python3 scripts/checks/check-gdal-corpus.py CORPUS_DIR [--reader native|gdal] [--jsonl F]
 
 Prints one line per file that is ordinary and does not scan or lands elsewhere, then a summary.
 """
@@ -23,7 +23,7 @@ import tempfile
 from osgeo import gdal, osr
 
 gdal.UseExceptions()
-BIN = os.path.join(os.path.dirname(__file__), "..", "target", "debug", "skyscribe")
+BIN = os.path.join(os.path.dirname(__file__), "..", "..", "target", "debug", "skyscribe")
 ODD_COMPRESSION = {2: "CCITT RLE", 3: "CCITT fax3", 4: "CCITT fax4", 6: "old-style JPEG",
                    32766: "NeXT", 32809: "ThunderScan", 34676: "SGILog",
                    34677: "SGILog24", 50002: "JPEG-XL", 52546: "JPEG-XL"}

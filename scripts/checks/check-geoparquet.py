@@ -8,7 +8,7 @@ Not in CI (needs geopandas from PyPI):
     python3 -m venv /tmp/gpq && /tmp/gpq/bin/pip install geopandas pyarrow shapely
     skyscribe scan SCENE --labels … --out OUT.geojson
     skyscribe scan SCENE --labels … --out OUT.parquet
-    /tmp/gpq/bin/python scripts/check-geoparquet.py OUT.parquet OUT.geojson [more pairs …]
+    /tmp/gpq/bin/python scripts/checks/check-geoparquet.py OUT.parquet OUT.geojson [more pairs …]
 """
 
 import json

@@ -5,11 +5,11 @@
 # packages); run it after changing an endpoint or web/openapi.json:
 #
 #   python3 -m venv /tmp/st && /tmp/st/bin/pip install schemathesis pillow
-#   PATH=/tmp/st/bin:$PATH bash scripts/check-openapi.sh [target/release/skyscribe] [EXAMPLES]
+#   PATH=/tmp/st/bin:$PATH bash scripts/checks/check-openapi.sh [target/release/skyscribe] [EXAMPLES]
 #
 # Also validates the document itself with openapi-spec-validator when it is installed.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 bin=${1:-target/release/skyscribe}
 examples=${2:-50}
 work=$(mktemp -d)

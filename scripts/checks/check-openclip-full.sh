@@ -2,9 +2,9 @@
 # Full-size parity of `import-openclip` with OpenCLIP (not in CI: needs open-clip-torch and a few
 # GB of disk): a random model of each architecture, imported, then embedded by skyscribe and by
 # OpenCLIP. Prints the smallest image and text cosine per architecture.
-#   scripts/check-openclip-full.sh [ARCH...]      (default: all five built-in architectures)
+#   scripts/checks/check-openclip-full.sh [ARCH...]      (default: all five built-in architectures)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 archs=("$@")
 [ ${#archs[@]} -gt 0 ] || archs=(ViT-B-32 ViT-B-16 ViT-L-14 ViT-L-14-336 ViT-H-14)
 bin=target/release/skyscribe
@@ -13,7 +13,7 @@ work=${WORK:-/tmp/openclip-full}
 for arch in "${archs[@]}"; do
   d="$work/$arch"
   rm -rf "$d"
-  python3 scripts/make_openclip_reference.py --full "$arch" "$d" >/dev/null
+  python3 scripts/reference/make_openclip_reference.py --full "$arch" "$d" >/dev/null
   "$bin" import-openclip --weights "$d/$arch-random.pt" --arch "$arch" --out "$d/hf" >/dev/null
   rm "$d/$arch-random.pt"
   python3 - "$bin" "$d" "$arch" <<'PY'

@@ -3,7 +3,7 @@
 # same scan of the local file: the features must be the same. Not in CI.
 #
 #   python3 -m venv /tmp/moto && /tmp/moto/bin/pip install "moto[server]" boto3
-#   PY=/tmp/moto/bin/python scripts/check-s3-moto.sh SCENE.tif
+#   PY=/tmp/moto/bin/python scripts/checks/check-s3-moto.sh SCENE.tif
 set -euo pipefail
 scene=${1:?a GeoTIFF}
 py=${PY:-python3}

@@ -6,9 +6,9 @@
 # check the same geometry against GDAL-made expectations).
 #
 #   apt-get install gdal-bin python3-gdal python3-geojson   # Debian's packages
-#   bash scripts/check-scan-with-gdal.sh
+#   bash scripts/checks/check-scan-with-gdal.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 cargo build --quiet
 BIN=target/debug/skyscribe
 OUT=$(mktemp -d)

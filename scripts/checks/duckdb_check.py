@@ -4,7 +4,7 @@ array_cosine_similarity gives the same top-k as `skyscribe search`; Polars and P
 same files (fixed-size list embeddings). A check for people, not CI (CI needs no Python).
 
     pip install duckdb polars pyarrow        # PyPI
-    python3 scripts/duckdb_check.py --index IDX --text "an airport" [--text ...] [--skyscribe BIN]
+    python3 scripts/checks/duckdb_check.py --index IDX --text "an airport" [--text ...] [--skyscribe BIN]
 
 Exit status 0 when every query's top-k ids agree in order and scores within 1e-5.
 """

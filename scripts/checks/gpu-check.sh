@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # The GPU checks, prepared for a session that is lent a device (which has no Rust): run there,
-# from the repository root, with the binary `scripts/build-cuda.sh` built here, carried in an
+# from the repository root, with the binary `scripts/checks/build-cuda.sh` built here, carried in an
 # ignored folder. Writes its results under OUT (the device tool's folder that comes back).
 #
-#   bash scripts/gpu-check.sh BINARY [DEVICE]     # DEVICE: cuda (default), or cpu to dry-run here
+#   bash scripts/checks/gpu-check.sh BINARY [DEVICE]     # DEVICE: cuda (default), or cpu to dry-run here
 #
 # The stripped binary is ~97 MB, over the device's 64 MiB carry with the tree (~37 MB): carry it
 # xz'd (~27 MB; `strip` then `xz -k`) and unpack it there; CUDA 13's libraries must be on
 # LD_LIBRARY_PATH there (the binary links them when it starts). Dry-run here (2 minutes, the CPU
 # against itself: checks the script, not the GPU):
-#   OUT=/tmp/gpu bash scripts/gpu-check.sh target/release/skyscribe cpu
+#   OUT=/tmp/gpu bash scripts/checks/gpu-check.sh target/release/skyscribe cpu
 #
 # 1. Parity: the built-in models on DEVICE against the same binary on the CPU — image and text
 #    embeddings (cosine per row; the minimum is printed) and `describe`'s labels, scores and
@@ -23,7 +23,7 @@
 #    (with and without --jpeg-draft) over the same JPEGs and the larger DOTA-crop fixtures: the
 #    rate at which that machine's CPUs can feed the GPU.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 bin=$(realpath "$1")
 device=${2:-cuda}
 out=${OUT:-$(mktemp -d)}
@@ -33,7 +33,7 @@ if [ "$device" = cuda ]; then
   nvidia-smi -L | tee "$out/gpu.txt"
 fi
 # 0. Parity with transformers itself on DEVICE: the tiny reference models of the parity tests
-#    (tests/fixtures/clip, outputs from scripts/make_reference.py), their fixture images and
+#    (tests/fixtures/clip, outputs from scripts/reference/make_reference.py), their fixture images and
 #    texts, embedded by the binary on DEVICE in f32 (largest difference to transformers' f32;
 #    the tests ask for < 1e-4) and in each reduced precision (least cosine; they ask ≥ 0.999).
 if [ "$device" = cuda ]; then ref_precisions=(f32 f16 bf16); else ref_precisions=(f32 bf16); fi

@@ -7,7 +7,7 @@
 # Needs python3 with venv and network access to PyPI (maturin, pytest, numpy; tifffile and
 # geopandas for the scan tests; mypy, which checks the stubs against the example and tests). The venv is .venv (or $SKYSCRIBE_VENV) and is kept between runs.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 venv="${SKYSCRIBE_VENV:-$(pwd)/.venv}"
 if [ ! -x "$venv/bin/python" ]; then
   if ! python3 -m venv "$venv" 2>/dev/null; then

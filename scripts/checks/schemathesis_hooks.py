@@ -1,4 +1,4 @@
-"""Schemathesis hooks for skyscribe's API (used by scripts/check-openapi.sh): what a valid
+"""Schemathesis hooks for skyscribe's API (used by scripts/checks/check-openapi.sh): what a valid
 `binary` body is. Schemathesis makes real images for `image/*` bodies by itself, but random
 bytes for `application/octet-stream` and for the multipart field `image` (encoded as
 image/png): the server rightly refuses those as unreadable, so they are registered here as the

@@ -7,7 +7,7 @@
 # The cluster's configuration lives in a temporary folder (SLURM_CONF points at it): the
 # machine's own /etc/slurm is not touched.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 if ! command -v sbatch >/dev/null || ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
   echo "slurm-check: installing slurmctld, slurmd, slurm-client and munge" >&2

@@ -2,7 +2,7 @@
 # Trains mini CLIP variants from scratch on RSICD train and scores each zero-shot the way the
 # built-in model is chosen (docs/src/mini-models.md: recipes compared):
 #
-#   scripts/mini-clip-recipes.sh RUNS_DIR VARIANT...
+#   scripts/models/mini-clip-recipes.sh RUNS_DIR VARIANT...
 #
 # VARIANT is one of
 #   base        128 px, 16 epochs, captions only                        (r1)
@@ -15,9 +15,9 @@
 # scenes and EuroSAT test are scored with it; one JSON line per variant goes to
 # RUNS_DIR/recipes.jsonl. A finished variant is not retrained; a stopped one resumes.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 DATA=${SKYSCRIBE_DATA:-../shared/data}
-RUNS=${1:?usage: scripts/mini-clip-recipes.sh RUNS_DIR VARIANT...}
+RUNS=${1:?usage: scripts/models/mini-clip-recipes.sh RUNS_DIR VARIANT...}
 shift
 mkdir -p "$RUNS"
 cargo build --release
@@ -43,7 +43,7 @@ for variant in "$@"; do
   /usr/bin/time -f "train clip $variant: %e s wall, %M KB peak" $BIN train clip \
     --data "rsicd:$DATA/rsicd/train" --config mini-128 --out "$out" $args $resume --jsonl \
     >> "$out.history.jsonl"
-  cp scripts/mini-templates.grid "$out.grid"
+  cp scripts/models/mini-templates.grid "$out.grid"
   score() {
     $BIN eval zero-shot --model "$out" --grid "$out.grid" --report "$out-zs-$1" --no-cache \
       "${@:2}" > /dev/null

@@ -2,13 +2,13 @@
 # Trains the mini CLIP and captioner from scratch on RSICD's training split, evaluates them
 # (docs/src/mini-models.md), and writes the f16 copies built into the binary.
 #
-#   scripts/mini-models.sh [RUNS_DIR]     (default: ../runs)
+#   scripts/models/mini-models.sh [RUNS_DIR]     (default: ../runs)
 #
 # Every step prints its wall time and peak memory (/usr/bin/time). Running the script again
 # continues a stopped run: the training steps resume from their checkpoints (a finished one
 # returns without training) and append to their histories; the evaluations run again.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 DATA=${SKYSCRIBE_DATA:-../shared/data}
 RUNS=${1:-../runs}
 mkdir -p "$RUNS"
@@ -19,14 +19,14 @@ resume_flag() { [ -f "$1/checkpoint/state.json" ] && echo --resume || true; }
 
 # 1. CLIP from scratch (mini shapes at 128 px, own 2048-token BPE), 24 epochs, trained on the
 #    captions and RSICD's paraphrases, label smoothing 0.1, validated and saved as a moving
-#    average of the weights (scripts/mini-clip-recipes.sh compares this recipe with others).
+#    average of the weights (scripts/models/mini-clip-recipes.sh compares this recipe with others).
 timed "train clip" $BIN train clip --data rsicd:$DATA/rsicd/train --config mini-128 \
   --out "$RUNS/clip-mini" --epochs 24 --captions both --label-smoothing 0.1 --ema 0.995 \
   $(resume_flag "$RUNS/clip-mini") --jsonl | tee -a "$RUNS/clip-mini.history.jsonl"
 
-# 2. Zero-shot. The template (one of scripts/mini-templates.grid) is chosen on RSICD *train*
+# 2. Zero-shot. The template (one of scripts/models/mini-templates.grid) is chosen on RSICD *train*
 #    scenes; test numbers use it.
-cp scripts/mini-templates.grid "$RUNS/templates.grid"
+cp scripts/models/mini-templates.grid "$RUNS/templates.grid"
 timed "zero-shot rsicd train (template choice)" $BIN eval zero-shot --model "$RUNS/clip-mini" \
   --dataset rsicd-scenes:$DATA/rsicd/train --labels rsicd --grid "$RUNS/templates.grid" \
   --report "$RUNS/zs-rsicd-train" --no-cache

@@ -2,7 +2,7 @@
 """Caption-metric fixture: RSICD test captions scored by pycocoevalcap (the COCO caption
 evaluation code), for skyscribe's pure-Rust BLEU, ROUGE-L and CIDEr-D to match.
 
-  /tmp/pyref/bin/pip install pycocoevalcap && /tmp/pyref/bin/python scripts/make_caption_reference.py
+  /tmp/pyref/bin/pip install pycocoevalcap && /tmp/pyref/bin/python scripts/reference/make_caption_reference.py
 
 Hypotheses are other sentences about the same image (CLIP-rsicd's paraphrases) or about a
 neighbouring image, so scores spread; some images get a repeated reference sentence, which the
@@ -17,7 +17,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("SKYSCRIBE_DATA", ROOT.parent / "shared" / "data"))
 
 

@@ -4,7 +4,7 @@
 reference's greedy decoding (`generate2`: argmax each step, stop after the "." token or 67
 tokens) gives for them.
 
-  /tmp/pyref/bin/python scripts/make_clipcap_reference.py   (after make_reference.py)
+  /tmp/pyref/bin/python scripts/reference/make_clipcap_reference.py   (after make_reference.py)
 
 The mapping networks below are written from the ClipCap paper and the reference's parameter
 names; they compute what the reference's MLP and TransformerMapper compute.
@@ -18,7 +18,7 @@ from torch import nn
 from PIL import Image
 from transformers import CLIPImageProcessorPil, CLIPModel, GPT2Config, GPT2LMHeadModel
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests/fixtures"
 OUT = FIX / "clipcap"
 

@@ -3,7 +3,7 @@
 (`Image.draft("RGB", (n, n))`: libjpeg's inverse DCT at 1/2, 1/4 or 1/8 scale), then resized and
 centre-cropped by transformers' CLIPImageProcessor at n pixels. Nothing here runs in CI.
 
-  /tmp/pyref/bin/python scripts/make_draft_reference.py [--data ../shared/data]
+  /tmp/pyref/bin/python scripts/reference/make_draft_reference.py [--data ../shared/data]
 
 Writes tests/fixtures/preprocess-draft/: inputs/dota-{420,444,gray}.jpg (480 × 360 crops of DOTA
 scene P1888, chroma subsampled 4:2:0, not subsampled, and grey), index.json (input, size, the
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from transformers import CLIPImageProcessorPil
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures"
 
 

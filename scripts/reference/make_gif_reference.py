@@ -4,7 +4,7 @@ Pillow 13 interlaces the GIFs it writes; the `gif` crate that `image` uses fails
 them ("image truncated"), so skyscribe decodes GIF frames itself. The images have a different
 colour on every row, so that rows out of place show. Needs Pillow; CI reads only the files.
 
-    python scripts/make_gif_reference.py tests/fixtures/gif
+    python scripts/reference/make_gif_reference.py tests/fixtures/gif
 """
 import base64
 import json

@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """METEOR fixture: the pairs of tests/fixtures/captions/rsicd_reference_scores.json scored by
 pycocoevalcap's METEOR (the Meteor 1.5 jar, `-l en -norm`, needs Java), for skyscribe's METEOR
-to be compared with. Run scripts/make_caption_reference.py first.
+to be compared with. Run scripts/reference/make_caption_reference.py first.
 
-  /work/pyref/bin/python scripts/make_meteor_reference.py
+  /work/pyref/bin/python scripts/reference/make_meteor_reference.py
 """
 import json
 from pathlib import Path
 
 from pycocoevalcap.meteor.meteor import Meteor
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def main():

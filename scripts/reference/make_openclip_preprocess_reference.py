@@ -9,7 +9,7 @@ reference is OpenCLIP's output, every float; the transformers-order output's lar
 from it is recorded too, to show what the order changes. Needs open_clip_torch and Pillow; CI
 reads only the files.
 
-    python scripts/make_openclip_preprocess_reference.py tests/fixtures/openclip-preprocess
+    python scripts/reference/make_openclip_preprocess_reference.py tests/fixtures/openclip-preprocess
 """
 import json
 import sys

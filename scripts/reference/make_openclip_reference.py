@@ -4,8 +4,8 @@
 Nothing here runs in CI: the outputs are committed and Rust tests compare against them.
 
   pip install open-clip-torch==3.3.0 torch==2.15.0 torchvision pillow numpy safetensors
-  python3 scripts/make_openclip_reference.py             # writes tests/fixtures/openclip/
-  python3 scripts/make_openclip_reference.py --full ViT-B-32 /tmp/oc-b32   # full size, not committed
+  python3 scripts/reference/make_openclip_reference.py             # writes tests/fixtures/openclip/
+  python3 scripts/reference/make_openclip_reference.py --full ViT-B-32 /tmp/oc-b32   # full size, not committed
 
 What it writes (tests/fixtures/openclip/):
   archs.json      for every architecture `--arch` builds in: OpenCLIP's own config JSON, the
@@ -38,7 +38,7 @@ from safetensors.torch import save_file
 from open_clip.transform import PreprocessCfg
 from dataclasses import asdict
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "tests" / "fixtures" / "openclip"
 
 ARCHS = ["ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14",
@@ -184,7 +184,7 @@ def tiny(name, spec, image_names):
 def full(arch: str, out: Path, image_names):
     """A full-size random model of `arch` (not committed): `import-openclip --arch ARCH` on it,
     then `embed` the fixture images and texts and compare with reference.json
-    (scripts/check-openclip-full.sh does both)."""
+    (scripts/checks/check-openclip-full.sh does both)."""
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = open_clip.create_model(arch).eval()

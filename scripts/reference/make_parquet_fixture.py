@@ -3,7 +3,7 @@
 `captions` (list of strings), `image` (struct of `bytes` and `path`), snappy-compressed, as the
 `datasets` library writes it), made from three RSICD test images, for the parquet reader's test.
 
-  /work/pyref/bin/pip install pyarrow && /work/pyref/bin/python scripts/make_parquet_fixture.py
+  /work/pyref/bin/pip install pyarrow && /work/pyref/bin/python scripts/reference/make_parquet_fixture.py
 """
 import json
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("SKYSCRIBE_DATA", ROOT.parent / "shared" / "data"))
 
 

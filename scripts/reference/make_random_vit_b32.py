@@ -2,7 +2,7 @@
 """A CLIP directory with openai/clip-vit-base-patch32's shapes and random weights, for timing
 whole-dataset runs where the real weights cannot be downloaded.
 
-  python scripts/make_random_vit_b32.py OUT_DIR
+  python scripts/reference/make_random_vit_b32.py OUT_DIR
 """
 import shutil
 import sys
@@ -15,4 +15,4 @@ out = Path(sys.argv[1])
 torch.manual_seed(0)
 CLIPModel(CLIPConfig()).save_pretrained(out)
 CLIPImageProcessorPil().save_pretrained(out)
-shutil.copy(Path(__file__).resolve().parent.parent / "assets/tokenizers/clip/tokenizer.json", out / "tokenizer.json")
+shutil.copy(Path(__file__).resolve().parents[2] / "assets/tokenizers/clip/tokenizer.json", out / "tokenizer.json")

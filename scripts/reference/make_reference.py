@@ -3,9 +3,9 @@
 
 Nothing here runs in CI: the outputs are committed, and Rust tests compare against them.
 
-  python3 -m venv /tmp/pyref && /tmp/pyref/bin/pip install -r scripts/requirements-reference.txt
+  python3 -m venv /tmp/pyref && /tmp/pyref/bin/pip install -r scripts/reference/requirements-reference.txt
   cargo fetch   # brings instant-clip-tokenizer and tiktoken-rs, whose vocabulary files we read
-  /tmp/pyref/bin/python scripts/make_reference.py [--data ../shared/data]
+  /tmp/pyref/bin/python scripts/reference/make_reference.py [--data ../shared/data]
 
 What it writes:
   assets/tokenizers/clip/tokenizer.json   CLIP's BPE, from instant-clip-tokenizer's
@@ -41,7 +41,7 @@ from transformers import (
     GPT2Tokenizer,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIX = ROOT / "tests" / "fixtures"
 
 EUROSAT_WORDINGS = [

@@ -13,7 +13,7 @@ skyscribe compute bit-identical scores:
   counts for the query) is recorded too, to show what the change moves.
 Needs torch and clip-benchmark; CI reads only the JSON.
 
-    python scripts/make_retrieval_reference.py tests/fixtures/retrieval/reference.json
+    python scripts/reference/make_retrieval_reference.py tests/fixtures/retrieval/reference.json
 """
 import json
 import sys

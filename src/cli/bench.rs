@@ -58,7 +58,7 @@ pub struct BenchArgs {
     /// Templates of --texts (literal with `{}` or a named set; repeatable).
     #[arg(long = "template", requires = "texts")]
     templates: Vec<String>,
-    /// With --texts: also write the prompts, one a line, for scripts/bench_reference.py --texts.
+    /// With --texts: also write the prompts, one a line, for scripts/bench/bench_reference.py --texts.
     #[arg(long, requires = "texts")]
     save_prompts: Option<PathBuf>,
     /// Tokens per caption, with --captioner-step.

@@ -177,7 +177,7 @@ pub struct RetrievalSummary {
 /// in data order, the lower index first (as a stable sort orders them): a duplicate of a
 /// query's own caption that comes earlier in the data ranks ahead of it, as it does in the code
 /// published numbers come from (CLIP_benchmark's `recall_at_k` over `torch.topk`; checked
-/// against it by `scripts/make_retrieval_reference.py`). RSICD has many identical captions,
+/// against it by `scripts/reference/make_retrieval_reference.py`). RSICD has many identical captions,
 /// so counting ties for the query (as this did before) inflated image → text recall.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ranks {

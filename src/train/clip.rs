@@ -855,7 +855,7 @@ pub struct ClipStepReport {
 }
 
 /// Contrastive training steps of a ViT-B/32 CLIP (openai/clip-vit-base-patch32's shapes) from
-/// fresh weights, on random pixels and random 77-token texts (`scripts/bench_clip_step.py` is
+/// fresh weights, on random pixels and random 77-token texts (`scripts/bench/bench_clip_step.py` is
 /// the same step in transformers + torch).
 pub fn step_time(device: &Device, batch_size: usize, steps: usize) -> Result<ClipStepReport> {
     use rand::SeedableRng;

@@ -1,5 +1,5 @@
 //! BLEU-1..4, ROUGE-L and CIDEr-D against pycocoevalcap on 300 RSICD test images
-//! (`scripts/make_caption_reference.py`), corpus and per image, to 1e-4.
+//! (`scripts/reference/make_caption_reference.py`), corpus and per image, to 1e-4.
 
 use crate::common;
 

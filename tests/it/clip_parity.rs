@@ -1,5 +1,5 @@
 //! CLIP parity with transformers: tiny random models of the real architecture, reference
-//! outputs from `scripts/make_reference.py`.
+//! outputs from `scripts/reference/make_reference.py`.
 
 use crate::common;
 

@@ -1,5 +1,5 @@
 //! ClipCap: checkpoints in the reference layout, imported with `import-clipcap`, caption images
-//! token for token as the reference's greedy decoding (`scripts/make_clipcap_reference.py`).
+//! token for token as the reference's greedy decoding (`scripts/reference/make_clipcap_reference.py`).
 
 use crate::common;
 

@@ -230,3 +230,37 @@ fn the_readme_tour_runs_as_written() {
         assert!(dir.join(made).is_file(), "the tour made no {made}");
     }
 }
+
+/// scripts/README.md says what every file under scripts/ is for (each is named in it).
+#[test]
+fn every_script_is_in_the_scripts_readme() {
+    let scripts = repo().join("scripts");
+    let readme = std::fs::read_to_string(scripts.join("README.md")).unwrap();
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for group in std::fs::read_dir(&scripts).unwrap() {
+        let group = group.unwrap().path();
+        if !group.is_dir() {
+            continue;
+        }
+        let heading = format!("## `{}/`", group.file_name().unwrap().to_string_lossy());
+        assert!(
+            readme.contains(&heading),
+            "scripts/README.md has no {heading}"
+        );
+        for file in std::fs::read_dir(&group).unwrap() {
+            let name = file.unwrap().file_name().to_string_lossy().to_string();
+            if name.starts_with("__") || name.starts_with('.') {
+                continue; // __pycache__ of a script that was run
+            }
+            seen += 1;
+            let named = format!("`{name}`");
+            let named_dir = format!("`{name}/`");
+            if !readme.contains(&named) && !readme.contains(&named_dir) {
+                missing.push(format!("{}/{name}", group.display()));
+            }
+        }
+    }
+    assert!(seen >= 30, "only {seen} scripts found");
+    assert!(missing.is_empty(), "not in scripts/README.md: {missing:?}");
+}

@@ -421,7 +421,7 @@ fn eval_report_and_per_image_lines_recompute_to_the_summary() {
     assert!(md.contains("chance (one of 10 labels) | 10.0 %"), "{md}");
 }
 
-/// Retrieval recall as CLIP_benchmark computes it (`scripts/make_retrieval_reference.py`):
+/// Retrieval recall as CLIP_benchmark computes it (`scripts/reference/make_retrieval_reference.py`):
 /// equal to its `recall_at_k` digit for digit where no query ties, and in data order (a stable
 /// sort, the lower index first) where captions repeat, as RSICD's do.
 #[test]

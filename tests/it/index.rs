@@ -755,14 +755,14 @@ fn retrieval_recall_matches_ranks_computed_from_embed() {
 }
 
 /// The Slurm path on a real Slurm: `deploy/slurm/index.sbatch` as a 3-task job array equals a
-/// one-process build. Needs a running cluster: `scripts/slurm-check.sh` starts a one-node one,
+/// one-process build. Needs a running cluster: `scripts/checks/slurm-check.sh` starts a one-node one,
 /// sets SKYSCRIBE_SLURM=1 and runs this test (`.ci/run` calls it).
 #[test]
 fn a_slurm_job_array_builds_the_same_index_as_one_process() {
     if std::env::var("SKYSCRIBE_SLURM").as_deref() != Ok("1") {
         eprintln!(
             "SKIPPED a_slurm_job_array_builds_the_same_index_as_one_process: needs a Slurm \
-             cluster (scripts/slurm-check.sh starts one and runs this test)"
+             cluster (scripts/checks/slurm-check.sh starts one and runs this test)"
         );
         return;
     }

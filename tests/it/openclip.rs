@@ -1,6 +1,6 @@
 //! `import-openclip` against OpenCLIP itself: the built-in architectures against open_clip's own
 //! configs and state dicts, tiny random models in three checkpoint forms against the features
-//! open_clip computed (`scripts/make_openclip_reference.py`), and refusals of what does not fit.
+//! open_clip computed (`scripts/reference/make_openclip_reference.py`), and refusals of what does not fit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

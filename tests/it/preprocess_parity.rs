@@ -1,5 +1,5 @@
 //! Resize + centre crop against transformers' CLIPImageProcessor (PIL path) at CLIP's real
-//! 224-pixel size: the expected 8-bit pixels are PNGs written by `scripts/make_reference.py`.
+//! 224-pixel size: the expected 8-bit pixels are PNGs written by `scripts/reference/make_reference.py`.
 
 use crate::common;
 
@@ -41,7 +41,7 @@ fn resized_and_cropped_pixels_match_pillow() {
 
 #[test]
 fn jpeg_draft_decodes_and_preprocesses_as_pillows_draft_mode() {
-    // scripts/make_draft_reference.py: Pillow's `draft("RGB", (n, n))` (libjpeg's scaled
+    // scripts/reference/make_draft_reference.py: Pillow's `draft("RGB", (n, n))` (libjpeg's scaled
     // inverse DCT), then transformers' processor at n pixels; 4:2:0, 4:4:4 and grey JPEGs.
     let Some(data) = data_root("jpeg_draft_decodes_and_preprocesses_as_pillows_draft_mode") else {
         return;
@@ -105,7 +105,7 @@ fn jpeg_draft_decodes_and_preprocesses_as_pillows_draft_mode() {
 /// Models imported from OpenCLIP preprocess as OpenCLIP does: the image resized in its own mode
 /// (RGBA and LA premultiplied, palettes by nearest neighbour, as Pillow resizes them under
 /// torchvision's `Resize`), cropped, and only then made RGB by dropping the alpha. Every float
-/// of `open_clip.image_transform`'s output, from `scripts/make_openclip_preprocess_reference.py`.
+/// of `open_clip.image_transform`'s output, from `scripts/reference/make_openclip_preprocess_reference.py`.
 #[test]
 fn openclip_models_resize_before_converting_to_rgb_as_open_clip_does() {
     use skyscribe::imagery::{ConvertRgb, DecodeOptions, Preprocessor, load_decoded};
@@ -152,7 +152,7 @@ fn openclip_models_resize_before_converting_to_rgb_as_open_clip_does() {
 }
 
 /// GIFs Pillow writes (interlaced, as Pillow 13 writes every GIF) decode to the pixels Pillow
-/// reads back, every byte (`scripts/make_gif_reference.py`). The `gif` crate under `image`
+/// reads back, every byte (`scripts/reference/make_gif_reference.py`). The `gif` crate under `image`
 /// refused the 81 × 45 one as "image truncated".
 #[test]
 fn interlaced_gifs_from_pillow_decode_to_pillows_pixels() {
