@@ -91,7 +91,7 @@ def scan(
 
     ``labels``: a preset, a file, ``"a,b,c"`` or a list (default: the model's describe
     vocabulary). Keyword options: ``templates``, ``classifier`` (a :class:`Classifier` instead
-    of labels), ``model`` (a :class:`Clip` or a model spec), ``tile`` (224), ``stride`` (112),
+    of labels), ``model`` (a :class:`Clip` or a model spec), ``tile`` (224), ``stride`` (half the tile),
     ``top_k`` (5), ``bands``, ``stretch`` ("auto"), ``reader`` ("auto"), ``pixel_coords``
     (False), ``captioner`` (a :class:`Captioner`: captions every tile), ``batch_size``,
     ``device``, ``progress``.

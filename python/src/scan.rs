@@ -54,7 +54,7 @@ fn clip_of(
 /// rows × columns, the best label's number, -1 for no data), `labels`, `transform` (the
 /// grid's GDAL geotransform on the scene's CRS) and `crs` ("EPSG:…"), `crs_name`.
 #[pyfunction]
-#[pyo3(signature = (scene, labels = None, *, templates = None, classifier = None, model = None, tile = 224, stride = 112, top_k = 5, bands = None, stretch = "auto", reader = "auto", pixel_coords = false, captioner = None, batch_size = 32, device = "cpu", progress = false))]
+#[pyo3(signature = (scene, labels = None, *, templates = None, classifier = None, model = None, tile = 224, stride = None, top_k = 5, bands = None, stretch = "auto", reader = "auto", pixel_coords = false, captioner = None, batch_size = 32, device = "cpu", progress = false))]
 #[allow(clippy::too_many_arguments)]
 pub fn scan<'py>(
     py: Python<'py>,
@@ -64,7 +64,7 @@ pub fn scan<'py>(
     classifier: Option<&Bound<'py, Classifier>>,
     model: Option<&Bound<'py, PyAny>>,
     tile: u32,
-    stride: u32,
+    stride: Option<u32>,
     top_k: usize,
     bands: Option<Vec<usize>>,
     stretch: &str,
@@ -76,6 +76,8 @@ pub fn scan<'py>(
     progress: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     positive(tile as usize, "tile")?;
+    // As `scan --stride`: half the tile (rounded up) unless given.
+    let stride = stride.unwrap_or(tile.div_ceil(2));
     positive(stride as usize, "stride")?;
     positive(top_k, "top_k")?;
     positive(batch_size, "batch_size")?;

@@ -35,9 +35,10 @@ pub struct ScanArgs {
     /// Tile side in scene pixels (tiles are resized to the model's input).
     #[arg(long, default_value_t = 224, value_parser = positive_u32)]
     tile: u32,
-    /// Pixels between tile origins (under --tile: tiles overlap).
-    #[arg(long, default_value_t = 112, value_parser = positive_u32)]
-    stride: u32,
+    /// Pixels between tile origins (under --tile: tiles overlap) [default: half of --tile,
+    /// rounded up].
+    #[arg(long, value_parser = positive_u32)]
+    stride: Option<u32>,
     /// How bands become 0..255: p2-98 (the 2nd to 98th percentile of a decimated read), minmax,
     /// none (values as they are), or auto (none for 8-bit scenes, p2-98 for deeper ones).
     #[arg(long, default_value = "auto")]
@@ -453,7 +454,7 @@ pub fn run(a: ScanArgs) -> Result<usize> {
     };
     let scan = ScanOptions {
         tile: a.tile,
-        stride: a.stride,
+        stride: a.stride.unwrap_or(a.tile.div_ceil(2)),
         batch_size: a.common.batch_size,
     };
     let mut printer = Out::new();

@@ -291,6 +291,18 @@ fn bad_scenes_are_refused_by_name_and_the_rest_still_run() {
     // Options that make no sense, each refused with what is wrong.
     let r = skyscribe(&["scan", &good, "--stride", "0"]);
     assert_eq!(r.code, 2);
+    // --tile without --stride: tiles every half tile, so they overlap and leave no gap (200 × 150
+    // px at 64 every 32: 6 × 5 origins, the last of each row and column moved inward).
+    let r = skyscribe(&["scan", &good, "--labels", LABELS, "--tile", "64", "--jsonl"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let origins: std::collections::BTreeSet<u64> = json_lines(&r.stdout)
+        .iter()
+        .map(|l| l["tile"][0].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        origins.into_iter().collect::<Vec<_>>(),
+        [0, 32, 64, 96, 128, 136]
+    );
     // A tile larger than the scene: one tile, cut to the scene, and said.
     let r = skyscribe(&[
         "scan", &good, "--labels", LABELS, "--tile", "500", "--jsonl",
