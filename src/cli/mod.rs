@@ -257,7 +257,7 @@ mod tests {
                         quoted = !quoted;
                         any = true;
                     }
-                    '#' | '>' | '|' if !quoted => break,
+                    '#' | '>' | '|' | '&' | ';' if !quoted => break,
                     c if c.is_whitespace() && !quoted => {
                         if any {
                             words.push(std::mem::take(&mut word));

@@ -18,8 +18,9 @@ use super::output::report;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Address to listen on; another than loopback needs --token (or --insecure-no-token).
-    /// Port 0 picks a free port (the address is printed on stderr).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    /// Port 0 picks a free port (the address is printed on stderr). Also read from
+    /// SKYSCRIBE_ADDR (a container's or a job script's setting).
+    #[arg(long, env = "SKYSCRIBE_ADDR", default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
     /// A CLIP model directory (Hugging Face layout) or hub id (default: the captioner's CLIP,
     /// else the built-in skyscribe-mini).

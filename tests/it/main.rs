@@ -4,6 +4,7 @@
 //! Tests that need the shared data sets (`SKYSCRIBE_DATA`, default `../shared/data`) say
 //! `SKIPPED` when it is absent, and fail under `CI=true`.
 
+mod book;
 mod browser;
 mod caption_metrics;
 mod classify;
