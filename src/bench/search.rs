@@ -71,12 +71,55 @@ pub fn resident_mib() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// A float32 N × D matrix from a numpy `.npy` file, its rows L2-normalised: `(rows, D)`.
+/// Anything else (another dtype or rank, Fortran order, a zero or non-finite row) is refused
+/// naming the file.
+pub fn read_npy_matrix(path: &Path) -> Result<(Vec<f32>, usize)> {
+    use anyhow::{Context, bail};
+    let name = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("{name}: cannot open"))?;
+    let npy = npyz::NpyFile::new(std::io::BufReader::new(file))
+        .with_context(|| format!("{name}: not a numpy .npy file"))?;
+    let shape = npy.shape().to_vec();
+    let [n, dim] = shape[..] else {
+        bail!("{name}: an array of shape {shape:?}; want a matrix, vectors × dimension");
+    };
+    let descr = npy.dtype().descr();
+    if descr != "'<f4'" && descr != "'=f4'" {
+        bail!("{name}: dtype {descr}; want float32 (numpy: .astype(np.float32))");
+    }
+    if npy.order() != npyz::Order::C {
+        bail!("{name}: Fortran order; save np.ascontiguousarray(x)");
+    }
+    let (n, dim) = (n as usize, dim as usize);
+    if n == 0 || dim == 0 {
+        bail!("{name}: an empty matrix ({n} × {dim})");
+    }
+    let mut x: Vec<f32> = npy
+        .into_vec()
+        .with_context(|| format!("{name}: cannot read its {n} × {dim} values"))?;
+    for (i, row) in x.chunks_exact_mut(dim).enumerate() {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if !norm.is_finite() || norm == 0.0 {
+            bail!("{name}: row {i} is zero or not finite");
+        }
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    Ok((x, dim))
+}
+
 /// Writes an index of `n` synthetic vectors into the empty folder `dir`.
 pub fn write_synthetic_index(dir: &Path, n: usize, dim: usize) -> Result<()> {
+    write_vectors_index(dir, clustered_vectors(n, dim, 1), dim)
+}
+
+/// Writes an index of the unit vectors `vectors` (rows of `dim`) into the empty folder `dir`,
+/// as one real part.
+pub fn write_vectors_index(dir: &Path, vectors: Vec<f32>, dim: usize) -> Result<()> {
     let parts_dir = dir.join("parts");
     std::fs::create_dir_all(&parts_dir)?;
     let key = "synthetic".to_string();
-    let vectors = clustered_vectors(n, dim, 1);
+    let n = vectors.len() / dim;
     let rows: Vec<Row> = vectors
         .chunks_exact(dim)
         .enumerate()
@@ -111,8 +154,44 @@ pub fn write_synthetic_index(dir: &Path, n: usize, dim: usize) -> Result<()> {
     crate::atomic::write_file(&IndexMeta::path(dir), &serde_json::to_vec_pretty(&meta)?)
 }
 
-/// Loads the index in `dir` and times `queries` top-`k` queries near its vectors.
-pub fn measure(dir: &Path, queries: usize, k: usize) -> Result<SearchBenchReport> {
+/// The queries of a search benchmark: `given` (unit rows of a queries file), else `count`
+/// vectors of the index, each moved by uniform noise of ±0.05 a coordinate and renormalised
+/// (drawn with `seed`).
+pub fn bench_queries(
+    index: &LoadedIndex,
+    given: Option<&[f32]>,
+    count: usize,
+    seed: u64,
+) -> Result<Vec<Vec<f32>>> {
+    let dim = index.dim();
+    if let Some(q) = given {
+        if q.len() % dim != 0 || q.is_empty() {
+            anyhow::bail!("the queries are not rows of the index's dimension {dim}");
+        }
+        return Ok(q.chunks_exact(dim).map(<[f32]>::to_vec).collect());
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    Ok((0..count.max(1))
+        .map(|_| {
+            let row = rng.random_range(0..index.len());
+            unit(
+                index
+                    .vector(row)
+                    .iter()
+                    .map(|x| x + 0.05 * rng.random_range(-1.0f32..1.0))
+                    .collect(),
+            )
+        })
+        .collect())
+}
+
+/// Loads the index in `dir` and times top-`k` queries: `given`, else `queries` near its vectors.
+pub fn measure(
+    dir: &Path,
+    given: Option<&[f32]>,
+    queries: usize,
+    k: usize,
+) -> Result<SearchBenchReport> {
     let before = resident_mib();
     let t = Instant::now();
     let index = LoadedIndex::load(dir)?;
@@ -126,19 +205,11 @@ pub fn measure(dir: &Path, queries: usize, k: usize) -> Result<SearchBenchReport
     let bytes = std::fs::metadata(&part)?.len() as f64;
     let matrix = dir.join("parts").join(parts::vectors_name(0, 1));
     let matrix_bytes = std::fs::metadata(&matrix)?.len() as f64;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
-    let mut times = Vec::with_capacity(queries);
-    for _ in 0..queries.max(1) {
-        let row = rng.random_range(0..index.len());
-        let q = unit(
-            index
-                .vector(row)
-                .iter()
-                .map(|x| x + 0.05 * rng.random_range(-1.0f32..1.0))
-                .collect(),
-        );
+    let qs = bench_queries(&index, given, queries, 2)?;
+    let mut times = Vec::with_capacity(qs.len());
+    for q in &qs {
         let t = Instant::now();
-        let hits = index.search(&q, k)?;
+        let hits = index.search(q, k)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(hits);
     }
@@ -170,6 +241,10 @@ pub struct AnnBenchReport {
     pub graph_bytes_per_vector: f64,
     /// Mean share of exact search's top 10 that the graph also returns.
     pub recall_at_10: f64,
+    /// Mean share of the graph's 10 hits at most 1 % farther (cosine distance) than exact
+    /// search's 10th: the (1 + ε)-approximate recall of the ANN literature, ε = 0.01. Far above
+    /// `recall_at_10` when the true neighbours are near-ties the graph swaps for equals.
+    pub epsilon_recall_at_10: f64,
     pub queries: usize,
     pub query_ms_median: f64,
     pub query_ms_p95: f64,
@@ -179,6 +254,7 @@ pub struct AnnBenchReport {
 /// against exact search and latency, at each `ef` of `efs`.
 pub fn measure_ann(
     dir: &Path,
+    given: Option<&[f32]>,
     queries: usize,
     options: crate::index::ann::AnnOptions,
     efs: &[usize],
@@ -192,32 +268,28 @@ pub fn measure_ann(
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    let qs: Vec<Vec<f32>> = (0..queries.max(1))
-        .map(|_| {
-            let row = rng.random_range(0..index.len());
-            unit(
-                index
-                    .vector(row)
-                    .iter()
-                    .map(|x| x + 0.05 * rng.random_range(-1.0f32..1.0))
-                    .collect(),
-            )
-        })
-        .collect();
-    let exact: Vec<Vec<usize>> = qs
+    let qs = bench_queries(&index, given, queries, 3)?;
+    let exact: Vec<Vec<(usize, f32)>> = qs
         .iter()
-        .map(|q| Ok(index.search(q, 10)?.into_iter().map(|h| h.0).collect()))
+        .map(|q| index.search(q, 10))
         .collect::<Result<_>>()?;
     let mut out = Vec::new();
     for &ef in efs {
         let mut times = Vec::new();
-        let mut found = 0usize;
+        let (mut found, mut near) = (0usize, 0usize);
         for (q, want) in qs.iter().zip(&exact) {
             let t = Instant::now();
             let hits = ann.search(q, 10, ef)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
-            found += hits.iter().filter(|h| want.contains(&h.0)).count();
+            found += hits
+                .iter()
+                .filter(|h| want.iter().any(|w| w.0 == h.0))
+                .count();
+            let tenth = want.last().map_or(0.0, |w| 1.0 - w.1);
+            near += hits
+                .iter()
+                .filter(|h| 1.0 - h.1 <= tenth * 1.01 + 1e-6)
+                .count();
         }
         times.sort_by(f64::total_cmp);
         out.push(AnnBenchReport {
@@ -228,10 +300,55 @@ pub fn measure_ann(
             build_s: meta.build_s,
             graph_bytes_per_vector: graph_bytes as f64 / index.len() as f64,
             recall_at_10: found as f64 / (10 * qs.len()) as f64,
+            epsilon_recall_at_10: near as f64 / (10 * qs.len()) as f64,
             queries: qs.len(),
             query_ms_median: times[times.len() / 2],
             query_ms_p95: times[(times.len() * 95 / 100).min(times.len() - 1)],
         });
     }
     Ok(out)
+}
+
+/// The last line of `bench --search-… --jsonl`: the engine `search` would use with the
+/// index's default parameters (the graph at `ef` 128 when one was built, else exact).
+#[derive(Debug, Serialize, PartialEq)]
+pub struct SearchSummary {
+    pub vectors: usize,
+    pub dim: usize,
+    pub engine: &'static str,
+    pub build_s: f64,
+    pub recall_at_10: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    /// Everything kept per vector: the Parquet part, the raw matrix and the graph.
+    pub bytes_per_vector: f64,
+}
+
+pub fn summary(exact: &SearchBenchReport, ann: &[AnnBenchReport]) -> SearchSummary {
+    let stored = exact.bytes_per_vector + exact.matrix_bytes_per_vector;
+    match ann
+        .iter()
+        .find(|x| x.ef_search == crate::index::searcher::DEFAULT_EF)
+    {
+        Some(x) => SearchSummary {
+            vectors: exact.vectors,
+            dim: exact.dim,
+            engine: "ann",
+            build_s: x.build_s,
+            recall_at_10: x.recall_at_10,
+            p50_ms: x.query_ms_median,
+            p95_ms: x.query_ms_p95,
+            bytes_per_vector: stored + x.graph_bytes_per_vector,
+        },
+        None => SearchSummary {
+            vectors: exact.vectors,
+            dim: exact.dim,
+            engine: "exact",
+            build_s: 0.0,
+            recall_at_10: 1.0,
+            p50_ms: exact.query_ms_median,
+            p95_ms: exact.query_ms_p95,
+            bytes_per_vector: stored,
+        },
+    }
 }

@@ -59,12 +59,13 @@ fn optimize(a: OptimizeArgs) -> Result<usize> {
     )?;
     Out::new().record(a.jsonl, &meta, || {
         format!(
-            "{}: HNSW graph over {} vectors (M {}, efConstruction {}) built in {:.1} s",
+            "{}: HNSW graph over {} vectors (M {}, efConstruction {}) built in {:.1} s; {}",
             a.index.display(),
             meta.rows,
             meta.connections,
             meta.ef_construction,
-            meta.build_s
+            meta.build_s,
+            ann_recall_words(&meta)
         )
     })?;
     Ok(0)
@@ -192,9 +193,32 @@ pub struct InfoArgs {
     jsonl: bool,
 }
 
+/// What a graph's measured recall means for `search --engine auto`, in words.
+fn ann_recall_words(meta: &skyscribe::index::ann::AnnMeta) -> String {
+    use skyscribe::index::ann::MIN_RECALL;
+    match &meta.recall {
+        Some(r) => format!(
+            "recall@10 {:.3} at ef {} over {} sampled queries: `search --engine auto` {}",
+            r.recall_at_10,
+            r.ef,
+            r.queries,
+            if r.recall_at_10 >= MIN_RECALL {
+                "uses it".to_string()
+            } else {
+                format!("searches exactly (under {MIN_RECALL})")
+            }
+        ),
+        None => "recall never measured: `search --engine auto` searches exactly".into(),
+    }
+}
+
 fn info(a: InfoArgs) -> Result<usize> {
     let meta = IndexMeta::read(&a.index)?;
     let (complete, count) = complete_parts(&a.index.join("parts"), &meta)?;
+    let ann: Option<skyscribe::index::ann::AnnMeta> =
+        std::fs::read(skyscribe::index::ann::ann_dir(&a.index).join("ann.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
     let mut out = Out::new();
     if a.jsonl {
         #[derive(Serialize)]
@@ -203,11 +227,14 @@ fn info(a: InfoArgs) -> Result<usize> {
             meta: &'a IndexMeta,
             parts_complete_now: usize,
             count_now: usize,
+            /// The HNSW graph's record (`ann/ann.json`), when `index optimize` made one.
+            ann: Option<&'a skyscribe::index::ann::AnnMeta>,
         }
         out.json(&Info {
             meta: &meta,
             parts_complete_now: complete,
             count_now: count,
+            ann: ann.as_ref(),
         })?;
     } else {
         out.line(&format!(
@@ -223,6 +250,17 @@ fn info(a: InfoArgs) -> Result<usize> {
             &meta.model.key[..16.min(meta.model.key.len())],
             meta.skyscribe_version
         ))?;
+        out.line(&match &ann {
+            Some(g) => format!(
+                "engine: HNSW graph (M {}, efConstruction {}, {} vectors, built in {:.1} s); {}",
+                g.connections,
+                g.ef_construction,
+                g.rows,
+                g.build_s,
+                ann_recall_words(g)
+            ),
+            None => "engine: exact (no HNSW graph; `index optimize` builds one)".into(),
+        })?;
     }
     Ok(0)
 }
@@ -264,7 +302,7 @@ pub struct SearchArgs {
     #[arg(long, value_enum, default_value_t = Engine::Auto)]
     engine: Engine,
     /// Candidates the HNSW graph explores per query (more: slower, nearer exact).
-    #[arg(long, default_value_t = 128, value_parser = positive)]
+    #[arg(long, default_value_t = skyscribe::index::searcher::DEFAULT_EF, value_parser = positive)]
     ef: usize,
     /// Keep only images --classifier puts in this class (its best class), searched exactly
     /// among them.

@@ -59,7 +59,33 @@ pub struct AnnMeta {
     pub build_s: f64,
     /// `(part file, its BLAKE3)` of every part the graph holds, in row order.
     pub parts: Vec<(String, String)>,
+    /// `(file, bytes)` of the graph's files as written: a file cut short or swapped is caught
+    /// before hnsw_rs maps it.
+    #[serde(default)]
+    pub files: Vec<(String, u64)>,
+    /// Recall@10 against exact search measured when the graph was built (see [`measure_recall`]);
+    /// `search --engine auto` uses the graph only when it is at least [`MIN_RECALL`].
+    #[serde(default)]
+    pub recall: Option<MeasuredRecall>,
 }
+
+/// What `index optimize` measured of the graph it built.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeasuredRecall {
+    /// Mean share of exact search's top 10 the graph returns.
+    pub recall_at_10: f64,
+    /// At this `ef` (search's default).
+    pub ef: usize,
+    /// Over this many queries: rows of the index drawn at random, each finding its neighbours
+    /// among the others.
+    pub queries: usize,
+}
+
+/// The recall below which `search --engine auto` searches exactly instead of through the graph.
+pub const MIN_RECALL: f64 = 0.95;
+
+/// Queries [`measure_recall`] draws.
+const RECALL_QUERIES: usize = 200;
 
 pub fn ann_dir(index: &Path) -> PathBuf {
     index.join("ann")
@@ -104,6 +130,7 @@ pub fn optimize(dir: &Path, options: AnnOptions, quiet: bool) -> Result<AnnMeta>
     if options.connections == 0 || options.connections > 255 {
         bail!("--connections must be between 1 and 255");
     }
+    remove_leftovers(dir);
     let started = Instant::now();
     let n = index.len();
     let layers = 16;
@@ -123,6 +150,10 @@ pub fn optimize(dir: &Path, options: AnnOptions, quiet: bool) -> Result<AnnMeta>
     }
     bar.finish_and_clear();
     let build_s = started.elapsed().as_secs_f64();
+    let recall = measure_recall(&index, |q, k, ef| graph_search(&hnsw, q, k, ef));
+    let out = crate::atomic::NewDir::replacing(&ann_dir(dir))?;
+    hnsw.file_dump(out.path(), BASENAME)
+        .map_err(|e| anyhow!("{}: cannot save the graph ({e})", out.path().display()))?;
     let ann = AnnMeta {
         engine: "hnsw_rs 0.3 (HNSW, inner product on unit vectors)".into(),
         rows: n,
@@ -130,13 +161,108 @@ pub fn optimize(dir: &Path, options: AnnOptions, quiet: bool) -> Result<AnnMeta>
         ef_construction: options.ef_construction,
         build_s,
         parts: markers,
+        files: graph_files(out.path())?,
+        recall: Some(recall?),
     };
-    let out = crate::atomic::NewDir::replacing(&ann_dir(dir))?;
-    hnsw.file_dump(out.path(), BASENAME)
-        .map_err(|e| anyhow!("{}: cannot save the graph ({e})", out.path().display()))?;
+    // ann.json last: a folder without it is no graph (and the rename makes it whole anyway).
     out.write("ann.json", &serde_json::to_vec_pretty(&ann)?)?;
     out.replace()?;
     Ok(ann)
+}
+
+/// Removes the temporary folders of optimize runs that were killed (`.ann.PID-N.tmp`, beside
+/// `ann/`, of a process that is gone): never read, they only take space.
+fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(".ann.")
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists();
+        if !alive {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// `(name, bytes)` of the graph files hnsw_rs wrote in `dir`, by name.
+fn graph_files(dir: &Path) -> Result<Vec<(String, u64)>> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(BASENAME) {
+            files.push((name, e.metadata()?.len()));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn graph_search(
+    graph: &Hnsw<'_, f32, UnitCosine>,
+    query: &[f32],
+    k: usize,
+    ef: usize,
+) -> Vec<(usize, f32)> {
+    let mut hits: Vec<(usize, f32)> = graph
+        .search(query, k, ef.max(k))
+        .into_iter()
+        .map(|n| (n.d_id, 1.0 - n.distance))
+        .collect();
+    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    hits
+}
+
+/// Recall@10 of `search` (a graph's) against exact search: [`RECALL_QUERIES`] rows of the
+/// index drawn with a fixed seed, each a query whose own row is left out of both answers (the
+/// neighbours of an archive's images, as a query near them finds them).
+pub fn measure_recall(
+    index: &LoadedIndex,
+    search: impl Fn(&[f32], usize, usize) -> Vec<(usize, f32)>,
+) -> Result<MeasuredRecall> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5EA4C8);
+    let n = index.len();
+    let queries = RECALL_QUERIES.min(n);
+    let ef = super::searcher::DEFAULT_EF;
+    let mut found = 0usize;
+    let mut wanted = 0usize;
+    for _ in 0..queries {
+        let row = rng.random_range(0..n);
+        let q = index.vector(row);
+        let exact: Vec<usize> = index
+            .search(q, 11)?
+            .into_iter()
+            .map(|h| h.0)
+            .filter(|&r| r != row)
+            .take(10)
+            .collect();
+        let got: Vec<usize> = search(q, 11, ef)
+            .into_iter()
+            .map(|h| h.0)
+            .filter(|&r| r != row)
+            .take(10)
+            .collect();
+        wanted += exact.len();
+        found += got.iter().filter(|r| exact.contains(r)).count();
+    }
+    Ok(MeasuredRecall {
+        recall_at_10: if wanted == 0 {
+            1.0
+        } else {
+            found as f64 / wanted as f64
+        },
+        ef,
+        queries,
+    })
 }
 
 /// A saved graph, loaded.
@@ -151,6 +277,8 @@ pub enum AnnState {
     Absent,
     /// The parts changed since `index optimize`.
     Stale(String),
+    /// Its files are cut short, missing or unreadable.
+    Damaged(String),
 }
 
 impl AnnIndex {
@@ -171,6 +299,17 @@ impl AnnIndex {
                 "the parts changed since `index optimize`".into(),
             )));
         }
+        for (name, bytes) in &meta.files {
+            let path = adir.join(name);
+            let now = std::fs::metadata(&path).map(|m| m.len()).ok();
+            if now != Some(*bytes) {
+                return Ok(Err(AnnState::Damaged(format!(
+                    "{}: {} bytes, {bytes} when written; run `skyscribe index optimize` again",
+                    path.display(),
+                    now.map_or("missing".into(), |b| b.to_string())
+                ))));
+            }
+        }
         // hnsw_rs's loaded graph borrows its loader for its whole life; a search process loads
         // one graph once, so the loader (a few paths and options) is leaked to make it 'static.
         let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new_with_options(
@@ -178,9 +317,15 @@ impl AnnIndex {
             BASENAME,
             ReloadOptions::default().set_mmap(true),
         )));
-        let graph: Hnsw<f32, UnitCosine> = io
-            .load_hnsw()
-            .map_err(|e| anyhow!("{}: cannot load the graph ({e})", adir.display()))?;
+        let graph: Hnsw<f32, UnitCosine> = match io.load_hnsw() {
+            Ok(g) => g,
+            Err(e) => {
+                return Ok(Err(AnnState::Damaged(format!(
+                    "{}: cannot load the graph ({e})",
+                    adir.display()
+                ))));
+            }
+        };
         Ok(Ok(Self {
             graph,
             dim: index.dim(),
@@ -198,13 +343,19 @@ impl AnnIndex {
                 self.dim
             );
         }
-        let mut hits: Vec<(usize, f32)> = self
-            .graph
-            .search(query, k, ef.max(k))
-            .into_iter()
-            .map(|n| (n.d_id, 1.0 - n.distance))
-            .collect();
-        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        Ok(hits)
+        Ok(graph_search(&self.graph, query, k, ef))
+    }
+
+    /// Why `--engine auto` should not use this graph: its recall measured at build was under
+    /// [`MIN_RECALL`], or was not measured (a graph of an older skyscribe).
+    pub fn not_for_auto(&self) -> Option<String> {
+        match &self.meta.recall {
+            Some(r) if r.recall_at_10 >= MIN_RECALL => None,
+            Some(r) => Some(format!(
+                "its recall@10 measured at build is {:.3} (ef {}), under {MIN_RECALL}",
+                r.recall_at_10, r.ef
+            )),
+            None => Some("its recall was never measured (an older graph)".into()),
+        }
     }
 }

@@ -11,6 +11,9 @@ use serde::Serialize;
 
 use super::IndexMeta;
 use super::ann::{AnnIndex, AnnState};
+
+/// Candidates the HNSW graph explores per query unless `--ef` says otherwise.
+pub const DEFAULT_EF: usize = 128;
 use super::search::{LoadedIndex, Query, weighted};
 use crate::classify::Classifier;
 use crate::encoder::ClipEncoder;
@@ -208,13 +211,33 @@ impl Searcher {
                 ));
                 self.index.search(query, top_k)
             }
+            (Engine::Auto, Some(Err(AnnState::Damaged(why)))) => {
+                note(&format!(
+                    "the HNSW graph is damaged ({why}); searched exactly"
+                ));
+                self.index.search(query, top_k)
+            }
             (Engine::Ann, None | Some(Err(AnnState::Absent))) => {
                 bail!("{dir}: no HNSW graph; run `skyscribe index optimize --index {dir}` first")
             }
             (Engine::Ann, Some(Err(AnnState::Stale(why)))) => bail!(
                 "{dir}: the HNSW graph is stale ({why}); run `skyscribe index optimize` again"
             ),
-            (_, Some(Ok(ann))) => ann.search(query, top_k, ef),
+            (Engine::Ann, Some(Err(AnnState::Damaged(why)))) => {
+                bail!("{dir}: the HNSW graph is damaged ({why})")
+            }
+            (Engine::Auto, Some(Ok(ann))) => match ann.not_for_auto() {
+                None => ann.search(query, top_k, ef),
+                Some(why) => {
+                    note(&format!(
+                        "the HNSW graph is not used: {why}; searched exactly (`--engine ann` \
+                         uses it anyway; `index optimize --connections 32 --ef-construction 256` \
+                         builds a closer one)"
+                    ));
+                    self.index.search(query, top_k)
+                }
+            },
+            (Engine::Ann, Some(Ok(ann))) => ann.search(query, top_k, ef),
         }
     }
 

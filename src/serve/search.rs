@@ -39,13 +39,26 @@ impl ServedIndex {
         let ann = match AnnIndex::load(dir, &index)? {
             Ok(a) => Some(a),
             Err(AnnState::Absent) => None,
-            Err(AnnState::Stale(why)) => {
+            Err(AnnState::Stale(why) | AnnState::Damaged(why)) => {
                 super::log(&format!(
-                    "{}: the HNSW graph is stale ({why}); searching exactly",
+                    "{}: the HNSW graph is not used ({why}); searching exactly",
                     dir.display()
                 ));
                 None
             }
+        };
+        // The server searches as `search --engine auto` does: the graph only where its
+        // measured recall holds.
+        let ann = match ann.map(|a| (a.not_for_auto(), a)) {
+            Some((Some(why), _)) => {
+                super::log(&format!(
+                    "{}: the HNSW graph is not used ({why}); searching exactly",
+                    dir.display()
+                ));
+                None
+            }
+            Some((None, a)) => Some(a),
+            None => None,
         };
         Ok(Self {
             dir: dir.to_path_buf(),

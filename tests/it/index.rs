@@ -859,6 +859,86 @@ fn the_hnsw_graph_answers_like_exact_search_until_the_parts_change() {
     for (x, y) in e.iter().zip(&a) {
         assert!((x.1 - y.1).abs() < 1e-5);
     }
+    let names = |r: &Run| ids(r).into_iter().map(|x| x.0).collect::<Vec<_>>();
+    // Optimize measured the graph's recall (forty vectors: all found) and says auto uses it.
+    let made = &json_lines(&o.stdout)[0];
+    assert_eq!(made["recall"]["recall_at_10"], 1.0);
+    assert_eq!(made["recall"]["ef"], 128);
+    assert!(!made["files"].as_array().unwrap().is_empty());
+    let info = skyscribe(&["index", "info", "--index", ix]);
+    assert!(info.stdout.contains("recall@10 1.000"), "{}", info.stdout);
+    assert!(
+        info.stdout.contains("`search --engine auto` uses it"),
+        "{}",
+        info.stdout
+    );
+    let info = skyscribe(&["index", "info", "--index", ix, "--jsonl"]);
+    assert_eq!(
+        json_lines(&info.stdout)[0]["ann"]["recall"]["recall_at_10"],
+        1.0
+    );
+    assert!(!search("auto").stderr.contains("exactly"));
+
+    // A graph whose measured recall is under 0.95 is not used by auto (said), only by --engine ann.
+    let ann_json = index.join("ann/ann.json");
+    let good_json = std::fs::read_to_string(&ann_json).unwrap();
+    let mut low: serde_json::Value = serde_json::from_str(&good_json).unwrap();
+    low["recall"]["recall_at_10"] = serde_json::json!(0.5);
+    std::fs::write(&ann_json, low.to_string()).unwrap();
+    let auto = search("auto");
+    assert_eq!(auto.code, 0, "{}", auto.stderr);
+    assert!(
+        auto.stderr.contains("recall@10 measured at build is 0.500"),
+        "{}",
+        auto.stderr
+    );
+    assert_eq!(names(&auto), names(&exact));
+    let info = skyscribe(&["index", "info", "--index", ix]);
+    assert!(
+        info.stdout.contains("searches exactly (under 0.95)"),
+        "{}",
+        info.stdout
+    );
+    std::fs::write(&ann_json, &good_json).unwrap();
+
+    // A graph file cut short: auto searches exactly and names the file; --engine ann refuses.
+    let data = std::fs::read_dir(index.join("ann"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".data"))
+        .expect("the graph's data file");
+    let whole = std::fs::read(&data).unwrap();
+    std::fs::write(&data, &whole[..whole.len() / 2]).unwrap();
+    let auto = search("auto");
+    assert_eq!(auto.code, 0, "{}", auto.stderr);
+    assert!(auto.stderr.contains("damaged"), "{}", auto.stderr);
+    assert!(auto.stderr.contains(".data"), "{}", auto.stderr);
+    assert_eq!(names(&auto), names(&exact));
+    let r = search("ann");
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("damaged"), "{}", r.stderr);
+    std::fs::write(&data, &whole).unwrap();
+
+    // An optimize killed half-way leaves its temporary folder beside the graph, never in it:
+    // the graph in place is still used, and the next optimize clears the leftover.
+    let leftover = index.join(".ann.999999-0.tmp");
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("hnsw.hnsw.data"), &whole[..100]).unwrap();
+    let auto = search("auto");
+    assert_eq!(
+        (auto.code, names(&auto)),
+        (0, names(&exact)),
+        "{}",
+        auto.stderr
+    );
+    assert!(!auto.stderr.contains("exactly"), "{}", auto.stderr);
+    let o = skyscribe(&["index", "optimize", "--index", ix]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        !leftover.exists(),
+        "the killed optimize's folder is still there"
+    );
+
     // A changed file makes the graph stale: auto falls back to exact and says so.
     std::fs::copy(&paths[1], &paths[0]).unwrap();
     build(&index, &model, &[], &[&images]);
@@ -921,4 +1001,93 @@ fn jpeg_draft_is_opt_in_and_keyed_apart() {
         "{}",
         r.stderr
     );
+}
+
+/// A float32 `.npy` (format 1.0) of `rows` × `dim`, written as numpy's `np.save` writes it.
+fn write_npy(path: &Path, descr: &str, values: &[u8], rows: usize, dim: usize) {
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {dim}), }}");
+    // Magic (6) + version (2) + length (2) + header, padded with spaces to 64 bytes, then '\n'.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(values);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn bench_measures_search_over_vectors_from_a_npy_file() {
+    let dir = scratch("bench-npy");
+    let (n, dim) = (300, 8);
+    // Unnormalised rows (they are normalised on load): a few clusters.
+    let mut state = 12345u64;
+    let x: Vec<f32> = (0..n * dim)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+        })
+        .collect();
+    let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let base = dir.join("base.npy");
+    write_npy(&base, "<f4", &bytes, n, dim);
+    let queries = dir.join("queries.npy");
+    write_npy(&queries, "<f4", &bytes[..5 * dim * 4], 5, dim);
+    let r = skyscribe(&[
+        "bench",
+        "--search-vectors-file",
+        s(&base),
+        "--search-queries-file",
+        s(&queries),
+        "--ann",
+        "--jsonl",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines = json_lines(&r.stdout);
+    // Exact, one line per ef (32, 64, 128, 256), then the summary at the default ef.
+    assert_eq!(lines.len(), 6, "{}", r.stdout);
+    assert_eq!(lines[0]["vectors"], 300);
+    assert_eq!(lines[0]["queries"], 5);
+    let summary = &lines[5]["summary"];
+    for key in [
+        "vectors",
+        "dim",
+        "engine",
+        "build_s",
+        "recall_at_10",
+        "p50_ms",
+        "p95_ms",
+        "bytes_per_vector",
+    ] {
+        assert!(!summary[key].is_null(), "no {key} in {summary}");
+    }
+    assert_eq!(summary["engine"], "ann");
+    assert_eq!(summary["dim"], 8);
+    assert_eq!(summary["recall_at_10"], lines[3]["recall_at_10"]);
+    // Three hundred vectors: the graph finds every true neighbour.
+    assert_eq!(summary["recall_at_10"], 1.0);
+
+    // Not float32, not a matrix, a zero row: refused naming the file.
+    let f64s = dir.join("f64.npy");
+    let wide: Vec<u8> = x.iter().flat_map(|v| (*v as f64).to_le_bytes()).collect();
+    write_npy(&f64s, "<f8", &wide, n, dim);
+    let r = skyscribe(&["bench", "--search-vectors-file", s(&f64s)]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("f64.npy: dtype '<f8'; want float32"),
+        "{}",
+        r.stderr
+    );
+    let zero = dir.join("zero.npy");
+    write_npy(&zero, "<f4", &vec![0u8; 2 * dim * 4], 2, dim);
+    let r = skyscribe(&["bench", "--search-vectors-file", s(&zero)]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("zero.npy: row 0 is zero"), "{}", r.stderr);
+    let r = skyscribe(&["bench", "--search-queries-file", s(&queries)]);
+    assert_eq!(r.code, 2);
 }
