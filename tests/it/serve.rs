@@ -908,11 +908,13 @@ fn timed_out_decodes_keep_their_slots_and_memory_stays_bounded() {
     std::thread::sleep(Duration::from_secs(3));
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get()) as u64;
     let grew = peak_mib(pid) - start;
-    // One decoded image per slot, with room for the decoder's own buffers: under what six
-    // decodes at once would take whenever there are fewer slots than requests.
+    // One decoded image per slot, with room for the decoder's own buffers and the allocator's:
+    // under what six decodes at once would take whenever there are fewer slots than requests.
+    // (2 cores: the server grew by up to 354 MiB in 11 runs, 3.5 images, so cores + 1 failed
+    // one run in several; with the slot freed at the 408 it grew by 551 MiB.)
     if cores < 6 {
         assert!(
-            grew <= (cores + 1) * decoded_mib,
+            grew <= (cores + 2) * decoded_mib,
             "the server grew by {grew} MiB: more than {cores} decodes of {decoded_mib} MiB at once"
         );
     }
