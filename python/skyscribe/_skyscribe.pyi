@@ -139,6 +139,7 @@ def build_index(
     shards: Optional[int] = None,
     checkpoint_every: int = 512,
     bands: Optional[Sequence[int]] = None,
+    dtype: Optional[str] = None,
     progress: bool = False,
 ) -> Dict[str, Any]: ...
 def scan(scene: _Path, labels: Union[None, str, Sequence[str]] = None, **options: Any) -> Dict[str, Any]: ...

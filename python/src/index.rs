@@ -151,9 +151,10 @@ impl Index {
 
 /// Builds or updates an index folder from image files, folders or data sets (`KIND:PATH`,
 /// `scene:PATH`), as `skyscribe index build` does, incrementally and resumably; returns its
-/// summary (`index build --jsonl`) as a dict. `shard` ("I/N") builds one shard of many.
+/// summary (`index build --jsonl`) as a dict. `shard` ("I/N") builds one shard of many;
+/// `dtype` ("f32" or "f16") is `--dtype`.
 #[pyfunction]
-#[pyo3(signature = (index, inputs, *, model = None, device = "cpu", batch_size = 32, chip_size = 300, chip_stride = None, add = false, replace = false, shard = None, shards = None, checkpoint_every = 512, bands = None, progress = false))]
+#[pyo3(signature = (index, inputs, *, model = None, device = "cpu", batch_size = 32, chip_size = 300, chip_stride = None, add = false, replace = false, shard = None, shards = None, checkpoint_every = 512, bands = None, dtype = None, progress = false))]
 #[allow(clippy::too_many_arguments)]
 pub fn build_index<'py>(
     py: Python<'py>,
@@ -170,9 +171,15 @@ pub fn build_index<'py>(
     shards: Option<usize>,
     checkpoint_every: usize,
     bands: Option<Vec<usize>>,
+    dtype: Option<String>,
     progress: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let inputs = paths_arg(inputs, "inputs")?;
+    let dtype = dtype
+        .map(|d| {
+            skyscribe::index::VectorDtype::parse(&d).map_err(|e| invalid(format!("dtype: {e}")))
+        })
+        .transpose()?;
     positive(batch_size, "batch_size")?;
     positive(chip_size, "chip_size")?;
     positive(checkpoint_every, "checkpoint_every")?;
@@ -219,6 +226,7 @@ pub fn build_index<'py>(
                 checkpoint_every,
                 quiet: !progress,
                 inputs: Some(inputs),
+                dtype,
             };
             build(&index, &clip, &spec, &items, &options)
         })

@@ -64,3 +64,17 @@ def test_search_refuses_what_the_cli_refuses(images, tmp_path):
         index.search(text="x", top_k=0)
     with pytest.raises(skyscribe.Error, match="index.json"):
         skyscribe.Index(tmp_path)
+
+
+def test_a_half_precision_index_matches_the_clis(images, tmp_path):
+    ours = tmp_path / "ours16"
+    skyscribe.build_index(ours, [images], dtype="f16")
+    theirs = tmp_path / "theirs16"
+    run_cli("index", "build", "--index", theirs, "--dtype", "f16", images)
+    assert (ours / "parts" / "_part-0-of-1.f16").stat().st_size == 30 * 192 * 2
+    got = skyscribe.Index(ours).search(text="a river", engine="exact")
+    assert got == cli_jsonl("search", "--index", theirs, "--text", "a river", "--engine", "exact")
+    with pytest.raises(skyscribe.Error, match="stores its vectors as f16, not f32"):
+        skyscribe.build_index(ours, [images], dtype="f32")
+    with pytest.raises(ValueError, match="f32 or f16"):
+        skyscribe.build_index(tmp_path / "bad", [images], dtype="bf16")

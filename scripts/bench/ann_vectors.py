@@ -43,11 +43,14 @@ def normalise(x: np.ndarray) -> np.ndarray:
 
 def index_vectors(index: Path) -> np.ndarray:
     meta = json.loads((index / "index.json").read_text())
-    dim = meta["dim"]
-    parts = sorted((index / "parts").glob("_part-*-of-*.f32"))
+    dim, dtype = meta["dim"], meta.get("dtype", "f32")
+    parts = sorted((index / "parts").glob(f"_part-*-of-*.{dtype}"))
     if not parts:
         raise SystemExit(f"{index}: no raw matrices in parts/ (build the index first)")
-    return np.concatenate([np.fromfile(p, dtype=np.float32).reshape(-1, dim) for p in parts])
+    values = {"f32": np.float32, "f16": np.float16}[dtype]
+    return np.concatenate(
+        [np.fromfile(p, dtype=values).astype(np.float32).reshape(-1, dim) for p in parts]
+    )
 
 
 def nearest(x: np.ndarray, k: int, block: int = 4096) -> np.ndarray:

@@ -12,14 +12,20 @@ use serde::Serialize;
 
 use crate::index::parts::{self, Row};
 use crate::index::search::LoadedIndex;
-use crate::index::{FORMAT, IndexMeta, ModelIdentity};
+use crate::index::{FORMAT, IndexMeta, ModelIdentity, VectorDtype};
 
 /// What one search benchmark measured.
 #[derive(Debug, Serialize)]
 pub struct SearchBenchReport {
     pub vectors: usize,
     pub dim: usize,
+    /// How the raw matrix stores the vectors (`f32`, `f16`).
+    pub dtype: String,
     pub threads: usize,
+    /// With `f16` vectors whose `f32` originals are at hand: the mean share of the `f32`
+    /// matrix's exact top 10 that the `f16` one returns, over the timed queries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top10_agreement_with_f32: Option<f64>,
     /// Size of the Parquet part over the vector count.
     pub bytes_per_vector: f64,
     /// Size of the raw matrix beside it (what search maps) over the vector count.
@@ -110,12 +116,17 @@ pub fn read_npy_matrix(path: &Path) -> Result<(Vec<f32>, usize)> {
 
 /// Writes an index of `n` synthetic vectors into the empty folder `dir`.
 pub fn write_synthetic_index(dir: &Path, n: usize, dim: usize) -> Result<()> {
-    write_vectors_index(dir, clustered_vectors(n, dim, 1), dim)
+    write_vectors_index(dir, clustered_vectors(n, dim, 1), dim, VectorDtype::F32)
 }
 
 /// Writes an index of the unit vectors `vectors` (rows of `dim`) into the empty folder `dir`,
-/// as one real part.
-pub fn write_vectors_index(dir: &Path, vectors: Vec<f32>, dim: usize) -> Result<()> {
+/// as one real part whose matrix is of `dtype`.
+pub fn write_vectors_index(
+    dir: &Path,
+    vectors: Vec<f32>,
+    dim: usize,
+    dtype: VectorDtype,
+) -> Result<()> {
     let parts_dir = dir.join("parts");
     std::fs::create_dir_all(&parts_dir)?;
     let key = "synthetic".to_string();
@@ -133,7 +144,7 @@ pub fn write_vectors_index(dir: &Path, vectors: Vec<f32>, dim: usize) -> Result<
         })
         .collect();
     drop(vectors);
-    parts::write_part(&parts_dir, 0, 1, &rows, dim, &key)?;
+    parts::write_part(&parts_dir, 0, 1, &rows, dim, &key, dtype)?;
     let meta = IndexMeta {
         format: FORMAT.into(),
         skyscribe_version: env!("CARGO_PKG_VERSION").into(),
@@ -145,7 +156,7 @@ pub fn write_vectors_index(dir: &Path, vectors: Vec<f32>, dim: usize) -> Result<
         bands: None,
         jpeg_draft: false,
         dim,
-        dtype: "f32".into(),
+        dtype: dtype.as_str().into(),
         shards: 1,
         count: n,
         parts_complete: 1,
@@ -186,11 +197,14 @@ pub fn bench_queries(
 }
 
 /// Loads the index in `dir` and times top-`k` queries: `given`, else `queries` near its vectors.
+/// With `originals` (the `f32` vectors an `f16` index was written from), also measures how much
+/// of their exact top 10 the index's returns.
 pub fn measure(
     dir: &Path,
     given: Option<&[f32]>,
     queries: usize,
     k: usize,
+    originals: Option<&[f32]>,
 ) -> Result<SearchBenchReport> {
     let before = resident_mib();
     let t = Instant::now();
@@ -203,20 +217,34 @@ pub fn measure(
     let dim = index.dim();
     let part = dir.join("parts").join(parts::part_name(0, 1));
     let bytes = std::fs::metadata(&part)?.len() as f64;
-    let matrix = dir.join("parts").join(parts::vectors_name(0, 1));
+    let matrix = dir
+        .join("parts")
+        .join(parts::vectors_name(0, 1, index.dtype));
     let matrix_bytes = std::fs::metadata(&matrix)?.len() as f64;
     let qs = bench_queries(&index, given, queries, 2)?;
     let mut times = Vec::with_capacity(qs.len());
+    let mut agreed = 0usize;
     for q in &qs {
         let t = Instant::now();
         let hits = index.search(q, k)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        if let Some(x) = originals {
+            let want = crate::index::search::top_k(x, dim, q, 10);
+            agreed += hits
+                .iter()
+                .take(10)
+                .filter(|h| want.iter().any(|w| w.0 == h.0))
+                .count();
+        }
         std::hint::black_box(hits);
     }
     times.sort_by(f64::total_cmp);
     Ok(SearchBenchReport {
         vectors: index.len(),
         dim,
+        dtype: index.dtype.as_str().into(),
+        top10_agreement_with_f32: originals
+            .map(|x| agreed as f64 / (qs.len() * 10.min(x.len() / dim)) as f64),
         threads: rayon::current_num_threads(),
         bytes_per_vector: bytes / index.len() as f64,
         matrix_bytes_per_vector: matrix_bytes / index.len() as f64,
@@ -316,6 +344,8 @@ pub struct SearchSummary {
     pub vectors: usize,
     pub dim: usize,
     pub engine: &'static str,
+    /// The raw matrix's dtype.
+    pub dtype: String,
     pub build_s: f64,
     pub recall_at_10: f64,
     pub p50_ms: f64,
@@ -334,6 +364,7 @@ pub fn summary(exact: &SearchBenchReport, ann: &[AnnBenchReport]) -> SearchSumma
             vectors: exact.vectors,
             dim: exact.dim,
             engine: "ann",
+            dtype: exact.dtype.clone(),
             build_s: x.build_s,
             recall_at_10: x.recall_at_10,
             p50_ms: x.query_ms_median,
@@ -344,8 +375,11 @@ pub fn summary(exact: &SearchBenchReport, ann: &[AnnBenchReport]) -> SearchSumma
             vectors: exact.vectors,
             dim: exact.dim,
             engine: "exact",
+            dtype: exact.dtype.clone(),
             build_s: 0.0,
-            recall_at_10: 1.0,
+            // Exact over f16 values loses what rounding changed, measured against f32 when the
+            // originals were at hand.
+            recall_at_10: exact.top10_agreement_with_f32.unwrap_or(1.0),
             p50_ms: exact.query_ms_median,
             p95_ms: exact.query_ms_p95,
             bytes_per_vector: stored,

@@ -82,6 +82,11 @@ pub struct BenchArgs {
     /// L2-normalised on load), written as a real index part in a temporary folder.
     #[arg(long, conflicts_with_all = ["search_vectors", "search_index"])]
     search_vectors_file: Option<PathBuf>,
+    /// How the temporary index stores its vectors, with --search-vectors or
+    /// --search-vectors-file: f32, or f16 (half the bytes; the report then says how much of
+    /// the f32 exact top 10 it keeps).
+    #[arg(long, value_parser = super::common::vector_dtype, conflicts_with = "search_index")]
+    search_dtype: Option<skyscribe::index::VectorDtype>,
     /// The queries, a float32 Q × D `.npy` (default: --queries vectors of the index, each
     /// moved by noise of ±0.05 a coordinate).
     #[arg(long)]
@@ -143,6 +148,12 @@ pub fn run(a: BenchArgs) -> Result<usize> {
     {
         anyhow::bail!(
             "--search-queries-file goes with --search-vectors, --search-vectors-file or --search-index"
+        );
+    }
+    if a.search_dtype.is_some() && a.search_vectors.is_none() && a.search_vectors_file.is_none() {
+        anyhow::bail!(
+            "--search-dtype goes with --search-vectors or --search-vectors-file (an index given \
+             with --search-index is searched in the dtype it was built with)"
         );
     }
     let mut out = Out::new();
@@ -339,13 +350,23 @@ fn search(a: &BenchArgs, out: &mut Out) -> Result<usize> {
             a.search_vectors.unwrap_or(0)
         ))
     });
+    let dtype = a.search_dtype.unwrap_or_default();
+    // An f16 index is measured against the f32 vectors it was written from: kept until then.
+    let mut originals = None;
     let dir = match (&temporary, &a.search_index) {
         (Some(t), _) => {
             let _ = std::fs::remove_dir_all(t);
-            match from_file {
-                Some((x, dim)) => search::write_vectors_index(t, x, dim)?,
-                None => search::write_synthetic_index(t, a.search_vectors.unwrap_or(0), a.dim)?,
+            let (x, dim) = match from_file {
+                Some(file) => file,
+                None => (
+                    search::clustered_vectors(a.search_vectors.unwrap_or(0), a.dim, 1),
+                    a.dim,
+                ),
+            };
+            if dtype != skyscribe::index::VectorDtype::F32 {
+                originals = Some(x.clone());
             }
+            search::write_vectors_index(t, x, dim, dtype)?;
             t.clone()
         }
         (None, Some(i)) => i.clone(),
@@ -356,7 +377,8 @@ fn search(a: &BenchArgs, out: &mut Out) -> Result<usize> {
         connections: a.connections,
         ef_construction: a.ef_construction,
     };
-    let r = search::measure(&dir, given, a.queries, 10);
+    let r = search::measure(&dir, given, a.queries, 10, originals.as_deref());
+    drop(originals);
     let ann = match (&r, a.ann) {
         (Ok(_), true) => Some(search::measure_ann(
             &dir,
@@ -381,8 +403,9 @@ fn search(a: &BenchArgs, out: &mut Out) -> Result<usize> {
         out.json(&serde_json::json!({ "summary": summary }))?;
     } else {
         out.line(&format!(
-            "exact search over {} vectors of dimension {}, {} threads\n  part: {:.0} + {:.0} bytes/vector (Parquet + raw matrix); open {:.2} s, +{:.0} MiB resident\n  top-{} query: median {:.2} ms, p95 {:.2} ms over {} queries",
+            "exact search over {} {} vectors of dimension {}, {} threads\n  part: {:.0} + {:.0} bytes/vector (Parquet + raw matrix); open {:.2} s, +{:.0} MiB resident\n  top-{} query: median {:.2} ms, p95 {:.2} ms over {} queries{}",
             r.vectors,
+            r.dtype,
             r.dim,
             r.threads,
             r.bytes_per_vector,
@@ -392,7 +415,10 @@ fn search(a: &BenchArgs, out: &mut Out) -> Result<usize> {
             r.top_k,
             r.query_ms_median,
             r.query_ms_p95,
-            r.queries
+            r.queries,
+            r.top10_agreement_with_f32
+                .map(|x| format!("\n  top-10 agreement with exact f32 search: {x:.4}"))
+                .unwrap_or_default()
         ))?;
         if let Some(x) = ann.first() {
             out.line(&format!(

@@ -67,6 +67,11 @@ pub fn positive(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `--dtype` of an index's vectors: `f32` or `f16`.
+pub fn vector_dtype(s: &str) -> Result<skyscribe::index::VectorDtype, String> {
+    skyscribe::index::VectorDtype::parse(s).map_err(|e| e.to_string())
+}
+
 /// `--bands` as given: one band (grey) or three (red, green, blue), numbered from 1. (A type
 /// of its own: clap would read a `Vec` as repeated values.)
 #[derive(Debug, Clone)]

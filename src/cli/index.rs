@@ -111,6 +111,12 @@ pub struct BuildArgs {
     /// Make these inputs the index's only inputs: rows of files they do not name are dropped.
     #[arg(long)]
     replace: bool,
+    /// How the vectors search reads are stored: f32, or f16 (half the bytes and memory; exact
+    /// search's top 10 then differs from f32's in about one result in a thousand or fewer,
+    /// docs/src/search.md). Default: the index's own, f32 for a new one; another than an
+    /// existing index's is refused.
+    #[arg(long, value_parser = super::common::vector_dtype)]
+    dtype: Option<skyscribe::index::VectorDtype>,
     /// Image files, folders (walked), or data sets KIND:PATH (folder, rsicd, rsicd-scenes,
     /// jsonl, dota, xview), or scene:PATH (a GeoTIFF scene or a folder of them, or a COG by
     /// URL: https://…, s3://…, gs://…, az://…, tiled as `scan` tiles them, each tile with its
@@ -149,6 +155,7 @@ fn build_index(a: BuildArgs) -> Result<usize> {
         checkpoint_every: a.checkpoint_every,
         quiet: false,
         inputs: Some(inputs),
+        dtype: a.dtype,
     };
     let r = build(&a.index, &clip, &spec, &items, &options)?;
     note_bands(&decode);
@@ -238,10 +245,12 @@ fn info(a: InfoArgs) -> Result<usize> {
         })?;
     } else {
         out.line(&format!(
-            "{}: {count} vectors of dimension {} ({}), {complete} of {} parts complete",
+            "{}: {count} vectors of dimension {} ({}, {} bytes a vector searched), {complete} of {} \
+             parts complete",
             a.index.display(),
             meta.dim,
             meta.dtype,
+            meta.vector_dtype().map_or(0, |d| d.bytes() * meta.dim),
             meta.shards
         ))?;
         out.line(&format!(

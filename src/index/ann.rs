@@ -141,7 +141,14 @@ pub fn optimize(dir: &Path, options: AnnOptions, quiet: bool) -> Result<AnnMeta>
         options.ef_construction.max(options.connections),
         UnitCosine,
     );
-    let rows: Vec<(&[f32], usize)> = (0..n).map(|r| (index.vector(r), r)).collect();
+    // Borrowed from an f32 index; an f16 one's rows are widened here (the graph keeps f32
+    // copies of its own either way).
+    let vectors: Vec<std::borrow::Cow<[f32]>> = (0..n).map(|r| index.vector(r)).collect();
+    let rows: Vec<(&[f32], usize)> = vectors
+        .iter()
+        .enumerate()
+        .map(|(r, v)| (&v[..], r))
+        .collect();
     let bar = crate::progress::items(n, "vectors", "HNSW graph", quiet);
     // In blocks, so that the bar moves; each block is inserted on every core.
     for block in rows.chunks(4096) {
@@ -239,13 +246,13 @@ pub fn measure_recall(
         let row = rng.random_range(0..n);
         let q = index.vector(row);
         let exact: Vec<usize> = index
-            .search(q, 11)?
+            .search(&q, 11)?
             .into_iter()
             .map(|h| h.0)
             .filter(|&r| r != row)
             .take(10)
             .collect();
-        let got: Vec<usize> = search(q, 11, ef)
+        let got: Vec<usize> = search(&q, 11, ef)
             .into_iter()
             .map(|h| h.0)
             .filter(|&r| r != row)

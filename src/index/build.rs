@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
 use super::parts::{self, PartState, Row};
-use super::{FORMAT, IndexItem, IndexMeta, ModelIdentity, Shard};
+use super::{FORMAT, IndexItem, IndexMeta, ModelIdentity, Shard, VectorDtype};
 use crate::encoder::{ClipEncoder, SceneCache, normalized};
 use crate::imagery::DecodeOptions;
 
@@ -29,6 +29,9 @@ pub struct BuildOptions {
     /// The index's inputs, recorded in `index.json` (from [`super::plan_inputs`]); `None`
     /// records none (and keeps what is recorded).
     pub inputs: Option<Vec<String>>,
+    /// How the raw matrices store the vectors. `None`: as the index already does (`f32` for a
+    /// new one); another dtype than an existing index's is refused.
+    pub dtype: Option<VectorDtype>,
 }
 
 /// What a build did (the `index build` summary line).
@@ -90,13 +93,14 @@ pub fn build(
         bands: options.decode.bands.clone(),
         jpeg_draft: options.decode.jpeg_draft,
         dim,
-        dtype: "f32".into(),
+        dtype: options.dtype.unwrap_or_default().as_str().into(),
         shards: shard.count,
         count: 0,
         parts_complete: 0,
         inputs: options.inputs.clone(),
     };
-    let meta = open_or_create(dir, meta)?;
+    let meta = open_or_create(dir, meta, options.dtype.is_some())?;
+    let dtype = meta.vector_dtype()?;
     let parts_dir = dir.join("parts");
     std::fs::create_dir_all(&parts_dir)
         .with_context(|| format!("{}: cannot create", parts_dir.display()))?;
@@ -253,7 +257,15 @@ pub fn build(
 
     let rows: Vec<Row> = rows.into_iter().flatten().collect();
     report.rows = rows.len();
-    parts::write_part(&parts_dir, shard.index, shard.count, &rows, dim, &key)?;
+    parts::write_part(
+        &parts_dir,
+        shard.index,
+        shard.count,
+        &rows,
+        dim,
+        &key,
+        dtype,
+    )?;
     if pending_dir.exists() {
         std::fs::remove_dir_all(&pending_dir)
             .with_context(|| format!("{}: cannot remove", pending_dir.display()))?;
@@ -326,7 +338,10 @@ pub fn complete_parts(parts_dir: &Path, meta: &IndexMeta) -> Result<(usize, usiz
 
 /// The index's `index.json`: created when absent (atomically, by a link that fails if another
 /// shard created it first), else read and checked against this build's model and shard count.
-fn open_or_create(dir: &Path, meta: IndexMeta) -> Result<IndexMeta> {
+/// Opens the index in `dir`, or creates it with `meta`. An existing index must be of the same
+/// model and shard count, and of the same dtype where `dtype_given` (a build that names none
+/// keeps the index's).
+fn open_or_create(dir: &Path, meta: IndexMeta, dtype_given: bool) -> Result<IndexMeta> {
     if dir.exists() && !dir.is_dir() {
         bail!("{}: exists and is not a folder", dir.display());
     }
@@ -363,6 +378,16 @@ fn open_or_create(dir: &Path, meta: IndexMeta) -> Result<IndexMeta> {
             existing.shards,
             meta.shards,
             existing.shards
+        );
+    }
+    if dtype_given && existing.dtype != meta.dtype {
+        bail!(
+            "{}: this index stores its vectors as {}, not {}: build without --dtype (or with \
+             --dtype {}), or build a new index folder",
+            dir.display(),
+            existing.dtype,
+            meta.dtype,
+            existing.dtype
         );
     }
     if meta.inputs.is_some() && meta.inputs != existing.inputs {

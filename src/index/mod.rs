@@ -55,7 +55,8 @@ pub struct IndexMeta {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub jpeg_draft: bool,
     pub dim: usize,
-    /// How embeddings are stored in the parts.
+    /// How the raw matrix beside each part stores the embeddings: `f32`, or `f16` (half the
+    /// bytes; `index build --dtype f16`). [`IndexMeta::vector_dtype`] reads it.
     pub dtype: String,
     /// How many parts make the whole index.
     pub shards: usize,
@@ -166,6 +167,48 @@ pub fn plan_inputs(dir: &Path, inputs: &[String], change: InputChange) -> Result
     })
 }
 
+/// How the raw matrix beside each part (the vectors search reads) stores an embedding's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VectorDtype {
+    /// 4 bytes a value: search scores exactly what the model gave.
+    #[default]
+    F32,
+    /// IEEE half precision, 2 bytes a value: half the disk and memory, about 3 significant
+    /// digits; the Parquet column then holds the same rounded values (as `f32`), so both agree.
+    F16,
+}
+
+impl VectorDtype {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "f16" => Ok(Self::F16),
+            other => bail!("unknown vector dtype {other:?}: f32 or f16"),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+        }
+    }
+
+    /// Bytes one value takes in the raw matrix.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for VectorDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which model embedded the index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelIdentity {
@@ -218,6 +261,12 @@ impl IndexMeta {
             );
         }
         Ok(meta)
+    }
+
+    /// The dtype of the raw matrices, refusing one this skyscribe does not read (an index
+    /// written by a newer version).
+    pub fn vector_dtype(&self) -> Result<VectorDtype> {
+        VectorDtype::parse(&self.dtype).map_err(|e| anyhow!("index.json: {e}"))
     }
 
     /// Refuses a model other than the index's, naming both.

@@ -8,8 +8,10 @@
 //! `embedding` (L2-normalised `f32`).
 //!
 //! Beside each part, `_part-I-of-N.f32` holds the same embeddings as one raw row-major matrix
-//! (little-endian `f32`): search memory-maps it instead of decoding Parquet's nested lists,
-//! which costs seconds per million vectors. The Parquet file stays the interchange format.
+//! (little-endian `f32`; `_part-I-of-N.f16` in an index built with `--dtype f16`): search
+//! memory-maps it instead of decoding Parquet's nested lists, which costs seconds per million
+//! vectors. The Parquet file stays the interchange format (always `f32`; in an `f16` index it
+//! holds the same rounded values as the matrix).
 //!
 //! A part counts only once its marker `_part-I-of-N.done` exists and agrees with it (byte
 //! sizes, row count, BLAKE3 of both files): a part being rewritten, cut short or damaged is
@@ -25,6 +27,8 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema};
 use serde::{Deserialize, Serialize};
+
+use super::VectorDtype;
 
 /// One indexed image or chip.
 #[derive(Debug, Clone, PartialEq)]
@@ -44,7 +48,7 @@ pub struct Marker {
     pub rows: usize,
     pub bytes: u64,
     pub blake3: String,
-    /// Size and BLAKE3 of the raw matrix `part-I-of-N.f32`.
+    /// Size and BLAKE3 of the raw matrix `_part-I-of-N.f32` (or `.f16`).
     pub vectors_bytes: u64,
     pub vectors_blake3: String,
     /// The index's model key, so that a part left by another model's build is never mixed in.
@@ -63,9 +67,37 @@ pub fn marker_name(shard: usize, shards: usize) -> String {
     format!("_part-{shard}-of-{shards}.done")
 }
 
-/// `_part-I-of-N.f32`, the part's embeddings as a raw matrix.
-pub fn vectors_name(shard: usize, shards: usize) -> String {
-    format!("_part-{shard}-of-{shards}.f32")
+/// `_part-I-of-N.f32` (or `.f16`), the part's embeddings as a raw matrix.
+pub fn vectors_name(shard: usize, shards: usize, dtype: VectorDtype) -> String {
+    format!("_part-{shard}-of-{shards}.{dtype}")
+}
+
+/// `values` as `dtype` would store them (`f16` rounds to nearest): what the Parquet column of an
+/// index of that dtype holds, so that it and the matrix agree.
+pub fn stored(values: &[f32], dtype: VectorDtype) -> Vec<f32> {
+    match dtype {
+        VectorDtype::F32 => values.to_vec(),
+        VectorDtype::F16 => values
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect(),
+    }
+}
+
+/// The raw matrix of `rows` in `dtype`, little-endian.
+fn matrix_bytes(rows: &[Row], dim: usize, dtype: VectorDtype) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * dim * dtype.bytes());
+    for r in rows {
+        match dtype {
+            VectorDtype::F32 => out.extend(r.embedding.iter().flat_map(|v| v.to_le_bytes())),
+            VectorDtype::F16 => out.extend(
+                r.embedding
+                    .iter()
+                    .flat_map(|&v| half::f16::from_f32(v).to_le_bytes()),
+            ),
+        }
+    }
+    out
 }
 
 fn hash(bytes: &[u8]) -> String {
@@ -371,9 +403,10 @@ fn batch_columns(batch: &RecordBatch, dim: usize) -> Result<PartBatch<'_>> {
     })
 }
 
-/// Writes `rows` as part `I` of `N` in `parts`, then its marker: first the old marker goes (a
-/// reader then skips the part as unfinished), then the part is renamed into place, then the
-/// new marker is written. Returns the marker.
+/// Writes `rows` as part `I` of `N` in `parts` (the matrix in `dtype`, the Parquet column
+/// holding the same values), then its marker: first the old marker goes (a reader then skips
+/// the part as unfinished), then the part is renamed into place, then the new marker is
+/// written. Returns the marker.
 pub fn write_part(
     parts: &Path,
     shard: usize,
@@ -381,13 +414,24 @@ pub fn write_part(
     rows: &[Row],
     dim: usize,
     model_key: &str,
+    dtype: VectorDtype,
 ) -> Result<Marker> {
+    let rounded: Vec<Row>;
+    let rows = match dtype {
+        VectorDtype::F32 => rows,
+        VectorDtype::F16 => {
+            rounded = rows
+                .iter()
+                .map(|r| Row {
+                    embedding: stored(&r.embedding, dtype),
+                    ..r.clone()
+                })
+                .collect();
+            &rounded
+        }
+    };
     let bytes = encode(rows, dim)?;
-    let mut matrix: Vec<f32> = Vec::with_capacity(rows.len() * dim);
-    for r in rows {
-        matrix.extend_from_slice(&r.embedding);
-    }
-    let matrix: Vec<u8> = matrix.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let matrix = matrix_bytes(rows, dim, dtype);
     let marker = Marker {
         rows: rows.len(),
         bytes: bytes.len() as u64,
@@ -404,7 +448,7 @@ pub fn write_part(
             return Err(e).with_context(|| format!("{}: cannot remove", marker_path.display()));
         }
     }
-    crate::atomic::write_file(&parts.join(vectors_name(shard, shards)), &matrix)?;
+    crate::atomic::write_file(&parts.join(vectors_name(shard, shards, dtype)), &matrix)?;
     crate::atomic::write_file(&parts.join(part_name(shard, shards)), &bytes)?;
     crate::atomic::write_file(&marker_path, &serde_json::to_vec_pretty(&marker)?)?;
     Ok(marker)
@@ -520,21 +564,22 @@ pub struct MappedPart {
 }
 
 /// Opens part `I` of `N` for search, checked against its marker (sizes of both files, the
-/// matrix's BLAKE3, row count and dimension).
+/// matrix's BLAKE3, row count and dimension); the matrix is of `dtype`.
 pub fn map_part(
     parts: &Path,
     shard: usize,
     shards: usize,
     model_key: &str,
     dim: usize,
+    dtype: VectorDtype,
 ) -> Result<MappedPart, PartState> {
     #[cfg(target_endian = "big")]
     compile_error!(
-        "index parts store little-endian f32; a big-endian reader would need a byte swap"
+        "index parts store little-endian f32 and f16; a big-endian reader would need a byte swap"
     );
     let marker = read_marker(parts, shard, shards, model_key)?;
     let part = parts.join(part_name(shard, shards));
-    let vectors_path = parts.join(vectors_name(shard, shards));
+    let vectors_path = parts.join(vectors_name(shard, shards, dtype));
     let damaged = |why: String| PartState::Damaged(why);
     let file = std::fs::File::open(&part)
         .map_err(|e| damaged(format!("{}: cannot read ({e})", part.display())))?;
@@ -546,13 +591,13 @@ pub fn map_part(
             marker.bytes
         )));
     }
-    let want = (marker.rows * dim * 4) as u64;
+    let want = (marker.rows * dim * dtype.bytes()) as u64;
     let vfile = std::fs::File::open(&vectors_path)
         .map_err(|e| damaged(format!("{}: cannot read ({e})", vectors_path.display())))?;
     let vlen = vfile.metadata().map(|m| m.len()).unwrap_or(0);
     if vlen != marker.vectors_bytes || vlen != want {
         return Err(damaged(format!(
-            "{}: {vlen} bytes, but {} rows of {dim} f32 need {want} (cut short or replaced)",
+            "{}: {vlen} bytes, but {} rows of {dim} {dtype} need {want} (cut short or replaced)",
             vectors_path.display(),
             marker.rows
         )));
@@ -694,26 +739,26 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let rows = vec![row(1, None), row(2, None)];
-        write_part(&dir, 0, 2, &rows, 3, "k").unwrap();
+        write_part(&dir, 0, 2, &rows, 3, "k", VectorDtype::F32).unwrap();
         assert_eq!(read_part(&dir, 0, 2, "k").unwrap().0, rows);
-        let mapped = map_part(&dir, 0, 2, "k", 3).unwrap();
+        let mapped = map_part(&dir, 0, 2, "k", 3, VectorDtype::F32).unwrap();
         assert_eq!(mapped.ids, vec!["img1.jpg", "img2.jpg"]);
         let matrix: &[f32] = bytemuck::cast_slice(&mapped.vectors[..]);
         assert_eq!(matrix, &[1.0, -0.5, 0.25, 2.0, -0.5, 0.25]);
         drop(mapped);
         // The raw matrix is checked too.
-        let vectors = dir.join(vectors_name(0, 2));
+        let vectors = dir.join(vectors_name(0, 2, VectorDtype::F32));
         let good = std::fs::read(&vectors).unwrap();
         let mut bad = good.clone();
         bad[5] ^= 1;
         std::fs::write(&vectors, &bad).unwrap();
         assert!(matches!(
-            map_part(&dir, 0, 2, "k", 3),
+            map_part(&dir, 0, 2, "k", 3, VectorDtype::F32),
             Err(PartState::Damaged(_))
         ));
         std::fs::write(&vectors, &good[..good.len() - 4]).unwrap();
         assert!(matches!(
-            map_part(&dir, 0, 2, "k", 3),
+            map_part(&dir, 0, 2, "k", 3, VectorDtype::F32),
             Err(PartState::Damaged(_))
         ));
         std::fs::write(&vectors, &good).unwrap();
@@ -747,6 +792,41 @@ mod tests {
             read_part(&dir, 0, 2, "k"),
             Err(PartState::Unfinished)
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_half_precision_part_stores_two_bytes_a_value_and_agrees_with_its_parquet() {
+        let dir = std::env::temp_dir().join(format!("skyscribe-parts16-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // 0.1 and 1/3 are not halves: they round (to 0.099975586 and 0.33325195).
+        let mut rows = vec![row(1, None), row(2, Some([1, 2, 3, 4]))];
+        rows[0].embedding = vec![0.1, -1.0 / 3.0, 0.5];
+        write_part(&dir, 0, 1, &rows, 3, "k", VectorDtype::F16).unwrap();
+        let matrix_path = dir.join(vectors_name(0, 1, VectorDtype::F16));
+        assert_eq!(std::fs::metadata(&matrix_path).unwrap().len(), 2 * 3 * 2);
+        assert!(!dir.join(vectors_name(0, 1, VectorDtype::F32)).exists());
+        let mapped = map_part(&dir, 0, 1, "k", 3, VectorDtype::F16).unwrap();
+        let halves: &[half::f16] = bytemuck::cast_slice(&mapped.vectors[..]);
+        let values: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+        assert_eq!(values, vec![0.099975586, -0.33325195, 0.5, 2.0, -0.5, 0.25]);
+        // The Parquet column holds the very same (rounded) values.
+        let (back, _) = read_part(&dir, 0, 1, "k").unwrap();
+        let parquet: Vec<f32> = back.iter().flat_map(|r| r.embedding.clone()).collect();
+        assert_eq!(parquet, values);
+        // Read as the wrong dtype, the matrix is missing; cut short, it is damaged.
+        assert!(matches!(
+            map_part(&dir, 0, 1, "k", 3, VectorDtype::F32),
+            Err(PartState::Damaged(_))
+        ));
+        drop(mapped);
+        let bytes = std::fs::read(&matrix_path).unwrap();
+        std::fs::write(&matrix_path, &bytes[..bytes.len() - 2]).unwrap();
+        let Err(PartState::Damaged(why)) = map_part(&dir, 0, 1, "k", 3, VectorDtype::F16) else {
+            panic!("a cut matrix was mapped")
+        };
+        assert!(why.contains("rows of 3 f16 need 12"), "{why}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

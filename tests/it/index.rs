@@ -948,6 +948,135 @@ fn the_hnsw_graph_answers_like_exact_search_until_the_parts_change() {
     assert_eq!(search("ann").code, 2);
 }
 
+/// `index build --dtype f16`: the matrix search reads holds two bytes a value, every score is
+/// within half precision's rounding of the f32 index's, the order differs only among scores that
+/// close, and a build asking another dtype of an existing index is refused.
+#[test]
+fn an_f16_index_halves_the_matrix_and_ranks_as_f32_does() {
+    let dir = scratch("index-f16");
+    let images = dir.join("images");
+    synthetic_images(&images, 40, 40);
+    let model = tiny_clip("tiny-a");
+    let (ix32, ix16) = (dir.join("ix32"), dir.join("ix16"));
+    build(&ix32, &model, &[], &[&images]);
+    let made = build(&ix16, &model, &["--dtype", "f16"], &[&images]);
+    assert_eq!(made["rows"], 40);
+    let meta = read_json(&ix16.join("index.json"));
+    assert_eq!(meta["dtype"], "f16");
+    let dim = meta["dim"].as_u64().unwrap();
+    let parts_dir = ix16.join("parts");
+    let matrix = parts_dir.join("_part-0-of-1.f16");
+    assert_eq!(std::fs::metadata(&matrix).unwrap().len(), 40 * dim * 2);
+    assert!(!parts_dir.join("_part-0-of-1.f32").exists());
+    assert_eq!(
+        std::fs::metadata(ix32.join("parts/_part-0-of-1.f32"))
+            .unwrap()
+            .len(),
+        40 * dim * 4
+    );
+
+    let all = |index: &Path, engine: &str| -> Vec<(String, f64)> {
+        let r = skyscribe(&[
+            "search",
+            "--index",
+            s(index),
+            "--text",
+            "red and green",
+            "--top-k",
+            "40",
+            "--engine",
+            engine,
+            "--jsonl",
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        json_lines(&r.stdout)
+            .iter()
+            .map(|h| {
+                (
+                    h["id"].as_str().unwrap().to_string(),
+                    h["score"].as_f64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (full, half) = (all(&ix32, "exact"), all(&ix16, "exact"));
+    assert_eq!(half.len(), 40);
+    let score32 = |id: &str| full.iter().find(|x| x.0 == id).unwrap().1;
+    // A unit vector's values rounded to f16 move a cosine by at most 2^-11 ≈ 0.00049.
+    let worst = half
+        .iter()
+        .map(|(id, s16)| (s16 - score32(id)).abs())
+        .fold(0f64, f64::max);
+    assert!(worst < 1e-3, "an f16 score is {worst} from its f32 one");
+    assert!(worst > 0.0, "the f16 index holds unrounded values");
+    for (i, a) in half.iter().enumerate() {
+        for b in &half[i + 1..] {
+            assert!(
+                score32(&a.0) + 1e-3 >= score32(&b.0),
+                "{} ranks before {} in f16, but is far behind it in f32",
+                a.0,
+                b.0
+            );
+        }
+    }
+
+    // Another dtype than the index's is refused; none keeps the index's.
+    let r = build_run(&ix16, &model, &["--dtype", "f32"], &[&images]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("stores its vectors as f16, not f32"),
+        "{}",
+        r.stderr
+    );
+    let again = build(&ix16, &model, &[], &[&images]);
+    assert_eq!(
+        (again["reused"].as_u64(), again["encoded"].as_u64()),
+        (Some(40), Some(0))
+    );
+    assert_eq!(read_json(&ix16.join("index.json"))["dtype"], "f16");
+    let info = skyscribe(&["index", "info", "--index", s(&ix16)]);
+    assert!(
+        info.stdout
+            .contains(&format!("(f16, {} bytes a vector searched)", 2 * dim)),
+        "{}",
+        info.stdout
+    );
+    let r = build_run(
+        &dir.join("ix-bad"),
+        &model,
+        &["--dtype", "bf16"],
+        &[&images],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("f32 or f16"), "{}", r.stderr);
+
+    // The graph over an f16 index answers as its exact search does.
+    let o = skyscribe(&["index", "optimize", "--index", s(&ix16), "--jsonl"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let names = |hits: &[(String, f64)]| hits.iter().map(|h| h.0.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&all(&ix16, "ann")[..10]), names(&half[..10]));
+
+    // A matrix cut short is damaged, named with what it lacks.
+    let whole = std::fs::read(&matrix).unwrap();
+    std::fs::write(&matrix, &whole[..whole.len() - 2]).unwrap();
+    let r = skyscribe(&[
+        "search",
+        "--index",
+        s(&ix16),
+        "--text",
+        "red",
+        "--engine",
+        "exact",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains(&format!("40 rows of {dim} f16 need {}", 40 * dim * 2)),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn jpeg_draft_is_opt_in_and_keyed_apart() {
     let model = tiny_clip("tiny-a");
@@ -1090,4 +1219,39 @@ fn bench_measures_search_over_vectors_from_a_npy_file() {
     assert!(r.stderr.contains("zero.npy: row 0 is zero"), "{}", r.stderr);
     let r = skyscribe(&["bench", "--search-queries-file", s(&queries)]);
     assert_eq!(r.code, 2);
+
+    // The same vectors stored as f16: two bytes a value, and the share of the f32 exact top 10
+    // it keeps is measured (8-d rows rounded to f16 keep nearly all of it).
+    let r = skyscribe(&[
+        "bench",
+        "--search-vectors-file",
+        s(&base),
+        "--search-queries-file",
+        s(&queries),
+        "--search-dtype",
+        "f16",
+        "--jsonl",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines = json_lines(&r.stdout);
+    assert_eq!(lines.len(), 2, "{}", r.stdout);
+    assert_eq!(lines[0]["dtype"], "f16");
+    assert_eq!(lines[0]["matrix_bytes_per_vector"], 16.0);
+    let agreement = lines[0]["top10_agreement_with_f32"].as_f64().unwrap();
+    assert!((0.9..=1.0).contains(&agreement), "{agreement}");
+    let summary = &lines[1]["summary"];
+    assert_eq!(
+        (&summary["engine"], &summary["dtype"]),
+        (&serde_json::json!("exact"), &serde_json::json!("f16"))
+    );
+    assert_eq!(summary["recall_at_10"].as_f64(), Some(agreement));
+    let r = skyscribe(&["bench", "--search-index", s(&dir), "--search-dtype", "f16"]);
+    assert_eq!(r.code, 2);
+    let r = skyscribe(&["bench", "--search-dtype", "f16"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("--search-dtype goes with"),
+        "{}",
+        r.stderr
+    );
 }
