@@ -337,8 +337,14 @@ fn a_killed_build_resumes_and_encodes_only_the_rest() {
     }
 }
 
-/// Search results as `(id, score)`.
+/// Search results as `(id, score)`: the best 8, by the default engine.
 fn top(index: &Path, text: &str) -> Vec<(String, f64)> {
+    hits(index, text, 8, "auto")
+}
+
+/// The best `top_k` results for `text` by `engine`, as `(id, score)`.
+fn hits(index: &Path, text: &str, top_k: usize, engine: &str) -> Vec<(String, f64)> {
+    let top_k = top_k.to_string();
     let r = skyscribe(&[
         "search",
         "--index",
@@ -346,7 +352,9 @@ fn top(index: &Path, text: &str) -> Vec<(String, f64)> {
         "--text",
         text,
         "--top-k",
-        "8",
+        &top_k,
+        "--engine",
+        engine,
         "--jsonl",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -975,30 +983,7 @@ fn an_f16_index_halves_the_matrix_and_ranks_as_f32_does() {
         40 * dim * 4
     );
 
-    let all = |index: &Path, engine: &str| -> Vec<(String, f64)> {
-        let r = skyscribe(&[
-            "search",
-            "--index",
-            s(index),
-            "--text",
-            "red and green",
-            "--top-k",
-            "40",
-            "--engine",
-            engine,
-            "--jsonl",
-        ]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        json_lines(&r.stdout)
-            .iter()
-            .map(|h| {
-                (
-                    h["id"].as_str().unwrap().to_string(),
-                    h["score"].as_f64().unwrap(),
-                )
-            })
-            .collect()
-    };
+    let all = |index: &Path, engine: &str| hits(index, "red and green", 40, engine);
     let (full, half) = (all(&ix32, "exact"), all(&ix16, "exact"));
     assert_eq!(half.len(), 40);
     let score32 = |id: &str| full.iter().find(|x| x.0 == id).unwrap().1;
