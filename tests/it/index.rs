@@ -33,6 +33,15 @@ fn synthetic_images(dir: &Path, n: usize, size: u32) -> Vec<PathBuf> {
         .collect()
 }
 
+/// A scratch folder `name` with `n` synthetic 40-px images in `images/` and the tiny model
+/// `tiny-a`: `(folder, images folder, image paths, model)`.
+fn archive(name: &str, n: usize) -> (PathBuf, PathBuf, Vec<PathBuf>, PathBuf) {
+    let dir = scratch(name);
+    let images = dir.join("images");
+    let paths = synthetic_images(&images, n, 40);
+    (dir, images, paths, tiny_clip("tiny-a"))
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -164,10 +173,7 @@ fn a_build_over_other_inputs_is_refused_unless_it_adds_or_replaces() {
 
 #[test]
 fn incremental_builds_encode_only_new_and_changed_files() {
-    let dir = scratch("index-incremental");
-    let images = dir.join("images");
-    let paths = synthetic_images(&images, 12, 40);
-    let model = tiny_clip("tiny-a");
+    let (dir, images, paths, model) = archive("index-incremental", 12);
     let index = dir.join("ix");
     let first = build(&index, &model, &[], &[&images]);
     assert_eq!(
@@ -358,7 +364,12 @@ fn hits(index: &Path, text: &str, top_k: usize, engine: &str) -> Vec<(String, f6
         "--jsonl",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    json_lines(&r.stdout)
+    id_scores(&r.stdout)
+}
+
+/// `search --jsonl`'s lines as `(id, score)`.
+fn id_scores(stdout: &str) -> Vec<(String, f64)> {
+    json_lines(stdout)
         .iter()
         .map(|h| {
             (
@@ -371,10 +382,7 @@ fn hits(index: &Path, text: &str, top_k: usize, engine: &str) -> Vec<(String, f6
 
 #[test]
 fn three_shards_from_scheduler_variables_equal_one_process() {
-    let dir = scratch("index-shards");
-    let images = dir.join("images");
-    synthetic_images(&images, 30, 40);
-    let model = tiny_clip("tiny-a");
+    let (dir, images, _, model) = archive("index-shards", 30);
     let whole = dir.join("whole");
     build(&whole, &model, &[], &[&images]);
 
@@ -774,10 +782,7 @@ fn a_slurm_job_array_builds_the_same_index_as_one_process() {
         );
         return;
     }
-    let dir = scratch("index-slurm");
-    let images = dir.join("images");
-    synthetic_images(&images, 30, 40);
-    let model = tiny_clip("tiny-a");
+    let (dir, images, _, model) = archive("index-slurm", 30);
     let whole = dir.join("whole");
     build(&whole, &model, &[], &[&images]);
     let index = dir.join("slurm");
@@ -818,10 +823,7 @@ fn a_slurm_job_array_builds_the_same_index_as_one_process() {
 
 #[test]
 fn the_hnsw_graph_answers_like_exact_search_until_the_parts_change() {
-    let dir = scratch("index-ann");
-    let images = dir.join("images");
-    let paths = synthetic_images(&images, 40, 40);
-    let model = tiny_clip("tiny-a");
+    let (dir, images, paths, model) = archive("index-ann", 40);
     let index = dir.join("ix");
     build(&index, &model, &[], &[&images]);
     let ix = s(&index);
@@ -847,17 +849,7 @@ fn the_hnsw_graph_answers_like_exact_search_until_the_parts_change() {
     assert_eq!(json_lines(&o.stdout)[0]["rows"], 40);
     let (exact, ann) = (search("exact"), search("ann"));
     assert_eq!(ann.code, 0, "{}", ann.stderr);
-    let ids = |r: &Run| {
-        json_lines(&r.stdout)
-            .iter()
-            .map(|h| {
-                (
-                    h["id"].as_str().unwrap().to_string(),
-                    h["score"].as_f64().unwrap(),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
+    let ids = |r: &Run| id_scores(&r.stdout);
     // Forty vectors: the graph finds the exact answer.
     let (e, a) = (ids(&exact), ids(&ann));
     assert_eq!(
@@ -961,10 +953,7 @@ fn the_hnsw_graph_answers_like_exact_search_until_the_parts_change() {
 /// close, and a build asking another dtype of an existing index is refused.
 #[test]
 fn an_f16_index_halves_the_matrix_and_ranks_as_f32_does() {
-    let dir = scratch("index-f16");
-    let images = dir.join("images");
-    synthetic_images(&images, 40, 40);
-    let model = tiny_clip("tiny-a");
+    let (dir, images, _, model) = archive("index-f16", 40);
     let (ix32, ix16) = (dir.join("ix32"), dir.join("ix16"));
     build(&ix32, &model, &[], &[&images]);
     let made = build(&ix16, &model, &["--dtype", "f16"], &[&images]);
