@@ -326,6 +326,8 @@ mod half_rows {
             }
         }
 
+        /// The loop of [`avx512`] at half the width (8 lanes). Kept as its own function, not
+        /// generated from one macro with it: each reads as the instructions it runs.
         #[target_feature(enable = "avx2,fma,f16c")]
         pub fn avx2(rows: &[f16], dim: usize, query: &[f32], out: &mut Vec<f32>) {
             let full = dim / 8 * 8;

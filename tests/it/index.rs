@@ -1141,15 +1141,20 @@ fn bench_measures_search_over_vectors_from_a_npy_file() {
     write_npy(&base, "<f4", &bytes, n, dim);
     let queries = dir.join("queries.npy");
     write_npy(&queries, "<f4", &bytes[..5 * dim * 4], 5, dim);
-    let r = skyscribe(&[
-        "bench",
-        "--search-vectors-file",
-        s(&base),
-        "--search-queries-file",
-        s(&queries),
-        "--ann",
-        "--jsonl",
-    ]);
+    // `bench --jsonl` over these vectors and queries, with `extra`.
+    let bench_over = |extra: &[&str]| {
+        let mut args = vec![
+            "bench",
+            "--search-vectors-file",
+            s(&base),
+            "--search-queries-file",
+            s(&queries),
+            "--jsonl",
+        ];
+        args.extend(extra);
+        skyscribe(&args)
+    };
+    let r = bench_over(&["--ann"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines = json_lines(&r.stdout);
     // Exact, one line per ef (32, 64, 128, 256), then the summary at the default ef.
@@ -1196,16 +1201,7 @@ fn bench_measures_search_over_vectors_from_a_npy_file() {
 
     // The same vectors stored as f16: two bytes a value, and the share of the f32 exact top 10
     // it keeps is measured (8-d rows rounded to f16 keep nearly all of it).
-    let r = skyscribe(&[
-        "bench",
-        "--search-vectors-file",
-        s(&base),
-        "--search-queries-file",
-        s(&queries),
-        "--search-dtype",
-        "f16",
-        "--jsonl",
-    ]);
+    let r = bench_over(&["--search-dtype", "f16"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let lines = json_lines(&r.stdout);
     assert_eq!(lines.len(), 2, "{}", r.stdout);
