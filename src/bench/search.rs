@@ -307,7 +307,7 @@ pub fn measure_ann(
         let (mut found, mut near) = (0usize, 0usize);
         for (q, want) in qs.iter().zip(&exact) {
             let t = Instant::now();
-            let hits = ann.search(q, 10, ef)?;
+            let hits = ann.search(&index, q, 10, ef)?;
             times.push(t.elapsed().as_secs_f64() * 1e3);
             found += hits
                 .iter()

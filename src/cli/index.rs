@@ -37,7 +37,8 @@ pub struct OptimizeArgs {
     /// The index folder (every part complete).
     #[arg(long)]
     index: PathBuf,
-    /// Neighbours kept per node (HNSW's M): more is slower to build, more exact to search.
+    /// Neighbours kept per node above level 0 (HNSW's M; twice as many at level 0), 2 to 255:
+    /// more is slower to build, more exact to search.
     #[arg(long, default_value_t = 16, value_parser = positive)]
     connections: usize,
     /// Candidates explored per insertion (efConstruction).

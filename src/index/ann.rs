@@ -1,6 +1,6 @@
 //! The approximate engine for archives beyond what exact search scans quickly: an HNSW graph
-//! (hnsw_rs, pure Rust, so the default build still needs no C++ toolchain; usearch and faiss
-//! would) built on demand by `index optimize` over every complete part, saved in `DIR/ann/`.
+//! ([`super::hnsw`]) built on demand by `index optimize` over every complete part, saved in
+//! `DIR/ann/graph.bin`; it holds only links, and search reads the vectors from the parts.
 //!
 //! `DIR/ann/ann.json` records the parts' checksums the graph was built from: once any part
 //! changes, the graph is stale and search falls back to exact (saying so) until the next
@@ -10,26 +10,19 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use hnsw_rs::prelude::{AnnT, Distance, Hnsw, HnswIo, ReloadOptions};
 use serde::{Deserialize, Serialize};
 
 use super::IndexMeta;
+use super::hnsw::{BuildOptions, Graph};
 use super::parts::{self, Marker};
 use super::search::LoadedIndex;
 
-const BASENAME: &str = "hnsw";
+/// The graph's file in `DIR/ann/`.
+const GRAPH_FILE: &str = "graph.bin";
 
-/// `1 − x·y` for unit vectors, with skyscribe's vectorised dot product (hnsw_rs's own `DistDot`
-/// is scalar unless a SIMD feature is chosen, and asserts on the rounding of near-equal
-/// vectors); clamped at 0 for the same rounding.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct UnitCosine;
-
-impl Distance<f32> for UnitCosine {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - super::search::dot(a, b)).max(0.0)
-    }
-}
+/// `ann.json`'s `engine` for graphs this skyscribe reads; a graph of an older one (hnsw_rs's
+/// files) is not read, and search says to optimize again.
+pub const ENGINE: &str = "skyscribe HNSW 1 (diversity-pruned links, inner product on unit vectors)";
 
 /// How the graph is built.
 #[derive(Debug, Clone, Copy)]
@@ -60,7 +53,7 @@ pub struct AnnMeta {
     /// `(part file, its BLAKE3)` of every part the graph holds, in row order.
     pub parts: Vec<(String, String)>,
     /// `(file, bytes)` of the graph's files as written: a file cut short or swapped is caught
-    /// before hnsw_rs maps it.
+    /// before the graph is mapped.
     #[serde(default)]
     pub files: Vec<(String, u64)>,
     /// Recall@10 against exact search measured when the graph was built (see [`measure_recall`]);
@@ -127,42 +120,26 @@ pub fn optimize(dir: &Path, options: AnnOptions, quiet: bool) -> Result<AnnMeta>
     if index.is_empty() {
         bail!("{}: the index holds no vectors", dir.display());
     }
-    if options.connections == 0 || options.connections > 255 {
-        bail!("--connections must be between 1 and 255");
+    if options.connections < 2 || options.connections > 255 {
+        bail!("--connections must be between 2 and 255");
     }
     remove_leftovers(dir);
     let started = Instant::now();
     let n = index.len();
-    let layers = 16;
-    let hnsw: Hnsw<f32, UnitCosine> = Hnsw::new(
-        options.connections,
-        n.max(1),
-        layers,
-        options.ef_construction.max(options.connections),
-        UnitCosine,
-    );
-    // Borrowed from an f32 index; an f16 one's rows are widened here (the graph keeps f32
-    // copies of its own either way).
-    let vectors: Vec<std::borrow::Cow<[f32]>> = (0..n).map(|r| index.vector(r)).collect();
-    let rows: Vec<(&[f32], usize)> = vectors
-        .iter()
-        .enumerate()
-        .map(|(r, v)| (&v[..], r))
-        .collect();
     let bar = crate::progress::items(n, "vectors", "HNSW graph", quiet);
-    // In blocks, so that the bar moves; each block is inserted on every core.
-    for block in rows.chunks(4096) {
-        hnsw.parallel_insert_slice(&block.to_vec());
-        bar.inc(block.len() as u64);
-    }
+    let build = BuildOptions {
+        connections: options.connections,
+        ef_construction: options.ef_construction,
+        seed: 0x5EA4C8,
+    };
+    let graph = Graph::build(&index, build, |k| bar.inc(k as u64))?;
     bar.finish_and_clear();
     let build_s = started.elapsed().as_secs_f64();
-    let recall = measure_recall(&index, |q, k, ef| graph_search(&hnsw, q, k, ef));
+    let recall = measure_recall(&index, |q, k, ef| graph.search(&index, q, k, ef));
     let out = crate::atomic::NewDir::replacing(&ann_dir(dir))?;
-    hnsw.file_dump(out.path(), BASENAME)
-        .map_err(|e| anyhow!("{}: cannot save the graph ({e})", out.path().display()))?;
+    graph.save(&out.path().join(GRAPH_FILE))?;
     let ann = AnnMeta {
-        engine: "hnsw_rs 0.3 (HNSW, inner product on unit vectors)".into(),
+        engine: ENGINE.into(),
         rows: n,
         connections: options.connections,
         ef_construction: options.ef_construction,
@@ -199,33 +176,13 @@ fn remove_leftovers(dir: &Path) {
     }
 }
 
-/// `(name, bytes)` of the graph files hnsw_rs wrote in `dir`, by name.
+/// `(name, bytes)` of the graph's files in `dir`.
 fn graph_files(dir: &Path) -> Result<Vec<(String, u64)>> {
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with(BASENAME) {
-            files.push((name, e.metadata()?.len()));
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn graph_search(
-    graph: &Hnsw<'_, f32, UnitCosine>,
-    query: &[f32],
-    k: usize,
-    ef: usize,
-) -> Vec<(usize, f32)> {
-    let mut hits: Vec<(usize, f32)> = graph
-        .search(query, k, ef.max(k))
-        .into_iter()
-        .map(|n| (n.d_id, 1.0 - n.distance))
-        .collect();
-    hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    hits
+    let path = dir.join(GRAPH_FILE);
+    let bytes = std::fs::metadata(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))?
+        .len();
+    Ok(vec![(GRAPH_FILE.into(), bytes)])
 }
 
 /// Recall@10 of `search` (a graph's) against exact search: [`RECALL_QUERIES`] rows of the
@@ -274,7 +231,7 @@ pub fn measure_recall(
 
 /// A saved graph, loaded.
 pub struct AnnIndex {
-    graph: Hnsw<'static, f32, UnitCosine>,
+    graph: Graph,
     dim: usize,
     pub meta: AnnMeta,
 }
@@ -301,6 +258,12 @@ impl AnnIndex {
             Ok(m) => m,
             Err(e) => return Ok(Err(AnnState::Stale(format!("{e:#}")))),
         };
+        if meta.engine != ENGINE {
+            return Ok(Err(AnnState::Stale(format!(
+                "the graph was made by an older skyscribe ({}); run `skyscribe index optimize` again",
+                meta.engine
+            ))));
+        }
         if now != meta.parts || meta.rows != index.len() || !index.warnings.is_empty() {
             return Ok(Err(AnnState::Stale(
                 "the parts changed since `index optimize`".into(),
@@ -317,19 +280,11 @@ impl AnnIndex {
                 ))));
             }
         }
-        // hnsw_rs's loaded graph borrows its loader for its whole life; a search process loads
-        // one graph once, so the loader (a few paths and options) is leaked to make it 'static.
-        let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new_with_options(
-            &adir,
-            BASENAME,
-            ReloadOptions::default().set_mmap(true),
-        )));
-        let graph: Hnsw<f32, UnitCosine> = match io.load_hnsw() {
+        let graph = match Graph::load(&adir.join(GRAPH_FILE), index.len()) {
             Ok(g) => g,
             Err(e) => {
                 return Ok(Err(AnnState::Damaged(format!(
-                    "{}: cannot load the graph ({e})",
-                    adir.display()
+                    "{e:#}; run `skyscribe index optimize` again"
                 ))));
             }
         };
@@ -340,9 +295,16 @@ impl AnnIndex {
         }))
     }
 
-    /// The (approximately) best `k` rows for `query`: `(row, cosine)`, best first. `ef`: the
-    /// candidates explored (more is slower and closer to exact).
-    pub fn search(&self, query: &[f32], k: usize, ef: usize) -> Result<Vec<(usize, f32)>> {
+    /// The (approximately) best `k` rows of `index` (the one the graph was loaded for) for
+    /// `query`: `(row, cosine)`, best first. `ef`: the candidates explored (more is slower and
+    /// closer to exact).
+    pub fn search(
+        &self,
+        index: &LoadedIndex,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+    ) -> Result<Vec<(usize, f32)>> {
         if query.len() != self.dim {
             bail!(
                 "a query of dimension {} for an index of dimension {}",
@@ -350,7 +312,7 @@ impl AnnIndex {
                 self.dim
             );
         }
-        Ok(graph_search(&self.graph, query, k, ef))
+        Ok(self.graph.search(index, query, k, ef))
     }
 
     /// Why `--engine auto` should not use this graph: its recall measured at build was under

@@ -10,7 +10,7 @@
 //! DIR/parts/_part-<I>-of-<N>.done      its completion marker (rows, sizes, BLAKE3 of both files)
 //! DIR/parts/_part-<I>-of-<N>.f32       the same embeddings as a raw matrix (search maps it)
 //! DIR/parts/_part-<I>-of-<N>.pending/  rows an unfinished build of shard I encoded (resume)
-//! DIR/ann/                             the HNSW graph of `index optimize`, when made
+//! DIR/ann/graph.bin, ann/ann.json       the HNSW graph of `index optimize` and its recall, when made
 //! ```
 //!
 //! Only the parts in `parts/` lack the leading `_`, so `parts/` read as a folder by Spark,
@@ -20,11 +20,14 @@
 //! running on different machines over one shared folder never write the same part, and a new
 //! file moves no other. Submodules: [`parts`] (the files), [`build`] (incremental, resumable
 //! builds), [`search`] (loading and exact top-k), [`searcher`] (one search with its model, query and
-//! engine), [`locate`] (patch scores in one image),
+//! engine), [`hnsw`] (the graph of links, built and searched over the parts' own vectors),
+//! [`ann`] (the graph of an index: `index optimize`, its recall, when it is stale), [`locate`]
+//! (patch scores in one image),
 //! [`sheet`] (HTML contact sheets of results).
 
 pub mod ann;
 pub mod build;
+pub mod hnsw;
 pub mod locate;
 pub mod parts;
 pub mod search;

@@ -184,6 +184,95 @@ impl LoadedIndex {
     }
 }
 
+/// The graph reads the index's own matrices: no second copy of the vectors.
+impl super::hnsw::Vectors for LoadedIndex {
+    fn count(&self) -> usize {
+        self.ids.len()
+    }
+
+    fn dim(&self) -> usize {
+        self.meta.dim
+    }
+
+    fn vector(&self, row: usize) -> Cow<'_, [f32]> {
+        LoadedIndex::vector(self, row)
+    }
+
+    fn scores(&self, query: &[f32], rows: &[u32], out: &mut Vec<f32>) {
+        out.clear();
+        let dim = self.meta.dim;
+        if let [(_, bytes)] = &self.segments[..] {
+            match self.matrix(bytes) {
+                Matrix::F32(m) => score_rows_at_f32(m, dim, query, rows, out),
+                Matrix::F16(m) => {
+                    for &r in rows {
+                        let r = r as usize;
+                        half_rows::score(&m[r * dim..(r + 1) * dim], dim, query, out);
+                    }
+                }
+            }
+            return;
+        }
+        for &r in rows {
+            let r = r as usize;
+            let (first, bytes) = self
+                .segments
+                .iter()
+                .rev()
+                .find(|(first, _)| *first <= r)
+                .expect("row 0 is in the first segment");
+            let span = (r - first) * dim..(r - first + 1) * dim;
+            match self.matrix(bytes) {
+                Matrix::F32(m) => out.push(dot(&m[span], query)),
+                Matrix::F16(m) => half_rows::score(&m[span], dim, query, out),
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn score_rows_at_f32_plain(
+    matrix: &[f32],
+    dim: usize,
+    query: &[f32],
+    rows: &[u32],
+    out: &mut Vec<f32>,
+) {
+    // Rows a graph links lie anywhere in the matrix: each is a cache miss the hardware cannot
+    // predict, so the next row is asked for while this one is scored.
+    prefetch_row(matrix, dim, rows.first());
+    for (i, &r) in rows.iter().enumerate() {
+        prefetch_row(matrix, dim, rows.get(i + 1));
+        let r = r as usize;
+        out.push(dot(&matrix[r * dim..(r + 1) * dim], query));
+    }
+}
+
+/// Asks the CPU to bring `row` of `matrix` into cache (every 64-byte line of it).
+#[inline(always)]
+fn prefetch_row(matrix: &[f32], dim: usize, row: Option<&u32>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(&r) = row {
+        let row = &matrix[r as usize * dim..(r as usize + 1) * dim];
+        for line in row.chunks(16) {
+            // SAFETY: a prefetch of an address inside the slice; it never faults.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    line.as_ptr() as *const i8
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (matrix, dim, row);
+}
+
+crate::simd::multiversioned!(
+    /// [`dot`] of the chosen rows of a matrix (a graph's links), compiled for the CPU's widest
+    /// vectors.
+    fn score_rows_at_f32(matrix: &[f32], dim: usize, query: &[f32], rows: &[u32], out: &mut Vec<f32>) = score_rows_at_f32_plain
+);
+
 /// `x · y`, with sixteen partial sums so that the compiler vectorises it (a single running sum
 /// must be added in order and stays scalar).
 #[inline]

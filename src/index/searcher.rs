@@ -227,7 +227,7 @@ impl Searcher {
                 bail!("{dir}: the HNSW graph is damaged ({why})")
             }
             (Engine::Auto, Some(Ok(ann))) => match ann.not_for_auto() {
-                None => ann.search(query, top_k, ef),
+                None => ann.search(&self.index, query, top_k, ef),
                 Some(why) => {
                     note(&format!(
                         "the HNSW graph is not used: {why}; searched exactly (`--engine ann` \
@@ -237,7 +237,7 @@ impl Searcher {
                     self.index.search(query, top_k)
                 }
             },
-            (Engine::Ann, Some(Ok(ann))) => ann.search(query, top_k, ef),
+            (Engine::Ann, Some(Ok(ann))) => ann.search(&self.index, query, top_k, ef),
         }
     }
 

@@ -139,7 +139,7 @@ impl Indexes {
         let mut all: Vec<(f32, usize, usize)> = Vec::new();
         for (i, s) in self.served.iter().enumerate() {
             let hits = match &s.ann {
-                Some(ann) => ann.search(query, k, EF.max(k))?,
+                Some(ann) => ann.search(&s.index, query, k, EF.max(k))?,
                 None => s.index.search(query, k)?,
             };
             all.extend(hits.into_iter().map(|(row, score)| (score, i, row)));

@@ -902,28 +902,45 @@ fn the_hnsw_graph_answers_like_exact_search_until_the_parts_change() {
     std::fs::write(&ann_json, &good_json).unwrap();
 
     // A graph file cut short: auto searches exactly and names the file; --engine ann refuses.
-    let data = std::fs::read_dir(index.join("ann"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".data"))
-        .expect("the graph's data file");
+    let data = index.join("ann/graph.bin");
     let whole = std::fs::read(&data).unwrap();
     std::fs::write(&data, &whole[..whole.len() / 2]).unwrap();
     let auto = search("auto");
     assert_eq!(auto.code, 0, "{}", auto.stderr);
     assert!(auto.stderr.contains("damaged"), "{}", auto.stderr);
-    assert!(auto.stderr.contains(".data"), "{}", auto.stderr);
+    assert!(auto.stderr.contains("graph.bin"), "{}", auto.stderr);
     assert_eq!(names(&auto), names(&exact));
     let r = search("ann");
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("damaged"), "{}", r.stderr);
+    // The same size but links past the last row (a file of another index copied over it):
+    // found when the graph is loaded, not when a search walks off the end.
+    let mut foreign = whole.clone();
+    let last = foreign.len() - 4;
+    foreign[last..].copy_from_slice(&1_000_000u32.to_le_bytes());
+    std::fs::write(&data, &foreign).unwrap();
+    let auto = search("auto");
+    assert!(auto.stderr.contains("past the end"), "{}", auto.stderr);
+    assert_eq!(names(&auto), names(&exact));
     std::fs::write(&data, &whole).unwrap();
+
+    // A graph an older skyscribe made (hnsw_rs's files): not read, and optimize is asked for.
+    let mut old: serde_json::Value = serde_json::from_str(&good_json).unwrap();
+    old["engine"] = serde_json::json!("hnsw_rs 0.3 (HNSW, inner product on unit vectors)");
+    std::fs::write(&ann_json, old.to_string()).unwrap();
+    let auto = search("auto");
+    assert!(auto.stderr.contains("older skyscribe"), "{}", auto.stderr);
+    assert_eq!(names(&auto), names(&exact));
+    let r = search("ann");
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("index optimize"), "{}", r.stderr);
+    std::fs::write(&ann_json, &good_json).unwrap();
 
     // An optimize killed half-way leaves its temporary folder beside the graph, never in it:
     // the graph in place is still used, and the next optimize clears the leftover.
     let leftover = index.join(".ann.999999-0.tmp");
     std::fs::create_dir_all(&leftover).unwrap();
-    std::fs::write(leftover.join("hnsw.hnsw.data"), &whole[..100]).unwrap();
+    std::fs::write(leftover.join("graph.bin"), &whole[..100]).unwrap();
     let auto = search("auto");
     assert_eq!(
         (auto.code, names(&auto)),
