@@ -702,12 +702,15 @@ mod tests {
         all.into_iter().take(k).map(|h| h.0).collect()
     }
 
-    fn scratch(name: &str) -> std::path::PathBuf {
+    /// The graph of `v` at M `connections`, saved as `graph.bin` in a new scratch folder.
+    fn saved(name: &str, v: Plain, connections: usize) -> (Plain, Graph, std::path::PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("skyscribe-hnsw-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        dir
+        let graph = Graph::build(&v, options(connections), |_| {}).unwrap();
+        graph.save(&dir.join("graph.bin")).unwrap();
+        (v, graph, dir)
     }
 
     fn options(connections: usize) -> BuildOptions {
@@ -775,11 +778,8 @@ mod tests {
 
     #[test]
     fn a_saved_graph_loads_and_answers_the_same() {
-        let v = clustered(1500, 12, 15, 4);
-        let graph = Graph::build(&v, options(6), |_| {}).unwrap();
-        let dir = scratch("saved");
+        let (v, graph, dir) = saved("saved", clustered(1500, 12, 15, 4), 6);
         let path = dir.join("graph.bin");
-        graph.save(&path).unwrap();
         let loaded = Graph::load(&path, v.count()).unwrap();
         for q in [0, 77, 1499] {
             let query = v.vector(q);
@@ -795,15 +795,13 @@ mod tests {
             std::fs::read(&path).unwrap(),
             std::fs::read(&again).unwrap()
         );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
     fn a_cut_or_foreign_file_is_refused_with_the_reason() {
-        let v = clustered(300, 8, 5, 5);
-        let graph = Graph::build(&v, options(4), |_| {}).unwrap();
-        let dir = scratch("cut");
+        let (_, _, dir) = saved("cut", clustered(300, 8, 5, 5), 4);
         let path = dir.join("graph.bin");
-        graph.save(&path).unwrap();
         let whole = std::fs::read(&path).unwrap();
 
         std::fs::write(&path, &whole[..whole.len() - 4]).unwrap();
@@ -824,6 +822,7 @@ mod tests {
         std::fs::write(&path, b"HNSW data of some other library").unwrap();
         let e = Graph::load(&path, 300).err().unwrap().to_string();
         assert!(e.contains("no SKYHNSW1 header"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
