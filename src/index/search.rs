@@ -108,8 +108,8 @@ impl LoadedIndex {
         }
     }
 
-    /// The embedding of `row` (borrowed from an `f32` matrix, widened from an `f16` one).
-    pub fn vector(&self, row: usize) -> Cow<'_, [f32]> {
+    /// The matrix holding `row`, and the span of its values there.
+    fn locate(&self, row: usize) -> (Matrix<'_>, std::ops::Range<usize>) {
         let dim = self.meta.dim;
         let (first, bytes) = self
             .segments
@@ -117,8 +117,16 @@ impl LoadedIndex {
             .rev()
             .find(|(first, _)| *first <= row)
             .expect("row 0 is in the first segment");
-        let span = (row - first) * dim..(row - first + 1) * dim;
-        match self.matrix(bytes) {
+        (
+            self.matrix(bytes),
+            (row - first) * dim..(row - first + 1) * dim,
+        )
+    }
+
+    /// The embedding of `row` (borrowed from an `f32` matrix, widened from an `f16` one).
+    pub fn vector(&self, row: usize) -> Cow<'_, [f32]> {
+        let (matrix, span) = self.locate(row);
+        match matrix {
             Matrix::F32(m) => Cow::Borrowed(&m[span]),
             Matrix::F16(m) => Cow::Owned(m[span].to_f32_vec()),
         }
@@ -214,17 +222,9 @@ impl super::hnsw::Vectors for LoadedIndex {
             return;
         }
         for &r in rows {
-            let r = r as usize;
-            let (first, bytes) = self
-                .segments
-                .iter()
-                .rev()
-                .find(|(first, _)| *first <= r)
-                .expect("row 0 is in the first segment");
-            let span = (r - first) * dim..(r - first + 1) * dim;
-            match self.matrix(bytes) {
-                Matrix::F32(m) => out.push(dot(&m[span], query)),
-                Matrix::F16(m) => half_rows::score(&m[span], dim, query, out),
+            match self.locate(r as usize) {
+                (Matrix::F32(m), span) => out.push(dot(&m[span], query)),
+                (Matrix::F16(m), span) => half_rows::score(&m[span], dim, query, out),
             }
         }
     }
@@ -387,65 +387,64 @@ mod half_rows {
                 .sum()
         }
 
-        #[target_feature(enable = "avx512f")]
-        pub fn avx512(rows: &[f16], dim: usize, query: &[f32], out: &mut Vec<f32>) {
-            let full = dim / 16 * 16;
-            for row in rows.chunks_exact(dim) {
-                let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-                let mut i = 0;
-                // SAFETY: every load reads 16 values at `i` with `i + 16 <= full <= dim`, from
-                // slices of `dim` values (unaligned loads).
-                unsafe {
-                    while i + 32 <= full {
-                        let h0 = _mm256_loadu_si256(row.as_ptr().add(i) as *const __m256i);
-                        let h1 = _mm256_loadu_si256(row.as_ptr().add(i + 16) as *const __m256i);
-                        let q0 = _mm512_loadu_ps(query.as_ptr().add(i));
-                        let q1 = _mm512_loadu_ps(query.as_ptr().add(i + 16));
-                        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(h0), q0, a0);
-                        a1 = _mm512_fmadd_ps(_mm512_cvtph_ps(h1), q1, a1);
-                        i += 32;
-                    }
-                    if i < full {
-                        let h0 = _mm256_loadu_si256(row.as_ptr().add(i) as *const __m256i);
-                        let q0 = _mm512_loadu_ps(query.as_ptr().add(i));
-                        a0 = _mm512_fmadd_ps(_mm512_cvtph_ps(h0), q0, a0);
+        /// One kernel, written once and compiled per vector width: `$lanes` halves are loaded
+        /// as one integer vector (`$load_h`), widened to floats (`$cvt`) and multiplied into two
+        /// accumulators, then summed across lanes (`$sum`).
+        macro_rules! f16_kernel {
+            ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:literal, $half:ty,
+             $load_h:ident, $load_q:ident, $cvt:ident, $fma:ident, $add:ident, $zero:ident,
+             $sum:ident) => {
+                $(#[$doc])*
+                #[target_feature(enable = $features)]
+                pub fn $name(rows: &[f16], dim: usize, query: &[f32], out: &mut Vec<f32>) {
+                    let full = dim / $lanes * $lanes;
+                    for row in rows.chunks_exact(dim) {
+                        let (mut a0, mut a1) = ($zero(), $zero());
+                        let mut i = 0;
+                        // SAFETY: every load reads `$lanes` values at `i` with
+                        // `i + $lanes <= full <= dim`, from slices of `dim` values (unaligned
+                        // loads).
+                        unsafe {
+                            while i + 2 * $lanes <= full {
+                                let h0 = $load_h(row.as_ptr().add(i) as *const $half);
+                                let h1 = $load_h(row.as_ptr().add(i + $lanes) as *const $half);
+                                let q0 = $load_q(query.as_ptr().add(i));
+                                let q1 = $load_q(query.as_ptr().add(i + $lanes));
+                                a0 = $fma($cvt(h0), q0, a0);
+                                a1 = $fma($cvt(h1), q1, a1);
+                                i += 2 * $lanes;
+                            }
+                            if i < full {
+                                let h0 = $load_h(row.as_ptr().add(i) as *const $half);
+                                let q0 = $load_q(query.as_ptr().add(i));
+                                a0 = $fma($cvt(h0), q0, a0);
+                            }
+                        }
+                        out.push($sum($add(a0, a1)) + tail(row, query, full));
                     }
                 }
-                out.push(_mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + tail(row, query, full));
-            }
+            };
         }
 
-        /// The loop of [`avx512`] at half the width (8 lanes). Kept as its own function, not
-        /// generated from one macro with it: each reads as the instructions it runs.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub fn avx2(rows: &[f16], dim: usize, query: &[f32], out: &mut Vec<f32>) {
-            let full = dim / 8 * 8;
-            for row in rows.chunks_exact(dim) {
-                let (mut a0, mut a1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-                let mut i = 0;
-                // SAFETY: as in `avx512`, loads of 8 values with `i + 8 <= full <= dim`.
-                unsafe {
-                    while i + 16 <= full {
-                        let h0 = _mm_loadu_si128(row.as_ptr().add(i) as *const __m128i);
-                        let h1 = _mm_loadu_si128(row.as_ptr().add(i + 8) as *const __m128i);
-                        let q0 = _mm256_loadu_ps(query.as_ptr().add(i));
-                        let q1 = _mm256_loadu_ps(query.as_ptr().add(i + 8));
-                        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(h0), q0, a0);
-                        a1 = _mm256_fmadd_ps(_mm256_cvtph_ps(h1), q1, a1);
-                        i += 16;
-                    }
-                    if i < full {
-                        let h0 = _mm_loadu_si128(row.as_ptr().add(i) as *const __m128i);
-                        let q0 = _mm256_loadu_ps(query.as_ptr().add(i));
-                        a0 = _mm256_fmadd_ps(_mm256_cvtph_ps(h0), q0, a0);
-                    }
-                }
-                let s = _mm256_add_ps(a0, a1);
-                let pair = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-                let pair = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
-                let one = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
-                out.push(_mm_cvtss_f32(one) + tail(row, query, full));
-            }
+        f16_kernel!(
+            /// Sixteen lanes (AVX-512F).
+            avx512, "avx512f", 16, __m256i, _mm256_loadu_si256, _mm512_loadu_ps,
+            _mm512_cvtph_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_setzero_ps,
+            _mm512_reduce_add_ps
+        );
+
+        f16_kernel!(
+            /// Eight lanes (AVX2 + FMA + F16C).
+            avx2, "avx2,fma,f16c", 8, __m128i, _mm_loadu_si128, _mm256_loadu_ps,
+            _mm256_cvtph_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_setzero_ps, sum8
+        );
+
+        /// The sum of a vector's eight floats (AVX has no single instruction for it).
+        #[target_feature(enable = "avx")]
+        fn sum8(s: __m256) -> f32 {
+            let pair = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+            let pair = _mm_add_ps(pair, _mm_movehl_ps(pair, pair));
+            _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1)))
         }
     }
 
