@@ -456,13 +456,7 @@ mod half_rows {
         /// every kind of tail (none, under 8, under 16, a half vector) and one that is long.
         #[test]
         fn every_kernel_matches_the_scalar_reference_at_odd_sizes() {
-            let mut state = 99u64;
-            let mut next = || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state % 2000) as f32 / 1000.0 - 1.0
-            };
+            let mut next = super::super::test_values(99);
             for dim in [1, 5, 8, 15, 16, 17, 24, 31, 32, 33, 47, 48, 192, 515] {
                 let rows: Vec<f16> = (0..3 * dim).map(|_| f16::from_f32(next())).collect();
                 let query: Vec<f32> = (0..dim).map(|_| next()).collect();
@@ -502,6 +496,17 @@ mod half_rows {
                 }
             }
         }
+    }
+}
+
+/// Values in [-1, 1) from a xorshift seeded with `seed`: test data that needs no `rand` draw.
+#[cfg(test)]
+fn test_values(mut state: u64) -> impl FnMut() -> f32 {
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 2000) as f32 / 1000.0 - 1.0
     }
 }
 
@@ -634,13 +639,7 @@ mod tests {
     fn top_k_matches_a_full_sort() {
         let dim = 5;
         let n = 10_000;
-        let mut state = 7u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 2000) as f32 / 1000.0 - 1.0
-        };
+        let mut next = super::test_values(7);
         let vectors: Vec<f32> = (0..n * dim).map(|_| next()).collect();
         let query: Vec<f32> = (0..dim).map(|_| next()).collect();
         let mut all: Vec<(usize, f32)> = vectors
