@@ -41,8 +41,9 @@ fn precision_of(name: &str) -> PyResult<Precision> {
         "f32" => Ok(Precision::F32),
         "bf16" => Ok(Precision::Bf16),
         "f16" => Ok(Precision::F16),
+        "int8" => Ok(Precision::Int8),
         other => Err(invalid(format!(
-            "precision {other:?}: expected \"f32\", \"bf16\" or \"f16\""
+            "precision {other:?}: expected \"f32\", \"bf16\", \"f16\" or \"int8\""
         ))),
     }
 }

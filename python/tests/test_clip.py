@@ -129,3 +129,16 @@ def test_label_sets_are_kept_apart_by_the_cache_of_recent_sets(clip):
     for n in range(10):
         names = [f"class {n}", "river"]
         assert {label for label, _ in clip.labels(paths[:1], names)[0]} == set(names)
+
+
+def test_int8_runs_close_to_f32_or_is_refused_with_the_reason():
+    paths = eurosat_images(1)[:4]
+    try:
+        int8 = skyscribe.Clip(precision="int8")
+    except ValueError as e:
+        assert "AVX512-VNNI" in str(e) or "AVX-512 code" in str(e)
+        return
+    a = skyscribe.Clip().embed_images(paths)
+    b = int8.embed_images(paths)
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.998 and not np.array_equal(a, b)

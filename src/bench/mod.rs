@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::encoder::ClipEncoder;
 use crate::hub::ModelDir;
 use crate::imagery::{DecodeOptions, Preprocessor};
+use crate::models::int8::PackedInt8;
 use crate::models::reduced_precision::{self, PackedBf16};
 use crate::models::{ClipConfig, ClipModel, Precision, Weights};
 use crate::tokenizer::TextTokenizer;
@@ -262,7 +263,8 @@ pub struct GemmReport {
     pub shape: [usize; 3],
     pub gflop_per_s: f64,
     pub threads: usize,
-    /// `f32`, `bf16` (inputs and weights rounded, f32 sums) or `f16` (on a GPU).
+    /// `f32`, `bf16` (inputs and weights rounded, f32 sums), `f16` (on a GPU) or `int8`
+    /// (weights and inputs quantised, int32 sums; GFLOP/s then counts integer operations).
     pub precision: String,
     pub device: String,
 }
@@ -271,7 +273,7 @@ pub struct GemmReport {
 /// attention output), through the same bias-fused kernel the model uses, in GFLOP/s
 /// (2 × rows × inner × columns per product): the ceiling every other number is measured against.
 /// In bf16 on the CPU, the packed product of [`crate::models::reduced_precision`] (input
-/// rounding included); on a GPU, candle's product and bias add in the precision's type, timed to
+/// rounding included); in int8, that of [`crate::models::int8`] (input quantisation included); on a GPU, candle's product and bias add in the precision's type, timed to
 /// the device's completion.
 pub fn gemm_shapes(
     repeats: usize,
@@ -290,19 +292,36 @@ pub fn gemm_shapes(
         let x = Tensor::randn(0f32, 1.0, (m, k), device)?.to_dtype(dtype)?;
         let w_t = Tensor::randn(0f32, 1.0, (k, n), device)?.to_dtype(dtype)?;
         let b = Tensor::zeros(n, dtype, device)?;
-        let packed = match precision {
-            Precision::Bf16 if device.is_cpu() => {
-                let w = w_t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-                let b = vec![0f32; n];
-                Some(Arc::new(PackedBf16::pack(&w, Some(&b), n, k)?))
-            }
-            _ => None,
+        let cpu_weight =
+            || -> Result<Vec<f32>> { Ok(w_t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?) };
+        let zeros = vec![0f32; n];
+        let (bf16, int8) = match precision {
+            Precision::Bf16 if device.is_cpu() => (
+                Some(Arc::new(PackedBf16::pack(
+                    &cpu_weight()?,
+                    Some(&zeros),
+                    n,
+                    k,
+                )?)),
+                None,
+            ),
+            Precision::Int8 => (
+                None,
+                Some(Arc::new(PackedInt8::pack(
+                    &cpu_weight()?,
+                    Some(&zeros),
+                    n,
+                    k,
+                )?)),
+            ),
+            _ => (None, None),
         };
         let product = || -> Result<Tensor> {
-            Ok(match &packed {
-                Some(p) => reduced_precision::linear_bf16(&x, p)?,
-                None if device.is_cpu() => crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?,
-                None => x.matmul(&w_t)?.broadcast_add(&b)?,
+            Ok(match (&bf16, &int8) {
+                (Some(p), _) => reduced_precision::linear_bf16(&x, p, None)?,
+                (_, Some(p)) => crate::models::int8::linear_int8(&x, p, None)?,
+                _ if device.is_cpu() => crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?,
+                _ => x.matmul(&w_t)?.broadcast_add(&b)?,
             })
         };
         for _ in 0..2 {

@@ -132,7 +132,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
     /// What CLIP computes in, for the image pipeline, --texts and --gemm: f32; bf16 on CPUs
-    /// with AVX512-BF16 and CUDA GPUs; f16 on CUDA GPUs.
+    /// with AVX512-BF16 and CUDA GPUs; f16 on CUDA GPUs; int8 (opt-in) on CPUs with AVX512-VNNI.
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
     /// Print the report as one JSON line.

@@ -324,8 +324,9 @@ impl TextTransformer {
 /// `vision_model.*`: patch + class + position embeddings, `pre_layrnorm` (sic, the checkpoint
 /// key), encoder, `post_layernorm` on the class token.
 struct VisionTransformer {
-    /// `(C·p·p, D)`: the bias-free patch convolution as one matrix product.
-    patch_weight_t: Tensor,
+    /// The bias-free patch convolution as one linear layer `(C·p·p → D)`, so that it computes
+    /// in the model's precision like the others.
+    patch_embedding: Linear,
     class_embedding: Tensor,
     position_embedding: Tensor,
     pre_layrnorm: LayerNorm,
@@ -347,11 +348,11 @@ impl VisionTransformer {
             .pp("patch_embedding")
             .get("weight", &[d, c.num_channels, p, p])?;
         Ok(Self {
-            patch_weight_t: {
-                let t = patch.reshape((d, c.num_channels * p * p))?.t()?;
-                // A trained weight stays a view of its variable.
-                if t.track_op() { t } else { t.contiguous()? }
-            },
+            patch_embedding: Linear::from_weights(
+                patch.reshape((d, c.num_channels * p * p))?,
+                None,
+            )?
+            .in_precision(w.precision())?,
             class_embedding: embeddings.get("class_embedding", &[d])?,
             position_embedding: embeddings
                 .pp("position_embedding")
@@ -385,8 +386,9 @@ impl VisionTransformer {
             .permute((0, 2, 4, 1, 3, 5))?
             .contiguous()?
             .reshape((b * g * g, c * p * p))?;
-        let patches = patches
-            .matmul(&self.patch_weight_t)?
+        let patches = self
+            .patch_embedding
+            .forward(&patches)?
             .reshape((b, g * g, d))?;
         let class = self
             .class_embedding

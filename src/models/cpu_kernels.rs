@@ -840,6 +840,16 @@ impl CustomOp1 for ActivationOp {
 }
 
 /// `act(xs)` element-wise in one parallel pass, differentiable. CPU, f32.
+/// `ys ← act(ys)` in place: the activation a reduced-precision product applies to the rows it
+/// has just written, while they are in cache (no pass of its own, no second buffer).
+pub fn activate_in_place(act: Act, ys: &mut [f32]) {
+    match act {
+        // One loop per activation, so that each vectorises without a branch inside.
+        Act::QuickGelu => vector_math::apply(ys, |x| Act::QuickGelu.value(x)),
+        Act::GeluTanh => vector_math::apply(ys, |x| Act::GeluTanh.value(x)),
+    }
+}
+
 pub fn activation(xs: &Tensor, act: Act) -> Result<Tensor> {
     xs.contiguous()?.apply_op1(ActivationOp(act))
 }

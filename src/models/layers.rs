@@ -9,8 +9,8 @@
 //! through candle's matmul; frozen weights under a tracked input (a frozen GPT-2 under a trained
 //! prefix) go through `cpu_kernels::frozen_linear_bias`, whose backward computes the input's
 //! gradient only: candle's matmul backward would also compute the weight's. Weights loaded for
-//! bf16 inference on a CPU (`Weights::with_precision`) pack each frozen layer for the bf16
-//! product of `reduced_precision` once, at load; on a GPU, f16 and bf16 weights are plain
+//! bf16 or int8 inference on a CPU (`Weights::with_precision`) pack each frozen layer for the
+//! bf16 product of `reduced_precision` or the int8 product of `int8` once, at load; on a GPU, f16 and bf16 weights are plain
 //! tensors of that type and every layer takes the composed path.
 
 use std::sync::{Arc, OnceLock};
@@ -20,6 +20,7 @@ use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
 use super::cpu_kernels;
+use super::int8::{self, PackedInt8};
 use super::reduced_precision::{self, PackedBf16, Precision};
 use super::weights::Scope;
 
@@ -67,8 +68,16 @@ pub struct Linear {
     /// `W` `(out, in)` contiguous for the backward pass of a frozen layer, made on first use
     /// (see [`cpu_kernels::frozen_linear_bias`]): only training pays for the copy.
     weight: Arc<OnceLock<Tensor>>,
-    /// The weight packed for bf16 products, when the weights were loaded for bf16 inference.
-    bf16: Option<Arc<PackedBf16>>,
+    /// The weight packed for reduced-precision products, when the weights were loaded for
+    /// bf16 or int8 inference on a CPU.
+    packed: Option<Packed>,
+}
+
+/// A frozen layer's weight packed for a CPU product in reduced precision.
+#[derive(Clone)]
+enum Packed {
+    Bf16(Arc<PackedBf16>),
+    Int8(Arc<PackedInt8>),
 }
 
 impl Linear {
@@ -85,10 +94,11 @@ impl Linear {
 
     /// Packs a frozen f32 layer on the CPU for `precision`'s products (a trained layer stays
     /// f32; on a GPU the weight's own type is the precision).
-    fn in_precision(mut self, precision: Precision) -> Result<Self> {
-        self.bf16 = None;
+    pub fn in_precision(mut self, precision: Precision) -> Result<Self> {
+        self.packed = None;
         let cpu_f32 = self.weight_t.device().is_cpu() && self.weight_t.dtype() == DType::F32;
-        if precision == Precision::Bf16 && cpu_f32 && !self.is_trainable() {
+        let reduced = matches!(precision, Precision::Bf16 | Precision::Int8);
+        if reduced && cpu_f32 && !self.is_trainable() {
             let (in_dim, out_dim) = self.weight_t.dims2()?;
             let w = self
                 .weight_t
@@ -100,18 +110,31 @@ impl Linear {
                 Some(b) => Some(b.to_vec1::<f32>()?),
                 None => None,
             };
-            let packed = PackedBf16::pack(&w, b.as_deref(), out_dim, in_dim)?;
-            self.bf16 = Some(Arc::new(packed));
+            self.packed = Some(if precision == Precision::Int8 {
+                Packed::Int8(Arc::new(PackedInt8::pack(
+                    &w,
+                    b.as_deref(),
+                    out_dim,
+                    in_dim,
+                )?))
+            } else {
+                Packed::Bf16(Arc::new(PackedBf16::pack(
+                    &w,
+                    b.as_deref(),
+                    out_dim,
+                    in_dim,
+                )?))
+            });
         }
         Ok(self)
     }
 
     /// What this layer's products compute in.
     pub fn precision(&self) -> Precision {
-        if self.bf16.is_some() {
-            Precision::Bf16
-        } else {
-            Precision::F32
+        match self.packed {
+            Some(Packed::Bf16(_)) => Precision::Bf16,
+            Some(Packed::Int8(_)) => Precision::Int8,
+            None => Precision::F32,
         }
     }
 
@@ -128,7 +151,7 @@ impl Linear {
             bias,
             trained,
             weight: Arc::default(),
-            bf16: None,
+            packed: None,
         })
     }
 
@@ -144,7 +167,7 @@ impl Linear {
             bias,
             trained,
             weight: Arc::default(),
-            bf16: None,
+            packed: None,
         })
     }
 
@@ -177,13 +200,39 @@ impl Linear {
             bias,
             trained: None,
             weight: Arc::default(),
-            bf16: None,
+            packed: None,
         }
         .in_precision(precision)
     }
 
     pub fn out_dim(&self) -> usize {
         self.weight_t.dims()[1]
+    }
+
+    /// `act(forward(xs))`: in one pass where the layer is packed for a reduced-precision
+    /// product and the activation has a fused kernel (the product applies it to its tiles while
+    /// they are in cache), else as two steps.
+    pub fn forward_activated(&self, xs: &Tensor, act: Activation) -> Result<Tensor> {
+        let fused = match act {
+            Activation::QuickGelu => Some(cpu_kernels::Act::QuickGelu),
+            Activation::GeluTanh => Some(cpu_kernels::Act::GeluTanh),
+            Activation::Gelu | Activation::Relu => None,
+        };
+        let cpu_f32 = xs.device().is_cpu() && xs.dtype() == DType::F32;
+        let packed = self.packed.as_ref().filter(|_| cpu_f32 && !xs.track_op());
+        let (Some(packed), Some(_)) = (packed, fused) else {
+            return act.forward(&self.forward(xs)?);
+        };
+        let dims = xs.dims().to_vec();
+        let in_dim = *dims.last().unwrap_or(&0);
+        let xs2 = xs.reshape((xs.elem_count() / in_dim.max(1), in_dim))?;
+        let ys = match packed {
+            Packed::Bf16(w) => reduced_precision::linear_bf16(&xs2, w, fused)?,
+            Packed::Int8(w) => int8::linear_int8(&xs2, w, fused)?,
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().unwrap() = self.out_dim();
+        Ok(ys.reshape(out_dims)?)
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
@@ -198,8 +247,11 @@ impl Linear {
                 None => Tensor::zeros(self.out_dim(), DType::F32, xs.device())?,
             })
         };
-        let ys = if let (Some(packed), true, false) = (&self.bf16, cpu_f32, xs.track_op()) {
-            reduced_precision::linear_bf16(&xs2, packed)?
+        let packed = self.packed.as_ref().filter(|_| cpu_f32 && !xs.track_op());
+        let ys = if let Some(Packed::Bf16(w)) = packed {
+            reduced_precision::linear_bf16(&xs2, w, None)?
+        } else if let Some(Packed::Int8(w)) = packed {
+            int8::linear_int8(&xs2, w, None)?
         } else if let (Some((p, stored_t)), true) = (&self.trained, cpu_f32) {
             cpu_kernels::trained_linear(&xs2, p, &bias_or_zeros()?, *stored_t)?
         } else if !self.is_trainable() && cpu_f32 && xs.track_op() {
@@ -380,7 +432,7 @@ impl Mlp {
     }
 
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let h = self.act.forward(&self.fc1.forward(xs)?)?;
+        let h = self.fc1.forward_activated(xs, self.act)?;
         self.fc2.forward(&h)
     }
 }

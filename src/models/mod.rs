@@ -3,6 +3,7 @@
 pub mod clip;
 pub mod cpu_kernels;
 pub mod gpt2;
+pub mod int8;
 pub mod layers;
 pub mod mapper;
 pub mod reduced_precision;

@@ -11,6 +11,8 @@
 //!   ([`Precision::compute_dtype`]) and runs on candle's CUDA kernels, as PyTorch users run CLIP
 //!   with `model.half()`: cuBLAS sums products in f32 (candle leaves its reduced-precision
 //!   reductions off), LayerNorm and softmax sum in f32. Embeddings come back as f32.
+//! - **CPU, int8** (opt-in, AVX512-VNNI): the same linear layers in int8 with int32 sums
+//!   ([`super::int8`]); the rest as in bf16. Refused on GPUs.
 //! - **CPU, f16**: refused. Neither candle nor the `gemm` crate has a half-precision kernel
 //!   faster than f32 here; f16 would only be slower.
 //!
@@ -28,6 +30,8 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 
+use super::cpu_kernels::{self, Act};
+
 /// What a model's inference computes in (see the module comment for what each means where).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Precision {
@@ -39,6 +43,10 @@ pub enum Precision {
     Bf16,
     /// The whole model in IEEE half precision, on a CUDA GPU only.
     F16,
+    /// On a CPU with AVX512-VNNI, the linear layers in int8: weights quantised per output
+    /// channel, inputs per row, sums in int32 (see [`super::int8`]). Opt-in: it drifts more
+    /// than bf16.
+    Int8,
 }
 
 impl Precision {
@@ -47,6 +55,7 @@ impl Precision {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
             Precision::F16 => "f16",
+            Precision::Int8 => "int8",
         }
     }
 
@@ -54,6 +63,20 @@ impl Precision {
     pub fn check(self, device: &Device) -> Result<()> {
         match self {
             Precision::F32 => Ok(()),
+            Precision::Int8 if !device.is_cpu() => bail!(
+                "int8 is implemented for CPUs with AVX512-VNNI; on a GPU use f16 or bf16, which \
+                 run there at the speed int8 would"
+            ),
+            Precision::Int8 if !cfg!(feature = "avx512") => bail!(
+                "int8 needs AVX-512 code, and this build leaves it out (built without the \
+                 `avx512` feature), so it is refused: use f32"
+            ),
+            Precision::Int8 if !super::int8::int8_available() => bail!(
+                "int8 needs a CPU with AVX512-VNNI (AMD Zen 4 or later, Intel Cascade Lake, Ice \
+                 Lake, Sapphire Rapids and later); this CPU lacks it, so it is refused: use f32{}",
+                if bf16_available() { " or bf16" } else { "" }
+            ),
+            Precision::Int8 => Ok(()),
             Precision::Bf16 | Precision::F16 if device.is_cuda() => Ok(()),
             Precision::Bf16 | Precision::F16 if !device.is_cpu() => bail!(
                 "{} is implemented for CUDA GPUs and (bf16) CPUs with AVX512-BF16; on this \
@@ -84,7 +107,9 @@ impl Precision {
     pub fn compute_dtype(self, device: &Device) -> DType {
         match self {
             Precision::F32 => DType::F32,
-            Precision::Bf16 if device.is_cpu() => DType::F32,
+            Precision::Bf16 | Precision::Int8 if device.is_cpu() => DType::F32,
+            // Refused off the CPU by `check`.
+            Precision::Int8 => DType::F32,
             Precision::Bf16 => DType::BF16,
             Precision::F16 => DType::F16,
         }
@@ -138,7 +163,9 @@ pub struct PackedBf16 {
     out_dim: usize,
     pairs: usize,
     panels: Vec<u32>,
-    bias: Option<Vec<f32>>,
+    /// The bias, padded with zeros to whole panels (zeros when the layer has none): the sums'
+    /// starting value.
+    bias: Vec<f32>,
 }
 
 impl PackedBf16 {
@@ -174,7 +201,13 @@ impl PackedBf16 {
             out_dim,
             pairs,
             panels,
-            bias: bias.map(<[f32]>::to_vec),
+            bias: {
+                let mut padded = vec![0f32; n_panels * NR];
+                if let Some(b) = bias {
+                    padded[..out_dim].copy_from_slice(b);
+                }
+                padded
+            },
         })
     }
 
@@ -189,6 +222,11 @@ impl PackedBf16 {
     /// `x · Wᵀ + bias` for `x` `(rows, in)` row-major f32: the inputs rounded to bf16, products
     /// accumulated in f32 from the f32 bias. Needs [`bf16_available`].
     pub fn linear(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        self.linear_then(x, rows, None)
+    }
+
+    /// [`Self::linear`], then `act` applied to the outputs.
+    pub fn linear_then(&self, x: &[f32], rows: usize, act: Option<Act>) -> Result<Vec<f32>> {
         let k = self.in_dim;
         if x.len() != rows * k {
             bail!("bf16 linear: {} values for ({rows}, {k}) inputs", x.len());
@@ -198,7 +236,7 @@ impl PackedBf16 {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            Ok(x86::linear(self, x, rows))
+            Ok(x86::linear(self, x, rows, act))
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -207,12 +245,13 @@ impl PackedBf16 {
     }
 }
 
-/// [`PackedBf16::linear`] as a candle op (inference: no backward pass), `x` `(rows, in)`.
-pub fn linear_bf16(x: &Tensor, w: &Arc<PackedBf16>) -> Result<Tensor> {
-    Ok(x.contiguous()?.apply_op1_no_bwd(&Bf16Linear(w.clone()))?)
+/// [`PackedBf16::linear_then`] as a candle op (inference: no backward pass), `x` `(rows, in)`.
+pub fn linear_bf16(x: &Tensor, w: &Arc<PackedBf16>, act: Option<Act>) -> Result<Tensor> {
+    Ok(x.contiguous()?
+        .apply_op1_no_bwd(&Bf16Linear(w.clone(), act))?)
 }
 
-struct Bf16Linear(Arc<PackedBf16>);
+struct Bf16Linear(Arc<PackedBf16>, Option<Act>);
 
 impl CustomOp1 for Bf16Linear {
     fn name(&self) -> &'static str {
@@ -229,10 +268,75 @@ impl CustomOp1 for Bf16Linear {
         let (rows, _) = l.shape().dims2()?;
         let out = self
             .0
-            .linear(&data[from..to], rows)
+            .linear_then(&data[from..to], rows, self.1)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         Ok((CpuStorage::F32(out), Shape::from((rows, self.0.out_dim))))
     }
+}
+
+/// A pointer handed to the tasks of one blocked product, each writing its own tiles.
+#[derive(Clone, Copy)]
+pub(super) struct SharedOut(pub(super) *mut f32);
+
+impl SharedOut {
+    /// The output at `offset` (a method, so that a closure captures the whole `SharedOut`, which
+    /// is `Send`, rather than its raw pointer field).
+    pub(super) fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers stay inside the output they were given.
+        unsafe { self.0.add(offset) }
+    }
+}
+// SAFETY: the tasks of a product write disjoint tiles and finish before it returns.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+/// Applies `act` (when some) to rows `r0..r1`, columns `c0..c1` of an output `ldc` wide: what a
+/// task does to its tiles once their sums are complete.
+///
+/// # Safety
+/// The region lies in the output, written, and no other task touches it.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) unsafe fn activate_tiles(
+    act: Option<Act>,
+    out: SharedOut,
+    (r0, r1): (usize, usize),
+    (c0, c1): (usize, usize),
+    ldc: usize,
+) {
+    let Some(act) = act else { return };
+    for r in r0..r1 {
+        // SAFETY: the caller's promise.
+        let row = unsafe { std::slice::from_raw_parts_mut(out.at(r * ldc + c0), c1 - c0) };
+        cpu_kernels::activate_in_place(act, row);
+    }
+}
+
+/// Runs `task(tiles t0..t1, panels p0..p1)` over the task grid of a blocked product in parallel:
+/// row blocks of at most `tiles_per_block` tiles, as many as a multiple of the threads (17
+/// blocks on 2 threads would leave one idle for a block: 6 % of the product), and column ranges
+/// when there are too few rows to keep every thread busy (the class-token rows of a last layer).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) fn for_each_tile_block(
+    tiles: usize,
+    tiles_per_block: usize,
+    n_panels: usize,
+    task: impl Fn((usize, usize), (usize, usize)) + Sync,
+) {
+    use rayon::prelude::*;
+    if tiles == 0 || n_panels == 0 {
+        return;
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let row_blocks = tiles.div_ceil(tiles_per_block).div_ceil(threads) * threads;
+    let row_blocks = row_blocks.min(tiles);
+    let col_splits = (2 * threads).div_ceil(row_blocks).clamp(1, n_panels);
+    (0..row_blocks * col_splits).into_par_iter().for_each(|i| {
+        let (rb, cs) = (i / col_splits, i % col_splits);
+        task(
+            (rb * tiles / row_blocks, (rb + 1) * tiles / row_blocks),
+            (cs * n_panels / col_splits, (cs + 1) * n_panels / col_splits),
+        );
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -241,25 +345,9 @@ mod x86 {
 
     use rayon::prelude::*;
 
-    use super::{KC, MB, MR, NR, PackedBf16};
+    use super::{Act, KC, MB, MR, NR, PackedBf16, SharedOut, activate_tiles, for_each_tile_block};
 
-    /// A pointer handed to the tasks of one product, each writing its own tiles.
-    #[derive(Clone, Copy)]
-    struct Out(*mut f32);
-
-    impl Out {
-        /// The output at `offset` (a method, so that a closure captures the whole `Out`, which
-        /// is `Send`, rather than its raw pointer field).
-        fn at(self, offset: usize) -> *mut f32 {
-            // SAFETY: callers stay inside the output they were given.
-            unsafe { self.0.add(offset) }
-        }
-    }
-    // SAFETY: the tasks of `linear` write disjoint tiles and finish before it returns.
-    unsafe impl Send for Out {}
-    unsafe impl Sync for Out {}
-
-    pub(super) fn linear(w: &PackedBf16, x: &[f32], rows: usize) -> Vec<f32> {
+    pub(super) fn linear(w: &PackedBf16, x: &[f32], rows: usize, act: Option<Act>) -> Vec<f32> {
         let (k, n, pairs) = (w.in_dim, w.out_dim, w.pairs);
         if rows == 0 || n == 0 {
             return Vec::new();
@@ -278,49 +366,40 @@ mod x86 {
         // (never for CLIP's widths); rows padded to whole tiles, cut off at the end.
         let n_panels = n.div_ceil(NR);
         let ldc = n_panels * NR;
-        let mut c = vec![0f32; padded_rows * ldc];
-        if let Some(b) = &w.bias {
-            c.par_chunks_mut(ldc)
-                .for_each(|row| row[..n].copy_from_slice(b));
-        }
-        // Tasks: row blocks of at most MB tiles, as many as a multiple of the threads (17
-        // blocks on 2 threads would leave one idle for a block: 6 % of the product), and
-        // column ranges when there are too few rows to keep every thread busy (the class-token
-        // rows of a last layer).
-        let threads = rayon::current_num_threads().max(1);
-        let row_blocks = tiles.div_ceil(MB).div_ceil(threads) * threads;
-        let row_blocks = row_blocks.min(tiles);
-        let col_splits = (2 * threads).div_ceil(row_blocks).clamp(1, n_panels);
-        let out = Out(c.as_mut_ptr());
-        (0..row_blocks * col_splits)
-            .into_par_iter()
-            .for_each(|task| {
-                let (rb, cs) = (task / col_splits, task % col_splits);
-                let (t0, t1) = (rb * tiles / row_blocks, (rb + 1) * tiles / row_blocks);
-                let (p0, p1) = (cs * n_panels / col_splits, (cs + 1) * n_panels / col_splits);
-                for j0 in (0..pairs).step_by(KC / 2) {
-                    let jn = (KC / 2).min(pairs - j0);
-                    for p in p0..p1 {
-                        let b = &w.panels[(p * pairs + j0) * NR..];
-                        for t in t0..t1 {
-                            let a_tile = &a[t * MR * pairs + j0..];
-                            // SAFETY: the tile (rows t·MR.., columns p·NR..) lies in `c`,
-                            // written by this task only; `a_tile` holds MR rows `pairs`
-                            // apart from `j0`, `b` holds `jn` pairs of the panel.
-                            unsafe {
-                                kernel(
-                                    jn,
-                                    a_tile.as_ptr(),
-                                    pairs,
-                                    b.as_ptr(),
-                                    out.at(t * MR * ldc + p * NR),
-                                    ldc,
-                                )
-                            }
+        // Every element is written by the first k block (its sums start from the bias) before it
+        // is read, so the buffer is not zeroed first.
+        let mut c = Vec::<f32>::with_capacity(padded_rows * ldc);
+        let out = SharedOut(c.as_mut_ptr());
+        for_each_tile_block(tiles, MB, n_panels, |(t0, t1), (p0, p1)| {
+            for j0 in (0..pairs).step_by(KC / 2) {
+                let jn = (KC / 2).min(pairs - j0);
+                for p in p0..p1 {
+                    let b = &w.panels[(p * pairs + j0) * NR..];
+                    let start = (j0 == 0).then(|| w.bias[p * NR..].as_ptr());
+                    for t in t0..t1 {
+                        let a_tile = &a[t * MR * pairs + j0..];
+                        // SAFETY: the tile (rows t·MR.., columns p·NR..) lies in `c`, written
+                        // by this task only; `a_tile` holds MR rows `pairs` apart from `j0`,
+                        // `b` holds `jn` pairs of the panel, `start` NR values.
+                        unsafe {
+                            kernel(
+                                jn,
+                                a_tile.as_ptr(),
+                                pairs,
+                                b.as_ptr(),
+                                out.at(t * MR * ldc + p * NR),
+                                ldc,
+                                start,
+                            )
                         }
                     }
                 }
-            });
+            }
+            // SAFETY: this task's tiles, all written above.
+            unsafe { activate_tiles(act, out, (t0 * MR, t1 * MR), (p0 * NR, p1 * NR), ldc) };
+        });
+        // SAFETY: the tasks above wrote every tile: all `padded_rows` rows, `ldc` columns.
+        unsafe { c.set_len(padded_rows * ldc) };
         c.truncate(rows * ldc);
         if ldc != n {
             c = c.chunks(ldc).flat_map(|r| r[..n].iter().copied()).collect();
@@ -352,7 +431,8 @@ mod x86 {
     }
 
     /// `c[MR × NR] += a · b` over `pairs` k-pairs: `a` MR rows of bf16 pairs, `lda` words apart;
-    /// `b` one panel's pairs, NR words each; `c` rows `ldc` apart.
+    /// `b` one panel's pairs, NR words each; `c` rows `ldc` apart. With `start` (the first k
+    /// block), the sums start from those NR values in every row instead of from `c`.
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn kernel(
         pairs: usize,
@@ -361,13 +441,18 @@ mod x86 {
         b: *const u32,
         c: *mut f32,
         ldc: usize,
+        start: Option<*const f32>,
     ) {
         // SAFETY: the caller's promise on the extents.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; MR];
             for (i, row) in acc.iter_mut().enumerate() {
-                row[0] = _mm512_loadu_ps(c.add(i * ldc));
-                row[1] = _mm512_loadu_ps(c.add(i * ldc + 16));
+                let (from, stride) = match start {
+                    Some(bias) => (bias, 0),
+                    None => (c as *const f32, ldc),
+                };
+                row[0] = _mm512_loadu_ps(from.add(i * stride));
+                row[1] = _mm512_loadu_ps(from.add(i * stride + 16));
             }
             for j in 0..pairs {
                 let bp = b.add(j * NR);

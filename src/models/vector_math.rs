@@ -122,6 +122,18 @@ fn map_in_place_plain(ys: &mut [f32], xs: &[f32], f: impl Fn(f32, f32) -> f32) {
     }
 }
 
+#[inline(always)]
+fn apply_plain(ys: &mut [f32], f: impl Fn(f32) -> f32) {
+    for y in ys {
+        *y = f(*y);
+    }
+}
+
+multiversioned! {
+    /// `ys[i] = f(ys[i])` in place: an activation applied where a product left its output.
+    fn apply<F: Fn(f32) -> f32>(ys: &mut [f32], f: F) = apply_plain
+}
+
 multiversioned! {
     /// `row ← softmax(row)` in place; returns `ln Σ exp(row)` of the input (its normaliser).
     fn softmax(row: &mut [f32]) -> f32 = softmax_plain
@@ -253,6 +265,10 @@ mod tests {
         map_in_place(&mut ys, &xs, |y, x| y * x);
         for (&y, &x) in ys.iter().zip(&xs) {
             assert_eq!(y, 2.0 * x);
+        }
+        apply(&mut ys, |y| y + 1.0);
+        for (&y, &x) in ys.iter().zip(&xs) {
+            assert_eq!(y, 2.0 * x + 1.0);
         }
     }
 }

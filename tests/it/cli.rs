@@ -715,3 +715,50 @@ fn the_embedding_cache_lives_under_skyscribe_cache() {
         "{help}"
     );
 }
+
+/// `--precision int8` as users ask for it: on a CPU with AVX512-VNNI, the embeddings of
+/// `embed --jsonl` stay close to f32's (and moved: int8 ran); elsewhere a refusal naming what is
+/// missing, exit 1, nothing printed.
+#[test]
+fn embed_in_int8_is_close_to_f32_or_refused_with_the_reason() {
+    let m = model("tiny-a");
+    let img = good_image().display().to_string();
+    let run = |precision: &str| {
+        skyscribe(&[
+            "embed",
+            "--model",
+            &m,
+            "--device",
+            "cpu",
+            "--precision",
+            precision,
+            "--jsonl",
+            &img,
+        ])
+    };
+    let embedding = |r: &Run| -> Vec<f32> {
+        let v: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
+        v["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    let int8 = run("int8");
+    if !skyscribe::models::int8::int8_available() {
+        assert_eq!(int8.code, 1, "{}", int8.stderr);
+        assert!(int8.stdout.is_empty());
+        assert!(
+            int8.stderr.contains("AVX512-VNNI") || int8.stderr.contains("AVX-512 code"),
+            "{}",
+            int8.stderr
+        );
+        return;
+    }
+    assert_eq!(int8.code, 0, "{}", int8.stderr);
+    let f32_run = run("f32");
+    let (a, b) = (embedding(&f32_run), embedding(&int8));
+    let c = cosine(&a, &b);
+    assert!(c > 0.998 && a != b, "cosine {c}");
+}
