@@ -3,11 +3,19 @@
 
 The random ViT-B/32 image tower of `scripts/bench/bench_reference.py` (transformers' CLIPConfig
 defaults, openai/clip-vit-base-patch32's shapes) is exported with `torch.onnx.export` (opset 17,
-dynamic batch) and run by ONNX Runtime's CPU provider with 2 intra-op threads and all graph
-optimisations. Preprocessing is transformers' PIL CLIPImageProcessor, as in the torch script.
-Prints images/s end to end (PIL decode + preprocess + model) and for the model alone.
+dynamic batch; scripts/bench/onnx_towers.py) and run by ONNX Runtime's CPU provider with 2
+intra-op threads and all graph optimisations. Preprocessing is transformers' PIL
+CLIPImageProcessor, as in the torch script. Prints images/s end to end (PIL decode + preprocess +
+model) and for the model alone.
 
-  python scripts/bench/bench_onnxruntime.py [--images DIR] [--limit 512] [--batch-size 32]
+With --int8, the exported model goes through ONNX Runtime's dynamic quantisation first
+(`quantize_dynamic`: MatMul/Gemm weights int8 per channel, activations u8 computed at run time):
+the reference of `skyscribe bench --precision int8`. With --texts FILE, the text tower instead, on
+the prompts of `skyscribe bench --texts --save-prompts FILE` (CLIPTokenizerFast on skyscribe's
+tokenizer.json, padded to each batch's longest), prompts/s.
+
+  python scripts/bench/bench_onnxruntime.py [--images DIR] [--limit 512] [--batch-size 32] [--int8]
+  python scripts/bench/bench_onnxruntime.py --texts prompts.txt --batch-size 64 [--int8]
 
 Needs torch, transformers, onnx, onnxscript and onnxruntime (PyPI); the exported model is
 written to a temporary folder (about 350 MB) and removed afterwards.
@@ -20,58 +28,64 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from PIL import Image
-from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+from transformers import CLIPImageProcessorPil, CLIPTokenizerFast
 
 from bench_common import add_image_args, image_paths, print_pipeline, time_pipeline
+from onnx_towers import clip_model, export_text, export_vision, quantize_int8
+
+TOKENIZER = os.path.join(os.path.dirname(__file__), "../../assets/tokenizers/clip/tokenizer.json")
 
 
-def export(path):
-    torch.manual_seed(0)
-    model = CLIPModel(CLIPConfig()).eval()
-
-    class Tower(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.vision = model.vision_model
-            self.proj = model.visual_projection
-
-        def forward(self, pixel_values):
-            return self.proj(self.vision(pixel_values=pixel_values).pooler_output)
-
-    dummy = torch.zeros(2, 3, 224, 224)
-    torch.onnx.export(Tower().eval(), (dummy,), path, input_names=["pixel_values"],
-                      output_names=["image_embeds"], opset_version=17,
-                      dynamic_axes={"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"}},
-                      dynamo=False)
+def session(path, threads):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
 def main():
     ap = argparse.ArgumentParser()
     add_image_args(ap)
+    ap.add_argument("--int8", action="store_true", help="ONNX Runtime's dynamic int8 quantisation")
+    ap.add_argument("--texts", help="time the text tower on these prompts (one a line) instead")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    bs = args.batch_size
+    precision = "int8 (quantize_dynamic, per-channel QInt8 MatMul/Gemm)" if args.int8 else "f32"
+    model = clip_model()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tower.onnx")
+        (export_text if args.texts else export_vision)(model, path)
+        if args.int8:
+            quantize_int8(path, os.path.join(tmp, "tower-int8.onnx"))
+            path = os.path.join(tmp, "tower-int8.onnx")
+        s = session(path, args.threads)
+    header = (f"onnxruntime {ort.__version__} (CPU provider, opset 17 export by torch "
+              f"{torch.__version__}), {precision}")
+    if args.texts:
+        prompts = [l.rstrip("\n") for l in open(args.texts) if l.strip()]
+        tok = CLIPTokenizerFast(tokenizer_file=TOKENIZER)
+
+        def encode(batch):
+            t = tok(batch, padding=True, return_tensors="np")
+            return {"input_ids": t["input_ids"].astype(np.int64),
+                    "attention_mask": t["attention_mask"].astype(np.int64)}
+
+        end_to_end, model_only = time_pipeline(prompts, bs, encode, lambda b: s.run(None, b)[0])
+        print_pipeline(f"{header}: {len(prompts)} prompts, batch {bs}, {args.threads} threads",
+                       end_to_end, model_only, unit="prompts")
+        return
     paths = image_paths(args)
     proc = CLIPImageProcessorPil()
-    bs = args.batch_size
 
     def pixels(batch):
         return proc(images=[Image.open(p) for p in batch], return_tensors="np")["pixel_values"].astype(np.float32)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "clip-vit-b32-vision.onnx")
-        export(path)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = args.threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-    def run(pv):
-        return session.run(None, {"pixel_values": pv})[0]
-
-    end_to_end, model_only = time_pipeline(paths, bs, pixels, run)
-    print_pipeline(f"onnxruntime {ort.__version__} (CPU provider, opset 17 export by torch {torch.__version__}): "
-                   f"{len(paths)} images, batch {bs}, {args.threads} threads", end_to_end, model_only)
+    end_to_end, model_only = time_pipeline(
+        paths, bs, pixels, lambda pv: s.run(None, {"pixel_values": pv})[0])
+    print_pipeline(f"{header}: {len(paths)} images, batch {bs}, {args.threads} threads",
+                   end_to_end, model_only)
 
 
 if __name__ == "__main__":

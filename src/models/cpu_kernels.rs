@@ -640,13 +640,6 @@ struct LayerNormOp {
     eps: f32,
 }
 
-fn row_stats(row: &[f32], eps: f32) -> (f32, f32) {
-    let d = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / d;
-    let var = row.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / d;
-    (mean, 1.0 / (var + eps).sqrt())
-}
-
 impl CustomOp3 for LayerNormOp {
     fn name(&self) -> &'static str {
         "layer-norm"
@@ -679,10 +672,7 @@ impl CustomOp3 for LayerNormOp {
             .zip(x.par_chunks(d * ROWS_PER_TASK))
             .for_each(|(o, x)| {
                 for (o, x) in o.chunks_mut(d).zip(x.chunks(d)) {
-                    let (mean, rstd) = row_stats(x, eps);
-                    for (((o, &x), &w), &b) in o.iter_mut().zip(x).zip(w).zip(b) {
-                        *o = (x - mean) * rstd * w + b;
-                    }
+                    vector_math::layer_norm_row(x, o, w, b, eps);
                 }
             });
         Ok((CpuStorage::F32(out), xl.shape().clone()))
@@ -711,7 +701,7 @@ impl CustomOp3 for LayerNormOp {
                 let mut dw = vec![0f32; d];
                 let mut db = vec![0f32; d];
                 for ((dx, x), g) in dx.chunks_mut(d).zip(x.chunks(d)).zip(g.chunks(d)) {
-                    let (mean, rstd) = row_stats(x, eps);
+                    let (mean, rstd) = vector_math::mean_and_rstd(x, eps);
                     // dx = rstd · (ĝ − mean(ĝ) − x̂ · mean(ĝ · x̂)), ĝ = g · w.
                     let (mut sum_g, mut sum_gx) = (0f32, 0f32);
                     for i in 0..d {

@@ -123,6 +123,42 @@ fn map_in_place_plain(ys: &mut [f32], xs: &[f32], f: impl Fn(f32, f32) -> f32) {
 }
 
 #[inline(always)]
+fn mean_and_rstd_plain(row: &[f32], eps: f32) -> (f32, f32) {
+    let d = row.len() as f32;
+    let mean = sum_lanes(row) / d;
+    let mut acc = [0f32; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += (x - mean) * (x - mean);
+        }
+    }
+    let var =
+        (acc.iter().sum::<f32>() + rest.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>()) / d;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+#[inline(always)]
+fn layer_norm_row_plain(x: &[f32], out: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let (mean, rstd) = mean_and_rstd_plain(x, eps);
+    for (((o, &x), &w), &b) in out.iter_mut().zip(x).zip(w).zip(b) {
+        *o = (x - mean) * rstd * w + b;
+    }
+}
+
+multiversioned! {
+    /// A row's mean and `1 / √(variance + eps)` (the biased variance, as LayerNorm takes it),
+    /// summed in vector lanes: a sum in one accumulator waits on each add in turn.
+    fn mean_and_rstd(row: &[f32], eps: f32) -> (f32, f32) = mean_and_rstd_plain
+}
+
+multiversioned! {
+    /// `out = (x − mean) / √(variance + eps) · w + b` over one row: LayerNorm's forward pass.
+    fn layer_norm_row(x: &[f32], out: &mut [f32], w: &[f32], b: &[f32], eps: f32) = layer_norm_row_plain
+}
+
+#[inline(always)]
 fn apply_plain(ys: &mut [f32], f: impl Fn(f32) -> f32) {
     for y in ys {
         *y = f(*y);
@@ -267,6 +303,26 @@ mod tests {
             assert_eq!(y, 2.0 * x);
         }
         apply(&mut ys, |y| y + 1.0);
+        // LayerNorm's statistics against a plain f64 computation, at a length with a remainder.
+        let row: Vec<f32> = (0..37)
+            .map(|i| (i as f32 * 0.37).sin() * 3.0 + 1.0)
+            .collect();
+        let mean64 = row.iter().map(|&x| x as f64).sum::<f64>() / 37.0;
+        let var64 = row
+            .iter()
+            .map(|&x| (x as f64 - mean64).powi(2))
+            .sum::<f64>()
+            / 37.0;
+        let (mean, rstd) = mean_and_rstd(&row, 1e-5);
+        assert!((mean as f64 - mean64).abs() < 1e-6, "{mean} {mean64}");
+        assert!((rstd as f64 - 1.0 / (var64 + 1e-5).sqrt()).abs() < 1e-5);
+        let mut normed = vec![0f32; 37];
+        let (w, b) = (vec![2.0f32; 37], vec![0.5f32; 37]);
+        layer_norm_row(&row, &mut normed, &w, &b, 1e-5);
+        for (&n, &x) in normed.iter().zip(&row) {
+            let want = (x as f64 - mean64) / (var64 + 1e-5).sqrt() * 2.0 + 0.5;
+            assert!((n as f64 - want).abs() < 1e-5, "{n} {want}");
+        }
         for (&y, &x) in ys.iter().zip(&xs) {
             assert_eq!(y, 2.0 * x + 1.0);
         }

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""The OpenVINO side of `skyscribe bench`: the same pipeline, the model run by OpenVINO's CPU
+plugin, the fastest CPU runtime measured here.
+
+The random ViT-B/32 tower of `scripts/bench/bench_onnxruntime.py` is exported to ONNX the same
+way (scripts/bench/onnx_towers.py: opset 17, dynamic batch), read by `openvino.Core`, and
+compiled for the CPU plugin with 2 inference threads and the LATENCY hint. With --bf16, the
+plugin's `INFERENCE_PRECISION_HINT` is bf16 (its bf16 kernels on CPUs with AVX512-BF16 or AMX:
+fused attention and LayerNorm included); otherwise f32, stated explicitly since the plugin
+would pick bf16 by itself on such CPUs. Preprocessing is transformers' PIL CLIPImageProcessor.
+Prints images/s end to end (decode + preprocess + model) and for the model alone. With
+--texts FILE, the text tower instead (tokenized as bench_reference.py does), prompts/s.
+
+  python scripts/bench/bench_openvino.py [--images DIR] [--limit 512] [--batch-size 32] [--bf16]
+  python scripts/bench/bench_openvino.py --texts prompts.txt --batch-size 64 [--bf16]
+
+Needs openvino, torch, transformers, onnx and onnxscript (PyPI).
+"""
+import argparse
+import os
+import tempfile
+
+import numpy as np
+import openvino as ov
+import torch
+from PIL import Image
+from transformers import CLIPImageProcessorPil, CLIPTokenizerFast
+
+from bench_common import add_image_args, image_paths, print_pipeline, time_pipeline
+from onnx_towers import clip_model, export_text, export_vision
+
+TOKENIZER = os.path.join(os.path.dirname(__file__), "../../assets/tokenizers/clip/tokenizer.json")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    add_image_args(ap)
+    ap.add_argument("--bf16", action="store_true", help="INFERENCE_PRECISION_HINT bf16")
+    ap.add_argument("--texts", help="time the text tower on these prompts (one a line) instead")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    bs = args.batch_size
+    precision = "bf16" if args.bf16 else "f32"
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY",
+              "INFERENCE_PRECISION_HINT": precision}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "tower.onnx")
+        (export_text if args.texts else export_vision)(clip_model(), path)
+        compiled = core.compile_model(core.read_model(path), "CPU", config)
+    request = compiled.create_infer_request()
+    cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
+    header = f"openvino {ov.get_version()} (CPU plugin, {cpu}, LATENCY hint), {precision}"
+
+    def run(inputs):
+        return request.infer(inputs)[compiled.output(0)]
+
+    if args.texts:
+        prompts = [l.rstrip("\n") for l in open(args.texts) if l.strip()]
+        tok = CLIPTokenizerFast(tokenizer_file=TOKENIZER)
+
+        def encode(batch):
+            t = tok(batch, padding=True, return_tensors="np")
+            return {"input_ids": t["input_ids"].astype(np.int64),
+                    "attention_mask": t["attention_mask"].astype(np.int64)}
+
+        end_to_end, model_only = time_pipeline(prompts, bs, encode, run)
+        print_pipeline(f"{header}: {len(prompts)} prompts, batch {bs}, {args.threads} threads",
+                       end_to_end, model_only, unit="prompts")
+        return
+    paths = image_paths(args)
+    proc = CLIPImageProcessorPil()
+
+    def pixels(batch):
+        return proc(images=[Image.open(p) for p in batch], return_tensors="np")["pixel_values"].astype(np.float32)
+
+    end_to_end, model_only = time_pipeline(paths, bs, pixels, lambda pv: run({"pixel_values": pv}))
+    print_pipeline(f"{header}: {len(paths)} images, batch {bs}, {args.threads} threads",
+                   end_to_end, model_only)
+
+
+if __name__ == "__main__":
+    main()
