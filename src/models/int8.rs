@@ -53,6 +53,20 @@ pub fn int8_available() -> bool {
     }
 }
 
+/// Whether this CPU has AVX-VNNI (the 256-bit form: Intel Alder Lake and later client CPUs)
+/// without AVX512-VNNI: named when int8 is refused there.
+pub fn avx_vnni_only() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avxvnni")
+            && !std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// A weight `W` (out, in) quantised and packed for [`PackedInt8::linear`].
 pub struct PackedInt8 {
     in_dim: usize,

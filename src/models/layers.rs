@@ -10,7 +10,8 @@
 //! prefix) go through `cpu_kernels::frozen_linear_bias`, whose backward computes the input's
 //! gradient only: candle's matmul backward would also compute the weight's. Weights loaded for
 //! bf16 or int8 inference on a CPU (`Weights::with_precision`) pack each frozen layer for the
-//! bf16 product of `reduced_precision` or the int8 product of `int8` once, at load; on a GPU, f16 and bf16 weights are plain
+//! bf16 product of `reduced_precision` or the int8 product of `int8` once, at load (fc1 then
+//! applies its activation inside the product); on a GPU, f16 and bf16 weights are plain
 //! tensors of that type and every layer takes the composed path.
 
 use std::sync::{Arc, OnceLock};

@@ -64,8 +64,7 @@ impl Precision {
         match self {
             Precision::F32 => Ok(()),
             Precision::Int8 if !device.is_cpu() => bail!(
-                "int8 is implemented for CPUs with AVX512-VNNI; on a GPU use f16 or bf16, which \
-                 run there at the speed int8 would"
+                "int8 is implemented for CPUs with AVX512-VNNI only; on a GPU use f16 or bf16"
             ),
             Precision::Int8 if !cfg!(feature = "avx512") => bail!(
                 "int8 needs AVX-512 code, and this build leaves it out (built without the \
@@ -73,7 +72,14 @@ impl Precision {
             ),
             Precision::Int8 if !super::int8::int8_available() => bail!(
                 "int8 needs a CPU with AVX512-VNNI (AMD Zen 4 or later, Intel Cascade Lake, Ice \
-                 Lake, Sapphire Rapids and later); this CPU lacks it, so it is refused: use f32{}",
+                 Lake, Sapphire Rapids and later); this CPU lacks it{}, so it is refused: use \
+                 f32{}",
+                if super::int8::avx_vnni_only() {
+                    " (it has AVX-VNNI, the 256-bit form, which skyscribe's int8 product does \
+                     not use yet)"
+                } else {
+                    ""
+                },
                 if bf16_available() { " or bf16" } else { "" }
             ),
             Precision::Int8 => Ok(()),
