@@ -24,16 +24,10 @@ import argparse
 import os
 import tempfile
 
-import numpy as np
 import onnxruntime as ort
 import torch
-from PIL import Image
-from transformers import CLIPImageProcessorPil, CLIPTokenizerFast
 
-from bench_common import add_image_args, image_paths, print_pipeline, time_pipeline
-from onnx_towers import clip_model, export_text, export_vision, quantize_int8
-
-TOKENIZER = os.path.join(os.path.dirname(__file__), "../../assets/tokenizers/clip/tokenizer.json")
+from onnx_towers import add_tower_args, clip_model, export_text, export_vision, quantize_int8, time_tower
 
 
 def session(path, threads):
@@ -46,46 +40,21 @@ def session(path, threads):
 
 def main():
     ap = argparse.ArgumentParser()
-    add_image_args(ap)
+    add_tower_args(ap)
     ap.add_argument("--int8", action="store_true", help="ONNX Runtime's dynamic int8 quantisation")
-    ap.add_argument("--texts", help="time the text tower on these prompts (one a line) instead")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    bs = args.batch_size
     precision = "int8 (quantize_dynamic, per-channel QInt8 MatMul/Gemm)" if args.int8 else "f32"
-    model = clip_model()
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "tower.onnx")
-        (export_text if args.texts else export_vision)(model, path)
+        (export_text if args.texts else export_vision)(clip_model(), path)
         if args.int8:
             quantize_int8(path, os.path.join(tmp, "tower-int8.onnx"))
             path = os.path.join(tmp, "tower-int8.onnx")
         s = session(path, args.threads)
     header = (f"onnxruntime {ort.__version__} (CPU provider, opset 17 export by torch "
               f"{torch.__version__}), {precision}")
-    if args.texts:
-        prompts = [l.rstrip("\n") for l in open(args.texts) if l.strip()]
-        tok = CLIPTokenizerFast(tokenizer_file=TOKENIZER)
-
-        def encode(batch):
-            t = tok(batch, padding=True, return_tensors="np")
-            return {"input_ids": t["input_ids"].astype(np.int64),
-                    "attention_mask": t["attention_mask"].astype(np.int64)}
-
-        end_to_end, model_only = time_pipeline(prompts, bs, encode, lambda b: s.run(None, b)[0])
-        print_pipeline(f"{header}: {len(prompts)} prompts, batch {bs}, {args.threads} threads",
-                       end_to_end, model_only, unit="prompts")
-        return
-    paths = image_paths(args)
-    proc = CLIPImageProcessorPil()
-
-    def pixels(batch):
-        return proc(images=[Image.open(p) for p in batch], return_tensors="np")["pixel_values"].astype(np.float32)
-
-    end_to_end, model_only = time_pipeline(
-        paths, bs, pixels, lambda pv: s.run(None, {"pixel_values": pv})[0])
-    print_pipeline(f"{header}: {len(paths)} images, batch {bs}, {args.threads} threads",
-                   end_to_end, model_only)
+    time_tower(args, lambda inputs: s.run(None, inputs)[0], header)
 
 
 if __name__ == "__main__":

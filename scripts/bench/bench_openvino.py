@@ -20,26 +20,18 @@ import argparse
 import os
 import tempfile
 
-import numpy as np
 import openvino as ov
 import torch
-from PIL import Image
-from transformers import CLIPImageProcessorPil, CLIPTokenizerFast
 
-from bench_common import add_image_args, image_paths, print_pipeline, time_pipeline
-from onnx_towers import clip_model, export_text, export_vision
-
-TOKENIZER = os.path.join(os.path.dirname(__file__), "../../assets/tokenizers/clip/tokenizer.json")
+from onnx_towers import add_tower_args, clip_model, export_text, export_vision, time_tower
 
 
 def main():
     ap = argparse.ArgumentParser()
-    add_image_args(ap)
+    add_tower_args(ap)
     ap.add_argument("--bf16", action="store_true", help="INFERENCE_PRECISION_HINT bf16")
-    ap.add_argument("--texts", help="time the text tower on these prompts (one a line) instead")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    bs = args.batch_size
     precision = "bf16" if args.bf16 else "f32"
     core = ov.Core()
     config = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY",
@@ -51,32 +43,7 @@ def main():
     request = compiled.create_infer_request()
     cpu = core.get_property("CPU", "FULL_DEVICE_NAME")
     header = f"openvino {ov.get_version()} (CPU plugin, {cpu}, LATENCY hint), {precision}"
-
-    def run(inputs):
-        return request.infer(inputs)[compiled.output(0)]
-
-    if args.texts:
-        prompts = [l.rstrip("\n") for l in open(args.texts) if l.strip()]
-        tok = CLIPTokenizerFast(tokenizer_file=TOKENIZER)
-
-        def encode(batch):
-            t = tok(batch, padding=True, return_tensors="np")
-            return {"input_ids": t["input_ids"].astype(np.int64),
-                    "attention_mask": t["attention_mask"].astype(np.int64)}
-
-        end_to_end, model_only = time_pipeline(prompts, bs, encode, run)
-        print_pipeline(f"{header}: {len(prompts)} prompts, batch {bs}, {args.threads} threads",
-                       end_to_end, model_only, unit="prompts")
-        return
-    paths = image_paths(args)
-    proc = CLIPImageProcessorPil()
-
-    def pixels(batch):
-        return proc(images=[Image.open(p) for p in batch], return_tensors="np")["pixel_values"].astype(np.float32)
-
-    end_to_end, model_only = time_pipeline(paths, bs, pixels, lambda pv: run({"pixel_values": pv}))
-    print_pipeline(f"{header}: {len(paths)} images, batch {bs}, {args.threads} threads",
-                   end_to_end, model_only)
+    time_tower(args, lambda inputs: request.infer(inputs)[compiled.output(0)], header)
 
 
 if __name__ == "__main__":

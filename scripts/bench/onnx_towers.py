@@ -11,10 +11,20 @@
   transformers: MatMul and Gemm weights int8 per channel, activations u8 per tensor, computed at
   run time.
 
+- `add_tower_args` / `time_tower`: what both benchmark scripts share: the image pipeline's options
+  and `--texts`, and the timing of either tower, its inputs as NumPy arrays by input name.
+
 Needs torch, transformers, onnx, onnxscript and onnxruntime (PyPI).
 """
+import os
+
+import numpy as np
 import torch
 from transformers import CLIPConfig, CLIPModel
+
+from bench_common import add_image_args, image_paths, print_pipeline, time_pipeline
+
+TOKENIZER = os.path.join(os.path.dirname(__file__), "../../assets/tokenizers/clip/tokenizer.json")
 
 
 def clip_model(model_dir=None):
@@ -71,3 +81,43 @@ def quantize_int8(src, dst):
 
     quantize_dynamic(src, dst, per_channel=True, weight_type=QuantType.QInt8,
                      op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def add_tower_args(ap):
+    """The image pipeline's options (bench_common's) and --texts."""
+    add_image_args(ap)
+    ap.add_argument("--texts", help="time the text tower on these prompts (one a line) instead")
+
+
+def time_tower(args, run, header):
+    """Times `run(inputs)` (inputs by the ONNX file's input names) on the image pipeline (PIL
+    decode + CLIPImageProcessorPil), or with --texts on the prompts (CLIPTokenizerFast on
+    skyscribe's tokenizer.json, each batch padded to its longest), and prints the rates after
+    `header`."""
+    from PIL import Image
+    from transformers import CLIPImageProcessorPil, CLIPTokenizerFast
+
+    bs = args.batch_size
+    if args.texts:
+        prompts = [l.rstrip("\n") for l in open(args.texts) if l.strip()]
+        tok = CLIPTokenizerFast(tokenizer_file=TOKENIZER)
+
+        def encode(batch):
+            t = tok(batch, padding=True, return_tensors="np")
+            return {"input_ids": t["input_ids"].astype(np.int64),
+                    "attention_mask": t["attention_mask"].astype(np.int64)}
+
+        end_to_end, model_only = time_pipeline(prompts, bs, encode, run)
+        print_pipeline(f"{header}: {len(prompts)} prompts, batch {bs}, {args.threads} threads",
+                       end_to_end, model_only, unit="prompts")
+        return
+    paths = image_paths(args)
+    proc = CLIPImageProcessorPil()
+
+    def pixels(batch):
+        pv = proc(images=[Image.open(p) for p in batch], return_tensors="np")["pixel_values"]
+        return {"pixel_values": pv.astype(np.float32)}
+
+    end_to_end, model_only = time_pipeline(paths, bs, pixels, run)
+    print_pipeline(f"{header}: {len(paths)} images, batch {bs}, {args.threads} threads",
+                   end_to_end, model_only)

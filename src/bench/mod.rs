@@ -318,8 +318,8 @@ pub fn gemm_shapes(
         };
         let product = || -> Result<Tensor> {
             Ok(match (&bf16, &int8) {
-                (Some(p), _) => reduced_precision::linear_bf16(&x, p, None)?,
-                (_, Some(p)) => crate::models::int8::linear_int8(&x, p, None)?,
+                (Some(p), _) => reduced_precision::packed_linear(&x, p, None)?,
+                (_, Some(p)) => reduced_precision::packed_linear(&x, p, None)?,
                 _ if device.is_cpu() => crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?,
                 _ => x.matmul(&w_t)?.broadcast_add(&b)?,
             })

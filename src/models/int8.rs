@@ -21,12 +21,10 @@
 //! block of [`KC`] k values, kept in the output buffer between blocks and turned into f32 there
 //! after the last.
 
-use std::sync::Arc;
-
 use anyhow::{Result, bail};
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
 use super::cpu_kernels::Act;
+use super::reduced_precision::PackedProduct;
 
 /// Output rows of the micro-kernel's tile.
 const MR: usize = 12;
@@ -253,32 +251,15 @@ impl PackedInt8 {
     }
 }
 
-/// [`PackedInt8::linear_then`] as a candle op (inference: no backward pass), `x` `(rows, in)`.
-pub fn linear_int8(x: &Tensor, w: &Arc<PackedInt8>, act: Option<Act>) -> Result<Tensor> {
-    Ok(x.contiguous()?
-        .apply_op1_no_bwd(&Int8Linear(w.clone(), act))?)
-}
+impl PackedProduct for PackedInt8 {
+    const NAME: &'static str = "linear-int8";
 
-struct Int8Linear(Arc<PackedInt8>, Option<Act>);
-
-impl CustomOp1 for Int8Linear {
-    fn name(&self) -> &'static str {
-        "linear-int8"
+    fn out_dim(&self) -> usize {
+        self.out_dim
     }
 
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = s else {
-            candle_core::bail!("linear-int8: f32 inputs only")
-        };
-        let Some((from, to)) = l.contiguous_offsets() else {
-            candle_core::bail!("linear-int8: the input must be contiguous")
-        };
-        let (rows, _) = l.shape().dims2()?;
-        let out = self
-            .0
-            .linear_then(&data[from..to], rows, self.1)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        Ok((CpuStorage::F32(out), Shape::from((rows, self.0.out_dim))))
+    fn linear_then(&self, x: &[f32], rows: usize, act: Option<Act>) -> Result<Vec<f32>> {
+        PackedInt8::linear_then(self, x, rows, act)
     }
 }
 

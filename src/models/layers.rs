@@ -21,7 +21,7 @@ use candle_core::{DType, Tensor};
 use serde::Deserialize;
 
 use super::cpu_kernels;
-use super::int8::{self, PackedInt8};
+use super::int8::PackedInt8;
 use super::reduced_precision::{self, PackedBf16, Precision};
 use super::weights::Scope;
 
@@ -228,8 +228,8 @@ impl Linear {
         let in_dim = *dims.last().unwrap_or(&0);
         let xs2 = xs.reshape((xs.elem_count() / in_dim.max(1), in_dim))?;
         let ys = match packed {
-            Packed::Bf16(w) => reduced_precision::linear_bf16(&xs2, w, fused)?,
-            Packed::Int8(w) => int8::linear_int8(&xs2, w, fused)?,
+            Packed::Bf16(w) => reduced_precision::packed_linear(&xs2, w, fused)?,
+            Packed::Int8(w) => reduced_precision::packed_linear(&xs2, w, fused)?,
         };
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.out_dim();
@@ -250,9 +250,9 @@ impl Linear {
         };
         let packed = self.packed.as_ref().filter(|_| cpu_f32 && !xs.track_op());
         let ys = if let Some(Packed::Bf16(w)) = packed {
-            reduced_precision::linear_bf16(&xs2, w, None)?
+            reduced_precision::packed_linear(&xs2, w, None)?
         } else if let Some(Packed::Int8(w)) = packed {
-            int8::linear_int8(&xs2, w, None)?
+            reduced_precision::packed_linear(&xs2, w, None)?
         } else if let (Some((p, stored_t)), true) = (&self.trained, cpu_f32) {
             cpu_kernels::trained_linear(&xs2, p, &bias_or_zeros()?, *stored_t)?
         } else if !self.is_trainable() && cpu_f32 && xs.track_op() {

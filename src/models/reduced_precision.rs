@@ -251,32 +251,55 @@ impl PackedBf16 {
     }
 }
 
-/// [`PackedBf16::linear_then`] as a candle op (inference: no backward pass), `x` `(rows, in)`.
-pub fn linear_bf16(x: &Tensor, w: &Arc<PackedBf16>, act: Option<Act>) -> Result<Tensor> {
-    Ok(x.contiguous()?
-        .apply_op1_no_bwd(&Bf16Linear(w.clone(), act))?)
+/// A weight packed for a reduced-precision product on the CPU (bf16 here, int8 in
+/// [`super::int8`]): what [`packed_linear`] runs as a candle op.
+pub trait PackedProduct: Send + Sync + 'static {
+    /// The op's name in candle's errors.
+    const NAME: &'static str;
+    fn out_dim(&self) -> usize;
+    /// `act(x · Wᵀ + bias)` for `x` `(rows, in)` row-major f32.
+    fn linear_then(&self, x: &[f32], rows: usize, act: Option<Act>) -> Result<Vec<f32>>;
 }
 
-struct Bf16Linear(Arc<PackedBf16>, Option<Act>);
+impl PackedProduct for PackedBf16 {
+    const NAME: &'static str = "linear-bf16";
 
-impl CustomOp1 for Bf16Linear {
+    fn out_dim(&self) -> usize {
+        self.out_dim
+    }
+
+    fn linear_then(&self, x: &[f32], rows: usize, act: Option<Act>) -> Result<Vec<f32>> {
+        PackedBf16::linear_then(self, x, rows, act)
+    }
+}
+
+/// `act(x · Wᵀ + bias)` through a packed product, as a candle op (inference: no backward
+/// pass), `x` `(rows, in)`.
+pub fn packed_linear<P: PackedProduct>(x: &Tensor, w: &Arc<P>, act: Option<Act>) -> Result<Tensor> {
+    Ok(x.contiguous()?
+        .apply_op1_no_bwd(&PackedLinearOp(w.clone(), act))?)
+}
+
+struct PackedLinearOp<P>(Arc<P>, Option<Act>);
+
+impl<P: PackedProduct> CustomOp1 for PackedLinearOp<P> {
     fn name(&self) -> &'static str {
-        "linear-bf16"
+        P::NAME
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         let CpuStorage::F32(data) = s else {
-            candle_core::bail!("linear-bf16: f32 inputs only")
+            candle_core::bail!("{}: f32 inputs only", P::NAME)
         };
         let Some((from, to)) = l.contiguous_offsets() else {
-            candle_core::bail!("linear-bf16: the input must be contiguous")
+            candle_core::bail!("{}: the input must be contiguous", P::NAME)
         };
         let (rows, _) = l.shape().dims2()?;
         let out = self
             .0
             .linear_then(&data[from..to], rows, self.1)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        Ok((CpuStorage::F32(out), Shape::from((rows, self.0.out_dim))))
+        Ok((CpuStorage::F32(out), Shape::from((rows, self.0.out_dim()))))
     }
 }
 
