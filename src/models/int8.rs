@@ -269,7 +269,9 @@ mod x86 {
 
     use rayon::prelude::*;
 
-    use super::super::reduced_precision::{SharedOut, activate_tiles, for_each_tile_block};
+    use super::super::reduced_precision::{
+        SharedOut, activate_tiles, finish_output, for_each_tile_block,
+    };
     use super::{Act, KC, MB, MR, NR, PackedInt8, RowQuant, quantize_input_row};
 
     pub(super) fn linear(w: &PackedInt8, x: &[f32], rows: usize, act: Option<Act>) -> Vec<f32> {
@@ -349,12 +351,7 @@ mod x86 {
             unsafe { activate_tiles(act, out, (t0 * MR, t1 * MR), (p0 * NR, p1 * NR), ldc) };
         });
         // SAFETY: the tasks above wrote every tile: all `padded_rows` rows, `ldc` columns.
-        unsafe { c.set_len(padded_rows * ldc) };
-        c.truncate(rows * ldc);
-        if ldc != n {
-            c = c.chunks(ldc).flat_map(|r| r[..n].iter().copied()).collect();
-        }
-        c
+        unsafe { finish_output(c, padded_rows, rows, ldc, n) }
     }
 
     /// [`quantize_input_row`] in AVX-512: the same operations in the same order (a product,

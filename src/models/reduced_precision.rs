@@ -340,6 +340,28 @@ pub(super) unsafe fn activate_tiles(
     }
 }
 
+/// The `(rows, n)` output of a blocked product written into `c`'s spare capacity: `padded_rows`
+/// rows (whole tiles) of `ldc` columns (whole panels), the padding cut off.
+///
+/// # Safety
+/// The first `padded_rows · ldc` values of `c`'s capacity are written.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) unsafe fn finish_output(
+    mut c: Vec<f32>,
+    padded_rows: usize,
+    rows: usize,
+    ldc: usize,
+    n: usize,
+) -> Vec<f32> {
+    // SAFETY: the caller's promise.
+    unsafe { c.set_len(padded_rows * ldc) };
+    c.truncate(rows * ldc);
+    if ldc != n {
+        c = c.chunks(ldc).flat_map(|r| r[..n].iter().copied()).collect();
+    }
+    c
+}
+
 /// Runs `task(tiles t0..t1, panels p0..p1)` over the task grid of a blocked product in parallel:
 /// row blocks of at most `tiles_per_block` tiles, as many as a multiple of the threads (17
 /// blocks on 2 threads would leave one idle for a block: 6 % of the product), and column ranges
@@ -374,7 +396,10 @@ mod x86 {
 
     use rayon::prelude::*;
 
-    use super::{Act, KC, MB, MR, NR, PackedBf16, SharedOut, activate_tiles, for_each_tile_block};
+    use super::{
+        Act, KC, MB, MR, NR, PackedBf16, SharedOut, activate_tiles, finish_output,
+        for_each_tile_block,
+    };
 
     pub(super) fn linear(w: &PackedBf16, x: &[f32], rows: usize, act: Option<Act>) -> Vec<f32> {
         let (k, n, pairs) = (w.in_dim, w.out_dim, w.pairs);
@@ -428,12 +453,7 @@ mod x86 {
             unsafe { activate_tiles(act, out, (t0 * MR, t1 * MR), (p0 * NR, p1 * NR), ldc) };
         });
         // SAFETY: the tasks above wrote every tile: all `padded_rows` rows, `ldc` columns.
-        unsafe { c.set_len(padded_rows * ldc) };
-        c.truncate(rows * ldc);
-        if ldc != n {
-            c = c.chunks(ldc).flat_map(|r| r[..n].iter().copied()).collect();
-        }
-        c
+        unsafe { finish_output(c, padded_rows, rows, ldc, n) }
     }
 
     /// One row rounded to bf16 (`vcvtneps2bf16`, nearest even), two values a word.
