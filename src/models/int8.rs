@@ -12,8 +12,8 @@
 //!
 //! With `x ≈ sₐ (a − z)` (a in 0..=255) and `w ≈ s_w q` (q in −127..=127),
 //! `Σ x·w ≈ sₐ s_w (Σ a·q − z Σ q)`: `Σ a·q` is the integer product and `Σ q`, a column's
-//! sum, is computed at packing. No overflow: a lane adds four products of at most 255 · 127 at a
-//! time, and k up to 66,000 keeps the int32 sum exact.
+//! sum, is computed at packing. No overflow: each product is at most 255 · 127 in size, so for k
+//! up to [`MAX_IN`] both sums and their difference stay inside int32.
 //!
 //! Layout as in [`super::reduced_precision`]: the weight in panels of [`NR`] output columns
 //! whose k values sit in quads (the four bytes one `vpdpbusd` lane reads), the input rows as
@@ -35,6 +35,9 @@ const NR: usize = 32;
 const KC: usize = 512;
 /// Tiles of MR rows per task: a task's input rows (MB·MR × KC bytes) stay in L2.
 const MB: usize = 8;
+
+/// The widest input the int32 sums hold exactly: 2 · 255 · 127 · 32,768 < 2³¹.
+pub const MAX_IN: usize = 32_768;
 
 /// Whether this CPU runs the int8 product (and this build has it): AVX512-VNNI.
 pub fn int8_available() -> bool {
@@ -164,6 +167,9 @@ impl PackedInt8 {
         }
         if in_dim == 0 || out_dim == 0 {
             bail!("int8 pack: an empty ({out_dim}, {in_dim}) weight");
+        }
+        if in_dim > MAX_IN {
+            bail!("int8 pack: {in_dim} inputs a column; int32 sums hold at most {MAX_IN}");
         }
         let quads = in_dim.div_ceil(4);
         let padded = out_dim.div_ceil(NR) * NR;
@@ -679,5 +685,8 @@ mod tests {
         assert!(PackedInt8::pack(&[0.0; 5], None, 2, 3).is_err());
         assert!(PackedInt8::pack(&[0.0; 6], Some(&[0.0]), 2, 3).is_err());
         assert!(PackedInt8::pack(&[], None, 0, 3).is_err());
+        let wide = vec![0.0; MAX_IN + 1];
+        assert!(PackedInt8::pack(&wide, None, 1, MAX_IN + 1).is_err());
+        assert!(PackedInt8::pack(&wide[..MAX_IN], None, 1, MAX_IN).is_ok());
     }
 }
