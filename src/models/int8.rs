@@ -275,9 +275,7 @@ mod x86 {
 
     use rayon::prelude::*;
 
-    use super::super::reduced_precision::{
-        SharedOut, activate_tiles, finish_output, for_each_tile_block,
-    };
+    use super::super::reduced_precision::{Blocking, blocked_product};
     use super::{Act, KC, MB, MR, NR, PackedInt8, RowQuant, quantize_input_row};
 
     pub(super) fn linear(w: &PackedInt8, x: &[f32], rows: usize, act: Option<Act>) -> Vec<f32> {
@@ -309,55 +307,44 @@ mod x86 {
             });
         let row_scale: Vec<f32> = quant.iter().map(|q| q.scale).collect();
         let row_zp: Vec<i32> = quant.iter().map(|q| q.zero_point).collect();
-        // The output: int32 sums until the last k block turns them into f32 in place.
-        let n_panels = n.div_ceil(NR);
-        let ldc = n_panels * NR;
-        // Every element is written by the first k block before it is read, so the buffer is
-        // not zeroed first (a pass over the whole output, 6 % of a product's time).
-        let mut c = Vec::<f32>::with_capacity(padded_rows * ldc);
-        let out = SharedOut(c.as_mut_ptr());
+        // The output holds int32 sums until the last k block turns them into f32 in place.
         let k_blocks = quads.div_ceil(KC / 4);
-        for_each_tile_block(tiles, MB, n_panels, |(t0, t1), (p0, p1)| {
-            for kb in 0..k_blocks {
-                let j0 = kb * KC / 4;
-                let jn = (KC / 4).min(quads - j0);
-                let epilogue = kb + 1 == k_blocks;
-                for p in p0..p1 {
-                    let b = &w.panels[(p * quads + j0) * NR..];
-                    for t in t0..t1 {
-                        let ends = Ends {
-                            first: kb == 0,
-                            last: epilogue.then(|| Epilogue {
-                                row_scale: row_scale[t * MR..].as_ptr(),
-                                row_zp: row_zp[t * MR..].as_ptr(),
-                                col_scale: w.col_scale[p * NR..].as_ptr(),
-                                col_sum: w.col_sum[p * NR..].as_ptr(),
-                                bias: w.bias[p * NR..].as_ptr(),
-                            }),
-                        };
-                        // SAFETY: the tile (rows t·MR.., columns p·NR..) lies in `c`, written
-                        // by this task only; `a` holds MR rows `quads` apart from `j0`, `b`
-                        // holds `jn` quads of the panel; the epilogue's vectors hold MR rows
-                        // and NR columns from their starts.
-                        unsafe {
-                            kernel(
-                                jn,
-                                a[t * MR * quads + j0..].as_ptr(),
-                                quads,
-                                b.as_ptr(),
-                                out.at(t * MR * ldc + p * NR),
-                                ldc,
-                                ends,
-                            )
-                        }
-                    }
-                }
+        let blocking = Blocking {
+            rows,
+            n,
+            mr: MR,
+            nr: NR,
+            units: quads,
+            block: KC / 4,
+            tiles_per_task: MB,
+        };
+        blocked_product(blocking, act, |out, ldc, (kb, j0, jn), p, t| {
+            let b = &w.panels[(p * quads + j0) * NR..];
+            let ends = Ends {
+                first: kb == 0,
+                last: (kb + 1 == k_blocks).then(|| Epilogue {
+                    row_scale: row_scale[t * MR..].as_ptr(),
+                    row_zp: row_zp[t * MR..].as_ptr(),
+                    col_scale: w.col_scale[p * NR..].as_ptr(),
+                    col_sum: w.col_sum[p * NR..].as_ptr(),
+                    bias: w.bias[p * NR..].as_ptr(),
+                }),
+            };
+            // SAFETY: the tile (rows t·MR.., columns p·NR..) lies in the output, written by this
+            // task only; `a` holds MR rows `quads` apart from `j0`, `b` holds `jn` quads of the
+            // panel; the epilogue's vectors hold MR rows and NR columns from their starts.
+            unsafe {
+                kernel(
+                    jn,
+                    a[t * MR * quads + j0..].as_ptr(),
+                    quads,
+                    b.as_ptr(),
+                    out.at(t * MR * ldc + p * NR),
+                    ldc,
+                    ends,
+                )
             }
-            // SAFETY: this task's tiles, all written above.
-            unsafe { activate_tiles(act, out, (t0 * MR, t1 * MR), (p0 * NR, p1 * NR), ldc) };
-        });
-        // SAFETY: the tasks above wrote every tile: all `padded_rows` rows, `ldc` columns.
-        unsafe { finish_output(c, padded_rows, rows, ldc, n) }
+        })
     }
 
     /// [`quantize_input_row`] in AVX-512: the same operations in the same order (a product,

@@ -390,16 +390,74 @@ pub(super) fn for_each_tile_block(
     });
 }
 
+/// The extents of a blocked product: `rows` input rows in tiles of `mr`, `n` output columns in
+/// panels of `nr`, the inner dimension as `units` (bf16 pairs, int8 quads) in blocks of
+/// `block`, and the tiles a task takes at most.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) struct Blocking {
+    pub rows: usize,
+    pub n: usize,
+    pub mr: usize,
+    pub nr: usize,
+    pub units: usize,
+    pub block: usize,
+    pub tiles_per_task: usize,
+}
+
+/// Runs a blocked product and returns its `(rows, n)` output: over the task grid of
+/// [`for_each_tile_block`], each task takes its k blocks in turn, each panel, each tile, calling
+/// `tile(out, ldc, (block index, first unit, units), panel, tile)`; then applies `act` to its
+/// finished tiles. `tile` must write every value of its tile in the first block.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+pub(super) fn blocked_product(
+    b: Blocking,
+    act: Option<Act>,
+    tile: impl Fn(SharedOut, usize, (usize, usize, usize), usize, usize) + Sync,
+) -> Vec<f32> {
+    let tiles = b.rows.div_ceil(b.mr);
+    let padded_rows = tiles * b.mr;
+    // Columns padded to whole panels only when `n` is not a multiple of the panel (never for
+    // CLIP's widths); rows padded to whole tiles, cut off at the end. Every element is written
+    // by the first k block before it is read, so the buffer is not zeroed first (a pass over
+    // the whole output, 6 % of a product's time).
+    let n_panels = b.n.div_ceil(b.nr);
+    let ldc = n_panels * b.nr;
+    let mut c = Vec::<f32>::with_capacity(padded_rows * ldc);
+    let out = SharedOut(c.as_mut_ptr());
+    let k_blocks = b.units.div_ceil(b.block);
+    for_each_tile_block(tiles, b.tiles_per_task, n_panels, |(t0, t1), (p0, p1)| {
+        for kb in 0..k_blocks {
+            let j0 = kb * b.block;
+            let jn = b.block.min(b.units - j0);
+            for p in p0..p1 {
+                for t in t0..t1 {
+                    tile(out, ldc, (kb, j0, jn), p, t);
+                }
+            }
+        }
+        // SAFETY: this task's tiles, all written above.
+        unsafe {
+            activate_tiles(
+                act,
+                out,
+                (t0 * b.mr, t1 * b.mr),
+                (p0 * b.nr, p1 * b.nr),
+                ldc,
+            )
+        };
+    });
+    // SAFETY: the tasks above wrote every tile: all `padded_rows` rows, `ldc` columns.
+    unsafe { finish_output(c, padded_rows, b.rows, ldc, b.n) }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     use rayon::prelude::*;
 
-    use super::{
-        Act, KC, MB, MR, NR, PackedBf16, SharedOut, activate_tiles, finish_output,
-        for_each_tile_block,
-    };
+    use super::{Act, Blocking, KC, MB, MR, NR, PackedBf16, blocked_product};
 
     pub(super) fn linear(w: &PackedBf16, x: &[f32], rows: usize, act: Option<Act>) -> Vec<f32> {
         let (k, n, pairs) = (w.in_dim, w.out_dim, w.pairs);
@@ -416,44 +474,34 @@ mod x86 {
                 // SAFETY: the feature was checked by `PackedBf16::linear`.
                 unsafe { round_row(src, dst) }
             });
-        // The output: columns padded to whole panels only when `n` is not a multiple of NR
-        // (never for CLIP's widths); rows padded to whole tiles, cut off at the end.
-        let n_panels = n.div_ceil(NR);
-        let ldc = n_panels * NR;
-        // Every element is written by the first k block (its sums start from the bias) before it
-        // is read, so the buffer is not zeroed first.
-        let mut c = Vec::<f32>::with_capacity(padded_rows * ldc);
-        let out = SharedOut(c.as_mut_ptr());
-        for_each_tile_block(tiles, MB, n_panels, |(t0, t1), (p0, p1)| {
-            for j0 in (0..pairs).step_by(KC / 2) {
-                let jn = (KC / 2).min(pairs - j0);
-                for p in p0..p1 {
-                    let b = &w.panels[(p * pairs + j0) * NR..];
-                    let start = (j0 == 0).then(|| w.bias[p * NR..].as_ptr());
-                    for t in t0..t1 {
-                        let a_tile = &a[t * MR * pairs + j0..];
-                        // SAFETY: the tile (rows t·MR.., columns p·NR..) lies in `c`, written
-                        // by this task only; `a_tile` holds MR rows `pairs` apart from `j0`,
-                        // `b` holds `jn` pairs of the panel, `start` NR values.
-                        unsafe {
-                            kernel(
-                                jn,
-                                a_tile.as_ptr(),
-                                pairs,
-                                b.as_ptr(),
-                                out.at(t * MR * ldc + p * NR),
-                                ldc,
-                                start,
-                            )
-                        }
-                    }
-                }
+        let blocking = Blocking {
+            rows,
+            n,
+            mr: MR,
+            nr: NR,
+            units: pairs,
+            block: KC / 2,
+            tiles_per_task: MB,
+        };
+        blocked_product(blocking, act, |out, ldc, (_, j0, jn), p, t| {
+            let b = &w.panels[(p * pairs + j0) * NR..];
+            let start = (j0 == 0).then(|| w.bias[p * NR..].as_ptr());
+            let a_tile = &a[t * MR * pairs + j0..];
+            // SAFETY: the tile (rows t·MR.., columns p·NR..) lies in the output, written by
+            // this task only; `a_tile` holds MR rows `pairs` apart from `j0`, `b` holds `jn`
+            // pairs of the panel, `start` NR values.
+            unsafe {
+                kernel(
+                    jn,
+                    a_tile.as_ptr(),
+                    pairs,
+                    b.as_ptr(),
+                    out.at(t * MR * ldc + p * NR),
+                    ldc,
+                    start,
+                )
             }
-            // SAFETY: this task's tiles, all written above.
-            unsafe { activate_tiles(act, out, (t0 * MR, t1 * MR), (p0 * NR, p1 * NR), ldc) };
-        });
-        // SAFETY: the tasks above wrote every tile: all `padded_rows` rows, `ldc` columns.
-        unsafe { finish_output(c, padded_rows, rows, ldc, n) }
+        })
     }
 
     /// One row rounded to bf16 (`vcvtneps2bf16`, nearest even), two values a word.
