@@ -571,10 +571,12 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
+    /// `n` pseudo-random values in [−0.5, 0.5) (a linear congruential sequence from `seed`),
+    /// the inputs of the packed products' tests here and in `int8`.
+    pub(in crate::models) fn values(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
         (0..n)
             .map(|_| {
