@@ -20,14 +20,13 @@ tokenizer.json, padded to each batch's longest), prompts/s.
 Needs torch, transformers, onnx, onnxscript and onnxruntime (PyPI); the exported model is
 written to a temporary folder (about 350 MB) and removed afterwards.
 """
-import argparse
 import os
 import tempfile
 
 import onnxruntime as ort
 import torch
 
-from onnx_towers import add_tower_args, clip_model, export_text, export_vision, quantize_int8, time_tower
+from onnx_towers import parse_tower_args, clip_model, export_text, export_vision, quantize_int8, time_tower
 
 
 def session(path, threads):
@@ -39,11 +38,7 @@ def session(path, threads):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    add_tower_args(ap)
-    ap.add_argument("--int8", action="store_true", help="ONNX Runtime's dynamic int8 quantisation")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_tower_args("--int8", "ONNX Runtime's dynamic int8 quantisation")
     precision = "int8 (quantize_dynamic, per-channel QInt8 MatMul/Gemm)" if args.int8 else "f32"
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "tower.onnx")

@@ -16,22 +16,17 @@ Prints images/s end to end (decode + preprocess + model) and for the model alone
 
 Needs openvino, torch, transformers, onnx and onnxscript (PyPI).
 """
-import argparse
 import os
 import tempfile
 
 import openvino as ov
 import torch
 
-from onnx_towers import add_tower_args, clip_model, export_text, export_vision, time_tower
+from onnx_towers import parse_tower_args, clip_model, export_text, export_vision, time_tower
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    add_tower_args(ap)
-    ap.add_argument("--bf16", action="store_true", help="INFERENCE_PRECISION_HINT bf16")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_tower_args("--bf16", "INFERENCE_PRECISION_HINT bf16")
     precision = "bf16" if args.bf16 else "f32"
     core = ov.Core()
     config = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY",

@@ -11,7 +11,7 @@
   transformers: MatMul and Gemm weights int8 per channel, activations u8 per tensor, computed at
   run time.
 
-- `add_tower_args` / `time_tower`: what both benchmark scripts share: the image pipeline's options
+- `parse_tower_args` / `time_tower`: what both benchmark scripts share: the image pipeline's options
   and `--texts`, and the timing of either tower, its inputs as NumPy arrays by input name.
 
 Needs torch, transformers, onnx, onnxscript and onnxruntime (PyPI).
@@ -83,10 +83,18 @@ def quantize_int8(src, dst):
                      op_types_to_quantize=["MatMul", "Gemm"])
 
 
-def add_tower_args(ap):
-    """The image pipeline's options (bench_common's) and --texts."""
+def parse_tower_args(flag, help):
+    """The command line of a tower benchmark: the image pipeline's options (bench_common's),
+    --texts, and the runtime's own precision `flag`; torch's threads set to --threads."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
     add_image_args(ap)
     ap.add_argument("--texts", help="time the text tower on these prompts (one a line) instead")
+    ap.add_argument(flag, action="store_true", help=help)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    return args
 
 
 def time_tower(args, run, header):

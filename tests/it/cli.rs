@@ -19,6 +19,20 @@ fn tiny_eurosat_labels(args: &[&str]) -> Run {
     skyscribe(&all)
 }
 
+/// `embed --model MODEL --device cpu --precision PRECISION IMAGE`.
+fn embed_on_cpu_args<'a>(model: &'a str, precision: &'a str, image: &'a str) -> Vec<&'a str> {
+    vec![
+        "embed",
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--precision",
+        precision,
+        image,
+    ]
+}
+
 fn good_image() -> PathBuf {
     fixtures().join("images/wide.jpg")
 }
@@ -366,19 +380,7 @@ fn bad_options_are_clear_errors() {
             vec!["bench", "--clip-step", "--precision", "bf16"],
             "training steps compute in f32",
         ),
-        (
-            vec![
-                "embed",
-                "--model",
-                &m,
-                "--device",
-                "cpu",
-                "--precision",
-                "f16",
-                &img,
-            ],
-            "f16 runs on CUDA GPUs",
-        ),
+        (embed_on_cpu_args(&m, "f16", &img), "f16 runs on CUDA GPUs"),
         (
             vec!["bench", "--gemm", "--device", "cpu", "--precision", "f16"],
             "f16 runs on CUDA GPUs",
@@ -724,17 +726,9 @@ fn embed_in_int8_is_close_to_f32_or_refused_with_the_reason() {
     let m = model("tiny-a");
     let img = good_image().display().to_string();
     let run = |precision: &str| {
-        skyscribe(&[
-            "embed",
-            "--model",
-            &m,
-            "--device",
-            "cpu",
-            "--precision",
-            precision,
-            "--jsonl",
-            &img,
-        ])
+        let mut args = embed_on_cpu_args(&m, precision, &img);
+        args.insert(1, "--jsonl");
+        skyscribe(&args)
     };
     let embedding = |r: &Run| -> Vec<f32> {
         let v: serde_json::Value = serde_json::from_str(r.stdout.lines().next().unwrap()).unwrap();
