@@ -24,7 +24,7 @@
 use anyhow::{Result, bail};
 
 use super::cpu_kernels::Act;
-use super::reduced_precision::PackedProduct;
+use super::reduced_precision::{PackedProduct, check_pack_shape};
 
 /// Output rows of the micro-kernel's tile.
 const MR: usize = 12;
@@ -156,18 +156,7 @@ pub fn quantize_input_row(src: &[f32], dst: &mut [u8]) -> RowQuant {
 impl PackedInt8 {
     /// Quantises and packs `w`, `(out, in)` row-major f32, with its bias.
     pub fn pack(w: &[f32], bias: Option<&[f32]>, out_dim: usize, in_dim: usize) -> Result<Self> {
-        if w.len() != out_dim * in_dim {
-            bail!(
-                "int8 pack: {} values for a ({out_dim}, {in_dim}) weight",
-                w.len()
-            );
-        }
-        if bias.is_some_and(|b| b.len() != out_dim) {
-            bail!("int8 pack: a bias of {out_dim} values expected");
-        }
-        if in_dim == 0 || out_dim == 0 {
-            bail!("int8 pack: an empty ({out_dim}, {in_dim}) weight");
-        }
+        check_pack_shape("int8", w, bias, out_dim, in_dim)?;
         if in_dim > MAX_IN {
             bail!("int8 pack: {in_dim} inputs a column; int32 sums hold at most {MAX_IN}");
         }

@@ -174,21 +174,34 @@ pub struct PackedBf16 {
     bias: Vec<f32>,
 }
 
+/// Refuses a weight `w` that is not `(out_dim, in_dim)`, a bias that is not `out_dim` long, and
+/// an empty weight, naming the `kind` of product being packed.
+pub(super) fn check_pack_shape(
+    kind: &str,
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out_dim: usize,
+    in_dim: usize,
+) -> Result<()> {
+    if w.len() != out_dim * in_dim {
+        bail!(
+            "{kind} pack: {} values for a ({out_dim}, {in_dim}) weight",
+            w.len()
+        );
+    }
+    if bias.is_some_and(|b| b.len() != out_dim) {
+        bail!("{kind} pack: a bias of {out_dim} values expected");
+    }
+    if in_dim == 0 || out_dim == 0 {
+        bail!("{kind} pack: an empty ({out_dim}, {in_dim}) weight");
+    }
+    Ok(())
+}
+
 impl PackedBf16 {
     /// Packs `w`, `(out, in)` row-major f32, and keeps the bias (f32) beside it.
     pub fn pack(w: &[f32], bias: Option<&[f32]>, out_dim: usize, in_dim: usize) -> Result<Self> {
-        if w.len() != out_dim * in_dim {
-            bail!(
-                "bf16 pack: {} values for a ({out_dim}, {in_dim}) weight",
-                w.len()
-            );
-        }
-        if bias.is_some_and(|b| b.len() != out_dim) {
-            bail!("bf16 pack: a bias of {out_dim} values expected");
-        }
-        if in_dim == 0 || out_dim == 0 {
-            bail!("bf16 pack: an empty ({out_dim}, {in_dim}) weight");
-        }
+        check_pack_shape("bf16", w, bias, out_dim, in_dim)?;
         let pairs = in_dim.div_ceil(2);
         let n_panels = out_dim.div_ceil(NR);
         let mut panels = vec![0u32; n_panels * pairs * NR];
