@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::encoder::ClipEncoder;
 use crate::hub::ModelDir;
 use crate::imagery::{DecodeOptions, Preprocessor};
-use crate::models::int8::PackedInt8;
+use crate::models::int8::{Int8Kernel, PackedInt8};
 use crate::models::reduced_precision::{self, PackedBf16};
 use crate::models::{ClipConfig, ClipModel, Precision, Weights};
 use crate::tokenizer::TextTokenizer;
@@ -266,6 +266,12 @@ pub struct GemmReport {
     /// `f32`, `bf16` (inputs and weights rounded, f32 sums), `f16` (on a GPU) or `int8`
     /// (weights and inputs quantised, int32 sums; GFLOP/s then counts integer operations).
     pub precision: String,
+    /// In int8, which kernel ([`Int8Kernel::name`]): every one this CPU runs is timed, the one
+    /// the model uses marked by `best`. Absent in the other precisions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub best: Option<bool>,
     pub device: String,
 }
 
@@ -273,8 +279,9 @@ pub struct GemmReport {
 /// attention output), through the same bias-fused kernel the model uses, in GFLOP/s
 /// (2 × rows × inner × columns per product): the ceiling every other number is measured against.
 /// In bf16 on the CPU, the packed product of [`crate::models::reduced_precision`] (input
-/// rounding included); in int8, that of [`crate::models::int8`] (input quantisation included); on a GPU, candle's product and bias add in the precision's type, timed to
-/// the device's completion.
+/// rounding included); in int8, that of [`crate::models::int8`] (input quantisation included)
+/// with each kernel the CPU runs; on a GPU, candle's product and bias add in the precision's
+/// type, timed to the device's completion.
 pub fn gemm_shapes(
     repeats: usize,
     precision: Precision,
@@ -295,52 +302,61 @@ pub fn gemm_shapes(
         let cpu_weight =
             || -> Result<Vec<f32>> { Ok(w_t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?) };
         let zeros = vec![0f32; n];
-        let (bf16, int8) = match precision {
-            Precision::Bf16 if device.is_cpu() => (
-                Some(Arc::new(PackedBf16::pack(
-                    &cpu_weight()?,
-                    Some(&zeros),
-                    n,
-                    k,
-                )?)),
-                None,
-            ),
-            Precision::Int8 => (
-                None,
-                Some(Arc::new(PackedInt8::pack(
-                    &cpu_weight()?,
-                    Some(&zeros),
-                    n,
-                    k,
-                )?)),
-            ),
-            _ => (None, None),
+        let time = |product: &dyn Fn() -> Result<()>| -> Result<f64> {
+            for _ in 0..2 {
+                product()?;
+            }
+            device.synchronize()?;
+            let start = Instant::now();
+            for _ in 0..repeats.max(1) {
+                product()?;
+            }
+            device.synchronize()?;
+            let seconds = start.elapsed().as_secs_f64() / repeats.max(1) as f64;
+            Ok(2.0 * (m * k * n) as f64 / seconds / 1e9)
         };
-        let product = || -> Result<Tensor> {
-            Ok(match (&bf16, &int8) {
-                (Some(p), _) => reduced_precision::packed_linear(&x, p, None)?,
-                (_, Some(p)) => reduced_precision::packed_linear(&x, p, None)?,
-                _ if device.is_cpu() => crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?,
-                _ => x.matmul(&w_t)?.broadcast_add(&b)?,
-            })
-        };
-        for _ in 0..2 {
-            std::hint::black_box(product()?);
-        }
-        device.synchronize()?;
-        let start = Instant::now();
-        for _ in 0..repeats.max(1) {
-            std::hint::black_box(product()?);
-        }
-        device.synchronize()?;
-        let seconds = start.elapsed().as_secs_f64() / repeats.max(1) as f64;
-        out.push(GemmReport {
+        let report = |gflop_per_s, kernel: Option<Int8Kernel>| GemmReport {
             shape: [m, k, n],
-            gflop_per_s: 2.0 * (m * k * n) as f64 / seconds / 1e9,
+            gflop_per_s,
             threads: rayon::current_num_threads(),
             precision: precision.name().into(),
+            kernel: kernel.map(|k| k.name().into()),
+            best: kernel.map(|k| Some(k) == Int8Kernel::best()),
             device: crate::models::device_label(device),
-        });
+        };
+        match precision {
+            Precision::Bf16 if device.is_cpu() => {
+                let p = Arc::new(PackedBf16::pack(&cpu_weight()?, Some(&zeros), n, k)?);
+                let rate = time(&|| {
+                    std::hint::black_box(reduced_precision::packed_linear(&x, &p, None)?);
+                    Ok(())
+                })?;
+                out.push(report(rate, None));
+            }
+            Precision::Int8 => {
+                // Each kernel on the plain input values, as the model's op hands them over.
+                let p = PackedInt8::pack(&cpu_weight()?, Some(&zeros), n, k)?;
+                let xs = x.flatten_all()?.to_vec1::<f32>()?;
+                for kernel in Int8Kernel::ALL.into_iter().filter(|k| k.runs_here()) {
+                    let rate = time(&|| {
+                        std::hint::black_box(p.linear_with(kernel, &xs, m, None)?);
+                        Ok(())
+                    })?;
+                    out.push(report(rate, Some(kernel)));
+                }
+            }
+            _ => {
+                let rate = time(&|| {
+                    std::hint::black_box(if device.is_cpu() {
+                        crate::models::cpu_kernels::linear_bias(&x, &w_t, &b)?
+                    } else {
+                        x.matmul(&w_t)?.broadcast_add(&b)?
+                    });
+                    Ok(())
+                })?;
+                out.push(report(rate, None));
+            }
+        }
     }
     Ok(out)
 }

@@ -132,7 +132,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
     /// What CLIP computes in, for the image pipeline, --texts and --gemm: f32; bf16 on CPUs
-    /// with AVX512-BF16 and CUDA GPUs; f16 on CUDA GPUs; int8 (opt-in) on CPUs with AVX512-VNNI.
+    /// with AVX512-BF16 and CUDA GPUs; f16 on CUDA GPUs; int8 (opt-in) on CPUs with
+    /// AVX512-VNNI or AVX-VNNI (--gemm then times each int8 kernel the CPU runs).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
     /// Print the report as one JSON line.
@@ -180,8 +181,13 @@ pub fn run(a: BenchArgs) -> Result<usize> {
     if a.gemm {
         for r in skyscribe::bench::gemm_shapes(10, a.precision.precision(), &dev)? {
             out.record(a.jsonl, &r, || {
+                let kernel = match (&r.kernel, r.best) {
+                    (Some(k), Some(true)) => format!(" ({k} kernel, the one used)"),
+                    (Some(k), _) => format!(" ({k} kernel)"),
+                    _ => String::new(),
+                };
                 format!(
-                    "({} × {}) · ({} × {}): {:.0} GFLOP/s, {}, {} threads, {}",
+                    "({} × {}) · ({} × {}): {:.0} GFLOP/s, {}{kernel}, {} threads, {}",
                     r.shape[0],
                     r.shape[1],
                     r.shape[1],

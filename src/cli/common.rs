@@ -45,9 +45,9 @@ pub enum PrecisionArg {
     Bf16,
     /// The whole model in half precision, on CUDA GPUs only (as `model.half()` in PyTorch).
     F16,
-    /// Opt-in, on CPUs with AVX512-VNNI: the linear layers in int8 (weights per channel, inputs
-    /// per row, int32 sums); faster than bf16, and drifts more (docs/src/performance.md gives
-    /// the measured drift). Refused elsewhere.
+    /// Opt-in, on CPUs with AVX512-VNNI or AVX-VNNI: the linear layers in int8 (weights per
+    /// channel, inputs per row, int32 sums); faster than bf16, and drifts more
+    /// (docs/src/performance.md gives the measured drift). Refused elsewhere.
     Int8,
 }
 
@@ -130,7 +130,7 @@ pub struct CommonArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     /// What CLIP computes in: f32; bf16 on CPUs with AVX512-BF16 and CUDA GPUs; f16 on CUDA
-    /// GPUs; int8 (opt-in) on CPUs with AVX512-VNNI.
+    /// GPUs; int8 (opt-in) on CPUs with AVX512-VNNI or AVX-VNNI.
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
 }

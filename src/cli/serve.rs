@@ -66,7 +66,7 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
     /// What CLIP computes in: f32; bf16 on CPUs with AVX512-BF16 and CUDA GPUs; f16 on CUDA
-    /// GPUs; int8 (opt-in) on CPUs with AVX512-VNNI.
+    /// GPUs; int8 (opt-in) on CPUs with AVX512-VNNI or AVX-VNNI.
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
 }

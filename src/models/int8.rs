@@ -39,32 +39,87 @@ const MB: usize = 8;
 /// The widest input the int32 sums hold exactly: 2 · 255 · 127 · 32,768 < 2³¹.
 pub const MAX_IN: usize = 32_768;
 
-/// Whether this CPU runs the int8 product (and this build has it): AVX512-VNNI.
-pub fn int8_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        cfg!(feature = "avx512")
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
+/// The int8 kernels, by the instructions they use. All compute the same integer sums and the
+/// same f32 outputs from them; [`Int8Kernel::best`] picks the one a CPU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Int8Kernel {
+    /// 512-bit `vpdpbusd` (AVX512-VNNI: AMD Zen 4 and later, Intel Cascade Lake, Ice Lake,
+    /// Sapphire Rapids and later). In builds with the `avx512` feature.
+    Avx512Vnni,
+    /// 256-bit `vpdpbusd` in its VEX encoding (AVX-VNNI: Intel Alder Lake and later client
+    /// CPUs, which have no AVX-512).
+    AvxVnni,
+    /// The same 256-bit kernel in its EVEX encoding (AVX512-VNNI with AVX512-VL). Never picked
+    /// by [`Int8Kernel::best`], since these CPUs run the 512-bit kernel; it is here so that the
+    /// 256-bit code is tested and timed on AVX-512 hosts, most of which cannot decode AVX-VNNI's
+    /// VEX form.
+    Avx512Vnni256,
+}
+
+impl Int8Kernel {
+    pub const ALL: [Int8Kernel; 3] = [
+        Int8Kernel::Avx512Vnni,
+        Int8Kernel::AvxVnni,
+        Int8Kernel::Avx512Vnni256,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Int8Kernel::Avx512Vnni => "avx512-vnni",
+            Int8Kernel::AvxVnni => "avx-vnni",
+            Int8Kernel::Avx512Vnni256 => "avx512-vnni-256",
+        }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+
+    /// Whether this CPU (and this build) runs the kernel.
+    pub fn runs_here(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            let avx512 = cfg!(feature = "avx512")
+                && has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512vnni");
+            match self {
+                Int8Kernel::Avx512Vnni => avx512,
+                Int8Kernel::AvxVnni => has!("avx2") && has!("fma") && has!("avxvnni"),
+                Int8Kernel::Avx512Vnni256 => avx512 && has!("avx512vl") && has!("fma"),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// The kernel this CPU runs best: the 512-bit one where it can, else AVX-VNNI's.
+    pub fn best() -> Option<Self> {
+        [Int8Kernel::Avx512Vnni, Int8Kernel::AvxVnni]
+            .into_iter()
+            .find(|k| k.runs_here())
     }
 }
 
-/// Whether this CPU has AVX-VNNI (the 256-bit form: Intel Alder Lake and later client CPUs)
-/// without AVX512-VNNI: named when int8 is refused there.
-pub fn avx_vnni_only() -> bool {
+/// Whether this CPU runs the int8 product (and this build has it): AVX512-VNNI or AVX-VNNI.
+pub fn int8_available() -> bool {
+    Int8Kernel::best().is_some()
+}
+
+/// Why int8 is refused here, when [`int8_available`] is false.
+pub fn why_unavailable() -> String {
     #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avxvnni")
-            && !std::arch::is_x86_feature_detected!("avx512vnni")
-    }
+    let left_out = !cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512vnni");
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
+    let left_out = false;
+    if left_out {
+        "int8 needs AVX-512 code on this CPU (it has AVX512-VNNI but not AVX-VNNI), and this \
+         build leaves it out (built without the `avx512` feature), so it is refused"
+            .into()
+    } else {
+        "int8 needs a CPU with AVX512-VNNI (AMD Zen 4 or later, Intel Cascade Lake, Ice Lake, \
+         Sapphire Rapids and later) or AVX-VNNI (Intel Alder Lake and later client CPUs); this \
+         CPU has neither, so it is refused"
+            .into()
     }
 }
 
@@ -225,6 +280,21 @@ impl PackedInt8 {
 
     /// [`Self::linear`], then `act` applied to the outputs.
     pub fn linear_then(&self, x: &[f32], rows: usize, act: Option<Act>) -> Result<Vec<f32>> {
+        let Some(kernel) = Int8Kernel::best() else {
+            bail!("int8 linear: {}", why_unavailable());
+        };
+        self.linear_with(kernel, x, rows, act)
+    }
+
+    /// [`Self::linear_then`] through a given kernel (for tests and benchmarks of each); refused
+    /// where the CPU does not run it.
+    pub fn linear_with(
+        &self,
+        kernel: Int8Kernel,
+        x: &[f32],
+        rows: usize,
+        act: Option<Act>,
+    ) -> Result<Vec<f32>> {
         if x.len() != rows * self.in_dim {
             bail!(
                 "int8 linear: {} values for ({rows}, {}) inputs",
@@ -232,16 +302,19 @@ impl PackedInt8 {
                 self.in_dim
             );
         }
-        if !int8_available() {
-            bail!("int8 linear: this CPU lacks AVX512-VNNI");
+        if !kernel.runs_here() {
+            bail!(
+                "int8 linear: this CPU or build does not run the {} kernel",
+                kernel.name()
+            );
         }
         #[cfg(target_arch = "x86_64")]
         {
-            Ok(x86::linear(self, x, rows, act))
+            Ok(x86::linear(kernel, self, x, rows, act))
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            unreachable!("int8_available is false off x86_64")
+            unreachable!("no int8 kernel runs off x86_64")
         }
     }
 }
@@ -265,9 +338,16 @@ mod x86 {
     use rayon::prelude::*;
 
     use super::super::reduced_precision::{Blocking, blocked_product};
-    use super::{Act, KC, MB, MR, NR, PackedInt8, RowQuant, quantize_input_row};
+    use super::{Act, Int8Kernel, KC, MB, MR, NR, PackedInt8, RowQuant, quantize_input_row};
 
-    pub(super) fn linear(w: &PackedInt8, x: &[f32], rows: usize, act: Option<Act>) -> Vec<f32> {
+    /// `kernel` must run here ([`Int8Kernel::runs_here`]).
+    pub(super) fn linear(
+        kernel: Int8Kernel,
+        w: &PackedInt8,
+        x: &[f32],
+        rows: usize,
+        act: Option<Act>,
+    ) -> Vec<f32> {
         let (k, n, quads) = (w.in_dim, w.out_dim, w.quads);
         if rows == 0 {
             return Vec::new();
@@ -288,11 +368,12 @@ mod x86 {
             .zip(quant.par_iter_mut())
             .zip(x.par_chunks(k))
             .for_each(|((dst, q), src)| {
-                // SAFETY: the words are plain bytes; the feature was checked by `linear`.
+                // SAFETY: the words are plain bytes; the kernel's features include the
+                // quantisation's (AVX512-BW, or AVX2 for AVX-VNNI).
                 let bytes = unsafe {
                     std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, dst.len() * 4)
                 };
-                *q = unsafe { quantize_row_avx512(src, &mut bytes[..k]) };
+                *q = unsafe { quantize_row(kernel, src, &mut bytes[..k]) };
             });
         let row_scale: Vec<f32> = quant.iter().map(|q| q.scale).collect();
         let row_zp: Vec<i32> = quant.iter().map(|q| q.zero_point).collect();
@@ -319,21 +400,40 @@ mod x86 {
                     bias: w.bias[p * NR..].as_ptr(),
                 }),
             };
+            let (a, c) = (
+                a[t * MR * quads + j0..].as_ptr(),
+                out.at(t * MR * ldc + p * NR),
+            );
             // SAFETY: the tile (rows t·MR.., columns p·NR..) lies in the output, written by this
             // task only; `a` holds MR rows `quads` apart from `j0`, `b` holds `jn` quads of the
-            // panel; the epilogue's vectors hold MR rows and NR columns from their starts.
+            // panel; the epilogue's vectors hold MR rows and NR columns from their starts. The
+            // caller checked that the kernel runs here.
             unsafe {
-                kernel(
-                    jn,
-                    a[t * MR * quads + j0..].as_ptr(),
-                    quads,
-                    b.as_ptr(),
-                    out.at(t * MR * ldc + p * NR),
-                    ldc,
-                    ends,
-                )
+                match kernel {
+                    Int8Kernel::Avx512Vnni => kernel_512(jn, a, quads, b.as_ptr(), c, ldc, ends),
+                    Int8Kernel::AvxVnni => kernel_avx_vnni(jn, a, quads, b.as_ptr(), c, ldc, ends),
+                    Int8Kernel::Avx512Vnni256 => {
+                        kernel_avx512_vnni_256(jn, a, quads, b.as_ptr(), c, ldc, ends)
+                    }
+                }
             }
         })
+    }
+
+    /// One input row quantised with the kernel's vector width.
+    ///
+    /// # Safety
+    /// `kernel` runs here.
+    unsafe fn quantize_row(kernel: Int8Kernel, src: &[f32], dst: &mut [u8]) -> RowQuant {
+        // SAFETY: the 512-bit kernel implies AVX512-BW, the 256-bit ones AVX2. The EVEX 256-bit
+        // kernel takes AVX2's quantisation too, so that the whole of AVX-VNNI's path is tested
+        // on AVX-512 hosts.
+        unsafe {
+            match kernel {
+                Int8Kernel::Avx512Vnni => quantize_row_avx512(src, dst),
+                Int8Kernel::AvxVnni | Int8Kernel::Avx512Vnni256 => quantize_row_avx2(src, dst),
+            }
+        }
     }
 
     /// [`quantize_input_row`] in AVX-512: the same operations in the same order (a product,
@@ -387,12 +487,69 @@ mod x86 {
         }
     }
 
-    /// The AVX-512 row quantisation, for the tests' comparison with the plain code.
+    /// [`quantize_input_row`] in AVX2, as [`quantize_row_avx512`] is in AVX-512: eight values
+    /// a step, the same operations in the same order, so the same bytes.
+    #[target_feature(enable = "avx2")]
+    unsafe fn quantize_row_avx2(src: &[f32], dst: &mut [u8]) -> RowQuant {
+        let n = src.len();
+        let full = n / 8;
+        // SAFETY: 8 values from 8·i < n are in `src`, 8 bytes in `dst` (as long as `src`).
+        unsafe {
+            let (mut lo, mut hi) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut nan = 0;
+            for i in 0..full {
+                let v = _mm256_loadu_ps(src.as_ptr().add(8 * i));
+                lo = _mm256_min_ps(lo, v);
+                hi = _mm256_max_ps(hi, v);
+                nan |= _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
+            }
+            let (mut los, mut his) = ([0f32; 8], [0f32; 8]);
+            _mm256_storeu_ps(los.as_mut_ptr(), lo);
+            _mm256_storeu_ps(his.as_mut_ptr(), hi);
+            let mut lo = los.iter().fold(0f32, |m, &v| m.min(v));
+            let mut hi = his.iter().fold(0f32, |m, &v| m.max(v));
+            for &v in &src[8 * full..] {
+                lo = lo.min(v);
+                hi = hi.max(v);
+                nan |= v.is_nan() as i32;
+            }
+            let range = hi - lo;
+            if range == 0.0 || !range.is_finite() || nan != 0 {
+                return quantize_input_row(src, dst);
+            }
+            let inv = 255.0 / range;
+            let zero_point = super::round_small(-lo * inv).clamp(0.0, 255.0);
+            let (vinv, vzp) = (_mm256_set1_ps(inv), _mm256_set1_ps(zero_point));
+            let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(255));
+            // After the two packs, lane 0's low word holds values 0..4 and lane 1's 4..8.
+            let gather = _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0);
+            for i in 0..full {
+                let v = _mm256_loadu_ps(src.as_ptr().add(8 * i));
+                let q = _mm256_cvtps_epi32(_mm256_add_ps(_mm256_mul_ps(v, vinv), vzp));
+                let q = _mm256_min_epi32(_mm256_max_epi32(q, zero), top);
+                let bytes = _mm256_packus_epi16(_mm256_packus_epi32(q, q), zero);
+                let bytes = _mm256_permutevar8x32_epi32(bytes, gather);
+                _mm_storel_epi64(
+                    dst.as_mut_ptr().add(8 * i) as *mut __m128i,
+                    _mm256_castsi256_si128(bytes),
+                );
+            }
+            for (d, &v) in dst[8 * full..].iter_mut().zip(&src[8 * full..]) {
+                *d = super::round_small(v * inv + zero_point).clamp(0.0, 255.0) as u8;
+            }
+            RowQuant {
+                scale: range / 255.0,
+                zero_point: zero_point as i32,
+            }
+        }
+    }
+
+    /// A kernel's row quantisation, for the tests' comparison with the plain code.
     #[cfg(test)]
-    pub(super) fn quantize_row(src: &[f32], dst: &mut [u8]) -> RowQuant {
-        assert!(super::int8_available());
+    pub(super) fn quantize_row_with(kernel: Int8Kernel, src: &[f32], dst: &mut [u8]) -> RowQuant {
+        assert!(kernel.runs_here());
         // SAFETY: the features were checked.
-        unsafe { quantize_row_avx512(src, dst) }
+        unsafe { quantize_row(kernel, src, dst) }
     }
 
     /// What a kernel call does at the ends of the k blocks: start the sums from zero (the first
@@ -417,7 +574,7 @@ mod x86 {
     /// words apart; `b` one panel's quads, NR words each; `c` rows `ldc` apart, int32 until the
     /// epilogue writes f32.
     #[target_feature(enable = "avx512f,avx512vnni")]
-    unsafe fn kernel(
+    unsafe fn kernel_512(
         quads: usize,
         a: *const u32,
         lda: usize,
@@ -469,6 +626,80 @@ mod x86 {
             }
         }
     }
+
+    /// The 256-bit kernel, written once for both encodings of 256-bit `vpdpbusd`. Its tile is
+    /// the 512-bit kernel's (MR × NR, so that packing and blocking are shared), done as four
+    /// 6 × 16 sub-tiles: twelve 8-lane sums, two weight vectors and a broadcast take 15 of the 16
+    /// registers AVX2 has, where the 512-bit kernel keeps its 12 × 32 tile in 24 of 32.
+    macro_rules! kernel_256 {
+        ($name:ident, $features:literal, $dpbusd:ident) => {
+            /// [`kernel_512`]'s product in 256-bit vectors.
+            #[target_feature(enable = $features)]
+            unsafe fn $name(
+                quads: usize,
+                a: *const u32,
+                lda: usize,
+                b: *const u32,
+                c: *mut f32,
+                ldc: usize,
+                ends: Ends,
+            ) {
+                const SUB: usize = MR / 2;
+                // SAFETY: the caller's promise on the extents.
+                unsafe {
+                    let ci = c as *mut i32;
+                    for (rows, half) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                        let a = a.add(rows * SUB * lda);
+                        let b = b.add(half * 16);
+                        let ci = ci.add(rows * SUB * ldc + half * 16);
+                        let mut acc = [[_mm256_setzero_si256(); 2]; SUB];
+                        if !ends.first {
+                            for (i, row) in acc.iter_mut().enumerate() {
+                                row[0] = _mm256_loadu_si256(ci.add(i * ldc) as *const _);
+                                row[1] = _mm256_loadu_si256(ci.add(i * ldc + 8) as *const _);
+                            }
+                        }
+                        for j in 0..quads {
+                            let bp = b.add(j * NR);
+                            let b0 = _mm256_loadu_si256(bp as *const _);
+                            let b1 = _mm256_loadu_si256(bp.add(8) as *const _);
+                            for (i, row) in acc.iter_mut().enumerate() {
+                                let ai = _mm256_set1_epi32(*a.add(i * lda + j) as i32);
+                                row[0] = $dpbusd(row[0], ai, b0);
+                                row[1] = $dpbusd(row[1], ai, b1);
+                            }
+                        }
+                        for (i, row) in acc.iter().enumerate() {
+                            _mm256_storeu_si256(ci.add(i * ldc) as *mut _, row[0]);
+                            _mm256_storeu_si256(ci.add(i * ldc + 8) as *mut _, row[1]);
+                        }
+                    }
+                    let Some(e) = ends.last else { return };
+                    for i in 0..MR {
+                        let zp = _mm256_set1_epi32(*e.row_zp.add(i));
+                        let sa = _mm256_set1_ps(*e.row_scale.add(i));
+                        for h in 0..NR / 8 {
+                            let at = i * ldc + 8 * h;
+                            let sum = _mm256_loadu_si256(ci.add(at) as *const _);
+                            let col_sum = _mm256_loadu_si256(e.col_sum.add(8 * h) as *const _);
+                            let exact = _mm256_sub_epi32(sum, _mm256_mullo_epi32(zp, col_sum));
+                            let scale = _mm256_mul_ps(sa, _mm256_loadu_ps(e.col_scale.add(8 * h)));
+                            let bias = _mm256_loadu_ps(e.bias.add(8 * h));
+                            let y = _mm256_fmadd_ps(_mm256_cvtepi32_ps(exact), scale, bias);
+                            _mm256_storeu_ps(c.add(at), y);
+                        }
+                    }
+                }
+            }
+        };
+    }
+
+    kernel_256!(kernel_avx_vnni, "avx2,fma,avxvnni", _mm256_dpbusd_avx_epi32);
+    kernel_256!(
+        kernel_avx512_vnni_256,
+        "avx2,fma,avx512f,avx512vl,avx512vnni",
+        _mm256_dpbusd_epi32
+    );
 }
 
 #[cfg(test)]
@@ -509,29 +740,39 @@ mod tests {
         assert_eq!(w, [-64, 32, 127, -127]); // −63.5 rounds to the even −64
     }
 
+    /// The kernels this CPU runs, with a note of it in the test's output: on a CPU with none,
+    /// the tests below check only the refusal.
+    fn kernels_here() -> Vec<Int8Kernel> {
+        let here: Vec<_> = Int8Kernel::ALL
+            .into_iter()
+            .filter(|k| k.runs_here())
+            .collect();
+        eprintln!("int8 kernels tested on this CPU: {here:?}");
+        here
+    }
+
     /// Odd sizes on every side (rows, k, out) exercise the padding; a column split (few rows)
-    /// and several k blocks (k > KC) the task grid and the int32 sums kept between blocks. The
+    /// and several k blocks (k > KC) the task grid and the int32 sums kept between blocks. Each
     /// kernel must equal the integer product of the same quantised values, scaled back, to f32
-    /// rounding.
+    /// rounding; and the kernels must agree to the bit, since their sums and epilogues are the
+    /// same integer and f32 operations.
     #[test]
     fn the_int8_product_is_the_integer_product_of_the_quantised_values() {
+        let kernels = kernels_here();
         for &(rows, k, n) in &[(37, 301, 45), (3, 64, 96), (130, 1201, 70), (1, 5, 1)] {
             let x = values(rows * k, 1);
             let w = values(n * k, 2);
             let bias = values(n, 3);
             let packed = PackedInt8::pack(&w, Some(&bias), n, k).unwrap();
-            let got = match packed.linear(&x, rows) {
-                Ok(got) => got,
-                Err(e) => {
-                    // Not this CPU's feature: refused, with the reason.
-                    assert!(!int8_available());
-                    assert!(e.to_string().contains("AVX512-VNNI"), "{e}");
-                    return;
-                }
-            };
-            assert_eq!(got.len(), rows * n);
-            let mut worst_integer = 0f64;
-            let mut worst_exact = 0f64;
+            if kernels.is_empty() {
+                // Not this CPU's feature: refused, with the reason.
+                let e = packed.linear(&x, rows).unwrap_err().to_string();
+                assert!(e.contains("AVX512-VNNI") && e.contains("AVX-VNNI"), "{e}");
+                assert!(!int8_available());
+                return;
+            }
+            let mut want = vec![0f64; rows * n];
+            let mut exact = vec![0f64; rows * n];
             let mut a = vec![0u8; k];
             for r in 0..rows {
                 let row = &x[r * k..(r + 1) * k];
@@ -545,23 +786,52 @@ mod tests {
                         .zip(&q)
                         .map(|(&a, &q)| (a as i64 - quant.zero_point as i64) * q as i64)
                         .sum();
-                    let want = quant.scale as f64 * s_w as f64 * integer as f64 + bias[c] as f64;
-                    let exact: f64 = bias[c] as f64
+                    want[r * n + c] =
+                        quant.scale as f64 * s_w as f64 * integer as f64 + bias[c] as f64;
+                    exact[r * n + c] = bias[c] as f64
                         + row
                             .iter()
                             .zip(&w[c * k..(c + 1) * k])
                             .map(|(&x, &w)| x as f64 * w as f64)
                             .sum::<f64>();
-                    let g = got[r * n + c] as f64;
+                }
+            }
+            let first = packed.linear_with(kernels[0], &x, rows, None).unwrap();
+            for &kernel in &kernels {
+                let got = packed.linear_with(kernel, &x, rows, None).unwrap();
+                assert_eq!(got.len(), rows * n);
+                let (mut worst_integer, mut worst_exact) = (0f64, 0f64);
+                for ((&g, &want), &exact) in got.iter().zip(&want).zip(&exact) {
+                    let g = g as f64;
                     worst_integer = worst_integer.max((g - want).abs() / (1.0 + want.abs()));
                     worst_exact = worst_exact.max((g - exact).abs());
                 }
+                assert!(
+                    worst_integer < 1e-6,
+                    "{kernel:?} {rows}×{k}×{n}: {worst_integer}"
+                );
+                // …and differ from the f32 product by the quantisation's rounding (8 bits).
+                let bound = 0.02 * (k as f64).sqrt() / 10.0;
+                assert!(worst_exact > 1e-5 && worst_exact < bound, "{worst_exact}");
+                assert_eq!(got, first, "{kernel:?} against {:?}", kernels[0]);
             }
-            assert!(worst_integer < 1e-6, "{rows}×{k}×{n}: {worst_integer}");
-            // …and differ from the f32 product by the quantisation's rounding (8 bits).
-            let bound = 0.02 * (k as f64).sqrt() / 10.0;
-            assert!(worst_exact > 1e-5 && worst_exact < bound, "{worst_exact}");
         }
+    }
+
+    #[test]
+    fn a_kernel_this_cpu_lacks_is_refused() {
+        let packed = PackedInt8::pack(&values(8, 1), None, 2, 4).unwrap();
+        for kernel in Int8Kernel::ALL {
+            let got = packed.linear_with(kernel, &values(4, 2), 1, None);
+            assert_eq!(got.is_ok(), kernel.runs_here(), "{kernel:?}");
+            if let Err(e) = got {
+                assert!(e.to_string().contains(kernel.name()), "{e}");
+            }
+        }
+        // The best kernel is one that runs, and never the test-only EVEX 256-bit form.
+        let best = Int8Kernel::best();
+        assert_eq!(best.is_some(), int8_available());
+        assert!(best.is_none_or(|k| k.runs_here() && k != Int8Kernel::Avx512Vnni256));
     }
 
     /// The vectorised quantisation must give the plain code's bytes, scale and zero point, at
@@ -569,11 +839,12 @@ mod tests {
     #[test]
     #[cfg(target_arch = "x86_64")]
     fn the_vectorised_quantisation_equals_the_plain_one() {
-        if !int8_available() {
-            return;
-        }
+        let kernels = kernels_here();
         for (len, seed) in [
             (1, 1),
+            (7, 11),
+            (8, 12),
+            (9, 13),
             (15, 2),
             (16, 3),
             (17, 4),
@@ -589,15 +860,18 @@ mod tests {
                 row[len / 2] = bad;
                 rows.push(row);
             }
-            for row in rows {
+            for (row, &kernel) in rows
+                .iter()
+                .flat_map(|r| kernels.iter().map(move |k| (r, k)))
+            {
                 let (mut plain, mut fast) = (vec![0u8; len], vec![1u8; len]);
-                let want = quantize_input_row(&row, &mut plain);
-                let got = x86::quantize_row(&row, &mut fast);
-                assert_eq!(plain, fast, "{len}");
+                let want = quantize_input_row(row, &mut plain);
+                let got = x86::quantize_row_with(kernel, row, &mut fast);
+                assert_eq!(plain, fast, "{kernel:?} {len}");
                 assert_eq!(want.zero_point, got.zero_point);
                 assert!(
                     want.scale == got.scale || (want.scale.is_nan() && got.scale.is_nan()),
-                    "{len}: {want:?} {got:?}"
+                    "{kernel:?} {len}: {want:?} {got:?}"
                 );
             }
         }
@@ -607,8 +881,10 @@ mod tests {
         let packed = PackedInt8::pack(&w, None, 3, 20).unwrap();
         let mut x = values(2 * 20, 9);
         x[25] = f32::NAN;
-        let y = packed.linear(&x, 2).unwrap();
-        assert!(y[..3].iter().all(|v| v.is_finite()) && y[3..].iter().all(|v| v.is_nan()));
+        for kernel in kernels {
+            let y = packed.linear_with(kernel, &x, 2, None).unwrap();
+            assert!(y[..3].iter().all(|v| v.is_finite()) && y[3..].iter().all(|v| v.is_nan()));
+        }
     }
 
     /// An activation fused into the int8 and bf16 products gives what the activation applied
@@ -623,11 +899,11 @@ mod tests {
             let bias = values(n, 6);
             for act in [Act::QuickGelu, Act::GeluTanh] {
                 let mut runs = Vec::new();
-                if int8_available() {
-                    let p = PackedInt8::pack(&w, Some(&bias), n, k).unwrap();
+                let p = PackedInt8::pack(&w, Some(&bias), n, k).unwrap();
+                for kernel in Int8Kernel::ALL.into_iter().filter(|k| k.runs_here()) {
                     runs.push((
-                        p.linear(&x, rows).unwrap(),
-                        p.linear_then(&x, rows, Some(act)),
+                        p.linear_with(kernel, &x, rows, None).unwrap(),
+                        p.linear_with(kernel, &x, rows, Some(act)),
                     ));
                 }
                 if bf16_available() {

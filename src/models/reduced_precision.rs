@@ -11,7 +11,7 @@
 //!   ([`Precision::compute_dtype`]) and runs on candle's CUDA kernels, as PyTorch users run CLIP
 //!   with `model.half()`: cuBLAS sums products in f32 (candle leaves its reduced-precision
 //!   reductions off), LayerNorm and softmax sum in f32. Embeddings come back as f32.
-//! - **CPU, int8** (opt-in, AVX512-VNNI): the same linear layers in int8 with int32 sums
+//! - **CPU, int8** (opt-in, AVX512-VNNI or AVX-VNNI): the same linear layers in int8 with int32 sums
 //!   ([`super::int8`]); the rest as in bf16. Refused on GPUs.
 //! - **CPU, f16**: refused. Neither candle nor the `gemm` crate has a half-precision kernel
 //!   faster than f32 here; f16 would only be slower.
@@ -43,7 +43,7 @@ pub enum Precision {
     Bf16,
     /// The whole model in IEEE half precision, on a CUDA GPU only.
     F16,
-    /// On a CPU with AVX512-VNNI, the linear layers in int8: weights quantised per output
+    /// On a CPU with AVX512-VNNI or AVX-VNNI, the linear layers in int8: weights quantised per output
     /// channel, inputs per row, sums in int32 (see [`super::int8`]). Opt-in: it drifts more
     /// than bf16.
     Int8,
@@ -64,22 +64,12 @@ impl Precision {
         match self {
             Precision::F32 => Ok(()),
             Precision::Int8 if !device.is_cpu() => bail!(
-                "int8 is implemented for CPUs with AVX512-VNNI only; on a GPU use f16 or bf16"
-            ),
-            Precision::Int8 if !cfg!(feature = "avx512") => bail!(
-                "int8 needs AVX-512 code, and this build leaves it out (built without the \
-                 `avx512` feature), so it is refused: use f32"
+                "int8 is implemented for CPUs with AVX512-VNNI or AVX-VNNI only; on a GPU use \
+                 f16 or bf16"
             ),
             Precision::Int8 if !super::int8::int8_available() => bail!(
-                "int8 needs a CPU with AVX512-VNNI (AMD Zen 4 or later, Intel Cascade Lake, Ice \
-                 Lake, Sapphire Rapids and later); this CPU lacks it{}, so it is refused: use \
-                 f32{}",
-                if super::int8::avx_vnni_only() {
-                    " (it has AVX-VNNI, the 256-bit form, which skyscribe's int8 product does \
-                     not use yet)"
-                } else {
-                    ""
-                },
+                "{}: use f32{}",
+                super::int8::why_unavailable(),
                 if bf16_available() { " or bf16" } else { "" }
             ),
             Precision::Int8 => Ok(()),
