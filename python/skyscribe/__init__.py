@@ -20,11 +20,18 @@ model, index or classifier).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from os import PathLike
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+# candle's element-wise ops run on a thread pool of its own whose threads spin after each op,
+# taking a core's share from the products on rayon's threads; the `skyscribe` binary turns the
+# spinning off the same way (src/main.rs says what it measured). Set before the extension loads,
+# as candle reads it once; a value the user set is kept.
+os.environ.setdefault("CANDLE_BARRIER_POOL_SPIN_LIMIT", "0")
 
 from ._skyscribe import (
     Captioner,
