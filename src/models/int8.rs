@@ -92,6 +92,11 @@ impl Int8Kernel {
         }
     }
 
+    /// Every kernel this CPU (and this build) runs.
+    pub fn here() -> Vec<Self> {
+        Self::ALL.into_iter().filter(|k| k.runs_here()).collect()
+    }
+
     /// The kernel this CPU runs best: the 512-bit one where it can, else AVX-VNNI's.
     pub fn best() -> Option<Self> {
         [Int8Kernel::Avx512Vnni, Int8Kernel::AvxVnni]
@@ -743,10 +748,7 @@ mod tests {
     /// The kernels this CPU runs, with a note of it in the test's output: on a CPU with none,
     /// the tests below check only the refusal.
     fn kernels_here() -> Vec<Int8Kernel> {
-        let here: Vec<_> = Int8Kernel::ALL
-            .into_iter()
-            .filter(|k| k.runs_here())
-            .collect();
+        let here = Int8Kernel::here();
         eprintln!("int8 kernels tested on this CPU: {here:?}");
         here
     }
@@ -900,7 +902,7 @@ mod tests {
             for act in [Act::QuickGelu, Act::GeluTanh] {
                 let mut runs = Vec::new();
                 let p = PackedInt8::pack(&w, Some(&bias), n, k).unwrap();
-                for kernel in Int8Kernel::ALL.into_iter().filter(|k| k.runs_here()) {
+                for kernel in Int8Kernel::here() {
                     runs.push((
                         p.linear_with(kernel, &x, rows, None).unwrap(),
                         p.linear_with(kernel, &x, rows, Some(act)),
