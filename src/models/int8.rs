@@ -184,33 +184,62 @@ pub struct RowQuant {
 /// code is also the reference the tests hold the kernels to.
 #[inline(always)]
 pub fn quantize_input_row(src: &[f32], dst: &mut [u8]) -> RowQuant {
-    let (mut lo, mut hi, mut nan) = (0f32, 0f32, false);
-    for &v in src {
-        lo = lo.min(v);
-        hi = hi.max(v);
-        nan |= v.is_nan();
-    }
-    let range = hi - lo;
-    if range == 0.0 || !range.is_finite() || nan {
+    let (lo, hi, nan) = fold_range((0.0, 0.0, false), src);
+    let Some((quant, inv, zero_point)) = row_coding(lo, hi, nan) else {
         // A row of zeros gives the bias; one holding a NaN or an infinity gives NaN, as the f32
         // product would.
         dst.fill(0);
-        let scale = if range == 0.0 && !nan { 0.0 } else { f32::NAN };
+        let scale = if hi - lo == 0.0 && !nan {
+            0.0
+        } else {
+            f32::NAN
+        };
         return RowQuant {
             scale,
             zero_point: 0,
         };
+    };
+    for (d, &v) in dst.iter_mut().zip(src) {
+        *d = code(v, inv, zero_point);
     }
-    let scale = range / 255.0;
+    quant
+}
+
+/// `(lo, hi, nan)` extended over `values`: the plain code's whole row, the vectorised ones' values
+/// past their last whole vector.
+#[inline(always)]
+fn fold_range((mut lo, mut hi, mut nan): (f32, f32, bool), values: &[f32]) -> (f32, f32, bool) {
+    for &v in values {
+        lo = lo.min(v);
+        hi = hi.max(v);
+        nan |= v.is_nan();
+    }
+    (lo, hi, nan)
+}
+
+/// How a row whose values span `lo..=hi` (0 among them) is coded: its [`RowQuant`], the factor
+/// `255 / range` and the zero point as f32; `None` for a row of zeros or one holding a NaN or an
+/// infinity, which [`quantize_input_row`] answers on its own.
+#[inline(always)]
+fn row_coding(lo: f32, hi: f32, nan: bool) -> Option<(RowQuant, f32, f32)> {
+    let range = hi - lo;
+    if range == 0.0 || !range.is_finite() || nan {
+        return None;
+    }
     let inv = 255.0 / range;
     let zero_point = round_small(-lo * inv).clamp(0.0, 255.0);
-    for (d, &v) in dst.iter_mut().zip(src) {
-        *d = round_small(v * inv + zero_point).clamp(0.0, 255.0) as u8;
-    }
-    RowQuant {
-        scale,
+    let quant = RowQuant {
+        scale: range / 255.0,
         zero_point: zero_point as i32,
-    }
+    };
+    Some((quant, inv, zero_point))
+}
+
+/// One value's u8 code: the product, then the sum, each rounded, then rounding to nearest even,
+/// in the order the vectorised quantisations keep too.
+#[inline(always)]
+fn code(v: f32, inv: f32, zero_point: f32) -> u8 {
+    round_small(v * inv + zero_point).clamp(0.0, 255.0) as u8
 }
 
 impl PackedInt8 {
@@ -458,19 +487,12 @@ mod x86 {
                 hi = _mm512_max_ps(hi, v);
                 nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
             }
-            let (mut lo, mut hi) = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi));
-            for &v in &src[16 * full..] {
-                lo = lo.min(v);
-                hi = hi.max(v);
-                nan |= v.is_nan() as u16;
-            }
+            let vectors = (_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi), nan != 0);
+            let (lo, hi, nan) = super::fold_range(vectors, &src[16 * full..]);
             // A row of zeros or with a non-finite value: the plain code's answer.
-            let range = hi - lo;
-            if range == 0.0 || !range.is_finite() || nan != 0 {
+            let Some((quant, inv, zero_point)) = super::row_coding(lo, hi, nan) else {
                 return quantize_input_row(src, dst);
-            }
-            let inv = 255.0 / range;
-            let zero_point = super::round_small(-lo * inv).clamp(0.0, 255.0);
+            };
             let (vinv, vzp) = (_mm512_set1_ps(inv), _mm512_set1_ps(zero_point));
             let (zero, top) = (_mm512_setzero_si512(), _mm512_set1_epi32(255));
             for i in 0..full {
@@ -483,12 +505,9 @@ mod x86 {
                 );
             }
             for (d, &v) in dst[16 * full..].iter_mut().zip(&src[16 * full..]) {
-                *d = super::round_small(v * inv + zero_point).clamp(0.0, 255.0) as u8;
+                *d = super::code(v, inv, zero_point);
             }
-            RowQuant {
-                scale: range / 255.0,
-                zero_point: zero_point as i32,
-            }
+            quant
         }
     }
 
@@ -511,19 +530,12 @@ mod x86 {
             let (mut los, mut his) = ([0f32; 8], [0f32; 8]);
             _mm256_storeu_ps(los.as_mut_ptr(), lo);
             _mm256_storeu_ps(his.as_mut_ptr(), hi);
-            let mut lo = los.iter().fold(0f32, |m, &v| m.min(v));
-            let mut hi = his.iter().fold(0f32, |m, &v| m.max(v));
-            for &v in &src[8 * full..] {
-                lo = lo.min(v);
-                hi = hi.max(v);
-                nan |= v.is_nan() as i32;
-            }
-            let range = hi - lo;
-            if range == 0.0 || !range.is_finite() || nan != 0 {
+            let lo = los.iter().fold(0f32, |m, &v| m.min(v));
+            let hi = his.iter().fold(0f32, |m, &v| m.max(v));
+            let (lo, hi, nan) = super::fold_range((lo, hi, nan != 0), &src[8 * full..]);
+            let Some((quant, inv, zero_point)) = super::row_coding(lo, hi, nan) else {
                 return quantize_input_row(src, dst);
-            }
-            let inv = 255.0 / range;
-            let zero_point = super::round_small(-lo * inv).clamp(0.0, 255.0);
+            };
             let (vinv, vzp) = (_mm256_set1_ps(inv), _mm256_set1_ps(zero_point));
             let (zero, top) = (_mm256_setzero_si256(), _mm256_set1_epi32(255));
             // After the two packs, lane 0's low word holds values 0..4 and lane 1's 4..8.
@@ -540,12 +552,9 @@ mod x86 {
                 );
             }
             for (d, &v) in dst[8 * full..].iter_mut().zip(&src[8 * full..]) {
-                *d = super::round_small(v * inv + zero_point).clamp(0.0, 255.0) as u8;
+                *d = super::code(v, inv, zero_point);
             }
-            RowQuant {
-                scale: range / 255.0,
-                zero_point: zero_point as i32,
-            }
+            quant
         }
     }
 
