@@ -840,6 +840,14 @@ pub fn activate_in_place(act: Act, ys: &mut [f32]) {
     }
 }
 
+/// [`activate_in_place`] over several rows in one call.
+pub fn activate_rows_in_place(act: Act, rows: &mut [&mut [f32]]) {
+    match act {
+        Act::QuickGelu => vector_math::apply_rows(rows, |x| Act::QuickGelu.value(x)),
+        Act::GeluTanh => vector_math::apply_rows(rows, |x| Act::GeluTanh.value(x)),
+    }
+}
+
 pub fn activation(xs: &Tensor, act: Act) -> Result<Tensor> {
     xs.contiguous()?.apply_op1(ActivationOp(act))
 }

@@ -30,9 +30,9 @@ use super::reduced_precision::{PackedProduct, check_pack_shape};
 const MR: usize = 12;
 /// Output columns of a panel (two registers of 16 int32).
 const NR: usize = 32;
-/// k values per block: a block of a weight panel (KC × NR bytes, 16 KiB) stays in L1 while the
-/// tiles of a row block pass over it.
-const KC: usize = 512;
+/// The most k values in one block, for the reasons of `reduced_precision`'s: a block of a
+/// weight panel is KC × NR bytes (96 KiB), a task's input rows MB·MR × KC (288 KiB).
+const KC: usize = 3072;
 /// Tiles of MR rows per task: a task's input rows (MB·MR × KC bytes) stay in L2.
 const MB: usize = 8;
 
@@ -371,7 +371,7 @@ mod x86 {
 
     use rayon::prelude::*;
 
-    use super::super::reduced_precision::{Blocking, blocked_product};
+    use super::super::reduced_precision::{Blocking, block_units, blocked_product};
     use super::{Act, Int8Kernel, KC, MB, MR, NR, PackedInt8, RowQuant, quantize_input_row};
 
     /// `kernel` must run here ([`Int8Kernel::runs_here`]).
@@ -412,14 +412,15 @@ mod x86 {
         let row_scale: Vec<f32> = quant.iter().map(|q| q.scale).collect();
         let row_zp: Vec<i32> = quant.iter().map(|q| q.zero_point).collect();
         // The output holds int32 sums until the last k block turns them into f32 in place.
-        let k_blocks = quads.div_ceil(KC / 4);
+        let block = block_units(quads, KC / 4);
+        let k_blocks = quads.div_ceil(block);
         let blocking = Blocking {
             rows,
             n,
             mr: MR,
             nr: NR,
             units: quads,
-            block: KC / 4,
+            block,
             tiles_per_task: MB,
         };
         blocked_product(blocking, act, |out, ldc, (kb, j0, jn), p, t| {
@@ -617,27 +618,42 @@ mod x86 {
                     row[1] = _mm512_dpbusd_epi32(row[1], ai, b1);
                 }
             }
-            for (i, row) in acc.iter().enumerate() {
-                _mm512_storeu_si512(ci.add(i * ldc) as *mut _, row[0]);
-                _mm512_storeu_si512(ci.add(i * ldc + 16) as *mut _, row[1]);
-            }
-            // The epilogue reads the sums back from L1 rather than from `acc`: a loop this long
-            // over `acc` would not be unrolled, and `acc` would then live on the stack.
-            let Some(e) = ends.last else { return };
-            for i in 0..MR {
+            let Some(e) = ends.last else {
+                for (i, row) in acc.iter().enumerate() {
+                    _mm512_storeu_si512(ci.add(i * ldc) as *mut _, row[0]);
+                    _mm512_storeu_si512(ci.add(i * ldc + 16) as *mut _, row[1]);
+                }
+                return;
+            };
+            // The epilogue on the sums in registers: storing them and reading them back cost
+            // a tenth of the kernel's time at k = 768. Row by row, written out, because a loop
+            // over `acc` this long is not unrolled, and `acc` would then live on the stack.
+            let row = |i: usize, sums: [__m512i; 2]| {
                 let zp = _mm512_set1_epi32(*e.row_zp.add(i));
                 let sa = _mm512_set1_ps(*e.row_scale.add(i));
-                for h in 0..2 {
-                    let at = i * ldc + 16 * h;
-                    let sum = _mm512_loadu_si512(ci.add(at) as *const _);
+                for (h, sum) in sums.into_iter().enumerate() {
                     let col_sum = _mm512_loadu_si512(e.col_sum.add(16 * h) as *const _);
                     let exact = _mm512_sub_epi32(sum, _mm512_mullo_epi32(zp, col_sum));
                     let scale = _mm512_mul_ps(sa, _mm512_loadu_ps(e.col_scale.add(16 * h)));
                     let bias = _mm512_loadu_ps(e.bias.add(16 * h));
                     let y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(exact), scale, bias);
-                    _mm512_storeu_ps(c.add(at), y);
+                    _mm512_storeu_ps(c.add(i * ldc + 16 * h), y);
                 }
-            }
+            };
+            const _: () = assert!(MR == 12, "the epilogue below names every row");
+            let [a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11] = acc;
+            row(0, a0);
+            row(1, a1);
+            row(2, a2);
+            row(3, a3);
+            row(4, a4);
+            row(5, a5);
+            row(6, a6);
+            row(7, a7);
+            row(8, a8);
+            row(9, a9);
+            row(10, a10);
+            row(11, a11);
         }
     }
 
@@ -763,14 +779,14 @@ mod tests {
     }
 
     /// Odd sizes on every side (rows, k, out) exercise the padding; a column split (few rows)
-    /// and several k blocks (k > KC) the task grid and the int32 sums kept between blocks. Each
+    /// and three k blocks (k > 2·KC) the task grid and the int32 sums kept between blocks. Each
     /// kernel must equal the integer product of the same quantised values, scaled back, to f32
     /// rounding; and the kernels must agree to the bit, since their sums and epilogues are the
     /// same integer and f32 operations.
     #[test]
     fn the_int8_product_is_the_integer_product_of_the_quantised_values() {
         let kernels = kernels_here();
-        for &(rows, k, n) in &[(37, 301, 45), (3, 64, 96), (130, 1201, 70), (1, 5, 1)] {
+        for &(rows, k, n) in &[(37, 301, 45), (3, 64, 96), (130, 6145, 70), (1, 5, 1)] {
             let x = values(rows * k, 1);
             let w = values(n * k, 2);
             let bias = values(n, 3);

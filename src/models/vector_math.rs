@@ -170,6 +170,29 @@ multiversioned! {
     fn apply<F: Fn(f32) -> f32>(ys: &mut [f32], f: F) = apply_plain
 }
 
+#[inline(always)]
+fn apply_rows_plain(rows: &mut [&mut [f32]], f: impl Fn(f32) -> f32) {
+    for row in rows {
+        // In whole vectors: a loop over a short row would be unrolled past its length and
+        // leave it all to the scalar remainder.
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for y in c {
+                *y = f(*y);
+            }
+        }
+        for y in chunks.into_remainder() {
+            *y = f(*y);
+        }
+    }
+}
+
+multiversioned! {
+    /// [`apply`] over several rows in one call: a product's output tile, rows apart in memory,
+    /// activated while it is in L1 (a call a row costs as much as the row's maths).
+    fn apply_rows<F: Fn(f32) -> f32>(rows: &mut [&mut [f32]], f: F) = apply_rows_plain
+}
+
 multiversioned! {
     /// `row ← softmax(row)` in place; returns `ln Σ exp(row)` of the input (its normaliser).
     fn softmax(row: &mut [f32]) -> f32 = softmax_plain
