@@ -172,8 +172,9 @@ pub fn quantize_weight_row(row: &[f32]) -> (f32, Vec<i8>) {
     (scale, q)
 }
 
-/// One input row's quantisation: `x ≈ scale · (a − zero_point)`, a in 0..=255.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One input row's quantisation: `x ≈ scale · (a − zero_point)`, a in 0..=255. The default,
+/// scale 0, is a padding row's: its outputs are the bias.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct RowQuant {
     pub scale: f32,
     pub zero_point: i32,
@@ -369,9 +370,9 @@ impl PackedProduct for PackedInt8 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use rayon::prelude::*;
-
-    use super::super::reduced_precision::{Blocking, block_units, blocked_product};
+    use super::super::reduced_precision::{
+        Blocking, block_units, blocked_product, input_rows, row_stride,
+    };
     use super::{Act, Int8Kernel, KC, MB, MR, NR, PackedInt8, RowQuant, quantize_input_row};
 
     /// `kernel` must run here ([`Int8Kernel::runs_here`]).
@@ -388,27 +389,16 @@ mod x86 {
         }
         let tiles = rows.div_ceil(MR);
         let padded_rows = tiles * MR;
-        // The inputs as rows of `quads` words of four bytes; padding rows and k past `in` are 0
-        // (their weights are 0 too), and a padding row's scale 0 makes its outputs the bias.
-        let mut a = vec![0u32; padded_rows * quads];
-        let mut quant = vec![
-            RowQuant {
-                scale: 0.0,
-                zero_point: 0
-            };
-            padded_rows
-        ];
-        a.par_chunks_mut(quads)
-            .zip(quant.par_iter_mut())
-            .zip(x.par_chunks(k))
-            .for_each(|((dst, q), src)| {
-                // SAFETY: the words are plain bytes; the kernel's features include the
-                // quantisation's (AVX512-BW, or AVX2 for AVX-VNNI).
-                let bytes = unsafe {
-                    std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, dst.len() * 4)
-                };
-                *q = unsafe { quantize_row(kernel, src, &mut bytes[..k]) };
-            });
+        // The inputs as rows of `quads` words of four bytes, `lda` apart; padding rows and k
+        // past `in` are 0 (their weights are 0 too), and a padding row's scale 0 makes its
+        // outputs the bias.
+        let lda = row_stride(quads);
+        let (a, quant) = input_rows(rows, padded_rows, lda, |r, dst| {
+            // SAFETY: the words are plain bytes; the kernel's features include the
+            // quantisation's (AVX512-BW, or AVX2 for AVX-VNNI).
+            let bytes = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u8, k) };
+            unsafe { quantize_row(kernel, &x[r * k..(r + 1) * k], bytes) }
+        });
         let row_scale: Vec<f32> = quant.iter().map(|q| q.scale).collect();
         let row_zp: Vec<i32> = quant.iter().map(|q| q.zero_point).collect();
         // The output holds int32 sums until the last k block turns them into f32 in place.
@@ -436,19 +426,19 @@ mod x86 {
                 }),
             };
             let (a, c) = (
-                a[t * MR * quads + j0..].as_ptr(),
+                a[t * MR * lda + j0..].as_ptr(),
                 out.at(t * MR * ldc + p * NR),
             );
             // SAFETY: the tile (rows t·MR.., columns p·NR..) lies in the output, written by this
-            // task only; `a` holds MR rows `quads` apart from `j0`, `b` holds `jn` quads of the
+            // task only; `a` holds MR rows `lda` apart from `j0`, `b` holds `jn` quads of the
             // panel; the epilogue's vectors hold MR rows and NR columns from their starts. The
             // caller checked that the kernel runs here.
             unsafe {
                 match kernel {
-                    Int8Kernel::Avx512Vnni => kernel_512(jn, a, quads, b.as_ptr(), c, ldc, ends),
-                    Int8Kernel::AvxVnni => kernel_avx_vnni(jn, a, quads, b.as_ptr(), c, ldc, ends),
+                    Int8Kernel::Avx512Vnni => kernel_512(jn, a, lda, b.as_ptr(), c, ldc, ends),
+                    Int8Kernel::AvxVnni => kernel_avx_vnni(jn, a, lda, b.as_ptr(), c, ldc, ends),
                     Int8Kernel::Avx512Vnni256 => {
-                        kernel_avx512_vnni_256(jn, a, quads, b.as_ptr(), c, ldc, ends)
+                        kernel_avx512_vnni_256(jn, a, lda, b.as_ptr(), c, ldc, ends)
                     }
                 }
             }
