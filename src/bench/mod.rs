@@ -21,7 +21,7 @@ use crate::encoder::ClipEncoder;
 use crate::hub::ModelDir;
 use crate::imagery::{DecodeOptions, Preprocessor};
 use crate::models::int8::{Int8Kernel, PackedInt8};
-use crate::models::reduced_precision::{self, PackedBf16};
+use crate::models::reduced_precision::{self, Finish, PackedBf16};
 use crate::models::{ClipConfig, ClipModel, Precision, Weights};
 use crate::tokenizer::TextTokenizer;
 
@@ -339,7 +339,7 @@ pub fn gemm_shapes(
                 let xs = x.flatten_all()?.to_vec1::<f32>()?;
                 for kernel in Int8Kernel::here() {
                     let rate = time(&|| {
-                        std::hint::black_box(p.linear_with(kernel, &xs, m, None)?);
+                        std::hint::black_box(p.linear_with(kernel, &xs, m, Finish::Nothing)?);
                         Ok(())
                     })?;
                     out.push(report(rate, Some(kernel)));

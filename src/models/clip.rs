@@ -200,12 +200,10 @@ impl EncoderLayer {
     }
 
     fn forward(&self, xs: &Tensor, causal: bool) -> Result<Tensor> {
-        let h = self
+        let xs = self
             .self_attn
-            .forward(&self.layer_norm1.forward(xs)?, causal)?;
-        let xs = (xs + h)?;
-        let h = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
-        Ok((xs + h)?)
+            .forward_plus(&self.layer_norm1.forward(xs)?, xs, causal)?;
+        self.mlp.forward_plus(&self.layer_norm2.forward(&xs)?, &xs)
     }
 
     /// The output at the pooled positions only, `(N, D)`, `rows` indexing the `B·T` positions
@@ -214,12 +212,14 @@ impl EncoderLayer {
     /// its work; the text tower: most of its last layer).
     fn forward_rows(&self, xs: &Tensor, rows: &Tensor, causal: bool) -> Result<Tensor> {
         let (b, t, d) = xs.dims3()?;
-        let h = self
-            .self_attn
-            .forward_rows(&self.layer_norm1.forward(xs)?, rows, causal)?;
-        let xs = (xs.reshape((b * t, d))?.index_select(rows, 0)? + h)?;
-        let h = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
-        Ok((xs + h)?)
+        let pooled = xs.reshape((b * t, d))?.index_select(rows, 0)?;
+        let xs = self.self_attn.forward_rows_plus(
+            &self.layer_norm1.forward(xs)?,
+            rows,
+            &pooled,
+            causal,
+        )?;
+        self.mlp.forward_plus(&self.layer_norm2.forward(&xs)?, &xs)
     }
 }
 

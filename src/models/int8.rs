@@ -23,8 +23,7 @@
 
 use anyhow::{Result, bail};
 
-use super::cpu_kernels::Act;
-use super::reduced_precision::{PackedProduct, check_pack_shape};
+use super::reduced_precision::{Finish, PackedProduct, check_pack_shape};
 
 /// Output rows of the micro-kernel's tile.
 const MR: usize = 12;
@@ -310,15 +309,15 @@ impl PackedInt8 {
     /// `x · Wᵀ + bias` for `x` `(rows, in)` row-major f32, each row quantised to u8. Needs
     /// [`int8_available`].
     pub fn linear(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        self.linear_then(x, rows, None)
+        self.linear_then(x, rows, Finish::Nothing)
     }
 
-    /// [`Self::linear`], then `act` applied to the outputs.
-    pub fn linear_then(&self, x: &[f32], rows: usize, act: Option<Act>) -> Result<Vec<f32>> {
+    /// [`Self::linear`], then `finish` done to the outputs.
+    pub fn linear_then(&self, x: &[f32], rows: usize, finish: Finish) -> Result<Vec<f32>> {
         let Some(kernel) = Int8Kernel::best() else {
             bail!("int8 linear: {}", why_unavailable());
         };
-        self.linear_with(kernel, x, rows, act)
+        self.linear_with(kernel, x, rows, finish)
     }
 
     /// [`Self::linear_then`] through a given kernel (for tests and benchmarks of each); refused
@@ -328,7 +327,7 @@ impl PackedInt8 {
         kernel: Int8Kernel,
         x: &[f32],
         rows: usize,
-        act: Option<Act>,
+        finish: Finish,
     ) -> Result<Vec<f32>> {
         if x.len() != rows * self.in_dim {
             bail!(
@@ -337,6 +336,7 @@ impl PackedInt8 {
                 self.in_dim
             );
         }
+        finish.check("int8 linear", rows, self.out_dim)?;
         if !kernel.runs_here() {
             bail!(
                 "int8 linear: this CPU or build does not run the {} kernel",
@@ -345,7 +345,7 @@ impl PackedInt8 {
         }
         #[cfg(target_arch = "x86_64")]
         {
-            Ok(x86::linear(kernel, self, x, rows, act))
+            Ok(x86::linear(kernel, self, x, rows, finish))
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -361,8 +361,8 @@ impl PackedProduct for PackedInt8 {
         self.out_dim
     }
 
-    fn linear_then(&self, x: &[f32], rows: usize, act: Option<Act>) -> Result<Vec<f32>> {
-        PackedInt8::linear_then(self, x, rows, act)
+    fn linear_then(&self, x: &[f32], rows: usize, finish: Finish) -> Result<Vec<f32>> {
+        PackedInt8::linear_then(self, x, rows, finish)
     }
 }
 
@@ -373,7 +373,7 @@ mod x86 {
     use super::super::reduced_precision::{
         Blocking, block_units, blocked_product, input_rows, row_stride,
     };
-    use super::{Act, Int8Kernel, KC, MB, MR, NR, PackedInt8, RowQuant, quantize_input_row};
+    use super::{Finish, Int8Kernel, KC, MB, MR, NR, PackedInt8, RowQuant, quantize_input_row};
 
     /// `kernel` must run here ([`Int8Kernel::runs_here`]).
     pub(super) fn linear(
@@ -381,7 +381,7 @@ mod x86 {
         w: &PackedInt8,
         x: &[f32],
         rows: usize,
-        act: Option<Act>,
+        finish: Finish,
     ) -> Vec<f32> {
         let (k, n, quads) = (w.in_dim, w.out_dim, w.quads);
         if rows == 0 {
@@ -413,7 +413,7 @@ mod x86 {
             block,
             tiles_per_task: MB,
         };
-        blocked_product(blocking, act, |out, ldc, (kb, j0, jn), p, t| {
+        blocked_product(blocking, finish, |out, ldc, (kb, j0, jn), p, t| {
             let b = &w.panels[(p * quads + j0) * NR..];
             let ends = Ends {
                 first: kb == 0,
@@ -813,9 +813,13 @@ mod tests {
                             .sum::<f64>();
                 }
             }
-            let first = packed.linear_with(kernels[0], &x, rows, None).unwrap();
+            let first = packed
+                .linear_with(kernels[0], &x, rows, Finish::Nothing)
+                .unwrap();
             for &kernel in &kernels {
-                let got = packed.linear_with(kernel, &x, rows, None).unwrap();
+                let got = packed
+                    .linear_with(kernel, &x, rows, Finish::Nothing)
+                    .unwrap();
                 assert_eq!(got.len(), rows * n);
                 let (mut worst_integer, mut worst_exact) = (0f64, 0f64);
                 for ((&g, &want), &exact) in got.iter().zip(&want).zip(&exact) {
@@ -839,7 +843,7 @@ mod tests {
     fn a_kernel_this_cpu_lacks_is_refused() {
         let packed = PackedInt8::pack(&values(8, 1), None, 2, 4).unwrap();
         for kernel in Int8Kernel::ALL {
-            let got = packed.linear_with(kernel, &values(4, 2), 1, None);
+            let got = packed.linear_with(kernel, &values(4, 2), 1, Finish::Nothing);
             assert_eq!(got.is_ok(), kernel.runs_here(), "{kernel:?}");
             if let Err(e) = got {
                 assert!(e.to_string().contains(kernel.name()), "{e}");
@@ -899,7 +903,7 @@ mod tests {
         let mut x = values(2 * 20, 9);
         x[25] = f32::NAN;
         for kernel in kernels {
-            let y = packed.linear_with(kernel, &x, 2, None).unwrap();
+            let y = packed.linear_with(kernel, &x, 2, Finish::Nothing).unwrap();
             assert!(y[..3].iter().all(|v| v.is_finite()) && y[3..].iter().all(|v| v.is_nan()));
         }
     }
@@ -908,7 +912,7 @@ mod tests {
     /// after them gives, over every tile of the grid (a column split and padding included).
     #[test]
     fn a_fused_activation_equals_the_activation_after_the_product() {
-        use super::super::cpu_kernels::activate_in_place;
+        use super::super::cpu_kernels::{Act, activate_in_place};
         use super::super::reduced_precision::{PackedBf16, bf16_available};
         for &(rows, k, n) in &[(37, 301, 45), (3, 64, 96)] {
             let x = values(rows * k, 4);
@@ -919,21 +923,60 @@ mod tests {
                 let p = PackedInt8::pack(&w, Some(&bias), n, k).unwrap();
                 for kernel in Int8Kernel::here() {
                     runs.push((
-                        p.linear_with(kernel, &x, rows, None).unwrap(),
-                        p.linear_with(kernel, &x, rows, Some(act)),
+                        p.linear_with(kernel, &x, rows, Finish::Nothing).unwrap(),
+                        p.linear_with(kernel, &x, rows, Finish::Activate(act)),
                     ));
                 }
                 if bf16_available() {
                     let p = PackedBf16::pack(&w, Some(&bias), n, k).unwrap();
                     runs.push((
                         p.linear(&x, rows).unwrap(),
-                        p.linear_then(&x, rows, Some(act)),
+                        p.linear_then(&x, rows, Finish::Activate(act)),
                     ));
                 }
                 for (mut plain, fused) in runs {
                     activate_in_place(act, &mut plain);
                     assert_eq!(plain, fused.unwrap(), "{rows}×{k}×{n} {act:?}");
                 }
+            }
+        }
+    }
+
+    /// A residual added by the int8 and bf16 products gives, to the bit, what adding it after
+    /// them gives, over every tile of the grid (a column split and padding included); a residual
+    /// of the wrong size is refused.
+    #[test]
+    fn a_fused_residual_equals_the_sum_after_the_product() {
+        use super::super::reduced_precision::{PackedBf16, bf16_available};
+        for &(rows, k, n) in &[(37, 301, 45), (3, 64, 96), (130, 700, 70)] {
+            let x = values(rows * k, 4);
+            let w = values(n * k, 5);
+            let bias = values(n, 6);
+            let residual: Vec<f32> = values(rows * n, 7).iter().map(|v| 10.0 * v).collect();
+            let mut runs = Vec::new();
+            let p = PackedInt8::pack(&w, Some(&bias), n, k).unwrap();
+            for kernel in Int8Kernel::here() {
+                runs.push((
+                    p.linear_with(kernel, &x, rows, Finish::Nothing).unwrap(),
+                    p.linear_with(kernel, &x, rows, Finish::AddTo(&residual)),
+                ));
+                let short = &residual[1..];
+                assert!(
+                    p.linear_with(kernel, &x, rows, Finish::AddTo(short))
+                        .is_err()
+                );
+            }
+            if bf16_available() {
+                let p = PackedBf16::pack(&w, Some(&bias), n, k).unwrap();
+                runs.push((
+                    p.linear(&x, rows).unwrap(),
+                    p.linear_then(&x, rows, Finish::AddTo(&residual)),
+                ));
+                assert!(p.linear_then(&x, rows, Finish::AddTo(&[])).is_err());
+            }
+            for (plain, fused) in runs {
+                let want: Vec<f32> = residual.iter().zip(&plain).map(|(r, y)| r + y).collect();
+                assert_eq!(want, fused.unwrap(), "{rows}×{k}×{n}");
             }
         }
     }

@@ -236,6 +236,30 @@ impl Linear {
         Ok(ys.reshape(out_dims)?)
     }
 
+    /// `residual + forward(xs)`: in one pass where the layer is packed for a reduced-precision
+    /// product (it adds the residual to each finished tile while the tile is in cache; the
+    /// same values to the bit), else as two steps.
+    pub fn forward_plus(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let cpu_f32 = xs.device().is_cpu()
+            && xs.dtype() == DType::F32
+            && residual.device().is_cpu()
+            && residual.dtype() == DType::F32;
+        let untracked = !xs.track_op() && !residual.track_op();
+        let packed = self.packed.as_ref().filter(|_| cpu_f32 && untracked);
+        let Some(packed) = packed else {
+            return Ok((residual + self.forward(xs)?)?);
+        };
+        let in_dim = *xs.dims().last().unwrap_or(&0);
+        let rows = xs.elem_count() / in_dim.max(1);
+        let xs2 = xs.reshape((rows, in_dim))?;
+        let res2 = residual.reshape((rows, self.out_dim()))?;
+        let ys = match packed {
+            Packed::Bf16(w) => reduced_precision::packed_linear_plus(&xs2, &res2, w)?,
+            Packed::Int8(w) => reduced_precision::packed_linear_plus(&xs2, &res2, w)?,
+        };
+        Ok(ys.reshape(residual.dims())?)
+    }
+
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let dims = xs.dims().to_vec();
         let in_dim = *dims.last().unwrap_or(&0);
@@ -361,13 +385,27 @@ impl Attention {
         self.out_proj.forward(&self.mix(xs, causal)?)
     }
 
-    /// The output at a few positions only, `(N, hidden)`: `rows` indexes the `B·T` positions of
-    /// `xs` flattened. What a tower that pools one token needs of its last layer: every position
-    /// still attends (keys and values), but only the pooled ones go through `out_proj`.
-    pub fn forward_rows(&self, xs: &Tensor, rows: &Tensor, causal: bool) -> Result<Tensor> {
+    /// `residual + forward(xs, causal)`, the residual added by `out_proj`
+    /// ([`Linear::forward_plus`]).
+    pub fn forward_plus(&self, xs: &Tensor, residual: &Tensor, causal: bool) -> Result<Tensor> {
+        self.out_proj.forward_plus(&self.mix(xs, causal)?, residual)
+    }
+
+    /// `residual` plus the output at a few positions only, `(N, hidden)`: `rows` indexes the
+    /// `B·T` positions of `xs` flattened, `residual` is `(N, hidden)`. What a tower that pools
+    /// one token needs of its last layer: every position still attends (keys and values), but
+    /// only the pooled ones go through `out_proj`.
+    pub fn forward_rows_plus(
+        &self,
+        xs: &Tensor,
+        rows: &Tensor,
+        residual: &Tensor,
+        causal: bool,
+    ) -> Result<Tensor> {
         let (b, t, hidden) = xs.dims3()?;
         let mixed = self.mix(xs, causal)?.reshape((b * t, hidden))?;
-        self.out_proj.forward(&mixed.index_select(rows, 0)?)
+        self.out_proj
+            .forward_plus(&mixed.index_select(rows, 0)?, residual)
     }
 
     /// The heads' outputs side by side, before `out_proj`.
@@ -435,5 +473,11 @@ impl Mlp {
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let h = self.fc1.forward_activated(xs, self.act)?;
         self.fc2.forward(&h)
+    }
+
+    /// `residual + forward(xs)`, the residual added by `fc2` ([`Linear::forward_plus`]).
+    pub fn forward_plus(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let h = self.fc1.forward_activated(xs, self.act)?;
+        self.fc2.forward_plus(&h, residual)
     }
 }

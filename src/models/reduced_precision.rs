@@ -28,7 +28,7 @@
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape, Tensor};
 
 use super::cpu_kernels::{self, Act};
 
@@ -285,26 +285,78 @@ impl PackedBf16 {
     /// `x · Wᵀ + bias` for `x` `(rows, in)` row-major f32: the inputs rounded to bf16, products
     /// accumulated in f32 from the f32 bias. Needs [`bf16_available`].
     pub fn linear(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        self.linear_then(x, rows, None)
+        self.linear_then(x, rows, Finish::Nothing)
     }
 
-    /// [`Self::linear`], then `act` applied to the outputs.
-    pub fn linear_then(&self, x: &[f32], rows: usize, act: Option<Act>) -> Result<Vec<f32>> {
+    /// [`Self::linear`], then `finish` done to the outputs.
+    pub fn linear_then(&self, x: &[f32], rows: usize, finish: Finish) -> Result<Vec<f32>> {
         let k = self.in_dim;
         if x.len() != rows * k {
             bail!("bf16 linear: {} values for ({rows}, {k}) inputs", x.len());
         }
+        finish.check("bf16 linear", rows, self.out_dim)?;
         if !bf16_available() {
             bail!("bf16 linear: this CPU lacks AVX512-BF16");
         }
         #[cfg(target_arch = "x86_64")]
         {
-            Ok(x86::linear(self, x, rows, act))
+            Ok(x86::linear(self, x, rows, finish))
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             unreachable!("bf16_available is false off x86_64")
         }
+    }
+}
+
+/// What a packed product does to each output tile once its sums are complete, while the tile
+/// is in L1: a pass of its own would read the whole output back from memory.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Finish<'a> {
+    #[default]
+    Nothing,
+    /// An activation (fc1's).
+    Activate(Act),
+    /// A residual added, `(rows, out)` row-major: `out = residual + (x · Wᵀ + bias)`, the same
+    /// value, to the bit, as adding it afterwards.
+    AddTo(&'a [f32]),
+}
+
+impl Finish<'_> {
+    /// Asks for the residual of rows `r0..r1`, columns from `c0` (a panel), of an output of
+    /// `rows` × `n`, before the tile's sums are computed. The rows lie a whole output row apart,
+    /// a pattern the hardware prefetchers do not follow, and adding them on arrival stalled on
+    /// every load (6 % of the int8 image model's time in `perf`); the tile's product takes long
+    /// enough to bring them from memory.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
+    fn prefetch(&self, (r0, r1): (usize, usize), c0: usize, rows: usize, n: usize) {
+        let Finish::AddTo(residual) = self else {
+            return;
+        };
+        #[cfg(target_arch = "x86_64")]
+        for r in r0..r1.min(rows) {
+            // Every cache line of the row's part of the panel (NR columns, 128 bytes).
+            for c in (c0..(c0 + NR).min(n)).step_by(16) {
+                let at = &residual[r * n + c] as *const f32 as *const i8;
+                // SAFETY: a hint only; the address lies in `residual`.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(at)
+                };
+            }
+        }
+    }
+
+    /// Refuses a residual that is not `(rows, out_dim)`.
+    pub(super) fn check(&self, what: &str, rows: usize, out_dim: usize) -> Result<()> {
+        if let Finish::AddTo(residual) = self
+            && residual.len() != rows * out_dim
+        {
+            bail!(
+                "{what}: a residual of {} values for ({rows}, {out_dim}) outputs",
+                residual.len()
+            );
+        }
+        Ok(())
     }
 }
 
@@ -314,8 +366,8 @@ pub trait PackedProduct: Send + Sync + 'static {
     /// The op's name in candle's errors.
     const NAME: &'static str;
     fn out_dim(&self) -> usize;
-    /// `act(x · Wᵀ + bias)` for `x` `(rows, in)` row-major f32.
-    fn linear_then(&self, x: &[f32], rows: usize, act: Option<Act>) -> Result<Vec<f32>>;
+    /// `x · Wᵀ + bias` for `x` `(rows, in)` row-major f32, then `finish`.
+    fn linear_then(&self, x: &[f32], rows: usize, finish: Finish) -> Result<Vec<f32>>;
 }
 
 impl PackedProduct for PackedBf16 {
@@ -325,8 +377,8 @@ impl PackedProduct for PackedBf16 {
         self.out_dim
     }
 
-    fn linear_then(&self, x: &[f32], rows: usize, act: Option<Act>) -> Result<Vec<f32>> {
-        PackedBf16::linear_then(self, x, rows, act)
+    fn linear_then(&self, x: &[f32], rows: usize, finish: Finish) -> Result<Vec<f32>> {
+        PackedBf16::linear_then(self, x, rows, finish)
     }
 }
 
@@ -354,7 +406,61 @@ impl<P: PackedProduct> CustomOp1 for PackedLinearOp<P> {
         let (rows, _) = l.shape().dims2()?;
         let out = self
             .0
-            .linear_then(&data[from..to], rows, self.1)
+            .linear_then(
+                &data[from..to],
+                rows,
+                self.1.map_or(Finish::Nothing, Finish::Activate),
+            )
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok((CpuStorage::F32(out), Shape::from((rows, self.0.out_dim()))))
+    }
+}
+
+/// `residual + (x · Wᵀ + bias)` through a packed product, as a candle op (inference: no
+/// backward pass), `x` `(rows, in)`, `residual` `(rows, out)`: the residual added to each
+/// output tile while it is in cache, instead of by a pass of its own.
+pub fn packed_linear_plus<P: PackedProduct>(
+    x: &Tensor,
+    residual: &Tensor,
+    w: &Arc<P>,
+) -> Result<Tensor> {
+    Ok(x.contiguous()?
+        .apply_op2_no_bwd(&residual.contiguous()?, &PackedLinearPlusOp(w.clone()))?)
+}
+
+struct PackedLinearPlusOp<P>(Arc<P>);
+
+impl<P: PackedProduct> CustomOp2 for PackedLinearPlusOp<P> {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        rs: &CpuStorage,
+        rl: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(residual)) = (xs, rs) else {
+            candle_core::bail!("{}: f32 inputs and residual only", P::NAME)
+        };
+        let (Some((x0, x1)), Some((r0, r1))) = (xl.contiguous_offsets(), rl.contiguous_offsets())
+        else {
+            candle_core::bail!("{}: the input and residual must be contiguous", P::NAME)
+        };
+        let (rows, _) = xl.shape().dims2()?;
+        if rl.shape().dims2()? != (rows, self.0.out_dim()) {
+            candle_core::bail!(
+                "{}: a residual of shape {:?} for ({rows}, {}) outputs",
+                P::NAME,
+                rl.shape(),
+                self.0.out_dim()
+            )
+        }
+        let out = self
+            .0
+            .linear_then(&x[x0..x1], rows, Finish::AddTo(&residual[r0..r1]))
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         Ok((CpuStorage::F32(out), Shape::from((rows, self.0.out_dim()))))
     }
@@ -376,26 +482,42 @@ impl SharedOut {
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
-/// Applies `act` (when some) to rows `r0..r1`, columns `c0..c1` of an output `ldc` wide: what a
-/// task does to a tile once its sums are complete.
+/// Does `finish` to rows `r0..r1`, columns `c0..c1` of an output `ldc` wide whose first `rows`
+/// rows and `n` columns are the product's: what a task does to a tile once its sums are
+/// complete.
 ///
 /// # Safety
 /// The region lies in the output, written, and no other task touches it.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(super) unsafe fn activate_tiles(
-    act: Option<Act>,
+pub(super) unsafe fn finish_tile(
+    finish: Finish,
     out: SharedOut,
     (r0, r1): (usize, usize),
     (c0, c1): (usize, usize),
-    ldc: usize,
+    (ldc, rows, n): (usize, usize, usize),
 ) {
-    let Some(act) = act else { return };
-    // A tile's rows (MR of them) in one call.
-    let mut rows: Vec<&mut [f32]> = (r0..r1)
-        // SAFETY: the caller's promise; the rows are disjoint.
-        .map(|r| unsafe { std::slice::from_raw_parts_mut(out.at(r * ldc + c0), c1 - c0) })
-        .collect();
-    cpu_kernels::activate_rows_in_place(act, &mut rows);
+    // SAFETY (both arms): the caller's promise; the rows are disjoint.
+    let row = |r: usize, width: usize| unsafe {
+        std::slice::from_raw_parts_mut(out.at(r * ldc + c0), width)
+    };
+    match finish {
+        Finish::Nothing => {}
+        Finish::Activate(act) => {
+            // A tile's rows (MR of them) in one call.
+            let mut tile: Vec<&mut [f32]> = (r0..r1).map(|r| row(r, c1 - c0)).collect();
+            cpu_kernels::activate_rows_in_place(act, &mut tile);
+        }
+        Finish::AddTo(residual) => {
+            // Padding rows and columns have no residual (and are cut off).
+            let width = c1.min(n).saturating_sub(c0);
+            for r in r0..r1.min(rows) {
+                let plus = &residual[r * n + c0..r * n + c0 + width];
+                for (y, &p) in row(r, width).iter_mut().zip(plus) {
+                    *y += p;
+                }
+            }
+        }
+    }
 }
 
 /// The `(rows, n)` output of a blocked product written into `c`'s spare capacity: `padded_rows`
@@ -465,12 +587,12 @@ pub(super) struct Blocking {
 
 /// Runs a blocked product and returns its `(rows, n)` output: over the task grid of
 /// [`for_each_tile_block`], each task takes its k blocks in turn, each panel, each tile, calling
-/// `tile(out, ldc, (block index, first unit, units), panel, tile)`, and applies `act` to each
+/// `tile(out, ldc, (block index, first unit, units), panel, tile)`, and does `finish` to each
 /// tile once its last block is done. `tile` must write every value of its tile in the first block.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(super) fn blocked_product(
     b: Blocking,
-    act: Option<Act>,
+    finish: Finish,
     tile: impl Fn(SharedOut, usize, (usize, usize, usize), usize, usize) + Sync,
 ) -> Vec<f32> {
     let tiles = b.rows.div_ceil(b.mr);
@@ -490,18 +612,21 @@ pub(super) fn blocked_product(
             let jn = b.block.min(b.units - j0);
             for p in p0..p1 {
                 for t in t0..t1 {
+                    if kb + 1 == k_blocks {
+                        finish.prefetch((t * b.mr, (t + 1) * b.mr), p * b.nr, b.rows, b.n);
+                    }
                     tile(out, ldc, (kb, j0, jn), p, t);
                     if kb + 1 == k_blocks {
                         // The finished tile, while it is in L1 (a pass over the task's tiles
                         // afterwards would read them back from memory).
                         // SAFETY: this task's tile, all written above.
                         unsafe {
-                            activate_tiles(
-                                act,
+                            finish_tile(
+                                finish,
                                 out,
                                 (t * b.mr, (t + 1) * b.mr),
                                 (p * b.nr, (p + 1) * b.nr),
-                                ldc,
+                                (ldc, b.rows, b.n),
                             )
                         };
                     }
@@ -517,9 +642,9 @@ pub(super) fn blocked_product(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Act, Blocking, KC, MB, MR, NR, PackedBf16, blocked_product};
+    use super::{Blocking, Finish, KC, MB, MR, NR, PackedBf16, blocked_product};
 
-    pub(super) fn linear(w: &PackedBf16, x: &[f32], rows: usize, act: Option<Act>) -> Vec<f32> {
+    pub(super) fn linear(w: &PackedBf16, x: &[f32], rows: usize, finish: Finish) -> Vec<f32> {
         let (k, n, pairs) = (w.in_dim, w.out_dim, w.pairs);
         if rows == 0 || n == 0 {
             return Vec::new();
@@ -542,7 +667,7 @@ mod x86 {
             block: super::block_units(pairs, KC / 2),
             tiles_per_task: MB,
         };
-        blocked_product(blocking, act, |out, ldc, (_, j0, jn), p, t| {
+        blocked_product(blocking, finish, |out, ldc, (_, j0, jn), p, t| {
             let b = &w.panels[(p * pairs + j0) * NR..];
             let start = (j0 == 0).then(|| w.bias[p * NR..].as_ptr());
             let a_tile = &a[t * MR * lda + j0..];
