@@ -11,8 +11,9 @@
 //! gradient only: candle's matmul backward would also compute the weight's. Weights loaded for
 //! bf16 or int8 inference on a CPU (`Weights::with_precision`) pack each frozen layer for the
 //! bf16 product of `reduced_precision` or the int8 product of `int8` once, at load (fc1 then
-//! applies its activation inside the product); on a GPU, f16 and bf16 weights are plain
-//! tensors of that type and every layer takes the composed path.
+//! applies its activation inside the product, and `out_proj` and fc2 add the residual there);
+//! on a GPU, f16 and bf16 weights are plain tensors of that type and every layer takes the
+//! composed path.
 
 use std::sync::{Arc, OnceLock};
 

@@ -323,20 +323,20 @@ pub enum Finish<'a> {
 }
 
 impl Finish<'_> {
-    /// Asks for the residual of rows `r0..r1`, columns from `c0` (a panel), of an output of
+    /// Asks for the residual of rows `r0..r1`, columns `c0..c1` (a panel), of an output of
     /// `rows` × `n`, before the tile's sums are computed. The rows lie a whole output row apart,
     /// a pattern the hardware prefetchers do not follow, and adding them on arrival stalled on
     /// every load (6 % of the int8 image model's time in `perf`); the tile's product takes long
     /// enough to bring them from memory.
     #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-    fn prefetch(&self, (r0, r1): (usize, usize), c0: usize, rows: usize, n: usize) {
+    fn prefetch(&self, (r0, r1): (usize, usize), (c0, c1): (usize, usize), rows: usize, n: usize) {
         let Finish::AddTo(residual) = self else {
             return;
         };
         #[cfg(target_arch = "x86_64")]
         for r in r0..r1.min(rows) {
-            // Every cache line of the row's part of the panel (NR columns, 128 bytes).
-            for c in (c0..(c0 + NR).min(n)).step_by(16) {
+            // Every cache line (16 values) of the row's part of the panel.
+            for c in (c0..c1.min(n)).step_by(16) {
                 let at = &residual[r * n + c] as *const f32 as *const i8;
                 // SAFETY: a hint only; the address lies in `residual`.
                 unsafe {
@@ -613,7 +613,8 @@ pub(super) fn blocked_product(
             for p in p0..p1 {
                 for t in t0..t1 {
                     if kb + 1 == k_blocks {
-                        finish.prefetch((t * b.mr, (t + 1) * b.mr), p * b.nr, b.rows, b.n);
+                        let (rows, cols) = ((t * b.mr, (t + 1) * b.mr), (p * b.nr, (p + 1) * b.nr));
+                        finish.prefetch(rows, cols, b.rows, b.n);
                     }
                     tile(out, ldc, (kb, j0, jn), p, t);
                     if kb + 1 == k_blocks {
