@@ -3,8 +3,9 @@
 //! 2-core machine:
 //!
 //! - [`linear_bias`]: `x·Wᵀ + b` as one gemm call that starts from the bias rows (inference);
-//! - [`attention`]: multi-head attention straight from the fused `qkv` projection, one batch
-//!   element per task, with no transposed copies of q, k, v or the output, and a backward pass
+//! - [`attention`]: multi-head attention straight from the fused `qkv` projection (by
+//!   `short_attention`'s kernel on AVX-512, else with the `gemm` crate, one batch element per
+//!   task), with no transposed copies of q, k, v or the output, and a backward pass
 //!   that recomputes the (T × T) softmax;
 //! - [`trained_linear`]: `x·Wᵀ` of a trained weight read in the layout it is stored in, so that
 //!   neither pass multiplies by a transposed view whose gradient then has to be transposed back;
@@ -339,6 +340,10 @@ impl CustomOp1 for Attention {
         let hd = d / h;
         if d * 3 != d3 || hd * h != d {
             bail!("attention: width {d3} is not 3 × heads × head size");
+        }
+        if super::short_attention::available(hd) {
+            let out = super::short_attention::attention(qkv, (b, t, d3), h, self.causal);
+            return Ok((CpuStorage::F32(out), Shape::from((b, t, d))));
         }
         let scale = (hd as f32).powf(-0.5);
         let mut out = vec![0f32; b * t * d];
@@ -961,7 +966,23 @@ mod tests {
 
     #[test]
     fn attention_matches_composed_values_and_gradients() {
-        let (b, t, h, hd) = (3, 7, 2, 8);
+        // A head size of 8 takes the `gemm` crate's path; multiples of 16 take
+        // `short_attention`'s on AVX-512: one key, a tile of 6 query rows with a tail,
+        // ViT-B/32's 50 tokens, and 77 tokens × 80 columns (a fifth register of keys and of
+        // columns past a group of four).
+        let shapes = [
+            (3, 7, 2, 8),
+            (2, 1, 2, 16),
+            (2, 17, 3, 16),
+            (2, 50, 2, 64),
+            (1, 77, 2, 80),
+        ];
+        for (b, t, h, hd) in shapes {
+            attention_matches_composed(b, t, h, hd);
+        }
+    }
+
+    fn attention_matches_composed(b: usize, t: usize, h: usize, hd: usize) {
         let d = h * hd;
         let inputs = [random(&[b, t, 3 * d], 5)];
         for causal in [false, true] {
@@ -996,7 +1017,8 @@ mod tests {
                     .reshape((b, t, d))
                     .unwrap()
             });
-            check(fused, composed, &format!("attention (causal: {causal})"));
+            let what = format!("attention ({b}, {t}, {h} × {hd}, causal: {causal})");
+            check(fused, composed, &what);
         }
     }
 

@@ -7,6 +7,7 @@ pub mod int8;
 pub mod layers;
 pub mod mapper;
 pub mod reduced_precision;
+pub mod short_attention;
 pub mod vector_math;
 pub mod weights;
 

@@ -61,9 +61,22 @@ fn max_lanes(xs: &[f32]) -> f32 {
         }
     }
     rest.iter()
-        .chain(&acc)
         .copied()
-        .fold(f32::NEG_INFINITY, f32::max)
+        .fold(fold_lanes(acc, f32::max), f32::max)
+}
+
+/// The lanes combined by `f` in halves (8 + 8, 4 + 4, …): a few vector operations, where one
+/// lane after another is a chain of 15 dependent scalar ones, the cost of a short row.
+#[inline(always)]
+fn fold_lanes(mut acc: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut half = LANES / 2;
+    while half > 0 {
+        for i in 0..half {
+            acc[i] = f(acc[i], acc[i + half]);
+        }
+        half /= 2;
+    }
+    acc[0]
 }
 
 #[inline(always)]
@@ -76,11 +89,18 @@ fn sum_lanes(xs: &[f32]) -> f32 {
             *a += x;
         }
     }
-    acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
+    fold_lanes(acc, |a, b| a + b) + rest.iter().sum::<f32>()
 }
 
 #[inline(always)]
 fn softmax_plain(row: &mut [f32]) -> f32 {
+    let (max, sum) = softmax_row(row);
+    max + sum.ln()
+}
+
+/// `row ← softmax(row)`; returns the row's maximum and the sum of the shifted exponentials.
+#[inline(always)]
+fn softmax_row(row: &mut [f32]) -> (f32, f32) {
     let max = max_lanes(row);
     for x in row.iter_mut() {
         *x = exp(*x - max);
@@ -90,7 +110,14 @@ fn softmax_plain(row: &mut [f32]) -> f32 {
     for x in row.iter_mut() {
         *x *= inv;
     }
-    max + sum.ln()
+    (max, sum)
+}
+
+#[inline(always)]
+fn softmax_rows_plain(rows: &mut [f32], width: usize) {
+    for row in rows.chunks_exact_mut(width.max(1)) {
+        softmax_row(row);
+    }
 }
 
 #[inline(always)]
@@ -196,6 +223,13 @@ multiversioned! {
 multiversioned! {
     /// `row ← softmax(row)` in place; returns `ln Σ exp(row)` of the input (its normaliser).
     fn softmax(row: &mut [f32]) -> f32 = softmax_plain
+}
+
+multiversioned! {
+    /// Each `width`-long row of `rows` ← its softmax, in one call and without the normaliser's
+    /// logarithm: for many short rows (attention's), where both would cost as much as the rows.
+    /// `-∞` entries come out 0 (hidden keys).
+    fn softmax_rows(rows: &mut [f32], width: usize) = softmax_rows_plain
 }
 
 multiversioned! {
