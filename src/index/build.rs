@@ -351,12 +351,17 @@ fn open_or_create(dir: &Path, meta: IndexMeta, dtype_given: bool) -> Result<Inde
         let others = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .any(|e| !e.file_name().to_string_lossy().starts_with('.'));
-        if others {
+        // Shards of one array start together: another one may have created index.json (and
+        // then its `parts` folder) between the check above and the listing, which is no reason
+        // to refuse. Only files without an index.json are.
+        if others && !path.exists() {
             bail!(
                 "{}: the folder holds other files but no index.json; give an empty or new folder",
                 dir.display()
             );
         }
+    }
+    if !path.exists() {
         let tmp = dir.join(format!(".index.json.{}.tmp", std::process::id()));
         std::fs::write(&tmp, serde_json::to_vec_pretty(&meta)?)
             .with_context(|| format!("{}: cannot write", tmp.display()))?;
