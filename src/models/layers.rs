@@ -12,8 +12,9 @@
 //! bf16 or int8 inference on a CPU (`Weights::with_precision`) pack each frozen layer for the
 //! bf16 product of `reduced_precision` or the int8 product of `int8` once, at load (fc1 then
 //! applies its activation inside the product, and `out_proj` and fc2 add the residual there);
-//! on a GPU, f16 and bf16 weights are plain tensors of that type and every layer takes the
-//! composed path.
+//! in f32 on a CPU with AVX-512, each frozen layer's first inference call packs it for the
+//! same product in f32 (`reduced_precision::PackedF32`); on a GPU, f16 and bf16 weights are
+//! plain tensors of that type and every layer takes the composed path.
 
 use std::sync::{Arc, OnceLock};
 
@@ -23,7 +24,7 @@ use serde::Deserialize;
 
 use super::cpu_kernels;
 use super::int8::PackedInt8;
-use super::reduced_precision::{self, PackedBf16, Precision};
+use super::reduced_precision::{self, PackedBf16, PackedF32, Precision};
 use super::weights::Scope;
 
 /// `hidden_act` of a transformers config.
@@ -73,11 +74,16 @@ pub struct Linear {
     /// The weight packed for reduced-precision products, when the weights were loaded for
     /// bf16 or int8 inference on a CPU.
     packed: Option<Packed>,
+    /// In f32, the weight packed for the hand-written f32 product on AVX-512, made by the
+    /// first inference call (see [`Linear::packed_for`]): a frozen layer under a tracked input
+    /// (training) never pays for the copy.
+    packed_f32: Arc<OnceLock<Option<Arc<PackedF32>>>>,
 }
 
 /// A frozen layer's weight packed for a CPU product in reduced precision.
 #[derive(Clone)]
 enum Packed {
+    F32(Arc<PackedF32>),
     Bf16(Arc<PackedBf16>),
     Int8(Arc<PackedInt8>),
 }
@@ -98,6 +104,7 @@ impl Linear {
     /// f32; on a GPU the weight's own type is the precision).
     pub fn in_precision(mut self, precision: Precision) -> Result<Self> {
         self.packed = None;
+        self.packed_f32 = Arc::default();
         let cpu_f32 = self.weight_t.device().is_cpu() && self.weight_t.dtype() == DType::F32;
         let reduced = matches!(precision, Precision::Bf16 | Precision::Int8);
         if reduced && cpu_f32 && !self.is_trainable() {
@@ -136,7 +143,7 @@ impl Linear {
         match self.packed {
             Some(Packed::Bf16(_)) => Precision::Bf16,
             Some(Packed::Int8(_)) => Precision::Int8,
-            None => Precision::F32,
+            Some(Packed::F32(_)) | None => Precision::F32,
         }
     }
 
@@ -154,6 +161,7 @@ impl Linear {
             trained,
             weight: Arc::default(),
             packed: None,
+            packed_f32: Arc::default(),
         })
     }
 
@@ -170,6 +178,7 @@ impl Linear {
             trained,
             weight: Arc::default(),
             packed: None,
+            packed_f32: Arc::default(),
         })
     }
 
@@ -203,12 +212,46 @@ impl Linear {
             trained: None,
             weight: Arc::default(),
             packed: None,
+            packed_f32: Arc::default(),
         }
         .in_precision(precision)
     }
 
     pub fn out_dim(&self) -> usize {
         self.weight_t.dims()[1]
+    }
+
+    /// The packed product that serves `xs`, if any: none for an input that carries a gradient or
+    /// is not f32 on the CPU; else the bf16 or int8 product packed at load, or in f32 on a CPU
+    /// with AVX-512 the f32 one, packed by the first call (it runs at 214–221 GFLOP/s on
+    /// ViT-B/32's shapes where the `gemm` crate's runs at 206–217, and like the others adds
+    /// the bias, fc1's activation and the residual to each tile while it is in cache).
+    fn packed_for(&self, xs: &Tensor) -> Option<Packed> {
+        if !xs.device().is_cpu() || xs.dtype() != DType::F32 || xs.track_op() {
+            return None;
+        }
+        if let Some(packed) = &self.packed {
+            return Some(packed.clone());
+        }
+        let frozen_cpu_f32 = !self.is_trainable()
+            && self.weight_t.device().is_cpu()
+            && self.weight_t.dtype() == DType::F32;
+        if !frozen_cpu_f32 || !reduced_precision::f32_packed_available() {
+            return None;
+        }
+        let packed = self.packed_f32.get_or_init(|| {
+            let (in_dim, out_dim) = self.weight_t.dims2().ok()?;
+            let w = self.weight_t.t().ok()?.contiguous().ok()?;
+            let w = w.flatten_all().ok()?.to_vec1::<f32>().ok()?;
+            let b = match &self.bias {
+                Some(b) => Some(b.to_vec1::<f32>().ok()?),
+                None => None,
+            };
+            PackedF32::pack(&w, b.as_deref(), out_dim, in_dim)
+                .ok()
+                .map(Arc::new)
+        });
+        packed.clone().map(Packed::F32)
     }
 
     /// `act(forward(xs))`: in one pass where the layer is packed for a reduced-precision
@@ -220,15 +263,14 @@ impl Linear {
             Activation::GeluTanh => Some(cpu_kernels::Act::GeluTanh),
             Activation::Gelu | Activation::Relu => None,
         };
-        let cpu_f32 = xs.device().is_cpu() && xs.dtype() == DType::F32;
-        let packed = self.packed.as_ref().filter(|_| cpu_f32 && !xs.track_op());
-        let (Some(packed), Some(_)) = (packed, fused) else {
+        let (Some(packed), Some(_)) = (self.packed_for(xs), fused) else {
             return act.forward(&self.forward(xs)?);
         };
         let dims = xs.dims().to_vec();
         let in_dim = *dims.last().unwrap_or(&0);
         let xs2 = xs.reshape((xs.elem_count() / in_dim.max(1), in_dim))?;
-        let ys = match packed {
+        let ys = match &packed {
+            Packed::F32(w) => reduced_precision::packed_linear(&xs2, w, fused)?,
             Packed::Bf16(w) => reduced_precision::packed_linear(&xs2, w, fused)?,
             Packed::Int8(w) => reduced_precision::packed_linear(&xs2, w, fused)?,
         };
@@ -241,12 +283,9 @@ impl Linear {
     /// product (it adds the residual to each finished tile while the tile is in cache; the
     /// same values to the bit), else as two steps.
     pub fn forward_plus(&self, xs: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        let cpu_f32 = xs.device().is_cpu()
-            && xs.dtype() == DType::F32
-            && residual.device().is_cpu()
-            && residual.dtype() == DType::F32;
-        let untracked = !xs.track_op() && !residual.track_op();
-        let packed = self.packed.as_ref().filter(|_| cpu_f32 && untracked);
+        let residual_ok =
+            residual.device().is_cpu() && residual.dtype() == DType::F32 && !residual.track_op();
+        let packed = self.packed_for(xs).filter(|_| residual_ok);
         let Some(packed) = packed else {
             return Ok((residual + self.forward(xs)?)?);
         };
@@ -254,7 +293,8 @@ impl Linear {
         let rows = xs.elem_count() / in_dim.max(1);
         let xs2 = xs.reshape((rows, in_dim))?;
         let res2 = residual.reshape((rows, self.out_dim()))?;
-        let ys = match packed {
+        let ys = match &packed {
+            Packed::F32(w) => reduced_precision::packed_linear_plus(&xs2, &res2, w)?,
             Packed::Bf16(w) => reduced_precision::packed_linear_plus(&xs2, &res2, w)?,
             Packed::Int8(w) => reduced_precision::packed_linear_plus(&xs2, &res2, w)?,
         };
@@ -273,10 +313,12 @@ impl Linear {
                 None => Tensor::zeros(self.out_dim(), DType::F32, xs.device())?,
             })
         };
-        let packed = self.packed.as_ref().filter(|_| cpu_f32 && !xs.track_op());
-        let ys = if let Some(Packed::Bf16(w)) = packed {
+        let packed = self.packed_for(xs);
+        let ys = if let Some(Packed::F32(w)) = &packed {
             reduced_precision::packed_linear(&xs2, w, None)?
-        } else if let Some(Packed::Int8(w)) = packed {
+        } else if let Some(Packed::Bf16(w)) = &packed {
+            reduced_precision::packed_linear(&xs2, w, None)?
+        } else if let Some(Packed::Int8(w)) = &packed {
             reduced_precision::packed_linear(&xs2, w, None)?
         } else if let (Some((p, stored_t)), true) = (&self.trained, cpu_f32) {
             cpu_kernels::trained_linear(&xs2, p, &bias_or_zeros()?, *stored_t)?
