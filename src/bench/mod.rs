@@ -21,7 +21,7 @@ use crate::encoder::ClipEncoder;
 use crate::hub::ModelDir;
 use crate::imagery::{DecodeOptions, Preprocessor};
 use crate::models::int8::{Int8Kernel, PackedInt8};
-use crate::models::reduced_precision::{self, Finish, PackedBf16};
+use crate::models::reduced_precision::{self, Finish, PackedBf16, PackedF32};
 use crate::models::{ClipConfig, ClipModel, Precision, Weights};
 use crate::tokenizer::TextTokenizer;
 
@@ -278,8 +278,9 @@ pub struct GemmReport {
 /// The products of ViT-B/32's layers at batch 32 (1,600 token rows: qkv, MLP up, MLP down,
 /// attention output), through the same bias-fused kernel the model uses, in GFLOP/s
 /// (2 × rows × inner × columns per product): the ceiling every other number is measured against.
-/// In bf16 on the CPU, the packed product of [`crate::models::reduced_precision`] (input
-/// rounding included); in int8, that of [`crate::models::int8`] (input quantisation included)
+/// In f32 on a CPU with AVX-512 and in bf16 on the CPU, the packed products of
+/// [`crate::models::reduced_precision`] (the inputs' copy or rounding included; elsewhere in
+/// f32 the `gemm` crate's); in int8, that of [`crate::models::int8`] (input quantisation included)
 /// with each kernel the CPU runs; on a GPU, candle's product and bias add in the precision's
 /// type, timed to the device's completion.
 pub fn gemm_shapes(
@@ -327,6 +328,14 @@ pub fn gemm_shapes(
         match precision {
             Precision::Bf16 if device.is_cpu() => {
                 let p = Arc::new(PackedBf16::pack(&cpu_weight()?, Some(&zeros), n, k)?);
+                let rate = time(&|| {
+                    std::hint::black_box(reduced_precision::packed_linear(&x, &p, None)?);
+                    Ok(())
+                })?;
+                out.push(report(rate, None));
+            }
+            Precision::F32 if device.is_cpu() && reduced_precision::f32_packed_available() => {
+                let p = Arc::new(PackedF32::pack(&cpu_weight()?, Some(&zeros), n, k)?);
                 let rate = time(&|| {
                     std::hint::black_box(reduced_precision::packed_linear(&x, &p, None)?);
                     Ok(())
