@@ -313,7 +313,7 @@ impl PackedBf16 {
     }
 }
 
-/// A weight `W` (out, in) packed for [`PackedF32::linear`]: panels of [`NR`] output columns,
+/// A weight `W` (out, in) packed for [`PackedF32::linear_then`]: panels of [`NR`] output columns,
 /// in a panel NR values for each k. Columns past `out` are zeros.
 pub struct PackedF32 {
     in_dim: usize,
@@ -830,15 +830,7 @@ mod x86 {
     ) {
         // SAFETY: the caller's promise on the extents.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-            for (i, row) in acc.iter_mut().enumerate() {
-                let (from, stride) = match start {
-                    Some(bias) => (bias, 0),
-                    None => (c as *const f32, ldc),
-                };
-                row[0] = _mm512_loadu_ps(from.add(i * stride));
-                row[1] = _mm512_loadu_ps(from.add(i * stride + 16));
-            }
+            let mut acc = start_tile(c, ldc, start);
             for j in 0..k {
                 let bp = b.add(j * NR);
                 let b0 = _mm512_loadu_ps(bp);
@@ -849,7 +841,47 @@ mod x86 {
                     row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
                 }
             }
-            for (i, row) in acc.iter().enumerate() {
+            store_tile(&acc, c, ldc);
+        }
+    }
+
+    /// An MR × NR tile's sums before a k block: the NR values at `start` in every row (the
+    /// bias, first block), else the tile's rows of `c` (`ldc` apart).
+    ///
+    /// # Safety
+    /// AVX-512F; `start` holds NR values, or `c` MR rows of NR.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn start_tile(
+        c: *const f32,
+        ldc: usize,
+        start: Option<*const f32>,
+    ) -> [[__m512; 2]; MR] {
+        let (from, stride) = match start {
+            Some(bias) => (bias, 0),
+            None => (c, ldc),
+        };
+        let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+        for (i, row) in acc.iter_mut().enumerate() {
+            // SAFETY: the caller's promise.
+            unsafe {
+                row[0] = _mm512_loadu_ps(from.add(i * stride));
+                row[1] = _mm512_loadu_ps(from.add(i * stride + 16));
+            }
+        }
+        acc
+    }
+
+    /// The tile's sums written to `c`, rows `ldc` apart.
+    ///
+    /// # Safety
+    /// AVX-512F; `c` holds MR writable rows of NR.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store_tile(acc: &[[__m512; 2]; MR], c: *mut f32, ldc: usize) {
+        for (i, row) in acc.iter().enumerate() {
+            // SAFETY: the caller's promise.
+            unsafe {
                 _mm512_storeu_ps(c.add(i * ldc), row[0]);
                 _mm512_storeu_ps(c.add(i * ldc + 16), row[1]);
             }
@@ -894,15 +926,7 @@ mod x86 {
     ) {
         // SAFETY: the caller's promise on the extents.
         unsafe {
-            let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-            for (i, row) in acc.iter_mut().enumerate() {
-                let (from, stride) = match start {
-                    Some(bias) => (bias, 0),
-                    None => (c as *const f32, ldc),
-                };
-                row[0] = _mm512_loadu_ps(from.add(i * stride));
-                row[1] = _mm512_loadu_ps(from.add(i * stride + 16));
-            }
+            let mut acc = start_tile(c, ldc, start);
             for j in 0..pairs {
                 let bp = b.add(j * NR);
                 let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(bp as *const _));
@@ -914,10 +938,7 @@ mod x86 {
                     row[1] = _mm512_dpbf16_ps(row[1], ai, b1);
                 }
             }
-            for (i, row) in acc.iter().enumerate() {
-                _mm512_storeu_ps(c.add(i * ldc), row[0]);
-                _mm512_storeu_ps(c.add(i * ldc + 16), row[1]);
-            }
+            store_tile(&acc, c, ldc);
         }
     }
 }

@@ -251,11 +251,10 @@ mod x86 {
                 // `rows` rows of `width` ≤ `keys`.
                 unsafe {
                     by_shape!(
-                        scores_tile,
+                        product_tile,
                         rows,
                         regs,
-                        qt,
-                        d3,
+                        (qt, d3),
                         (kt_g, keys),
                         hd,
                         (p_g, width),
@@ -275,18 +274,16 @@ mod x86 {
                 // SAFETY: `seen` value rows from `v_g`, `regs` registers of each inside the
                 // head's columns; the output rows i0.. of this head are this task's.
                 unsafe {
-                    let o = out.add(i0 * ld_out + g * LANES);
+                    let (p, o) = (probs.as_ptr(), out.add(i0 * ld_out + g * LANES));
                     by_shape!(
-                        values_tile,
+                        product_tile,
                         rows,
                         regs,
-                        probs.as_ptr(),
-                        width,
-                        v_g,
-                        d3,
+                        (p, width),
+                        (v_g, d3),
                         seen,
-                        o,
-                        ld_out
+                        (o, ld_out),
+                        1.0
                     )
                 };
             }
@@ -333,28 +330,29 @@ mod x86 {
         out
     }
 
-    /// `p[r][c·16..] = scale · Σₖ q[r][k] · kt[k][c·16..]` for R rows and C registers of keys.
+    /// `out[r][c·16..] = scale · Σⱼ a[r][j] · b[j][c·16..]` over `depth` values of j, for R rows
+    /// and C registers: the scores (a = queries, b = keys transposed) and the outputs (a =
+    /// probabilities, b = values, scale 1, which is exact).
     #[target_feature(enable = "avx512f")]
-    unsafe fn scores_tile<const R: usize, const C: usize>(
-        q: *const f32,
-        ldq: usize,
-        (kt, ldk): (*const f32, usize),
+    unsafe fn product_tile<const R: usize, const C: usize>(
+        (a, lda): (*const f32, usize),
+        (b, ldb): (*const f32, usize),
         depth: usize,
-        (p, ldp): (*mut f32, usize),
+        (out, ldo): (*mut f32, usize),
         scale: f32,
     ) {
         let mut acc = [[_mm512_setzero_ps(); C]; R];
-        for kk in 0..depth {
+        for j in 0..depth {
             // SAFETY: the caller's bounds (see `head`).
             unsafe {
-                let mut b = [_mm512_setzero_ps(); C];
-                for (c, b) in b.iter_mut().enumerate() {
-                    *b = _mm512_loadu_ps(kt.add(kk * ldk + c * LANES));
+                let mut bj = [_mm512_setzero_ps(); C];
+                for (c, bj) in bj.iter_mut().enumerate() {
+                    *bj = _mm512_loadu_ps(b.add(j * ldb + c * LANES));
                 }
                 for (r, acc) in acc.iter_mut().enumerate() {
-                    let a = _mm512_set1_ps(*q.add(r * ldq + kk));
-                    for (acc, &b) in acc.iter_mut().zip(&b) {
-                        *acc = _mm512_fmadd_ps(a, b, *acc);
+                    let arj = _mm512_set1_ps(*a.add(r * lda + j));
+                    for (acc, &bj) in acc.iter_mut().zip(&bj) {
+                        *acc = _mm512_fmadd_ps(arj, bj, *acc);
                     }
                 }
             }
@@ -363,44 +361,9 @@ mod x86 {
         for (r, acc) in acc.iter().enumerate() {
             for (c, &acc) in acc.iter().enumerate() {
                 // SAFETY: as above.
-                unsafe { _mm512_storeu_ps(p.add(r * ldp + c * LANES), _mm512_mul_ps(acc, scale)) };
-            }
-        }
-    }
-
-    /// `out[r][c·16..] = Σⱼ p[r][j] · v[j][c·16..]` over the first `seen` keys, for R rows and C
-    /// registers of the head's columns.
-    #[target_feature(enable = "avx512f")]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn values_tile<const R: usize, const C: usize>(
-        p: *const f32,
-        ldp: usize,
-        v: *const f32,
-        ldv: usize,
-        seen: usize,
-        out: *mut f32,
-        ldo: usize,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); C]; R];
-        for j in 0..seen {
-            // SAFETY: the caller's bounds (see `head`).
-            unsafe {
-                let mut b = [_mm512_setzero_ps(); C];
-                for (c, b) in b.iter_mut().enumerate() {
-                    *b = _mm512_loadu_ps(v.add(j * ldv + c * LANES));
-                }
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let a = _mm512_set1_ps(*p.add(r * ldp + j));
-                    for (acc, &b) in acc.iter_mut().zip(&b) {
-                        *acc = _mm512_fmadd_ps(a, b, *acc);
-                    }
-                }
-            }
-        }
-        for (r, acc) in acc.iter().enumerate() {
-            for (c, &acc) in acc.iter().enumerate() {
-                // SAFETY: as above.
-                unsafe { _mm512_storeu_ps(out.add(r * ldo + c * LANES), acc) };
+                unsafe {
+                    _mm512_storeu_ps(out.add(r * ldo + c * LANES), _mm512_mul_ps(acc, scale))
+                };
             }
         }
     }
