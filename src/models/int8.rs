@@ -329,14 +329,13 @@ impl PackedInt8 {
         rows: usize,
         finish: Finish,
     ) -> Result<Vec<f32>> {
-        if x.len() != rows * self.in_dim {
-            bail!(
-                "int8 linear: {} values for ({rows}, {}) inputs",
-                x.len(),
-                self.in_dim
-            );
-        }
-        finish.check("int8 linear", rows, self.out_dim)?;
+        super::reduced_precision::check_inputs(
+            "int8 linear",
+            x,
+            rows,
+            (self.in_dim, self.out_dim),
+            finish,
+        )?;
         if !kernel.runs_here() {
             bail!(
                 "int8 linear: this CPU or build does not run the {} kernel",

@@ -246,6 +246,21 @@ pub(super) fn check_pack_shape(
     Ok(())
 }
 
+/// Refuses inputs `x` that are not `rows` rows of `in_dim` values, and a `finish` that does not
+/// fit `(rows, out_dim)` outputs: what every packed product checks first, named by `what`.
+pub(super) fn check_inputs(
+    what: &str,
+    x: &[f32],
+    rows: usize,
+    (in_dim, out_dim): (usize, usize),
+    finish: Finish,
+) -> Result<()> {
+    if x.len() != rows * in_dim {
+        bail!("{what}: {} values for ({rows}, {in_dim}) inputs", x.len());
+    }
+    finish.check(what, rows, out_dim)
+}
+
 impl PackedBf16 {
     /// Packs `w`, `(out, in)` row-major f32, and keeps the bias (f32) beside it.
     pub fn pack(w: &[f32], bias: Option<&[f32]>, out_dim: usize, in_dim: usize) -> Result<Self> {
@@ -294,11 +309,7 @@ impl PackedBf16 {
 
     /// [`Self::linear`], then `finish` done to the outputs.
     pub fn linear_then(&self, x: &[f32], rows: usize, finish: Finish) -> Result<Vec<f32>> {
-        let k = self.in_dim;
-        if x.len() != rows * k {
-            bail!("bf16 linear: {} values for ({rows}, {k}) inputs", x.len());
-        }
-        finish.check("bf16 linear", rows, self.out_dim)?;
+        check_inputs("bf16 linear", x, rows, (self.in_dim, self.out_dim), finish)?;
         if !bf16_available() {
             bail!("bf16 linear: this CPU lacks AVX512-BF16");
         }
@@ -350,11 +361,7 @@ impl PackedF32 {
 
     /// `x · Wᵀ + bias` for `x` `(rows, in)` row-major f32, then `finish`. Needs AVX-512F.
     pub fn linear_then(&self, x: &[f32], rows: usize, finish: Finish) -> Result<Vec<f32>> {
-        let k = self.in_dim;
-        if x.len() != rows * k {
-            bail!("f32 linear: {} values for ({rows}, {k}) inputs", x.len());
-        }
-        finish.check("f32 linear", rows, self.out_dim)?;
+        check_inputs("f32 linear", x, rows, (self.in_dim, self.out_dim), finish)?;
         if !f32_packed_available() {
             bail!("f32 packed linear: this CPU or build lacks AVX-512");
         }
